@@ -1,0 +1,44 @@
+//===- MoEBase.td - the moe dialect ------------------------*- tablegen -*-===//
+//
+// The `moe` dialect describes a Mixture-of-Experts decoder at logical shapes:
+// no parallelism appears in a model written in it. Passes shard it over a
+// DP x CP x TP x EP mesh and lower it to runtime calls.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_DIALECT_MOE_IR_MOEBASE_TD
+#define MOE_DIALECT_MOE_IR_MOEBASE_TD
+
+include "mlir/IR/OpBase.td"
+
+def MoE_Dialect : Dialect {
+  let name = "moe";
+  let cppNamespace = "::mlir::moe";
+  let summary = "Model-level ops of Mixture-of-Experts decoders";
+  let description = [{
+    Ops for Qwen3-MoE, DeepSeek-V3 and Mixtral style decoders, written at
+    logical (unsharded) shapes on ranked tensors. Weights are introduced by
+    `moe.param`, which carries the tensor's Hugging Face checkpoint name, so a
+    model's parameters map one to one onto a safetensors checkpoint.
+
+    The module attribute `moe.mesh` (a `#moe.mesh<...>`) records the device
+    mesh the model is compiled for; the dialect verifies that the model can be
+    sharded over it.
+  }];
+  let useDefaultAttributePrinterParser = 1;
+  let hasConstantMaterializer = 1;
+  let hasOperationAttrVerify = 1;
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::tensor::TensorDialect"];
+  let extraClassDeclaration = [{
+    /// Name of the module attribute that holds the `#moe.mesh`.
+    static constexpr ::llvm::StringLiteral getMeshAttrName() {
+      return ::llvm::StringLiteral("moe.mesh");
+    }
+  }];
+}
+
+class MoE_Op<string mnemonic, list<Trait> traits = []>
+    : Op<MoE_Dialect, mnemonic, traits>;
+
+#endif // MOE_DIALECT_MOE_IR_MOEBASE_TD

@@ -1,0 +1,45 @@
+//===- MeshShape.h - parse and check a DP x CP x TP x EP mesh ---*- C++ -*-===//
+//
+// Plain C++ (no LLVM/MLIR) so the compiler, the runtime and the executable's
+// command line share one parser and one set of rules for `--mesh`.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_SUPPORT_MESHSHAPE_H
+#define MOE_SUPPORT_MESHSHAPE_H
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace moe {
+
+/// Sizes of the four mesh axes. The world is dp * cp * tp ranks; ep borrows
+/// its ranks from the dp * cp plane (see #moe.mesh in the dialect docs).
+struct MeshShape {
+  int64_t dp = 1;
+  int64_t cp = 1;
+  int64_t tp = 1;
+  int64_t ep = 1;
+
+  int64_t worldSize() const { return dp * cp * tp; }
+  int64_t expertDataParallelSize() const { return dp * cp / ep; }
+
+  /// Parses "dp=2,cp=1,tp=2,ep=4": comma-separated axis=size pairs in any
+  /// order, each axis at most once, omitted axes 1; "" is the 1-rank mesh.
+  /// Returns nullopt and sets `error` to one sentence on malformed text.
+  static std::optional<MeshShape> parse(const std::string &text,
+                                        std::string &error);
+
+  /// Checks the mesh's own rules (positive sizes, ep divides dp * cp) and,
+  /// when `worldSize` > 0, that it spans exactly that many ranks. Returns ""
+  /// when valid, else one sentence saying what is wrong.
+  std::string validate(int64_t worldSize = 0) const;
+
+  /// "dp=2,cp=1,tp=1,ep=2".
+  std::string str() const;
+};
+
+} // namespace moe
+
+#endif // MOE_SUPPORT_MESHSHAPE_H

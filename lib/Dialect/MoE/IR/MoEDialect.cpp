@@ -1,0 +1,133 @@
+//===- MoEDialect.cpp - the moe dialect, its attributes and the mesh ------===//
+
+#include "moe/Dialect/MoE/IR/MoEDialect.h"
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+#include "moe/Support/MeshShape.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+#include "moe/Dialect/MoE/IR/MoEEnums.cpp.inc"
+#include "moe/Dialect/MoE/IR/MoEOpsDialect.cpp.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "moe/Dialect/MoE/IR/MoEAttrs.cpp.inc"
+
+void MoEDialect::initialize() {
+  addOperations<
+#define GET_OP_LIST
+#include "moe/Dialect/MoE/IR/MoEOps.cpp.inc"
+      >();
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "moe/Dialect/MoE/IR/MoEAttrs.cpp.inc"
+      >();
+}
+
+Operation *MoEDialect::materializeConstant(OpBuilder &builder, Attribute value,
+                                           Type type, Location loc) {
+  return arith::ConstantOp::materialize(builder, value, type, loc);
+}
+
+//===----------------------------------------------------------------------===//
+// Mesh
+//===----------------------------------------------------------------------===//
+
+LogicalResult MeshAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                               int64_t dp, int64_t cp, int64_t tp, int64_t ep) {
+  // One set of mesh rules for the compiler and the runtime's --mesh flag.
+  std::string problem = ::moe::MeshShape{dp, cp, tp, ep}.validate();
+  if (!problem.empty())
+    return emitError() << problem;
+  return success();
+}
+
+/// Emits "<what> (<count>) ... divisible by <axis> = <size>" at `op` unless
+/// `size` divides `count`.
+static LogicalResult expectDivisible(Operation *op, StringRef what,
+                                     int64_t count, StringRef axis,
+                                     int64_t size) {
+  if (count % size == 0)
+    return success();
+  return emitError(op->getLoc()) << "cannot shard over the mesh: " << what << " ("
+                         << count << ") is not divisible by " << axis << " = "
+                         << size;
+}
+
+static bool hasRank(Value v, size_t rank) {
+  return cast<ShapedType>(v.getType()).getShape().size() == rank;
+}
+
+LogicalResult mlir::moe::verifyModelFitsMesh(Operation *module, MeshAttr mesh) {
+  // Runs before the nested ops' own verifiers (the module attribute is
+  // checked on entry), so every shape access is guarded by a rank check.
+  bool ok = true;
+  auto check = [&](LogicalResult r) { ok &= succeeded(r); };
+  module->walk([&](Operation *op) {
+    llvm::TypeSwitch<Operation *>(op)
+        .Case([&](EmbeddingOp emb) {
+          ArrayRef<int64_t> tokens = emb.getTokens().getType().getShape();
+          if (!tokens.empty())
+            check(expectDivisible(op, "the batch size", tokens[0], "dp",
+                                  mesh.getDp()));
+          if (tokens.size() >= 2)
+            check(expectDivisible(op, "the sequence length", tokens[1], "cp",
+                                  mesh.getCp()));
+        })
+        .Case([&](AttentionOp attn) {
+          if (!hasRank(attn.getQ(), 4) || !hasRank(attn.getK(), 4))
+            return;
+          ArrayRef<int64_t> q = attn.getQ().getType().getShape();
+          ArrayRef<int64_t> k = attn.getK().getType().getShape();
+          // TP splits heads; Ulysses CP then splits each rank's heads again.
+          int64_t headShards = mesh.getTp() * mesh.getCp();
+          check(expectDivisible(op, "the sequence length", q[1], "cp",
+                                mesh.getCp()));
+          check(expectDivisible(op, "the number of query heads", q[2],
+                                "tp * cp", headShards));
+          check(expectDivisible(op, "the number of key/value heads", k[2],
+                                "tp * cp", headShards));
+        })
+        .Case([&](MLPOp mlp) {
+          if (!hasRank(mlp.getGateWeight(), 2))
+            return;
+          check(expectDivisible(op, "the MLP intermediate size",
+                                mlp.getGateWeight().getType().getShape()[0],
+                                "tp", mesh.getTp()));
+        })
+        .Case([&](SharedExpertsOp shared) {
+          if (!hasRank(shared.getGateWeight(), 2))
+            return;
+          check(expectDivisible(op, "the shared-expert intermediate size",
+                                shared.getGateWeight().getType().getShape()[0],
+                                "tp", mesh.getTp()));
+        })
+        .Case([&](ExpertsOp experts) {
+          if (!hasRank(experts.getGateWeight(), 3))
+            return;
+          check(expectDivisible(op, "the number of experts",
+                                experts.getNumExperts(), "ep", mesh.getEp()));
+        });
+  });
+  return success(ok);
+}
+
+LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
+                                                   NamedAttribute attr) {
+  if (attr.getName() != getMeshAttrName())
+    return op->emitError() << "unknown moe dialect attribute '"
+                           << attr.getName().getValue() << "'";
+  if (!isa<ModuleOp>(op))
+    return op->emitError() << "'" << getMeshAttrName()
+                           << "' must be attached to a builtin.module";
+  auto mesh = dyn_cast<MeshAttr>(attr.getValue());
+  if (!mesh)
+    return op->emitError() << "'" << getMeshAttrName()
+                           << "' must be a #moe.mesh attribute, but got "
+                           << attr.getValue();
+  return verifyModelFitsMesh(op, mesh);
+}

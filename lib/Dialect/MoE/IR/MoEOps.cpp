@@ -1,0 +1,477 @@
+//===- MoEOps.cpp - moe dialect op verifiers, folders, patterns -----------===//
+
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/PatternMatch.h"
+#include "llvm/ADT/STLExtras.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::moe;
+
+//===----------------------------------------------------------------------===//
+// Shape checks shared by the verifiers
+//===----------------------------------------------------------------------===//
+
+static ArrayRef<int64_t> shapeOf(Value v) {
+  return cast<ShapedType>(v.getType()).getShape();
+}
+
+static std::string formatShape(ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  llvm::raw_string_ostream os(s);
+  llvm::interleaveComma(shape, os);
+  os << "]";
+  return s;
+}
+
+/// "expects <what> of shape [want] (<why>), but got [got]".
+static LogicalResult expectShape(Operation *op, StringRef what, Value value,
+                                 ArrayRef<int64_t> want, StringRef why) {
+  ArrayRef<int64_t> got = shapeOf(value);
+  if (got == want)
+    return success();
+  return op->emitOpError() << "expects " << what << " of shape "
+                           << formatShape(want) << " (" << why
+                           << "), but got " << formatShape(got);
+}
+
+static LogicalResult expectRank(Operation *op, StringRef what, Value value,
+                                int64_t rank, StringRef layout) {
+  int64_t got = shapeOf(value).size();
+  if (got == rank)
+    return success();
+  return op->emitOpError() << "expects " << what << " of rank " << rank << " ("
+                           << layout << "), but got rank " << got;
+}
+
+static LogicalResult expectAtLeastRank1(Operation *op, StringRef what,
+                                        Value value) {
+  if (!shapeOf(value).empty())
+    return success();
+  return op->emitOpError() << "expects " << what
+                           << " of rank >= 1 ([..., features]), but got rank 0";
+}
+
+static LogicalResult expectSameType(Operation *op, Value result, Value like,
+                                    StringRef likeName) {
+  if (result.getType() == like.getType())
+    return success();
+  return op->emitOpError() << "expects the result type to equal the "
+                           << likeName << " type " << like.getType()
+                           << ", but got " << result.getType();
+}
+
+static LogicalResult expectPositive(Operation *op, StringRef what, double v) {
+  if (v > 0.0)
+    return success();
+  return op->emitOpError() << "expects " << what << " > 0, but got " << v;
+}
+
+static LogicalResult expectNonNegative(Operation *op, StringRef what,
+                                       double v) {
+  if (v >= 0.0)
+    return success();
+  return op->emitOpError() << "expects " << what << " >= 0, but got " << v;
+}
+
+/// `leading` followed by `last`.
+static SmallVector<int64_t> withLastDim(ArrayRef<int64_t> leading,
+                                        int64_t last) {
+  SmallVector<int64_t> shape(leading);
+  shape.push_back(last);
+  return shape;
+}
+
+/// Checks a SwiGLU FFN's weights: gate/up [F, H], down [H, F] for `input`
+/// [..., H]; the result has the input's type.
+static LogicalResult verifySwiGLU(Operation *op, Value input, Value gate,
+                                  Value up, Value down, Value result) {
+  if (failed(expectAtLeastRank1(op, "input", input)) ||
+      failed(expectRank(op, "gate_weight", gate, 2, "[intermediate, hidden]")))
+    return failure();
+  int64_t hidden = shapeOf(input).back();
+  int64_t inter = shapeOf(gate)[0];
+  if (failed(expectShape(op, "gate_weight", gate, {inter, hidden},
+                         "[intermediate, hidden]")) ||
+      failed(expectShape(op, "up_weight", up, {inter, hidden},
+                         "the shape of gate_weight")) ||
+      failed(expectShape(op, "down_weight", down, {hidden, inter},
+                         "[hidden, intermediate]")))
+    return failure();
+  return expectSameType(op, result, input, "input");
+}
+
+/// The scoring function as a bare keyword: `softmax` or `sigmoid`.
+static ParseResult parseScoreFunc(OpAsmParser &parser, ScoreFuncAttr &attr) {
+  SMLoc loc = parser.getCurrentLocation();
+  StringRef keyword;
+  if (parser.parseKeyword(&keyword))
+    return failure();
+  std::optional<ScoreFunc> value = symbolizeScoreFunc(keyword);
+  if (!value)
+    return parser.emitError(loc) << "expected a scoring function (softmax or "
+                                    "sigmoid), but got '"
+                                 << keyword << "'";
+  attr = ScoreFuncAttr::get(parser.getContext(), *value);
+  return success();
+}
+
+static void printScoreFunc(OpAsmPrinter &printer, Operation *,
+                           ScoreFuncAttr attr) {
+  printer << stringifyScoreFunc(attr.getValue());
+}
+
+//===----------------------------------------------------------------------===//
+// ParamOp
+//===----------------------------------------------------------------------===//
+
+static constexpr StringLiteral kExpertPlaceholder = "{e}";
+
+bool ParamOp::isStackedExperts() {
+  return getName().contains(kExpertPlaceholder);
+}
+
+std::string ParamOp::getExpertName(int64_t expert) {
+  StringRef name = getName();
+  size_t pos = name.find(kExpertPlaceholder);
+  if (pos == StringRef::npos)
+    return name.str();
+  return (name.take_front(pos) + Twine(expert) +
+          name.drop_front(pos + kExpertPlaceholder.size()))
+      .str();
+}
+
+LogicalResult ParamOp::verify() {
+  StringRef name = getName();
+  if (name.empty())
+    return emitOpError("expects a non-empty parameter name");
+  size_t placeholders = name.count(kExpertPlaceholder);
+  if (placeholders > 1)
+    return emitOpError() << "expects at most one '{e}' placeholder in '"
+                         << name << "', but got " << placeholders;
+  int64_t rank = getType().getRank();
+  if (placeholders == 1 && rank < 2)
+    return emitOpError() << "expects the stacked-experts parameter '" << name
+                         << "' to have rank >= 2 ([experts, ...]), but got "
+                            "rank "
+                         << rank;
+  // Names are unique within a block; a linear scan up to this op keeps the
+  // check local to the verifier (blocks of models hold ~10 params a layer).
+  for (Operation &other : *getOperation()->getBlock()) {
+    if (&other == getOperation())
+      break;
+    auto prev = dyn_cast<ParamOp>(other);
+    if (prev && prev.getName() == name) {
+      InFlightDiagnostic diag = emitOpError()
+                                << "redeclares parameter '" << name << "'";
+      diag.attachNote(prev.getLoc()) << "first declared here";
+      return diag;
+    }
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Dense layers
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::verify() {
+  if (failed(expectRank(*this, "table", getTable(), 2, "[vocab, hidden]")))
+    return failure();
+  auto table = getTable().getType();
+  SmallVector<int64_t> want =
+      withLastDim(getTokens().getType().getShape(), table.getShape()[1]);
+  if (failed(expectShape(*this, "result", getResult(), want,
+                         "the tokens' shape followed by the hidden size")))
+    return failure();
+  if (getResult().getType().getElementType() != table.getElementType())
+    return emitOpError() << "expects the result element type to equal the "
+                            "table's "
+                         << table.getElementType() << ", but got "
+                         << getResult().getType().getElementType();
+  return success();
+}
+
+LogicalResult RMSNormOp::verify() {
+  if (failed(expectAtLeastRank1(*this, "input", getInput())) ||
+      failed(expectShape(*this, "weight", getWeight(),
+                         {getInput().getType().getShape().back()},
+                         "the last dimension of input")) ||
+      failed(expectPositive(*this, "eps", getEps().convertToDouble())))
+    return failure();
+  return expectSameType(*this, getResult(), getInput(), "input");
+}
+
+LogicalResult LinearOp::verify() {
+  if (failed(expectAtLeastRank1(*this, "input", getInput())) ||
+      failed(expectRank(*this, "weight", getWeight(), 2, "[out, in]")))
+    return failure();
+  ArrayRef<int64_t> in = getInput().getType().getShape();
+  ArrayRef<int64_t> w = getWeight().getType().getShape();
+  if (in.back() != w[1])
+    return emitOpError() << "expects the input's last dimension to equal the "
+                            "weight's in dimension "
+                         << w[1] << ", but got " << in.back();
+  if (getBias() && failed(expectShape(*this, "bias", getBias(), {w[0]},
+                                      "the weight's out dimension")))
+    return failure();
+  return expectShape(*this, "result", getResult(),
+                     withLastDim(in.drop_back(), w[0]),
+                     "the input's leading dimensions followed by out");
+}
+
+LogicalResult RopeOp::verify() {
+  if (failed(expectRank(*this, "input", getInput(), 4,
+                        "[batch, seq, heads, head_dim]")))
+    return failure();
+  ArrayRef<int64_t> x = getInput().getType().getShape();
+  if (x[3] % 2 != 0)
+    return emitOpError() << "expects an even head_dim, but got " << x[3];
+  if (getPositions() &&
+      failed(expectShape(*this, "positions", getPositions(), {x[0], x[1]},
+                         "[batch, seq] of input")))
+    return failure();
+  if (failed(expectPositive(*this, "theta", getTheta().convertToDouble())))
+    return failure();
+  return expectSameType(*this, getResult(), getInput(), "input");
+}
+
+LogicalResult AttentionOp::verify() {
+  if (failed(expectRank(*this, "q", getQ(), 4,
+                        "[batch, seq, heads, head_dim]")) ||
+      failed(expectRank(*this, "k", getK(), 4,
+                        "[batch, seq, kv_heads, head_dim]")))
+    return failure();
+  ArrayRef<int64_t> q = getQ().getType().getShape();
+  ArrayRef<int64_t> k = getK().getType().getShape();
+  if (failed(expectShape(*this, "k", getK(), {q[0], q[1], k[2], q[3]},
+                         "batch, seq and head_dim of q")) ||
+      failed(expectShape(*this, "v", getV(), k, "the shape of k")))
+    return failure();
+  if (q[2] % k[2] != 0)
+    return emitOpError() << "expects the number of query heads (" << q[2]
+                         << ") to be a multiple of the number of key/value "
+                            "heads ("
+                         << k[2] << ")";
+  if (getScale() && failed(expectPositive(*this, "scale",
+                                          getScale()->convertToDouble())))
+    return failure();
+  return expectSameType(*this, getResult(), getQ(), "q");
+}
+
+double AttentionOp::getEffectiveScale() {
+  if (std::optional<APFloat> scale = getScale())
+    return scale->convertToDouble();
+  return 1.0 / std::sqrt(static_cast<double>(getQ().getType().getShape()[3]));
+}
+
+LogicalResult MLPOp::verify() {
+  return verifySwiGLU(*this, getInput(), getGateWeight(), getUpWeight(),
+                      getDownWeight(), getResult());
+}
+
+OpFoldResult AddOp::fold(FoldAdaptor adaptor) {
+  // Commutative: a constant operand is canonicalised to the right.
+  auto rhs = dyn_cast_if_present<SplatElementsAttr>(adaptor.getRhs());
+  if (rhs && rhs.getSplatValue<APFloat>().isZero())
+    return getLhs();
+  return {};
+}
+
+//===----------------------------------------------------------------------===//
+// Mixture of experts
+//===----------------------------------------------------------------------===//
+
+int64_t RouterOp::getNumExperts() {
+  return getGateWeight().getType().getShape()[0];
+}
+
+LogicalResult RouterOp::verify() {
+  if (failed(expectAtLeastRank1(*this, "input", getInput())) ||
+      failed(expectRank(*this, "gate_weight", getGateWeight(), 2,
+                        "[experts, hidden]")))
+    return failure();
+  ArrayRef<int64_t> x = getInput().getType().getShape();
+  int64_t experts = getNumExperts();
+  if (failed(expectShape(*this, "gate_weight", getGateWeight(),
+                         {experts, x.back()}, "[experts, hidden]")))
+    return failure();
+
+  int64_t topK = getTopK(), nGroup = getNGroup(), topKGroup = getTopkGroup();
+  if (topK < 1)
+    return emitOpError() << "expects top_k >= 1, but got " << topK;
+  if (topK > experts)
+    return emitOpError() << "expects top_k <= the number of experts ("
+                         << experts << "), but got " << topK;
+  if (nGroup < 1 || experts % nGroup != 0)
+    return emitOpError() << "expects n_group to be a positive divisor of the "
+                            "number of experts ("
+                         << experts << "), but got " << nGroup;
+  if (topKGroup < 1 || topKGroup > nGroup)
+    return emitOpError() << "expects topk_group in [1, n_group = " << nGroup
+                         << "], but got " << topKGroup;
+  int64_t eligible = topKGroup * (experts / nGroup);
+  if (topK > eligible)
+    return emitOpError() << "expects top_k <= the " << eligible
+                         << " experts of the topk_group = " << topKGroup
+                         << " kept groups, but got " << topK;
+  if (getExpertBias() &&
+      failed(expectShape(*this, "expert_bias", getExpertBias(), {experts},
+                         "one bias per expert")))
+    return failure();
+  if (failed(expectPositive(*this, "route_scale",
+                            getRouteScale().convertToDouble())))
+    return failure();
+
+  ArrayRef<int64_t> tokens = x.drop_back();
+  if (failed(expectShape(*this, "weights", getWeights(),
+                         withLastDim(tokens, topK),
+                         "the input's token dimensions followed by top_k")) ||
+      failed(expectShape(*this, "indices", getIndices(),
+                         withLastDim(tokens, topK),
+                         "the input's token dimensions followed by top_k")) ||
+      failed(expectShape(*this, "logits", getLogits(),
+                         withLastDim(tokens, experts),
+                         "the input's token dimensions followed by experts")))
+    return failure();
+  if (!getLogits().getType().getElementType().isF32())
+    return emitOpError() << "expects f32 logits, but got element type "
+                         << getLogits().getType().getElementType();
+  return success();
+}
+
+namespace {
+/// Group-limited routing that keeps every group is plain top-k routing.
+struct DropTrivialExpertGroups : OpRewritePattern<RouterOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(RouterOp op,
+                                PatternRewriter &rewriter) const override {
+    if (op.getNGroup() == 1 || op.getTopkGroup() != op.getNGroup())
+      return failure();
+    rewriter.modifyOpInPlace(op, [&] {
+      op.setNGroup(1);
+      op.setTopkGroup(1);
+    });
+    return success();
+  }
+};
+} // namespace
+
+void RouterOp::getCanonicalizationPatterns(RewritePatternSet &results,
+                                           MLIRContext *context) {
+  results.add<DropTrivialExpertGroups>(context);
+}
+
+int64_t ExpertsOp::getNumExperts() {
+  return getGateWeight().getType().getShape()[0];
+}
+
+int64_t ExpertsOp::getTopK() { return getWeights().getType().getShape().back(); }
+
+LogicalResult ExpertsOp::verify() {
+  if (failed(expectAtLeastRank1(*this, "input", getInput())) ||
+      failed(expectRank(*this, "gate_weight", getGateWeight(), 3,
+                        "[experts, intermediate, hidden]")) ||
+      failed(expectAtLeastRank1(*this, "weights", getWeights())))
+    return failure();
+  ArrayRef<int64_t> x = getInput().getType().getShape();
+  ArrayRef<int64_t> gate = getGateWeight().getType().getShape();
+  int64_t experts = gate[0], inter = gate[1], hidden = x.back();
+  if (failed(expectShape(*this, "gate_weight", getGateWeight(),
+                         {experts, inter, hidden},
+                         "[experts, intermediate, hidden]")) ||
+      failed(expectShape(*this, "up_weight", getUpWeight(), gate,
+                         "the shape of gate_weight")) ||
+      failed(expectShape(*this, "down_weight", getDownWeight(),
+                         {experts, hidden, inter},
+                         "[experts, hidden, intermediate]")))
+    return failure();
+  int64_t topK = getTopK();
+  if (failed(expectShape(*this, "weights", getWeights(),
+                         withLastDim(x.drop_back(), topK),
+                         "the input's token dimensions followed by top_k")) ||
+      failed(expectShape(*this, "indices", getIndices(),
+                         getWeights().getType().getShape(),
+                         "the shape of weights")))
+    return failure();
+  if (topK > experts)
+    return emitOpError() << "expects top_k (the last dimension of weights) <= "
+                            "the number of experts ("
+                         << experts << "), but got " << topK;
+  if (std::optional<APFloat> cf = getCapacityFactor())
+    if (failed(expectPositive(*this, "capacity_factor", cf->convertToDouble())))
+      return failure();
+  return expectSameType(*this, getResult(), getInput(), "input");
+}
+
+LogicalResult SharedExpertsOp::verify() {
+  if (failed(verifySwiGLU(*this, getInput(), getGateWeight(), getUpWeight(),
+                          getDownWeight(), getResult())))
+    return failure();
+  if (getSharedGate())
+    return expectShape(*this, "shared_gate", getSharedGate(),
+                       {1, getInput().getType().getShape().back()},
+                       "[1, hidden]");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Losses
+//===----------------------------------------------------------------------===//
+
+LogicalResult CrossEntropyOp::verify() {
+  if (failed(expectAtLeastRank1(*this, "logits", getLogits())))
+    return failure();
+  return expectShape(*this, "labels", getLabels(),
+                     getLogits().getType().getShape().drop_back(),
+                     "the logits' shape without the vocabulary dimension");
+}
+
+/// A rank-0 f32 zero, the value of a loss whose coefficient is 0.
+static Attribute zeroLoss(Value loss) {
+  return DenseElementsAttr::get(cast<ShapedType>(loss.getType()), 0.0f);
+}
+
+LogicalResult AuxLossOp::verify() {
+  if (failed(expectAtLeastRank1(*this, "logits", getLogits())) ||
+      failed(expectAtLeastRank1(*this, "indices", getIndices())))
+    return failure();
+  ArrayRef<int64_t> logits = getLogits().getType().getShape();
+  int64_t topK = getIndices().getType().getShape().back();
+  if (failed(expectShape(*this, "indices", getIndices(),
+                         withLastDim(logits.drop_back(), topK),
+                         "the logits' token dimensions followed by top_k")))
+    return failure();
+  if (topK > logits.back())
+    return emitOpError() << "expects top_k (the last dimension of indices) <= "
+                            "the number of experts ("
+                         << logits.back() << "), but got " << topK;
+  return expectNonNegative(*this, "coefficient",
+                           getCoefficient().convertToDouble());
+}
+
+OpFoldResult AuxLossOp::fold(FoldAdaptor) {
+  if (getCoefficient().isZero())
+    return zeroLoss(getLoss());
+  return {};
+}
+
+LogicalResult ZLossOp::verify() {
+  if (failed(expectAtLeastRank1(*this, "logits", getLogits())))
+    return failure();
+  return expectNonNegative(*this, "coefficient",
+                           getCoefficient().convertToDouble());
+}
+
+OpFoldResult ZLossOp::fold(FoldAdaptor) {
+  if (getCoefficient().isZero())
+    return zeroLoss(getLoss());
+  return {};
+}
+
+#define GET_OP_CLASSES
+#include "moe/Dialect/MoE/IR/MoEOps.cpp.inc"

@@ -1,0 +1,85 @@
+//===- MeshShape.cpp - parse and check a DP x CP x TP x EP mesh -----------===//
+
+#include "moe/Support/MeshShape.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <sstream>
+
+namespace moe {
+
+std::optional<MeshShape> MeshShape::parse(const std::string &text,
+                                          std::string &error) {
+  MeshShape mesh;
+  bool seen[4] = {false, false, false, false};
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find(',', pos);
+    if (end == std::string::npos)
+      end = text.size();
+    std::string item = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (end == text.size() - 1) {
+      error = "trailing ',' in mesh '" + text + "'";
+      return std::nullopt;
+    }
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      error = "mesh entry '" + item + "' is not of the form axis=size";
+      return std::nullopt;
+    }
+    std::string axis = item.substr(0, eq), value = item.substr(eq + 1);
+    static const char *const names[] = {"dp", "cp", "tp", "ep"};
+    int64_t *fields[] = {&mesh.dp, &mesh.cp, &mesh.tp, &mesh.ep};
+    int index = -1;
+    for (int i = 0; i < 4; ++i)
+      if (axis == names[i])
+        index = i;
+    if (index < 0) {
+      error = "unknown mesh axis '" + axis + "' (expected dp, cp, tp or ep)";
+      return std::nullopt;
+    }
+    if (seen[index]) {
+      error = "mesh axis '" + axis + "' is given twice";
+      return std::nullopt;
+    }
+    seen[index] = true;
+    char *parsedEnd = nullptr;
+    errno = 0;
+    long long size = std::strtoll(value.c_str(), &parsedEnd, 10);
+    if (value.empty() || *parsedEnd != '\0' || errno == ERANGE ||
+        value[0] == '+' || value[0] == ' ') {
+      error = "mesh axis '" + axis + "' has size '" + value +
+              "', which is not an integer";
+      return std::nullopt;
+    }
+    *fields[index] = size;
+  }
+  return mesh;
+}
+
+std::string MeshShape::validate(int64_t worldSize) const {
+  const std::pair<const char *, int64_t> axes[] = {
+      {"dp", dp}, {"cp", cp}, {"tp", tp}, {"ep", ep}};
+  for (const auto &[name, size] : axes)
+    if (size < 1)
+      return std::string("mesh axis '") + name +
+             "' must have a positive size, but got " + std::to_string(size);
+  if ((dp * cp) % ep != 0)
+    return "mesh ep=" + std::to_string(ep) + " must divide dp*cp=" +
+           std::to_string(dp * cp) +
+           " (expert parallelism borrows its ranks from dp and cp)";
+  if (worldSize > 0 && worldSize != this->worldSize())
+    return "mesh " + str() + " spans dp*cp*tp=" +
+           std::to_string(this->worldSize()) + " ranks, but the world has " +
+           std::to_string(worldSize);
+  return "";
+}
+
+std::string MeshShape::str() const {
+  std::ostringstream os;
+  os << "dp=" << dp << ",cp=" << cp << ",tp=" << tp << ",ep=" << ep;
+  return os.str();
+}
+
+} // namespace moe

@@ -1,0 +1,90 @@
+// Tests of the mesh parser and rules shared by the compiler and the runtime.
+
+#include "moe/Support/MeshShape.h"
+
+#include <gtest/gtest.h>
+
+using moe::MeshShape;
+
+namespace {
+
+MeshShape parseOk(const std::string &text) {
+  std::string error;
+  std::optional<MeshShape> mesh = MeshShape::parse(text, error);
+  EXPECT_TRUE(mesh.has_value()) << text << ": " << error;
+  return mesh.value_or(MeshShape{});
+}
+
+std::string parseError(const std::string &text) {
+  std::string error;
+  std::optional<MeshShape> mesh = MeshShape::parse(text, error);
+  EXPECT_FALSE(mesh.has_value()) << text;
+  return error;
+}
+
+TEST(MeshShape, ParsesAxesInAnyOrderWithDefaults) {
+  MeshShape mesh = parseOk("ep=4,dp=2,cp=2");
+  EXPECT_EQ(mesh.dp, 2);
+  EXPECT_EQ(mesh.cp, 2);
+  EXPECT_EQ(mesh.tp, 1);
+  EXPECT_EQ(mesh.ep, 4);
+  EXPECT_EQ(mesh.worldSize(), 4);
+  EXPECT_EQ(mesh.expertDataParallelSize(), 1);
+  EXPECT_EQ(mesh.str(), "dp=2,cp=2,tp=1,ep=4");
+}
+
+TEST(MeshShape, EmptyTextIsTheSingleRankMesh) {
+  MeshShape mesh = parseOk("");
+  EXPECT_EQ(mesh.worldSize(), 1);
+  EXPECT_EQ(mesh.validate(1), "");
+}
+
+TEST(MeshShape, RoundTripsThroughStr) {
+  MeshShape mesh = parseOk("dp=2,tp=2,ep=2");
+  MeshShape again = parseOk(mesh.str());
+  EXPECT_EQ(again.str(), mesh.str());
+}
+
+TEST(MeshShape, RejectsMalformedText) {
+  EXPECT_NE(parseError("dp").find("not of the form axis=size"),
+            std::string::npos);
+  EXPECT_NE(parseError("xp=2").find("unknown mesh axis 'xp'"),
+            std::string::npos);
+  EXPECT_NE(parseError("dp=2,dp=4").find("given twice"), std::string::npos);
+  EXPECT_NE(parseError("dp=two").find("not an integer"), std::string::npos);
+  EXPECT_NE(parseError("dp=").find("not an integer"), std::string::npos);
+  EXPECT_NE(parseError("dp=2x").find("not an integer"), std::string::npos);
+  EXPECT_NE(parseError("dp=2,").find("trailing ','"), std::string::npos);
+  EXPECT_NE(parseError(",dp=2").find("not of the form"), std::string::npos);
+  EXPECT_NE(parseError("dp=99999999999999999999").find("not an integer"),
+            std::string::npos);
+}
+
+TEST(MeshShape, ValidatesSizes) {
+  EXPECT_NE(parseOk("tp=0").validate().find("'tp' must have a positive size"),
+            std::string::npos);
+  EXPECT_NE(parseOk("dp=-2").validate().find("'dp' must have a positive size"),
+            std::string::npos);
+}
+
+TEST(MeshShape, ExpertParallelismBorrowsFromDataAndContext) {
+  EXPECT_EQ(parseOk("dp=2,cp=2,ep=4").validate(), "");
+  EXPECT_EQ(parseOk("dp=4,ep=2").validate(), "");
+  // tp ranks cannot be borrowed: ep=4 needs dp*cp >= 4.
+  EXPECT_NE(parseOk("dp=2,tp=2,ep=4").validate().find("must divide dp*cp=2"),
+            std::string::npos);
+  EXPECT_NE(parseOk("dp=6,ep=4").validate().find("must divide"),
+            std::string::npos);
+}
+
+TEST(MeshShape, ChecksTheWorldSize) {
+  MeshShape mesh = parseOk("dp=2,tp=2,ep=2");
+  EXPECT_EQ(mesh.validate(4), "");
+  EXPECT_EQ(mesh.validate(0), ""); // 0: not checked
+  std::string error = mesh.validate(8);
+  EXPECT_NE(error.find("spans dp*cp*tp=4 ranks, but the world has 8"),
+            std::string::npos)
+      << error;
+}
+
+} // namespace

@@ -1,0 +1,106 @@
+// Round trip of every moe op in every optional form, through the custom and
+// the generic printer.
+// RUN: moe-opt %s | moe-opt | FileCheck %s
+// RUN: moe-opt %s --mlir-print-op-generic | moe-opt | FileCheck %s
+
+// CHECK-LABEL: func.func @param
+func.func @param() -> (tensor<8xf32>, tensor<4x6x8xf32>) {
+  // CHECK: moe.param "model.norm.weight" : tensor<8xf32>
+  %w = moe.param "model.norm.weight" : tensor<8xf32>
+  // CHECK: moe.param "model.layers.0.mlp.experts.{e}.up_proj.weight" : tensor<4x6x8xf32>
+  %e = moe.param "model.layers.0.mlp.experts.{e}.up_proj.weight" : tensor<4x6x8xf32>
+  return %w, %e : tensor<8xf32>, tensor<4x6x8xf32>
+}
+
+// CHECK-LABEL: func.func @dense
+func.func @dense(%tok: tensor<2x4xi32>, %table: tensor<16x8xf32>, %w: tensor<8xf32>,
+                 %lw: tensor<12x8xf32>, %b: tensor<12xf32>) -> (tensor<2x4x12xf32>, tensor<2x4x12xf32>) {
+  // CHECK: %[[X:.+]] = moe.embedding %{{.+}}, %{{.+}} : (tensor<2x4xi32>, tensor<16x8xf32>) -> tensor<2x4x8xf32>
+  %x = moe.embedding %tok, %table : (tensor<2x4xi32>, tensor<16x8xf32>) -> tensor<2x4x8xf32>
+  // CHECK: %[[N:.+]] = moe.rms_norm %[[X]], %{{.+}} {eps = 1.000000e-05 : f64} : (tensor<2x4x8xf32>, tensor<8xf32>) -> tensor<2x4x8xf32>
+  %n = moe.rms_norm %x, %w {eps = 1.0e-5 : f64} : (tensor<2x4x8xf32>, tensor<8xf32>) -> tensor<2x4x8xf32>
+  // The default eps is not printed.
+  // CHECK: moe.rms_norm %[[N]], %{{[^ ]+}} : (tensor<2x4x8xf32>
+  %n2 = moe.rms_norm %n, %w : (tensor<2x4x8xf32>, tensor<8xf32>) -> tensor<2x4x8xf32>
+  // CHECK: moe.linear %{{.+}}, %{{[^ ]+}} : (tensor<2x4x8xf32>, tensor<12x8xf32>) -> tensor<2x4x12xf32>
+  %y = moe.linear %n2, %lw : (tensor<2x4x8xf32>, tensor<12x8xf32>) -> tensor<2x4x12xf32>
+  // CHECK: moe.linear %{{.+}}, %{{.+}} bias %{{.+}} : (tensor<2x4x8xf32>, tensor<12x8xf32>, tensor<12xf32>) -> tensor<2x4x12xf32>
+  %yb = moe.linear %n2, %lw bias %b : (tensor<2x4x8xf32>, tensor<12x8xf32>, tensor<12xf32>) -> tensor<2x4x12xf32>
+  return %y, %yb : tensor<2x4x12xf32>, tensor<2x4x12xf32>
+}
+
+// CHECK-LABEL: func.func @attention
+func.func @attention(%q: tensor<2x4x4x8xf32>, %k: tensor<2x4x2x8xf32>, %v: tensor<2x4x2x8xf32>,
+                     %pos: tensor<2x4xi32>) -> (tensor<2x4x4x8xf32>, tensor<2x4x4x8xf32>) {
+  // CHECK: %[[Q:.+]] = moe.rope %{{[^ ]+}} {theta = 1.000000e+06 : f64} : (tensor<2x4x4x8xf32>) -> tensor<2x4x4x8xf32>
+  %qr = moe.rope %q {theta = 1.0e6 : f64} : (tensor<2x4x4x8xf32>) -> tensor<2x4x4x8xf32>
+  // CHECK: %[[K:.+]] = moe.rope %{{.+}} positions %{{[^ ]+}} : (tensor<2x4x2x8xf32>, tensor<2x4xi32>) -> tensor<2x4x2x8xf32>
+  %kr = moe.rope %k positions %pos : (tensor<2x4x2x8xf32>, tensor<2x4xi32>) -> tensor<2x4x2x8xf32>
+  // CHECK: moe.attention %[[Q]], %[[K]], %{{[^ ]+}} {causal} : (tensor<2x4x4x8xf32>, tensor<2x4x2x8xf32>, tensor<2x4x2x8xf32>) -> tensor<2x4x4x8xf32>
+  %a = moe.attention %qr, %kr, %v {causal} : (tensor<2x4x4x8xf32>, tensor<2x4x2x8xf32>, tensor<2x4x2x8xf32>) -> tensor<2x4x4x8xf32>
+  // CHECK: moe.attention %{{.+}} {scale = 1.250000e-01 : f64} : (tensor<2x4x4x8xf32>, tensor<2x4x2x8xf32>
+  %b = moe.attention %qr, %kr, %v {scale = 0.125 : f64} : (tensor<2x4x4x8xf32>, tensor<2x4x2x8xf32>, tensor<2x4x2x8xf32>) -> tensor<2x4x4x8xf32>
+  return %a, %b : tensor<2x4x4x8xf32>, tensor<2x4x4x8xf32>
+}
+
+// CHECK-LABEL: func.func @mlp_and_add
+func.func @mlp_and_add(%x: tensor<2x4x8xf32>, %g: tensor<16x8xf32>, %u: tensor<16x8xf32>,
+                       %d: tensor<8x16xf32>) -> tensor<2x4x8xf32> {
+  // CHECK: %[[M:.+]] = moe.mlp %{{.+}}, %{{.+}}, %{{.+}}, %{{[^ ]+}} : (tensor<2x4x8xf32>, tensor<16x8xf32>, tensor<16x8xf32>, tensor<8x16xf32>) -> tensor<2x4x8xf32>
+  %m = moe.mlp %x, %g, %u, %d : (tensor<2x4x8xf32>, tensor<16x8xf32>, tensor<16x8xf32>, tensor<8x16xf32>) -> tensor<2x4x8xf32>
+  // CHECK: moe.add %{{.+}}, %[[M]] : tensor<2x4x8xf32>
+  %r = moe.add %x, %m : tensor<2x4x8xf32>
+  return %r : tensor<2x4x8xf32>
+}
+
+// CHECK-LABEL: func.func @routing
+func.func @routing(%x: tensor<2x4x8xf32>, %gate: tensor<8x8xf32>, %bias: tensor<8xf32>)
+    -> (tensor<2x4x2xf32>, tensor<2x4x2xi32>, tensor<2x4x8xf32>, tensor<2x4x4xf32>) {
+  // CHECK: %{{.+}}, %{{.+}}, %{{.+}} = moe.router %{{.+}}, %{{[^ ]+}} softmax top 2 {norm_topk_prob} : (tensor<2x4x8xf32>, tensor<8x8xf32>) -> (tensor<2x4x2xf32>, tensor<2x4x2xi32>, tensor<2x4x8xf32>)
+  %w, %i, %l = moe.router %x, %gate softmax top 2 {norm_topk_prob} : (tensor<2x4x8xf32>, tensor<8x8xf32>) -> (tensor<2x4x2xf32>, tensor<2x4x2xi32>, tensor<2x4x8xf32>)
+  // CHECK: moe.router %{{.+}}, %{{.+}} bias %{{[^ ]+}} sigmoid top 4 {n_group = 4 : i64, norm_topk_prob, route_scale = 2.500000e+00 : f64, topk_group = 2 : i64} : (tensor<2x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>)
+  %w2, %i2, %l2 = moe.router %x, %gate bias %bias sigmoid top 4 {norm_topk_prob, route_scale = 2.5 : f64, n_group = 4, topk_group = 2} : (tensor<2x4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> (tensor<2x4x4xf32>, tensor<2x4x4xi32>, tensor<2x4x8xf32>)
+  return %w, %i, %l, %w2 : tensor<2x4x2xf32>, tensor<2x4x2xi32>, tensor<2x4x8xf32>, tensor<2x4x4xf32>
+}
+
+// CHECK-LABEL: func.func @experts
+func.func @experts(%x: tensor<8x6xf32>, %w: tensor<8x2xf32>, %i: tensor<8x2xi32>,
+                   %eg: tensor<4x10x6xf32>, %eu: tensor<4x10x6xf32>, %ed: tensor<4x6x10xf32>,
+                   %sg: tensor<12x6xf32>, %su: tensor<12x6xf32>, %sd: tensor<6x12xf32>,
+                   %sgate: tensor<1x6xf32>) -> (tensor<8x6xf32>, tensor<8x6xf32>, tensor<8x6xf32>, tensor<8x6xf32>) {
+  // CHECK: moe.experts %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{[^ ]+}} : (tensor<8x6xf32>, tensor<8x2xf32>, tensor<8x2xi32>, tensor<4x10x6xf32>, tensor<4x10x6xf32>, tensor<4x6x10xf32>) -> tensor<8x6xf32>
+  %y = moe.experts %x, %w, %i, %eg, %eu, %ed : (tensor<8x6xf32>, tensor<8x2xf32>, tensor<8x2xi32>, tensor<4x10x6xf32>, tensor<4x10x6xf32>, tensor<4x6x10xf32>) -> tensor<8x6xf32>
+  // CHECK: moe.experts {{.+}} {capacity_factor = 1.250000e+00 : f64} : (tensor<8x6xf32>
+  %yc = moe.experts %x, %w, %i, %eg, %eu, %ed {capacity_factor = 1.25 : f64} : (tensor<8x6xf32>, tensor<8x2xf32>, tensor<8x2xi32>, tensor<4x10x6xf32>, tensor<4x10x6xf32>, tensor<4x6x10xf32>) -> tensor<8x6xf32>
+  // CHECK: moe.shared_experts %{{.+}}, %{{.+}}, %{{.+}}, %{{[^ ]+}} : (tensor<8x6xf32>, tensor<12x6xf32>, tensor<12x6xf32>, tensor<6x12xf32>) -> tensor<8x6xf32>
+  %s = moe.shared_experts %x, %sg, %su, %sd : (tensor<8x6xf32>, tensor<12x6xf32>, tensor<12x6xf32>, tensor<6x12xf32>) -> tensor<8x6xf32>
+  // CHECK: moe.shared_experts %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} gated by %{{[^ ]+}} : (tensor<8x6xf32>, tensor<12x6xf32>, tensor<12x6xf32>, tensor<6x12xf32>, tensor<1x6xf32>) -> tensor<8x6xf32>
+  %sgd = moe.shared_experts %x, %sg, %su, %sd gated by %sgate : (tensor<8x6xf32>, tensor<12x6xf32>, tensor<12x6xf32>, tensor<6x12xf32>, tensor<1x6xf32>) -> tensor<8x6xf32>
+  return %y, %yc, %s, %sgd : tensor<8x6xf32>, tensor<8x6xf32>, tensor<8x6xf32>, tensor<8x6xf32>
+}
+
+// CHECK-LABEL: func.func @losses
+func.func @losses(%logits: tensor<2x4x16xf32>, %labels: tensor<2x4xi32>,
+                  %rl: tensor<2x4x8xf32>, %ri: tensor<2x4x2xi32>) -> tensor<f32> {
+  // CHECK: %[[CE:.+]] = moe.cross_entropy %{{.+}}, %{{[^ ]+}} : (tensor<2x4x16xf32>, tensor<2x4xi32>) -> tensor<f32>
+  %ce = moe.cross_entropy %logits, %labels : (tensor<2x4x16xf32>, tensor<2x4xi32>) -> tensor<f32>
+  // CHECK: moe.cross_entropy %{{.+}}, %{{[^ ]+}} {ignore_index = 0 : i64}
+  %ce0 = moe.cross_entropy %logits, %labels {ignore_index = 0} : (tensor<2x4x16xf32>, tensor<2x4xi32>) -> tensor<f32>
+  // CHECK: %[[AUX:.+]] = moe.aux_loss %{{.+}}, %{{[^ ]+}} softmax {coefficient = 1.000000e-03 : f64} : (tensor<2x4x8xf32>, tensor<2x4x2xi32>) -> tensor<f32>
+  %aux = moe.aux_loss %rl, %ri softmax {coefficient = 1.0e-3 : f64} : (tensor<2x4x8xf32>, tensor<2x4x2xi32>) -> tensor<f32>
+  // CHECK: moe.aux_loss %{{.+}}, %{{[^ ]+}} sigmoid {coefficient
+  %aux2 = moe.aux_loss %rl, %ri sigmoid {coefficient = 1.0e-4 : f64} : (tensor<2x4x8xf32>, tensor<2x4x2xi32>) -> tensor<f32>
+  // CHECK: %[[Z:.+]] = moe.z_loss %{{[^ ]+}} {coefficient = 1.000000e-03 : f64} : (tensor<2x4x8xf32>) -> tensor<f32>
+  %z = moe.z_loss %rl {coefficient = 1.0e-3 : f64} : (tensor<2x4x8xf32>) -> tensor<f32>
+  %s0 = moe.add %ce, %aux : tensor<f32>
+  %s1 = moe.add %s0, %aux2 : tensor<f32>
+  %s2 = moe.add %s1, %z : tensor<f32>
+  %s3 = moe.add %s2, %ce0 : tensor<f32>
+  return %s3 : tensor<f32>
+}
+
+// The mesh attribute round-trips with omitted axes defaulting to 1.
+// CHECK-LABEL: module @meshed
+// CHECK-SAME: moe.mesh = #moe.mesh<dp = 2, ep = 2>
+module @meshed attributes {moe.mesh = #moe.mesh<dp = 2, ep = 2>} {
+}

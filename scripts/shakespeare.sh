@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The main job: the character-level Shakespeare MoE model.
+#
+# Today (see docs/status.md) this builds the compiler, checks the corpus
+# against the model's vocabulary and compiles the model for the 4-rank
+# expert-parallel mesh (dp=4, ep=4) the training demo uses, printing the
+# compiled module's mesh and its parameters. Training under mpirun is the
+# work of the training issue and is not here yet.
+#
+#   scripts/shakespeare.sh [CORPUS]   (default: ../shared/data/tinyshakespeare/input.txt)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+corpus="${1:-$root/../shared/data/tinyshakespeare/input.txt}"
+mesh="dp=4,ep=4"
+ranks=4
+
+if [ ! -r "$corpus" ]; then
+  echo "shakespeare: cannot read the corpus '$corpus' (pass its path as the first argument)" >&2
+  exit 1
+fi
+
+bash "$root/scripts/build.sh"
+
+model="$root/models/shakespeare_moe.mlir"
+vocab=$(grep -o 'tensor<16x128x[0-9]*xf32>' "$model" | head -1 | sed 's/.*x\([0-9]*\)xf32>/\1/')
+chars=$(python3 -c 'import sys; print(len(set(open(sys.argv[1], encoding="utf-8").read())))' "$corpus")
+echo "corpus: $corpus ($(wc -c < "$corpus") bytes, $chars distinct characters; model vocabulary $vocab)"
+if [ "$chars" -gt "$vocab" ]; then
+  echo "shakespeare: the corpus has $chars distinct characters but the model's vocabulary is $vocab" >&2
+  exit 1
+fi
+
+out="$build/shakespeare"
+mkdir -p "$out"
+start=$(date +%s%N)
+"$build/bin/moe-opt" "$model" --moe-assign-mesh="mesh=$mesh world-size=$ranks" --canonicalize \
+  -o "$out/shakespeare_moe.$mesh.mlir"
+end=$(date +%s%N)
+params=$(grep -c 'moe.param' "$out/shakespeare_moe.$mesh.mlir")
+numel=$(grep -o 'moe.param "[^"]*" : tensor<[0-9x]*xf32>' "$out/shakespeare_moe.$mesh.mlir" |
+  sed 's/.*tensor<\([0-9x]*\)xf32>/\1/' |
+  awk -F x '{n = 1; for (i = 1; i <= NF; ++i) n *= $i; total += n} END {print total}')
+printf 'compiled %s for mesh %s (%d ranks) in %d ms: %d parameter tensors, %d weights\n' \
+  "$(basename "$model")" "$mesh" "$ranks" "$(((end - start) / 1000000))" "$params" "$numel"
+grep -E 'moe.mesh|shard.grid' "$out/shakespeare_moe.$mesh.mlir" | sed 's/^/  /'
+echo "wrote $out/shakespeare_moe.$mesh.mlir"
+echo "training on the CPU under mpirun is not implemented yet (see docs/status.md)"

@@ -66,13 +66,13 @@ std::string MeshShape::validate(int64_t worldSize) const {
       return std::string("mesh axis '") + name +
              "' must have a positive size, but got " + std::to_string(size);
   if ((dp * cp) % ep != 0)
-    return "mesh ep=" + std::to_string(ep) + " must divide dp*cp=" +
-           std::to_string(dp * cp) +
+    return "mesh ep=" + std::to_string(ep) +
+           " must divide dp*cp=" + std::to_string(dp * cp) +
            " (expert parallelism borrows its ranks from dp and cp)";
   if (worldSize > 0 && worldSize != this->worldSize())
-    return "mesh " + str() + " spans dp*cp*tp=" +
-           std::to_string(this->worldSize()) + " ranks, but the world has " +
-           std::to_string(worldSize);
+    return "mesh " + str() +
+           " spans dp*cp*tp=" + std::to_string(this->worldSize()) +
+           " ranks, but the world has " + std::to_string(worldSize);
   return "";
 }
 

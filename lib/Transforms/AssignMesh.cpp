@@ -26,8 +26,7 @@ void replaceGrid(ModuleOp module, StringRef name, ArrayRef<int64_t> shape) {
   shard::GridOp::create(builder, module.getLoc(), name, shape);
 }
 
-struct AssignMeshPass
-    : mlir::moe::impl::AssignMeshBase<AssignMeshPass> {
+struct AssignMeshPass : mlir::moe::impl::AssignMeshBase<AssignMeshPass> {
   using AssignMeshBase::AssignMeshBase;
 
   void runOnOperation() override {

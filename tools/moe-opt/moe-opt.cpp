@@ -27,6 +27,6 @@ int main(int argc, char **argv) {
   mlir::shard::registerShardPasses();
   mlir::moe::registerMoEPasses();
 
-  return mlir::asMainReturnCode(mlir::MlirOptMain(
-      argc, argv, "MoE compiler pass driver\n", registry));
+  return mlir::asMainReturnCode(
+      mlir::MlirOptMain(argc, argv, "MoE compiler pass driver\n", registry));
 }

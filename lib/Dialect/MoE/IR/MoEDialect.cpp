@@ -53,9 +53,9 @@ static LogicalResult expectDivisible(Operation *op, StringRef what,
                                      int64_t size) {
   if (count % size == 0)
     return success();
-  return emitError(op->getLoc()) << "cannot shard over the mesh: " << what << " ("
-                         << count << ") is not divisible by " << axis << " = "
-                         << size;
+  return emitError(op->getLoc())
+         << "cannot shard over the mesh: " << what << " (" << count
+         << ") is not divisible by " << axis << " = " << size;
 }
 
 static bool hasRank(Value v, size_t rank) {
@@ -67,6 +67,12 @@ LogicalResult mlir::moe::verifyModelFitsMesh(Operation *module, MeshAttr mesh) {
   // checked on entry), so every shape access is guarded by a rank check.
   bool ok = true;
   auto check = [&](LogicalResult r) { ok &= succeeded(r); };
+  auto checkFFN = [&](Operation *op, Value gate, StringRef what) {
+    if (hasRank(gate, 2))
+      check(expectDivisible(op, what,
+                            cast<ShapedType>(gate.getType()).getShape()[0],
+                            "tp", mesh.getTp()));
+  };
   module->walk([&](Operation *op) {
     llvm::TypeSwitch<Operation *>(op)
         .Case([&](EmbeddingOp emb) {
@@ -92,19 +98,13 @@ LogicalResult mlir::moe::verifyModelFitsMesh(Operation *module, MeshAttr mesh) {
           check(expectDivisible(op, "the number of key/value heads", k[2],
                                 "tp * cp", headShards));
         })
+        // Dense and shared-expert FFNs are column- then row-parallel over tp.
         .Case([&](MLPOp mlp) {
-          if (!hasRank(mlp.getGateWeight(), 2))
-            return;
-          check(expectDivisible(op, "the MLP intermediate size",
-                                mlp.getGateWeight().getType().getShape()[0],
-                                "tp", mesh.getTp()));
+          checkFFN(op, mlp.getGateWeight(), "the MLP intermediate size");
         })
         .Case([&](SharedExpertsOp shared) {
-          if (!hasRank(shared.getGateWeight(), 2))
-            return;
-          check(expectDivisible(op, "the shared-expert intermediate size",
-                                shared.getGateWeight().getType().getShape()[0],
-                                "tp", mesh.getTp()));
+          checkFFN(op, shared.getGateWeight(),
+                   "the shared-expert intermediate size");
         })
         .Case([&](ExpertsOp experts) {
           if (!hasRank(experts.getGateWeight(), 3))

@@ -35,8 +35,8 @@ static LogicalResult expectShape(Operation *op, StringRef what, Value value,
   if (got == want)
     return success();
   return op->emitOpError() << "expects " << what << " of shape "
-                           << formatShape(want) << " (" << why
-                           << "), but got " << formatShape(got);
+                           << formatShape(want) << " (" << why << "), but got "
+                           << formatShape(got);
 }
 
 static LogicalResult expectRank(Operation *op, StringRef what, Value value,
@@ -151,8 +151,8 @@ LogicalResult ParamOp::verify() {
     return emitOpError("expects a non-empty parameter name");
   size_t placeholders = name.count(kExpertPlaceholder);
   if (placeholders > 1)
-    return emitOpError() << "expects at most one '{e}' placeholder in '"
-                         << name << "', but got " << placeholders;
+    return emitOpError() << "expects at most one '{e}' placeholder in '" << name
+                         << "', but got " << placeholders;
   int64_t rank = getType().getRank();
   if (placeholders == 1 && rank < 2)
     return emitOpError() << "expects the stacked-experts parameter '" << name
@@ -241,8 +241,8 @@ LogicalResult RopeOp::verify() {
 }
 
 LogicalResult AttentionOp::verify() {
-  if (failed(expectRank(*this, "q", getQ(), 4,
-                        "[batch, seq, heads, head_dim]")) ||
+  if (failed(
+          expectRank(*this, "q", getQ(), 4, "[batch, seq, heads, head_dim]")) ||
       failed(expectRank(*this, "k", getK(), 4,
                         "[batch, seq, kv_heads, head_dim]")))
     return failure();
@@ -257,8 +257,8 @@ LogicalResult AttentionOp::verify() {
                          << ") to be a multiple of the number of key/value "
                             "heads ("
                          << k[2] << ")";
-  if (getScale() && failed(expectPositive(*this, "scale",
-                                          getScale()->convertToDouble())))
+  if (getScale() &&
+      failed(expectPositive(*this, "scale", getScale()->convertToDouble())))
     return failure();
   return expectSameType(*this, getResult(), getQ(), "q");
 }
@@ -370,7 +370,9 @@ int64_t ExpertsOp::getNumExperts() {
   return getGateWeight().getType().getShape()[0];
 }
 
-int64_t ExpertsOp::getTopK() { return getWeights().getType().getShape().back(); }
+int64_t ExpertsOp::getTopK() {
+  return getWeights().getType().getShape().back();
+}
 
 LogicalResult ExpertsOp::verify() {
   if (failed(expectAtLeastRank1(*this, "input", getInput())) ||

@@ -1,0 +1,89 @@
+//===- KernelUtils.cpp - Shared helpers of the CPU kernels ----------------===//
+
+#include "KernelUtils.h"
+
+#include <algorithm>
+#include <cblas.h>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+namespace moe::cpu::detail {
+
+void fail(const char *kernel, const std::string &message) {
+  throw std::invalid_argument(std::string("moe::cpu::") + kernel + ": " +
+                              message);
+}
+
+void checkSize(const char *kernel, const char *name, int64_t value,
+               bool positive) {
+  if (value < (positive ? 1 : 0))
+    fail(kernel, std::string(name) + " must be " +
+                     (positive ? "positive" : "non-negative") + ", got " +
+                     std::to_string(value));
+}
+
+void checkId(const char *kernel, const char *what, int64_t id, int64_t bound,
+             int64_t at) {
+  if (id < 0 || id >= bound)
+    fail(kernel, std::string(what) + " " + std::to_string(id) + " at index " +
+                     std::to_string(at) + " is outside [0, " +
+                     std::to_string(bound) + ")");
+}
+
+void gemm(const char *kernel, bool transB, int64_t m, int64_t n, int64_t k,
+          float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+          float beta, float *c, int64_t ldc) {
+  if (m == 0 || n == 0)
+    return;
+  // OpenBLAS is built with 32-bit blasint on Debian.
+  constexpr int64_t maxInt = std::numeric_limits<int>::max();
+  for (int64_t v : {m, n, k, lda, ldb, ldc})
+    if (v > maxInt)
+      fail(kernel, "GEMM dimension " + std::to_string(v) +
+                       " exceeds the BLAS integer range");
+  if (k == 0) {
+    // BLAS may reject k = 0 with lda = 0; the product is empty anyway.
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+              int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c,
+              int(ldc));
+}
+
+void swigluRows(const char *kernel, const float *x, int64_t rows,
+                int64_t hidden, const float *gate, const float *up,
+                const float *down, int64_t inter, float *scratch, float *out) {
+  float *act = scratch;
+  float *upOut = scratch + rows * inter;
+  project(kernel, x, rows, hidden, gate, inter, act);
+  project(kernel, x, rows, hidden, up, inter, upOut);
+  for (int64_t i = 0, e = rows * inter; i < e; ++i)
+    act[i] = silu(act[i]) * upOut[i];
+  project(kernel, act, rows, inter, down, hidden, out);
+}
+
+double logSumExp(const float *x, int64_t n) {
+  float maxValue = *std::max_element(x, x + n);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i)
+    sum += std::exp(double(x[i]) - maxValue);
+  return maxValue + std::log(sum);
+}
+
+void softmaxRow(const float *x, int64_t n, float *out) {
+  float maxValue = *std::max_element(x, x + n);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = std::exp(x[i] - maxValue);
+    sum += out[i];
+  }
+  float inv = float(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i)
+    out[i] *= inv;
+}
+
+} // namespace moe::cpu::detail

@@ -1,0 +1,60 @@
+//===- KernelUtils.h - Shared helpers of the CPU kernels --------*- C++ -*-===//
+//
+// Private to lib/Runtime/cpu: argument checks, the one GEMM entry point, and
+// the scalar functions several kernels share.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_RUNTIME_CPU_KERNELUTILS_H
+#define MOE_LIB_RUNTIME_CPU_KERNELUTILS_H
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+namespace moe::cpu::detail {
+
+/// Throws std::invalid_argument("moe::cpu::<kernel>: <message>").
+[[noreturn]] void fail(const char *kernel, const std::string &message);
+
+/// Throws unless value >= 0 (sizes) or value >= 1 when `positive`.
+void checkSize(const char *kernel, const char *name, int64_t value,
+               bool positive = false);
+
+/// Throws unless 0 <= id < bound; `what` names the id ("token id", ...).
+void checkId(const char *kernel, const char *what, int64_t id, int64_t bound,
+             int64_t at);
+
+/// C [m, n] = alpha * A [m, k] @ op(B) + beta * C, row-major, with op(B) = B^T
+/// for B stored [n, k] when `transB`, else B stored [k, n]. Leading dimensions
+/// allow strided row blocks (attention heads). No-op when m or n is 0.
+void gemm(const char *kernel, bool transB, int64_t m, int64_t n, int64_t k,
+          float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+          float beta, float *c, int64_t ldc);
+
+/// y = x @ w^T for x [rows, in], w [out, in]: the projection every layer uses.
+inline void project(const char *kernel, const float *x, int64_t rows,
+                    int64_t in, const float *w, int64_t out, float *y) {
+  gemm(kernel, /*transB=*/true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y,
+       out);
+}
+
+/// SwiGLU FFN of one weight set on `rows` contiguous rows: out = (silu(x g^T)
+/// * (x u^T)) d^T. `scratch` holds 2 * rows * inter floats.
+void swigluRows(const char *kernel, const float *x, int64_t rows,
+                int64_t hidden, const float *gate, const float *up,
+                const float *down, int64_t inter, float *scratch, float *out);
+
+/// log(sum_i exp(x[i])) with max subtraction, accumulated in double so that
+/// the result does not depend on the length of the row.
+double logSumExp(const float *x, int64_t n);
+
+/// Softmax of one row in fp32 with max subtraction.
+void softmaxRow(const float *x, int64_t n, float *out);
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float silu(float x) { return x * sigmoid(x); }
+
+} // namespace moe::cpu::detail
+
+#endif // MOE_LIB_RUNTIME_CPU_KERNELUTILS_H

@@ -1,0 +1,255 @@
+//===- MoEKernels.cpp - Router, token permutation and expert FFNs ---------===//
+
+#include "moe/Runtime/CpuKernels.h"
+
+#include "KernelUtils.h"
+
+#include <algorithm>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+using namespace moe::cpu::detail;
+
+namespace moe::cpu {
+
+namespace {
+
+void checkRouterConfig(const RouterConfig &cfg) {
+  const char *kernel = "router";
+  checkSize(kernel, "experts", cfg.experts, /*positive=*/true);
+  checkSize(kernel, "nGroup", cfg.nGroup, /*positive=*/true);
+  if (cfg.experts % cfg.nGroup != 0)
+    fail(kernel, "experts (" + std::to_string(cfg.experts) +
+                     ") is not divisible by nGroup (" +
+                     std::to_string(cfg.nGroup) + ")");
+  if (cfg.topkGroup < 1 || cfg.topkGroup > cfg.nGroup)
+    fail(kernel, "topkGroup " + std::to_string(cfg.topkGroup) +
+                     " is outside [1, " + std::to_string(cfg.nGroup) + "]");
+  int64_t eligible = cfg.topkGroup * (cfg.experts / cfg.nGroup);
+  if (cfg.topK < 1 || cfg.topK > eligible)
+    fail(kernel, "topK " + std::to_string(cfg.topK) + " is outside [1, " +
+                     std::to_string(eligible) + "] (the eligible experts)");
+}
+
+/// The topkGroup groups with the highest group scores (ties to the lower
+/// group), as a per-expert eligibility mask.
+void markEligibleGroups(const float *select, const RouterConfig &cfg,
+                        std::vector<int64_t> &groupOrder,
+                        std::vector<float> &groupScore,
+                        std::vector<char> &eligible) {
+  int64_t groupSize = cfg.experts / cfg.nGroup;
+  for (int64_t g = 0; g < cfg.nGroup; ++g) {
+    const float *scores = select + g * groupSize;
+    float best = scores[0];
+    float second = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 1; i < groupSize; ++i) {
+      if (scores[i] > best) {
+        second = best;
+        best = scores[i];
+      } else if (scores[i] > second) {
+        second = scores[i];
+      }
+    }
+    groupScore[g] = groupSize > 1 ? best + second : best;
+  }
+  std::iota(groupOrder.begin(), groupOrder.end(), 0);
+  std::partial_sort(groupOrder.begin(), groupOrder.begin() + cfg.topkGroup,
+                    groupOrder.end(), [&](int64_t a, int64_t b) {
+                      return groupScore[a] > groupScore[b] ||
+                             (groupScore[a] == groupScore[b] && a < b);
+                    });
+  std::fill(eligible.begin(), eligible.end(), 0);
+  for (int64_t i = 0; i < cfg.topkGroup; ++i)
+    std::fill_n(eligible.begin() + groupOrder[i] * groupSize, groupSize, 1);
+}
+
+} // namespace
+
+void router(const float *x, int64_t tokens, int64_t hidden, const float *gate,
+            const float *expertBias, const RouterConfig &cfg, float *weights,
+            int32_t *indices, float *logits) {
+  checkSize("router", "tokens", tokens);
+  checkSize("router", "hidden", hidden);
+  checkRouterConfig(cfg);
+  int64_t numExperts = cfg.experts, topK = cfg.topK;
+  project("router", x, tokens, hidden, gate, numExperts, logits);
+
+  std::vector<float> scores(numExperts), select(numExperts);
+  std::vector<char> eligible(numExperts, 1);
+  std::vector<int64_t> groupOrder(cfg.nGroup), candidates;
+  std::vector<float> groupScore(cfg.nGroup);
+  candidates.reserve(numExperts);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float *row = logits + t * numExperts;
+    if (cfg.sigmoid)
+      for (int64_t e = 0; e < numExperts; ++e)
+        scores[e] = sigmoid(row[e]);
+    else
+      softmaxRow(row, numExperts, scores.data());
+    // The bias steers the choice only; weights use the unbiased scores.
+    for (int64_t e = 0; e < numExperts; ++e)
+      select[e] = expertBias ? scores[e] + expertBias[e] : scores[e];
+    if (cfg.nGroup > 1)
+      markEligibleGroups(select.data(), cfg, groupOrder, groupScore, eligible);
+
+    candidates.clear();
+    for (int64_t e = 0; e < numExperts; ++e)
+      if (eligible[e])
+        candidates.push_back(e);
+    std::partial_sort(candidates.begin(), candidates.begin() + topK,
+                      candidates.end(), [&](int64_t a, int64_t b) {
+                        return select[a] > select[b] ||
+                               (select[a] == select[b] && a < b);
+                      });
+
+    float sum = 0.0f;
+    for (int64_t k = 0; k < topK; ++k)
+      sum += scores[candidates[k]];
+    for (int64_t k = 0; k < topK; ++k) {
+      indices[t * topK + k] = int32_t(candidates[k]);
+      weights[t * topK + k] = cfg.normTopkProb
+                                  ? scores[candidates[k]] / sum * cfg.routeScale
+                                  : scores[candidates[k]] * cfg.routeScale;
+    }
+  }
+}
+
+void permuteByExpert(const int32_t *indices, int64_t tokens, int64_t topK,
+                     int64_t experts, int64_t *counts, int64_t *offsets,
+                     int32_t *rowToSlot) {
+  const char *kernel = "permuteByExpert";
+  checkSize(kernel, "tokens", tokens);
+  checkSize(kernel, "topK", topK, /*positive=*/true);
+  checkSize(kernel, "experts", experts, /*positive=*/true);
+  int64_t slots = tokens * topK;
+  std::fill_n(counts, experts, 0);
+  for (int64_t s = 0; s < slots; ++s) {
+    checkId(kernel, "expert id", indices[s], experts, s);
+    ++counts[indices[s]];
+  }
+  offsets[0] = 0;
+  for (int64_t e = 0; e < experts; ++e)
+    offsets[e + 1] = offsets[e] + counts[e];
+  // Visiting slots in order keeps each expert's rows in token order.
+  std::vector<int64_t> cursor(offsets, offsets + experts);
+  for (int64_t s = 0; s < slots; ++s)
+    rowToSlot[cursor[indices[s]]++] = int32_t(s);
+}
+
+void gatherRows(const float *x, const int32_t *rowToSlot, int64_t rows,
+                int64_t topK, int64_t hidden, float *permuted) {
+  checkSize("gatherRows", "rows", rows);
+  checkSize("gatherRows", "topK", topK, /*positive=*/true);
+  checkSize("gatherRows", "hidden", hidden);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (rowToSlot[r] < 0)
+      fail("gatherRows", "negative slot " + std::to_string(rowToSlot[r]) +
+                             " at row " + std::to_string(r));
+    std::copy_n(x + (rowToSlot[r] / topK) * hidden, hidden,
+                permuted + r * hidden);
+  }
+}
+
+void groupedSwiGLU(const float *permuted, const int64_t *offsets,
+                   int64_t experts, int64_t hidden, int64_t inter,
+                   const float *gate, const float *up, const float *down,
+                   float *out) {
+  const char *kernel = "groupedSwiGLU";
+  checkSize(kernel, "experts", experts);
+  checkSize(kernel, "hidden", hidden);
+  checkSize(kernel, "inter", inter);
+  int64_t maxRows = 0;
+  for (int64_t e = 0; e < experts; ++e) {
+    if (offsets[e + 1] < offsets[e] || offsets[e] < 0)
+      fail(kernel, "offsets are not non-decreasing from 0 at expert " +
+                       std::to_string(e));
+    maxRows = std::max(maxRows, offsets[e + 1] - offsets[e]);
+  }
+  std::vector<float> scratch(2 * maxRows * inter);
+  int64_t weightSize = inter * hidden;
+  for (int64_t e = 0; e < experts; ++e) {
+    int64_t rows = offsets[e + 1] - offsets[e];
+    if (rows == 0)
+      continue;
+    swigluRows(kernel, permuted + offsets[e] * hidden, rows, hidden,
+               gate + e * weightSize, up + e * weightSize,
+               down + e * weightSize, inter, scratch.data(),
+               out + offsets[e] * hidden);
+  }
+}
+
+void unpermuteCombine(const float *expertOut, const int32_t *rowToSlot,
+                      const float *weights, int64_t tokens, int64_t topK,
+                      int64_t hidden, float *out) {
+  const char *kernel = "unpermuteCombine";
+  checkSize(kernel, "tokens", tokens);
+  checkSize(kernel, "topK", topK, /*positive=*/true);
+  checkSize(kernel, "hidden", hidden);
+  int64_t slots = tokens * topK;
+  // Invert the permutation so each token sums its slots in k order.
+  std::vector<int64_t> slotToRow(slots, -1);
+  for (int64_t r = 0; r < slots; ++r) {
+    checkId(kernel, "slot", rowToSlot[r], slots, r);
+    slotToRow[rowToSlot[r]] = r;
+  }
+  for (int64_t t = 0; t < tokens; ++t) {
+    float *o = out + t * hidden;
+    std::fill_n(o, hidden, 0.0f);
+    for (int64_t k = 0; k < topK; ++k) {
+      int64_t row = slotToRow[t * topK + k];
+      if (row < 0)
+        fail(kernel, "slot " + std::to_string(t * topK + k) +
+                         " has no row: rowToSlot is not a permutation");
+      float w = weights[t * topK + k];
+      const float *y = expertOut + row * hidden;
+      for (int64_t i = 0; i < hidden; ++i)
+        o[i] += w * y[i];
+    }
+  }
+}
+
+void experts(const float *x, const float *weights, const int32_t *indices,
+             int64_t tokens, int64_t topK, int64_t hidden, int64_t numExperts,
+             int64_t inter, const float *gate, const float *up,
+             const float *down, float *out) {
+  checkSize("experts", "tokens", tokens);
+  checkSize("experts", "topK", topK, /*positive=*/true);
+  checkSize("experts", "hidden", hidden);
+  checkSize("experts", "numExperts", numExperts, /*positive=*/true);
+  checkSize("experts", "inter", inter);
+  int64_t slots = tokens * topK;
+  std::vector<int64_t> counts(numExperts), offsets(numExperts + 1);
+  std::vector<int32_t> rowToSlot(slots);
+  permuteByExpert(indices, tokens, topK, numExperts, counts.data(),
+                  offsets.data(), rowToSlot.data());
+  std::vector<float> permuted(slots * hidden), expertOut(slots * hidden);
+  gatherRows(x, rowToSlot.data(), slots, topK, hidden, permuted.data());
+  groupedSwiGLU(permuted.data(), offsets.data(), numExperts, hidden, inter,
+                gate, up, down, expertOut.data());
+  unpermuteCombine(expertOut.data(), rowToSlot.data(), weights, tokens, topK,
+                   hidden, out);
+}
+
+void sharedExperts(const float *x, int64_t rows, int64_t hidden,
+                   const float *gate, const float *up, const float *down,
+                   int64_t inter, const float *sharedGate, float *out) {
+  checkSize("sharedExperts", "rows", rows);
+  checkSize("sharedExperts", "hidden", hidden);
+  checkSize("sharedExperts", "inter", inter);
+  std::vector<float> scratch(2 * rows * inter);
+  swigluRows("sharedExperts", x, rows, hidden, gate, up, down, inter,
+             scratch.data(), out);
+  if (!sharedGate)
+    return;
+  std::vector<float> gateLogits(rows);
+  project("sharedExperts", x, rows, hidden, sharedGate, 1, gateLogits.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    float g = sigmoid(gateLogits[r]);
+    for (int64_t i = 0; i < hidden; ++i)
+      out[r * hidden + i] *= g;
+  }
+}
+
+} // namespace moe::cpu

@@ -24,7 +24,15 @@ bash "$root/scripts/build.sh"
 
 model="$root/models/shakespeare_moe.mlir"
 vocab=$(grep -o 'tensor<16x128x[0-9]*xf32>' "$model" | head -1 | sed 's/.*x\([0-9]*\)xf32>/\1/')
-chars=$(python3 -c 'import sys; print(len(set(open(sys.argv[1], encoding="utf-8").read())))' "$corpus")
+chars=$(python3 - "$corpus" <<'PY'
+import sys
+try:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        print(len(set(f.read())))
+except (OSError, UnicodeDecodeError) as e:
+    sys.exit(f"shakespeare: cannot read the corpus '{sys.argv[1]}' as UTF-8 text: {e}")
+PY
+)
 echo "corpus: $corpus ($(wc -c < "$corpus") bytes, $chars distinct characters; model vocabulary $vocab)"
 if [ "$chars" -gt "$vocab" ]; then
   echo "shakespeare: the corpus has $chars distinct characters but the model's vocabulary is $vocab" >&2

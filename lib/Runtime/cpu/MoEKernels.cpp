@@ -235,12 +235,7 @@ void experts(const float *x, const float *weights, const int32_t *indices,
 void sharedExperts(const float *x, int64_t rows, int64_t hidden,
                    const float *gate, const float *up, const float *down,
                    int64_t inter, const float *sharedGate, float *out) {
-  checkSize("sharedExperts", "rows", rows);
-  checkSize("sharedExperts", "hidden", hidden);
-  checkSize("sharedExperts", "inter", inter);
-  std::vector<float> scratch(2 * rows * inter);
-  swigluRows("sharedExperts", x, rows, hidden, gate, up, down, inter,
-             scratch.data(), out);
+  swigluMlp(x, rows, hidden, gate, up, down, inter, out);
   if (!sharedGate)
     return;
   std::vector<float> gateLogits(rows);

@@ -76,6 +76,14 @@ bool byteSize(const std::vector<int64_t> &shape, size_t elementSize,
   return true;
 }
 
+/// "F32, BF16, ..., BOOL": the names parseDType accepts.
+std::string knownDTypeNames() {
+  std::string names;
+  for (DType d : kAllDTypes)
+    names += (names.empty() ? "" : ", ") + std::string(dtypeName(d));
+  return names;
+}
+
 bool parseDType(const std::string &name, DType &dtype) {
   for (DType d : kAllDTypes)
     if (name == dtypeName(d)) {
@@ -161,8 +169,7 @@ TensorInfo parseEntry(const std::string &path, const std::string &name,
   if (!parseDType(dtype.get<std::string>(), info.dtype))
     failTensor(path, name,
                "has unknown dtype \"" + dtype.get<std::string>() +
-                   "\", expected one of F32, BF16, F16, F64, I64, I32, I16, "
-                   "I8, U8, BOOL");
+                   "\", expected one of " + knownDTypeNames());
 
   const json &shape = field("shape");
   if (!shape.is_array())

@@ -166,7 +166,6 @@ def names(cfg: Config, layer: int) -> dict:
 def attention(w: Writer, cfg: Config, i: int, n: dict, x: str) -> str:
     B, S, H = cfg.batch, cfg.seq, cfg.hidden
     act = tensor([B, S, H])
-    out = None
     heads = {}
     for kind, nh in (("q", cfg.heads), ("k", cfg.kv_heads), ("v", cfg.kv_heads)):
         flat, split = tensor([B, S, nh * cfg.head_dim]), tensor([B, S, nh, cfg.head_dim])
@@ -179,18 +178,17 @@ def attention(w: Writer, cfg: Config, i: int, n: dict, x: str) -> str:
             if cfg.qk_norm:
                 nw = w.param(f"l{i}_{kind}_norm", n[f"{kind}_norm"], [cfg.head_dim])
                 cur = w.op(f"l{i}_{kind}n", f"moe.rms_norm %{cur}, %{nw} {{eps = {fmt_float(cfg.eps)}}}",
-                 [split, tensor([cfg.head_dim])], split)
+                           [split, tensor([cfg.head_dim])], split)
             cur = w.op(f"l{i}_{kind}r", f"moe.rope %{cur} {{theta = {fmt_float(cfg.rope_theta)}}}",
-                 [split], split)
+                       [split], split)
         heads[kind] = (cur, split)
     qs, ks = heads["q"][1], heads["k"][1]
     att = w.op(f"l{i}_att", f"moe.attention %{heads['q'][0]}, %{heads['k'][0]}, %{heads['v'][0]} {{causal}}",
-                 [qs, ks, ks], qs)
+               [qs, ks, ks], qs)
     flat = tensor([B, S, cfg.heads * cfg.head_dim])
     w.emit(f"%l{i}_attf = tensor.collapse_shape %{att} [[0], [1], [2, 3]] : {qs} into {flat}")
     wo = w.param(f"l{i}_wo", n["o"], [H, cfg.heads * cfg.head_dim])
-    out = w.op(f"l{i}_o", f"moe.linear %l{i}_attf, %{wo}", [flat, tensor([H, cfg.heads * cfg.head_dim])], act)
-    return out
+    return w.op(f"l{i}_o", f"moe.linear %l{i}_attf, %{wo}", [flat, tensor([H, cfg.heads * cfg.head_dim])], act)
 
 
 def swiglu_weights(w: Writer, prefix: str, names3: List[str], inter: int, hidden: int) -> List[str]:
@@ -232,7 +230,7 @@ def ffn(w: Writer, cfg: Config, i: int, n: dict, x: str, losses: List[str]) -> s
     eu = w.param(f"l{i}_eup", n["e_up"], [E, F, H])
     ed = w.param(f"l{i}_edown", n["e_down"], [E, H, F])
     out = w.op(f"l{i}_moe", f"moe.experts %{x}, %l{i}_rw, %l{i}_ri, %{eg}, %{eu}, %{ed}",
-                 [act, wk, ik, tensor([E, F, H]), tensor([E, F, H]), tensor([E, H, F])], act)
+               [act, wk, ik, tensor([E, F, H]), tensor([E, F, H]), tensor([E, H, F])], act)
     if cfg.shared_inter:
         SF = cfg.shared_inter
         g, u, d = swiglu_weights(w, f"l{i}_shared", [n["s_gate"], n["s_up"], n["s_down"]], SF, H)
@@ -285,7 +283,7 @@ def generate(cfg: Config) -> str:
         w.emit(f"%{h1} = moe.add %{h}, %{o} : {act}")
         ln2 = w.param(f"l{i}_ln2_w", n["ln2"], [H])
         x2 = w.op(f"l{i}_ln2", f"moe.rms_norm %{h1}, %{ln2} {{eps = {fmt_float(cfg.eps)}}}",
-                 [act, tensor([H])], act)
+                  [act, tensor([H])], act)
         f = ffn(w, cfg, i, n, x2, losses)
         h = f"l{i}_out"
         w.emit(f"%{h} = moe.add %{h1}, %{f} : {act}")

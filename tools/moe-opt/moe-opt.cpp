@@ -10,6 +10,8 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/Dialect/Shard/Transforms/Passes.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -20,12 +22,14 @@
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
   registry.insert<mlir::moe::MoEDialect, mlir::arith::ArithDialect,
-                  mlir::func::FuncDialect, mlir::tensor::TensorDialect,
+                  mlir::func::FuncDialect, mlir::LLVM::LLVMDialect,
+                  mlir::memref::MemRefDialect, mlir::tensor::TensorDialect,
                   mlir::shard::ShardDialect>();
 
   mlir::registerTransformsPasses(); // canonicalize, cse, ...
   mlir::shard::registerShardPasses();
   mlir::moe::registerMoEPasses();
+  mlir::moe::registerMoEPipelines();
 
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "MoE compiler pass driver\n", registry));

@@ -36,4 +36,68 @@ def AssignMesh : Pass<"moe-assign-mesh", "::mlir::ModuleOp"> {
   ];
 }
 
+def LowerToRuntime : Pass<"moe-lower-to-runtime", "::mlir::ModuleOp"> {
+  let summary = "Lower model functions to runtime calls on buffers";
+  let description = [{
+    Rewrites every model function `@f` (tensors and `moe` ops) into the entry
+    point `@moe_entry_f(%ctx: !llvm.ptr, %weights: memref<Nxi8>, inputs...,
+    outputs...)` of include/moe/Runtime/ModelABI.h:
+
+    * every weight (`moe.param`) is a `memref.view` of the weights blob at an
+      offset aligned to 64 bytes, in order of first appearance;
+    * every op becomes `func.call`s of the runtime's C API
+      (include/moe/Runtime/CApi.h) on bare pointers, sizes and attributes;
+      `moe.experts` becomes the dropless pipeline permute-by-expert, gather,
+      grouped SwiGLU, unpermute-combine, with its intermediates as buffers;
+    * reshapes become memref views (no copies); every other result gets a
+      `memref.alloc`, except results the function returns, which are
+      computed straight into the caller's output buffers;
+    * the entry's `moe.entry` dictionary describes the weights (names,
+      shapes, offsets), inputs and outputs for the manifest.
+
+    Guarantees: the entry computes exactly what the model function computes;
+    anything it cannot lower (an unknown op, a type other than f32/i32, a
+    capacity factor) is a diagnostic at that op, and the module is left
+    unchanged up to it.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::func::FuncDialect",
+                           "::mlir::LLVM::LLVMDialect",
+                           "::mlir::memref::MemRefDialect"];
+}
+
+def PlanMemory : Pass<"moe-plan-memory", "::mlir::ModuleOp"> {
+  let summary = "Place every buffer of an entry point in one reusable arena";
+  let description = [{
+    Replaces each `memref.alloc` of a lowered entry point by a `memref.view`
+    of a new arena argument (inserted after the weights), at offsets chosen
+    so that buffers live at the same time never share a byte while buffers
+    whose lifetimes are disjoint do (greedy by size, lowest fitting offset).
+    A lifetime runs from the allocation to the last use of the buffer or of
+    anything derived from it. Records `arena_bytes` (the peak),
+    `unplanned_bytes` (no reuse) and `buffers` in `moe.entry`; with
+    `report`, also says so in a remark.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::memref::MemRefDialect"];
+  let options = [
+    Option<"report", "report", "bool", /*default=*/"false",
+           "Emit a remark with the arena size, the size without reuse and "
+           "the lower bound (the most bytes live at once)">,
+  ];
+}
+
+def ExportManifest : Pass<"moe-export-manifest", "::mlir::ModuleOp"> {
+  let summary = "Embed the entry point's JSON manifest in the module";
+  let description = [{
+    Serialises the `moe.entry` description of the one planned entry point,
+    the module's `moe.mesh` and `moe.vocab_chars` into the "moe-model/1" JSON
+    manifest of include/moe/Runtime/ModelABI.h and exports it as the
+    NUL-terminated constant `llvm.mlir.global @moe_model_manifest`, which the
+    executable's driver reads. Fails with a diagnostic when there is no
+    planned entry point or more than one.
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
+}
+
 #endif // MOE_TRANSFORMS_PASSES_TD

@@ -6,6 +6,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
@@ -118,9 +119,26 @@ LogicalResult mlir::moe::verifyModelFitsMesh(Operation *module, MeshAttr mesh) {
 
 LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                                                    NamedAttribute attr) {
-  if (attr.getName() != getMeshAttrName())
-    return op->emitError() << "unknown moe dialect attribute '"
-                           << attr.getName().getValue() << "'";
+  StringRef name = attr.getName().getValue();
+  if (name == getVocabCharsAttrName()) {
+    auto chars = dyn_cast<StringAttr>(attr.getValue());
+    if (!isa<ModuleOp>(op) || !chars)
+      return op->emitError() << "'" << name
+                             << "' must be a string on a builtin.module";
+    if (chars.getValue().empty())
+      return op->emitError() << "'" << name << "' must not be empty";
+    return success();
+  }
+  if (name == getEntryAttrName()) {
+    if (!isa<FunctionOpInterface>(op) ||
+        !isa<DictionaryAttr>(attr.getValue()))
+      return op->emitError() << "'" << name
+                             << "' must be a dictionary on a function";
+    return success();
+  }
+  if (name != getMeshAttrName())
+    return op->emitError() << "unknown moe dialect attribute '" << name
+                           << "'";
   if (!isa<ModuleOp>(op))
     return op->emitError() << "'" << getMeshAttrName()
                            << "' must be attached to a builtin.module";

@@ -35,6 +35,16 @@ def MoE_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral getMeshAttrName() {
       return ::llvm::StringLiteral("moe.mesh");
     }
+    /// Name of the module attribute of character-level models: a string
+    /// whose i-th character is token i.
+    static constexpr ::llvm::StringLiteral getVocabCharsAttrName() {
+      return ::llvm::StringLiteral("moe.vocab_chars");
+    }
+    /// Name of the dictionary on a lowered entry point that describes it
+    /// (moe-lower-to-runtime, moe-plan-memory; the manifest is made of it).
+    static constexpr ::llvm::StringLiteral getEntryAttrName() {
+      return ::llvm::StringLiteral("moe.entry");
+    }
   }];
 }
 

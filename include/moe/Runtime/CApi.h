@@ -1,0 +1,106 @@
+/*===- CApi.h - The runtime calls that compiled models make --------*- C -*-===//
+ *
+ * `moe-lower-to-runtime` turns each model-level op into one or more of these
+ * calls (docs/lowering.md lists which). Conventions, chosen so that the LLVM
+ * lowering can pass memrefs as bare pointers:
+ *   - the context comes first, then input buffers, then output buffers, then
+ *     sizes (int64_t) and attributes (int32_t flags, float/double values);
+ *   - an optional operand is a separate entry point (`moert_linear_bias`), so
+ *     no pointer argument is ever null;
+ *   - a scalar result (a loss) is written through a one-element buffer.
+ * A call that fails (an id out of range, an inconsistent size) records the
+ * message in the context; once an error is recorded every call returns at
+ * once, so an entry point runs to its end and the caller reports the error.
+ *
+ *===----------------------------------------------------------------------===*/
+
+#ifndef MOE_RUNTIME_CAPI_H
+#define MOE_RUNTIME_CAPI_H
+
+#include "moe/Runtime/ModelABI.h"
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Dense layers. */
+void moert_embedding(moert_context *ctx, const int32_t *tokens,
+                     const float *table, float *out, int64_t n, int64_t vocab,
+                     int64_t hidden);
+void moert_rms_norm(moert_context *ctx, const float *x, const float *weight,
+                    float *out, int64_t rows, int64_t dim, float eps);
+void moert_linear(moert_context *ctx, const float *x, const float *weight,
+                  float *out, int64_t rows, int64_t in, int64_t outFeatures);
+void moert_linear_bias(moert_context *ctx, const float *x, const float *weight,
+                       const float *bias, float *out, int64_t rows, int64_t in,
+                       int64_t outFeatures);
+void moert_rope(moert_context *ctx, const float *x, float *out, int64_t batch,
+                int64_t seq, int64_t heads, int64_t headDim, double theta);
+void moert_rope_positions(moert_context *ctx, const float *x,
+                          const int32_t *positions, float *out, int64_t batch,
+                          int64_t seq, int64_t heads, int64_t headDim,
+                          double theta);
+void moert_attention(moert_context *ctx, const float *q, const float *k,
+                     const float *v, float *out, int64_t batch, int64_t seq,
+                     int64_t heads, int64_t kvHeads, int64_t headDim,
+                     int32_t causal, float scale);
+void moert_mlp(moert_context *ctx, const float *x, const float *gate,
+               const float *up, const float *down, float *out, int64_t rows,
+               int64_t hidden, int64_t inter);
+void moert_add(moert_context *ctx, const float *a, const float *b, float *out,
+               int64_t n);
+
+/* Router and the dropless expert pipeline. */
+void moert_router(moert_context *ctx, const float *x, const float *gate,
+                  float *weights, int32_t *indices, float *logits,
+                  int64_t tokens, int64_t hidden, int64_t experts,
+                  int64_t topK, int32_t sigmoid, int32_t normTopkProb,
+                  float routeScale, int64_t nGroup, int64_t topkGroup);
+void moert_router_bias(moert_context *ctx, const float *x, const float *gate,
+                       const float *expertBias, float *weights,
+                       int32_t *indices, float *logits, int64_t tokens,
+                       int64_t hidden, int64_t experts, int64_t topK,
+                       int32_t sigmoid, int32_t normTopkProb, float routeScale,
+                       int64_t nGroup, int64_t topkGroup);
+void moert_permute_by_expert(moert_context *ctx, const int32_t *indices,
+                             int64_t *counts, int64_t *offsets,
+                             int32_t *rowToSlot, int64_t tokens, int64_t topK,
+                             int64_t experts);
+void moert_gather_rows(moert_context *ctx, const float *x,
+                       const int32_t *rowToSlot, float *permuted, int64_t rows,
+                       int64_t topK, int64_t hidden);
+void moert_grouped_swiglu(moert_context *ctx, const float *permuted,
+                          const int64_t *offsets, const float *gate,
+                          const float *up, const float *down, float *out,
+                          int64_t experts, int64_t hidden, int64_t inter);
+void moert_unpermute_combine(moert_context *ctx, const float *expertOut,
+                             const int32_t *rowToSlot, const float *weights,
+                             float *out, int64_t tokens, int64_t topK,
+                             int64_t hidden);
+void moert_shared_experts(moert_context *ctx, const float *x, const float *gate,
+                          const float *up, const float *down, float *out,
+                          int64_t rows, int64_t hidden, int64_t inter);
+void moert_shared_experts_gated(moert_context *ctx, const float *x,
+                                const float *gate, const float *up,
+                                const float *down, const float *sharedGate,
+                                float *out, int64_t rows, int64_t hidden,
+                                int64_t inter);
+
+/* Losses: one float written to *out. */
+void moert_cross_entropy(moert_context *ctx, const float *logits,
+                         const int32_t *labels, float *out, int64_t n,
+                         int64_t vocab, int64_t ignoreIndex);
+void moert_aux_loss(moert_context *ctx, const float *logits,
+                    const int32_t *indices, float *out, int64_t tokens,
+                    int64_t experts, int64_t topK, int32_t sigmoid,
+                    float coefficient);
+void moert_z_loss(moert_context *ctx, const float *logits, float *out,
+                  int64_t tokens, int64_t experts, float coefficient);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOE_RUNTIME_CAPI_H */

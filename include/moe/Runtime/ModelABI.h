@@ -1,0 +1,75 @@
+/*===- ModelABI.h - What a compiled model object exports -----------*- C -*-===//
+ *
+ * `moec` lowers each function of a model module (today: `@forward`) to an
+ * entry point with this C calling convention and embeds a JSON manifest that
+ * describes it. The executable's driver (lib/Runtime/driver) links against
+ * these two symbols and nothing else of the model.
+ *
+ *   extern const char moe_model_manifest[];  // NUL-terminated UTF-8 JSON
+ *
+ *   void moe_entry_forward(moert_context *ctx,
+ *                          uint8_t *weights,      // weights_bytes, 64-aligned
+ *                          uint8_t *arena,        // arena_bytes, 64-aligned
+ *                          const int32_t *tokens, // [batch, seq]
+ *                          const int32_t *labels, // [batch, seq]
+ *                          float *logits,         // [batch, seq, vocab]
+ *                          float *loss);          // scalar
+ *
+ * Every buffer is a bare pointer to dense row-major data. The entry writes its
+ * results only through the output pointers and uses `arena` as scratch: the
+ * compiler's memory plan placed every intermediate tensor at a fixed offset in
+ * it. A runtime call that fails records the error in `ctx` and every later
+ * call of that entry becomes a no-op; the caller checks moert_context_error().
+ *
+ * Manifest (format "moe-model/1"):
+ *   {
+ *     "format": "moe-model/1",
+ *     "function": "forward", "entry": "moe_entry_forward",
+ *     "weights_bytes": 123456, "arena_bytes": 65536,
+ *     "unplanned_bytes": 262144,        // bytes without buffer reuse
+ *     "params": [                        // in weights-blob order
+ *       {"name": "model.embed_tokens.weight", "shape": [128, 64],
+ *        "dtype": "F32", "offset": 0},
+ *       {"name": "model.layers.0.mlp.experts.{e}.gate_proj.weight",
+ *        "shape": [8, 32, 64], "dtype": "F32", "offset": 32768}
+ *                                        // "{e}": slice e of dim 0 is the HF
+ *                                        // tensor with e substituted
+ *     ],
+ *     "inputs":  [{"name": "tokens", "shape": [4, 16], "dtype": "I32"},
+ *                 {"name": "labels", "shape": [4, 16], "dtype": "I32"}],
+ *     "outputs": [{"name": "logits", "shape": [4, 16, 128], "dtype": "F32"},
+ *                 {"name": "loss",   "shape": [],          "dtype": "F32"}],
+ *     "ignore_index": -100,               // labels equal to it are skipped
+ *     "vocab_chars": "\n !$&...",         // optional: token i is the i-th
+ *                                         // character (character-level model)
+ *     "mesh": {"dp": 1, "cp": 1, "tp": 1, "ep": 1}
+ *   }
+ *
+ *===----------------------------------------------------------------------===*/
+
+#ifndef MOE_RUNTIME_MODELABI_H
+#define MOE_RUNTIME_MODELABI_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The runtime state an entry point runs with (backend, first error). */
+typedef struct moert_context moert_context;
+
+moert_context *moert_context_create(void);
+void moert_context_destroy(moert_context *ctx);
+/* The first error a runtime call recorded since the last reset, or NULL. */
+const char *moert_context_error(const moert_context *ctx);
+void moert_context_reset_error(moert_context *ctx);
+
+/* Byte alignment of the weights blob, the arena and every offset in them. */
+#define MOE_BUFFER_ALIGNMENT 64
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOE_RUNTIME_MODELABI_H */

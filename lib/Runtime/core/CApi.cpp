@@ -1,0 +1,238 @@
+//===- CApi.cpp - The C entry points compiled models call -----------------===//
+//
+// Each moert_* function forwards to the backend kernel. Exceptions must not
+// unwind into compiled code (it has no unwind tables), so every call runs
+// inside guarded(): the first failure is recorded in the context and later
+// calls return at once.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Runtime/CApi.h"
+
+#include "Context.h"
+#include "moe/Runtime/CpuKernels.h"
+
+#include <exception>
+#include <new>
+
+namespace {
+
+template <typename Fn> void guarded(moert_context *ctx, Fn &&fn) {
+  if (ctx->failed)
+    return;
+  try {
+    fn();
+  } catch (const std::exception &e) {
+    ctx->failed = true;
+    ctx->error = e.what();
+  } catch (...) {
+    ctx->failed = true;
+    ctx->error = "unknown error in a runtime call";
+  }
+}
+
+moe::cpu::RouterConfig routerConfig(int64_t experts, int64_t topK,
+                                    int32_t sigmoid, int32_t normTopkProb,
+                                    float routeScale, int64_t nGroup,
+                                    int64_t topkGroup) {
+  moe::cpu::RouterConfig cfg;
+  cfg.experts = experts;
+  cfg.topK = topK;
+  cfg.sigmoid = sigmoid != 0;
+  cfg.normTopkProb = normTopkProb != 0;
+  cfg.routeScale = routeScale;
+  cfg.nGroup = nGroup;
+  cfg.topkGroup = topkGroup;
+  return cfg;
+}
+
+} // namespace
+
+extern "C" {
+
+moert_context *moert_context_create(void) {
+  return new (std::nothrow) moert_context();
+}
+
+void moert_context_destroy(moert_context *ctx) { delete ctx; }
+
+const char *moert_context_error(const moert_context *ctx) {
+  return ctx->failed ? ctx->error.c_str() : nullptr;
+}
+
+void moert_context_reset_error(moert_context *ctx) {
+  ctx->failed = false;
+  ctx->error.clear();
+}
+
+void moert_embedding(moert_context *ctx, const int32_t *tokens,
+                     const float *table, float *out, int64_t n, int64_t vocab,
+                     int64_t hidden) {
+  guarded(ctx, [&] { moe::cpu::embedding(tokens, n, table, vocab, hidden, out); });
+}
+
+void moert_rms_norm(moert_context *ctx, const float *x, const float *weight,
+                    float *out, int64_t rows, int64_t dim, float eps) {
+  guarded(ctx, [&] { moe::cpu::rmsNorm(x, weight, rows, dim, eps, out); });
+}
+
+void moert_linear(moert_context *ctx, const float *x, const float *weight,
+                  float *out, int64_t rows, int64_t in, int64_t outFeatures) {
+  guarded(ctx, [&] {
+    moe::cpu::linear(x, rows, in, weight, outFeatures, nullptr, out);
+  });
+}
+
+void moert_linear_bias(moert_context *ctx, const float *x, const float *weight,
+                       const float *bias, float *out, int64_t rows, int64_t in,
+                       int64_t outFeatures) {
+  guarded(ctx, [&] {
+    moe::cpu::linear(x, rows, in, weight, outFeatures, bias, out);
+  });
+}
+
+void moert_rope(moert_context *ctx, const float *x, float *out, int64_t batch,
+                int64_t seq, int64_t heads, int64_t headDim, double theta) {
+  guarded(ctx, [&] {
+    moe::cpu::rope(x, nullptr, batch, seq, heads, headDim, theta, out);
+  });
+}
+
+void moert_rope_positions(moert_context *ctx, const float *x,
+                          const int32_t *positions, float *out, int64_t batch,
+                          int64_t seq, int64_t heads, int64_t headDim,
+                          double theta) {
+  guarded(ctx, [&] {
+    moe::cpu::rope(x, positions, batch, seq, heads, headDim, theta, out);
+  });
+}
+
+void moert_attention(moert_context *ctx, const float *q, const float *k,
+                     const float *v, float *out, int64_t batch, int64_t seq,
+                     int64_t heads, int64_t kvHeads, int64_t headDim,
+                     int32_t causal, float scale) {
+  guarded(ctx, [&] {
+    moe::cpu::attention(q, k, v, batch, seq, heads, kvHeads, headDim,
+                        causal != 0, scale, out);
+  });
+}
+
+void moert_mlp(moert_context *ctx, const float *x, const float *gate,
+               const float *up, const float *down, float *out, int64_t rows,
+               int64_t hidden, int64_t inter) {
+  guarded(ctx, [&] {
+    moe::cpu::swigluMlp(x, rows, hidden, gate, up, down, inter, out);
+  });
+}
+
+void moert_add(moert_context *ctx, const float *a, const float *b, float *out,
+               int64_t n) {
+  guarded(ctx, [&] { moe::cpu::add(a, b, n, out); });
+}
+
+void moert_router(moert_context *ctx, const float *x, const float *gate,
+                  float *weights, int32_t *indices, float *logits,
+                  int64_t tokens, int64_t hidden, int64_t experts,
+                  int64_t topK, int32_t sigmoid, int32_t normTopkProb,
+                  float routeScale, int64_t nGroup, int64_t topkGroup) {
+  moert_router_bias(ctx, x, gate, nullptr, weights, indices, logits, tokens,
+                    hidden, experts, topK, sigmoid, normTopkProb, routeScale,
+                    nGroup, topkGroup);
+}
+
+void moert_router_bias(moert_context *ctx, const float *x, const float *gate,
+                       const float *expertBias, float *weights,
+                       int32_t *indices, float *logits, int64_t tokens,
+                       int64_t hidden, int64_t experts, int64_t topK,
+                       int32_t sigmoid, int32_t normTopkProb, float routeScale,
+                       int64_t nGroup, int64_t topkGroup) {
+  guarded(ctx, [&] {
+    moe::cpu::router(x, tokens, hidden, gate, expertBias,
+                     routerConfig(experts, topK, sigmoid, normTopkProb,
+                                  routeScale, nGroup, topkGroup),
+                     weights, indices, logits);
+  });
+}
+
+void moert_permute_by_expert(moert_context *ctx, const int32_t *indices,
+                             int64_t *counts, int64_t *offsets,
+                             int32_t *rowToSlot, int64_t tokens, int64_t topK,
+                             int64_t experts) {
+  guarded(ctx, [&] {
+    moe::cpu::permuteByExpert(indices, tokens, topK, experts, counts, offsets,
+                              rowToSlot);
+  });
+}
+
+void moert_gather_rows(moert_context *ctx, const float *x,
+                       const int32_t *rowToSlot, float *permuted, int64_t rows,
+                       int64_t topK, int64_t hidden) {
+  guarded(ctx, [&] {
+    moe::cpu::gatherRows(x, rowToSlot, rows, topK, hidden, permuted);
+  });
+}
+
+void moert_grouped_swiglu(moert_context *ctx, const float *permuted,
+                          const int64_t *offsets, const float *gate,
+                          const float *up, const float *down, float *out,
+                          int64_t experts, int64_t hidden, int64_t inter) {
+  guarded(ctx, [&] {
+    moe::cpu::groupedSwiGLU(permuted, offsets, experts, hidden, inter, gate,
+                            up, down, out);
+  });
+}
+
+void moert_unpermute_combine(moert_context *ctx, const float *expertOut,
+                             const int32_t *rowToSlot, const float *weights,
+                             float *out, int64_t tokens, int64_t topK,
+                             int64_t hidden) {
+  guarded(ctx, [&] {
+    moe::cpu::unpermuteCombine(expertOut, rowToSlot, weights, tokens, topK,
+                               hidden, out);
+  });
+}
+
+void moert_shared_experts(moert_context *ctx, const float *x, const float *gate,
+                          const float *up, const float *down, float *out,
+                          int64_t rows, int64_t hidden, int64_t inter) {
+  moert_shared_experts_gated(ctx, x, gate, up, down, nullptr, out, rows,
+                             hidden, inter);
+}
+
+void moert_shared_experts_gated(moert_context *ctx, const float *x,
+                                const float *gate, const float *up,
+                                const float *down, const float *sharedGate,
+                                float *out, int64_t rows, int64_t hidden,
+                                int64_t inter) {
+  guarded(ctx, [&] {
+    moe::cpu::sharedExperts(x, rows, hidden, gate, up, down, inter, sharedGate,
+                            out);
+  });
+}
+
+void moert_cross_entropy(moert_context *ctx, const float *logits,
+                         const int32_t *labels, float *out, int64_t n,
+                         int64_t vocab, int64_t ignoreIndex) {
+  guarded(ctx, [&] {
+    *out = moe::cpu::crossEntropy(logits, labels, n, vocab, ignoreIndex);
+  });
+}
+
+void moert_aux_loss(moert_context *ctx, const float *logits,
+                    const int32_t *indices, float *out, int64_t tokens,
+                    int64_t experts, int64_t topK, int32_t sigmoid,
+                    float coefficient) {
+  guarded(ctx, [&] {
+    *out = moe::cpu::auxLoss(logits, indices, tokens, experts, topK,
+                             sigmoid != 0, coefficient);
+  });
+}
+
+void moert_z_loss(moert_context *ctx, const float *logits, float *out,
+                  int64_t tokens, int64_t experts, float coefficient) {
+  guarded(ctx, [&] {
+    *out = moe::cpu::zLoss(logits, tokens, experts, coefficient);
+  });
+}
+
+} // extern "C"

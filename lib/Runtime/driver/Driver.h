@@ -1,0 +1,34 @@
+//===- Driver.h - The command line of a compiled model ----------*- C++ -*-===//
+//
+// `moec` links a model object with libMoERuntimeMain.a, whose main() hands
+// the model's two symbols to runDriver. Keeping the commands here, apart from
+// main, lets other programs (and tests) run them with any forward entry.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_RUNTIME_DRIVER_DRIVER_H
+#define MOE_LIB_RUNTIME_DRIVER_DRIVER_H
+
+#include "moe/Runtime/ModelABI.h"
+
+#include <cstdint>
+
+namespace moe::driver {
+
+/// The signature of moe_entry_forward (ModelABI.h).
+using ForwardEntry = void (*)(moert_context *ctx, uint8_t *weights,
+                              uint8_t *arena, const int32_t *tokens,
+                              const int32_t *labels, float *logits,
+                              float *loss);
+
+/// Runs the command in argv (forward, generate, init, info, --help) against
+/// the model that `manifestText` describes. Returns the exit status: 0 on
+/// success, 1 when the run fails (ids or characters that do not fit the
+/// model, files, the model itself), 2 when the command line is malformed.
+/// Every failure prints exactly one line "error: ..." to stderr.
+int runDriver(int argc, char **argv, const char *manifestText,
+              ForwardEntry forward);
+
+} // namespace moe::driver
+
+#endif // MOE_LIB_RUNTIME_DRIVER_DRIVER_H

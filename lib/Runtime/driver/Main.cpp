@@ -1,0 +1,19 @@
+//===- Main.cpp - main() of every compiled model executable ---------------===//
+//
+// The only file of the driver that names the model's symbols; `moec` links
+// the model object, libMoERuntimeMain.a and libMoERuntime.a into one program.
+//
+//===----------------------------------------------------------------------===//
+
+#include "driver/Driver.h"
+
+extern "C" const char moe_model_manifest[];
+extern "C" void moe_entry_forward(moert_context *ctx, uint8_t *weights,
+                                  uint8_t *arena, const int32_t *tokens,
+                                  const int32_t *labels, float *logits,
+                                  float *loss);
+
+int main(int argc, char **argv) {
+  return moe::driver::runDriver(argc, argv, moe_model_manifest,
+                                moe_entry_forward);
+}

@@ -1,0 +1,360 @@
+//===- Manifest.cpp - Parse and validate the model manifest ---------------===//
+//
+// nlohmann::ordered_json keeps the mesh axes in the order the compiler wrote
+// them. Every check names the field with its JSON path ("params[2].offset"),
+// so that a compiler bug shows up as a precise one-line error instead of a
+// wrong result later.
+//
+//===----------------------------------------------------------------------===//
+
+#include "driver/Manifest.h"
+
+#include "driver/Tokens.h"
+#include "moe/Runtime/ModelABI.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <stdexcept>
+
+namespace moe::driver {
+
+using Json = nlohmann::ordered_json;
+
+namespace {
+
+std::string oneLine(std::string s) {
+  std::replace(s.begin(), s.end(), '\n', ' ');
+  std::replace(s.begin(), s.end(), '\r', ' ');
+  return s;
+}
+
+[[noreturn]] void fail(const std::string &field, const std::string &what) {
+  throw std::runtime_error(oneLine("manifest: '" + field + "' " + what));
+}
+
+// The value as it appears in the manifest, shortened for an error message.
+std::string shown(const Json &value) {
+  std::string text = value.dump();
+  return text.size() > 60 ? text.substr(0, 57) + "..." : text;
+}
+
+const Json &member(const Json &object, const std::string &path,
+                   const char *key) {
+  auto it = object.find(key);
+  if (it == object.end())
+    fail(path.empty() ? key : path + "." + key, "is missing");
+  return *it;
+}
+
+std::string fieldPath(const std::string &path, const char *key) {
+  return path.empty() ? key : path + "." + key;
+}
+
+std::string getString(const Json &object, const std::string &path,
+                      const char *key) {
+  const Json &value = member(object, path, key);
+  if (!value.is_string())
+    fail(fieldPath(path, key), "is " + shown(value) + ", expected a string");
+  return value.get<std::string>();
+}
+
+uint64_t getSize(const Json &object, const std::string &path, const char *key) {
+  const Json &value = member(object, path, key);
+  if (!value.is_number_unsigned())
+    fail(fieldPath(path, key),
+         "is " + shown(value) + ", expected a non-negative integer");
+  return value.get<uint64_t>();
+}
+
+std::vector<int64_t> getShape(const Json &object, const std::string &path) {
+  const Json &value = member(object, path, "shape");
+  std::vector<int64_t> shape;
+  bool ok = value.is_array();
+  for (size_t i = 0; ok && i < value.size(); ++i) {
+    ok = value[i].is_number_unsigned() &&
+         value[i].get<uint64_t>() <=
+             static_cast<uint64_t>(std::numeric_limits<int32_t>::max());
+    if (ok)
+      shape.push_back(value[i].get<int64_t>());
+  }
+  if (!ok)
+    fail(path + ".shape",
+         "is " + shown(value) + ", expected an array of non-negative integers");
+  return shape;
+}
+
+const Json &getArray(const Json &root, const char *key) {
+  const Json &value = member(root, "", key);
+  if (!value.is_array())
+    fail(key, "is " + shown(value) + ", expected an array");
+  return value;
+}
+
+// Elements of `shape`, or a failure naming `field` when it overflows 2^62
+// (no blob can be that large, and it keeps byte counts in range).
+int64_t checkedElements(const std::vector<int64_t> &shape,
+                        const std::string &field) {
+  int64_t n = 1;
+  for (int64_t dim : shape)
+    if (__builtin_mul_overflow(n, dim, &n) || n > (int64_t(1) << 60))
+      fail(field, "is " + shapeText(shape) + ", which is too large");
+  return n;
+}
+
+ParamInfo parseParam(const Json &entry, const std::string &path) {
+  if (!entry.is_object())
+    fail(path, "is " + shown(entry) +
+                   ", expected an object with name, shape, dtype and offset");
+  ParamInfo param;
+  param.name = getString(entry, path, "name");
+  if (param.name.empty())
+    fail(path + ".name", "is empty");
+  param.shape = getShape(entry, path);
+  checkedElements(param.shape, path + ".shape");
+  param.dtype = getString(entry, path, "dtype");
+  if (param.dtype != "F32")
+    fail(path + ".dtype",
+         "is \"" + param.dtype +
+             "\", expected \"F32\" (the weights blob is fp32)");
+  param.offset = getSize(entry, path, "offset");
+
+  size_t first = param.name.find("{e}");
+  param.stacked = first != std::string::npos;
+  if (param.stacked && param.name.find("{e}", first + 1) != std::string::npos)
+    fail(path + ".name",
+         "is \"" + param.name + "\", which has \"{e}\" more than once");
+  if (param.stacked && param.shape.empty())
+    fail(path + ".shape", "is [] but the parameter is stacked (\"{e}\" in "
+                          "its name), expected [experts, ...]");
+  return param;
+}
+
+// Offsets aligned, inside the blob, no two parameters sharing a byte, no two
+// naming the same HF tensor.
+void checkLayout(const Manifest &m) {
+  std::vector<size_t> order;
+  std::map<std::string, size_t> owner;
+  for (size_t i = 0; i < m.params.size(); ++i) {
+    const ParamInfo &p = m.params[i];
+    std::string path = "params[" + std::to_string(i) + "]";
+    if (p.offset % MOE_BUFFER_ALIGNMENT != 0)
+      fail(path + ".offset", "is " + std::to_string(p.offset) +
+                                 ", expected a multiple of " +
+                                 std::to_string(MOE_BUFFER_ALIGNMENT));
+    if (p.offset > m.weightsBytes || p.bytes() > m.weightsBytes - p.offset)
+      fail(path + ".offset",
+           "is " + std::to_string(p.offset) + " and the parameter has " +
+               std::to_string(p.bytes()) + " bytes, which ends past " +
+               "weights_bytes " + std::to_string(m.weightsBytes));
+    for (int64_t e = 0; e < p.numSlices(); ++e) {
+      auto [it, inserted] = owner.emplace(p.sliceName(e), i);
+      if (!inserted)
+        fail(path + ".name", "names tensor '" + it->first + "' that params[" +
+                                 std::to_string(it->second) + "] names too");
+    }
+    if (p.bytes() > 0)
+      order.push_back(i);
+  }
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return m.params[a].offset < m.params[b].offset;
+  });
+  for (size_t k = 1; k < order.size(); ++k) {
+    const ParamInfo &prev = m.params[order[k - 1]];
+    const ParamInfo &cur = m.params[order[k]];
+    if (cur.offset < prev.offset + prev.bytes())
+      fail("params[" + std::to_string(order[k]) + "].offset",
+           "is " + std::to_string(cur.offset) + ", inside params[" +
+               std::to_string(order[k - 1]) + "] ('" + prev.name + "', bytes " +
+               std::to_string(prev.offset) + " to " +
+               std::to_string(prev.offset + prev.bytes()) + ")");
+  }
+}
+
+std::vector<TensorSpec> parseSpecs(const Json &root, const char *key) {
+  std::vector<TensorSpec> specs;
+  const Json &array = getArray(root, key);
+  for (size_t i = 0; i < array.size(); ++i) {
+    std::string path = std::string(key) + "[" + std::to_string(i) + "]";
+    if (!array[i].is_object())
+      fail(path, "is " + shown(array[i]) +
+                     ", expected an object with name, shape and dtype");
+    TensorSpec spec;
+    spec.name = getString(array[i], path, "name");
+    spec.shape = getShape(array[i], path);
+    checkedElements(spec.shape, path + ".shape");
+    spec.dtype = getString(array[i], path, "dtype");
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
+void expectSpec(const std::vector<TensorSpec> &specs, const char *key,
+                size_t index, const char *name, const char *dtype) {
+  std::string path = std::string(key) + "[" + std::to_string(index) + "]";
+  if (index >= specs.size())
+    fail(key, "has " + std::to_string(specs.size()) +
+                  " entries, expected one named '" + name + "' at index " +
+                  std::to_string(index) + " (the moe_entry_forward signature)");
+  const TensorSpec &spec = specs[index];
+  if (spec.name != name)
+    fail(path + ".name", "is \"" + spec.name + "\", expected \"" + name +
+                             "\" (the moe_entry_forward signature)");
+  if (spec.dtype != dtype)
+    fail(path + ".dtype",
+         "is \"" + spec.dtype + "\", expected \"" + dtype + "\"");
+}
+
+// tokens, labels [batch, seq] I32 -> logits [batch, seq, vocab], loss [] F32:
+// the only entry signature ModelABI.h defines today.
+void checkForwardSignature(Manifest &m) {
+  expectSpec(m.inputs, "inputs", 0, "tokens", "I32");
+  expectSpec(m.inputs, "inputs", 1, "labels", "I32");
+  expectSpec(m.outputs, "outputs", 0, "logits", "F32");
+  expectSpec(m.outputs, "outputs", 1, "loss", "F32");
+  if (m.inputs.size() != 2)
+    fail("inputs", "has " + std::to_string(m.inputs.size()) +
+                       " entries, expected 2 (tokens, labels)");
+  if (m.outputs.size() != 2)
+    fail("outputs", "has " + std::to_string(m.outputs.size()) +
+                        " entries, expected 2 (logits, loss)");
+
+  const std::vector<int64_t> &tokens = m.inputs[0].shape;
+  if (tokens.size() != 2 || tokens[0] < 1 || tokens[1] < 1)
+    fail("inputs[0].shape",
+         "is " + shapeText(tokens) + ", expected [batch, seq] with both >= 1");
+  m.batch = tokens[0];
+  m.seq = tokens[1];
+  if (m.inputs[1].shape != tokens)
+    fail("inputs[1].shape", "is " + shapeText(m.inputs[1].shape) +
+                                ", expected " + shapeText(tokens) +
+                                " (the shape of tokens)");
+  const std::vector<int64_t> &logits = m.outputs[0].shape;
+  if (logits.size() != 3 || logits[0] != m.batch || logits[1] != m.seq ||
+      logits[2] < 1)
+    fail("outputs[0].shape", "is " + shapeText(logits) + ", expected [" +
+                                 std::to_string(m.batch) + ", " +
+                                 std::to_string(m.seq) + ", vocab >= 1]");
+  m.vocab = logits[2];
+  if (!m.outputs[1].shape.empty())
+    fail("outputs[1].shape",
+         "is " + shapeText(m.outputs[1].shape) + ", expected [] (a scalar)");
+}
+
+void parseOptionalFields(const Json &root, Manifest &m) {
+  if (auto it = root.find("ignore_index"); it != root.end()) {
+    if (!it->is_number_integer() ||
+        it->get<int64_t>() < std::numeric_limits<int32_t>::min() ||
+        it->get<int64_t>() > std::numeric_limits<int32_t>::max())
+      fail("ignore_index", "is " + shown(*it) + ", expected an int32");
+    m.ignoreIndex = it->get<int64_t>();
+  }
+  if (m.ignoreIndex >= 0 && m.ignoreIndex < m.vocab)
+    fail("ignore_index", "is " + std::to_string(m.ignoreIndex) +
+                             ", which is a token id (vocab " +
+                             std::to_string(m.vocab) + ")");
+
+  if (auto it = root.find("vocab_chars"); it != root.end()) {
+    if (!it->is_string())
+      fail("vocab_chars", "is " + shown(*it) + ", expected a string");
+    m.vocabChars = splitUtf8(it->get<std::string>(), "manifest: 'vocab_chars'");
+    if (static_cast<int64_t>(m.vocabChars.size()) != m.vocab)
+      fail("vocab_chars",
+           "has " + std::to_string(m.vocabChars.size()) +
+               " characters, expected vocab = " + std::to_string(m.vocab));
+    std::map<std::string, size_t> seen;
+    for (size_t i = 0; i < m.vocabChars.size(); ++i)
+      if (auto [at, fresh] = seen.emplace(m.vocabChars[i], i); !fresh)
+        fail("vocab_chars", "has character " + quoteChar(m.vocabChars[i]) +
+                                " at positions " + std::to_string(at->second) +
+                                " and " + std::to_string(i));
+  }
+
+  if (auto it = root.find("mesh"); it != root.end()) {
+    if (!it->is_object())
+      fail("mesh", "is " + shown(*it) + ", expected an object of axis sizes");
+    for (auto axis = it->begin(); axis != it->end(); ++axis) {
+      if (!axis->is_number_unsigned() || axis->get<uint64_t>() < 1 ||
+          axis->get<uint64_t>() > (1u << 20))
+        fail("mesh." + axis.key(),
+             "is " + shown(*axis) + ", expected a positive integer");
+      m.mesh.emplace_back(axis.key(), axis->get<int64_t>());
+    }
+  }
+}
+
+} // namespace
+
+int64_t ParamInfo::numElements() const {
+  int64_t n = 1;
+  for (int64_t dim : shape)
+    n *= dim;
+  return n;
+}
+
+std::vector<int64_t> ParamInfo::sliceShape() const {
+  if (!stacked)
+    return shape;
+  return std::vector<int64_t>(shape.begin() + 1, shape.end());
+}
+
+std::string ParamInfo::sliceName(int64_t e) const {
+  if (!stacked)
+    return name;
+  std::string result = name;
+  result.replace(result.find("{e}"), 3, std::to_string(e));
+  return result;
+}
+
+uint64_t Manifest::totalParameters() const {
+  uint64_t total = 0;
+  for (const ParamInfo &p : params)
+    total += static_cast<uint64_t>(p.numElements());
+  return total;
+}
+
+std::string shapeText(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+Manifest parseManifest(const std::string &text) {
+  Json root;
+  try {
+    root = Json::parse(text);
+  } catch (const Json::exception &e) {
+    throw std::runtime_error(
+        oneLine(std::string("manifest: not valid JSON: ") + e.what()));
+  }
+  if (!root.is_object())
+    throw std::runtime_error("manifest: is " + shown(root) +
+                             ", expected a JSON object");
+
+  Manifest m;
+  std::string format = getString(root, "", "format");
+  if (format != "moe-model/1")
+    fail("format", "is \"" + format + "\", expected \"moe-model/1\"");
+  m.function = getString(root, "", "function");
+  m.entry = getString(root, "", "entry");
+  m.weightsBytes = getSize(root, "", "weights_bytes");
+  m.arenaBytes = getSize(root, "", "arena_bytes");
+  m.unplannedBytes = getSize(root, "", "unplanned_bytes");
+
+  const Json &params = getArray(root, "params");
+  for (size_t i = 0; i < params.size(); ++i)
+    m.params.push_back(
+        parseParam(params[i], "params[" + std::to_string(i) + "]"));
+  checkLayout(m);
+
+  m.inputs = parseSpecs(root, "inputs");
+  m.outputs = parseSpecs(root, "outputs");
+  checkForwardSignature(m);
+  parseOptionalFields(root, m);
+  return m;
+}
+
+} // namespace moe::driver

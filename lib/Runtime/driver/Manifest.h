@@ -1,0 +1,84 @@
+//===- Manifest.h - The manifest of a compiled model ------------*- C++ -*-===//
+//
+// `moe_model_manifest` (format "moe-model/1", documented in
+// include/moe/Runtime/ModelABI.h) describes the weights blob, the arena and
+// the entry point's inputs and outputs. parseManifest validates all of it up
+// front, so that the driver can trust every offset and shape afterwards; each
+// problem is a one-line std::runtime_error naming the field, e.g.
+// "manifest: 'params[2].offset' is 100, expected a multiple of 64".
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_RUNTIME_DRIVER_MANIFEST_H
+#define MOE_LIB_RUNTIME_DRIVER_MANIFEST_H
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace moe::driver {
+
+/// One parameter in the weights blob. A stacked parameter (its name contains
+/// "{e}") holds one Hugging Face tensor per index of dim 0: slice e is the
+/// tensor named with "{e}" replaced by e.
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string dtype; ///< Always "F32" once validated.
+  uint64_t offset = 0;
+  bool stacked = false;
+
+  int64_t numElements() const;
+  uint64_t bytes() const { return static_cast<uint64_t>(numElements()) * 4; }
+  /// shape[0] for a stacked parameter, else 1.
+  int64_t numSlices() const { return stacked ? shape[0] : 1; }
+  /// The shape of one HF tensor: `shape` without dim 0 when stacked.
+  std::vector<int64_t> sliceShape() const;
+  /// The HF name of slice `e` (`name` itself when not stacked).
+  std::string sliceName(int64_t e) const;
+};
+
+/// An input or output of the entry point.
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string dtype;
+};
+
+struct Manifest {
+  std::string function;
+  std::string entry;
+  std::vector<ParamInfo> params; ///< In weights-blob order.
+  std::vector<TensorSpec> inputs;
+  std::vector<TensorSpec> outputs;
+  uint64_t weightsBytes = 0;
+  uint64_t arenaBytes = 0;
+  uint64_t unplannedBytes = 0;
+  int64_t ignoreIndex = -100;
+  /// Character-level models: token i is vocabChars[i] (one UTF-8 character
+  /// each); empty when the manifest has no "vocab_chars".
+  std::vector<std::string> vocabChars;
+  /// Mesh axes in manifest order ("dp", "cp", "tp", "ep"), each >= 1.
+  std::vector<std::pair<std::string, int64_t>> mesh;
+
+  // The forward signature, checked by parseManifest: tokens and labels
+  // [batch, seq] I32, logits [batch, seq, vocab] F32, loss [] F32.
+  int64_t batch = 0;
+  int64_t seq = 0;
+  int64_t vocab = 0;
+
+  bool hasVocabChars() const { return !vocabChars.empty(); }
+  /// Number of scalars over all parameters.
+  uint64_t totalParameters() const;
+};
+
+/// Parses and validates manifest JSON; throws std::runtime_error.
+Manifest parseManifest(const std::string &text);
+
+/// "[2, 8, 16]"; "[]" for a scalar.
+std::string shapeText(const std::vector<int64_t> &shape);
+
+} // namespace moe::driver
+
+#endif // MOE_LIB_RUNTIME_DRIVER_MANIFEST_H

@@ -1,0 +1,114 @@
+//===- Weights.cpp - The weights blob of a compiled model -----------------===//
+
+#include "driver/Weights.h"
+
+#include "moe/Runtime/Safetensors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <stdexcept>
+
+namespace moe::driver {
+
+namespace {
+
+uint64_t splitmix64(uint64_t &state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t fnv1a64(const std::string &text) {
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (unsigned char c : text)
+    hash = (hash ^ c) * 0x100000001b3ull;
+  return hash;
+}
+
+bool endsWith(const std::string &text, const std::string &suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The bytes of one HF tensor (slice) of a parameter.
+uint64_t sliceBytes(const ParamInfo &param) {
+  return param.numSlices() == 0 ? 0 : param.bytes() / param.numSlices();
+}
+
+void checkBlob(const Manifest &manifest, const AlignedBuffer &blob) {
+  if (blob.size() != manifest.weightsBytes)
+    throw std::invalid_argument("weights blob has " +
+                                std::to_string(blob.size()) +
+                                " bytes, the manifest says weights_bytes " +
+                                std::to_string(manifest.weightsBytes));
+}
+
+} // namespace
+
+LoadedWeights loadWeights(const Manifest &manifest, const std::string &path) {
+  io::SafetensorsReader reader = io::SafetensorsReader::open(path);
+  LoadedWeights result{AlignedBuffer(manifest.weightsBytes), {}};
+  std::set<std::string> used;
+  for (const ParamInfo &param : manifest.params) {
+    std::vector<int64_t> shape = param.sliceShape();
+    for (int64_t e = 0; e < param.numSlices(); ++e) {
+      std::string name = param.sliceName(e);
+      reader.readF32(name, shape,
+                     result.blob.f32(param.offset + e * sliceBytes(param)));
+      used.insert(name);
+    }
+  }
+  for (const std::string &name : reader.names())
+    if (!used.count(name))
+      result.unusedTensors.push_back(name);
+  return result;
+}
+
+void saveWeights(const Manifest &manifest, const AlignedBuffer &blob,
+                 const std::string &path) {
+  checkBlob(manifest, blob);
+  std::vector<io::TensorToWrite> tensors;
+  for (const ParamInfo &param : manifest.params)
+    for (int64_t e = 0; e < param.numSlices(); ++e)
+      tensors.push_back({param.sliceName(e), io::DType::F32, param.sliceShape(),
+                         blob.f32(param.offset + e * sliceBytes(param))});
+  io::writeSafetensors(path, tensors, {{"format", "pt"}});
+}
+
+void initRandomTensor(const std::string &name, int64_t rank,
+                      int64_t numElements, uint64_t seed, double std,
+                      float *dst) {
+  if (rank < 2) {
+    float fill = rank == 1 && endsWith(name, "norm.weight") ? 1.0f : 0.0f;
+    std::fill(dst, dst + numElements, fill);
+    return;
+  }
+  uint64_t state = seed;
+  state = splitmix64(state) ^ fnv1a64(name);
+  const double twoPi = 6.283185307179586476925286766559;
+  for (int64_t i = 0; i < numElements; i += 2) {
+    double u1 = static_cast<double>((splitmix64(state) >> 11) + 1) * 0x1.0p-53;
+    double u2 = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;
+    double r = std::sqrt(-2.0 * std::log(u1));
+    dst[i] = static_cast<float>(std * r * std::cos(twoPi * u2));
+    if (i + 1 < numElements)
+      dst[i + 1] = static_cast<float>(std * r * std::sin(twoPi * u2));
+  }
+}
+
+void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
+                       uint64_t seed, double std) {
+  checkBlob(manifest, blob);
+  for (const ParamInfo &param : manifest.params) {
+    int64_t rank = static_cast<int64_t>(param.sliceShape().size());
+    int64_t elements =
+        param.numSlices() == 0 ? 0 : param.numElements() / param.numSlices();
+    for (int64_t e = 0; e < param.numSlices(); ++e)
+      initRandomTensor(param.sliceName(e), rank, elements, seed, std,
+                       blob.f32(param.offset + e * sliceBytes(param)));
+  }
+}
+
+} // namespace moe::driver

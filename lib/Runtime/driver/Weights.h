@@ -1,0 +1,66 @@
+//===- Weights.h - The weights blob of a compiled model ---------*- C++ -*-===//
+//
+// The blob is one MOE_BUFFER_ALIGNMENT-aligned allocation of weights_bytes
+// holding every parameter at its manifest offset as fp32. It is filled from a
+// Hugging Face style safetensors checkpoint (stacked expert parameters are
+// gathered from one tensor per expert) or from a deterministic random init,
+// and can be written back under the HF names.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_RUNTIME_DRIVER_WEIGHTS_H
+#define MOE_LIB_RUNTIME_DRIVER_WEIGHTS_H
+
+#include "driver/AlignedBuffer.h"
+#include "driver/Manifest.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe::driver {
+
+struct LoadedWeights {
+  AlignedBuffer blob;
+  /// Tensors of the file that no parameter uses (sorted): ignored, but worth
+  /// a note (a checkpoint of another configuration?).
+  std::vector<std::string> unusedTensors;
+};
+
+/// Reads every parameter from the safetensors file at `path`: F32, or BF16 /
+/// F16 converted, with exactly the parameter's (slice) shape. A missing
+/// tensor, another shape, another dtype or a truncated file throws
+/// moe::io::SafetensorsError, whose one-line message names file and tensor.
+LoadedWeights loadWeights(const Manifest &manifest, const std::string &path);
+
+/// Writes every parameter as F32 under its HF names (one tensor per expert
+/// for stacked parameters), atomically, with metadata {"format": "pt"} so
+/// that Hugging Face's loaders accept the file.
+void saveWeights(const Manifest &manifest, const AlignedBuffer &blob,
+                 const std::string &path);
+
+/// Fills `blob` (weights_bytes) deterministically from `seed`:
+///   - tensors of rank >= 2: normal(0, std);
+///   - rank-1 tensors whose name ends with "norm.weight": ones;
+///   - every other tensor (biases, e_score_correction_bias): zeros.
+/// Rank and name are those of the HF tensor, so a stacked [E, a, b]
+/// parameter is E rank-2 tensors. Each HF tensor draws from its own stream,
+/// seeded from `seed` and the tensor's name alone (see initRandomTensor): the
+/// values do not depend on the order or offsets of the parameters, so slice
+/// e of a stacked parameter is exactly the tensor drawn for its HF name.
+void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
+                       uint64_t seed, double std = 0.02);
+
+/// One HF tensor of `numElements` values, by the rules above. The normal
+/// draws: a splitmix64 stream starting at splitmix64(seed) ^ fnv1a64(name);
+/// each pair of elements (2i, 2i+1) takes the two Box-Muller values of two
+/// consecutive outputs u1 = (x1 >> 11) + 1, u2 = x2 >> 11 (times 2^-53):
+/// r = sqrt(-2 ln u1), values r cos(2 pi u2), r sin(2 pi u2), computed in
+/// double and rounded to float (which hides any last-bit libm differences).
+void initRandomTensor(const std::string &name, int64_t rank,
+                      int64_t numElements, uint64_t seed, double std,
+                      float *dst);
+
+} // namespace moe::driver
+
+#endif // MOE_LIB_RUNTIME_DRIVER_WEIGHTS_H

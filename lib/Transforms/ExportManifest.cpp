@@ -1,0 +1,131 @@
+//===- ExportManifest.cpp - Embed the entry point's manifest --------------===//
+//
+// Turns the `moe.entry` dictionary of the (single) planned entry point, the
+// module's mesh and its vocabulary into the JSON manifest of
+// include/moe/Runtime/ModelABI.h, exported as the NUL-terminated global
+// `moe_model_manifest`.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Dialect/MoE/IR/MoEAttrs.h"
+#include "moe/Dialect/MoE/IR/MoEDialect.h"
+#include "moe/Runtime/ModelABI.h"
+#include "moe/Transforms/Passes.h"
+#include "moe/Transforms/RuntimeABI.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/Support/JSON.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_EXPORTMANIFEST
+#include "moe/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+llvm::json::Array shapeJson(Attribute attr) {
+  llvm::json::Array shape;
+  for (int64_t d : cast<DenseI64ArrayAttr>(attr).asArrayRef())
+    shape.push_back(d);
+  return shape;
+}
+
+/// params/inputs/outputs: arrays of dictionaries with string, integer and
+/// shape fields, copied field by field.
+llvm::json::Array tableJson(Attribute attr, StringRef defaultDtype) {
+  llvm::json::Array rows;
+  for (Attribute row : cast<ArrayAttr>(attr)) {
+    llvm::json::Object object;
+    object["dtype"] = defaultDtype.str();
+    for (NamedAttribute field : cast<DictionaryAttr>(row)) {
+      StringRef key = field.getName().getValue();
+      if (auto s = dyn_cast<StringAttr>(field.getValue()))
+        object[key] = s.getValue().str();
+      else if (auto i = dyn_cast<IntegerAttr>(field.getValue()))
+        object[key] = i.getInt();
+      else
+        object[key] = shapeJson(field.getValue());
+    }
+    rows.push_back(std::move(object));
+  }
+  return rows;
+}
+
+FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry) {
+  auto dict =
+      entry->getAttrOfType<DictionaryAttr>(MoEDialect::getEntryAttrName());
+  for (StringRef key : {"function", "params", "weights_bytes", "inputs",
+                        "outputs", "arena_bytes", "unplanned_bytes"})
+    if (!dict.contains(key))
+      return entry.emitOpError("has no '")
+             << key << "' in its moe.entry description; run "
+             << "moe-lower-to-runtime and moe-plan-memory first";
+
+  auto integer = [&](StringRef key) {
+    return cast<IntegerAttr>(dict.get(key)).getInt();
+  };
+  llvm::json::Object manifest{
+      {"format", "moe-model/1"},
+      {"function", cast<StringAttr>(dict.get("function")).getValue().str()},
+      {"entry", entry.getSymName().str()},
+      {"weights_bytes", integer("weights_bytes")},
+      {"arena_bytes", integer("arena_bytes")},
+      {"unplanned_bytes", integer("unplanned_bytes")},
+      {"params", tableJson(dict.get("params"), "F32")},
+      {"inputs", tableJson(dict.get("inputs"), "F32")},
+      {"outputs", tableJson(dict.get("outputs"), "F32")},
+  };
+  if (dict.contains("ignore_index"))
+    manifest["ignore_index"] = integer("ignore_index");
+  if (auto chars = module->getAttrOfType<StringAttr>(
+          MoEDialect::getVocabCharsAttrName()))
+    manifest["vocab_chars"] = chars.getValue().str();
+  MeshAttr mesh = module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName());
+  manifest["mesh"] = llvm::json::Object{
+      {"dp", mesh ? mesh.getDp() : 1},
+      {"cp", mesh ? mesh.getCp() : 1},
+      {"tp", mesh ? mesh.getTp() : 1},
+      {"ep", mesh ? mesh.getEp() : 1},
+  };
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << llvm::json::Value(std::move(manifest));
+  return text;
+}
+
+struct ExportManifestPass
+    : mlir::moe::impl::ExportManifestBase<ExportManifestPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::FuncOp> entries;
+    for (auto fn : module.getOps<func::FuncOp>())
+      if (fn->hasAttr(MoEDialect::getEntryAttrName()))
+        entries.push_back(fn);
+    if (entries.size() != 1) {
+      module.emitError() << "expected exactly one lowered entry point "
+                            "(moe-lower-to-runtime), found "
+                         << entries.size();
+      return signalPassFailure();
+    }
+    FailureOr<std::string> json = manifestJson(module, entries.front());
+    if (failed(json))
+      return signalPassFailure();
+
+    if (Operation *old = module.lookupSymbol(kManifestSymbol))
+      old->erase();
+    OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
+    std::string bytes = *json;
+    bytes.push_back('\0');
+    auto type = LLVM::LLVMArrayType::get(b.getI8Type(), bytes.size());
+    LLVM::GlobalOp::create(b, module.getLoc(), type, /*isConstant=*/true,
+                           LLVM::Linkage::External, kManifestSymbol,
+                           b.getStringAttr(bytes));
+  }
+};
+
+} // namespace

@@ -1,0 +1,596 @@
+//===- LowerToRuntime.cpp - moe ops on tensors -> runtime calls on buffers ===//
+//
+// Rewrites each model function `@f` into the entry point `@moe_entry_f`
+// (include/moe/Runtime/ModelABI.h): every tensor becomes a memref, every
+// model-level op one or more calls of the runtime's C API
+// (include/moe/Runtime/CApi.h), every weight a view into the weights blob.
+// Intermediate results get a `memref.alloc` each; moe-plan-memory places
+// them in the arena afterwards. Results the function returns are written
+// straight into the caller's output buffers.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+#include "moe/Runtime/ModelABI.h"
+#include "moe/Transforms/Passes.h"
+#include "moe/Transforms/RuntimeABI.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/SymbolTable.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_LOWERTORUNTIME
+#include "moe/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+int64_t alignUp(int64_t bytes) {
+  return (bytes + MOE_BUFFER_ALIGNMENT - 1) / MOE_BUFFER_ALIGNMENT *
+         MOE_BUFFER_ALIGNMENT;
+}
+
+int64_t numElements(Value v) {
+  return cast<ShapedType>(v.getType()).getNumElements();
+}
+
+/// Size of dimension `d` of `v`; negative `d` counts from the end.
+int64_t dimSize(Value v, int64_t d) {
+  ArrayRef<int64_t> shape = cast<ShapedType>(v.getType()).getShape();
+  return shape[d < 0 ? d + static_cast<int64_t>(shape.size()) : d];
+}
+
+/// The memref a tensor becomes: same shape, f32 or i32 only (what the CPU
+/// runtime computes in).
+FailureOr<MemRefType> bufferTypeFor(Type type, Location loc) {
+  auto tensor = dyn_cast<RankedTensorType>(type);
+  if (!tensor || !tensor.hasStaticShape())
+    return emitError(loc) << "cannot lower " << type
+                          << " to a runtime buffer: expected a statically "
+                             "shaped tensor";
+  Type elem = tensor.getElementType();
+  if (!elem.isF32() && !elem.isSignlessInteger(32))
+    return emitError(loc) << "the CPU runtime computes in f32 with i32 ids, "
+                             "but got "
+                          << type;
+  return MemRefType::get(tensor.getShape(), elem);
+}
+
+/// Builds one entry point from one model function.
+class EntryBuilder {
+public:
+  EntryBuilder(func::FuncOp model) : model(model), b(model) {}
+
+  /// Creates `@moe_entry_<name>` next to the model function; the caller
+  /// erases the model function on success.
+  FailureOr<func::FuncOp> build();
+
+private:
+  LogicalResult layOutWeights();
+  LogicalResult lowerOp(Operation *op);
+  LogicalResult lowerReturn(func::ReturnOp op);
+
+  // One method per op (or op family).
+  LogicalResult lower(ParamOp op);
+  LogicalResult lower(EmbeddingOp op);
+  LogicalResult lower(RMSNormOp op);
+  LogicalResult lower(LinearOp op);
+  LogicalResult lower(RopeOp op);
+  LogicalResult lower(AttentionOp op);
+  LogicalResult lower(MLPOp op);
+  LogicalResult lower(AddOp op);
+  LogicalResult lower(RouterOp op);
+  LogicalResult lower(ExpertsOp op);
+  LogicalResult lower(SharedExpertsOp op);
+  LogicalResult lower(CrossEntropyOp op);
+  LogicalResult lower(AuxLossOp op);
+  LogicalResult lower(ZLossOp op);
+  LogicalResult lower(tensor::ExpandShapeOp op);
+  LogicalResult lower(tensor::CollapseShapeOp op);
+
+  /// The buffer of `tensor`: the caller's output buffer when the function
+  /// returns it, else a new allocation. Maps `tensor` to it.
+  FailureOr<Value> resultBuffer(Value tensor);
+  /// An internal buffer of the given shape that no tensor maps to.
+  Value scratch(ArrayRef<int64_t> shape, Type elem);
+  Value buffer(Value tensor) { return mapping.lookup(tensor); }
+  Value alloc(MemRefType type) {
+    return memref::AllocOp::create(b, loc, type, ValueRange{},
+                                   b.getI64IntegerAttr(MOE_BUFFER_ALIGNMENT))
+        .getResult();
+  }
+
+  Value i64(int64_t v) {
+    return arith::ConstantIntOp::create(b, loc, v, 64).getResult();
+  }
+  Value i32(int64_t v) {
+    return arith::ConstantIntOp::create(b, loc, v, 32).getResult();
+  }
+  Value f32(double v) {
+    return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
+                                          APFloat(static_cast<float>(v)))
+        .getResult();
+  }
+  Value f64(double v) {
+    return arith::ConstantFloatOp::create(b, loc, b.getF64Type(), APFloat(v))
+        .getResult();
+  }
+
+  /// Calls runtime function `callee` with the context, the pointers of
+  /// `buffers` (inputs then outputs) and `scalars`.
+  LogicalResult call(StringRef callee, ValueRange buffers, ValueRange scalars);
+
+  func::FuncOp model;
+  func::FuncOp entry;
+  OpBuilder b;
+  Location loc = model.getLoc();
+  IRMapping mapping;
+  Value ctx, weights;
+
+  /// Weight name -> byte offset in the blob; the manifest's param list.
+  llvm::StringMap<int64_t> weightOffsets;
+  SmallVector<Attribute> params;
+  int64_t weightsBytes = 0;
+  /// Returned tensor -> index of the output argument that receives it.
+  DenseMap<Value, unsigned> returnedAt;
+  DenseSet<unsigned> outputsWritten;
+  unsigned firstOutputArg = 0;
+  std::optional<int64_t> ignoreIndex;
+};
+
+LogicalResult EntryBuilder::layOutWeights() {
+  for (ParamOp param : model.getBody().getOps<ParamOp>()) {
+    auto type = bufferTypeFor(param.getType(), param.getLoc());
+    if (failed(type))
+      return failure();
+    if (!type->getElementType().isF32())
+      return param.emitOpError("the CPU runtime stores weights in f32");
+    if (weightOffsets.count(param.getName()))
+      continue;
+    weightOffsets[param.getName()] = weightsBytes;
+    params.push_back(b.getDictionaryAttr({
+        b.getNamedAttr("name", param.getNameAttr()),
+        b.getNamedAttr("shape", b.getDenseI64ArrayAttr(type->getShape())),
+        b.getNamedAttr("offset", b.getI64IntegerAttr(weightsBytes)),
+    }));
+    weightsBytes += alignUp(type->getNumElements() * 4);
+  }
+  return success();
+}
+
+/// Names the inputs and outputs of the (tokens, labels) -> (logits, loss)
+/// convention of `@forward`; other functions get input<i>/output<i>.
+ArrayAttr describeValues(Builder &b, TypeRange types, bool isForward,
+                         ArrayRef<StringRef> forwardNames, StringRef prefix) {
+  SmallVector<Attribute> entries;
+  for (auto [i, type] : llvm::enumerate(types)) {
+    auto shaped = cast<ShapedType>(type);
+    std::string name = isForward && i < forwardNames.size()
+                           ? forwardNames[i].str()
+                           : (prefix + Twine(i)).str();
+    entries.push_back(b.getDictionaryAttr({
+        b.getNamedAttr("name", b.getStringAttr(name)),
+        b.getNamedAttr("shape", b.getDenseI64ArrayAttr(shaped.getShape())),
+        b.getNamedAttr("dtype", b.getStringAttr(shaped.getElementType().isF32()
+                                                    ? "F32"
+                                                    : "I32")),
+    }));
+  }
+  return b.getArrayAttr(entries);
+}
+
+FailureOr<func::FuncOp> EntryBuilder::build() {
+  if (!model.getBody().hasOneBlock())
+    return model.emitOpError("a model function must have a single block");
+  if (failed(layOutWeights()))
+    return failure();
+
+  // Signature: (ctx, weights, inputs..., outputs...).
+  MLIRContext *context = model.getContext();
+  SmallVector<Type> argTypes = {
+      LLVM::LLVMPointerType::get(context),
+      MemRefType::get({weightsBytes}, b.getI8Type())};
+  for (Type type : llvm::concat<const Type>(model.getArgumentTypes(),
+                                            model.getResultTypes())) {
+    auto buffer = bufferTypeFor(type, model.getLoc());
+    if (failed(buffer))
+      return failure();
+    argTypes.push_back(*buffer);
+  }
+  firstOutputArg = 2 + model.getNumArguments();
+
+  std::string name = (kEntryPrefix + model.getSymName()).str();
+  if (SymbolTable::lookupNearestSymbolFrom(model, b.getStringAttr(name)))
+    return model.emitOpError("cannot create the entry point '")
+           << name << "': the symbol exists";
+  entry = func::FuncOp::create(b, loc, name,
+                               b.getFunctionType(argTypes, TypeRange{}));
+  Block *body = entry.addEntryBlock();
+  b.setInsertionPointToStart(body);
+  ctx = body->getArgument(0);
+  weights = body->getArgument(1);
+  for (auto [i, arg] : llvm::enumerate(model.getArguments()))
+    mapping.map(arg, body->getArgument(2 + i));
+  Operation *terminator = model.getBody().front().getTerminator();
+  for (auto [i, value] : llvm::enumerate(terminator->getOperands()))
+    returnedAt.try_emplace(value, firstOutputArg + i);
+
+  for (Operation &op : model.getBody().front())
+    if (failed(lowerOp(&op)))
+      return failure();
+
+  bool isForward = model.getSymName() == "forward";
+  SmallVector<NamedAttribute> manifest = {
+      b.getNamedAttr("function", model.getSymNameAttr()),
+      b.getNamedAttr("params", b.getArrayAttr(params)),
+      b.getNamedAttr("weights_bytes", b.getI64IntegerAttr(weightsBytes)),
+      b.getNamedAttr("inputs",
+                     describeValues(b, model.getArgumentTypes(), isForward,
+                                    {"tokens", "labels"}, "input")),
+      b.getNamedAttr("outputs",
+                     describeValues(b, model.getResultTypes(), isForward,
+                                    {"logits", "loss"}, "output")),
+  };
+  if (ignoreIndex)
+    manifest.push_back(
+        b.getNamedAttr("ignore_index", b.getI64IntegerAttr(*ignoreIndex)));
+  entry->setAttr(MoEDialect::getEntryAttrName(), b.getDictionaryAttr(manifest));
+  return entry;
+}
+
+LogicalResult EntryBuilder::lowerOp(Operation *op) {
+  b.setInsertionPointToEnd(&entry.getBody().front());
+  loc = op->getLoc();
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case<ParamOp, EmbeddingOp, RMSNormOp, LinearOp, RopeOp, AttentionOp,
+            MLPOp, AddOp, RouterOp, ExpertsOp, SharedExpertsOp,
+            CrossEntropyOp, AuxLossOp, ZLossOp, tensor::ExpandShapeOp,
+            tensor::CollapseShapeOp>([&](auto op) { return lower(op); })
+      .Case<func::ReturnOp>([&](auto op) { return lowerReturn(op); })
+      .Default([](Operation *op) {
+        return op->emitOpError(
+            "has no lowering to runtime calls (moe-lower-to-runtime)");
+      });
+}
+
+FailureOr<Value> EntryBuilder::resultBuffer(Value tensor) {
+  auto type = bufferTypeFor(tensor.getType(), loc);
+  if (failed(type))
+    return failure();
+  Value buffer;
+  auto it = returnedAt.find(tensor);
+  if (it != returnedAt.end() && outputsWritten.insert(it->second).second)
+    buffer = entry.getArgument(it->second);
+  else
+    buffer = alloc(*type);
+  mapping.map(tensor, buffer);
+  return buffer;
+}
+
+Value EntryBuilder::scratch(ArrayRef<int64_t> shape, Type elem) {
+  return alloc(MemRefType::get(shape, elem));
+}
+
+LogicalResult EntryBuilder::call(StringRef callee, ValueRange buffers,
+                                 ValueRange scalars) {
+  auto ptrType = LLVM::LLVMPointerType::get(b.getContext());
+  SmallVector<Value> args = {ctx};
+  for (Value buffer : buffers) {
+    // Runtime functions take bare pointers to dense row-major data.
+    Value index =
+        memref::ExtractAlignedPointerAsIndexOp::create(b, loc, buffer);
+    Value address =
+        arith::IndexCastOp::create(b, loc, b.getI64Type(), index).getResult();
+    args.push_back(LLVM::IntToPtrOp::create(b, loc, ptrType, address));
+  }
+  llvm::append_range(args, scalars);
+
+  auto module = entry->getParentOfType<ModuleOp>();
+  auto type = b.getFunctionType(TypeRange(ValueRange(args)), {});
+  auto decl = module.lookupSymbol<func::FuncOp>(callee);
+  if (!decl) {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToEnd(module.getBody());
+    decl = func::FuncOp::create(b, loc, callee, type);
+    decl.setPrivate();
+  } else if (decl.getFunctionType() != type) {
+    return emitError(loc) << "runtime function '" << callee
+                          << "' is already declared with type "
+                          << decl.getFunctionType() << ", not " << type;
+  }
+  func::CallOp::create(b, loc, decl, args);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Per-op lowerings
+//===----------------------------------------------------------------------===//
+
+LogicalResult EntryBuilder::lower(ParamOp op) {
+  auto type = bufferTypeFor(op.getType(), loc);
+  if (failed(type))
+    return failure();
+  Value offset = arith::ConstantIndexOp::create(
+      b, loc, weightOffsets.lookup(op.getName()));
+  Value view =
+      memref::ViewOp::create(b, loc, *type, weights, offset, ValueRange{});
+  mapping.map(op.getResult(), view);
+  return success();
+}
+
+LogicalResult EntryBuilder::lower(EmbeddingOp op) {
+  auto out = resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  return call("moert_embedding",
+              {buffer(op.getTokens()), buffer(op.getTable()), *out},
+              {i64(numElements(op.getTokens())), i64(dimSize(op.getTable(), 0)),
+               i64(dimSize(op.getTable(), 1))});
+}
+
+LogicalResult EntryBuilder::lower(RMSNormOp op) {
+  auto out = resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  int64_t dim = dimSize(op.getInput(), -1);
+  return call("moert_rms_norm",
+              {buffer(op.getInput()), buffer(op.getWeight()), *out},
+              {i64(numElements(op.getInput()) / dim), i64(dim),
+               f32(op.getEps().convertToDouble())});
+}
+
+LogicalResult EntryBuilder::lower(LinearOp op) {
+  auto out = resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  int64_t in = dimSize(op.getInput(), -1);
+  SmallVector<Value> sizes = {i64(numElements(op.getInput()) / in), i64(in),
+                              i64(dimSize(op.getWeight(), 0))};
+  if (Value bias = op.getBias())
+    return call("moert_linear_bias",
+                {buffer(op.getInput()), buffer(op.getWeight()), buffer(bias),
+                 *out},
+                sizes);
+  return call("moert_linear",
+              {buffer(op.getInput()), buffer(op.getWeight()), *out}, sizes);
+}
+
+LogicalResult EntryBuilder::lower(RopeOp op) {
+  auto out = resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  Value x = op.getInput();
+  SmallVector<Value> sizes = {i64(dimSize(x, 0)), i64(dimSize(x, 1)),
+                              i64(dimSize(x, 2)), i64(dimSize(x, 3)),
+                              f64(op.getTheta().convertToDouble())};
+  if (Value positions = op.getPositions())
+    return call("moert_rope_positions",
+                {buffer(x), buffer(positions), *out}, sizes);
+  return call("moert_rope", {buffer(x), *out}, sizes);
+}
+
+LogicalResult EntryBuilder::lower(AttentionOp op) {
+  auto out = resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  Value q = op.getQ();
+  return call("moert_attention",
+              {buffer(q), buffer(op.getK()), buffer(op.getV()), *out},
+              {i64(dimSize(q, 0)), i64(dimSize(q, 1)), i64(dimSize(q, 2)),
+               i64(dimSize(op.getK(), 2)), i64(dimSize(q, 3)),
+               i32(op.getCausal() ? 1 : 0), f32(op.getEffectiveScale())});
+}
+
+LogicalResult EntryBuilder::lower(MLPOp op) {
+  auto out = resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  int64_t hidden = dimSize(op.getInput(), -1);
+  return call("moert_mlp",
+              {buffer(op.getInput()), buffer(op.getGateWeight()),
+               buffer(op.getUpWeight()), buffer(op.getDownWeight()), *out},
+              {i64(numElements(op.getInput()) / hidden), i64(hidden),
+               i64(dimSize(op.getGateWeight(), 0))});
+}
+
+LogicalResult EntryBuilder::lower(AddOp op) {
+  auto out = resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  return call("moert_add", {buffer(op.getLhs()), buffer(op.getRhs()), *out},
+              {i64(numElements(op.getResult()))});
+}
+
+LogicalResult EntryBuilder::lower(RouterOp op) {
+  auto weightsOut = resultBuffer(op.getWeights());
+  auto indicesOut = resultBuffer(op.getIndices());
+  auto logitsOut = resultBuffer(op.getLogits());
+  if (failed(weightsOut) || failed(indicesOut) || failed(logitsOut))
+    return failure();
+  int64_t hidden = dimSize(op.getInput(), -1);
+  SmallVector<Value> scalars = {
+      i64(numElements(op.getInput()) / hidden),
+      i64(hidden),
+      i64(op.getNumExperts()),
+      i64(op.getTopK()),
+      i32(op.getScoring() == ScoreFunc::sigmoid ? 1 : 0),
+      i32(op.getNormTopkProb() ? 1 : 0),
+      f32(op.getRouteScale().convertToDouble()),
+      i64(op.getNGroup()),
+      i64(op.getTopkGroup())};
+  SmallVector<Value> buffers = {buffer(op.getInput()),
+                                buffer(op.getGateWeight())};
+  StringRef callee = "moert_router";
+  if (Value bias = op.getExpertBias()) {
+    buffers.push_back(buffer(bias));
+    callee = "moert_router_bias";
+  }
+  buffers.append({*weightsOut, *indicesOut, *logitsOut});
+  return call(callee, buffers, scalars);
+}
+
+/// Dropless experts as the pipeline the runtime runs: a stable permutation
+/// of the token-slots by expert (counts, offsets, row -> slot), a gather of
+/// the routed rows, one grouped SwiGLU over all experts, and the weighted
+/// un-permute. Every intermediate is a planned buffer.
+LogicalResult EntryBuilder::lower(ExpertsOp op) {
+  if (op.getCapacityFactor())
+    return op.emitOpError(
+        "capacity_factor (token dropping) is not supported by the CPU "
+        "runtime yet; remove it for the dropless default");
+  auto out = resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  int64_t hidden = dimSize(op.getInput(), -1);
+  int64_t tokens = numElements(op.getInput()) / hidden;
+  int64_t topK = op.getTopK();
+  int64_t experts = op.getNumExperts();
+  int64_t inter = dimSize(op.getGateWeight(), 1);
+  int64_t slots = tokens * topK;
+
+  Type i64Type = b.getI64Type(), i32Type = b.getI32Type();
+  Type f32Type = b.getF32Type();
+  Value counts = scratch({experts}, i64Type);
+  Value offsets = scratch({experts + 1}, i64Type);
+  Value rowToSlot = scratch({slots}, i32Type);
+  if (failed(call("moert_permute_by_expert",
+                  {buffer(op.getIndices()), counts, offsets, rowToSlot},
+                  {i64(tokens), i64(topK), i64(experts)})))
+    return failure();
+  Value permuted = scratch({slots, hidden}, f32Type);
+  if (failed(call("moert_gather_rows",
+                  {buffer(op.getInput()), rowToSlot, permuted},
+                  {i64(slots), i64(topK), i64(hidden)})))
+    return failure();
+  Value expertOut = scratch({slots, hidden}, f32Type);
+  if (failed(call("moert_grouped_swiglu",
+                  {permuted, offsets, buffer(op.getGateWeight()),
+                   buffer(op.getUpWeight()), buffer(op.getDownWeight()),
+                   expertOut},
+                  {i64(experts), i64(hidden), i64(inter)})))
+    return failure();
+  return call("moert_unpermute_combine",
+              {expertOut, rowToSlot, buffer(op.getWeights()), *out},
+              {i64(tokens), i64(topK), i64(hidden)});
+}
+
+LogicalResult EntryBuilder::lower(SharedExpertsOp op) {
+  auto out = resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  int64_t hidden = dimSize(op.getInput(), -1);
+  SmallVector<Value> sizes = {i64(numElements(op.getInput()) / hidden),
+                              i64(hidden),
+                              i64(dimSize(op.getGateWeight(), 0))};
+  SmallVector<Value> buffers = {
+      buffer(op.getInput()), buffer(op.getGateWeight()),
+      buffer(op.getUpWeight()), buffer(op.getDownWeight())};
+  if (Value gate = op.getSharedGate()) {
+    buffers.append({buffer(gate), *out});
+    return call("moert_shared_experts_gated", buffers, sizes);
+  }
+  buffers.push_back(*out);
+  return call("moert_shared_experts", buffers, sizes);
+}
+
+LogicalResult EntryBuilder::lower(CrossEntropyOp op) {
+  auto out = resultBuffer(op.getLoss());
+  if (failed(out))
+    return failure();
+  if (ignoreIndex && *ignoreIndex != op.getIgnoreIndex())
+    return op.emitOpError("uses ignore_index ")
+           << op.getIgnoreIndex() << " but an earlier cross_entropy uses "
+           << *ignoreIndex << "; the executable feeds one label convention";
+  ignoreIndex = op.getIgnoreIndex();
+  return call("moert_cross_entropy",
+              {buffer(op.getLogits()), buffer(op.getLabels()), *out},
+              {i64(numElements(op.getLabels())),
+               i64(dimSize(op.getLogits(), -1)), i64(op.getIgnoreIndex())});
+}
+
+LogicalResult EntryBuilder::lower(AuxLossOp op) {
+  auto out = resultBuffer(op.getLoss());
+  if (failed(out))
+    return failure();
+  int64_t experts = dimSize(op.getLogits(), -1);
+  return call("moert_aux_loss",
+              {buffer(op.getLogits()), buffer(op.getIndices()), *out},
+              {i64(numElements(op.getLogits()) / experts), i64(experts),
+               i64(dimSize(op.getIndices(), -1)),
+               i32(op.getScoring() == ScoreFunc::sigmoid ? 1 : 0),
+               f32(op.getCoefficient().convertToDouble())});
+}
+
+LogicalResult EntryBuilder::lower(ZLossOp op) {
+  auto out = resultBuffer(op.getLoss());
+  if (failed(out))
+    return failure();
+  int64_t experts = dimSize(op.getLogits(), -1);
+  return call("moert_z_loss", {buffer(op.getLogits()), *out},
+              {i64(numElements(op.getLogits()) / experts), i64(experts),
+               f32(op.getCoefficient().convertToDouble())});
+}
+
+// Reshapes are views: no copy, and the buffer stays live while they are.
+LogicalResult EntryBuilder::lower(tensor::ExpandShapeOp op) {
+  auto type = bufferTypeFor(op.getType(), loc);
+  if (failed(type))
+    return failure();
+  mapping.map(op.getResult(),
+              memref::ExpandShapeOp::create(b, loc, *type, buffer(op.getSrc()),
+                                            op.getReassociationIndices())
+                  .getResult());
+  return success();
+}
+
+LogicalResult EntryBuilder::lower(tensor::CollapseShapeOp op) {
+  auto type = bufferTypeFor(op.getType(), loc);
+  if (failed(type))
+    return failure();
+  mapping.map(op.getResult(),
+              memref::CollapseShapeOp::create(
+                  b, loc, *type, buffer(op.getSrc()),
+                  op.getReassociationIndices())
+                  .getResult());
+  return success();
+}
+
+LogicalResult EntryBuilder::lowerReturn(func::ReturnOp op) {
+  // A returned value not computed into its output buffer (a weight, a
+  // reshaped value, an input, or the same value returned twice) is copied.
+  for (auto [i, value] : llvm::enumerate(op.getOperands())) {
+    Value out = entry.getArgument(firstOutputArg + i);
+    if (buffer(value) != out)
+      memref::CopyOp::create(b, loc, buffer(value), out);
+  }
+  func::ReturnOp::create(b, loc);
+  return success();
+}
+
+struct LowerToRuntimePass
+    : mlir::moe::impl::LowerToRuntimeBase<LowerToRuntimePass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::FuncOp> models;
+    for (auto fn : module.getOps<func::FuncOp>())
+      if (!fn.isDeclaration() && !fn->hasAttr(MoEDialect::getEntryAttrName()))
+        models.push_back(fn);
+    for (func::FuncOp model : models) {
+      if (failed(EntryBuilder(model).build()))
+        return signalPassFailure();
+      model.erase();
+    }
+  }
+};
+
+} // namespace

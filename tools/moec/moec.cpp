@@ -1,0 +1,263 @@
+//===- moec.cpp - Compile an moe model into an executable -----------------===//
+//
+//   moec model.mlir -o model        # executable: ./model forward|generate|...
+//   moec model.mlir --emit=llvm     # stop at LLVM IR (also: mlir, obj)
+//
+// Runs the pipeline (verify, canonicalize, moe-lower-to-llvm: runtime calls,
+// memory plan, manifest, LLVM dialect), translates to LLVM IR, emits an
+// x86-64 object with LLVM's code generator and links it with the runtime.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Dialect/MoE/IR/MoEDialect.h"
+#include "moe/Transforms/Passes.h"
+#include "moec/LinkConfig.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "mlir/Transforms/Passes.h"
+
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/TargetParser/Host.h"
+
+using namespace mlir;
+namespace cl = llvm::cl;
+
+namespace {
+
+enum class Emit { Mlir, Llvm, Obj, Exe };
+
+cl::OptionCategory category("moec options");
+
+cl::opt<std::string> inputFile(cl::Positional, cl::desc("<model.mlir>"),
+                               cl::Required, cl::cat(category));
+cl::opt<std::string>
+    outputFile("o",
+               cl::desc("Output path (default: the input's name without "
+                        ".mlir, plus .ll/.o for --emit=llvm/obj; '-' writes "
+                        "text output to stdout)"),
+               cl::value_desc("path"), cl::cat(category));
+cl::opt<Emit> emit(
+    "emit", cl::desc("What to produce (default: exe)"),
+    cl::values(clEnumValN(Emit::Mlir, "mlir",
+                          "the module in the LLVM dialect, after the whole "
+                          "pass pipeline"),
+               clEnumValN(Emit::Llvm, "llvm", "LLVM IR text"),
+               clEnumValN(Emit::Obj, "obj", "an x86-64 object file"),
+               clEnumValN(Emit::Exe, "exe",
+                          "an executable linked with the runtime")),
+    cl::init(Emit::Exe), cl::cat(category));
+cl::opt<bool> printPlan("print-memory-plan",
+                        cl::desc("Print the memory plan: buffers, arena "
+                                 "bytes, bytes without reuse"),
+                        cl::init(false), cl::cat(category));
+cl::opt<std::string> linker(
+    "linker",
+    cl::desc("C++ compiler driver that links the executable (default: c++)"),
+    cl::value_desc("program"), cl::init("c++"), cl::cat(category));
+
+int fail(const llvm::Twine &message) {
+  llvm::errs() << "moec: error: " << message << "\n";
+  return 1;
+}
+
+std::string defaultOutput() {
+  llvm::SmallString<128> path(inputFile == "-" ? std::string("model")
+                                               : inputFile.getValue());
+  if (llvm::sys::path::extension(path) == ".mlir")
+    llvm::sys::path::replace_extension(path, "");
+  if (emit == Emit::Llvm)
+    path += ".ll";
+  else if (emit == Emit::Obj)
+    path += ".o";
+  else if (emit == Emit::Mlir)
+    path += ".llvm.mlir";
+  return std::string(path);
+}
+
+/// Parses, verifies and lowers the model to the LLVM dialect.
+OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context) {
+  std::string error;
+  auto file = openInputFile(inputFile, &error);
+  if (!file) {
+    fail(error);
+    return nullptr;
+  }
+  llvm::SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  if (!module)
+    return nullptr;
+
+  PassManager pm(&context);
+  pm.addPass(createCanonicalizerPass());
+  moe::buildLowerToLLVMPipeline(pm);
+  if (failed(pm.run(*module)))
+    return nullptr;
+  return module;
+}
+
+void printMemoryPlan(ModuleOp module) {
+  // The plan is in the embedded manifest; re-derive the figures from it.
+  auto global = module.lookupSymbol<LLVM::GlobalOp>("moe_model_manifest");
+  if (!global)
+    return;
+  StringRef json = cast<StringAttr>(*global.getValue()).getValue();
+  auto field = [&](StringRef key) {
+    size_t at = json.find(("\"" + key + "\":").str());
+    if (at == StringRef::npos)
+      return StringRef("?");
+    StringRef rest = json.drop_front(at + key.size() + 3);
+    return rest.take_while([](char c) { return c >= '0' && c <= '9'; });
+  };
+  llvm::outs() << "memory plan: arena " << field("arena_bytes")
+               << " bytes, " << field("unplanned_bytes")
+               << " without reuse; weights " << field("weights_bytes")
+               << " bytes\n";
+}
+
+std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
+  llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
+  std::string error;
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target) {
+    fail("no code generator for " + triple.str() + ": " + error);
+    return nullptr;
+  }
+  // Generic x86-64: the object only sequences runtime calls, so portability
+  // beats tuning.
+  return std::unique_ptr<llvm::TargetMachine>(target->createTargetMachine(
+      triple, "generic", "", llvm::TargetOptions(), llvm::Reloc::PIC_));
+}
+
+int writeObject(llvm::Module &module, llvm::TargetMachine &machine,
+                StringRef path) {
+  std::error_code ec;
+  llvm::ToolOutputFile out(path, ec, llvm::sys::fs::OF_None);
+  if (ec)
+    return fail("cannot write '" + path + "': " + ec.message());
+  llvm::legacy::PassManager pm;
+  if (machine.addPassesToEmitFile(pm, out.os(), nullptr,
+                                  llvm::CodeGenFileType::ObjectFile))
+    return fail("the code generator cannot emit object files");
+  pm.run(module);
+  out.keep();
+  return 0;
+}
+
+int link(StringRef object, StringRef output) {
+  auto program = llvm::sys::findProgramByName(linker);
+  if (!program)
+    return fail("cannot find the linker driver '" + linker +
+                "' (set --linker)");
+  std::vector<StringRef> args = {*program, object, "-o", output};
+  for (const char *arg : moec::kRuntimeLinkArgs)
+    args.push_back(arg);
+  std::string error;
+  int rc = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, {}, 0, 0,
+                                     &error);
+  if (rc != 0) {
+    llvm::sys::fs::remove(output);
+    return fail("linking '" + output + "' failed" +
+                (error.empty() ? "" : ": " + error));
+  }
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "moec: compile a model written in the moe dialect into an executable\n\n"
+      "The executable runs the model on the CPU: `./model --help` lists its\n"
+      "commands (forward, generate, init, info). Intermediate stages can be\n"
+      "inspected with moe-opt (e.g. --moe-lower-to-runtime).\n");
+
+  DialectRegistry registry;
+  registry.insert<moe::MoEDialect, arith::ArithDialect, func::FuncDialect,
+                  LLVM::LLVMDialect, memref::MemRefDialect,
+                  tensor::TensorDialect, shard::ShardDialect>();
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+
+  OwningOpRef<ModuleOp> module = compileToLLVMDialect(context);
+  if (!module)
+    return 1;
+  if (printPlan)
+    printMemoryPlan(*module);
+  std::string output = outputFile.empty() ? defaultOutput() : outputFile;
+
+  if (emit == Emit::Mlir) {
+    std::string error;
+    auto out = openOutputFile(output, &error);
+    if (!out)
+      return fail(error);
+    module->print(out->os());
+    out->keep();
+    return 0;
+  }
+
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> llvmModule =
+      translateModuleToLLVMIR(*module, llvmContext, inputFile);
+  if (!llvmModule)
+    return fail("translation to LLVM IR failed");
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  std::unique_ptr<llvm::TargetMachine> machine = hostTargetMachine();
+  if (!machine)
+    return 1;
+  llvmModule->setTargetTriple(machine->getTargetTriple());
+  llvmModule->setDataLayout(machine->createDataLayout());
+
+  if (emit == Emit::Llvm) {
+    std::string error;
+    auto out = openOutputFile(output, &error);
+    if (!out)
+      return fail(error);
+    llvmModule->print(out->os(), nullptr);
+    out->keep();
+    return 0;
+  }
+  if (emit == Emit::Obj)
+    return writeObject(*llvmModule, *machine, output);
+
+  llvm::SmallString<128> object;
+  if (auto ec = llvm::sys::fs::createTemporaryFile("moec", "o", object))
+    return fail("cannot create a temporary object file: " + ec.message());
+  int rc = writeObject(*llvmModule, *machine, object);
+  if (rc == 0)
+    rc = link(object, output);
+  llvm::sys::fs::remove(object);
+  return rc;
+}

@@ -153,8 +153,6 @@ LogicalResult EntryBuilder::layOutWeights() {
     auto type = bufferTypeFor(param.getType(), param.getLoc());
     if (failed(type))
       return failure();
-    if (!type->getElementType().isF32())
-      return param.emitOpError("the CPU runtime stores weights in f32");
     if (weightOffsets.count(param.getName()))
       continue;
     weightOffsets[param.getName()] = weightsBytes;
@@ -507,15 +505,16 @@ LogicalResult EntryBuilder::lower(CrossEntropyOp op) {
   auto out = resultBuffer(op.getLoss());
   if (failed(out))
     return failure();
-  if (ignoreIndex && *ignoreIndex != op.getIgnoreIndex())
+  auto ignore = static_cast<int64_t>(op.getIgnoreIndex());
+  if (ignoreIndex && *ignoreIndex != ignore)
     return op.emitOpError("uses ignore_index ")
-           << op.getIgnoreIndex() << " but an earlier cross_entropy uses "
-           << *ignoreIndex << "; the executable feeds one label convention";
-  ignoreIndex = op.getIgnoreIndex();
+           << ignore << " but an earlier cross_entropy uses " << *ignoreIndex
+           << "; the executable feeds one label convention";
+  ignoreIndex = ignore;
   return call("moert_cross_entropy",
               {buffer(op.getLogits()), buffer(op.getLabels()), *out},
               {i64(numElements(op.getLabels())),
-               i64(dimSize(op.getLogits(), -1)), i64(op.getIgnoreIndex())});
+               i64(dimSize(op.getLogits(), -1)), i64(ignore)});
 }
 
 LogicalResult EntryBuilder::lower(AuxLossOp op) {

@@ -50,8 +50,13 @@ class Config:
     dense_inter: int = 0
     aux_coef: float = 0.0
     z_coef: float = 0.0
+    vocab_chars: str = ""  # character-level models: token i is vocab_chars[i]
     committed: bool = True
 
+
+# The 65 distinct characters of the tiny Shakespeare corpus, sorted (token i
+# is the i-th): a fact of ../shared/data/tinyshakespeare/input.txt.
+SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 CONFIGS: List[Config] = [
     Config(
@@ -67,7 +72,7 @@ CONFIGS: List[Config] = [
         "hidden 128, 2 layers, 4 heads (2 KV), 8 experts top-2; batch 16 x 128.",
         naming="qwen3", vocab=65, hidden=128, layers=2, heads=4, kv_heads=2,
         head_dim=32, experts=8, top_k=2, moe_inter=128, batch=16, seq=128,
-        qk_norm=True, aux_coef=1e-2, z_coef=1e-3),
+        qk_norm=True, aux_coef=1e-2, z_coef=1e-3, vocab_chars=SHAKESPEARE_CHARS),
     Config(
         name="mixtral_tiny",
         description="A tiny Mixtral (MixtralForCausalLM): GQA, RoPE, no q/k norm, "
@@ -91,7 +96,7 @@ CONFIGS: List[Config] = [
         "characters (65).",
         naming="mixtral", vocab=65, hidden=384, layers=2, heads=8, kv_heads=8,
         head_dim=48, experts=8, top_k=2, moe_inter=1536, batch=128, seq=256,
-        rope_theta=1e6, eps=1e-5, aux_coef=1e-2),
+        rope_theta=1e6, eps=1e-5, aux_coef=1e-2, vocab_chars=SHAKESPEARE_CHARS),
     Config(
         name="qwen3_30b_a3b",
         description="Qwen3-30B-A3B at full size (for compile-time benchmarks; not committed).",
@@ -109,6 +114,24 @@ CONFIGS: List[Config] = [
 
 def tensor(shape: List[int], elem: str = "f32") -> str:
     return "tensor<" + "".join(f"{d}x" for d in shape) + elem + ">"
+
+
+def mlir_string(text: str) -> str:
+    """An MLIR string literal: printable ASCII as is, the rest as \\XX."""
+    out = []
+    for ch in text:
+        if ch in '"\\' or not (32 <= ord(ch) < 127):
+            out.extend(f"\\{b:02X}" for b in ch.encode("utf-8"))
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def module_header(cfg: Config) -> str:
+    if not cfg.vocab_chars:
+        return "module {"
+    assert len(cfg.vocab_chars) == cfg.vocab, cfg.name
+    return f"module attributes {{moe.vocab_chars = {mlir_string(cfg.vocab_chars)}}} {{"
 
 
 def fmt_float(x: float) -> str:
@@ -265,7 +288,7 @@ def generate(cfg: Config) -> str:
         f"// hidden {H}, {cfg.layers} layers, {cfg.heads} heads ({cfg.kv_heads} KV) x {cfg.head_dim}, "
         f"{cfg.experts} experts top-{cfg.top_k}, expert FFN {cfg.moe_inter}, vocab {V}, "
         f"batch {B} x seq {S}.",
-        "module {",
+        module_header(cfg),
         f"  func.func @forward(%tokens: {ids}, %labels: {ids}) -> ({logits_t}, tensor<f32>) {{",
     ]
     emb = w.param("embed", "model.embed_tokens.weight", [V, H])

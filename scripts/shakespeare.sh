@@ -2,10 +2,11 @@
 # The main job: the character-level Shakespeare MoE model.
 #
 # Today (see docs/status.md) this builds the compiler, checks the corpus
-# against the model's vocabulary and compiles the model for the 4-rank
-# expert-parallel mesh (dp=4, ep=4) the training demo uses, printing the
-# compiled module's mesh and its parameters. Training under mpirun is the
-# work of the training issue and is not here yet.
+# against the model's vocabulary, records the 4-rank expert-parallel mesh
+# (dp=4, ep=4) the training demo will use, compiles the model into a
+# single-rank CPU executable with moec and samples text from it with random
+# weights. Training under mpirun is the work of the training issue and is
+# not here yet.
 #
 #   scripts/shakespeare.sh [CORPUS]   (default: ../shared/data/tinyshakespeare/input.txt)
 set -euo pipefail
@@ -53,4 +54,11 @@ printf 'compiled %s for mesh %s (%d ranks) in %d ms: %d parameter tensors, %d we
   "$(basename "$model")" "$mesh" "$ranks" "$(((end - start) / 1000000))" "$params" "$numel"
 grep -E 'moe.mesh|shard.grid' "$out/shakespeare_moe.$mesh.mlir" | sed 's/^/  /'
 echo "wrote $out/shakespeare_moe.$mesh.mlir"
+
+# The single-rank executable (distribution is the next piece of work).
+"$build/bin/moec" "$model" -o "$out/shakespeare_moe" --print-memory-plan
+"$out/shakespeare_moe" info
+echo "sample from random weights (untrained, so the characters are noise):"
+"$out/shakespeare_moe" generate --init-random 1 --prompt "ROMEO:" --max-new-tokens 200 \
+  --temperature 1.0 --seed 1
 echo "training on the CPU under mpirun is not implemented yet (see docs/status.md)"

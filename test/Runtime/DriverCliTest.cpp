@@ -145,7 +145,8 @@ TEST_F(DriverCliTest, InfoSummarisesTheManifest) {
   EXPECT_NE(r.out.find("1 (1 HF tensors), 256 scalars"), std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("logits   F32 [2, 8, 16]"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("dp=1 cp=1 tp=1 ep=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dp=1,cp=1,tp=1,ep=1 (1 ranks)"), std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("characters"), std::string::npos) << r.out;
 }
 

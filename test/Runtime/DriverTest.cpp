@@ -88,7 +88,7 @@ json validManifest() {
                 {"name": "loss", "shape": [], "dtype": "F32"}],
     "ignore_index": -100,
     "vocab_chars": "ab\nc",
-    "mesh": {"dp": 2, "cp": 1, "tp": 1, "ep": 4}
+    "mesh": {"dp": 4, "cp": 1, "tp": 1, "ep": 4}
   })");
 }
 
@@ -119,9 +119,9 @@ TEST(ManifestTest, ParsesTheFields) {
   EXPECT_EQ(m.vocab, 4);
   EXPECT_EQ(m.ignoreIndex, -100);
   EXPECT_EQ(m.vocabChars, (std::vector<std::string>{"a", "b", "\n", "c"}));
-  ASSERT_EQ(m.mesh.size(), 4u);
-  EXPECT_EQ(m.mesh[0], (std::pair<std::string, int64_t>{"dp", 2}));
-  EXPECT_EQ(m.mesh[3], (std::pair<std::string, int64_t>{"ep", 4}));
+  EXPECT_EQ(m.mesh.dp, 4);
+  EXPECT_EQ(m.mesh.cp, 1);
+  EXPECT_EQ(m.mesh.ep, 4);
 }
 
 TEST(ManifestTest, OptionalFieldsHaveDefaults) {
@@ -132,7 +132,7 @@ TEST(ManifestTest, OptionalFieldsHaveDefaults) {
   Manifest m = parsed(j);
   EXPECT_EQ(m.ignoreIndex, -100);
   EXPECT_FALSE(m.hasVocabChars());
-  EXPECT_TRUE(m.mesh.empty());
+  EXPECT_EQ(m.mesh.worldSize(), 1);
 }
 
 TEST(ManifestTest, VocabCharsAreUtf8Characters) {
@@ -203,6 +203,8 @@ TEST(ManifestTest, EveryProblemNamesItsField) {
       {"vocab_chars", [](json &m) { m["vocab_chars"] = "abca"; }},
       {"mesh.ep", [](json &m) { m["mesh"]["ep"] = 0; }},
       {"mesh", [](json &m) { m["mesh"] = json::array(); }},
+      {"mesh.pp", [](json &m) { m["mesh"]["pp"] = 2; }},
+      {"mesh", [](json &m) { m["mesh"]["ep"] = 3; }}, // ep must divide dp*cp
   };
   for (const ManifestCase &c : cases) {
     json m = validManifest();

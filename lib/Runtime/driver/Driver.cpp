@@ -434,10 +434,8 @@ int runInfo(const Manifest &m) {
               withThousands(m.unplannedBytes).c_str());
   printSpecs("inputs", m.inputs);
   printSpecs("outputs", m.outputs);
-  std::string mesh;
-  for (const auto &[axis, size] : m.mesh)
-    mesh += (mesh.empty() ? "" : " ") + axis + "=" + std::to_string(size);
-  std::printf("mesh         %s\n", mesh.empty() ? "(none)" : mesh.c_str());
+  std::printf("mesh         %s (%lld ranks)\n", m.mesh.str().c_str(),
+              static_cast<long long>(m.mesh.worldSize()));
   std::printf("ignore index %" PRId64 "\n", m.ignoreIndex);
   if (m.hasVocabChars())
     std::printf("tokenizer    characters (vocab_chars, %" PRId64 ")\n",

@@ -1,6 +1,6 @@
 //===- Manifest.cpp - Parse and validate the model manifest ---------------===//
 //
-// nlohmann::ordered_json keeps the mesh axes in the order the compiler wrote
+// nlohmann::ordered_json keeps keys in the order the compiler wrote
 // them. Every check names the field with its JSON path ("params[2].offset"),
 // so that a compiler bug shows up as a precise one-line error instead of a
 // wrong result later.
@@ -280,8 +280,21 @@ void parseOptionalFields(const Json &root, Manifest &m) {
           axis->get<uint64_t>() > (1u << 20))
         fail("mesh." + axis.key(),
              "is " + shown(*axis) + ", expected a positive integer");
-      m.mesh.emplace_back(axis.key(), axis->get<int64_t>());
+      int64_t size = axis->get<int64_t>();
+      const std::string &key = axis.key();
+      if (key == "dp")
+        m.mesh.dp = size;
+      else if (key == "cp")
+        m.mesh.cp = size;
+      else if (key == "tp")
+        m.mesh.tp = size;
+      else if (key == "ep")
+        m.mesh.ep = size;
+      else
+        fail("mesh." + key, "is not a mesh axis (dp, cp, tp, ep)");
     }
+    if (std::string error = m.mesh.validate(0); !error.empty())
+      fail("mesh", error);
   }
 }
 

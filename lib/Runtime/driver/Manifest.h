@@ -12,6 +12,8 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_MANIFEST_H
 #define MOE_LIB_RUNTIME_DRIVER_MANIFEST_H
 
+#include "moe/Support/MeshShape.h"
+
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -59,8 +61,8 @@ struct Manifest {
   /// Character-level models: token i is vocabChars[i] (one UTF-8 character
   /// each); empty when the manifest has no "vocab_chars".
   std::vector<std::string> vocabChars;
-  /// Mesh axes in manifest order ("dp", "cp", "tp", "ep"), each >= 1.
-  std::vector<std::pair<std::string, int64_t>> mesh;
+  /// The mesh the model was compiled for (all 1 when the manifest has none).
+  moe::MeshShape mesh;
 
   // The forward signature, checked by parseManifest: tokens and labels
   // [batch, seq] I32, logits [batch, seq, vocab] F32, loss [] F32.

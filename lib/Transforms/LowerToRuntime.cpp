@@ -51,15 +51,17 @@ int64_t dimSize(Value v, int64_t d) {
 }
 
 /// The memref a tensor becomes: same shape, f32 or i32 only (what the CPU
-/// runtime computes in).
-FailureOr<MemRefType> bufferTypeFor(Type type, Location loc) {
+/// runtime computes in) except for the i64 expert offsets of moe.permute.
+FailureOr<MemRefType> bufferTypeFor(Type type, Location loc,
+                                    bool isOffsets = false) {
   auto tensor = dyn_cast<RankedTensorType>(type);
   if (!tensor || !tensor.hasStaticShape())
     return emitError(loc) << "cannot lower " << type
                           << " to a runtime buffer: expected a statically "
                              "shaped tensor";
   Type elem = tensor.getElementType();
-  if (!elem.isF32() && !elem.isSignlessInteger(32))
+  if (isOffsets ? !elem.isSignlessInteger(64)
+                : !elem.isF32() && !elem.isSignlessInteger(32))
     return emitError(loc) << "the CPU runtime computes in f32 with i32 ids, "
                              "but got "
                           << type;
@@ -91,6 +93,9 @@ private:
   LogicalResult lower(AddOp op);
   LogicalResult lower(RouterOp op);
   LogicalResult lower(ExpertsOp op);
+  LogicalResult lower(PermuteOp op);
+  LogicalResult lower(GroupedSwiGLUOp op);
+  LogicalResult lower(UnpermuteOp op);
   LogicalResult lower(SharedExpertsOp op);
   LogicalResult lower(CrossEntropyOp op);
   LogicalResult lower(AuxLossOp op);
@@ -101,8 +106,6 @@ private:
   /// The buffer of `tensor`: the caller's output buffer when the function
   /// returns it, else a new allocation. Maps `tensor` to it.
   FailureOr<Value> resultBuffer(Value tensor);
-  /// An internal buffer of the given shape that no tensor maps to.
-  Value scratch(ArrayRef<int64_t> shape, Type elem);
   Value buffer(Value tensor) { return mapping.lookup(tensor); }
   Value alloc(MemRefType type) {
     return memref::AllocOp::create(b, loc, type, ValueRange{},
@@ -251,7 +254,8 @@ LogicalResult EntryBuilder::lowerOp(Operation *op) {
   loc = op->getLoc();
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case<ParamOp, EmbeddingOp, RMSNormOp, LinearOp, RopeOp, AttentionOp,
-            MLPOp, AddOp, RouterOp, ExpertsOp, SharedExpertsOp,
+            MLPOp, AddOp, RouterOp, ExpertsOp, PermuteOp, GroupedSwiGLUOp,
+            UnpermuteOp, SharedExpertsOp,
             CrossEntropyOp, AuxLossOp, ZLossOp, tensor::ExpandShapeOp,
             tensor::CollapseShapeOp>([&](auto op) { return lower(op); })
       .Case<func::ReturnOp>([&](auto op) { return lowerReturn(op); })
@@ -262,7 +266,9 @@ LogicalResult EntryBuilder::lowerOp(Operation *op) {
 }
 
 FailureOr<Value> EntryBuilder::resultBuffer(Value tensor) {
-  auto type = bufferTypeFor(tensor.getType(), loc);
+  auto permute = tensor.getDefiningOp<PermuteOp>();
+  auto type = bufferTypeFor(tensor.getType(), loc,
+                            permute && tensor == permute.getOffsets());
   if (failed(type))
     return failure();
   Value buffer;
@@ -273,10 +279,6 @@ FailureOr<Value> EntryBuilder::resultBuffer(Value tensor) {
     buffer = alloc(*type);
   mapping.map(tensor, buffer);
   return buffer;
-}
-
-Value EntryBuilder::scratch(ArrayRef<int64_t> shape, Type elem) {
-  return alloc(MemRefType::get(shape, elem));
 }
 
 LogicalResult EntryBuilder::call(StringRef callee, ValueRange buffers,
@@ -437,49 +439,54 @@ LogicalResult EntryBuilder::lower(RouterOp op) {
   return call(callee, buffers, scalars);
 }
 
-/// Dropless experts as the pipeline the runtime runs: a stable permutation
-/// of the token-slots by expert (counts, offsets, row -> slot), a gather of
-/// the routed rows, one grouped SwiGLU over all experts, and the weighted
-/// un-permute. Every intermediate is a planned buffer.
+/// Only the expert pipeline of moe-lower-experts reaches the runtime.
 LogicalResult EntryBuilder::lower(ExpertsOp op) {
   if (op.getCapacityFactor())
     return op.emitOpError(
         "capacity_factor (token dropping) is not supported by the CPU "
         "runtime yet; remove it for the dropless default");
+  return op.emitOpError("must be expanded by moe-lower-experts before "
+                        "moe-lower-to-runtime");
+}
+
+LogicalResult EntryBuilder::lower(PermuteOp op) {
+  auto permuted = resultBuffer(op.getPermuted());
+  auto offsets = resultBuffer(op.getOffsets());
+  auto rowToSlot = resultBuffer(op.getRowToSlot());
+  if (failed(permuted) || failed(offsets) || failed(rowToSlot))
+    return failure();
+  int64_t hidden = dimSize(op.getInput(), -1);
+  return call("moert_permute",
+              {buffer(op.getInput()), buffer(op.getIndices()), *permuted,
+               *offsets, *rowToSlot},
+              {i64(numElements(op.getInput()) / hidden),
+               i64(dimSize(op.getIndices(), -1)), i64(hidden),
+               i64(op.getNumExperts())});
+}
+
+LogicalResult EntryBuilder::lower(GroupedSwiGLUOp op) {
   auto out = resultBuffer(op.getResult());
   if (failed(out))
     return failure();
-  int64_t hidden = dimSize(op.getInput(), -1);
-  int64_t tokens = numElements(op.getInput()) / hidden;
-  int64_t topK = op.getTopK();
-  int64_t experts = op.getNumExperts();
-  int64_t inter = dimSize(op.getGateWeight(), 1);
-  int64_t slots = tokens * topK;
+  return call("moert_grouped_swiglu",
+              {buffer(op.getPermuted()), buffer(op.getOffsets()),
+               buffer(op.getGateWeight()), buffer(op.getUpWeight()),
+               buffer(op.getDownWeight()), *out},
+              {i64(dimSize(op.getGateWeight(), 0)),
+               i64(dimSize(op.getPermuted(), 1)),
+               i64(dimSize(op.getGateWeight(), 1))});
+}
 
-  Type i64Type = b.getI64Type(), i32Type = b.getI32Type();
-  Type f32Type = b.getF32Type();
-  Value counts = scratch({experts}, i64Type);
-  Value offsets = scratch({experts + 1}, i64Type);
-  Value rowToSlot = scratch({slots}, i32Type);
-  if (failed(call("moert_permute_by_expert",
-                  {buffer(op.getIndices()), counts, offsets, rowToSlot},
-                  {i64(tokens), i64(topK), i64(experts)})))
+LogicalResult EntryBuilder::lower(UnpermuteOp op) {
+  auto out = resultBuffer(op.getResult());
+  if (failed(out))
     return failure();
-  Value permuted = scratch({slots, hidden}, f32Type);
-  if (failed(call("moert_gather_rows",
-                  {buffer(op.getInput()), rowToSlot, permuted},
-                  {i64(slots), i64(topK), i64(hidden)})))
-    return failure();
-  Value expertOut = scratch({slots, hidden}, f32Type);
-  if (failed(call("moert_grouped_swiglu",
-                  {permuted, offsets, buffer(op.getGateWeight()),
-                   buffer(op.getUpWeight()), buffer(op.getDownWeight()),
-                   expertOut},
-                  {i64(experts), i64(hidden), i64(inter)})))
-    return failure();
+  int64_t topK = dimSize(op.getWeights(), -1);
   return call("moert_unpermute_combine",
-              {expertOut, rowToSlot, buffer(op.getWeights()), *out},
-              {i64(tokens), i64(topK), i64(hidden)});
+              {buffer(op.getExpertOut()), buffer(op.getRowToSlot()),
+               buffer(op.getWeights()), *out},
+              {i64(numElements(op.getWeights()) / topK), i64(topK),
+               i64(dimSize(op.getExpertOut(), 1))});
 }
 
 LogicalResult EntryBuilder::lower(SharedExpertsOp op) {

@@ -12,6 +12,7 @@
 #include "mlir/Transforms/Passes.h"
 
 void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm) {
+  pm.addPass(createLowerExperts());
   pm.addPass(createLowerToRuntime());
   pm.addPass(createPlanMemory());
   pm.addPass(createExportManifest());
@@ -30,7 +31,8 @@ void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm) {
 void mlir::moe::registerMoEPipelines() {
   PassPipelineRegistration<>(
       "moe-lower-to-llvm",
-      "Lower model functions to runtime calls, plan their memory, embed the "
-      "manifest and convert everything to the LLVM dialect",
+      "Expand the experts, lower model functions to runtime calls, plan "
+      "their memory, embed the manifest and convert everything to the LLVM "
+      "dialect",
       buildLowerToLLVMPipeline);
 }

@@ -1,6 +1,6 @@
 // moe-lower-to-runtime: tensors -> buffers, ops -> runtime calls, weights ->
 // views of the blob, returned values computed into the output buffers.
-// RUN: moe-opt %s --moe-lower-to-runtime -split-input-file | FileCheck %s
+// RUN: moe-opt %s --moe-lower-experts --moe-lower-to-runtime -split-input-file | FileCheck %s
 
 // CHECK-LABEL: func.func @moe_entry_forward(
 // CHECK-SAME: %[[CTX:.*]]: !llvm.ptr, %[[W:.*]]: memref<4288xi8>,
@@ -26,16 +26,14 @@
 // CHECK: %[[RL:.*]] = memref.alloc() {{.*}} : memref<2x4x4xf32>
 // CHECK: call @moert_router(%[[CTX]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c8_i64{{.*}}, %c8_i64{{.*}}, %c4_i64{{.*}}, %c2_i64{{.*}}, %c0_i32{{.*}}, %c1_i32{{.*}}, %cst{{.*}}, %c1_i64{{.*}}, %c1_i64{{.*}})
 // The dropless experts pipeline and its buffers (8 tokens x top 2 = 16 rows).
-// CHECK: %[[OUT:.*]] = memref.alloc() {{.*}} : memref<2x4x8xf32>
-// CHECK: memref.alloc() {{.*}} : memref<4xi64>
+// CHECK: memref.alloc() {{.*}} : memref<16x8xf32>
 // CHECK: memref.alloc() {{.*}} : memref<5xi64>
 // CHECK: memref.alloc() {{.*}} : memref<16xi32>
-// CHECK: call @moert_permute_by_expert(
+// CHECK: call @moert_permute(%[[CTX]], {{.*}}, %c8_i64{{.*}}, %c2_i64{{.*}}, %c8_i64{{.*}}, %c4_i64{{.*}})
 // CHECK: memref.alloc() {{.*}} : memref<16x8xf32>
-// CHECK: call @moert_gather_rows(
-// CHECK: memref.alloc() {{.*}} : memref<16x8xf32>
-// CHECK: call @moert_grouped_swiglu(
-// CHECK: call @moert_unpermute_combine(
+// CHECK: call @moert_grouped_swiglu(%[[CTX]], {{.*}}, %c4_i64{{.*}}, %c8_i64{{.*}}, %c8_i64{{.*}})
+// CHECK: memref.alloc() {{.*}} : memref<2x4x8xf32>
+// CHECK: call @moert_unpermute_combine(%[[CTX]], {{.*}}, %c8_i64{{.*}}, %c2_i64{{.*}}, %c8_i64{{.*}})
 // CHECK: memref.expand_shape %{{.*}} {{\[\[}}0], [1], [2, 3]] output_shape [2, 4, 2, 4] : memref<2x4x8xf32> into memref<2x4x2x4xf32>
 // CHECK: memref.collapse_shape
 // The logits and the loss go straight into the output buffers: no copies.

@@ -52,7 +52,8 @@ void moert_mlp(moert_context *ctx, const float *x, const float *gate,
 void moert_add(moert_context *ctx, const float *a, const float *b, float *out,
                int64_t n);
 
-/* Router and the dropless expert pipeline. */
+/* Router and the dropless expert pipeline (moe.permute, moe.grouped_swiglu,
+ * moe.unpermute). */
 void moert_router(moert_context *ctx, const float *x, const float *gate,
                   float *weights, int32_t *indices, float *logits,
                   int64_t tokens, int64_t hidden, int64_t experts,
@@ -64,13 +65,12 @@ void moert_router_bias(moert_context *ctx, const float *x, const float *gate,
                        int64_t hidden, int64_t experts, int64_t topK,
                        int32_t sigmoid, int32_t normTopkProb, float routeScale,
                        int64_t nGroup, int64_t topkGroup);
-void moert_permute_by_expert(moert_context *ctx, const int32_t *indices,
-                             int64_t *counts, int64_t *offsets,
-                             int32_t *rowToSlot, int64_t tokens, int64_t topK,
-                             int64_t experts);
-void moert_gather_rows(moert_context *ctx, const float *x,
-                       const int32_t *rowToSlot, float *permuted, int64_t rows,
-                       int64_t topK, int64_t hidden);
+/* moe.permute: counting sort of the token-slots by expert, then the gather
+ * of their rows; offsets [experts + 1], rowToSlot [tokens * topK]. */
+void moert_permute(moert_context *ctx, const float *x, const int32_t *indices,
+                   float *permuted, int64_t *offsets, int32_t *rowToSlot,
+                   int64_t tokens, int64_t topK, int64_t hidden,
+                   int64_t experts);
 void moert_grouped_swiglu(moert_context *ctx, const float *permuted,
                           const int64_t *offsets, const float *gate,
                           const float *up, const float *down, float *out,

@@ -20,7 +20,8 @@ namespace mlir::moe {
 #define GEN_PASS_REGISTRATION
 #include "moe/Transforms/Passes.h.inc"
 
-/// moe-lower-to-runtime, moe-plan-memory, moe-export-manifest, then the
+/// moe-lower-experts, moe-lower-to-runtime, moe-plan-memory,
+/// moe-export-manifest, then the
 /// upstream conversions to the LLVM dialect (memrefs passed as bare
 /// pointers): the module is ready for translation to LLVM IR.
 void buildLowerToLLVMPipeline(OpPassManager &pm);

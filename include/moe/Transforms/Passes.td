@@ -36,6 +36,26 @@ def AssignMesh : Pass<"moe-assign-mesh", "::mlir::ModuleOp"> {
   ];
 }
 
+def LowerExperts : Pass<"moe-lower-experts"> {
+  let summary = "Expand dropless routed experts into permute, grouped FFN, unpermute";
+  let description = [{
+    Rewrites every dropless `moe.experts` into the pipeline the runtime
+    executes, whose pieces the expert-parallel partitioning later separates
+    with the all-to-all dispatch and combine:
+
+    ```
+    %rows, %offsets, %slots = moe.permute %x, %indices experts E
+    %y   = moe.grouped_swiglu %rows, %offsets, %gate, %up, %down
+    %out = moe.unpermute %y, %slots, %weights
+    ```
+
+    Guarantees: the result equals the `moe.experts` it replaces (the same
+    sums in the same order). Experts with a `capacity_factor` are left
+    unchanged.
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
 def LowerToRuntime : Pass<"moe-lower-to-runtime", "::mlir::ModuleOp"> {
   let summary = "Lower model functions to runtime calls on buffers";
   let description = [{
@@ -47,8 +67,9 @@ def LowerToRuntime : Pass<"moe-lower-to-runtime", "::mlir::ModuleOp"> {
       offset aligned to 64 bytes, in order of first appearance;
     * every op becomes `func.call`s of the runtime's C API
       (include/moe/Runtime/CApi.h) on bare pointers, sizes and attributes;
-      `moe.experts` becomes the dropless pipeline permute-by-expert, gather,
-      grouped SwiGLU, unpermute-combine, with its intermediates as buffers;
+      the expert pipeline of moe-lower-experts (`moe.permute`,
+      `moe.grouped_swiglu`, `moe.unpermute`) becomes its three runtime calls
+      with the row buffers, offsets and row map as planned buffers;
     * reshapes become memref views (no copies); every other result gets a
       `memref.alloc`, except results the function returns, which are
       computed straight into the caller's output buffers;
@@ -57,8 +78,8 @@ def LowerToRuntime : Pass<"moe-lower-to-runtime", "::mlir::ModuleOp"> {
 
     Guarantees: the entry computes exactly what the model function computes;
     anything it cannot lower (an unknown op, a type other than f32/i32, a
-    capacity factor) is a diagnostic at that op, and the module is left
-    unchanged up to it.
+    `moe.experts` that moe-lower-experts did not expand, i.e. one with a
+    capacity factor) is a diagnostic at that op.
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::func::FuncDialect",

@@ -14,6 +14,7 @@
 
 #include <exception>
 #include <new>
+#include <vector>
 
 namespace {
 
@@ -154,21 +155,15 @@ void moert_router_bias(moert_context *ctx, const float *x, const float *gate,
   });
 }
 
-void moert_permute_by_expert(moert_context *ctx, const int32_t *indices,
-                             int64_t *counts, int64_t *offsets,
-                             int32_t *rowToSlot, int64_t tokens, int64_t topK,
-                             int64_t experts) {
+void moert_permute(moert_context *ctx, const float *x, const int32_t *indices,
+                   float *permuted, int64_t *offsets, int32_t *rowToSlot,
+                   int64_t tokens, int64_t topK, int64_t hidden,
+                   int64_t experts) {
   guarded(ctx, [&] {
-    moe::cpu::permuteByExpert(indices, tokens, topK, experts, counts, offsets,
-                              rowToSlot);
-  });
-}
-
-void moert_gather_rows(moert_context *ctx, const float *x,
-                       const int32_t *rowToSlot, float *permuted, int64_t rows,
-                       int64_t topK, int64_t hidden) {
-  guarded(ctx, [&] {
-    moe::cpu::gatherRows(x, rowToSlot, rows, topK, hidden, permuted);
+    std::vector<int64_t> counts(experts > 0 ? experts : 0);
+    moe::cpu::permuteByExpert(indices, tokens, topK, experts, counts.data(),
+                              offsets, rowToSlot);
+    moe::cpu::gatherRows(x, rowToSlot, tokens * topK, topK, hidden, permuted);
   });
 }
 

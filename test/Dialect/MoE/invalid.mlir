@@ -600,3 +600,171 @@ func.func @f(%l: tensor<2x8xf32>) -> tensor<f32> {
   %y = moe.z_loss %l {coefficient = -0.5 : f64} : (tensor<2x8xf32>) -> tensor<f32>
   return %y : tensor<f32>
 }
+
+// -----
+
+func.func @f(%x: tensor<4x8xf32>, %i: tensor<i32>) {
+  // expected-error @+1 {{expects indices of rank >= 1 ([..., features]), but got rank 0}}
+  %p, %o, %s = moe.permute %x, %i experts 4 : (tensor<4x8xf32>, tensor<i32>) -> (tensor<8x8xf32>, tensor<5xi64>, tensor<8xi32>)
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>) {
+  // expected-error @+1 {{expects num_experts >= 1, but got 0}}
+  %p, %o, %s = moe.permute %x, %i experts 0 : (tensor<4x8xf32>, tensor<4x2xi32>) -> (tensor<8x8xf32>, tensor<1xi64>, tensor<8xi32>)
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x8xf32>, %i: tensor<3x2xi32>) {
+  // expected-error @+1 {{expects indices of shape [4, 2] (the input's token dimensions followed by top_k), but got [3, 2]}}
+  %p, %o, %s = moe.permute %x, %i experts 4 : (tensor<4x8xf32>, tensor<3x2xi32>) -> (tensor<8x8xf32>, tensor<5xi64>, tensor<8xi32>)
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>) {
+  // expected-error @+1 {{expects permuted of shape [8, 8] ([tokens * top_k, hidden]), but got [4, 8]}}
+  %p, %o, %s = moe.permute %x, %i experts 4 : (tensor<4x8xf32>, tensor<4x2xi32>) -> (tensor<4x8xf32>, tensor<5xi64>, tensor<8xi32>)
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>) {
+  // expected-error @+1 {{expects offsets of shape [5] ([num_experts + 1]), but got [4]}}
+  %p, %o, %s = moe.permute %x, %i experts 4 : (tensor<4x8xf32>, tensor<4x2xi32>) -> (tensor<8x8xf32>, tensor<4xi64>, tensor<8xi32>)
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>) {
+  // expected-error @+1 {{expects row_to_slot of shape [8] ([tokens * top_k]), but got [4]}}
+  %p, %o, %s = moe.permute %x, %i experts 4 : (tensor<4x8xf32>, tensor<4x2xi32>) -> (tensor<8x8xf32>, tensor<5xi64>, tensor<4xi32>)
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>) {
+  // expected-error @+1 {{expects permuted to have the element type of input}}
+  %p, %o, %s = moe.permute %x, %i experts 4 : (tensor<4x8xf32>, tensor<4x2xi32>) -> (tensor<8x8xf16>, tensor<5xi64>, tensor<8xi32>)
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<f32>, %i: tensor<2xi32>) {
+  // expected-error @+1 {{expects input of rank >= 1 ([..., features]), but got rank 0}}
+  %p, %o, %s = moe.permute %x, %i experts 4 : (tensor<f32>, tensor<2xi32>) -> (tensor<8x8xf32>, tensor<5xi64>, tensor<8xi32>)
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<2x4x8xf32>, %o: tensor<5xi64>, %g: tensor<4x16x8xf32>, %u: tensor<4x16x8xf32>, %d: tensor<4x8x16xf32>) {
+  // expected-error @+1 {{expects permuted of rank 2 ([rows, hidden]), but got rank 3}}
+  %y = moe.grouped_swiglu %p, %o, %g, %u, %d : (tensor<2x4x8xf32>, tensor<5xi64>, tensor<4x16x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<2x4x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>, %g: tensor<16x8xf32>, %u: tensor<4x16x8xf32>, %d: tensor<4x8x16xf32>) {
+  // expected-error @+1 {{expects gate_weight of rank 3 ([experts, intermediate, hidden]), but got rank 2}}
+  %y = moe.grouped_swiglu %p, %o, %g, %u, %d : (tensor<8x8xf32>, tensor<5xi64>, tensor<16x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>, %g: tensor<4x16x6xf32>, %u: tensor<4x16x8xf32>, %d: tensor<4x8x16xf32>) {
+  // expected-error @+1 {{expects gate_weight of shape [4, 16, 8] ([experts, intermediate, hidden]), but got [4, 16, 6]}}
+  %y = moe.grouped_swiglu %p, %o, %g, %u, %d : (tensor<8x8xf32>, tensor<5xi64>, tensor<4x16x6xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>, %g: tensor<4x16x8xf32>, %u: tensor<4x12x8xf32>, %d: tensor<4x8x16xf32>) {
+  // expected-error @+1 {{expects up_weight of shape [4, 16, 8] (the shape of gate_weight), but got [4, 12, 8]}}
+  %y = moe.grouped_swiglu %p, %o, %g, %u, %d : (tensor<8x8xf32>, tensor<5xi64>, tensor<4x16x8xf32>, tensor<4x12x8xf32>, tensor<4x8x16xf32>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>, %g: tensor<4x16x8xf32>, %u: tensor<4x16x8xf32>, %d: tensor<4x16x8xf32>) {
+  // expected-error @+1 {{expects down_weight of shape [4, 8, 16] ([experts, hidden, intermediate]), but got [4, 16, 8]}}
+  %y = moe.grouped_swiglu %p, %o, %g, %u, %d : (tensor<8x8xf32>, tensor<5xi64>, tensor<4x16x8xf32>, tensor<4x16x8xf32>, tensor<4x16x8xf32>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<4xi64>, %g: tensor<4x16x8xf32>, %u: tensor<4x16x8xf32>, %d: tensor<4x8x16xf32>) {
+  // expected-error @+1 {{expects offsets of shape [5] ([experts + 1]), but got [4]}}
+  %y = moe.grouped_swiglu %p, %o, %g, %u, %d : (tensor<8x8xf32>, tensor<4xi64>, tensor<4x16x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>, %g: tensor<4x16x8xf32>, %u: tensor<4x16x8xf32>, %d: tensor<4x8x16xf32>) {
+  // expected-error @+1 {{expects the result type to equal the permuted type 'tensor<8x8xf32>', but got 'tensor<8x4xf32>'}}
+  %y = moe.grouped_swiglu %p, %o, %g, %u, %d : (tensor<8x8xf32>, tensor<5xi64>, tensor<4x16x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<8x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%y: tensor<8xf32>, %s: tensor<8xi32>, %w: tensor<4x2xf32>) {
+  // expected-error @+1 {{expects expert_out of rank 2 ([rows, hidden]), but got rank 1}}
+  %o = moe.unpermute %y, %s, %w : (tensor<8xf32>, tensor<8xi32>, tensor<4x2xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%y: tensor<8x8xf32>, %s: tensor<8xi32>, %w: tensor<f32>) {
+  // expected-error @+1 {{expects weights of rank >= 1 ([..., features]), but got rank 0}}
+  %o = moe.unpermute %y, %s, %w : (tensor<8x8xf32>, tensor<8xi32>, tensor<f32>) -> tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%y: tensor<8x8xf32>, %s: tensor<8xi32>, %w: tensor<3x2xf32>) {
+  // expected-error @+1 {{expects expert_out to have one row per token-slot of weights (6), but got 8}}
+  %o = moe.unpermute %y, %s, %w : (tensor<8x8xf32>, tensor<8xi32>, tensor<3x2xf32>) -> tensor<3x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%y: tensor<8x8xf32>, %s: tensor<6xi32>, %w: tensor<4x2xf32>) {
+  // expected-error @+1 {{expects row_to_slot of shape [8] ([tokens * top_k]), but got [6]}}
+  %o = moe.unpermute %y, %s, %w : (tensor<8x8xf32>, tensor<6xi32>, tensor<4x2xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%y: tensor<8x8xf32>, %s: tensor<8xi32>, %w: tensor<4x2xf32>) {
+  // expected-error @+1 {{expects result of shape [4, 8] (the weights' token dimensions followed by hidden), but got [4, 4]}}
+  %o = moe.unpermute %y, %s, %w : (tensor<8x8xf32>, tensor<8xi32>, tensor<4x2xf32>) -> tensor<4x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%y: tensor<8x8xf32>, %s: tensor<8xi32>, %w: tensor<4x2xf32>) {
+  // expected-error @+1 {{expects the result to have the element type of expert_out}}
+  %o = moe.unpermute %y, %s, %w : (tensor<8x8xf32>, tensor<8xi32>, tensor<4x2xf32>) -> tensor<4x8xf16>
+  return
+}

@@ -99,6 +99,18 @@ func.func @losses(%logits: tensor<2x4x16xf32>, %labels: tensor<2x4xi32>,
   return %s3 : tensor<f32>
 }
 
+// The dropless expert pipeline that moe-lower-experts produces.
+// CHECK-LABEL: func.func @expert_pipeline
+// CHECK: moe.permute %{{.*}}, %{{.*}} experts 8 : (tensor<4x16x64xf32>, tensor<4x16x2xi32>) -> (tensor<128x64xf32>, tensor<9xi64>, tensor<128xi32>)
+// CHECK: moe.grouped_swiglu %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : (tensor<128x64xf32>, tensor<9xi64>, tensor<8x32x64xf32>, tensor<8x32x64xf32>, tensor<8x64x32xf32>) -> tensor<128x64xf32>
+// CHECK: moe.unpermute %{{.*}}, %{{.*}}, %{{.*}} : (tensor<128x64xf32>, tensor<128xi32>, tensor<4x16x2xf32>) -> tensor<4x16x64xf32>
+func.func @expert_pipeline(%x: tensor<4x16x64xf32>, %i: tensor<4x16x2xi32>, %w: tensor<4x16x2xf32>, %g: tensor<8x32x64xf32>, %u: tensor<8x32x64xf32>, %d: tensor<8x64x32xf32>) -> tensor<4x16x64xf32> {
+  %rows, %offsets, %slots = moe.permute %x, %i experts 8 : (tensor<4x16x64xf32>, tensor<4x16x2xi32>) -> (tensor<128x64xf32>, tensor<9xi64>, tensor<128xi32>)
+  %y = moe.grouped_swiglu %rows, %offsets, %g, %u, %d : (tensor<128x64xf32>, tensor<9xi64>, tensor<8x32x64xf32>, tensor<8x32x64xf32>, tensor<8x64x32xf32>) -> tensor<128x64xf32>
+  %out = moe.unpermute %y, %slots, %w : (tensor<128x64xf32>, tensor<128xi32>, tensor<4x16x2xf32>) -> tensor<4x16x64xf32>
+  return %out : tensor<4x16x64xf32>
+}
+
 // The mesh attribute round-trips with omitted axes defaulting to 1.
 // CHECK-LABEL: module @meshed
 // CHECK-SAME: moe.mesh = #moe.mesh<dp = 2, ep = 2>

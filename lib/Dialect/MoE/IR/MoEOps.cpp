@@ -410,6 +410,88 @@ LogicalResult ExpertsOp::verify() {
   return expectSameType(*this, getResult(), getInput(), "input");
 }
 
+/// T * K for token dimensions `tokens` and top-k `topK`.
+static int64_t slotCount(ArrayRef<int64_t> tokens, int64_t topK) {
+  int64_t n = topK;
+  for (int64_t d : tokens)
+    n *= d;
+  return n;
+}
+
+LogicalResult PermuteOp::verify() {
+  if (failed(expectAtLeastRank1(*this, "input", getInput())) ||
+      failed(expectAtLeastRank1(*this, "indices", getIndices())))
+    return failure();
+  int64_t experts = static_cast<int64_t>(getNumExperts());
+  if (experts < 1)
+    return emitOpError() << "expects num_experts >= 1, but got " << experts;
+  ArrayRef<int64_t> x = getInput().getType().getShape();
+  ArrayRef<int64_t> indices = getIndices().getType().getShape();
+  if (failed(expectShape(*this, "indices", getIndices(),
+                         withLastDim(x.drop_back(), indices.back()),
+                         "the input's token dimensions followed by top_k")))
+    return failure();
+  int64_t slots = slotCount(x.drop_back(), indices.back());
+  if (failed(expectShape(*this, "permuted", getPermuted(), {slots, x.back()},
+                         "[tokens * top_k, hidden]")) ||
+      failed(expectShape(*this, "offsets", getOffsets(), {experts + 1},
+                         "[num_experts + 1]")) ||
+      failed(expectShape(*this, "row_to_slot", getRowToSlot(), {slots},
+                         "[tokens * top_k]")))
+    return failure();
+  if (getPermuted().getType().getElementType() !=
+      getInput().getType().getElementType())
+    return emitOpError("expects permuted to have the element type of input");
+  return success();
+}
+
+LogicalResult GroupedSwiGLUOp::verify() {
+  if (failed(expectRank(*this, "permuted", getPermuted(), 2, "[rows, hidden]")) ||
+      failed(expectRank(*this, "gate_weight", getGateWeight(), 3,
+                        "[experts, intermediate, hidden]")))
+    return failure();
+  ArrayRef<int64_t> rows = getPermuted().getType().getShape();
+  ArrayRef<int64_t> gate = getGateWeight().getType().getShape();
+  int64_t experts = gate[0], inter = gate[1], hidden = rows[1];
+  if (failed(expectShape(*this, "gate_weight", getGateWeight(),
+                         {experts, inter, hidden},
+                         "[experts, intermediate, hidden]")) ||
+      failed(expectShape(*this, "up_weight", getUpWeight(), gate,
+                         "the shape of gate_weight")) ||
+      failed(expectShape(*this, "down_weight", getDownWeight(),
+                         {experts, hidden, inter},
+                         "[experts, hidden, intermediate]")) ||
+      failed(expectShape(*this, "offsets", getOffsets(), {experts + 1},
+                         "[experts + 1]")))
+    return failure();
+  return expectSameType(*this, getResult(), getPermuted(), "permuted");
+}
+
+LogicalResult UnpermuteOp::verify() {
+  if (failed(expectRank(*this, "expert_out", getExpertOut(), 2,
+                        "[rows, hidden]")) ||
+      failed(expectAtLeastRank1(*this, "weights", getWeights())))
+    return failure();
+  ArrayRef<int64_t> rows = getExpertOut().getType().getShape();
+  ArrayRef<int64_t> weights = getWeights().getType().getShape();
+  int64_t slots = slotCount(weights.drop_back(), weights.back());
+  if (rows[0] != slots)
+    return emitOpError() << "expects expert_out to have one row per "
+                            "token-slot of weights ("
+                         << slots << "), but got " << rows[0];
+  if (failed(expectShape(*this, "row_to_slot", getRowToSlot(), {slots},
+                         "[tokens * top_k]")) ||
+      failed(expectShape(*this, "result", getResult(),
+                         withLastDim(weights.drop_back(), rows[1]),
+                         "the weights' token dimensions followed by hidden")))
+    return failure();
+  if (getResult().getType().getElementType() !=
+      getExpertOut().getType().getElementType())
+    return emitOpError("expects the result to have the element type of "
+                       "expert_out");
+  return success();
+}
+
 LogicalResult SharedExpertsOp::verify() {
   if (failed(verifySwiGLU(*this, getInput(), getGateWeight(), getUpWeight(),
                           getDownWeight(), getResult())))

@@ -290,6 +290,97 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure]> {
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// The dropless expert pipeline (moe-lower-experts)
+//===----------------------------------------------------------------------===//
+
+def MoE_I64Vector : 1DTensorOf<[I64]>;
+def MoE_I32Vector : 1DTensorOf<[I32]>;
+
+def MoE_PermuteOp : MoE_Op<"permute", [Pure]> {
+  let summary = "Group the routed token-slots by expert";
+  let description = [{
+    For `input` [..., H] (T tokens) and router `indices` [..., K], the T * K
+    token-slots s = t * K + k are sorted by expert `indices[s]`, stably (in
+    token order within an expert):
+
+    * `permuted` [T * K, H]: row r is `input[row_to_slot[r] / K]`;
+    * `offsets` [E + 1] (i64): expert e owns rows [offsets[e], offsets[e+1]),
+      offsets[0] = 0 and offsets[E] = T * K;
+    * `row_to_slot` [T * K] (i32): the token-slot each row came from.
+
+    Expert ids outside [0, E) are a runtime error.
+
+    ```mlir
+    %rows, %offsets, %slots = moe.permute %x, %indices experts 8
+        : (tensor<4x16x64xf32>, tensor<4x16x2xi32>)
+        -> (tensor<128x64xf32>, tensor<9xi64>, tensor<128xi32>)
+    ```
+  }];
+  let arguments = (ins MoE_FloatTensor:$input, MoE_IndexTensor:$indices,
+                       I64Attr:$num_experts);
+  let results = (outs MoE_FloatTensor:$permuted, MoE_I64Vector:$offsets,
+                      MoE_I32Vector:$row_to_slot);
+  let assemblyFormat = [{
+    $input `,` $indices `experts` $num_experts attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_GroupedSwiGLUOp : MoE_Op<"grouped_swiglu", [Pure]> {
+  let summary = "Each expert's SwiGLU FFN on its rows (a grouped GEMM)";
+  let description = [{
+    For `permuted` [R, H] whose rows [offsets[e], offsets[e+1]) belong to
+    expert e, and stacked `gate`/`up` [E, F, H], `down` [E, H, F]:
+    `result[r] = (silu(x @ gate[e]^T) * (x @ up[e]^T)) @ down[e]^T` for
+    x = permuted[r] and e the expert owning row r. `offsets` [E + 1] must be
+    non-decreasing from 0 to R (a runtime check). Empty experts cost nothing.
+
+    ```mlir
+    %y = moe.grouped_swiglu %rows, %offsets, %gate, %up, %down
+        : (tensor<128x64xf32>, tensor<9xi64>, tensor<8x32x64xf32>,
+           tensor<8x32x64xf32>, tensor<8x64x32xf32>) -> tensor<128x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_FloatTensor:$permuted, MoE_I64Vector:$offsets,
+                       MoE_FloatTensor:$gate_weight,
+                       MoE_FloatTensor:$up_weight,
+                       MoE_FloatTensor:$down_weight);
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = [{
+    $permuted `,` $offsets `,` $gate_weight `,` $up_weight `,` $down_weight
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_UnpermuteOp : MoE_Op<"unpermute", [Pure]> {
+  let summary = "Return expert rows to their tokens, weighted and summed";
+  let description = [{
+    For `expert_out` [T * K, H] in the row order of `moe.permute`,
+    `row_to_slot` [T * K] and router `weights` [..., K] (T tokens):
+    `result[t] = sum over k ascending of weights[t, k] * expert_out[r(t, k)]`
+    where r(t, k) is the row holding token-slot t * K + k. The result has the
+    weights' token dimensions followed by H. A `row_to_slot` that is not a
+    permutation is a runtime error.
+
+    ```mlir
+    %out = moe.unpermute %y, %slots, %weights
+        : (tensor<128x64xf32>, tensor<128xi32>, tensor<4x16x2xf32>)
+        -> tensor<4x16x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_FloatTensor:$expert_out, MoE_I32Vector:$row_to_slot,
+                       MoE_FloatTensor:$weights);
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = [{
+    $expert_out `,` $row_to_slot `,` $weights attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def MoE_SharedExpertsOp : MoE_Op<"shared_experts", [Pure]> {
   let summary = "Shared experts: a dense SwiGLU FFN every token takes";
   let description = [{

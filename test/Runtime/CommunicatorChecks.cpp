@@ -100,8 +100,8 @@ std::string compare(const std::vector<T> &got, const std::vector<T> &want,
            std::to_string(want.size());
   for (size_t i = 0; i < got.size(); ++i)
     if (std::memcmp(&got[i], &want[i], sizeof(T)) != 0)
-      return what + ": element " + std::to_string(i) + " is " +
-             show(got[i]) + ", expected " + show(want[i]);
+      return what + ": element " + std::to_string(i) + " is " + show(got[i]) +
+             ", expected " + show(want[i]);
   return "";
 }
 
@@ -364,8 +364,8 @@ std::string checkAllToAllVNegativeOnOneRank(Communicator &comm) {
 
 std::string checkNegativeCount(Communicator &comm) {
   float x = 0;
-  return expectError(
-      [&] { comm.allReduceSum(&x, -3, CommDType::F32); }, "negative");
+  return expectError([&] { comm.allReduceSum(&x, -3, CommDType::F32); },
+                     "negative");
 }
 
 std::string checkBadRoot(Communicator &comm) {
@@ -411,25 +411,70 @@ const std::vector<MeshCase> &meshCases() {
       {"dp=3,ep=3", 3, all(3), singles(3), singles(3), all(3), singles(3),
        all(3)},
       {"cp=3", 3, singles(3), all(3), singles(3), singles(3), all(3), all(3)},
-      {"dp=2,tp=2,ep=2", 4, {{0, 2}, {1, 3}}, singles(4), {{0, 1}, {2, 3}},
-       {{0, 2}, {1, 3}}, singles(4), {{0, 2}, {1, 3}}},
-      {"dp=2,cp=2,ep=4", 4, {{0, 2}, {1, 3}}, {{0, 1}, {2, 3}}, singles(4),
-       all(4), singles(4), all(4)},
-      {"dp=2,cp=2,ep=2", 4, {{0, 2}, {1, 3}}, {{0, 1}, {2, 3}}, singles(4),
-       {{0, 1}, {2, 3}}, {{0, 2}, {1, 3}}, all(4)},
-      {"cp=2,tp=2", 4, singles(4), {{0, 2}, {1, 3}}, {{0, 1}, {2, 3}},
-       singles(4), {{0, 2}, {1, 3}}, {{0, 2}, {1, 3}}},
-      {"dp=4,ep=2", 4, all(4), singles(4), singles(4), {{0, 1}, {2, 3}},
-       {{0, 2}, {1, 3}}, all(4)},
-      {"dp=2,cp=2,tp=2,ep=2", 8, {{0, 4}, {1, 5}, {2, 6}, {3, 7}},
-       {{0, 2}, {1, 3}, {4, 6}, {5, 7}}, {{0, 1}, {2, 3}, {4, 5}, {6, 7}},
-       {{0, 2}, {1, 3}, {4, 6}, {5, 7}}, {{0, 4}, {1, 5}, {2, 6}, {3, 7}},
+      {"dp=2,tp=2,ep=2",
+       4,
+       {{0, 2}, {1, 3}},
+       singles(4),
+       {{0, 1}, {2, 3}},
+       {{0, 2}, {1, 3}},
+       singles(4),
+       {{0, 2}, {1, 3}}},
+      {"dp=2,cp=2,ep=4",
+       4,
+       {{0, 2}, {1, 3}},
+       {{0, 1}, {2, 3}},
+       singles(4),
+       all(4),
+       singles(4),
+       all(4)},
+      {"dp=2,cp=2,ep=2",
+       4,
+       {{0, 2}, {1, 3}},
+       {{0, 1}, {2, 3}},
+       singles(4),
+       {{0, 1}, {2, 3}},
+       {{0, 2}, {1, 3}},
+       all(4)},
+      {"cp=2,tp=2",
+       4,
+       singles(4),
+       {{0, 2}, {1, 3}},
+       {{0, 1}, {2, 3}},
+       singles(4),
+       {{0, 2}, {1, 3}},
+       {{0, 2}, {1, 3}}},
+      {"dp=4,ep=2",
+       4,
+       all(4),
+       singles(4),
+       singles(4),
+       {{0, 1}, {2, 3}},
+       {{0, 2}, {1, 3}},
+       all(4)},
+      {"dp=2,cp=2,tp=2,ep=2",
+       8,
+       {{0, 4}, {1, 5}, {2, 6}, {3, 7}},
+       {{0, 2}, {1, 3}, {4, 6}, {5, 7}},
+       {{0, 1}, {2, 3}, {4, 5}, {6, 7}},
+       {{0, 2}, {1, 3}, {4, 6}, {5, 7}},
+       {{0, 4}, {1, 5}, {2, 6}, {3, 7}},
        {{0, 2, 4, 6}, {1, 3, 5, 7}}},
-      {"dp=4,tp=2,ep=4", 8, {{0, 2, 4, 6}, {1, 3, 5, 7}}, singles(8),
-       {{0, 1}, {2, 3}, {4, 5}, {6, 7}}, {{0, 2, 4, 6}, {1, 3, 5, 7}},
-       singles(8), {{0, 2, 4, 6}, {1, 3, 5, 7}}},
-      {"dp=8,ep=4", 8, all(8), singles(8), singles(8),
-       {{0, 1, 2, 3}, {4, 5, 6, 7}}, {{0, 4}, {1, 5}, {2, 6}, {3, 7}}, all(8)},
+      {"dp=4,tp=2,ep=4",
+       8,
+       {{0, 2, 4, 6}, {1, 3, 5, 7}},
+       singles(8),
+       {{0, 1}, {2, 3}, {4, 5}, {6, 7}},
+       {{0, 2, 4, 6}, {1, 3, 5, 7}},
+       singles(8),
+       {{0, 2, 4, 6}, {1, 3, 5, 7}}},
+      {"dp=8,ep=4",
+       8,
+       all(8),
+       singles(8),
+       singles(8),
+       {{0, 1, 2, 3}, {4, 5, 6, 7}},
+       {{0, 4}, {1, 5}, {2, 6}, {3, 7}},
+       all(8)},
   };
   return cases;
 }
@@ -467,8 +512,9 @@ std::string checkCoordinates(const MeshShape &mesh, const Groups &groups,
     bool together = findRank(groups, r).first == group;
     bool sameColour = (meshCoordinates(mesh, r).*axis).colour == mine.colour;
     if (together != sameColour)
-      return "rank " + std::to_string(r) + (together ? " should" : " should not") +
-             " share colour " + std::to_string(mine.colour);
+      return "rank " + std::to_string(r) +
+             (together ? " should" : " should not") + " share colour " +
+             std::to_string(mine.colour);
   }
   return "";
 }
@@ -513,9 +559,9 @@ std::string checkMeshCase(const MeshCase &c, Communicator &world) {
 std::string checkMeshMismatch(Communicator &world) {
   MeshShape tooBig;
   tooBig.dp = world.size() + 1;
-  std::string error = expectError([&] { makeMeshGroups(world, tooBig); },
-                                  "but the world has " +
-                                      std::to_string(world.size()));
+  std::string error =
+      expectError([&] { makeMeshGroups(world, tooBig); },
+                  "but the world has " + std::to_string(world.size()));
   MeshShape bad;
   bad.tp = world.size();
   bad.ep = 2;
@@ -563,9 +609,8 @@ std::vector<std::pair<std::string, Check>> checksFor(int worldSize) {
           [=](auto &c, auto t) {
             return checkAllToAllV<decltype(t)>(c, pattern);
           });
-  typed("broadcast", [](auto &c, auto t) {
-    return checkBroadcast<decltype(t)>(c);
-  });
+  typed("broadcast",
+        [](auto &c, auto t) { return checkBroadcast<decltype(t)>(c); });
   add("barrier", checkBarrier);
   add("split/parity", checkSplitByParity);
   add("split/tiesAndNoGroup", checkSplitTiesAndNoGroup);

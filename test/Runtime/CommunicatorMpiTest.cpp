@@ -70,8 +70,7 @@ std::string checkNativeSums(Communicator &native) {
   for (int i = 0; i < count * n; ++i)
     send[i] = value(me, i);
   native.allReduceSum(sum.data(), count, CommDType::F32);
-  native.reduceScatterSum(send.data(), scattered.data(), count,
-                          CommDType::F32);
+  native.reduceScatterSum(send.data(), scattered.data(), count, CommDType::F32);
   for (int i = 0; i < count; ++i) {
     double wantSum = 0, wantScattered = 0;
     for (int r = 0; r < n; ++r) {
@@ -94,16 +93,15 @@ int runAll() {
   auto world = mpiWorld();
   int failed = 0;
   for (const std::string &name : communicatorCheckNames(world->size()))
-    failed += !report(name, *world, [&] {
-      return runCommunicatorCheck(name, *world);
-    });
+    failed += !report(name, *world,
+                      [&] { return runCommunicatorCheck(name, *world); });
 
   MpiOptions fast;
   fast.deterministicSums = false;
   fast.checkAllToAllVCounts = false;
   auto native = mpiWorld(fast);
-  failed += !report("nativeSums", *world,
-                    [&] { return checkNativeSums(*native); });
+  failed +=
+      !report("nativeSums", *world, [&] { return checkNativeSums(*native); });
   failed += !report("backendName", *world, [&] {
     return std::string(world->backend()) == "mpi" ? "" : world->backend();
   });

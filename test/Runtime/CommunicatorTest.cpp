@@ -65,8 +65,7 @@ TEST_P(LocalChecks, PassesOnEveryRank) {
     std::string error = runCommunicatorCheck(c.name, comm);
     if (!error.empty()) {
       std::lock_guard<std::mutex> lock(mutex);
-      failures.push_back("rank " + std::to_string(comm.rank()) + ": " +
-                         error);
+      failures.push_back("rank " + std::to_string(comm.rank()) + ": " + error);
     }
   });
   for (const std::string &failure : failures)

@@ -194,7 +194,7 @@ struct MpiOptions {
 /// MPI communicator first.
 class MpiSession {
 public:
-  MpiSession(int *argc = nullptr, char ***argv = nullptr);
+  explicit MpiSession(int *argc = nullptr, char ***argv = nullptr);
   ~MpiSession();
   MpiSession(const MpiSession &) = delete;
   MpiSession &operator=(const MpiSession &) = delete;

@@ -1,4 +1,5 @@
-//===- CommDetail.h - Shared pieces of the communicator backends -*- C++ -*-===//
+//===- CommDetail.h - Shared pieces of the communicator backends -*- C++
+//-*-===//
 //
 // Private to lib/Runtime/comm: error messages, argument checks and the one
 // summation loop every backend uses, so that the backends agree bit for bit.
@@ -32,8 +33,8 @@ std::string checkRoot(int rank, int root, int size);
 /// "" when each of counts[0, n) and offsets[0, n) is >= 0 (either may be
 /// null when n == 0), else a message naming the peer.
 std::string checkCountsAndOffsets(int rank, const char *side,
-                                  const int64_t *counts,
-                                  const int64_t *offsets, int n);
+                                  const int64_t *counts, const int64_t *offsets,
+                                  int n);
 
 /// dst[i] = ((src[0][i] + src[1][i]) + ...) + src[n-1][i] for i < count, in
 /// the element type (integers wrap). dst may be src[0], but no other source.

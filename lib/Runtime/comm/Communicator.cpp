@@ -65,15 +65,15 @@ std::string checkRoot(int rank, int root, int size) {
 }
 
 std::string checkCountsAndOffsets(int rank, const char *side,
-                                  const int64_t *counts,
-                                  const int64_t *offsets, int n) {
+                                  const int64_t *counts, const int64_t *offsets,
+                                  int n) {
   if (n > 0 && (!counts || !offsets))
     return "rank " + std::to_string(rank) + " passes null " + side +
            " counts or offsets";
   for (int j = 0; j < n; ++j) {
     if (counts[j] < 0 || offsets[j] < 0)
-      return "rank " + std::to_string(rank) + " passes " + side +
-             " count " + std::to_string(counts[j]) + " at offset " +
+      return "rank " + std::to_string(rank) + " passes " + side + " count " +
+             std::to_string(counts[j]) + " at offset " +
              std::to_string(offsets[j]) + " for peer " + std::to_string(j) +
              ", expected non-negative values";
   }

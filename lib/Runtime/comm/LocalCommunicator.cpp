@@ -238,13 +238,11 @@ std::string checkContributions(const std::vector<Contribution> &slots) {
     if (c.op == Op::Barrier || c.op == Op::Split)
       continue;
     if (c.dtype != first.dtype)
-      return "rank " + std::to_string(r) + " passes " +
-             commDTypeName(c.dtype) + " elements, but rank 0 passes " +
-             commDTypeName(first.dtype);
+      return "rank " + std::to_string(r) + " passes " + commDTypeName(c.dtype) +
+             " elements, but rank 0 passes " + commDTypeName(first.dtype);
     if (c.op == Op::AllToAllV) {
-      std::string error =
-          detail::checkCountsAndOffsets(r, "send", c.sendCounts,
-                                        c.sendOffsets, n);
+      std::string error = detail::checkCountsAndOffsets(r, "send", c.sendCounts,
+                                                        c.sendOffsets, n);
       if (error.empty())
         error = detail::checkCountsAndOffsets(r, "receive", c.recvCounts,
                                               c.recvOffsets, n);
@@ -400,8 +398,7 @@ public:
     });
   }
 
-  void broadcast(void *buf, int64_t count, CommDType dtype,
-                 int root) override {
+  void broadcast(void *buf, int64_t count, CommDType dtype, int root) override {
     Contribution c;
     c.op = Op::Broadcast;
     c.dtype = dtype;
@@ -434,7 +431,8 @@ public:
 
 private:
   /// Publish, wait, check, run `body` (which may wait again), wait.
-  template <typename Body> void collective(const Contribution &mine, Body body) {
+  template <typename Body>
+  void collective(const Contribution &mine, Body body) {
     Group &g = *group_;
     g.slots[rank_] = mine;
     g.arriveAndWait(rank_, mine.op);
@@ -492,10 +490,10 @@ private:
     g.arriveAndWait(rank_, Op::Split);
     if (colour < 0)
       return nullptr;
-    int newRank = static_cast<int>(
-        std::find(members.begin(), members.end(),
-                  std::make_pair(g.slots[rank_].key, rank_)) -
-        members.begin());
+    int newRank =
+        static_cast<int>(std::find(members.begin(), members.end(),
+                                   std::make_pair(g.slots[rank_].key, rank_)) -
+                         members.begin());
     return std::make_unique<LocalCommunicator>(g.newGroups[leader], newRank);
   }
 

@@ -56,8 +56,8 @@ void check(int code, const char *op, const char *call, int rank) {
   if (code == MPI_SUCCESS)
     return;
   std::string where = rank >= 0 ? " on rank " + std::to_string(rank) : "";
-  fail(kBackend, op, std::string(call) + " failed" + where + ": " +
-                         mpiErrorText(code));
+  fail(kBackend, op,
+       std::string(call) + " failed" + where + ": " + mpiErrorText(code));
 }
 
 /// "" when `value` fits an MPI count (int), else a message naming it.
@@ -102,8 +102,7 @@ public:
     int n = checkedCount(op, count, 1);
     throwIf(detail::checkBuffer(rank_, "in-place", buf, count), op);
     if (!options_.deterministicSums) {
-      check(MPI_Allreduce(MPI_IN_PLACE, buf, n, mpiType(dtype), MPI_SUM,
-                          comm_),
+      check(MPI_Allreduce(MPI_IN_PLACE, buf, n, mpiType(dtype), MPI_SUM, comm_),
             op, "MPI_Allreduce", rank_);
       return;
     }
@@ -116,8 +115,8 @@ public:
     std::vector<unsigned char> padded(chunk * size_ * elem, 0);
     std::memcpy(padded.data(), buf, count * elem);
     std::vector<unsigned char> chunks(padded.size());
-    check(MPI_Alltoall(padded.data(), chunkCount, mpiType(dtype),
-                       chunks.data(), chunkCount, mpiType(dtype), comm_),
+    check(MPI_Alltoall(padded.data(), chunkCount, mpiType(dtype), chunks.data(),
+                       chunkCount, mpiType(dtype), comm_),
           op, "MPI_Alltoall", rank_);
     std::vector<unsigned char> mine(chunk * elem);
     sumChunks(chunks.data(), chunk, mine.data(), dtype);
@@ -132,9 +131,9 @@ public:
     const char *op = "allGather";
     int n = checkedCount(op, countPerRank, size_);
     checkBuffers(op, send, countPerRank, recv, countPerRank * size_);
-    check(MPI_Allgather(send, n, mpiType(dtype), recv, n, mpiType(dtype),
-                        comm_),
-          op, "MPI_Allgather", rank_);
+    check(
+        MPI_Allgather(send, n, mpiType(dtype), recv, n, mpiType(dtype), comm_),
+        op, "MPI_Allgather", rank_);
   }
 
   void reduceScatterSum(const void *send, void *recv, int64_t countPerRank,
@@ -163,8 +162,7 @@ public:
     const char *op = "allToAll";
     int n = checkedCount(op, countPerRank, size_);
     checkBuffers(op, send, countPerRank * size_, recv, countPerRank * size_);
-    check(MPI_Alltoall(send, n, mpiType(dtype), recv, n, mpiType(dtype),
-                       comm_),
+    check(MPI_Alltoall(send, n, mpiType(dtype), recv, n, mpiType(dtype), comm_),
           op, "MPI_Alltoall", rank_);
   }
 
@@ -173,8 +171,8 @@ public:
                  const int64_t *recvCounts, const int64_t *recvOffsets,
                  CommDType dtype) override {
     const char *op = "allToAllV";
-    std::string error = detail::checkCountsAndOffsets(
-        rank_, "send", sendCounts, sendOffsets, size_);
+    std::string error = detail::checkCountsAndOffsets(rank_, "send", sendCounts,
+                                                      sendOffsets, size_);
     if (error.empty())
       error = detail::checkCountsAndOffsets(rank_, "receive", recvCounts,
                                             recvOffsets, size_);
@@ -183,6 +181,15 @@ public:
       error = toMpiCounts(sendCounts, sendOffsets, "send", sc, sd);
     if (error.empty())
       error = toMpiCounts(recvCounts, recvOffsets, "receive", rc, rd);
+    int64_t sendTotal = 0, recvTotal = 0;
+    for (int j = 0; j < size_ && error.empty(); ++j) {
+      sendTotal += sendCounts[j];
+      recvTotal += recvCounts[j];
+    }
+    if (error.empty())
+      error = detail::checkBuffer(rank_, "send", send, sendTotal);
+    if (error.empty())
+      error = detail::checkBuffer(rank_, "receive", recv, recvTotal);
     if (options_.checkAllToAllVCounts)
       agreeOnCounts(op, sendCounts, recvCounts, error);
     throwIf(error, op);
@@ -191,8 +198,7 @@ public:
           op, "MPI_Alltoallv", rank_);
   }
 
-  void broadcast(void *buf, int64_t count, CommDType dtype,
-                 int root) override {
+  void broadcast(void *buf, int64_t count, CommDType dtype, int root) override {
     const char *op = "broadcast";
     throwIf(detail::checkRoot(rank_, root, size_), op);
     int n = checkedCount(op, count, 1);
@@ -207,9 +213,9 @@ public:
 
   std::unique_ptr<Communicator> split(int colour, int key) override {
     MPI_Comm part = MPI_COMM_NULL;
-    check(MPI_Comm_split(comm_, colour < 0 ? MPI_UNDEFINED : colour, key,
-                         &part),
-          "split", "MPI_Comm_split", rank_);
+    check(
+        MPI_Comm_split(comm_, colour < 0 ? MPI_UNDEFINED : colour, key, &part),
+        "split", "MPI_Comm_split", rank_);
     if (part == MPI_COMM_NULL)
       return nullptr;
     return std::make_unique<MpiCommunicator>(part, options_);
@@ -276,9 +282,8 @@ private:
       if (incoming[j] >= 0 && incoming[j] != recvCounts[j])
         error = "rank " + std::to_string(j) + " sends " +
                 std::to_string(incoming[j]) + " elements to rank " +
-                std::to_string(rank_) + ", but rank " +
-                std::to_string(rank_) + " expects " +
-                std::to_string(recvCounts[j]);
+                std::to_string(rank_) + ", but rank " + std::to_string(rank_) +
+                " expects " + std::to_string(recvCounts[j]);
     int firstBad = error.empty() ? INT_MAX : rank_;
     check(MPI_Allreduce(MPI_IN_PLACE, &firstBad, 1, MPI_INT, MPI_MIN, comm_),
           op, "MPI_Allreduce", rank_);
@@ -318,8 +323,9 @@ std::unique_ptr<Communicator> mpiWorld(const MpiOptions &options) {
   int initialised = 0;
   MPI_Initialized(&initialised);
   if (!initialised)
-    fail(kBackend, "world", "MPI is not initialised; create an MpiSession "
-                            "first");
+    fail(kBackend, "world",
+         "MPI is not initialised; create an MpiSession "
+         "first");
   // A duplicate, so that our traffic never matches a caller's messages.
   MPI_Comm world = MPI_COMM_NULL;
   check(MPI_Comm_dup(MPI_COMM_WORLD, &world), "world", "MPI_Comm_dup", -1);

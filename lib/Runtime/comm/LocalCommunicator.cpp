@@ -80,6 +80,18 @@ struct Contribution {
   int colour = 0, key = 0;
 };
 
+/// The fields every buffer collective fills.
+Contribution bufferContribution(Op op, CommDType dtype, const void *send,
+                                void *recv, int64_t count) {
+  Contribution c;
+  c.op = op;
+  c.dtype = dtype;
+  c.send = send;
+  c.recv = recv;
+  c.count = count;
+  return c;
+}
+
 class Group;
 
 /// State shared by every group split from one set of local ranks: whether a
@@ -314,22 +326,15 @@ public:
   }
 
   void allReduceSum(void *buf, int64_t count, CommDType dtype) override {
-    Contribution c;
-    c.op = Op::AllReduceSum;
-    c.dtype = dtype;
-    c.recv = buf;
-    c.count = count;
+    Contribution c =
+        bufferContribution(Op::AllReduceSum, dtype, nullptr, buf, count);
     collective(c, [&](Group &g) { reduceInPlace(g, buf, count, dtype); });
   }
 
   void allGather(const void *send, void *recv, int64_t countPerRank,
                  CommDType dtype) override {
-    Contribution c;
-    c.op = Op::AllGather;
-    c.dtype = dtype;
-    c.send = send;
-    c.recv = recv;
-    c.count = countPerRank;
+    Contribution c =
+        bufferContribution(Op::AllGather, dtype, send, recv, countPerRank);
     collective(c, [&](Group &g) {
       size_t elem = commDTypeSize(dtype);
       for (int j = 0; j < size(); ++j)
@@ -340,12 +345,8 @@ public:
 
   void reduceScatterSum(const void *send, void *recv, int64_t countPerRank,
                         CommDType dtype) override {
-    Contribution c;
-    c.op = Op::ReduceScatterSum;
-    c.dtype = dtype;
-    c.send = send;
-    c.recv = recv;
-    c.count = countPerRank;
+    Contribution c =
+        bufferContribution(Op::ReduceScatterSum, dtype, send, recv, countPerRank);
     collective(c, [&](Group &g) {
       size_t elem = commDTypeSize(dtype);
       std::vector<const void *> sources(size());
@@ -359,12 +360,8 @@ public:
 
   void allToAll(const void *send, void *recv, int64_t countPerRank,
                 CommDType dtype) override {
-    Contribution c;
-    c.op = Op::AllToAll;
-    c.dtype = dtype;
-    c.send = send;
-    c.recv = recv;
-    c.count = countPerRank;
+    Contribution c =
+        bufferContribution(Op::AllToAll, dtype, send, recv, countPerRank);
     collective(c, [&](Group &g) {
       size_t elem = commDTypeSize(dtype);
       for (int j = 0; j < size(); ++j)
@@ -378,11 +375,7 @@ public:
                  const int64_t *sendOffsets, void *recv,
                  const int64_t *recvCounts, const int64_t *recvOffsets,
                  CommDType dtype) override {
-    Contribution c;
-    c.op = Op::AllToAllV;
-    c.dtype = dtype;
-    c.send = send;
-    c.recv = recv;
+    Contribution c = bufferContribution(Op::AllToAllV, dtype, send, recv, 0);
     c.sendCounts = sendCounts;
     c.sendOffsets = sendOffsets;
     c.recvCounts = recvCounts;
@@ -399,11 +392,8 @@ public:
   }
 
   void broadcast(void *buf, int64_t count, CommDType dtype, int root) override {
-    Contribution c;
-    c.op = Op::Broadcast;
-    c.dtype = dtype;
-    c.recv = buf;
-    c.count = count;
+    Contribution c =
+        bufferContribution(Op::Broadcast, dtype, nullptr, buf, count);
     c.root = root;
     collective(c, [&](Group &g) {
       if (rank_ != root)

@@ -374,6 +374,23 @@ int64_t ExpertsOp::getTopK() {
   return getWeights().getType().getShape().back();
 }
 
+/// Checks stacked expert weights for tokens of width `hidden`: gate/up
+/// [E, F, H] and down [E, H, F], with E and F taken from gate (already
+/// checked to be rank 3).
+static LogicalResult verifyStackedExpertWeights(Operation *op, Value gate,
+                                                Value up, Value down,
+                                                int64_t hidden) {
+  ArrayRef<int64_t> shape = shapeOf(gate);
+  int64_t experts = shape[0], inter = shape[1];
+  if (failed(expectShape(op, "gate_weight", gate, {experts, inter, hidden},
+                         "[experts, intermediate, hidden]")) ||
+      failed(expectShape(op, "up_weight", up, shape,
+                         "the shape of gate_weight")))
+    return failure();
+  return expectShape(op, "down_weight", down, {experts, hidden, inter},
+                     "[experts, hidden, intermediate]");
+}
+
 LogicalResult ExpertsOp::verify() {
   if (failed(expectAtLeastRank1(*this, "input", getInput())) ||
       failed(expectRank(*this, "gate_weight", getGateWeight(), 3,
@@ -381,16 +398,9 @@ LogicalResult ExpertsOp::verify() {
       failed(expectAtLeastRank1(*this, "weights", getWeights())))
     return failure();
   ArrayRef<int64_t> x = getInput().getType().getShape();
-  ArrayRef<int64_t> gate = getGateWeight().getType().getShape();
-  int64_t experts = gate[0], inter = gate[1], hidden = x.back();
-  if (failed(expectShape(*this, "gate_weight", getGateWeight(),
-                         {experts, inter, hidden},
-                         "[experts, intermediate, hidden]")) ||
-      failed(expectShape(*this, "up_weight", getUpWeight(), gate,
-                         "the shape of gate_weight")) ||
-      failed(expectShape(*this, "down_weight", getDownWeight(),
-                         {experts, hidden, inter},
-                         "[experts, hidden, intermediate]")))
+  int64_t experts = getNumExperts();
+  if (failed(verifyStackedExpertWeights(*this, getGateWeight(), getUpWeight(),
+                                        getDownWeight(), x.back())))
     return failure();
   int64_t topK = getTopK();
   if (failed(expectShape(*this, "weights", getWeights(),
@@ -450,17 +460,10 @@ LogicalResult GroupedSwiGLUOp::verify() {
       failed(expectRank(*this, "gate_weight", getGateWeight(), 3,
                         "[experts, intermediate, hidden]")))
     return failure();
-  ArrayRef<int64_t> rows = getPermuted().getType().getShape();
-  ArrayRef<int64_t> gate = getGateWeight().getType().getShape();
-  int64_t experts = gate[0], inter = gate[1], hidden = rows[1];
-  if (failed(expectShape(*this, "gate_weight", getGateWeight(),
-                         {experts, inter, hidden},
-                         "[experts, intermediate, hidden]")) ||
-      failed(expectShape(*this, "up_weight", getUpWeight(), gate,
-                         "the shape of gate_weight")) ||
-      failed(expectShape(*this, "down_weight", getDownWeight(),
-                         {experts, hidden, inter},
-                         "[experts, hidden, intermediate]")) ||
+  int64_t experts = shapeOf(getGateWeight())[0];
+  if (failed(verifyStackedExpertWeights(
+          *this, getGateWeight(), getUpWeight(), getDownWeight(),
+          shapeOf(getPermuted())[1])) ||
       failed(expectShape(*this, "offsets", getOffsets(), {experts + 1},
                          "[experts + 1]")))
     return failure();

@@ -11,6 +11,7 @@
 
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 #include "moe/Transforms/Passes.h"
+#include "moe/Transforms/RuntimeABI.h"
 #include "moec/LinkConfig.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -35,6 +36,7 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/SourceMgr.h"
@@ -122,22 +124,23 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context) {
 }
 
 void printMemoryPlan(ModuleOp module) {
-  // The plan is in the embedded manifest; re-derive the figures from it.
-  auto global = module.lookupSymbol<LLVM::GlobalOp>("moe_model_manifest");
+  // The plan is recorded in the embedded manifest.
+  auto global = module.lookupSymbol<LLVM::GlobalOp>(moe::kManifestSymbol);
   if (!global)
     return;
-  StringRef json = cast<StringAttr>(*global.getValue()).getValue();
+  StringRef text = cast<StringAttr>(*global.getValue()).getValue();
+  llvm::Expected<llvm::json::Value> json = llvm::json::parse(text.rtrim('\0'));
+  if (!json) {
+    llvm::consumeError(json.takeError());
+    return;
+  }
+  const llvm::json::Object *manifest = json->getAsObject();
   auto field = [&](StringRef key) {
-    size_t at = json.find(("\"" + key + "\":").str());
-    if (at == StringRef::npos)
-      return StringRef("?");
-    StringRef rest = json.drop_front(at + key.size() + 3);
-    return rest.take_while([](char c) { return c >= '0' && c <= '9'; });
+    return manifest ? manifest->getInteger(key).value_or(-1) : -1;
   };
-  llvm::outs() << "memory plan: arena " << field("arena_bytes")
-               << " bytes, " << field("unplanned_bytes")
-               << " without reuse; weights " << field("weights_bytes")
-               << " bytes\n";
+  llvm::outs() << "memory plan: arena " << field("arena_bytes") << " bytes, "
+               << field("unplanned_bytes") << " without reuse; weights "
+               << field("weights_bytes") << " bytes\n";
 }
 
 std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {

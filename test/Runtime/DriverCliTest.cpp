@@ -10,6 +10,8 @@
 
 #include "moe/Runtime/Safetensors.h"
 
+#include "TempDirTest.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -47,28 +49,8 @@ std::string shellQuoted(const std::string &arg) {
   return q + "'";
 }
 
-std::string readFile(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-class DriverCliTest : public ::testing::Test {
+class DriverCliTest : public moe::test::TempDirTest {
 protected:
-  void SetUp() override {
-    std::string pattern = ::testing::TempDir() + "driver_cli_XXXXXX";
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    ASSERT_NE(::mkdtemp(buf.data()), nullptr);
-    dir = buf.data();
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-
-  std::string file(const std::string &name) const {
-    return (fs::path(dir) / name).string();
-  }
 
   Result run(const std::vector<std::string> &args,
              const std::string &binary = FAKE_MODEL,
@@ -82,8 +64,8 @@ protected:
     Result result;
     if (raw != -1 && WIFEXITED(raw))
       result.status = WEXITSTATUS(raw);
-    result.out = readFile(out);
-    result.err = readFile(err);
+    result.out = moe::test::readFile(out);
+    result.err = moe::test::readFile(err);
     return result;
   }
 
@@ -100,7 +82,6 @@ protected:
     return path;
   }
 
-  std::string dir;
 };
 
 // A failure: the status, exactly one line on stderr, "error: ..." with
@@ -205,7 +186,7 @@ TEST_F(DriverCliTest, InitWritesWeightsThatForwardLoads) {
   Result save = run({"forward", "--init-random", "7", "--tokens", kChainTokens,
                      "--save-weights", saved});
   ASSERT_EQ(save.status, 0) << save.err;
-  EXPECT_EQ(readFile(saved), readFile(weights));
+  EXPECT_EQ(moe::test::readFile(saved), moe::test::readFile(weights));
 
   Result wider = run({"forward", "--init-random", "7", "--init-std", "1",
                       "--tokens", kChainTokens});

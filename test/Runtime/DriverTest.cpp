@@ -15,6 +15,8 @@
 #include "driver/Weights.h"
 #include "moe/Runtime/Safetensors.h"
 
+#include "TempDirTest.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -239,22 +241,11 @@ TEST(ManifestTest, RejectsInvalidUtf8InVocabChars) {
 // Weights
 //===----------------------------------------------------------------------===//
 
-class WeightsTest : public ::testing::Test {
+class WeightsTest : public moe::test::TempDirTest {
 protected:
   void SetUp() override {
-    std::string pattern = ::testing::TempDir() + "driver_XXXXXX";
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    ASSERT_NE(::mkdtemp(buf.data()), nullptr);
-    dir = buf.data();
+    TempDirTest::SetUp();
     manifest = parsed(validManifest());
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string file(const std::string &name) const {
-    return (fs::path(dir) / name).string();
   }
 
   // Every HF tensor of the manifest with distinct values (tensor k, element
@@ -291,7 +282,6 @@ protected:
     return path;
   }
 
-  std::string dir;
   Manifest manifest;
   std::map<std::string, std::vector<float>> storage;
   std::map<std::string, std::vector<uint16_t>> bf16Storage;

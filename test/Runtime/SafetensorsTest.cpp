@@ -8,6 +8,8 @@
 
 #include "moe/Runtime/Safetensors.h"
 
+#include "TempDirTest.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -37,29 +39,9 @@ float bitsF32(uint32_t bits) {
   return f;
 }
 
-std::string fileBytes(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Each test gets its own directory under testing::TempDir(), removed after.
-class SafetensorsTest : public ::testing::Test {
+// Each test writes into its own directory (TempDirTest).
+class SafetensorsTest : public moe::test::TempDirTest {
 protected:
-  void SetUp() override {
-    std::string pattern = ::testing::TempDir() + "safetensors_XXXXXX";
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    ASSERT_NE(::mkdtemp(buf.data()), nullptr);
-    dir = buf.data();
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-
-  std::string file(const std::string &name) const {
-    return (fs::path(dir) / name).string();
-  }
 
   // Writes the 8-byte little-endian length of `header`, `header`, `data`.
   std::string writeRaw(const std::string &name, const std::string &header,
@@ -80,7 +62,6 @@ protected:
     return result;
   }
 
-  std::string dir;
 };
 
 // Expects open(path) to throw a SafetensorsError whose message names the file
@@ -231,7 +212,7 @@ TEST_F(SafetensorsTest, WriterPadsHeaderAndSortsData) {
   std::string path = file("pad.safetensors");
   writeSafetensors(
       path, {{"zz_odd_name", DType::F32, {}, &x}, {"a", DType::F32, {3}, y}});
-  std::string bytes = fileBytes(path);
+  std::string bytes = moe::test::readFile(path);
   ASSERT_GE(bytes.size(), 8u);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i)
@@ -551,7 +532,7 @@ TEST_F(SafetensorsTest, OverwriteIsAtomic) {
   std::string path = file("ckpt.safetensors");
   writeSafetensors(path, {{"w", DType::F32, {2}, oldData.data()}},
                    {{"step", "1"}});
-  std::string oldBytes = fileBytes(path);
+  std::string oldBytes = moe::test::readFile(path);
 
   // A failed write (duplicate names) leaves the old file untouched.
   expectError(
@@ -560,7 +541,7 @@ TEST_F(SafetensorsTest, OverwriteIsAtomic) {
                                 {"w", DType::F32, {3}, newData.data()}});
       },
       path, {"tensor 'w' is given twice"});
-  EXPECT_EQ(fileBytes(path), oldBytes);
+  EXPECT_EQ(moe::test::readFile(path), oldBytes);
   EXPECT_EQ(entries(), std::vector<std::string>{"ckpt.safetensors"});
 
   // A reader opened on the old file keeps reading it after a replacement.

@@ -35,6 +35,18 @@ llvm::json::Array shapeJson(Attribute attr) {
   return shape;
 }
 
+/// moe.split: per dimension, an array of mesh axis names.
+llvm::json::Array splitJson(ArrayAttr split) {
+  llvm::json::Array dims;
+  for (Attribute dim : split) {
+    llvm::json::Array axes;
+    for (Attribute axis : cast<ArrayAttr>(dim))
+      axes.push_back(cast<StringAttr>(axis).getValue().str());
+    dims.push_back(std::move(axes));
+  }
+  return dims;
+}
+
 /// params/inputs/outputs: arrays of dictionaries with string, integer and
 /// shape fields, copied field by field.
 llvm::json::Array tableJson(Attribute attr, StringRef defaultDtype) {
@@ -48,6 +60,8 @@ llvm::json::Array tableJson(Attribute attr, StringRef defaultDtype) {
         object[key] = s.getValue().str();
       else if (auto i = dyn_cast<IntegerAttr>(field.getValue()))
         object[key] = i.getInt();
+      else if (auto split = dyn_cast<ArrayAttr>(field.getValue()))
+        object[key] = splitJson(split);
       else
         object[key] = shapeJson(field.getValue());
     }

@@ -10,7 +10,10 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ShardingSpec.h"
+
 #include "moe/Dialect/MoE/IR/MoEOps.h"
+#include "moe/Runtime/CApi.h"
 #include "moe/Runtime/ModelABI.h"
 #include "moe/Transforms/Passes.h"
 #include "moe/Transforms/RuntimeABI.h"
@@ -51,7 +54,8 @@ int64_t dimSize(Value v, int64_t d) {
 }
 
 /// The memref a tensor becomes: same shape, f32 or i32 only (what the CPU
-/// runtime computes in) except for the i64 expert offsets of moe.permute.
+/// runtime computes in) except for i64 expert offsets (moe.permute,
+/// moe.dispatch).
 FailureOr<MemRefType> bufferTypeFor(Type type, Location loc,
                                     bool isOffsets = false) {
   auto tensor = dyn_cast<RankedTensorType>(type);
@@ -96,6 +100,19 @@ private:
   LogicalResult lower(PermuteOp op);
   LogicalResult lower(GroupedSwiGLUOp op);
   LogicalResult lower(UnpermuteOp op);
+  LogicalResult lower(DispatchOp op);
+  LogicalResult lower(CombineOp op);
+  LogicalResult lower(shard::AllReduceOp op);
+  LogicalResult lower(shard::AllGatherOp op);
+  LogicalResult lower(shard::AllSliceOp op);
+  LogicalResult lower(shard::AllToAllOp op);
+  /// The runtime group (MOERT_GROUP_*) of `axes` of `grid`.
+  FailureOr<Value> group(Operation *op, StringRef grid,
+                         ArrayRef<int16_t> axes);
+  /// MOERT_DTYPE_* of the elements of `v`.
+  Value dtype(Value v);
+  /// (outer, mid, inner) of `v` around dimension `axis`.
+  SmallVector<Value> axisLayout(Value v, int64_t axis);
   LogicalResult lower(SharedExpertsOp op);
   LogicalResult lower(CrossEntropyOp op);
   LogicalResult lower(AuxLossOp op);
@@ -130,8 +147,11 @@ private:
   }
 
   /// Calls runtime function `callee` with the context, the pointers of
-  /// `buffers` (inputs then outputs) and `scalars`.
-  LogicalResult call(StringRef callee, ValueRange buffers, ValueRange scalars);
+  /// `buffers` (inputs then outputs) and `scalars`, of which the first
+  /// `leadingScalars` (a collective's group and element type) go before the
+  /// pointers.
+  LogicalResult call(StringRef callee, ValueRange buffers, ValueRange scalars,
+                     unsigned leadingScalars = 0);
 
   func::FuncOp model;
   func::FuncOp entry;
@@ -151,6 +171,16 @@ private:
   std::optional<int64_t> ignoreIndex;
 };
 
+/// Copies moe-partition's `moe.split` and `moe.global_shape` from `attrs`
+/// into manifest fields "split" and "global_shape".
+void appendShardRecord(Builder &b, DictionaryAttr attrs,
+                       SmallVectorImpl<NamedAttribute> &fields) {
+  if (Attribute split = attrs.get(MoEDialect::getSplitAttrName()))
+    fields.push_back(b.getNamedAttr("split", split));
+  if (Attribute shape = attrs.get(MoEDialect::getGlobalShapeAttrName()))
+    fields.push_back(b.getNamedAttr("global_shape", shape));
+}
+
 LogicalResult EntryBuilder::layOutWeights() {
   for (ParamOp param : model.getBody().getOps<ParamOp>()) {
     auto type = bufferTypeFor(param.getType(), param.getLoc());
@@ -159,11 +189,13 @@ LogicalResult EntryBuilder::layOutWeights() {
     if (weightOffsets.count(param.getName()))
       continue;
     weightOffsets[param.getName()] = weightsBytes;
-    params.push_back(b.getDictionaryAttr({
+    SmallVector<NamedAttribute> fields = {
         b.getNamedAttr("name", param.getNameAttr()),
         b.getNamedAttr("shape", b.getDenseI64ArrayAttr(type->getShape())),
         b.getNamedAttr("offset", b.getI64IntegerAttr(weightsBytes)),
-    }));
+    };
+    appendShardRecord(b, param->getAttrDictionary(), fields);
+    params.push_back(b.getDictionaryAttr(fields));
     weightsBytes += alignUp(type->getNumElements() * 4);
   }
   return success();
@@ -171,7 +203,9 @@ LogicalResult EntryBuilder::layOutWeights() {
 
 /// Names the inputs and outputs of the (tokens, labels) -> (logits, loss)
 /// convention of `@forward`; other functions get input<i>/output<i>.
-ArrayAttr describeValues(Builder &b, TypeRange types, bool isForward,
+/// `attrs` are the argument or result attributes (moe-partition's split).
+ArrayAttr describeValues(Builder &b, TypeRange types,
+                         ArrayRef<DictionaryAttr> attrs, bool isForward,
                          ArrayRef<StringRef> forwardNames, StringRef prefix) {
   SmallVector<Attribute> entries;
   for (auto [i, type] : llvm::enumerate(types)) {
@@ -179,13 +213,16 @@ ArrayAttr describeValues(Builder &b, TypeRange types, bool isForward,
     std::string name = isForward && i < forwardNames.size()
                            ? forwardNames[i].str()
                            : (prefix + Twine(i)).str();
-    entries.push_back(b.getDictionaryAttr({
+    SmallVector<NamedAttribute> fields = {
         b.getNamedAttr("name", b.getStringAttr(name)),
         b.getNamedAttr("shape", b.getDenseI64ArrayAttr(shaped.getShape())),
         b.getNamedAttr("dtype", b.getStringAttr(shaped.getElementType().isF32()
                                                     ? "F32"
                                                     : "I32")),
-    }));
+    };
+    if (i < attrs.size() && attrs[i])
+      appendShardRecord(b, attrs[i], fields);
+    entries.push_back(b.getDictionaryAttr(fields));
   }
   return b.getArrayAttr(entries);
 }
@@ -231,16 +268,20 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
       return failure();
 
   bool isForward = model.getSymName() == "forward";
+  SmallVector<DictionaryAttr> argAttrs, resultAttrs;
+  model.getAllArgAttrs(argAttrs);
+  model.getAllResultAttrs(resultAttrs);
   SmallVector<NamedAttribute> manifest = {
       b.getNamedAttr("function", model.getSymNameAttr()),
       b.getNamedAttr("params", b.getArrayAttr(params)),
       b.getNamedAttr("weights_bytes", b.getI64IntegerAttr(weightsBytes)),
       b.getNamedAttr("inputs",
-                     describeValues(b, model.getArgumentTypes(), isForward,
-                                    {"tokens", "labels"}, "input")),
+                     describeValues(b, model.getArgumentTypes(), argAttrs,
+                                    isForward, {"tokens", "labels"},
+                                    "input")),
       b.getNamedAttr("outputs",
-                     describeValues(b, model.getResultTypes(), isForward,
-                                    {"logits", "loss"}, "output")),
+                     describeValues(b, model.getResultTypes(), resultAttrs,
+                                    isForward, {"logits", "loss"}, "output")),
   };
   if (ignoreIndex)
     manifest.push_back(
@@ -255,7 +296,9 @@ LogicalResult EntryBuilder::lowerOp(Operation *op) {
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case<ParamOp, EmbeddingOp, RMSNormOp, LinearOp, RopeOp, AttentionOp,
             MLPOp, AddOp, RouterOp, ExpertsOp, PermuteOp, GroupedSwiGLUOp,
-            UnpermuteOp, SharedExpertsOp,
+            UnpermuteOp, DispatchOp, CombineOp, shard::AllReduceOp,
+            shard::AllGatherOp, shard::AllSliceOp, shard::AllToAllOp,
+            SharedExpertsOp,
             CrossEntropyOp, AuxLossOp, ZLossOp, tensor::ExpandShapeOp,
             tensor::CollapseShapeOp>([&](auto op) { return lower(op); })
       .Case<func::ReturnOp>([&](auto op) { return lowerReturn(op); })
@@ -267,8 +310,11 @@ LogicalResult EntryBuilder::lowerOp(Operation *op) {
 
 FailureOr<Value> EntryBuilder::resultBuffer(Value tensor) {
   auto permute = tensor.getDefiningOp<PermuteOp>();
-  auto type = bufferTypeFor(tensor.getType(), loc,
-                            permute && tensor == permute.getOffsets());
+  auto dispatch = tensor.getDefiningOp<DispatchOp>();
+  auto type = bufferTypeFor(
+      tensor.getType(), loc,
+      (permute && tensor == permute.getOffsets()) ||
+          (dispatch && tensor == dispatch.getReceivedOffsets()));
   if (failed(type))
     return failure();
   Value buffer;
@@ -282,9 +328,11 @@ FailureOr<Value> EntryBuilder::resultBuffer(Value tensor) {
 }
 
 LogicalResult EntryBuilder::call(StringRef callee, ValueRange buffers,
-                                 ValueRange scalars) {
+                                 ValueRange scalars, unsigned leadingScalars) {
   auto ptrType = LLVM::LLVMPointerType::get(b.getContext());
   SmallVector<Value> args = {ctx};
+  llvm::append_range(args, scalars.take_front(leadingScalars));
+  scalars = scalars.drop_front(leadingScalars);
   for (Value buffer : buffers) {
     // Runtime functions take bare pointers to dense row-major data.
     Value index =
@@ -472,9 +520,141 @@ LogicalResult EntryBuilder::lower(GroupedSwiGLUOp op) {
               {buffer(op.getPermuted()), buffer(op.getOffsets()),
                buffer(op.getGateWeight()), buffer(op.getUpWeight()),
                buffer(op.getDownWeight()), *out},
-              {i64(dimSize(op.getGateWeight(), 0)),
+              {i64(dimSize(op.getPermuted(), 0)),
+               i64(dimSize(op.getOffsets(), 0) - 1),
+               i64(dimSize(op.getGateWeight(), 0)),
                i64(dimSize(op.getPermuted(), 1)),
                i64(dimSize(op.getGateWeight(), 1))});
+}
+
+//===----------------------------------------------------------------------===//
+// Collectives (moe-partition)
+//===----------------------------------------------------------------------===//
+
+FailureOr<Value> EntryBuilder::group(Operation *op, StringRef grid,
+                                     ArrayRef<int16_t> axes) {
+  SmallVector<int16_t> sorted(axes);
+  llvm::sort(sorted);
+  auto is = [&](std::initializer_list<int16_t> want) {
+    return ArrayRef<int16_t>(sorted) == ArrayRef<int16_t>(want);
+  };
+  std::optional<int32_t> id;
+  if (grid == kDenseGrid) {
+    if (is({kDpAxis}))
+      id = MOERT_GROUP_DP;
+    else if (is({kCpAxis}))
+      id = MOERT_GROUP_CP;
+    else if (is({kTpAxis}))
+      id = MOERT_GROUP_TP;
+    else if (is({kDpAxis, kCpAxis}))
+      id = MOERT_GROUP_DP_CP;
+  } else if (grid == kExpertGrid) {
+    if (is({kEpAxis}))
+      id = MOERT_GROUP_EP;
+    else if (is({kEdpAxis}))
+      id = MOERT_GROUP_EDP;
+    else if (is({kExpertTpAxis}))
+      id = MOERT_GROUP_TP;
+  }
+  if (!id)
+    return op->emitOpError("has no runtime communicator for these axes of @")
+           << grid << " (the runtime has dp, cp, tp, dp x cp on @"
+           << kDenseGrid << " and ep, edp, tp on @" << kExpertGrid << ")";
+  return i32(*id);
+}
+
+Value EntryBuilder::dtype(Value v) {
+  Type elem = cast<ShapedType>(v.getType()).getElementType();
+  if (elem.isF32())
+    return i32(MOERT_DTYPE_F32);
+  return i32(elem.isSignlessInteger(64) ? MOERT_DTYPE_I64 : MOERT_DTYPE_I32);
+}
+
+SmallVector<Value> EntryBuilder::axisLayout(Value v, int64_t axis) {
+  ArrayRef<int64_t> shape = cast<ShapedType>(v.getType()).getShape();
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < axis; ++d)
+    outer *= shape[d];
+  for (int64_t d = axis + 1; d < static_cast<int64_t>(shape.size()); ++d)
+    inner *= shape[d];
+  return {i64(outer), i64(shape[axis]), i64(inner)};
+}
+
+LogicalResult EntryBuilder::lower(shard::AllReduceOp op) {
+  if (op.getReduction() != shard::ReductionKind::Sum ||
+      op.getInput().getType() != op.getResult().getType())
+    return op.emitOpError("only sums without a change of type reach the "
+                          "runtime");
+  auto out = resultBuffer(op.getResult());
+  auto g = group(op, op.getGrid(), op.getGridAxes());
+  if (failed(out) || failed(g))
+    return failure();
+  return call("moert_all_reduce_sum", {buffer(op.getInput()), *out},
+              {*g, dtype(op.getInput()), i64(numElements(op.getInput()))},
+              /*scalarsFirst=*/2);
+}
+
+LogicalResult EntryBuilder::lower(shard::AllGatherOp op) {
+  auto out = resultBuffer(op.getResult());
+  auto g = group(op, op.getGrid(), op.getGridAxes());
+  if (failed(out) || failed(g))
+    return failure();
+  SmallVector<Value> scalars = {*g, dtype(op.getInput())};
+  llvm::append_range(scalars, axisLayout(op.getInput(),
+                                         op.getGatherAxis().getSExtValue()));
+  return call("moert_all_gather", {buffer(op.getInput()), *out}, scalars, 2);
+}
+
+LogicalResult EntryBuilder::lower(shard::AllSliceOp op) {
+  auto out = resultBuffer(op.getResult());
+  auto g = group(op, op.getGrid(), op.getGridAxes());
+  if (failed(out) || failed(g))
+    return failure();
+  SmallVector<Value> scalars = {*g, dtype(op.getInput())};
+  llvm::append_range(scalars, axisLayout(op.getInput(),
+                                         op.getSliceAxis().getSExtValue()));
+  return call("moert_all_slice", {buffer(op.getInput()), *out}, scalars, 2);
+}
+
+LogicalResult EntryBuilder::lower(shard::AllToAllOp op) {
+  auto out = resultBuffer(op.getResult());
+  auto g = group(op, op.getGrid(), op.getGridAxes());
+  if (failed(out) || failed(g))
+    return failure();
+  SmallVector<Value> scalars = {*g, dtype(op.getInput())};
+  llvm::append_range(scalars, axisLayout(op.getInput(),
+                                         op.getSplitAxis().getSExtValue()));
+  llvm::append_range(scalars, axisLayout(op.getResult(),
+                                         op.getConcatAxis().getSExtValue()));
+  return call("moert_all_to_all", {buffer(op.getInput()), *out}, scalars, 2);
+}
+
+LogicalResult EntryBuilder::lower(DispatchOp op) {
+  auto received = resultBuffer(op.getReceived());
+  auto receivedOffsets = resultBuffer(op.getReceivedOffsets());
+  auto g = group(op, op.getGrid(), op.getGridAxes());
+  if (failed(received) || failed(receivedOffsets) || failed(g))
+    return failure();
+  return call("moert_dispatch",
+              {buffer(op.getPermuted()), buffer(op.getOffsets()), *received,
+               *receivedOffsets},
+              {*g, i64(dimSize(op.getOffsets(), 0) - 1),
+               i64(dimSize(op.getPermuted(), 1)),
+               i64(dimSize(op.getReceived(), 0))},
+              1);
+}
+
+LogicalResult EntryBuilder::lower(CombineOp op) {
+  auto out = resultBuffer(op.getResult());
+  auto g = group(op, op.getGrid(), op.getGridAxes());
+  if (failed(out) || failed(g))
+    return failure();
+  return call("moert_combine",
+              {buffer(op.getExpertOut()), buffer(op.getReceivedOffsets()),
+               buffer(op.getOffsets()), *out},
+              {*g, i64(dimSize(op.getOffsets(), 0) - 1),
+               i64(dimSize(op.getExpertOut(), 1))},
+              1);
 }
 
 LogicalResult EntryBuilder::lower(UnpermuteOp op) {
@@ -596,6 +776,10 @@ struct LowerToRuntimePass
         return signalPassFailure();
       model.erase();
     }
+    // The grids' collectives are runtime calls now; their group ids carry
+    // the axes.
+    for (auto grid : llvm::make_early_inc_range(module.getOps<shard::GridOp>()))
+      grid.erase();
   }
 };
 

@@ -8,6 +8,7 @@
 #include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassOptions.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
@@ -28,7 +29,39 @@ void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm) {
   pm.addPass(createReconcileUnrealizedCastsPass());
 }
 
-void mlir::moe::registerMoEPipelines() {
+void mlir::moe::buildPartitionPipeline(OpPassManager &pm, StringRef mesh) {
+  if (!mesh.empty()) {
+    AssignMeshOptions options;
+    options.mesh = mesh.str();
+    pm.addPass(createAssignMesh(options));
+  }
+  pm.addPass(createShard());
+  pm.addPass(createPartition());
+}
+
+namespace {
+struct MoEPipelineOptions
+    : public mlir::PassPipelineOptions<MoEPipelineOptions> {
+  Option<std::string> mesh{
+      *this, "mesh",
+      llvm::cl::desc("Mesh as axis=size pairs, e.g. dp=2,ep=2 (default: "
+                     "moe-opt's --mesh, else the module's moe.mesh)")};
+};
+} // namespace
+
+void mlir::moe::registerMoEPipelines(const std::string *defaultMesh) {
+  PassPipelineRegistration<MoEPipelineOptions>(
+      "moe-pipeline",
+      "The whole compiler: record the mesh, choose shardings, partition into "
+      "the per-rank program, then lower it to the LLVM dialect "
+      "(moe-lower-to-llvm)",
+      [defaultMesh](OpPassManager &pm, const MoEPipelineOptions &options) {
+        std::string mesh = options.mesh;
+        if (mesh.empty() && defaultMesh)
+          mesh = *defaultMesh;
+        buildPartitionPipeline(pm, mesh);
+        buildLowerToLLVMPipeline(pm);
+      });
   PassPipelineRegistration<>(
       "moe-lower-to-llvm",
       "Expand the experts, lower model functions to runtime calls, plan "

@@ -19,6 +19,13 @@
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "mlir/Transforms/Passes.h"
 
+/// `moe-opt --mesh dp=2,ep=2 --moe-pipeline`: the same flag as moec's.
+static llvm::cl::opt<std::string>
+    meshFlag("mesh",
+             llvm::cl::desc("Mesh for --moe-pipeline when it names none, "
+                            "e.g. dp=2,ep=2 (as moec --mesh)"),
+             llvm::cl::value_desc("axis=size,..."));
+
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
   registry.insert<mlir::moe::MoEDialect, mlir::arith::ArithDialect,
@@ -29,7 +36,7 @@ int main(int argc, char **argv) {
   mlir::registerTransformsPasses(); // canonicalize, cse, ...
   mlir::shard::registerShardPasses();
   mlir::moe::registerMoEPasses();
-  mlir::moe::registerMoEPipelines();
+  mlir::moe::registerMoEPipelines(&meshFlag.getValue());
 
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "MoE compiler pass driver\n", registry));

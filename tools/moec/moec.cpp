@@ -76,6 +76,12 @@ cl::opt<bool> printPlan("print-memory-plan",
                         cl::desc("Print the memory plan: buffers, arena "
                                  "bytes, bytes without reuse"),
                         cl::init(false), cl::cat(category));
+cl::opt<std::string> mesh(
+    "mesh",
+    cl::desc("Compile for this DP x CP x TP x EP mesh, e.g. dp=2,ep=2 "
+             "(default: the model's moe.mesh, else one rank); the executable "
+             "then runs under mpirun with dp*cp*tp ranks"),
+    cl::value_desc("axis=size,..."), cl::cat(category));
 cl::opt<std::string> linker(
     "linker",
     cl::desc("C++ compiler driver that links the executable (default: c++)"),
@@ -117,6 +123,12 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context) {
 
   PassManager pm(&context);
   pm.addPass(createCanonicalizerPass());
+  // A mesh given here, or recorded in the model, is partitioned for.
+  if (!mesh.empty())
+    moe::buildPartitionPipeline(pm, mesh);
+  else if ((*module)->hasAttr(moe::MoEDialect::getMeshAttrName()) &&
+           !(*module)->hasAttr(moe::MoEDialect::getPartitionedAttrName()))
+    moe::buildPartitionPipeline(pm, /*mesh=*/"");
   moe::buildLowerToLLVMPipeline(pm);
   if (failed(pm.run(*module)))
     return nullptr;

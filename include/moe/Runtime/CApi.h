@@ -71,10 +71,13 @@ void moert_permute(moert_context *ctx, const float *x, const int32_t *indices,
                    float *permuted, int64_t *offsets, int32_t *rowToSlot,
                    int64_t tokens, int64_t topK, int64_t hidden,
                    int64_t experts);
+/* moe.grouped_swiglu: rows [offsets[g], offsets[g+1]) of segment g belong to
+ * expert g % experts; offsets has segments + 1 entries, ending <= rows. */
 void moert_grouped_swiglu(moert_context *ctx, const float *permuted,
                           const int64_t *offsets, const float *gate,
                           const float *up, const float *down, float *out,
-                          int64_t experts, int64_t hidden, int64_t inter);
+                          int64_t rows, int64_t segments, int64_t experts,
+                          int64_t hidden, int64_t inter);
 void moert_unpermute_combine(moert_context *ctx, const float *expertOut,
                              const int32_t *rowToSlot, const float *weights,
                              float *out, int64_t tokens, int64_t topK,
@@ -98,6 +101,48 @@ void moert_aux_loss(moert_context *ctx, const float *logits,
                     float coefficient);
 void moert_z_loss(moert_context *ctx, const float *logits, float *out,
                   int64_t tokens, int64_t experts, float coefficient);
+
+/* Collectives of partitioned models (include/moe/Runtime/TensorCollectives.h).
+ * `group` names a mesh-axis group of the context (MOERT_GROUP_*), `dtype` the
+ * element type (MOERT_DTYPE_*). A tensor axis is given as (outer, mid, inner):
+ * the product of the dimensions before it, its size, the product after it.
+ * A context without mesh groups (a 1-rank program) has every group of size 1.
+ */
+enum {
+  MOERT_GROUP_DP = 0,
+  MOERT_GROUP_CP = 1,
+  MOERT_GROUP_TP = 2,
+  MOERT_GROUP_EP = 3,
+  MOERT_GROUP_EDP = 4, /* expert data parallel */
+  MOERT_GROUP_DP_CP = 5
+};
+enum { MOERT_DTYPE_F32 = 0, MOERT_DTYPE_I32 = 1, MOERT_DTYPE_I64 = 2 };
+
+/* out[0, count) = sum over the group of in[0, count); in may equal out. */
+void moert_all_reduce_sum(moert_context *ctx, int32_t group, int32_t dtype,
+                          const void *in, void *out, int64_t count);
+/* Gathers `in` (local layout outer x mid x inner) along the axis. */
+void moert_all_gather(moert_context *ctx, int32_t group, int32_t dtype,
+                      const void *in, void *out, int64_t outer, int64_t mid,
+                      int64_t inner);
+/* This rank's piece of `in` (global layout outer x mid x inner). */
+void moert_all_slice(moert_context *ctx, int32_t group, int32_t dtype,
+                     const void *in, void *out, int64_t outer, int64_t mid,
+                     int64_t inner);
+/* Splits `in` along one axis, exchanges, concatenates along another. */
+void moert_all_to_all(moert_context *ctx, int32_t group, int32_t dtype,
+                      const void *in, void *out, int64_t splitOuter,
+                      int64_t splitMid, int64_t splitInner,
+                      int64_t concatOuter, int64_t concatMid,
+                      int64_t concatInner);
+/* moe.dispatch and moe.combine over an EP group: see dispatchTokens and
+ * combineTokens. recvOffsets has experts + 1 entries. */
+void moert_dispatch(moert_context *ctx, int32_t group, const float *rows,
+                    const int64_t *offsets, float *recv, int64_t *recvOffsets,
+                    int64_t experts, int64_t hidden, int64_t recvCapacity);
+void moert_combine(moert_context *ctx, int32_t group, const float *expertOut,
+                   const int64_t *recvOffsets, const int64_t *offsets,
+                   float *out, int64_t experts, int64_t hidden);
 
 #ifdef __cplusplus
 }

@@ -100,6 +100,17 @@ void groupedSwiGLU(const float *permuted, const int64_t *offsets,
                    const float *gate, const float *up, const float *down,
                    float *out);
 
+/// The same over `segments` row segments, segment g = rows [offsets[g],
+/// offsets[g+1]) belonging to expert g % experts (an expert-parallel rank's
+/// received rows, grouped by source rank then local expert). offsets must be
+/// non-decreasing from 0 and end at most at `rows`; later rows of out are not
+/// written.
+void groupedSwiGLUSegments(const float *permuted, int64_t rows,
+                           const int64_t *offsets, int64_t segments,
+                           int64_t experts, int64_t hidden, int64_t inter,
+                           const float *gate, const float *up,
+                           const float *down, float *out);
+
 /// out[t, :] = sum over k ascending of weights[t, k] * expertOut[row(t, k), :],
 /// where row(t, k) is the permuted row holding slot t * topK + k.
 void unpermuteCombine(const float *expertOut, const int32_t *rowToSlot,

@@ -26,9 +26,15 @@ namespace mlir::moe {
 /// pointers): the module is ready for translation to LLVM IR.
 void buildLowerToLLVMPipeline(OpPassManager &pm);
 
-/// Registers the named pipelines (`moe-lower-to-llvm`) with the pass
-/// registry, for moe-opt.
-void registerMoEPipelines();
+/// moe-assign-mesh (with `mesh`; skipped when `mesh` is empty, keeping the
+/// module's moe.mesh), moe-shard, moe-partition: the per-rank program.
+void buildPartitionPipeline(OpPassManager &pm, llvm::StringRef mesh);
+
+/// Registers the named pipelines with the pass registry, for moe-opt:
+/// `moe-lower-to-llvm`, and `moe-pipeline{mesh=...}` (partition, then lower
+/// to LLVM). `defaultMesh`, when given, is the mesh of a `moe-pipeline`
+/// without one (moe-opt's `--mesh`); it is read when the pipeline is built.
+void registerMoEPipelines(const std::string *defaultMesh = nullptr);
 
 } // namespace mlir::moe
 

@@ -36,6 +36,71 @@ def AssignMesh : Pass<"moe-assign-mesh", "::mlir::ModuleOp"> {
   ];
 }
 
+def Shard : Pass<"moe-shard", "::mlir::ModuleOp"> {
+  let summary = "Choose a sharding over the mesh for every value";
+  let description = [{
+    Annotates every tensor value of each model function with upstream
+    `shard.shard` ops on the grids of moe-assign-mesh (`@mesh` = dp x cp x tp
+    for tokens and dense weights, `@expert_mesh` = edp x ep x tp for expert
+    weights): the sharding the value is produced in and, where a user needs
+    another, an `annotate_for_users` resharding. The rules (Megatron-Core and
+    torchtitan layouts):
+
+    * inputs and activations [batch, seq, ...]: batch split over dp, sequence
+      over cp (the token layout); embedding, norms, router gates replicated;
+    * tensor parallelism: a projection whose output is reshaped into
+      attention heads is column parallel (weight rows split over tp, heads
+      split over tp); a projection whose input features are split is row
+      parallel (weight columns split); dense and shared-expert SwiGLU FFNs
+      split their intermediate features (gate/up rows, down columns);
+    * context parallelism (Ulysses): heads reshaped for attention trade the
+      sequence split for a head split (the heads dimension split over tp,
+      then cp), so that RoPE and attention see whole sequences; the
+      attention output returns to the token layout before it is flattened;
+    * expert parallelism: stacked expert weights split their expert
+      dimension over ep on `@expert_mesh`, replicated over edp and tp;
+    * losses and function results are whole (replicated) on every rank.
+
+    Guarantees: every non-scalar value has exactly one produced annotation,
+    and every operand is annotated with the sharding its op computes on; the
+    annotated program computes what the original does. An op without a rule
+    is a diagnostic. Needs `moe.mesh` and the grids (moe-assign-mesh).
+  }];
+  let dependentDialects = ["::mlir::shard::ShardDialect"];
+}
+
+def Partition : Pass<"moe-partition", "::mlir::ModuleOp"> {
+  let summary = "Turn a sharded model into the per-rank SPMD program";
+  let description = [{
+    Rewrites each annotated model function (moe-shard) into the program one
+    rank runs, on local shapes:
+
+    * every value takes its shard's type; the function takes and returns
+      local shards; arguments, results and weights (`moe.param`) carry
+      `moe.split` (per dimension, the mesh axes it is split over) and
+      `moe.global_shape`, from which the executable slices its inputs and
+      checkpoint tensors;
+    * a resharding annotation becomes upstream collectives, one grid axis at
+      a time: `shard.all_gather` (axis leaves a dimension),
+      `shard.all_to_all` (axis moves: Ulysses sequence <-> heads),
+      `shard.all_slice` (axis arrives; no communication);
+    * row-parallel projections and tensor-parallel FFNs `shard.all_reduce`
+      their partial sums over the split axes;
+    * expert-parallel `moe.experts` becomes `moe.permute` ->
+      `moe.dispatch` (token counts, then a variable all-to-all over ep) ->
+      `moe.grouped_swiglu` on the local experts -> `moe.combine` ->
+      `moe.unpermute`; the router stays replicated.
+
+    Guarantees: run on every rank, the local programs compute the values of
+    the global program (up to the order of floating-point sums); all
+    annotations are consumed. A value without an annotation, a split that
+    does not divide its dimension, or a resharding other than the above is a
+    diagnostic.
+  }];
+  let dependentDialects = ["::mlir::shard::ShardDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
 def LowerExperts : Pass<"moe-lower-experts"> {
   let summary = "Expand dropless routed experts into permute, grouped FFN, unpermute";
   let description = [{

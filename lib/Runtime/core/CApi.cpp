@@ -11,8 +11,12 @@
 
 #include "Context.h"
 #include "moe/Runtime/CpuKernels.h"
+#include "moe/Runtime/TensorCollectives.h"
 
+#include <cstring>
 #include <exception>
+#include <stdexcept>
+#include <string>
 #include <new>
 #include <vector>
 
@@ -45,6 +49,39 @@ moe::cpu::RouterConfig routerConfig(int64_t experts, int64_t topK,
   cfg.nGroup = nGroup;
   cfg.topkGroup = topkGroup;
   return cfg;
+}
+
+moe::rt::Communicator &group(moert_context *ctx, int32_t id) {
+  if (moe::rt::MeshGroups *g = ctx->groups) {
+    std::unique_ptr<moe::rt::Communicator> *comm = nullptr;
+    switch (id) {
+    case MOERT_GROUP_DP: comm = &g->dp; break;
+    case MOERT_GROUP_CP: comm = &g->cp; break;
+    case MOERT_GROUP_TP: comm = &g->tp; break;
+    case MOERT_GROUP_EP: comm = &g->ep; break;
+    case MOERT_GROUP_EDP: comm = &g->edp; break;
+    case MOERT_GROUP_DP_CP: comm = &g->dpCp; break;
+    default: break;
+    }
+    if (!comm)
+      throw std::runtime_error("unknown mesh group " + std::to_string(id));
+    return **comm;
+  }
+  if (id < MOERT_GROUP_DP || id > MOERT_GROUP_DP_CP)
+    throw std::runtime_error("unknown mesh group " + std::to_string(id));
+  if (!ctx->self)
+    ctx->self = std::move(moe::rt::makeLocalCommunicators(1).front());
+  return *ctx->self;
+}
+
+moe::rt::CommDType dtypeOf(int32_t dtype) {
+  switch (dtype) {
+  case MOERT_DTYPE_F32: return moe::rt::CommDType::F32;
+  case MOERT_DTYPE_I32: return moe::rt::CommDType::I32;
+  case MOERT_DTYPE_I64: return moe::rt::CommDType::I64;
+  default: break;
+  }
+  throw std::runtime_error("unknown element type " + std::to_string(dtype));
 }
 
 } // namespace
@@ -170,10 +207,11 @@ void moert_permute(moert_context *ctx, const float *x, const int32_t *indices,
 void moert_grouped_swiglu(moert_context *ctx, const float *permuted,
                           const int64_t *offsets, const float *gate,
                           const float *up, const float *down, float *out,
-                          int64_t experts, int64_t hidden, int64_t inter) {
+                          int64_t rows, int64_t segments, int64_t experts,
+                          int64_t hidden, int64_t inter) {
   guarded(ctx, [&] {
-    moe::cpu::groupedSwiGLU(permuted, offsets, experts, hidden, inter, gate,
-                            up, down, out);
+    moe::cpu::groupedSwiGLUSegments(permuted, rows, offsets, segments, experts,
+                                    hidden, inter, gate, up, down, out);
   });
 }
 
@@ -227,6 +265,65 @@ void moert_z_loss(moert_context *ctx, const float *logits, float *out,
                   int64_t tokens, int64_t experts, float coefficient) {
   guarded(ctx, [&] {
     *out = moe::cpu::zLoss(logits, tokens, experts, coefficient);
+  });
+}
+
+void moert_all_reduce_sum(moert_context *ctx, int32_t groupId, int32_t dtype,
+                          const void *in, void *out, int64_t count) {
+  guarded(ctx, [&] {
+    moe::rt::CommDType type = dtypeOf(dtype);
+    if (in != out)
+      std::memcpy(out, in, count * moe::rt::commDTypeSize(type));
+    group(ctx, groupId).allReduceSum(out, count, type);
+  });
+}
+
+void moert_all_gather(moert_context *ctx, int32_t groupId, int32_t dtype,
+                      const void *in, void *out, int64_t outer, int64_t mid,
+                      int64_t inner) {
+  guarded(ctx, [&] {
+    moe::rt::allGatherAxis(group(ctx, groupId), in, out, {outer, mid, inner},
+                           dtypeOf(dtype));
+  });
+}
+
+void moert_all_slice(moert_context *ctx, int32_t groupId, int32_t dtype,
+                     const void *in, void *out, int64_t outer, int64_t mid,
+                     int64_t inner) {
+  guarded(ctx, [&] {
+    moe::rt::allSliceAxis(group(ctx, groupId), in, out, {outer, mid, inner},
+                          dtypeOf(dtype));
+  });
+}
+
+void moert_all_to_all(moert_context *ctx, int32_t groupId, int32_t dtype,
+                      const void *in, void *out, int64_t splitOuter,
+                      int64_t splitMid, int64_t splitInner,
+                      int64_t concatOuter, int64_t concatMid,
+                      int64_t concatInner) {
+  guarded(ctx, [&] {
+    moe::rt::allToAllAxes(group(ctx, groupId), in, out,
+                          {splitOuter, splitMid, splitInner},
+                          {concatOuter, concatMid, concatInner},
+                          dtypeOf(dtype));
+  });
+}
+
+void moert_dispatch(moert_context *ctx, int32_t groupId, const float *rows,
+                    const int64_t *offsets, float *recv, int64_t *recvOffsets,
+                    int64_t experts, int64_t hidden, int64_t recvCapacity) {
+  guarded(ctx, [&] {
+    moe::rt::dispatchTokens(group(ctx, groupId), rows, offsets, experts,
+                            hidden, recv, recvCapacity, recvOffsets);
+  });
+}
+
+void moert_combine(moert_context *ctx, int32_t groupId, const float *expertOut,
+                   const int64_t *recvOffsets, const int64_t *offsets,
+                   float *out, int64_t experts, int64_t hidden) {
+  guarded(ctx, [&] {
+    moe::rt::combineTokens(group(ctx, groupId), expertOut, recvOffsets,
+                           offsets, experts, hidden, out);
   });
 }
 

@@ -152,32 +152,47 @@ void gatherRows(const float *x, const int32_t *rowToSlot, int64_t rows,
   }
 }
 
+void groupedSwiGLUSegments(const float *permuted, int64_t rows,
+                           const int64_t *offsets, int64_t segments,
+                           int64_t experts, int64_t hidden, int64_t inter,
+                           const float *gate, const float *up,
+                           const float *down, float *out) {
+  const char *kernel = "groupedSwiGLU";
+  checkSize(kernel, "experts", experts, /*positive=*/true);
+  checkSize(kernel, "segments", segments);
+  checkSize(kernel, "hidden", hidden);
+  checkSize(kernel, "inter", inter);
+  if (segments > 0 && offsets[0] != 0)
+    fail(kernel, "offsets do not start at 0");
+  int64_t maxRows = 0;
+  for (int64_t g = 0; g < segments; ++g) {
+    if (offsets[g + 1] < offsets[g])
+      fail(kernel, "offsets decrease at segment " + std::to_string(g));
+    maxRows = std::max(maxRows, offsets[g + 1] - offsets[g]);
+  }
+  if (offsets[segments] > rows)
+    fail(kernel, "offsets end at row " + std::to_string(offsets[segments]) +
+                     " past the " + std::to_string(rows) + " rows");
+  std::vector<float> scratch(2 * maxRows * inter);
+  int64_t weightSize = inter * hidden;
+  for (int64_t g = 0; g < segments; ++g) {
+    int64_t segmentRows = offsets[g + 1] - offsets[g];
+    if (segmentRows == 0)
+      continue;
+    int64_t e = g % experts;
+    swigluRows(kernel, permuted + offsets[g] * hidden, segmentRows, hidden,
+               gate + e * weightSize, up + e * weightSize,
+               down + e * weightSize, inter, scratch.data(),
+               out + offsets[g] * hidden);
+  }
+}
+
 void groupedSwiGLU(const float *permuted, const int64_t *offsets,
                    int64_t experts, int64_t hidden, int64_t inter,
                    const float *gate, const float *up, const float *down,
                    float *out) {
-  const char *kernel = "groupedSwiGLU";
-  checkSize(kernel, "experts", experts);
-  checkSize(kernel, "hidden", hidden);
-  checkSize(kernel, "inter", inter);
-  int64_t maxRows = 0;
-  for (int64_t e = 0; e < experts; ++e) {
-    if (offsets[e + 1] < offsets[e] || offsets[e] < 0)
-      fail(kernel, "offsets are not non-decreasing from 0 at expert " +
-                       std::to_string(e));
-    maxRows = std::max(maxRows, offsets[e + 1] - offsets[e]);
-  }
-  std::vector<float> scratch(2 * maxRows * inter);
-  int64_t weightSize = inter * hidden;
-  for (int64_t e = 0; e < experts; ++e) {
-    int64_t rows = offsets[e + 1] - offsets[e];
-    if (rows == 0)
-      continue;
-    swigluRows(kernel, permuted + offsets[e] * hidden, rows, hidden,
-               gate + e * weightSize, up + e * weightSize,
-               down + e * weightSize, inter, scratch.data(),
-               out + offsets[e] * hidden);
-  }
+  groupedSwiGLUSegments(permuted, offsets[experts], offsets, experts, experts,
+                        hidden, inter, gate, up, down, out);
 }
 
 void unpermuteCombine(const float *expertOut, const int32_t *rowToSlot,

@@ -14,10 +14,13 @@
 #include "driver/Sampling.h"
 #include "driver/Tokens.h"
 #include "driver/Weights.h"
+#include "core/Context.h"
+#include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/Safetensors.h"
 
 #include <algorithm>
 #include <cinttypes>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -48,6 +51,11 @@ const FlagSpec kInitRandom{
     "SEED gives the same weights on every machine."};
 const FlagSpec kInitStd{"init-std", "STD",
                         "Standard deviation of --init-random (default 0.02)."};
+const FlagSpec kComm{
+    "comm", "mpi|local",
+    "How the ranks of a model compiled for a mesh of several ranks run: "
+    "'mpi', one process per rank under mpirun or srun (the default there), "
+    "or 'local', every rank a thread of this process."};
 
 const CommandSpec kForward{
     "forward",
@@ -68,7 +76,9 @@ const CommandSpec kForward{
       "Write \"logits\" [batch, seq, vocab] and \"loss\" [] as F32 "
       "safetensors."},
      {"save-weights", "PATH",
-      "Write the weights used (e.g. those of --init-random) as safetensors."}}};
+      "Write the weights used (e.g. those of --init-random) as safetensors "
+      "(1-rank models)."},
+     kComm}};
 
 const CommandSpec kGenerate{
     "generate",
@@ -88,7 +98,8 @@ const CommandSpec kGenerate{
       "Softmax temperature (default 1.0); 0 is greedy (argmax)."},
      {"top-k", "K",
       "Sample only among the K most likely tokens (default 0: all)."},
-     {"seed", "S", "Seed of the sampler (default 0)."}}};
+     {"seed", "S", "Seed of the sampler (default 0)."},
+     kComm}};
 
 const CommandSpec kInit{
     "init",
@@ -158,13 +169,14 @@ WeightSource parseWeightSource(const ParsedFlags &flags, bool allowPath) {
 }
 
 AlignedBuffer obtainWeights(const Manifest &manifest,
-                            const WeightSource &source) {
+                            const WeightSource &source,
+                            const RankPlace *place = nullptr) {
   if (!source.path) {
     AlignedBuffer blob(manifest.weightsBytes);
-    initRandomWeights(manifest, blob, source.seed, source.std);
+    initRandomWeights(manifest, blob, source.seed, source.std, place);
     return blob;
   }
-  LoadedWeights loaded = loadWeights(manifest, *source.path);
+  LoadedWeights loaded = loadWeights(manifest, *source.path, place);
   if (!loaded.unusedTensors.empty())
     std::fprintf(stderr,
                  "note: %s: %zu tensor(s) not used by the model, e.g. '%s'\n",
@@ -173,11 +185,65 @@ AlignedBuffer obtainWeights(const Manifest &manifest,
   return std::move(loaded.blob);
 }
 
+/// A failure another rank reports: this rank exits with status 1 quietly.
+struct SilentFailure : std::exception {};
+
+/// One rank of the model's mesh: its groups and place (none in a 1-rank
+/// model) and whether it speaks for the job (rank 0).
+struct RankEnv {
+  rt::Communicator *world = nullptr;
+  rt::MeshGroups *groups = nullptr;
+  std::optional<RankPlace> place;
+  bool root = true;
+  /// Set once every rank has finished setting up: a failure after it may be
+  /// this rank's alone.
+  bool agreed = false;
+
+  const RankPlace *placePtr() const { return place ? &*place : nullptr; }
+
+  /// Runs `setup` on every rank and agrees on the outcome, so that a rank
+  /// never waits in a collective for one that failed: if any rank failed,
+  /// the lowest failing rank throws its error and the others SilentFailure.
+  template <typename Setup> void agreeOnSetup(Setup &&setup) {
+    std::exception_ptr error;
+    try {
+      setup();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    if (world) {
+      int32_t failed = error ? 1 : 0;
+      std::vector<int32_t> all(world->size());
+      world->allGather(&failed, all.data(), 1, rt::CommDType::I32);
+      auto first = std::find(all.begin(), all.end(), 1);
+      if (first != all.end() && first - all.begin() != world->rank())
+        throw SilentFailure();
+    }
+    if (error)
+      std::rethrow_exception(error);
+    agreed = true;
+  }
+};
+
+/// The block of a whole [batch, seq] input this rank takes.
+std::vector<int32_t> localInput(const TensorSpec &spec,
+                                const std::vector<int32_t> &whole,
+                                const RankEnv &env) {
+  if (!env.place)
+    return whole;
+  Block block = shardBlock(spec.globalShape, spec.split, env.placePtr());
+  std::vector<int32_t> local(block.size[0] * block.size[1]);
+  copyBlock(whole.data(), spec.globalShape, block, sizeof(int32_t),
+            local.data());
+  return local;
+}
+
 /// The runtime context, the arena and the outputs of one entry point.
 class ModelRunner {
 public:
-  ModelRunner(const Manifest &manifest, ForwardEntry forward)
-      : manifest_(manifest), forward_(forward),
+  ModelRunner(const Manifest &manifest, ForwardEntry forward,
+              const RankEnv &env)
+      : manifest_(manifest), forward_(forward), env_(env),
         context_(moert_context_create(), &moert_context_destroy),
         arena_(manifest.arenaBytes),
         logits_(static_cast<uint64_t>(manifest.batch * manifest.seq *
@@ -185,14 +251,19 @@ public:
                 sizeof(float)) {
     if (!context_)
       throw std::runtime_error("cannot create the runtime context");
+    rt::setMeshGroups(context_.get(), env.groups);
   }
 
-  /// Runs the entry; throws with the context's error if a runtime call
-  /// failed.
+  /// Runs the entry on this rank's block of the whole tokens and labels;
+  /// throws with the context's error if a runtime call failed.
   void run(AlignedBuffer &weights, const std::vector<int32_t> &tokens,
            const std::vector<int32_t> &labels) {
-    forward_(context_.get(), weights.data(), arena_.data(), tokens.data(),
-             labels.data(), logits_.f32(), &loss_);
+    std::vector<int32_t> localTokens =
+        localInput(manifest_.inputs[0], tokens, env_);
+    std::vector<int32_t> localLabels =
+        localInput(manifest_.inputs[1], labels, env_);
+    forward_(context_.get(), weights.data(), arena_.data(),
+             localTokens.data(), localLabels.data(), logits_.f32(), &loss_);
     if (const char *error = moert_context_error(context_.get()))
       throw std::runtime_error(error);
   }
@@ -206,6 +277,7 @@ public:
 private:
   const Manifest &manifest_;
   ForwardEntry forward_;
+  const RankEnv &env_;
   std::unique_ptr<moert_context, void (*)(moert_context *)> context_;
   AlignedBuffer arena_;
   AlignedBuffer logits_;
@@ -237,11 +309,13 @@ void printLogitsSummary(const Manifest &m, const ModelRunner &runner) {
 }
 
 int runForward(const Manifest &m, ForwardEntry forward,
-               const ParsedFlags &flags) {
+               const ParsedFlags &flags, RankEnv &env) {
   WeightSource source = parseWeightSource(flags, /*allowPath=*/true);
   if (!flags.has("tokens"))
     throw UsageError("give --tokens IDS (" + std::to_string(m.batch * m.seq) +
                      " ids)");
+  if (flags.has("save-weights") && env.place)
+    throw UsageError("--save-weights needs a model compiled for one rank");
   std::vector<int64_t> tokenIds = parseIds("tokens", flags.get("tokens"));
   std::optional<std::vector<int64_t>> labelIds;
   if (flags.has("labels"))
@@ -258,9 +332,12 @@ int runForward(const Manifest &m, ForwardEntry forward,
     labels = defaultLabels(tokens, m.batch, m.seq, m.ignoreIndex);
   }
 
-  AlignedBuffer weights = obtainWeights(m, source);
-  ModelRunner runner(m, forward);
-  runner.run(weights, tokens, labels);
+  std::optional<AlignedBuffer> weights;
+  env.agreeOnSetup([&] { weights = obtainWeights(m, source, env.placePtr()); });
+  ModelRunner runner(m, forward, env);
+  runner.run(*weights, tokens, labels);
+  if (!env.root)
+    return 0;
 
   std::printf("loss %.9g\n", runner.loss());
   printLogitsSummary(m, runner);
@@ -273,7 +350,7 @@ int runForward(const Manifest &m, ForwardEntry forward,
         {{"format", "pt"}});
   }
   if (flags.has("save-weights"))
-    saveWeights(m, weights, flags.get("save-weights"));
+    saveWeights(m, *weights, flags.get("save-weights"));
   return 0;
 }
 
@@ -352,22 +429,27 @@ int32_t nextToken(const Manifest &m, ModelRunner &runner,
 }
 
 int runGenerate(const Manifest &m, ForwardEntry forward,
-                const ParsedFlags &flags) {
+                const ParsedFlags &flags, RankEnv &env) {
   GenerateOptions options = parseGenerateOptions(flags);
   std::vector<int32_t> context = encodePrompt(m, options.prompt);
-  AlignedBuffer weights = obtainWeights(m, options.source);
-  ModelRunner runner(m, forward);
+  std::optional<AlignedBuffer> weights;
+  env.agreeOnSetup(
+      [&] { weights = obtainWeights(m, options.source, env.placePtr()); });
+  ModelRunner runner(m, forward, env);
 
+  // Every rank samples the same tokens (the logits are whole and identical
+  // on every rank, the sampler seeded alike); rank 0 prints them.
   TokenPrinter printer(m);
   if (context.empty()) {
     std::string shown =
         m.hasVocabChars() ? " (" + quoteChar(m.vocabChars[0]) + ")" : "";
-    std::fprintf(stderr,
-                 "note: empty --prompt: generating after token 0%s, which "
-                 "is not printed\n",
-                 shown.c_str());
+    if (env.root)
+      std::fprintf(stderr,
+                   "note: empty --prompt: generating after token 0%s, which "
+                   "is not printed\n",
+                   shown.c_str());
     context.push_back(0);
-  } else {
+  } else if (env.root) {
     for (int32_t id : context)
       printer.print(id);
   }
@@ -376,17 +458,117 @@ int runGenerate(const Manifest &m, ForwardEntry forward,
   try {
     for (int64_t i = 0; i < options.maxNewTokens; ++i) {
       context.push_back(
-          nextToken(m, runner, weights, context, options.sampling, rng));
-      printer.print(context.back());
+          nextToken(m, runner, *weights, context, options.sampling, rng));
+      if (env.root)
+        printer.print(context.back());
     }
   } catch (...) {
     // End the streamed line so that the error line starts on its own.
-    std::printf("\n");
-    std::fflush(stdout);
+    if (env.root) {
+      std::printf("\n");
+      std::fflush(stdout);
+    }
     throw;
   }
-  std::printf("\n");
+  if (env.root)
+    std::printf("\n");
   return 0;
+}
+
+//===----------------------------------------------------------------------===//
+// Ranks
+//===----------------------------------------------------------------------===//
+
+bool underMpiLauncher() {
+  for (const char *var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
+                          "SLURM_PROCID", "MPI_LOCALNRANKS"})
+    if (std::getenv(var))
+      return true;
+  return false;
+}
+
+/// Runs `command` on every rank of the model's mesh: directly for a 1-rank
+/// model, else as threads (--comm local) or MPI processes (--comm mpi).
+template <typename Command>
+int runOnMesh(const Manifest &m, const ParsedFlags &flags, Command &&command) {
+  int64_t ranks = m.mesh.worldSize();
+  std::string comm = flags.has("comm")        ? flags.get("comm")
+                     : underMpiLauncher()     ? std::string("mpi")
+                     : ranks == 1             ? std::string("none")
+                                              : std::string();
+  if (comm != "local" && comm != "mpi" && comm != "none")
+    throw UsageError(comm.empty()
+                         ? "the model is compiled for mesh " + m.mesh.str() +
+                               " (" + std::to_string(ranks) +
+                               " ranks): run it under 'mpirun -np " +
+                               std::to_string(ranks) +
+                               "' or pass --comm local"
+                         : "--comm is '" + comm + "', expected mpi or local");
+  if (comm == "none") {
+    RankEnv env;
+    return command(env);
+  }
+  auto runRank = [&](rt::Communicator &world, RankEnv &env) {
+    rt::MeshGroups groups = rt::makeMeshGroups(world, m.mesh);
+    env.world = &world;
+    env.groups = &groups;
+    env.place = RankPlace{m.mesh, groups.coords};
+    env.root = world.rank() == 0;
+    return command(env);
+  };
+  if (comm == "local") {
+    int status = 0;
+    rt::runLocal(static_cast<int>(ranks), [&](rt::Communicator &world) {
+      try {
+        RankEnv env;
+        int s = runRank(world, env);
+        if (world.rank() == 0)
+          status = s;
+      } catch (const SilentFailure &) {
+      }
+    });
+    return status;
+  }
+#ifdef MOE_HAVE_MPI
+  rt::MpiSession session;
+  std::unique_ptr<rt::Communicator> world = rt::mpiWorld();
+  if (world->size() != ranks) {
+    // Every rank sees the mismatch itself: no communication, no hang.
+    if (world->rank() != 0)
+      return 1;
+    throw std::runtime_error(
+        "the model is compiled for mesh " + m.mesh.str() + " (" +
+        std::to_string(ranks) + " ranks) but runs on " +
+        std::to_string(world->size()) + " MPI ranks (mpirun -np " +
+        std::to_string(ranks) + ")");
+  }
+  RankEnv env;
+  try {
+    return runRank(*world, env);
+  } catch (const SilentFailure &) {
+    return 1;
+  } catch (const UsageError &) {
+    // Before setup every rank fails alike: rank 0 speaks for all.
+    if (world->rank() != 0)
+      return 2;
+    throw;
+  } catch (const std::exception &e) {
+    if (!env.agreed) {
+      if (world->rank() != 0)
+        return 1;
+      throw;
+    }
+    // A failure of this rank alone while the others may wait for it in a
+    // collective: report it and end the job.
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: rank %d: %s\n", world->rank(), e.what());
+    std::fflush(stderr);
+    rt::mpiAbort(1);
+  }
+#else
+  throw std::runtime_error("this executable was built without MPI; run the "
+                           "ranks as threads with --comm local");
+#endif
 }
 
 //===----------------------------------------------------------------------===//
@@ -490,9 +672,13 @@ int dispatch(const std::string &program, const std::vector<std::string> &args,
     ParsedFlags flags = parseFlags(*command, rest);
     Manifest manifest = loadManifest(manifestText);
     if (command == &kForward)
-      return runForward(manifest, forward, flags);
+      return runOnMesh(manifest, flags, [&](RankEnv &env) {
+        return runForward(manifest, forward, flags, env);
+      });
     if (command == &kGenerate)
-      return runGenerate(manifest, forward, flags);
+      return runOnMesh(manifest, flags, [&](RankEnv &env) {
+        return runGenerate(manifest, forward, flags, env);
+      });
     if (command == &kInit)
       return runInit(manifest, flags);
     return runInfo(manifest);

@@ -104,6 +104,60 @@ int64_t checkedElements(const std::vector<int64_t> &shape,
   return n;
 }
 
+// Optional "global_shape" and "split" beside "shape"; checked against the
+// mesh by checkSplits once the mesh is known.
+void parseShardFields(const Json &entry, const std::string &path,
+                      const std::vector<int64_t> &shape,
+                      std::vector<int64_t> &globalShape, Split &split) {
+  globalShape = shape;
+  split.assign(shape.size(), {});
+  if (auto it = entry.find("global_shape"); it != entry.end()) {
+    Json wrapper = {{"shape", *it}};
+    globalShape = getShape(wrapper, path + ".global");
+    if (globalShape.size() != shape.size())
+      fail(path + ".global_shape", "is " + shapeText(globalShape) +
+                                       ", expected rank " +
+                                       std::to_string(shape.size()));
+  }
+  if (auto it = entry.find("split"); it != entry.end()) {
+    if (!it->is_array() || it->size() != shape.size())
+      fail(path + ".split", "is " + shown(*it) + ", expected " +
+                                std::to_string(shape.size()) +
+                                " lists of mesh axes");
+    for (size_t d = 0; d < it->size(); ++d) {
+      const Json &axes = (*it)[d];
+      if (!axes.is_array())
+        fail(path + ".split", "is " + shown(*it) +
+                                  ", expected lists of mesh axis names");
+      for (const Json &axis : axes) {
+        if (!axis.is_string())
+          fail(path + ".split", "is " + shown(*it) +
+                                    ", expected lists of mesh axis names");
+        split[d].push_back(axis.get<std::string>());
+      }
+    }
+  }
+}
+
+// Every split names known axes and divides its dimension into the local one.
+void checkSplit(const std::string &path, const std::vector<int64_t> &shape,
+                const std::vector<int64_t> &globalShape, const Split &split,
+                const MeshShape &mesh) {
+  for (size_t d = 0; d < split.size(); ++d) {
+    int64_t parts = 0;
+    try {
+      parts = splitParts(split[d], mesh);
+    } catch (const std::exception &e) {
+      fail(path + ".split", e.what());
+    }
+    if (globalShape[d] != shape[d] * parts)
+      fail(path + ".global_shape",
+           "is " + shapeText(globalShape) + ", but the block " +
+               shapeText(shape) + " split as recorded over mesh " +
+               mesh.str() + " does not tile it");
+  }
+}
+
 ParamInfo parseParam(const Json &entry, const std::string &path) {
   if (!entry.is_object())
     fail(path, "is " + shown(entry) +
@@ -129,6 +183,7 @@ ParamInfo parseParam(const Json &entry, const std::string &path) {
   if (param.stacked && param.shape.empty())
     fail(path + ".shape", "is [] but the parameter is stacked (\"{e}\" in "
                           "its name), expected [experts, ...]");
+  parseShardFields(entry, path, param.shape, param.globalShape, param.split);
   return param;
 }
 
@@ -186,6 +241,7 @@ std::vector<TensorSpec> parseSpecs(const Json &root, const char *key) {
     spec.shape = getShape(array[i], path);
     checkedElements(spec.shape, path + ".shape");
     spec.dtype = getString(array[i], path, "dtype");
+    parseShardFields(array[i], path, spec.shape, spec.globalShape, spec.split);
     specs.push_back(std::move(spec));
   }
   return specs;
@@ -221,16 +277,20 @@ void checkForwardSignature(Manifest &m) {
     fail("outputs", "has " + std::to_string(m.outputs.size()) +
                         " entries, expected 2 (logits, loss)");
 
-  const std::vector<int64_t> &tokens = m.inputs[0].shape;
+  const std::vector<int64_t> &tokens = m.inputs[0].globalShape;
   if (tokens.size() != 2 || tokens[0] < 1 || tokens[1] < 1)
     fail("inputs[0].shape",
          "is " + shapeText(tokens) + ", expected [batch, seq] with both >= 1");
   m.batch = tokens[0];
   m.seq = tokens[1];
-  if (m.inputs[1].shape != tokens)
-    fail("inputs[1].shape", "is " + shapeText(m.inputs[1].shape) +
+  if (m.inputs[1].globalShape != tokens || m.inputs[1].split != m.inputs[0].split)
+    fail("inputs[1].shape", "is " + shapeText(m.inputs[1].globalShape) +
                                 ", expected " + shapeText(tokens) +
                                 " (the shape of tokens)");
+  for (const TensorSpec &output : m.outputs)
+    if (output.shape != output.globalShape)
+      fail("outputs", "'" + output.name + "' is split over the mesh, but the "
+                      "driver expects whole outputs on every rank");
   const std::vector<int64_t> &logits = m.outputs[0].shape;
   if (logits.size() != 3 || logits[0] != m.batch || logits[1] != m.seq ||
       logits[2] < 1)
@@ -367,6 +427,15 @@ Manifest parseManifest(const std::string &text) {
   m.outputs = parseSpecs(root, "outputs");
   checkForwardSignature(m);
   parseOptionalFields(root, m);
+  for (size_t i = 0; i < m.params.size(); ++i)
+    checkSplit("params[" + std::to_string(i) + "]", m.params[i].shape,
+               m.params[i].globalShape, m.params[i].split, m.mesh);
+  for (auto [key, specs] : {std::pair{"inputs", &m.inputs},
+                            std::pair{"outputs", &m.outputs}})
+    for (size_t i = 0; i < specs->size(); ++i)
+      checkSplit(std::string(key) + "[" + std::to_string(i) + "]",
+                 (*specs)[i].shape, (*specs)[i].globalShape,
+                 (*specs)[i].split, m.mesh);
   return m;
 }
 

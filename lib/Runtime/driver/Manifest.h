@@ -12,6 +12,7 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_MANIFEST_H
 #define MOE_LIB_RUNTIME_DRIVER_MANIFEST_H
 
+#include "driver/Shard.h"
 #include "moe/Support/MeshShape.h"
 
 #include <cstdint>
@@ -30,6 +31,11 @@ struct ParamInfo {
   std::string dtype; ///< Always "F32" once validated.
   uint64_t offset = 0;
   bool stacked = false;
+  /// The whole tensor's shape and how it is split over the mesh (a
+  /// partitioned model); `shape` is this rank's block. Without "split" in
+  /// the manifest, globalShape == shape and nothing is split.
+  std::vector<int64_t> globalShape;
+  Split split;
 
   int64_t numElements() const;
   uint64_t bytes() const { return static_cast<uint64_t>(numElements()) * 4; }
@@ -44,8 +50,10 @@ struct ParamInfo {
 /// An input or output of the entry point.
 struct TensorSpec {
   std::string name;
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape; ///< this rank's block
   std::string dtype;
+  std::vector<int64_t> globalShape;
+  Split split;
 };
 
 struct Manifest {
@@ -65,7 +73,8 @@ struct Manifest {
   moe::MeshShape mesh;
 
   // The forward signature, checked by parseManifest: tokens and labels
-  // [batch, seq] I32, logits [batch, seq, vocab] F32, loss [] F32.
+  // [batch, seq] I32, logits [batch, seq, vocab] F32, loss [] F32, in whole
+  // (global) shapes; the outputs are whole on every rank.
   int64_t batch = 0;
   int64_t seq = 0;
   int64_t vocab = 0;

@@ -47,21 +47,57 @@ void checkBlob(const Manifest &manifest, const AlignedBuffer &blob) {
 
 } // namespace
 
-LoadedWeights loadWeights(const Manifest &manifest, const std::string &path) {
+namespace {
+
+/// Calls fill(hfName, wholeSliceShape, whole) for every HF tensor of
+/// `param` this rank holds, then copies this rank's block of it into the
+/// parameter's place in `blob`. `fill` writes the whole tensor to `whole`.
+template <typename Fill>
+void forEachLocalSlice(const ParamInfo &param, const RankPlace *place,
+                       AlignedBuffer &blob, Fill &&fill) {
+  Block block = shardBlock(param.globalShape, param.split, place);
+  int64_t firstSlice = param.stacked ? block.start[0] : 0;
+  std::vector<int64_t> wholeShape(param.globalShape.begin() +
+                                      (param.stacked ? 1 : 0),
+                                  param.globalShape.end());
+  Block sliceBlock{std::vector<int64_t>(block.start.begin() +
+                                            (param.stacked ? 1 : 0),
+                                        block.start.end()),
+                   param.sliceShape()};
+  int64_t wholeElements = 1;
+  for (int64_t d : wholeShape)
+    wholeElements *= d;
+  bool whole = wholeShape == param.sliceShape();
+  std::vector<float> scratch(whole ? 0 : wholeElements);
+  for (int64_t e = 0; e < param.numSlices(); ++e) {
+    float *dst = blob.f32(param.offset + e * sliceBytes(param));
+    std::string name = param.sliceName(firstSlice + e);
+    if (whole) {
+      fill(name, wholeShape, dst);
+      continue;
+    }
+    fill(name, wholeShape, scratch.data());
+    copyBlock(scratch.data(), wholeShape, sliceBlock, sizeof(float), dst);
+  }
+}
+
+} // namespace
+
+LoadedWeights loadWeights(const Manifest &manifest, const std::string &path,
+                          const RankPlace *place) {
   io::SafetensorsReader reader = io::SafetensorsReader::open(path);
   LoadedWeights result{AlignedBuffer(manifest.weightsBytes), {}};
   std::set<std::string> used;
-  for (const ParamInfo &param : manifest.params) {
-    std::vector<int64_t> shape = param.sliceShape();
-    for (int64_t e = 0; e < param.numSlices(); ++e) {
-      std::string name = param.sliceName(e);
-      reader.readF32(name, shape,
-                     result.blob.f32(param.offset + e * sliceBytes(param)));
-      used.insert(name);
-    }
-  }
+  for (const ParamInfo &param : manifest.params)
+    forEachLocalSlice(param, place, result.blob,
+                      [&](const std::string &name,
+                          const std::vector<int64_t> &shape, float *dst) {
+                        reader.readF32(name, shape, dst);
+                        used.insert(name);
+                      });
+  // A rank reads only its experts: the others' are not "unused".
   for (const std::string &name : reader.names())
-    if (!used.count(name))
+    if (!used.count(name) && !place)
       result.unusedTensors.push_back(name);
   return result;
 }
@@ -99,16 +135,19 @@ void initRandomTensor(const std::string &name, int64_t rank,
 }
 
 void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
-                       uint64_t seed, double std) {
+                       uint64_t seed, double std, const RankPlace *place) {
   checkBlob(manifest, blob);
-  for (const ParamInfo &param : manifest.params) {
-    int64_t rank = static_cast<int64_t>(param.sliceShape().size());
-    int64_t elements =
-        param.numSlices() == 0 ? 0 : param.numElements() / param.numSlices();
-    for (int64_t e = 0; e < param.numSlices(); ++e)
-      initRandomTensor(param.sliceName(e), rank, elements, seed, std,
-                       blob.f32(param.offset + e * sliceBytes(param)));
-  }
+  for (const ParamInfo &param : manifest.params)
+    forEachLocalSlice(param, place, blob,
+                      [&](const std::string &name,
+                          const std::vector<int64_t> &shape, float *dst) {
+                        int64_t elements = 1;
+                        for (int64_t d : shape)
+                          elements *= d;
+                        initRandomTensor(name,
+                                         static_cast<int64_t>(shape.size()),
+                                         elements, seed, std, dst);
+                      });
 }
 
 } // namespace moe::driver

@@ -31,7 +31,12 @@ struct LoadedWeights {
 /// F16 converted, with exactly the parameter's (slice) shape. A missing
 /// tensor, another shape, another dtype or a truncated file throws
 /// moe::io::SafetensorsError, whose one-line message names file and tensor.
-LoadedWeights loadWeights(const Manifest &manifest, const std::string &path);
+///
+/// With `place` (a partitioned model's rank), each parameter gets this rank's
+/// block: a stacked parameter reads only the experts of its block, any other
+/// the whole tensor, of which it keeps the block.
+LoadedWeights loadWeights(const Manifest &manifest, const std::string &path,
+                          const RankPlace *place = nullptr);
 
 /// Writes every parameter as F32 under its HF names (one tensor per expert
 /// for stacked parameters), atomically, with metadata {"format": "pt"} so
@@ -48,8 +53,11 @@ void saveWeights(const Manifest &manifest, const AlignedBuffer &blob,
 /// seeded from `seed` and the tensor's name alone (see initRandomTensor): the
 /// values do not depend on the order or offsets of the parameters, so slice
 /// e of a stacked parameter is exactly the tensor drawn for its HF name.
+/// With `place`, each rank's blocks are those of the whole tensors drawn the
+/// same way, so every mesh starts from the same model.
 void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
-                       uint64_t seed, double std = 0.02);
+                       uint64_t seed, double std = 0.02,
+                       const RankPlace *place = nullptr);
 
 /// One HF tensor of `numElements` values, by the rules above. The normal
 /// draws: a splitmix64 stream starting at splitmix64(seed) ^ fnv1a64(name);

@@ -117,9 +117,72 @@ LogicalResult mlir::moe::verifyModelFitsMesh(Operation *module, MeshAttr mesh) {
   return success(ok);
 }
 
+/// `moe.split` and `moe.global_shape` (moe-partition's record of how a
+/// value is sharded), on `op` or on one of its arguments or results.
+static LogicalResult verifyShardRecord(Operation *op, NamedAttribute attr) {
+  StringRef name = attr.getName().getValue();
+  if (name == MoEDialect::getGlobalShapeAttrName()) {
+    auto shape = dyn_cast<DenseI64ArrayAttr>(attr.getValue());
+    if (!shape || llvm::any_of(shape.asArrayRef(),
+                               [](int64_t d) { return d < 0; }))
+      return op->emitError() << "'" << name
+                             << "' must be an array of non-negative sizes";
+    return success();
+  }
+  auto dims = dyn_cast<ArrayAttr>(attr.getValue());
+  auto isAxisList = [](Attribute dim) {
+    auto axes = dyn_cast<ArrayAttr>(dim);
+    return axes && llvm::all_of(axes, [](Attribute axis) {
+             auto s = dyn_cast<StringAttr>(axis);
+             return s && llvm::is_contained({"dp", "cp", "tp", "ep", "edp"},
+                                            s.getValue());
+           });
+  };
+  if (!dims || !llvm::all_of(dims, isAxisList))
+    return op->emitError() << "'" << name
+                           << "' must list, per dimension, mesh axis names "
+                              "(dp, cp, tp, ep, edp)";
+  return success();
+}
+
+static bool isShardRecord(StringRef name) {
+  return name == MoEDialect::getSplitAttrName() ||
+         name == MoEDialect::getGlobalShapeAttrName();
+}
+
+LogicalResult MoEDialect::verifyRegionArgAttribute(Operation *op, unsigned,
+                                                   unsigned,
+                                                   NamedAttribute attr) {
+  if (!isShardRecord(attr.getName().getValue()))
+    return op->emitError() << "unknown moe dialect argument attribute '"
+                           << attr.getName().getValue() << "'";
+  return verifyShardRecord(op, attr);
+}
+
+LogicalResult MoEDialect::verifyRegionResultAttribute(Operation *op, unsigned,
+                                                      unsigned,
+                                                      NamedAttribute attr) {
+  if (attr.getName().getValue() != getSplitAttrName())
+    return op->emitError() << "unknown moe dialect result attribute '"
+                           << attr.getName().getValue() << "'";
+  return verifyShardRecord(op, attr);
+}
+
 LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                                                    NamedAttribute attr) {
   StringRef name = attr.getName().getValue();
+  if (isShardRecord(name)) {
+    if (!isa<ParamOp>(op))
+      return op->emitError() << "'" << name << "' must be on a moe.param";
+    return verifyShardRecord(op, attr);
+  }
+  if (name == getPartitionedAttrName()) {
+    if (!isa<ModuleOp>(op) || !isa<UnitAttr>(attr.getValue()))
+      return op->emitError() << "'" << name
+                             << "' must be a unit attribute on a "
+                                "builtin.module";
+    return success();
+  }
   if (name == getVocabCharsAttrName()) {
     auto chars = dyn_cast<StringAttr>(attr.getValue());
     if (!isa<ModuleOp>(op) || !chars)
@@ -147,5 +210,8 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
     return op->emitError() << "'" << getMeshAttrName()
                            << "' must be a #moe.mesh attribute, but got "
                            << attr.getValue();
+  // A partitioned module's shapes are per-rank shards.
+  if (op->hasAttr(getPartitionedAttrName()))
+    return success();
   return verifyModelFitsMesh(op, mesh);
 }

@@ -2,6 +2,7 @@
 
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/PatternMatch.h"
@@ -463,10 +464,13 @@ LogicalResult GroupedSwiGLUOp::verify() {
   int64_t experts = shapeOf(getGateWeight())[0];
   if (failed(verifyStackedExpertWeights(
           *this, getGateWeight(), getUpWeight(), getDownWeight(),
-          shapeOf(getPermuted())[1])) ||
-      failed(expectShape(*this, "offsets", getOffsets(), {experts + 1},
-                         "[experts + 1]")))
+          shapeOf(getPermuted())[1])))
     return failure();
+  int64_t offsets = shapeOf(getOffsets())[0];
+  if (experts < 1 || offsets < experts + 1 || (offsets - 1) % experts != 0)
+    return emitOpError() << "expects offsets of shape [segments * experts + "
+                            "1] with segments >= 1 and "
+                         << experts << " experts, but got [" << offsets << "]";
   return expectSameType(*this, getResult(), getPermuted(), "permuted");
 }
 
@@ -562,3 +566,85 @@ OpFoldResult ZLossOp::fold(FoldAdaptor) {
 
 #define GET_OP_CLASSES
 #include "moe/Dialect/MoE/IR/MoEOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Expert-parallel dispatch and combine
+//===----------------------------------------------------------------------===//
+
+/// Checks that `grid` names a shard.grid and `axes` are distinct axes of it
+/// whose sizes multiply into a group size dividing `experts`.
+static LogicalResult verifyExpertGroup(Operation *op,
+                                       SymbolTableCollection &symbols,
+                                       FlatSymbolRefAttr grid,
+                                       ArrayRef<int16_t> axes,
+                                       int64_t experts) {
+  auto gridOp = symbols.lookupNearestSymbolFrom<shard::GridOp>(op, grid);
+  if (!gridOp)
+    return op->emitOpError() << "expects " << grid
+                             << " to name a shard.grid";
+  ArrayRef<int64_t> shape = gridOp.getShape();
+  int64_t size = 1;
+  llvm::SmallDenseSet<int16_t> seen;
+  for (int16_t axis : axes) {
+    if (axis < 0 || axis >= static_cast<int64_t>(shape.size()))
+      return op->emitOpError() << "grid axis " << axis << " is out of range "
+                               << "for " << grid << " of rank "
+                               << shape.size();
+    if (!seen.insert(axis).second)
+      return op->emitOpError() << "repeats grid axis " << axis;
+    size *= shape[axis];
+  }
+  if (experts % size != 0)
+    return op->emitOpError() << experts << " experts do not split over the "
+                             << size << " ranks of grid_axes";
+  return success();
+}
+
+/// Both ops move [rows, H] f32 tensors whose experts are given by
+/// [experts + 1] offsets.
+static LogicalResult verifyExpertRows(Operation *op, StringRef what, Value rows,
+                                      Value other, StringRef otherName) {
+  if (failed(expectRank(op, what, rows, 2, "[rows, hidden]")) ||
+      failed(expectRank(op, otherName, other, 2, "[rows, hidden]")))
+    return failure();
+  if (shapeOf(rows)[1] != shapeOf(other)[1] ||
+      cast<ShapedType>(rows.getType()).getElementType() !=
+          cast<ShapedType>(other.getType()).getElementType())
+    return op->emitOpError() << "expects " << otherName
+                             << " to have the hidden size and element type of "
+                             << what;
+  return success();
+}
+
+LogicalResult DispatchOp::verify() {
+  if (failed(verifyExpertRows(*this, "permuted", getPermuted(), getReceived(),
+                              "received")))
+    return failure();
+  if (shapeOf(getOffsets())[0] < 2)
+    return emitOpError("expects offsets of shape [experts + 1] with at least "
+                       "one expert");
+  return expectShape(*this, "received_offsets", getReceivedOffsets(),
+                     shapeOf(getOffsets()), "the shape of offsets");
+}
+
+LogicalResult
+DispatchOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  return verifyExpertGroup(*this, symbolTable, getGridAttr(), getGridAxes(),
+                           shapeOf(getOffsets())[0] - 1);
+}
+
+LogicalResult CombineOp::verify() {
+  if (failed(verifyExpertRows(*this, "expert_out", getExpertOut(),
+                              getResult(), "result")))
+    return failure();
+  if (shapeOf(getOffsets())[0] < 2)
+    return emitOpError("expects offsets of shape [experts + 1] with at least "
+                       "one expert");
+  return expectShape(*this, "received_offsets", getReceivedOffsets(),
+                     shapeOf(getOffsets()), "the shape of offsets");
+}
+
+LogicalResult CombineOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  return verifyExpertGroup(*this, symbolTable, getGridAttr(), getGridAxes(),
+                           shapeOf(getOffsets())[0] - 1);
+}

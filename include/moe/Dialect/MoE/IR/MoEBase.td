@@ -28,6 +28,8 @@ def MoE_Dialect : Dialect {
   let useDefaultAttributePrinterParser = 1;
   let hasConstantMaterializer = 1;
   let hasOperationAttrVerify = 1;
+  let hasRegionArgAttrVerify = 1;
+  let hasRegionResultAttrVerify = 1;
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::tensor::TensorDialect"];
   let extraClassDeclaration = [{
@@ -44,6 +46,22 @@ def MoE_Dialect : Dialect {
     /// (moe-lower-to-runtime, moe-plan-memory; the manifest is made of it).
     static constexpr ::llvm::StringLiteral getEntryAttrName() {
       return ::llvm::StringLiteral("moe.entry");
+    }
+    /// Unit attribute on a module whose functions moe-partition turned into
+    /// per-rank programs: shapes are local, so the mesh is not checked
+    /// against them again.
+    static constexpr ::llvm::StringLiteral getPartitionedAttrName() {
+      return ::llvm::StringLiteral("moe.partitioned");
+    }
+    /// On a partitioned function's arguments and results and on its
+    /// `moe.param`s: per dimension, the names of the mesh axes ("dp", "cp",
+    /// "tp", "ep", "edp") the dimension is split over, major first.
+    static constexpr ::llvm::StringLiteral getSplitAttrName() {
+      return ::llvm::StringLiteral("moe.split");
+    }
+    /// Beside `moe.split`: the shape of the whole (unsplit) tensor.
+    static constexpr ::llvm::StringLiteral getGlobalShapeAttrName() {
+      return ::llvm::StringLiteral("moe.global_shape");
     }
   }];
 }

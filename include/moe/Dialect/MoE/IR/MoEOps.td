@@ -18,6 +18,7 @@ include "mlir/IR/CommonAttrConstraints.td"
 include "mlir/IR/CommonTypeConstraints.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/IR/SymbolInterfaces.td"
 
 def MoE_FloatTensor : StaticShapeTensorOf<[AnyFloat]>;
 def MoE_IndexTensor : StaticShapeTensorOf<[AnySignlessInteger]>;
@@ -337,6 +338,12 @@ def MoE_GroupedSwiGLUOp : MoE_Op<"grouped_swiglu", [Pure]> {
     x = permuted[r] and e the expert owning row r. `offsets` [E + 1] must be
     non-decreasing from 0 to R (a runtime check). Empty experts cost nothing.
 
+    `offsets` may also have S * E + 1 entries (S >= 1 segments per expert):
+    rows [offsets[g], offsets[g+1]) then belong to expert g % E, and the
+    offsets may end before R, leaving the later rows of the result unwritten.
+    This is the layout `moe.dispatch` delivers to an expert-parallel rank:
+    its E local experts' rows from each of S source ranks.
+
     ```mlir
     %y = moe.grouped_swiglu %rows, %offsets, %gate, %up, %down
         : (tensor<128x64xf32>, tensor<9xi64>, tensor<8x32x64xf32>,
@@ -377,6 +384,71 @@ def MoE_UnpermuteOp : MoE_Op<"unpermute", [Pure]> {
   let assemblyFormat = [{
     $expert_out `,` $row_to_slot `,` $weights attr-dict `:`
     functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_DispatchOp : MoE_Op<"dispatch", [
+    Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "Expert-parallel token dispatch (variable all-to-all)";
+  let description = [{
+    Sends each expert's rows to the rank of the expert-parallel group that
+    holds it. `permuted` [N, H] holds this rank's token-slots grouped by the
+    E global experts (`offsets` [E + 1], as `moe.permute` makes them); the
+    group is the ranks of `grid` along `grid_axes` (n ranks), and rank j holds
+    experts [j * E/n, (j+1) * E/n). The token counts are exchanged first, then
+    the rows.
+
+    `received` [M, H] holds, for each source rank s in order and each local
+    expert l, the rows s sent for l: segment s * (E/n) + l is rows
+    [received_offsets[s*(E/n)+l], received_offsets[s*(E/n)+l+1]), the layout
+    `moe.grouped_swiglu` takes with segments. M is a static upper bound
+    (n * tokens * min(top_k, E/n) never overflows); rows past the last offset
+    are unspecified, and receiving more than M rows is a runtime error.
+
+    ```mlir
+    %recv, %recv_offsets = moe.dispatch %rows, %offsets on @expert_mesh
+        grid_axes = [1] : (tensor<64x64xf32>, tensor<9xi64>)
+        -> (tensor<128x64xf32>, tensor<9xi64>)
+    ```
+  }];
+  let arguments = (ins MoE_FloatTensor:$permuted, MoE_I64Vector:$offsets,
+                       FlatSymbolRefAttr:$grid,
+                       DenseI16ArrayAttr:$grid_axes);
+  let results = (outs MoE_FloatTensor:$received,
+                      MoE_I64Vector:$received_offsets);
+  let assemblyFormat = [{
+    $permuted `,` $offsets `on` $grid `grid_axes` `=` $grid_axes attr-dict
+    `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_CombineOp : MoE_Op<"combine", [
+    Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "Expert-parallel token combine (the inverse all-to-all)";
+  let description = [{
+    The inverse of `moe.dispatch`: returns the rows of every received segment
+    of `expert_out` [M, H] (`received_offsets`, as the dispatch delivered
+    them) to the rank they came from. The result [N, H] is in the row order
+    of the dispatch's input, whose expert `offsets` [E + 1] are given again,
+    so `moe.unpermute` can weight and sum it per token.
+
+    ```mlir
+    %back = moe.combine %y, %recv_offsets, %offsets on @expert_mesh
+        grid_axes = [1] : (tensor<128x64xf32>, tensor<9xi64>, tensor<9xi64>)
+        -> tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_FloatTensor:$expert_out,
+                       MoE_I64Vector:$received_offsets,
+                       MoE_I64Vector:$offsets,
+                       FlatSymbolRefAttr:$grid,
+                       DenseI16ArrayAttr:$grid_axes);
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = [{
+    $expert_out `,` $received_offsets `,` $offsets `on` $grid `grid_axes` `=`
+    $grid_axes attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

@@ -1,0 +1,71 @@
+//===- TensorCollectives.h - Collectives on tensor layouts ------*- C++ -*-===//
+//
+// The collectives partitioned models need, expressed on dense row-major
+// tensors rather than flat buffers: gather, slice and all-to-all along a
+// tensor axis (the upstream `shard` dialect's all_gather, all_slice and
+// all_to_all), and the expert-parallel token dispatch and combine. Each is
+// built on the Communicator interface, so it works on every backend.
+//
+// A tensor axis is described by AxisLayout {outer, mid, inner}: the product
+// of the dimensions before the axis, the axis's size, and the product of the
+// dimensions after it. Splitting that axis into n equal pieces gives piece j
+// = elements [o][j * mid/n, (j+1) * mid/n)[i] for every o and i.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_RUNTIME_TENSORCOLLECTIVES_H
+#define MOE_RUNTIME_TENSORCOLLECTIVES_H
+
+#include "moe/Runtime/Communicator.h"
+
+namespace moe::rt {
+
+struct AxisLayout {
+  int64_t outer = 1;
+  int64_t mid = 1;
+  int64_t inner = 1;
+};
+
+/// recv = concatenation along the axis of every rank's send, in rank order:
+/// send has `local` layout; recv has layout {outer, local.mid * n, inner}.
+void allGatherAxis(Communicator &comm, const void *send, void *recv,
+                   AxisLayout local, CommDType dtype);
+
+/// dst = this rank's piece of src along the axis (no communication): src has
+/// `global` layout, dst {outer, global.mid / n, inner}.
+void allSliceAxis(Communicator &comm, const void *src, void *dst,
+                  AxisLayout global, CommDType dtype);
+
+/// Splits send along its split axis into size() pieces, sends piece j to rank
+/// j, and concatenates the pieces received along recv's concat axis in rank
+/// order (Ulysses: sequence <-> heads). `sendSplit` is send's layout around
+/// the split axis, `recvConcat` recv's layout around the concat axis; both
+/// mids must divide by size() and the pieces must have the same size.
+void allToAllAxes(Communicator &comm, const void *send, void *recv,
+                  AxisLayout sendSplit, AxisLayout recvConcat,
+                  CommDType dtype);
+
+/// Expert-parallel dispatch over the EP group `ep` (n ranks). `rows` [N,
+/// hidden] are grouped by the E global experts, expert e owning rows
+/// [offsets[e], offsets[e+1]); rank j holds experts [j*E/n, (j+1)*E/n). Sends
+/// each expert's rows to its rank (token counts first, then a variable
+/// all-to-all). On return recv holds, for src = 0..n-1 and local expert l =
+/// 0..E/n-1 in that order, the rows src sent for l: segment s*(E/n)+l is
+/// [recvOffsets[s*(E/n)+l], recvOffsets[s*(E/n)+l+1]); recvOffsets has n*E/n
+/// + 1 entries. Rows past recvOffsets[n*E/n] are untouched. Throws when
+/// more than recvCapacity rows arrive.
+void dispatchTokens(Communicator &ep, const float *rows,
+                    const int64_t *offsets, int64_t experts, int64_t hidden,
+                    float *recv, int64_t recvCapacity, int64_t *recvOffsets);
+
+/// The inverse of dispatchTokens: returns the rows of each (src, local
+/// expert) segment of expertOut to the rank they came from, where they land
+/// at the positions they were sent from, so out [offsets[E], hidden] is in
+/// the permuted order of the dispatch's rows.
+void combineTokens(Communicator &ep, const float *expertOut,
+                   const int64_t *recvOffsets, const int64_t *offsets,
+                   int64_t experts, int64_t hidden, float *out);
+
+} // namespace moe::rt
+
+#endif // MOE_RUNTIME_TENSORCOLLECTIVES_H

@@ -330,6 +330,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail if a committed model is stale")
     parser.add_argument("--print", metavar="NAME", help="print one model to stdout")
+    parser.add_argument("--set", metavar="FIELD=VALUE", action="append", default=[],
+                        help="with --print: override a config field (integers), e.g. top_k=1")
     parser.add_argument("--dir", default=os.path.dirname(os.path.abspath(__file__)),
                         help="where the committed models live (default: beside this script)")
     args = parser.parse_args(argv)
@@ -339,7 +341,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"gen_models.py: unknown model '{args.print}' (known: {', '.join(by_name)})",
                   file=sys.stderr)
             return 2
-        sys.stdout.write(generate(by_name[args.print]))
+        cfg = by_name[args.print]
+        for item in args.set:
+            field, _, value = item.partition("=")
+            if field not in cfg.__dataclass_fields__ or not value.lstrip("-").isdigit():
+                print(f"gen_models.py: --set {item}: expected an integer config field",
+                      file=sys.stderr)
+                return 2
+            cfg = dataclasses.replace(cfg, **{field: int(value)})
+        sys.stdout.write(generate(cfg))
         return 0
     stale = []
     for cfg in CONFIGS:

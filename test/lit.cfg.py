@@ -1,5 +1,7 @@
 # -*- Python -*-
 import os
+import shutil
+import subprocess
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -21,3 +23,19 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
 tools = [ToolSubst("moe-opt", unresolved="fatal"), ToolSubst("moec", unresolved="fatal")]
 llvm_config.add_tool_substitutions(tools, [config.moe_tools_dir, config.llvm_tools_dir])
+
+# MPI launcher for the tests that run executables as MPI processes: feature
+# `mpi`, substitution %mpirun (Open MPI also needs root and oversubscription
+# allowed: CI runs as root on 2 cores).
+mpirun = shutil.which("mpirun")
+if mpirun:
+    try:
+        version = subprocess.run([mpirun, "--version"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, universal_newlines=True,
+                                 timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        version = None
+    if version is not None:
+        flags = " --allow-run-as-root --oversubscribe" if "Open MPI" in version or "OpenRTE" in version else ""
+        config.available_features.add("mpi")
+        config.substitutions.append(("%mpirun", mpirun + flags))

@@ -41,3 +41,55 @@ module attributes {moe.vocab_chars = "\0A !ab"} {
     return
   }
 }
+
+// -----
+
+func.func @f() -> tensor<4xf32> {
+  // expected-error @+1 {{'moe.split' must list, per dimension, mesh axis names (dp, cp, tp, ep, edp)}}
+  %w = moe.param "w" {moe.split = [["xp"]]} : tensor<4xf32>
+  return %w : tensor<4xf32>
+}
+
+// -----
+
+func.func @f() -> tensor<4xf32> {
+  // expected-error @+1 {{'moe.global_shape' must be an array of non-negative sizes}}
+  %w = moe.param "w" {moe.global_shape = array<i64: -1>} : tensor<4xf32>
+  return %w : tensor<4xf32>
+}
+
+// -----
+
+// expected-error @+1 {{'moe.split' must be on a moe.param}}
+func.func @f() attributes {moe.split = []} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'moe.partitioned' must be a unit attribute on a builtin.module}}
+func.func @f() attributes {moe.partitioned} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{unknown moe dialect argument attribute 'moe.shard'}}
+func.func @f(%x: tensor<4xf32> {moe.shard = 1}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'moe.split' must list, per dimension, mesh axis names (dp, cp, tp, ep, edp)}}
+func.func @f(%x: tensor<4xf32> {moe.split = [1]}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{unknown moe dialect result attribute 'moe.global_shape'}}
+func.func @f() -> (tensor<4xf32> {moe.global_shape = array<i64: 4>}) {
+  %w = moe.param "w" : tensor<4xf32>
+  return %w : tensor<4xf32>
+}

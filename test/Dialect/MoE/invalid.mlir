@@ -708,7 +708,7 @@ func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>, %g: tensor<4x16x8xf32>, %u:
 // -----
 
 func.func @f(%p: tensor<8x8xf32>, %o: tensor<4xi64>, %g: tensor<4x16x8xf32>, %u: tensor<4x16x8xf32>, %d: tensor<4x8x16xf32>) {
-  // expected-error @+1 {{expects offsets of shape [5] ([experts + 1]), but got [4]}}
+  // expected-error @+1 {{expects offsets of shape [segments * experts + 1] with segments >= 1 and 4 experts, but got [4]}}
   %y = moe.grouped_swiglu %p, %o, %g, %u, %d : (tensor<8x8xf32>, tensor<4xi64>, tensor<4x16x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<8x8xf32>
   return
 }
@@ -766,5 +766,112 @@ func.func @f(%y: tensor<8x8xf32>, %s: tensor<8xi32>, %w: tensor<4x2xf32>) {
 func.func @f(%y: tensor<8x8xf32>, %s: tensor<8xi32>, %w: tensor<4x2xf32>) {
   // expected-error @+1 {{expects the result to have the element type of expert_out}}
   %o = moe.unpermute %y, %s, %w : (tensor<8x8xf32>, tensor<8xi32>, tensor<4x2xf32>) -> tensor<4x8xf16>
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{expects received of rank 2 ([rows, hidden]), but got rank 1}}
+  %r, %ro = moe.dispatch %p, %o on @g grid_axes = [0] : (tensor<8x8xf32>, tensor<5xi64>) -> (tensor<16xf32>, tensor<5xi64>)
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{expects received to have the hidden size and element type of permuted}}
+  %r, %ro = moe.dispatch %p, %o on @g grid_axes = [0] : (tensor<8x8xf32>, tensor<5xi64>) -> (tensor<16x4xf32>, tensor<5xi64>)
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<1xi64>) {
+  // expected-error @+1 {{expects offsets of shape [experts + 1] with at least one expert}}
+  %r, %ro = moe.dispatch %p, %o on @g grid_axes = [0] : (tensor<8x8xf32>, tensor<1xi64>) -> (tensor<16x8xf32>, tensor<1xi64>)
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{expects received_offsets of shape [5] (the shape of offsets), but got [3]}}
+  %r, %ro = moe.dispatch %p, %o on @g grid_axes = [0] : (tensor<8x8xf32>, tensor<5xi64>) -> (tensor<16x8xf32>, tensor<3xi64>)
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{expects @nowhere to name a shard.grid}}
+  %r, %ro = moe.dispatch %p, %o on @nowhere grid_axes = [0] : (tensor<8x8xf32>, tensor<5xi64>) -> (tensor<16x8xf32>, tensor<5xi64>)
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{grid axis 1 is out of range for @g of rank 1}}
+  %r, %ro = moe.dispatch %p, %o on @g grid_axes = [1] : (tensor<8x8xf32>, tensor<5xi64>) -> (tensor<16x8xf32>, tensor<5xi64>)
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2x2)
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{repeats grid axis 0}}
+  %r, %ro = moe.dispatch %p, %o on @g grid_axes = [0, 0] : (tensor<8x8xf32>, tensor<5xi64>) -> (tensor<16x8xf32>, tensor<5xi64>)
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 3)
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{4 experts do not split over the 3 ranks of grid_axes}}
+  %r, %ro = moe.dispatch %p, %o on @g grid_axes = [0] : (tensor<8x8xf32>, tensor<5xi64>) -> (tensor<16x8xf32>, tensor<5xi64>)
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%y: tensor<16x8xf32>, %ro: tensor<5xi64>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{expects result to have the hidden size and element type of expert_out}}
+  %b = moe.combine %y, %ro, %o on @g grid_axes = [0] : (tensor<16x8xf32>, tensor<5xi64>, tensor<5xi64>) -> tensor<8x4xf32>
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%y: tensor<16x8xf32>, %ro: tensor<5xi64>, %o: tensor<1xi64>) {
+  // expected-error @+1 {{expects offsets of shape [experts + 1] with at least one expert}}
+  %b = moe.combine %y, %ro, %o on @g grid_axes = [0] : (tensor<16x8xf32>, tensor<5xi64>, tensor<1xi64>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%y: tensor<16x8xf32>, %ro: tensor<3xi64>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{expects received_offsets of shape [5] (the shape of offsets), but got [3]}}
+  %b = moe.combine %y, %ro, %o on @g grid_axes = [0] : (tensor<16x8xf32>, tensor<3xi64>, tensor<5xi64>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 3)
+func.func @f(%y: tensor<16x8xf32>, %ro: tensor<5xi64>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{4 experts do not split over the 3 ranks of grid_axes}}
+  %b = moe.combine %y, %ro, %o on @g grid_axes = [0] : (tensor<16x8xf32>, tensor<5xi64>, tensor<5xi64>) -> tensor<8x8xf32>
   return
 }

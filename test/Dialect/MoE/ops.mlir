@@ -111,6 +111,20 @@ func.func @expert_pipeline(%x: tensor<4x16x64xf32>, %i: tensor<4x16x2xi32>, %w: 
   return %out : tensor<4x16x64xf32>
 }
 
+// Expert parallelism: dispatch to the 2 EP ranks, 4 local experts in 2
+// segments each (one per source rank), combine back.
+// CHECK-LABEL: func @expert_parallel
+// CHECK: moe.dispatch %{{.*}}, %{{.*}} on @ep_grid grid_axes = [0] : (tensor<128x64xf32>, tensor<9xi64>) -> (tensor<256x64xf32>, tensor<9xi64>)
+// CHECK: moe.grouped_swiglu %{{.*}} : (tensor<256x64xf32>, tensor<9xi64>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>) -> tensor<256x64xf32>
+// CHECK: moe.combine %{{.*}}, %{{.*}}, %{{.*}} on @ep_grid grid_axes = [0] : (tensor<256x64xf32>, tensor<9xi64>, tensor<9xi64>) -> tensor<128x64xf32>
+shard.grid @ep_grid(shape = 2)
+func.func @expert_parallel(%rows: tensor<128x64xf32>, %offsets: tensor<9xi64>, %g: tensor<4x32x64xf32>, %u: tensor<4x32x64xf32>, %d: tensor<4x64x32xf32>) -> tensor<128x64xf32> {
+  %recv, %recv_offsets = moe.dispatch %rows, %offsets on @ep_grid grid_axes = [0] : (tensor<128x64xf32>, tensor<9xi64>) -> (tensor<256x64xf32>, tensor<9xi64>)
+  %y = moe.grouped_swiglu %recv, %recv_offsets, %g, %u, %d : (tensor<256x64xf32>, tensor<9xi64>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>) -> tensor<256x64xf32>
+  %back = moe.combine %y, %recv_offsets, %offsets on @ep_grid grid_axes = [0] : (tensor<256x64xf32>, tensor<9xi64>, tensor<9xi64>) -> tensor<128x64xf32>
+  return %back : tensor<128x64xf32>
+}
+
 // The mesh attribute round-trips with omitted axes defaulting to 1.
 // CHECK-LABEL: module @meshed
 // CHECK-SAME: moe.mesh = #moe.mesh<dp = 2, ep = 2>

@@ -1,0 +1,68 @@
+// moe-partition turns the annotated tiny Qwen3-MoE into the program of one
+// rank: local shapes, the collectives of each mesh axis, and the
+// expert-parallel dispatch/combine.
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,ep=2" --moe-shard --moe-partition | FileCheck %s --check-prefix=EP
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition | FileCheck %s --check-prefix=TP
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=cp=2" --moe-shard --moe-partition | FileCheck %s --check-prefix=CP
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,cp=2,ep=4" --moe-shard --moe-partition | FileCheck %s --check-prefix=DCE
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,tp=2,ep=2" --moe-shard --moe-partition | FileCheck %s --check-prefix=DTE
+// No annotation is left behind.
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,cp=2,ep=4" --moe-shard --moe-partition | FileCheck %s --check-prefix=CLEAN
+
+// dp=2, ep=2: half the batch per rank; 4 of the 8 experts per rank; tokens
+// dispatched over @expert_mesh axis 1 (ep) into room for 2 ranks x 32 tokens
+// x min(top_k, 4) rows; router logits gathered over dp for the aux loss.
+// EP: module attributes {moe.mesh = #moe.mesh<dp = 2, ep = 2>, moe.partitioned}
+// EP: func.func @forward(%arg0: tensor<2x16xi32> {moe.global_shape = array<i64: 4, 16>, moe.split = {{\[}}["dp"], []]}
+// EP-SAME: -> (tensor<4x16x128xf32> {moe.split = {{\[}}[], [], []]}, tensor<f32> {moe.split = []})
+// EP: moe.param "model.layers.0.mlp.experts.{e}.gate_proj.weight" {moe.global_shape = array<i64: 8, 32, 64>, moe.split = {{\[}}["ep"], [], []]} : tensor<4x32x64xf32>
+// EP: %[[ROWS:.*]], %[[OFFS:.*]], %[[SLOTS:.*]] = moe.permute %{{.*}}, %{{.*}} experts 8 : (tensor<2x16x64xf32>, tensor<2x16x2xi32>) -> (tensor<64x64xf32>, tensor<9xi64>, tensor<64xi32>)
+// EP-NEXT: %[[RECV:.*]], %[[ROFFS:.*]] = moe.dispatch %[[ROWS]], %[[OFFS]] on @expert_mesh grid_axes = [1] : (tensor<64x64xf32>, tensor<9xi64>) -> (tensor<128x64xf32>, tensor<9xi64>)
+// EP-NEXT: %[[Y:.*]] = moe.grouped_swiglu %[[RECV]], %[[ROFFS]], {{.*}} : (tensor<128x64xf32>, tensor<9xi64>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>) -> tensor<128x64xf32>
+// EP-NEXT: %[[BACK:.*]] = moe.combine %[[Y]], %[[ROFFS]], %[[OFFS]] on @expert_mesh grid_axes = [1] : (tensor<128x64xf32>, tensor<9xi64>, tensor<9xi64>) -> tensor<64x64xf32>
+// EP-NEXT: moe.unpermute %[[BACK]], %[[SLOTS]], %{{.*}} : (tensor<64x64xf32>, tensor<64xi32>, tensor<2x16x2xf32>) -> tensor<2x16x64xf32>
+// EP: shard.all_gather %{{.*}} on @mesh grid_axes = [0] gather_axis = 0 : tensor<2x16x8xf32> -> tensor<4x16x8xf32>
+// EP: shard.all_gather %{{.*}} on @mesh grid_axes = [0] gather_axis = 0 : tensor<2x16x128xf32> -> tensor<4x16x128xf32>
+// EP: return %{{.*}}, %{{.*}} : tensor<4x16x128xf32>, tensor<f32>
+
+// tp=2: half the heads per rank (q_proj 32 of 64 rows, k/v 16 of 32), o_proj
+// row parallel with its all-reduce over tp (axis 2); lm_head whole.
+// TP: func.func @forward(%arg0: tensor<4x16xi32>
+// TP: moe.param "model.layers.0.self_attn.q_proj.weight" {moe.global_shape = array<i64: 64, 64>, moe.split = {{\[}}["tp"], []]} : tensor<32x64xf32>
+// TP: moe.attention {{.*}} : (tensor<4x16x2x16xf32>, tensor<4x16x1x16xf32>, tensor<4x16x1x16xf32>) -> tensor<4x16x2x16xf32>
+// TP: moe.param "model.layers.0.self_attn.o_proj.weight" {moe.global_shape = array<i64: 64, 64>, moe.split = {{\[}}[], ["tp"]]} : tensor<64x32xf32>
+// TP-NEXT: %[[O:.*]] = moe.linear %{{.*}}, %{{.*}} : (tensor<4x16x32xf32>, tensor<64x32xf32>) -> tensor<4x16x64xf32>
+// TP-NEXT: %[[R:.*]] = shard.all_reduce %[[O]] on @mesh grid_axes = [2] : tensor<4x16x64xf32> -> tensor<4x16x64xf32>
+// TP-NEXT: moe.add %{{.*}}, %[[R]]
+// TP-NOT: moe.dispatch
+// TP: moe.param "lm_head.weight" {moe.global_shape = array<i64: 128, 64>, moe.split = {{\[}}[], []]} : tensor<128x64xf32>
+
+// cp=2 (Ulysses): half the sequence per rank; q/k/v trade it for half the
+// heads before the norm and RoPE, the attention output trades back.
+// CP: func.func @forward(%arg0: tensor<4x8xi32> {moe.global_shape = array<i64: 4, 16>, moe.split = {{\[}}[], ["cp"]]}
+// CP: shard.all_to_all %{{.*}} on @mesh grid_axes = [1] split_axis = 2 concat_axis = 1 : tensor<4x8x4x16xf32> -> tensor<4x16x2x16xf32>
+// CP-NEXT: moe.param "model.layers.0.self_attn.q_norm.weight"
+// CP-NEXT: moe.rms_norm
+// CP-NEXT: moe.rope {{.*}} : (tensor<4x16x2x16xf32>) -> tensor<4x16x2x16xf32>
+// CP: %[[A:.*]] = moe.attention {{.*}} -> tensor<4x16x2x16xf32>
+// CP-NEXT: %[[B:.*]] = shard.all_to_all %[[A]] on @mesh grid_axes = [1] split_axis = 1 concat_axis = 2 : tensor<4x16x2x16xf32> -> tensor<4x8x4x16xf32>
+// CP-NEXT: tensor.collapse_shape %[[B]] {{.*}} : tensor<4x8x4x16xf32> into tensor<4x8x64xf32>
+// CP: shard.all_gather %{{.*}} on @mesh grid_axes = [1] gather_axis = 1 : tensor<4x8x128xf32> -> tensor<4x16x128xf32>
+
+// dp=2, cp=2, ep=4: a quarter of the tokens per rank, 2 experts per rank,
+// the EP group spanning the dp x cp plane.
+// DCE: func.func @forward(%arg0: tensor<2x8xi32> {moe.global_shape = array<i64: 4, 16>, moe.split = {{\[}}["dp"], ["cp"]]}
+// DCE: moe.dispatch %{{.*}}, %{{.*}} on @expert_mesh grid_axes = [1] : (tensor<32x64xf32>, tensor<9xi64>) -> (tensor<128x64xf32>, tensor<9xi64>)
+// DCE: moe.grouped_swiglu {{.*}} : (tensor<128x64xf32>, tensor<9xi64>, tensor<2x32x64xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>) -> tensor<128x64xf32>
+// DCE: shard.all_gather %{{.*}} on @mesh grid_axes = [0] gather_axis = 0 : tensor<2x8x128xf32> -> tensor<4x8x128xf32>
+// DCE-NEXT: shard.all_gather %{{.*}} on @mesh grid_axes = [1] gather_axis = 1 : tensor<4x8x128xf32> -> tensor<4x16x128xf32>
+
+// dp=2, tp=2, ep=2: tensor parallel attention and expert parallel MoE
+// together; each tp rank of an EP group dispatches the same tokens.
+// DTE: func.func @forward(%arg0: tensor<2x16xi32>
+// DTE: shard.all_reduce %{{.*}} on @mesh grid_axes = [2] : tensor<2x16x64xf32> -> tensor<2x16x64xf32>
+// DTE: moe.dispatch %{{.*}}, %{{.*}} on @expert_mesh grid_axes = [1] : (tensor<64x64xf32>, tensor<9xi64>) -> (tensor<128x64xf32>, tensor<9xi64>)
+
+// CLEAN-NOT: shard.shard
+// CLEAN-NOT: shard.sharding
+// CLEAN-NOT: moe.experts

@@ -2,11 +2,11 @@
 # The main job: the character-level Shakespeare MoE model.
 #
 # Today (see docs/status.md) this builds the compiler, checks the corpus
-# against the model's vocabulary, records the 4-rank expert-parallel mesh
-# (dp=4, ep=4) the training demo will use, compiles the model into a
-# single-rank CPU executable with moec and samples text from it with random
-# weights. Training under mpirun is the work of the training issue and is
-# not here yet.
+# against the model's vocabulary, compiles the model with moec for the 4-rank
+# expert-parallel mesh (dp=4, ep=4: each rank a quarter of the batch and 2 of
+# the 8 experts per layer), checks one forward under mpirun against the
+# 1-rank executable and samples text from it with random weights under
+# mpirun. Training is the work of the training issue and is not here yet.
 #
 #   scripts/shakespeare.sh [CORPUS]   (default: ../shared/data/tinyshakespeare/input.txt)
 set -euo pipefail
@@ -42,23 +42,28 @@ fi
 
 out="$build/shakespeare"
 mkdir -p "$out"
-start=$(date +%s%N)
-"$build/bin/moe-opt" "$model" --moe-assign-mesh="mesh=$mesh world-size=$ranks" --canonicalize \
-  -o "$out/shakespeare_moe.$mesh.mlir"
-end=$(date +%s%N)
-params=$(grep -c 'moe.param' "$out/shakespeare_moe.$mesh.mlir")
-numel=$(grep -o 'moe.param "[^"]*" : tensor<[0-9x]*xf32>' "$out/shakespeare_moe.$mesh.mlir" |
-  sed 's/.*tensor<\([0-9x]*\)xf32>/\1/' |
-  awk -F x '{n = 1; for (i = 1; i <= NF; ++i) n *= $i; total += n} END {print total}')
-printf 'compiled %s for mesh %s (%d ranks) in %d ms: %d parameter tensors, %d weights\n' \
-  "$(basename "$model")" "$mesh" "$ranks" "$(((end - start) / 1000000))" "$params" "$numel"
-grep -E 'moe.mesh|shard.grid' "$out/shakespeare_moe.$mesh.mlir" | sed 's/^/  /'
-echo "wrote $out/shakespeare_moe.$mesh.mlir"
+launcher=(mpirun -np "$ranks")
+if mpirun --version 2>/dev/null | grep -q "Open MPI"; then
+  launcher+=(--oversubscribe)
+  [ "$(id -u)" = 0 ] && launcher+=(--allow-run-as-root)
+fi
 
-# The single-rank executable (distribution is the next piece of work).
-"$build/bin/moec" "$model" -o "$out/shakespeare_moe" --print-memory-plan
-"$out/shakespeare_moe" info
-echo "sample from random weights (untrained, so the characters are noise):"
-"$out/shakespeare_moe" generate --init-random 1 --prompt "ROMEO:" --max-new-tokens 200 \
-  --temperature 1.0 --seed 1
+start=$(date +%s%N)
+"$build/bin/moec" "$model" --mesh "$mesh" -o "$out/shakespeare_moe_ep4" --print-memory-plan
+end=$(date +%s%N)
+printf 'compiled %s for mesh %s (%d ranks) in %d ms\n' \
+  "$(basename "$model")" "$mesh" "$ranks" "$(((end - start) / 1000000))"
+"$out/shakespeare_moe_ep4" info
+"$build/bin/moec" "$model" -o "$out/shakespeare_moe"
+
+# One forward on the same batch: 4 MPI ranks against 1 rank.
+tokens=$(python3 -c "import random; random.seed(0); print(','.join(str(random.randrange($vocab)) for _ in range(16 * 128)))")
+single=$("$out/shakespeare_moe" forward --init-random 1 --tokens "$tokens" | head -1)
+meshed=$("${launcher[@]}" "$out/shakespeare_moe_ep4" forward --init-random 1 --tokens "$tokens" | head -1)
+echo "forward, 1 rank:               $single"
+echo "forward, $ranks MPI ranks ($mesh): $meshed"
+
+echo "sample from random weights on $ranks MPI ranks (untrained, so the characters are noise):"
+"${launcher[@]}" "$out/shakespeare_moe_ep4" generate --init-random 1 --prompt "ROMEO:" \
+  --max-new-tokens 200 --temperature 1.0 --seed 1
 echo "training on the CPU under mpirun is not implemented yet (see docs/status.md)"

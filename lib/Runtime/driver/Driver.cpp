@@ -596,9 +596,13 @@ std::string withThousands(uint64_t n) {
 
 void printSpecs(const char *title, const std::vector<TensorSpec> &specs) {
   std::printf("%s:\n", title);
-  for (const TensorSpec &spec : specs)
-    std::printf("  %-8s %s %s\n", spec.name.c_str(), spec.dtype.c_str(),
-                shapeText(spec.shape).c_str());
+  for (const TensorSpec &spec : specs) {
+    std::printf("  %-8s %s %s", spec.name.c_str(), spec.dtype.c_str(),
+                shapeText(spec.globalShape).c_str());
+    if (spec.shape != spec.globalShape)
+      std::printf(" (per rank %s)", shapeText(spec.shape).c_str());
+    std::printf("\n");
+  }
 }
 
 int runInfo(const Manifest &m) {

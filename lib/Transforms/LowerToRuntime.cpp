@@ -113,6 +113,8 @@ private:
   Value dtype(Value v);
   /// (outer, mid, inner) of `v` around dimension `axis`.
   SmallVector<Value> axisLayout(Value v, int64_t axis);
+  template <typename Op>
+  LogicalResult lowerAxisCollective(Op op, StringRef callee, int64_t axis);
   LogicalResult lower(SharedExpertsOp op);
   LogicalResult lower(CrossEntropyOp op);
   LogicalResult lower(AuxLossOp op);
@@ -594,26 +596,28 @@ LogicalResult EntryBuilder::lower(shard::AllReduceOp op) {
               /*scalarsFirst=*/2);
 }
 
-LogicalResult EntryBuilder::lower(shard::AllGatherOp op) {
+/// all_gather and all_slice: one input, one result, the layout of the input
+/// around `axis`.
+template <typename Op>
+LogicalResult EntryBuilder::lowerAxisCollective(Op op, StringRef callee,
+                                                int64_t axis) {
   auto out = resultBuffer(op.getResult());
   auto g = group(op, op.getGrid(), op.getGridAxes());
   if (failed(out) || failed(g))
     return failure();
   SmallVector<Value> scalars = {*g, dtype(op.getInput())};
-  llvm::append_range(scalars, axisLayout(op.getInput(),
-                                         op.getGatherAxis().getSExtValue()));
-  return call("moert_all_gather", {buffer(op.getInput()), *out}, scalars, 2);
+  llvm::append_range(scalars, axisLayout(op.getInput(), axis));
+  return call(callee, {buffer(op.getInput()), *out}, scalars, 2);
+}
+
+LogicalResult EntryBuilder::lower(shard::AllGatherOp op) {
+  return lowerAxisCollective(op, "moert_all_gather",
+                             op.getGatherAxis().getSExtValue());
 }
 
 LogicalResult EntryBuilder::lower(shard::AllSliceOp op) {
-  auto out = resultBuffer(op.getResult());
-  auto g = group(op, op.getGrid(), op.getGridAxes());
-  if (failed(out) || failed(g))
-    return failure();
-  SmallVector<Value> scalars = {*g, dtype(op.getInput())};
-  llvm::append_range(scalars, axisLayout(op.getInput(),
-                                         op.getSliceAxis().getSExtValue()));
-  return call("moert_all_slice", {buffer(op.getInput()), *out}, scalars, 2);
+  return lowerAxisCollective(op, "moert_all_slice",
+                             op.getSliceAxis().getSExtValue());
 }
 
 LogicalResult EntryBuilder::lower(shard::AllToAllOp op) {
@@ -767,11 +771,7 @@ struct LowerToRuntimePass
     : mlir::moe::impl::LowerToRuntimeBase<LowerToRuntimePass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    SmallVector<func::FuncOp> models;
-    for (auto fn : module.getOps<func::FuncOp>())
-      if (!fn.isDeclaration() && !fn->hasAttr(MoEDialect::getEntryAttrName()))
-        models.push_back(fn);
-    for (func::FuncOp model : models) {
+    for (func::FuncOp model : modelFunctions(module)) {
       if (failed(EntryBuilder(model).build()))
         return signalPassFailure();
       model.erase();

@@ -376,11 +376,7 @@ LogicalResult Partitioner::run() {
 struct PartitionPass : mlir::moe::impl::PartitionBase<PartitionPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    SmallVector<func::FuncOp> models;
-    for (auto fn : module.getOps<func::FuncOp>())
-      if (!fn.isDeclaration() && !fn->hasAttr(MoEDialect::getEntryAttrName()))
-        models.push_back(fn);
-    for (func::FuncOp fn : models) {
+    for (func::FuncOp fn : modelFunctions(module)) {
       if (!fn.getBody().hasOneBlock()) {
         fn.emitOpError("a model function must have a single block");
         return signalPassFailure();

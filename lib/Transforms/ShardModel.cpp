@@ -365,9 +365,7 @@ struct ShardPass : mlir::moe::impl::ShardBase<ShardPass> {
                                  "moe-assign-mesh first");
       return signalPassFailure();
     }
-    for (auto fn : module.getOps<func::FuncOp>()) {
-      if (fn.isDeclaration() || fn->hasAttr(MoEDialect::getEntryAttrName()))
-        continue;
+    for (func::FuncOp fn : modelFunctions(module)) {
       if (!fn.getBody().hasOneBlock()) {
         fn.emitOpError("a model function must have a single block");
         return signalPassFailure();

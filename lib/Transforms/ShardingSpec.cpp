@@ -2,6 +2,8 @@
 
 #include "ShardingSpec.h"
 
+#include "moe/Dialect/MoE/IR/MoEDialect.h"
+
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/SymbolTable.h"
 
@@ -92,4 +94,12 @@ FailureOr<RankedTensorType> mlir::moe::localType(RankedTensorType global,
     local[d] /= parts;
   }
   return RankedTensorType::get(local, global.getElementType());
+}
+
+SmallVector<func::FuncOp> mlir::moe::modelFunctions(ModuleOp module) {
+  SmallVector<func::FuncOp> models;
+  for (auto fn : module.getOps<func::FuncOp>())
+    if (!fn.isDeclaration() && !fn->hasAttr(MoEDialect::getEntryAttrName()))
+      models.push_back(fn);
+  return models;
 }

@@ -11,7 +11,9 @@
 #ifndef MOE_LIB_TRANSFORMS_SHARDINGSPEC_H
 #define MOE_LIB_TRANSFORMS_SHARDINGSPEC_H
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "llvm/ADT/SmallVector.h"
@@ -68,6 +70,10 @@ FailureOr<RankedTensorType> localType(RankedTensorType global,
                                       const ShardingSpec &spec,
                                       llvm::ArrayRef<int64_t> shape,
                                       Location loc);
+
+/// The model functions of `module`: defined functions that are not lowered
+/// entry points (no `moe.entry`).
+llvm::SmallVector<func::FuncOp> modelFunctions(ModuleOp module);
 
 /// Attribute names the partitioner leaves for the manifest.
 inline constexpr llvm::StringLiteral kSplitAttr = "moe.split";

@@ -309,25 +309,23 @@ LogicalResult Partitioner::partition(Operation *op) {
       })
       .Case([&](ExpertsOp op) { return partitionExperts(op); })
       .Case([&](func::ReturnOp op) { return partitionReturn(op); })
-      .Case<EmbeddingOp, RMSNormOp, RopeOp, AttentionOp, AddOp, RouterOp,
-            CrossEntropyOp, AuxLossOp, ZLossOp, tensor::ExpandShapeOp,
-            tensor::CollapseShapeOp>([&](Operation *op) -> LogicalResult {
-        if (auto expand = dyn_cast<tensor::ExpandShapeOp>(op)) {
-          // The static output shape is an attribute: build a fresh op.
-          auto spec = producedSpec(expand.getResult());
-          if (failed(spec))
-            return failure();
-          auto type = localTypeOf(expand.getResult(), *spec, op->getLoc());
-          if (failed(type))
-            return failure();
-          Value local = tensor::ExpandShapeOp::create(
-              b, op->getLoc(), *type, locals.lookup(expand.getSrc()).value,
-              expand.getReassociationIndices());
-          locals[expand.getResult()] = {local, *spec};
-          return success();
-        }
-        return cloneLocal(op);
+      .Case([&](tensor::ExpandShapeOp op) -> LogicalResult {
+        // The static output shape is an attribute: build a fresh op.
+        auto spec = producedSpec(op.getResult());
+        if (failed(spec))
+          return failure();
+        auto type = localTypeOf(op.getResult(), *spec, op.getLoc());
+        if (failed(type))
+          return failure();
+        Value local = tensor::ExpandShapeOp::create(
+            b, op.getLoc(), *type, locals.lookup(op.getSrc()).value,
+            op.getReassociationIndices());
+        locals[op.getResult()] = {local, *spec};
+        return success();
       })
+      .Case<EmbeddingOp, RMSNormOp, RopeOp, AttentionOp, AddOp, RouterOp,
+            CrossEntropyOp, AuxLossOp, ZLossOp, tensor::CollapseShapeOp>(
+          [&](Operation *op) { return cloneLocal(op); })
       .Default([](Operation *op) {
         return op->emitOpError("has no partitioning rule (moe-partition)");
       });

@@ -600,10 +600,12 @@ static LogicalResult verifyExpertGroup(Operation *op,
   return success();
 }
 
-/// Both ops move [rows, H] f32 tensors whose experts are given by
-/// [experts + 1] offsets.
-static LogicalResult verifyExpertRows(Operation *op, StringRef what, Value rows,
-                                      Value other, StringRef otherName) {
+/// Both ops move [rows, H] tensors (`rows` in, `other` out) whose experts are
+/// given by [experts + 1] offsets, and received offsets of the same shape.
+static LogicalResult verifyExpertExchange(Operation *op, StringRef what,
+                                          Value rows, StringRef otherName,
+                                          Value other, Value offsets,
+                                          Value receivedOffsets) {
   if (failed(expectRank(op, what, rows, 2, "[rows, hidden]")) ||
       failed(expectRank(op, otherName, other, 2, "[rows, hidden]")))
     return failure();
@@ -613,18 +615,17 @@ static LogicalResult verifyExpertRows(Operation *op, StringRef what, Value rows,
     return op->emitOpError() << "expects " << otherName
                              << " to have the hidden size and element type of "
                              << what;
-  return success();
+  if (shapeOf(offsets)[0] < 2)
+    return op->emitOpError("expects offsets of shape [experts + 1] with at "
+                           "least one expert");
+  return expectShape(op, "received_offsets", receivedOffsets,
+                     shapeOf(offsets), "the shape of offsets");
 }
 
 LogicalResult DispatchOp::verify() {
-  if (failed(verifyExpertRows(*this, "permuted", getPermuted(), getReceived(),
-                              "received")))
-    return failure();
-  if (shapeOf(getOffsets())[0] < 2)
-    return emitOpError("expects offsets of shape [experts + 1] with at least "
-                       "one expert");
-  return expectShape(*this, "received_offsets", getReceivedOffsets(),
-                     shapeOf(getOffsets()), "the shape of offsets");
+  return verifyExpertExchange(*this, "permuted", getPermuted(), "received",
+                              getReceived(), getOffsets(),
+                              getReceivedOffsets());
 }
 
 LogicalResult
@@ -634,14 +635,9 @@ DispatchOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
 }
 
 LogicalResult CombineOp::verify() {
-  if (failed(verifyExpertRows(*this, "expert_out", getExpertOut(),
-                              getResult(), "result")))
-    return failure();
-  if (shapeOf(getOffsets())[0] < 2)
-    return emitOpError("expects offsets of shape [experts + 1] with at least "
-                       "one expert");
-  return expectShape(*this, "received_offsets", getReceivedOffsets(),
-                     shapeOf(getOffsets()), "the shape of offsets");
+  return verifyExpertExchange(*this, "expert_out", getExpertOut(), "result",
+                              getResult(), getOffsets(),
+                              getReceivedOffsets());
 }
 
 LogicalResult CombineOp::verifySymbolUses(SymbolTableCollection &symbolTable) {

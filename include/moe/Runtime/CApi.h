@@ -144,6 +144,105 @@ void moert_combine(moert_context *ctx, int32_t group, const float *expertOut,
                    const int64_t *recvOffsets, const int64_t *offsets,
                    float *out, int64_t experts, int64_t hidden);
 
+/* Backward of the model-level ops (the training step). Every gradient
+ * output is overwritten, never accumulated into; a dX output has the shape
+ * of the forward's X. The loss gradients are those of the loss value itself
+ * (d loss = 1). include/moe/Runtime/CpuGradKernels.h states each one. */
+void moert_embedding_grad(moert_context *ctx, const float *dy,
+                          const int32_t *tokens, float *dtable, int64_t n,
+                          int64_t vocab, int64_t hidden);
+void moert_rms_norm_grad(moert_context *ctx, const float *dy, const float *x,
+                         const float *weight, float *dx, float *dweight,
+                         int64_t rows, int64_t dim, float eps);
+/* dx = dy @ weight, dweight = dy^T @ x. */
+void moert_linear_grad(moert_context *ctx, const float *dy, const float *x,
+                       const float *weight, float *dx, float *dweight,
+                       int64_t rows, int64_t in, int64_t outFeatures);
+void moert_rope_grad(moert_context *ctx, const float *dy, float *dx,
+                     int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
+                     double theta);
+void moert_rope_positions_grad(moert_context *ctx, const float *dy,
+                               const int32_t *positions, float *dx,
+                               int64_t batch, int64_t seq, int64_t heads,
+                               int64_t headDim, double theta);
+/* dk and dv sum over the query heads that share a kv head. */
+void moert_attention_grad(moert_context *ctx, const float *dout, const float *q,
+                          const float *k, const float *v, float *dq, float *dk,
+                          float *dv, int64_t batch, int64_t seq, int64_t heads,
+                          int64_t kvHeads, int64_t headDim, int32_t causal,
+                          float scale);
+void moert_mlp_grad(moert_context *ctx, const float *dy, const float *x,
+                    const float *gate, const float *up, const float *down,
+                    float *dx, float *dgate, float *dup, float *ddown,
+                    int64_t rows, int64_t hidden, int64_t inter);
+void moert_shared_experts_grad(moert_context *ctx, const float *dy,
+                               const float *x, const float *gate,
+                               const float *up, const float *down, float *dx,
+                               float *dgate, float *dup, float *ddown,
+                               int64_t rows, int64_t hidden, int64_t inter);
+void moert_shared_experts_gated_grad(moert_context *ctx, const float *dy,
+                                     const float *x, const float *gate,
+                                     const float *up, const float *down,
+                                     const float *sharedGate, float *dx,
+                                     float *dgate, float *dup, float *ddown,
+                                     float *dsharedGate, int64_t rows,
+                                     int64_t hidden, int64_t inter);
+/* The router's gradient flows through its weights (the selected scores),
+ * never through the given indices; dlogits (from the aux and z losses) adds
+ * to the logits' gradient. The expert bias and group limits only choose. */
+void moert_router_grad(moert_context *ctx, const float *dweights,
+                       const float *x, const float *gate, const float *logits,
+                       const int32_t *indices, float *dx, float *dgate,
+                       int64_t tokens, int64_t hidden, int64_t experts,
+                       int64_t topK, int32_t sigmoid, int32_t normTopkProb,
+                       float routeScale);
+void moert_router_grad_logits(moert_context *ctx, const float *dweights,
+                              const float *dlogits, const float *x,
+                              const float *gate, const float *logits,
+                              const int32_t *indices, float *dx, float *dgate,
+                              int64_t tokens, int64_t hidden, int64_t experts,
+                              int64_t topK, int32_t sigmoid,
+                              int32_t normTopkProb, float routeScale);
+/* dx[t] = sum over k of dpermuted[row(t, k)]; rows = tokens * topK. */
+void moert_permute_grad(moert_context *ctx, const float *dpermuted,
+                        const int32_t *rowToSlot, float *dx, int64_t tokens,
+                        int64_t topK, int64_t hidden);
+void moert_unpermute_grad(moert_context *ctx, const float *dout,
+                          const float *expertOut, const int32_t *rowToSlot,
+                          const float *weights, float *dexpertOut,
+                          float *dweights, int64_t tokens, int64_t topK,
+                          int64_t hidden);
+/* Segments as in moert_grouped_swiglu; rows of dpermuted past the last
+ * offset are set to 0; an expert's weight gradients sum over its segments. */
+void moert_grouped_swiglu_grad(moert_context *ctx, const float *dout,
+                               const float *permuted, const int64_t *offsets,
+                               const float *gate, const float *up,
+                               const float *down, float *dpermuted,
+                               float *dgate, float *dup, float *ddown,
+                               int64_t rows, int64_t segments, int64_t experts,
+                               int64_t hidden, int64_t inter);
+void moert_cross_entropy_grad(moert_context *ctx, const float *logits,
+                              const int32_t *labels, float *dlogits, int64_t n,
+                              int64_t vocab, int64_t ignoreIndex);
+/* The routing fractions are constants; the gradient flows through the mean
+ * scores. */
+void moert_aux_loss_grad(moert_context *ctx, const float *logits,
+                         const int32_t *indices, float *dlogits, int64_t tokens,
+                         int64_t experts, int64_t topK, int32_t sigmoid,
+                         float coefficient);
+void moert_z_loss_grad(moert_context *ctx, const float *logits, float *dlogits,
+                       int64_t tokens, int64_t experts, float coefficient);
+
+/* Optimizer. */
+/* *out = sum of x[i]^2, in double (the global gradient norm's pieces). */
+void moert_sum_squares(moert_context *ctx, const float *x, double *out,
+                       int64_t n);
+/* One torch.optim.AdamW step on param with moments m and v (in place);
+ * gradScale multiplies grad first (global-norm clipping); step >= 1. */
+void moert_adamw(moert_context *ctx, float *param, const float *grad, float *m,
+                 float *v, int64_t n, float lr, float beta1, float beta2,
+                 float eps, float weightDecay, float gradScale, int64_t step);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,15 +1,14 @@
 //===- CApi.cpp - The C entry points compiled models call -----------------===//
 //
-// Each moert_* function forwards to the backend kernel. Exceptions must not
-// unwind into compiled code (it has no unwind tables), so every call runs
-// inside guarded(): the first failure is recorded in the context and later
-// calls return at once.
+// Each moert_* function forwards to the backend kernel inside guarded()
+// (Guarded.h). The backward and optimizer entry points are in CApiGrad.cpp.
 //
 //===----------------------------------------------------------------------===//
 
 #include "moe/Runtime/CApi.h"
 
 #include "Context.h"
+#include "Guarded.h"
 #include "moe/Runtime/CpuKernels.h"
 #include "moe/Runtime/TensorCollectives.h"
 
@@ -22,34 +21,8 @@
 
 namespace {
 
-template <typename Fn> void guarded(moert_context *ctx, Fn &&fn) {
-  if (ctx->failed)
-    return;
-  try {
-    fn();
-  } catch (const std::exception &e) {
-    ctx->failed = true;
-    ctx->error = e.what();
-  } catch (...) {
-    ctx->failed = true;
-    ctx->error = "unknown error in a runtime call";
-  }
-}
-
-moe::cpu::RouterConfig routerConfig(int64_t experts, int64_t topK,
-                                    int32_t sigmoid, int32_t normTopkProb,
-                                    float routeScale, int64_t nGroup,
-                                    int64_t topkGroup) {
-  moe::cpu::RouterConfig cfg;
-  cfg.experts = experts;
-  cfg.topK = topK;
-  cfg.sigmoid = sigmoid != 0;
-  cfg.normTopkProb = normTopkProb != 0;
-  cfg.routeScale = routeScale;
-  cfg.nGroup = nGroup;
-  cfg.topkGroup = topkGroup;
-  return cfg;
-}
+using moe::rt::guarded;
+using moe::rt::routerConfig;
 
 moe::rt::Communicator &group(moert_context *ctx, int32_t id) {
   if (moe::rt::MeshGroups *g = ctx->groups) {

@@ -1,0 +1,54 @@
+//===- Guarded.h - Shared pieces of the C entry points ----------*- C++ -*-===//
+//
+// Private to lib/Runtime/core: every moert_* entry point runs its work inside
+// guarded(), and the router's entry points build a RouterConfig from their
+// flat attributes.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_RUNTIME_CORE_GUARDED_H
+#define MOE_LIB_RUNTIME_CORE_GUARDED_H
+
+#include "Context.h"
+#include "moe/Runtime/CpuKernels.h"
+
+#include <exception>
+
+namespace moe::rt {
+
+/// Runs fn unless ctx already failed. Exceptions must not unwind into
+/// compiled code (it has no unwind tables): the first failure is recorded in
+/// the context and later calls return at once.
+template <typename Fn> void guarded(moert_context *ctx, Fn &&fn) {
+  if (ctx->failed)
+    return;
+  try {
+    fn();
+  } catch (const std::exception &e) {
+    ctx->failed = true;
+    ctx->error = e.what();
+  } catch (...) {
+    ctx->failed = true;
+    ctx->error = "unknown error in a runtime call";
+  }
+}
+
+inline moe::cpu::RouterConfig routerConfig(int64_t experts, int64_t topK,
+                                           int32_t sigmoid,
+                                           int32_t normTopkProb,
+                                           float routeScale, int64_t nGroup,
+                                           int64_t topkGroup) {
+  moe::cpu::RouterConfig cfg;
+  cfg.experts = experts;
+  cfg.topK = topK;
+  cfg.sigmoid = sigmoid != 0;
+  cfg.normTopkProb = normTopkProb != 0;
+  cfg.routeScale = routeScale;
+  cfg.nGroup = nGroup;
+  cfg.topkGroup = topkGroup;
+  return cfg;
+}
+
+} // namespace moe::rt
+
+#endif // MOE_LIB_RUNTIME_CORE_GUARDED_H

@@ -174,6 +174,8 @@ void moert_permute(moert_context *ctx, const float *x, const int32_t *indices,
     moe::cpu::permuteByExpert(indices, tokens, topK, experts, counts.data(),
                               offsets, rowToSlot);
     moe::cpu::gatherRows(x, rowToSlot, tokens * topK, topK, hidden, permuted);
+    // For the driver's routing statistics (load balance per layer).
+    ctx->expertCounts.push_back(std::move(counts));
   });
 }
 

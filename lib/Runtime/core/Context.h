@@ -6,8 +6,10 @@
 #include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/ModelABI.h"
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 struct moert_context {
   /// The first error recorded since the last reset; empty when none.
@@ -18,6 +20,10 @@ struct moert_context {
   moe::rt::MeshGroups *groups = nullptr;
   /// A group of this rank alone, made on first use.
   std::unique_ptr<moe::rt::Communicator> self;
+  /// Tokens routed to each expert: one entry per moert_permute call (one per
+  /// MoE layer and pass, in program order), indexed by global expert. Grows
+  /// until the driver takes it (takeExpertCounts) or clears it.
+  std::vector<std::vector<int64_t>> expertCounts;
 };
 
 namespace moe::rt {
@@ -26,6 +32,16 @@ namespace moe::rt {
 inline void setMeshGroups(moert_context *ctx, MeshGroups *groups) {
   ctx->groups = groups;
 }
+
+/// The per-expert counts recorded since the last take or clear; leaves
+/// none behind.
+inline std::vector<std::vector<int64_t>> takeExpertCounts(moert_context *ctx) {
+  std::vector<std::vector<int64_t>> counts;
+  counts.swap(ctx->expertCounts);
+  return counts;
+}
+
+inline void clearExpertCounts(moert_context *ctx) { ctx->expertCounts.clear(); }
 
 } // namespace moe::rt
 

@@ -1,9 +1,9 @@
 //===- ExportManifest.cpp - Embed the entry point's manifest --------------===//
 //
-// Turns the `moe.entry` dictionary of the (single) planned entry point, the
-// module's mesh and its vocabulary into the JSON manifest of
-// include/moe/Runtime/ModelABI.h, exported as the NUL-terminated global
-// `moe_model_manifest`.
+// Turns the `moe.entry` dictionaries of the planned entry points (the model
+// function, and the training step when there is one), the module's mesh and
+// its vocabulary into the JSON manifest of include/moe/Runtime/ModelABI.h,
+// exported as the NUL-terminated global `moe_model_manifest`.
 //
 //===----------------------------------------------------------------------===//
 
@@ -70,15 +70,46 @@ llvm::json::Array tableJson(Attribute attr, StringRef defaultDtype) {
   return rows;
 }
 
-FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry) {
-  auto dict =
-      entry->getAttrOfType<DictionaryAttr>(MoEDialect::getEntryAttrName());
+DictionaryAttr entryDict(func::FuncOp entry) {
+  return entry->getAttrOfType<DictionaryAttr>(MoEDialect::getEntryAttrName());
+}
+
+LogicalResult checkEntry(func::FuncOp entry) {
+  DictionaryAttr dict = entryDict(entry);
   for (StringRef key : {"function", "params", "weights_bytes", "inputs",
                         "outputs", "arena_bytes", "unplanned_bytes"})
     if (!dict.contains(key))
       return entry.emitOpError("has no '")
              << key << "' in its moe.entry description; run "
              << "moe-lower-to-runtime and moe-plan-memory first";
+  return success();
+}
+
+/// The training step's part of the manifest; its weights must be laid out
+/// as the model function's, since both run on one weights blob.
+FailureOr<llvm::json::Object> trainStepJson(func::FuncOp model,
+                                            func::FuncOp step) {
+  DictionaryAttr dict = entryDict(step), modelDict = entryDict(model);
+  if (dict.get("params") != modelDict.get("params") ||
+      dict.get("weights_bytes") != modelDict.get("weights_bytes"))
+    return step.emitOpError("lays out its weights differently from ")
+           << model.getSymName();
+  auto integer = [&](StringRef key) {
+    return cast<IntegerAttr>(dict.get(key)).getInt();
+  };
+  return llvm::json::Object{
+      {"function", cast<StringAttr>(dict.get("function")).getValue().str()},
+      {"entry", step.getSymName().str()},
+      {"arena_bytes", integer("arena_bytes")},
+      {"unplanned_bytes", integer("unplanned_bytes")},
+      {"inputs", tableJson(dict.get("inputs"), "F32")},
+      {"outputs", tableJson(dict.get("outputs"), "F32")},
+  };
+}
+
+FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
+                                    func::FuncOp trainStep) {
+  DictionaryAttr dict = entryDict(entry);
 
   auto integer = [&](StringRef key) {
     return cast<IntegerAttr>(dict.get(key)).getInt();
@@ -96,6 +127,12 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry) {
   };
   if (dict.contains("ignore_index"))
     manifest["ignore_index"] = integer("ignore_index");
+  if (trainStep) {
+    FailureOr<llvm::json::Object> step = trainStepJson(entry, trainStep);
+    if (failed(step))
+      return failure();
+    manifest["train_step"] = std::move(*step);
+  }
   if (auto chars = module->getAttrOfType<StringAttr>(
           MoEDialect::getVocabCharsAttrName()))
     manifest["vocab_chars"] = chars.getValue().str();
@@ -116,17 +153,26 @@ struct ExportManifestPass
     : mlir::moe::impl::ExportManifestBase<ExportManifestPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    SmallVector<func::FuncOp> entries;
-    for (auto fn : module.getOps<func::FuncOp>())
-      if (fn->hasAttr(MoEDialect::getEntryAttrName()))
-        entries.push_back(fn);
-    if (entries.size() != 1) {
-      module.emitError() << "expected exactly one lowered entry point "
-                            "(moe-lower-to-runtime), found "
-                         << entries.size();
+    // The model function's entry, and a training step's (the one that
+    // writes gradients).
+    SmallVector<func::FuncOp> models, steps;
+    for (auto fn : module.getOps<func::FuncOp>()) {
+      DictionaryAttr dict = entryDict(fn);
+      if (!dict)
+        continue;
+      if (failed(checkEntry(fn)))
+        return signalPassFailure();
+      (dict.get("grads") ? steps : models).push_back(fn);
+    }
+    if (models.size() != 1 || steps.size() > 1) {
+      module.emitError() << "expected one lowered model entry point and at "
+                            "most one training step (moe-lower-to-runtime), "
+                            "found "
+                         << models.size() << " and " << steps.size();
       return signalPassFailure();
     }
-    FailureOr<std::string> json = manifestJson(module, entries.front());
+    FailureOr<std::string> json = manifestJson(
+        module, models.front(), steps.empty() ? func::FuncOp() : steps[0]);
     if (failed(json))
       return signalPassFailure();
 

@@ -121,6 +121,26 @@ private:
   LogicalResult lower(ZLossOp op);
   LogicalResult lower(tensor::ExpandShapeOp op);
   LogicalResult lower(tensor::CollapseShapeOp op);
+  // Gradients (moe-build-train-step).
+  LogicalResult lower(EmbeddingGradOp op);
+  LogicalResult lower(RMSNormGradOp op);
+  LogicalResult lower(LinearGradOp op);
+  LogicalResult lower(RopeGradOp op);
+  LogicalResult lower(AttentionGradOp op);
+  LogicalResult lower(MLPGradOp op);
+  LogicalResult lower(SharedExpertsGradOp op);
+  LogicalResult lower(RouterGradOp op);
+  LogicalResult lower(PermuteGradOp op);
+  LogicalResult lower(UnpermuteGradOp op);
+  LogicalResult lower(GroupedSwiGLUGradOp op);
+  LogicalResult lower(CrossEntropyGradOp op);
+  LogicalResult lower(AuxLossGradOp op);
+  LogicalResult lower(ZLossGradOp op);
+  LogicalResult lower(ParamGradOp op);
+  /// Result buffers of every result of `op`, in order.
+  FailureOr<SmallVector<Value>> resultBuffers(Operation *op);
+  /// The view of weight `name`'s slot in blob `blob` (weights or grads).
+  Value weightView(Value blob, StringRef name, Type tensorType);
 
   /// The buffer of `tensor`: the caller's output buffer when the function
   /// returns it, else a new allocation. Maps `tensor` to it.
@@ -161,6 +181,8 @@ private:
   Location loc = model.getLoc();
   IRMapping mapping;
   Value ctx, weights;
+  /// The gradients blob (laid out like the weights) of a training step.
+  Value grads;
 
   /// Weight name -> byte offset in the blob; the manifest's param list.
   llvm::StringMap<int64_t> weightOffsets;
@@ -235,11 +257,16 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
   if (failed(layOutWeights()))
     return failure();
 
-  // Signature: (ctx, weights, inputs..., outputs...).
+  // Signature: (ctx, weights, [grads,] inputs..., outputs...); a training
+  // step writes its gradients into a blob laid out like the weights.
   MLIRContext *context = model.getContext();
+  bool hasGrads = !model.getBody().getOps<ParamGradOp>().empty();
   SmallVector<Type> argTypes = {
       LLVM::LLVMPointerType::get(context),
       MemRefType::get({weightsBytes}, b.getI8Type())};
+  if (hasGrads)
+    argTypes.push_back(argTypes.back());
+  unsigned firstInputArg = argTypes.size();
   for (Type type : llvm::concat<const Type>(model.getArgumentTypes(),
                                             model.getResultTypes())) {
     auto buffer = bufferTypeFor(type, model.getLoc());
@@ -247,7 +274,7 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
       return failure();
     argTypes.push_back(*buffer);
   }
-  firstOutputArg = 2 + model.getNumArguments();
+  firstOutputArg = firstInputArg + model.getNumArguments();
 
   std::string name = (kEntryPrefix + model.getSymName()).str();
   if (SymbolTable::lookupNearestSymbolFrom(model, b.getStringAttr(name)))
@@ -259,8 +286,10 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
   b.setInsertionPointToStart(body);
   ctx = body->getArgument(0);
   weights = body->getArgument(1);
+  if (hasGrads)
+    grads = body->getArgument(2);
   for (auto [i, arg] : llvm::enumerate(model.getArguments()))
-    mapping.map(arg, body->getArgument(2 + i));
+    mapping.map(arg, body->getArgument(firstInputArg + i));
   Operation *terminator = model.getBody().front().getTerminator();
   for (auto [i, value] : llvm::enumerate(terminator->getOperands()))
     returnedAt.try_emplace(value, firstOutputArg + i);
@@ -269,7 +298,9 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
     if (failed(lowerOp(&op)))
       return failure();
 
-  bool isForward = model.getSymName() == "forward";
+  // The driver's names for the inputs and outputs of the model function
+  // and of its training step.
+  bool isForward = model.getSymName() == "forward" || hasGrads;
   SmallVector<DictionaryAttr> argAttrs, resultAttrs;
   model.getAllArgAttrs(argAttrs);
   model.getAllResultAttrs(resultAttrs);
@@ -283,11 +314,17 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
                                     "input")),
       b.getNamedAttr("outputs",
                      describeValues(b, model.getResultTypes(), resultAttrs,
-                                    isForward, {"logits", "loss"}, "output")),
+                                    isForward,
+                                    hasGrads ? ArrayRef<StringRef>{"loss"}
+                                             : ArrayRef<StringRef>{"logits",
+                                                                   "loss"},
+                                    "output")),
   };
   if (ignoreIndex)
     manifest.push_back(
         b.getNamedAttr("ignore_index", b.getI64IntegerAttr(*ignoreIndex)));
+  if (hasGrads)
+    manifest.push_back(b.getNamedAttr("grads", b.getBoolAttr(true)));
   entry->setAttr(MoEDialect::getEntryAttrName(), b.getDictionaryAttr(manifest));
   return entry;
 }
@@ -302,7 +339,12 @@ LogicalResult EntryBuilder::lowerOp(Operation *op) {
             shard::AllGatherOp, shard::AllSliceOp, shard::AllToAllOp,
             SharedExpertsOp,
             CrossEntropyOp, AuxLossOp, ZLossOp, tensor::ExpandShapeOp,
-            tensor::CollapseShapeOp>([&](auto op) { return lower(op); })
+            tensor::CollapseShapeOp, EmbeddingGradOp, RMSNormGradOp,
+            LinearGradOp, RopeGradOp, AttentionGradOp, MLPGradOp,
+            SharedExpertsGradOp, RouterGradOp, PermuteGradOp,
+            UnpermuteGradOp, GroupedSwiGLUGradOp, CrossEntropyGradOp,
+            AuxLossGradOp, ZLossGradOp, ParamGradOp>(
+          [&](auto op) { return lower(op); })
       .Case<func::ReturnOp>([&](auto op) { return lowerReturn(op); })
       .Default([](Operation *op) {
         return op->emitOpError(
@@ -321,8 +363,13 @@ FailureOr<Value> EntryBuilder::resultBuffer(Value tensor) {
     return failure();
   Value buffer;
   auto it = returnedAt.find(tensor);
+  auto gradOf = tensor.hasOneUse()
+                    ? dyn_cast<ParamGradOp>(*tensor.getUsers().begin())
+                    : ParamGradOp();
   if (it != returnedAt.end() && outputsWritten.insert(it->second).second)
     buffer = entry.getArgument(it->second);
+  else if (gradOf && grads)
+    buffer = weightView(grads, gradOf.getName(), tensor.getType());
   else
     buffer = alloc(*type);
   mapping.map(tensor, buffer);
@@ -366,15 +413,19 @@ LogicalResult EntryBuilder::call(StringRef callee, ValueRange buffers,
 // Per-op lowerings
 //===----------------------------------------------------------------------===//
 
+Value EntryBuilder::weightView(Value blob, StringRef name, Type tensorType) {
+  auto type = cast<RankedTensorType>(tensorType);
+  Value offset =
+      arith::ConstantIndexOp::create(b, loc, weightOffsets.lookup(name));
+  return memref::ViewOp::create(
+      b, loc, MemRefType::get(type.getShape(), type.getElementType()), blob,
+      offset, ValueRange{});
+}
+
 LogicalResult EntryBuilder::lower(ParamOp op) {
-  auto type = bufferTypeFor(op.getType(), loc);
-  if (failed(type))
+  if (failed(bufferTypeFor(op.getType(), loc)))
     return failure();
-  Value offset = arith::ConstantIndexOp::create(
-      b, loc, weightOffsets.lookup(op.getName()));
-  Value view =
-      memref::ViewOp::create(b, loc, *type, weights, offset, ValueRange{});
-  mapping.map(op.getResult(), view);
+  mapping.map(op.getResult(), weightView(weights, op.getName(), op.getType()));
   return success();
 }
 
@@ -752,6 +803,229 @@ LogicalResult EntryBuilder::lower(tensor::CollapseShapeOp op) {
                   b, loc, *type, buffer(op.getSrc()),
                   op.getReassociationIndices())
                   .getResult());
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients (moe-build-train-step)
+//===----------------------------------------------------------------------===//
+
+FailureOr<SmallVector<Value>> EntryBuilder::resultBuffers(Operation *op) {
+  SmallVector<Value> buffers;
+  for (Value result : op->getResults()) {
+    auto out = resultBuffer(result);
+    if (failed(out))
+      return failure();
+    buffers.push_back(*out);
+  }
+  return buffers;
+}
+
+LogicalResult EntryBuilder::lower(EmbeddingGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  Value table = op.getTableGrad();
+  return call("moert_embedding_grad",
+              {buffer(op.getResultGrad()), buffer(op.getTokens()), (*out)[0]},
+              {i64(numElements(op.getTokens())), i64(dimSize(table, 0)),
+               i64(dimSize(table, 1))});
+}
+
+LogicalResult EntryBuilder::lower(RMSNormGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  int64_t dim = dimSize(op.getInput(), -1);
+  return call("moert_rms_norm_grad",
+              {buffer(op.getResultGrad()), buffer(op.getInput()),
+               buffer(op.getWeight()), (*out)[0], (*out)[1]},
+              {i64(numElements(op.getInput()) / dim), i64(dim),
+               f32(op.getEps().convertToDouble())});
+}
+
+LogicalResult EntryBuilder::lower(LinearGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  int64_t in = dimSize(op.getInput(), -1);
+  return call("moert_linear_grad",
+              {buffer(op.getResultGrad()), buffer(op.getInput()),
+               buffer(op.getWeight()), (*out)[0], (*out)[1]},
+              {i64(numElements(op.getInput()) / in), i64(in),
+               i64(dimSize(op.getWeight(), 0))});
+}
+
+LogicalResult EntryBuilder::lower(RopeGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  Value dy = op.getResultGrad();
+  SmallVector<Value> sizes = {i64(dimSize(dy, 0)), i64(dimSize(dy, 1)),
+                              i64(dimSize(dy, 2)), i64(dimSize(dy, 3)),
+                              f64(op.getTheta().convertToDouble())};
+  if (Value positions = op.getPositions())
+    return call("moert_rope_positions_grad",
+                {buffer(dy), buffer(positions), (*out)[0]}, sizes);
+  return call("moert_rope_grad", {buffer(dy), (*out)[0]}, sizes);
+}
+
+LogicalResult EntryBuilder::lower(AttentionGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  Value q = op.getQ();
+  return call("moert_attention_grad",
+              {buffer(op.getResultGrad()), buffer(q), buffer(op.getK()),
+               buffer(op.getV()), (*out)[0], (*out)[1], (*out)[2]},
+              {i64(dimSize(q, 0)), i64(dimSize(q, 1)), i64(dimSize(q, 2)),
+               i64(dimSize(op.getK(), 2)), i64(dimSize(q, 3)),
+               i32(op.getCausal() ? 1 : 0), f32(op.getEffectiveScale())});
+}
+
+LogicalResult EntryBuilder::lower(MLPGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  int64_t hidden = dimSize(op.getInput(), -1);
+  SmallVector<Value> buffers = {
+      buffer(op.getResultGrad()), buffer(op.getInput()),
+      buffer(op.getGateWeight()), buffer(op.getUpWeight()),
+      buffer(op.getDownWeight())};
+  llvm::append_range(buffers, *out);
+  return call("moert_mlp_grad", buffers,
+              {i64(numElements(op.getInput()) / hidden), i64(hidden),
+               i64(dimSize(op.getGateWeight(), 0))});
+}
+
+LogicalResult EntryBuilder::lower(SharedExpertsGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  int64_t hidden = dimSize(op.getInput(), -1);
+  SmallVector<Value> buffers = {
+      buffer(op.getResultGrad()), buffer(op.getInput()),
+      buffer(op.getGateWeight()), buffer(op.getUpWeight()),
+      buffer(op.getDownWeight())};
+  if (Value gate = op.getSharedGate())
+    buffers.push_back(buffer(gate));
+  llvm::append_range(buffers, *out);
+  return call(op.getSharedGate() ? "moert_shared_experts_gated_grad"
+                                 : "moert_shared_experts_grad",
+              buffers,
+              {i64(numElements(op.getInput()) / hidden), i64(hidden),
+               i64(dimSize(op.getGateWeight(), 0))});
+}
+
+LogicalResult EntryBuilder::lower(RouterGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  int64_t hidden = dimSize(op.getInput(), -1);
+  SmallVector<Value> buffers = {buffer(op.getWeightsGrad())};
+  if (Value dLogits = op.getLogitsGrad())
+    buffers.push_back(buffer(dLogits));
+  buffers.append({buffer(op.getInput()), buffer(op.getGateWeight()),
+                  buffer(op.getLogits()), buffer(op.getIndices()), (*out)[0],
+                  (*out)[1]});
+  return call(op.getLogitsGrad() ? "moert_router_grad_logits"
+                                 : "moert_router_grad",
+              buffers,
+              {i64(numElements(op.getInput()) / hidden), i64(hidden),
+               i64(dimSize(op.getGateWeight(), 0)),
+               i64(dimSize(op.getIndices(), -1)),
+               i32(op.getScoring() == ScoreFunc::sigmoid ? 1 : 0),
+               i32(op.getNormTopkProb() ? 1 : 0),
+               f32(op.getRouteScale().convertToDouble())});
+}
+
+LogicalResult EntryBuilder::lower(PermuteGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  int64_t hidden = dimSize(op.getInputGrad(), -1);
+  return call("moert_permute_grad",
+              {buffer(op.getPermutedGrad()), buffer(op.getRowToSlot()),
+               (*out)[0]},
+              {i64(numElements(op.getInputGrad()) / hidden),
+               i64(static_cast<int64_t>(op.getTopK())), i64(hidden)});
+}
+
+LogicalResult EntryBuilder::lower(UnpermuteGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  int64_t topK = dimSize(op.getWeights(), -1);
+  return call("moert_unpermute_grad",
+              {buffer(op.getResultGrad()), buffer(op.getExpertOut()),
+               buffer(op.getRowToSlot()), buffer(op.getWeights()), (*out)[0],
+               (*out)[1]},
+              {i64(numElements(op.getWeights()) / topK), i64(topK),
+               i64(dimSize(op.getExpertOut(), 1))});
+}
+
+LogicalResult EntryBuilder::lower(GroupedSwiGLUGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  SmallVector<Value> buffers = {
+      buffer(op.getResultGrad()), buffer(op.getPermuted()),
+      buffer(op.getOffsets()),    buffer(op.getGateWeight()),
+      buffer(op.getUpWeight()),   buffer(op.getDownWeight())};
+  llvm::append_range(buffers, *out);
+  return call("moert_grouped_swiglu_grad", buffers,
+              {i64(dimSize(op.getPermuted(), 0)),
+               i64(dimSize(op.getOffsets(), 0) - 1),
+               i64(dimSize(op.getGateWeight(), 0)),
+               i64(dimSize(op.getPermuted(), 1)),
+               i64(dimSize(op.getGateWeight(), 1))});
+}
+
+LogicalResult EntryBuilder::lower(CrossEntropyGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  return call("moert_cross_entropy_grad",
+              {buffer(op.getLogits()), buffer(op.getLabels()), (*out)[0]},
+              {i64(numElements(op.getLabels())),
+               i64(dimSize(op.getLogits(), -1)),
+               i64(static_cast<int64_t>(op.getIgnoreIndex()))});
+}
+
+LogicalResult EntryBuilder::lower(AuxLossGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  int64_t experts = dimSize(op.getLogits(), -1);
+  return call("moert_aux_loss_grad",
+              {buffer(op.getLogits()), buffer(op.getIndices()), (*out)[0]},
+              {i64(numElements(op.getLogits()) / experts), i64(experts),
+               i64(dimSize(op.getIndices(), -1)),
+               i32(op.getScoring() == ScoreFunc::sigmoid ? 1 : 0),
+               f32(op.getCoefficient().convertToDouble())});
+}
+
+LogicalResult EntryBuilder::lower(ZLossGradOp op) {
+  auto out = resultBuffers(op);
+  if (failed(out))
+    return failure();
+  int64_t experts = dimSize(op.getLogits(), -1);
+  return call("moert_z_loss_grad", {buffer(op.getLogits()), (*out)[0]},
+              {i64(numElements(op.getLogits()) / experts), i64(experts),
+               f32(op.getCoefficient().convertToDouble())});
+}
+
+/// Most gradients are computed straight into their slot of the gradients
+/// blob (resultBuffer); one that is not (a reshape, an input) is copied.
+LogicalResult EntryBuilder::lower(ParamGradOp op) {
+  if (!weightOffsets.count(op.getName()))
+    return op.emitOpError("names no weight of the function");
+  Value grad = buffer(op.getGrad());
+  if (auto view = grad.getDefiningOp<memref::ViewOp>();
+      view && view.getSource() == grads)
+    return success();
+  memref::CopyOp::create(
+      b, loc, grad, weightView(grads, op.getName(), op.getGrad().getType()));
   return success();
 }
 

@@ -12,8 +12,10 @@
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
-void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm) {
+void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep) {
   pm.addPass(createLowerExperts());
+  if (trainStep)
+    pm.addPass(createBuildTrainStep());
   pm.addPass(createLowerToRuntime());
   pm.addPass(createPlanMemory());
   pm.addPass(createExportManifest());
@@ -46,6 +48,10 @@ struct MoEPipelineOptions
       *this, "mesh",
       llvm::cl::desc("Mesh as axis=size pairs, e.g. dp=2,ep=2 (default: "
                      "moe-opt's --mesh, else the module's moe.mesh)")};
+  Option<bool> trainStep{
+      *this, "train-step",
+      llvm::cl::desc("Also build the training step (moe-build-train-step)"),
+      llvm::cl::init(false)};
 };
 } // namespace
 
@@ -60,12 +66,12 @@ void mlir::moe::registerMoEPipelines(const std::string *defaultMesh) {
         if (mesh.empty() && defaultMesh)
           mesh = *defaultMesh;
         buildPartitionPipeline(pm, mesh);
-        buildLowerToLLVMPipeline(pm);
+        buildLowerToLLVMPipeline(pm, options.trainStep);
       });
   PassPipelineRegistration<>(
       "moe-lower-to-llvm",
       "Expand the experts, lower model functions to runtime calls, plan "
       "their memory, embed the manifest and convert everything to the LLVM "
       "dialect",
-      buildLowerToLLVMPipeline);
+      [](OpPassManager &pm) { buildLowerToLLVMPipeline(pm); });
 }

@@ -82,6 +82,11 @@ cl::opt<std::string> mesh(
              "(default: the model's moe.mesh, else one rank); the executable "
              "then runs under mpirun with dp*cp*tp ranks"),
     cl::value_desc("axis=size,..."), cl::cat(category));
+cl::opt<bool> trainStep(
+    "train-step",
+    cl::desc("Build the training step too, so that the executable can "
+             "`train` (default: when the model returns a scalar loss)"),
+    cl::init(true), cl::cat(category));
 cl::opt<std::string> linker(
     "linker",
     cl::desc("C++ compiler driver that links the executable (default: c++)"),
@@ -104,6 +109,17 @@ std::string defaultOutput() {
   else if (emit == Emit::Mlir)
     path += ".llvm.mlir";
   return std::string(path);
+}
+
+/// True if `@forward` returns a scalar f32 (a loss to train on).
+bool returnsLoss(ModuleOp module) {
+  auto forward = module.lookupSymbol<func::FuncOp>("forward");
+  if (!forward)
+    return false;
+  return llvm::any_of(forward.getResultTypes(), [](Type type) {
+    auto tensor = dyn_cast<RankedTensorType>(type);
+    return tensor && tensor.getRank() == 0 && tensor.getElementType().isF32();
+  });
 }
 
 /// Parses, verifies and lowers the model to the LLVM dialect.
@@ -129,7 +145,7 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context) {
   else if ((*module)->hasAttr(moe::MoEDialect::getMeshAttrName()) &&
            !(*module)->hasAttr(moe::MoEDialect::getPartitionedAttrName()))
     moe::buildPartitionPipeline(pm, /*mesh=*/"");
-  moe::buildLowerToLLVMPipeline(pm);
+  moe::buildLowerToLLVMPipeline(pm, trainStep && returnsLoss(*module));
   if (failed(pm.run(*module)))
     return nullptr;
   return module;

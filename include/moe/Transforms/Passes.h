@@ -20,11 +20,11 @@ namespace mlir::moe {
 #define GEN_PASS_REGISTRATION
 #include "moe/Transforms/Passes.h.inc"
 
-/// moe-lower-experts, moe-lower-to-runtime, moe-plan-memory,
-/// moe-export-manifest, then the
+/// moe-lower-experts, moe-build-train-step (with `trainStep`),
+/// moe-lower-to-runtime, moe-plan-memory, moe-export-manifest, then the
 /// upstream conversions to the LLVM dialect (memrefs passed as bare
 /// pointers): the module is ready for translation to LLVM IR.
-void buildLowerToLLVMPipeline(OpPassManager &pm);
+void buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep = false);
 
 /// moe-assign-mesh (with `mesh`; skipped when `mesh` is empty, keeping the
 /// module's moe.mesh), moe-shard, moe-partition: the per-rank program.

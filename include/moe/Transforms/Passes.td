@@ -121,6 +121,48 @@ def LowerExperts : Pass<"moe-lower-experts"> {
   let dependentDialects = ["::mlir::moe::MoEDialect"];
 }
 
+def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
+  let summary = "Build the training step: the loss and every weight's gradient";
+  let description = [{
+    Adds `@train_step` (same inputs as `@forward`, returns its scalar loss):
+    the forward ops the loss needs, then the reverse-mode backward of every
+    op, ending in one `moe.param_grad` per weight the loss depends on. The
+    executable's optimizer (AdamW) reads those gradients.
+
+    It runs on the per-rank program after moe-partition and
+    moe-lower-experts, and adds the collectives the gradients need:
+
+    * the transpose of each forward collective: `shard.all_gather` <->
+      `shard.all_slice`, `shard.all_to_all` <-> the inverse all-to-all,
+      `shard.all_reduce` -> identity, `moe.dispatch` <-> `moe.combine`
+      (the same token counts);
+    * a `shard.all_reduce` wherever an op combines a value that is the same
+      on all ranks of a mesh axis with one that differs along it (from
+      `moe.split` of the inputs and weights, through the program): the
+      data-parallel (dp x cp) gradient sum of replicated weights, the
+      expert-data-parallel sum of expert weights, and the tensor-parallel
+      sum in front of column-parallel projections. Shares reaching one value
+      are added before they are summed, so each such value costs one
+      all-reduce.
+
+    Router gradients flow through the selected scores only; loss ops feed
+    the backward with their own gradients (a loss's gradient is 1, since
+    losses only reach the returned loss through `moe.add`).
+
+    Guarantees: on every rank, each `moe.param_grad` is the rank's shard of
+    the gradient of the global loss (the same loss on every rank) with
+    respect to that weight. An op without a gradient rule is a diagnostic.
+  }];
+  let options = [
+    Option<"fromFunction", "from", "std::string", /*default=*/"\"forward\"",
+           "The model function to differentiate">,
+    Option<"stepFunction", "name", "std::string", /*default=*/"\"train_step\"",
+           "The name of the training-step function to create">,
+  ];
+  let dependentDialects = ["::mlir::shard::ShardDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
 def LowerToRuntime : Pass<"moe-lower-to-runtime", "::mlir::ModuleOp"> {
   let summary = "Lower model functions to runtime calls on buffers";
   let description = [{

@@ -9,6 +9,7 @@
 #include "llvm/ADT/STLExtras.h"
 
 #include <cmath>
+#include <tuple>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -180,94 +181,121 @@ LogicalResult ParamOp::verify() {
 // Dense layers
 //===----------------------------------------------------------------------===//
 
-LogicalResult EmbeddingOp::verify() {
-  if (failed(expectRank(*this, "table", getTable(), 2, "[vocab, hidden]")))
+static LogicalResult verifyEmbedding(Operation *op, Value tokens,
+                                     Value table, Value result) {
+  if (failed(expectRank(op, "table", table, 2, "[vocab, hidden]")))
     return failure();
-  auto table = getTable().getType();
+  auto tableType = cast<ShapedType>(table.getType());
   SmallVector<int64_t> want =
-      withLastDim(getTokens().getType().getShape(), table.getShape()[1]);
-  if (failed(expectShape(*this, "result", getResult(), want,
+      withLastDim(shapeOf(tokens), tableType.getShape()[1]);
+  if (failed(expectShape(op, "result", result, want,
                          "the tokens' shape followed by the hidden size")))
     return failure();
-  if (getResult().getType().getElementType() != table.getElementType())
-    return emitOpError() << "expects the result element type to equal the "
-                            "table's "
-                         << table.getElementType() << ", but got "
-                         << getResult().getType().getElementType();
+  Type resultElement = cast<ShapedType>(result.getType()).getElementType();
+  if (resultElement != tableType.getElementType())
+    return op->emitOpError()
+           << "expects the result element type to equal the table's "
+           << tableType.getElementType() << ", but got " << resultElement;
   return success();
 }
 
-LogicalResult RMSNormOp::verify() {
-  if (failed(expectAtLeastRank1(*this, "input", getInput())) ||
-      failed(expectShape(*this, "weight", getWeight(),
-                         {getInput().getType().getShape().back()},
-                         "the last dimension of input")) ||
-      failed(expectPositive(*this, "eps", getEps().convertToDouble())))
-    return failure();
-  return expectSameType(*this, getResult(), getInput(), "input");
+LogicalResult EmbeddingOp::verify() {
+  return verifyEmbedding(*this, getTokens(), getTable(), getResult());
 }
 
-LogicalResult LinearOp::verify() {
-  if (failed(expectAtLeastRank1(*this, "input", getInput())) ||
-      failed(expectRank(*this, "weight", getWeight(), 2, "[out, in]")))
+static LogicalResult verifyRMSNorm(Operation *op, Value input, Value weight,
+                                   APFloat eps, Value result) {
+  if (failed(expectAtLeastRank1(op, "input", input)) ||
+      failed(expectShape(op, "weight", weight, {shapeOf(input).back()},
+                         "the last dimension of input")) ||
+      failed(expectPositive(op, "eps", eps.convertToDouble())))
     return failure();
-  ArrayRef<int64_t> in = getInput().getType().getShape();
-  ArrayRef<int64_t> w = getWeight().getType().getShape();
+  return expectSameType(op, result, input, "input");
+}
+
+LogicalResult RMSNormOp::verify() {
+  return verifyRMSNorm(*this, getInput(), getWeight(), getEps(), getResult());
+}
+
+static LogicalResult verifyLinear(Operation *op, Value input, Value weight,
+                                  Value bias, Value result) {
+  if (failed(expectAtLeastRank1(op, "input", input)) ||
+      failed(expectRank(op, "weight", weight, 2, "[out, in]")))
+    return failure();
+  ArrayRef<int64_t> in = shapeOf(input);
+  ArrayRef<int64_t> w = shapeOf(weight);
   if (in.back() != w[1])
-    return emitOpError() << "expects the input's last dimension to equal the "
-                            "weight's in dimension "
-                         << w[1] << ", but got " << in.back();
-  if (getBias() && failed(expectShape(*this, "bias", getBias(), {w[0]},
-                                      "the weight's out dimension")))
+    return op->emitOpError() << "expects the input's last dimension to equal "
+                                "the weight's in dimension "
+                             << w[1] << ", but got " << in.back();
+  if (bias && failed(expectShape(op, "bias", bias, {w[0]},
+                                 "the weight's out dimension")))
     return failure();
-  return expectShape(*this, "result", getResult(),
-                     withLastDim(in.drop_back(), w[0]),
+  return expectShape(op, "result", result, withLastDim(in.drop_back(), w[0]),
                      "the input's leading dimensions followed by out");
 }
 
-LogicalResult RopeOp::verify() {
-  if (failed(expectRank(*this, "input", getInput(), 4,
+LogicalResult LinearOp::verify() {
+  return verifyLinear(*this, getInput(), getWeight(), getBias(), getResult());
+}
+
+static LogicalResult verifyRope(Operation *op, Value input, Value positions,
+                                APFloat theta, Value result) {
+  if (failed(expectRank(op, "input", input, 4,
                         "[batch, seq, heads, head_dim]")))
     return failure();
-  ArrayRef<int64_t> x = getInput().getType().getShape();
+  ArrayRef<int64_t> x = shapeOf(input);
   if (x[3] % 2 != 0)
-    return emitOpError() << "expects an even head_dim, but got " << x[3];
-  if (getPositions() &&
-      failed(expectShape(*this, "positions", getPositions(), {x[0], x[1]},
-                         "[batch, seq] of input")))
+    return op->emitOpError() << "expects an even head_dim, but got " << x[3];
+  if (positions && failed(expectShape(op, "positions", positions,
+                                      {x[0], x[1]}, "[batch, seq] of input")))
     return failure();
-  if (failed(expectPositive(*this, "theta", getTheta().convertToDouble())))
+  if (failed(expectPositive(op, "theta", theta.convertToDouble())))
     return failure();
-  return expectSameType(*this, getResult(), getInput(), "input");
+  return expectSameType(op, result, input, "input");
+}
+
+LogicalResult RopeOp::verify() {
+  return verifyRope(*this, getInput(), getPositions(), getTheta(),
+                    getResult());
+}
+
+static LogicalResult verifyAttention(Operation *op, Value qv, Value kv,
+                                     Value vv, std::optional<APFloat> scale,
+                                     Value result) {
+  if (failed(expectRank(op, "q", qv, 4, "[batch, seq, heads, head_dim]")) ||
+      failed(expectRank(op, "k", kv, 4, "[batch, seq, kv_heads, head_dim]")))
+    return failure();
+  ArrayRef<int64_t> q = shapeOf(qv);
+  ArrayRef<int64_t> k = shapeOf(kv);
+  if (failed(expectShape(op, "k", kv, {q[0], q[1], k[2], q[3]},
+                         "batch, seq and head_dim of q")) ||
+      failed(expectShape(op, "v", vv, k, "the shape of k")))
+    return failure();
+  if (q[2] % k[2] != 0)
+    return op->emitOpError()
+           << "expects the number of query heads (" << q[2]
+           << ") to be a multiple of the number of key/value heads (" << k[2]
+           << ")";
+  if (scale && failed(expectPositive(op, "scale", scale->convertToDouble())))
+    return failure();
+  return expectSameType(op, result, qv, "q");
+}
+
+/// `scale` if set, else 1/sqrt(head_dim of q).
+static double effectiveScale(std::optional<APFloat> scale, Value q) {
+  if (scale)
+    return scale->convertToDouble();
+  return 1.0 / std::sqrt(static_cast<double>(shapeOf(q)[3]));
 }
 
 LogicalResult AttentionOp::verify() {
-  if (failed(
-          expectRank(*this, "q", getQ(), 4, "[batch, seq, heads, head_dim]")) ||
-      failed(expectRank(*this, "k", getK(), 4,
-                        "[batch, seq, kv_heads, head_dim]")))
-    return failure();
-  ArrayRef<int64_t> q = getQ().getType().getShape();
-  ArrayRef<int64_t> k = getK().getType().getShape();
-  if (failed(expectShape(*this, "k", getK(), {q[0], q[1], k[2], q[3]},
-                         "batch, seq and head_dim of q")) ||
-      failed(expectShape(*this, "v", getV(), k, "the shape of k")))
-    return failure();
-  if (q[2] % k[2] != 0)
-    return emitOpError() << "expects the number of query heads (" << q[2]
-                         << ") to be a multiple of the number of key/value "
-                            "heads ("
-                         << k[2] << ")";
-  if (getScale() &&
-      failed(expectPositive(*this, "scale", getScale()->convertToDouble())))
-    return failure();
-  return expectSameType(*this, getResult(), getQ(), "q");
+  return verifyAttention(*this, getQ(), getK(), getV(), getScale(),
+                         getResult());
 }
 
 double AttentionOp::getEffectiveScale() {
-  if (std::optional<APFloat> scale = getScale())
-    return scale->convertToDouble();
-  return 1.0 / std::sqrt(static_cast<double>(getQ().getType().getShape()[3]));
+  return effectiveScale(getScale(), getQ());
 }
 
 LogicalResult MLPOp::verify() {
@@ -456,47 +484,62 @@ LogicalResult PermuteOp::verify() {
   return success();
 }
 
-LogicalResult GroupedSwiGLUOp::verify() {
-  if (failed(expectRank(*this, "permuted", getPermuted(), 2, "[rows, hidden]")) ||
-      failed(expectRank(*this, "gate_weight", getGateWeight(), 3,
+static LogicalResult verifyGroupedSwiGLU(Operation *op, Value permuted,
+                                         Value offsets, Value gate, Value up,
+                                         Value down, Value result) {
+  if (failed(expectRank(op, "permuted", permuted, 2, "[rows, hidden]")) ||
+      failed(expectRank(op, "gate_weight", gate, 3,
                         "[experts, intermediate, hidden]")))
     return failure();
-  int64_t experts = shapeOf(getGateWeight())[0];
-  if (failed(verifyStackedExpertWeights(
-          *this, getGateWeight(), getUpWeight(), getDownWeight(),
-          shapeOf(getPermuted())[1])))
+  int64_t experts = shapeOf(gate)[0];
+  if (failed(verifyStackedExpertWeights(op, gate, up, down,
+                                        shapeOf(permuted)[1])))
     return failure();
-  int64_t offsets = shapeOf(getOffsets())[0];
-  if (experts < 1 || offsets < experts + 1 || (offsets - 1) % experts != 0)
-    return emitOpError() << "expects offsets of shape [segments * experts + "
-                            "1] with segments >= 1 and "
-                         << experts << " experts, but got [" << offsets << "]";
-  return expectSameType(*this, getResult(), getPermuted(), "permuted");
+  int64_t numOffsets = shapeOf(offsets)[0];
+  if (experts < 1 || numOffsets < experts + 1 ||
+      (numOffsets - 1) % experts != 0)
+    return op->emitOpError()
+           << "expects offsets of shape [segments * experts + 1] with "
+              "segments >= 1 and "
+           << experts << " experts, but got [" << numOffsets << "]";
+  return expectSameType(op, result, permuted, "permuted");
 }
 
-LogicalResult UnpermuteOp::verify() {
-  if (failed(expectRank(*this, "expert_out", getExpertOut(), 2,
-                        "[rows, hidden]")) ||
-      failed(expectAtLeastRank1(*this, "weights", getWeights())))
+LogicalResult GroupedSwiGLUOp::verify() {
+  return verifyGroupedSwiGLU(*this, getPermuted(), getOffsets(),
+                             getGateWeight(), getUpWeight(), getDownWeight(),
+                             getResult());
+}
+
+static LogicalResult verifyUnpermute(Operation *op, Value expertOut,
+                                     Value rowToSlot, Value weightsValue,
+                                     Value result) {
+  if (failed(expectRank(op, "expert_out", expertOut, 2, "[rows, hidden]")) ||
+      failed(expectAtLeastRank1(op, "weights", weightsValue)))
     return failure();
-  ArrayRef<int64_t> rows = getExpertOut().getType().getShape();
-  ArrayRef<int64_t> weights = getWeights().getType().getShape();
+  ArrayRef<int64_t> rows = shapeOf(expertOut);
+  ArrayRef<int64_t> weights = shapeOf(weightsValue);
   int64_t slots = slotCount(weights.drop_back(), weights.back());
   if (rows[0] != slots)
-    return emitOpError() << "expects expert_out to have one row per "
-                            "token-slot of weights ("
-                         << slots << "), but got " << rows[0];
-  if (failed(expectShape(*this, "row_to_slot", getRowToSlot(), {slots},
+    return op->emitOpError() << "expects expert_out to have one row per "
+                                "token-slot of weights ("
+                             << slots << "), but got " << rows[0];
+  if (failed(expectShape(op, "row_to_slot", rowToSlot, {slots},
                          "[tokens * top_k]")) ||
-      failed(expectShape(*this, "result", getResult(),
+      failed(expectShape(op, "result", result,
                          withLastDim(weights.drop_back(), rows[1]),
                          "the weights' token dimensions followed by hidden")))
     return failure();
-  if (getResult().getType().getElementType() !=
-      getExpertOut().getType().getElementType())
-    return emitOpError("expects the result to have the element type of "
-                       "expert_out");
+  if (cast<ShapedType>(result.getType()).getElementType() !=
+      cast<ShapedType>(expertOut.getType()).getElementType())
+    return op->emitOpError("expects the result to have the element type of "
+                           "expert_out");
   return success();
+}
+
+LogicalResult UnpermuteOp::verify() {
+  return verifyUnpermute(*this, getExpertOut(), getRowToSlot(), getWeights(),
+                         getResult());
 }
 
 LogicalResult SharedExpertsOp::verify() {
@@ -514,12 +557,16 @@ LogicalResult SharedExpertsOp::verify() {
 // Losses
 //===----------------------------------------------------------------------===//
 
-LogicalResult CrossEntropyOp::verify() {
-  if (failed(expectAtLeastRank1(*this, "logits", getLogits())))
+static LogicalResult verifyCrossEntropy(Operation *op, Value logits,
+                                        Value labels) {
+  if (failed(expectAtLeastRank1(op, "logits", logits)))
     return failure();
-  return expectShape(*this, "labels", getLabels(),
-                     getLogits().getType().getShape().drop_back(),
+  return expectShape(op, "labels", labels, shapeOf(logits).drop_back(),
                      "the logits' shape without the vocabulary dimension");
+}
+
+LogicalResult CrossEntropyOp::verify() {
+  return verifyCrossEntropy(*this, getLogits(), getLabels());
 }
 
 /// A rank-0 f32 zero, the value of a loss whose coefficient is 0.
@@ -527,22 +574,27 @@ static Attribute zeroLoss(Value loss) {
   return DenseElementsAttr::get(cast<ShapedType>(loss.getType()), 0.0f);
 }
 
-LogicalResult AuxLossOp::verify() {
-  if (failed(expectAtLeastRank1(*this, "logits", getLogits())) ||
-      failed(expectAtLeastRank1(*this, "indices", getIndices())))
+static LogicalResult verifyAuxLoss(Operation *op, Value logitsValue,
+                                   Value indices, APFloat coefficient) {
+  if (failed(expectAtLeastRank1(op, "logits", logitsValue)) ||
+      failed(expectAtLeastRank1(op, "indices", indices)))
     return failure();
-  ArrayRef<int64_t> logits = getLogits().getType().getShape();
-  int64_t topK = getIndices().getType().getShape().back();
-  if (failed(expectShape(*this, "indices", getIndices(),
+  ArrayRef<int64_t> logits = shapeOf(logitsValue);
+  int64_t topK = shapeOf(indices).back();
+  if (failed(expectShape(op, "indices", indices,
                          withLastDim(logits.drop_back(), topK),
                          "the logits' token dimensions followed by top_k")))
     return failure();
   if (topK > logits.back())
-    return emitOpError() << "expects top_k (the last dimension of indices) <= "
-                            "the number of experts ("
-                         << logits.back() << "), but got " << topK;
-  return expectNonNegative(*this, "coefficient",
-                           getCoefficient().convertToDouble());
+    return op->emitOpError()
+           << "expects top_k (the last dimension of indices) <= the number "
+              "of experts ("
+           << logits.back() << "), but got " << topK;
+  return expectNonNegative(op, "coefficient", coefficient.convertToDouble());
+}
+
+LogicalResult AuxLossOp::verify() {
+  return verifyAuxLoss(*this, getLogits(), getIndices(), getCoefficient());
 }
 
 OpFoldResult AuxLossOp::fold(FoldAdaptor) {
@@ -551,17 +603,221 @@ OpFoldResult AuxLossOp::fold(FoldAdaptor) {
   return {};
 }
 
-LogicalResult ZLossOp::verify() {
-  if (failed(expectAtLeastRank1(*this, "logits", getLogits())))
+static LogicalResult verifyZLoss(Operation *op, Value logits,
+                                 APFloat coefficient) {
+  if (failed(expectAtLeastRank1(op, "logits", logits)))
     return failure();
-  return expectNonNegative(*this, "coefficient",
-                           getCoefficient().convertToDouble());
+  return expectNonNegative(op, "coefficient", coefficient.convertToDouble());
+}
+
+LogicalResult ZLossOp::verify() {
+  return verifyZLoss(*this, getLogits(), getCoefficient());
 }
 
 OpFoldResult ZLossOp::fold(FoldAdaptor) {
   if (getCoefficient().isZero())
     return zeroLoss(getLoss());
   return {};
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients: the forward op's shape rules on the primal operands, with the
+// result's cotangent in place of the result, and every other cotangent of
+// its primal's type.
+//===----------------------------------------------------------------------===//
+
+/// Checks that each cotangent has its primal's type.
+static LogicalResult
+expectGradTypes(Operation *op,
+                std::initializer_list<std::tuple<Value, Value, StringRef>>
+                    gradPrimalName) {
+  for (auto [grad, primal, name] : gradPrimalName)
+    if (grad.getType() != primal.getType())
+      return op->emitOpError()
+             << "expects the gradient of " << name << " to have its type "
+             << primal.getType() << ", but got " << grad.getType();
+  return success();
+}
+
+LogicalResult EmbeddingGradOp::verify() {
+  return verifyEmbedding(*this, getTokens(), getTableGrad(), getResultGrad());
+}
+
+LogicalResult RMSNormGradOp::verify() {
+  if (failed(verifyRMSNorm(*this, getInput(), getWeight(), getEps(),
+                           getResultGrad())))
+    return failure();
+  return expectGradTypes(*this, {{getInputGrad(), getInput(), "input"},
+                                 {getWeightGrad(), getWeight(), "weight"}});
+}
+
+LogicalResult LinearGradOp::verify() {
+  if (failed(verifyLinear(*this, getInput(), getWeight(), Value(),
+                          getResultGrad())))
+    return failure();
+  return expectGradTypes(*this, {{getInputGrad(), getInput(), "input"},
+                                 {getWeightGrad(), getWeight(), "weight"}});
+}
+
+LogicalResult RopeGradOp::verify() {
+  return verifyRope(*this, getResultGrad(), getPositions(), getTheta(),
+                    getInputGrad());
+}
+
+LogicalResult AttentionGradOp::verify() {
+  if (failed(verifyAttention(*this, getQ(), getK(), getV(), getScale(),
+                             getResultGrad())))
+    return failure();
+  return expectGradTypes(*this, {{getQGrad(), getQ(), "q"},
+                                 {getKGrad(), getK(), "k"},
+                                 {getVGrad(), getV(), "v"}});
+}
+
+double AttentionGradOp::getEffectiveScale() {
+  return effectiveScale(getScale(), getQ());
+}
+
+LogicalResult MLPGradOp::verify() {
+  if (failed(verifySwiGLU(*this, getInput(), getGateWeight(), getUpWeight(),
+                          getDownWeight(), getResultGrad())))
+    return failure();
+  return expectGradTypes(
+      *this, {{getInputGrad(), getInput(), "input"},
+              {getGateWeightGrad(), getGateWeight(), "gate_weight"},
+              {getUpWeightGrad(), getUpWeight(), "up_weight"},
+              {getDownWeightGrad(), getDownWeight(), "down_weight"}});
+}
+
+LogicalResult SharedExpertsGradOp::verify() {
+  if (failed(verifySwiGLU(*this, getInput(), getGateWeight(), getUpWeight(),
+                          getDownWeight(), getResultGrad())))
+    return failure();
+  if (static_cast<bool>(getSharedGate()) !=
+      static_cast<bool>(getSharedGateGrad()))
+    return emitOpError("expects shared_gate_grad exactly when shared_gate is "
+                       "given");
+  if (getSharedGate() &&
+      (failed(expectShape(*this, "shared_gate", getSharedGate(),
+                          {1, shapeOf(getInput()).back()}, "[1, hidden]")) ||
+       failed(expectGradTypes(
+           *this, {{getSharedGateGrad(), getSharedGate(), "shared_gate"}}))))
+    return failure();
+  return expectGradTypes(
+      *this, {{getInputGrad(), getInput(), "input"},
+              {getGateWeightGrad(), getGateWeight(), "gate_weight"},
+              {getUpWeightGrad(), getUpWeight(), "up_weight"},
+              {getDownWeightGrad(), getDownWeight(), "down_weight"}});
+}
+
+LogicalResult RouterGradOp::verify() {
+  if (failed(expectAtLeastRank1(*this, "input", getInput())) ||
+      failed(expectRank(*this, "gate_weight", getGateWeight(), 2,
+                        "[experts, hidden]")) ||
+      failed(expectAtLeastRank1(*this, "indices", getIndices())))
+    return failure();
+  ArrayRef<int64_t> x = shapeOf(getInput());
+  int64_t experts = shapeOf(getGateWeight())[0];
+  int64_t topK = shapeOf(getIndices()).back();
+  ArrayRef<int64_t> tokens = x.drop_back();
+  if (failed(expectShape(*this, "gate_weight", getGateWeight(),
+                         {experts, x.back()}, "[experts, hidden]")) ||
+      failed(expectShape(*this, "logits", getLogits(),
+                         withLastDim(tokens, experts),
+                         "the input's token dimensions followed by experts")) ||
+      failed(expectShape(*this, "indices", getIndices(),
+                         withLastDim(tokens, topK),
+                         "the input's token dimensions followed by top_k")) ||
+      failed(expectShape(*this, "weights_grad", getWeightsGrad(),
+                         withLastDim(tokens, topK), "the shape of indices")) ||
+      failed(expectPositive(*this, "route_scale",
+                            getRouteScale().convertToDouble())))
+    return failure();
+  if (topK > experts)
+    return emitOpError() << "expects top_k <= the number of experts ("
+                         << experts << "), but got " << topK;
+  if (getLogitsGrad() &&
+      failed(expectGradTypes(*this,
+                             {{getLogitsGrad(), getLogits(), "logits"}})))
+    return failure();
+  return expectGradTypes(
+      *this, {{getInputGrad(), getInput(), "input"},
+              {getGateWeightGrad(), getGateWeight(), "gate_weight"}});
+}
+
+LogicalResult PermuteGradOp::verify() {
+  if (failed(expectRank(*this, "permuted_grad", getPermutedGrad(), 2,
+                        "[rows, hidden]")) ||
+      failed(expectAtLeastRank1(*this, "input_grad", getInputGrad())))
+    return failure();
+  int64_t topK = static_cast<int64_t>(getTopK());
+  if (topK < 1)
+    return emitOpError() << "expects top_k >= 1, but got " << topK;
+  ArrayRef<int64_t> input = shapeOf(getInputGrad());
+  int64_t slots = slotCount(input.drop_back(), topK);
+  if (failed(expectShape(*this, "permuted_grad", getPermutedGrad(),
+                         {slots, input.back()},
+                         "[tokens * top_k, hidden] of input_grad")))
+    return failure();
+  return expectShape(*this, "row_to_slot", getRowToSlot(), {slots},
+                     "[tokens * top_k]");
+}
+
+LogicalResult UnpermuteGradOp::verify() {
+  if (failed(verifyUnpermute(*this, getExpertOut(), getRowToSlot(),
+                             getWeights(), getResultGrad())))
+    return failure();
+  return expectGradTypes(
+      *this, {{getExpertOutGrad(), getExpertOut(), "expert_out"},
+              {getWeightsGrad(), getWeights(), "weights"}});
+}
+
+LogicalResult GroupedSwiGLUGradOp::verify() {
+  if (failed(verifyGroupedSwiGLU(*this, getPermuted(), getOffsets(),
+                                 getGateWeight(), getUpWeight(),
+                                 getDownWeight(), getResultGrad())))
+    return failure();
+  return expectGradTypes(
+      *this, {{getPermutedGrad(), getPermuted(), "permuted"},
+              {getGateWeightGrad(), getGateWeight(), "gate_weight"},
+              {getUpWeightGrad(), getUpWeight(), "up_weight"},
+              {getDownWeightGrad(), getDownWeight(), "down_weight"}});
+}
+
+LogicalResult CrossEntropyGradOp::verify() {
+  if (failed(verifyCrossEntropy(*this, getLogits(), getLabels())))
+    return failure();
+  return expectGradTypes(*this, {{getLogitsGrad(), getLogits(), "logits"}});
+}
+
+LogicalResult AuxLossGradOp::verify() {
+  if (failed(verifyAuxLoss(*this, getLogits(), getIndices(),
+                           getCoefficient())))
+    return failure();
+  return expectGradTypes(*this, {{getLogitsGrad(), getLogits(), "logits"}});
+}
+
+LogicalResult ZLossGradOp::verify() {
+  if (failed(verifyZLoss(*this, getLogits(), getCoefficient())))
+    return failure();
+  return expectGradTypes(*this, {{getLogitsGrad(), getLogits(), "logits"}});
+}
+
+LogicalResult ParamGradOp::verify() {
+  // The weight and any other gradient of it live in the same block.
+  ParamOp param;
+  for (Operation &other : *(*this)->getBlock()) {
+    if (auto p = dyn_cast<ParamOp>(other); p && p.getName() == getName())
+      param = p;
+    if (auto g = dyn_cast<ParamGradOp>(other);
+        g && g != *this && g.getName() == getName() &&
+        g->isBeforeInBlock(*this))
+      return emitOpError() << "repeats the gradient of weight \""
+                           << getName() << "\"";
+  }
+  if (!param)
+    return emitOpError() << "names no moe.param of its block: \""
+                         << getName() << "\"";
+  return expectGradTypes(*this, {{getGrad(), param.getResult(), "the weight"}});
 }
 
 #define GET_OP_CLASSES

@@ -544,4 +544,6 @@ def MoE_ZLossOp : MoE_Op<"z_loss", [Pure]> {
   let hasFolder = 1;
 }
 
+include "moe/Dialect/MoE/IR/MoEGradOps.td"
+
 #endif // MOE_DIALECT_MOE_IR_MOEOPS_TD

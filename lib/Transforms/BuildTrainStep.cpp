@@ -1,0 +1,576 @@
+//===- BuildTrainStep.cpp - The training step: loss and weight gradients --===//
+//
+// Builds `@train_step` from a model function `@forward`: the forward ops that
+// the loss needs, then reverse-mode differentiation of the loss with respect
+// to every weight, each gradient ending in a `moe.param_grad`.
+//
+// The pass runs on the per-rank program (after moe-partition), so the
+// backward is itself a per-rank program. Its collectives follow from two
+// rules:
+//
+//  * A collective's backward is its transpose: all_gather <-> all_slice,
+//    all_to_all <-> the inverse all_to_all, all_reduce -> identity,
+//    moe.dispatch <-> moe.combine.
+//  * Every value is known to be the same on all ranks along some mesh axes
+//    and to vary along the others (the "varying" axes: its split axes, and
+//    those of the values it was computed from). Where an op combines a value
+//    that is the same along an axis with one that varies along it, each
+//    rank computes a different share of the first value's gradient, and the
+//    shares are summed over that axis (an all_reduce). This is where the
+//    data-parallel gradient all-reduce of replicated weights, the
+//    expert-data-parallel one of expert weights and the tensor-parallel
+//    all-reduce in front of column-parallel projections come from.
+//
+// The gradient of a value the same on all ranks of an axis is therefore the
+// whole gradient on each of them; the loss, computed from gathered inputs,
+// is the same everywhere and seeds the backward with 1.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ShardingSpec.h"
+
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+#include "moe/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/Transforms/RegionUtils.h"
+#include "llvm/ADT/MapVector.h"
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_BUILDTRAINSTEP
+#include "moe/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// Mesh axes along which a per-rank value may differ between ranks.
+enum Vary : unsigned { kDp = 1, kCp = 2, kTp = 4, kEp = 8 };
+
+unsigned varyBit(StringRef axisName) {
+  return llvm::StringSwitch<unsigned>(axisName)
+      .Case("dp", kDp)
+      .Case("cp", kCp)
+      .Case("tp", kTp)
+      .Case("ep", kEp)
+      .Default(0);
+}
+
+unsigned varyBit(StringRef grid, int16_t axis) {
+  return varyBit(meshAxisName(grid, axis));
+}
+
+/// The axes named in a `moe.split` attribute.
+unsigned varyingOfSplit(Attribute split) {
+  unsigned bits = 0;
+  if (auto dims = dyn_cast_if_present<ArrayAttr>(split))
+    for (Attribute dim : dims)
+      if (auto names = dyn_cast<ArrayAttr>(dim))
+        for (Attribute name : names)
+          if (auto s = dyn_cast<StringAttr>(name))
+            bits |= varyBit(s.getValue());
+  return bits;
+}
+
+bool isFloatTensor(Value v) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  return type && isa<FloatType>(type.getElementType());
+}
+
+bool isScalar(Value v) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  return type && type.getRank() == 0;
+}
+
+class TrainStepBuilder {
+public:
+  TrainStepBuilder(func::FuncOp forward, StringRef name)
+      : forward(forward), name(name), b(forward) {}
+
+  FailureOr<func::FuncOp> build();
+
+private:
+  LogicalResult readMesh();
+  void analyse(Operation *op);
+  LogicalResult backward(Operation *op);
+
+  /// All ranks of the EP group's dp x cp ranks vary together: a value that
+  /// varies along every nontrivial one of dp and cp also varies along ep.
+  unsigned closure(unsigned bits) const {
+    if (dpCpBits && (bits & dpCpBits) == dpCpBits)
+      bits |= epBits;
+    return bits;
+  }
+  unsigned varying(Value v) const { return closure(vary.lookup(v)); }
+
+  /// Adds `grad` to the gradient of `primal`, computed by an op whose
+  /// results vary along `opVarying`.
+  void contribute(Value primal, Value grad, unsigned opVarying);
+  /// The whole gradient of `primal` (shares summed over their axes), or a
+  /// null value when the loss does not depend on it.
+  Value gradient(Value primal);
+  Value allReduce(Value v, StringRef grid, ArrayRef<int16_t> axes);
+  Value sumShares(Value share, unsigned axes, unsigned primalVarying);
+  Value add(Value lhs, Value rhs);
+  unsigned opVarying(Operation *op) const;
+
+  func::FuncOp forward;
+  std::string name;
+  OpBuilder b;
+  func::FuncOp step;
+  Location loc = forward.getLoc();
+
+  DenseMap<Value, unsigned> vary;
+  unsigned dpCpBits = 0, epBits = 0;
+  bool edpTrivial = true;
+
+  struct Cotangent {
+    Value whole;
+    /// Shares still to be summed over the axes of the key.
+    llvm::SmallMapVector<unsigned, Value, 2> shares;
+  };
+  DenseMap<Value, Cotangent> cotangents;
+  /// Scalars that reach the loss through sums only: their gradient is 1.
+  DenseSet<Value> lossTerms;
+  llvm::StringMap<ParamOp> params;
+};
+
+LogicalResult TrainStepBuilder::readMesh() {
+  auto module = forward->getParentOfType<ModuleOp>();
+  if (!module.lookupSymbol(kDenseGrid))
+    return success(); // a 1-rank program: nothing varies
+  auto dense = gridShape(forward, kDenseGrid);
+  if (failed(dense))
+    return failure();
+  if ((*dense)[kDpAxis] > 1)
+    dpCpBits |= kDp;
+  if ((*dense)[kCpAxis] > 1)
+    dpCpBits |= kCp;
+  if (module.lookupSymbol(kExpertGrid)) {
+    auto expert = gridShape(forward, kExpertGrid);
+    if (failed(expert))
+      return failure();
+    if ((*expert)[kEpAxis] > 1)
+      epBits = kEp;
+    edpTrivial = (*expert)[kEdpAxis] == 1;
+  }
+  return success();
+}
+
+unsigned TrainStepBuilder::opVarying(Operation *op) const {
+  unsigned bits = 0;
+  for (Value v : op->getOperands())
+    bits |= vary.lookup(v);
+  return bits;
+}
+
+void TrainStepBuilder::analyse(Operation *op) {
+  unsigned bits = opVarying(op);
+  if (auto param = dyn_cast<ParamOp>(op))
+    bits = varyingOfSplit(param->getAttr(MoEDialect::getSplitAttrName()));
+  else if (auto gather = dyn_cast<shard::AllGatherOp>(op))
+    for (int16_t axis : gather.getGridAxes())
+      bits &= ~varyBit(gather.getGrid(), axis);
+  else if (auto reduce = dyn_cast<shard::AllReduceOp>(op))
+    for (int16_t axis : reduce.getGridAxes())
+      bits &= ~varyBit(reduce.getGrid(), axis);
+  else if (auto slice = dyn_cast<shard::AllSliceOp>(op))
+    for (int16_t axis : slice.getGridAxes())
+      bits |= varyBit(slice.getGrid(), axis);
+  for (Value result : op->getResults())
+    vary[result] = bits;
+}
+
+Value TrainStepBuilder::add(Value lhs, Value rhs) {
+  if (!lhs)
+    return rhs;
+  return AddOp::create(b, loc, lhs.getType(), lhs, rhs).getResult();
+}
+
+Value TrainStepBuilder::allReduce(Value v, StringRef grid,
+                                  ArrayRef<int16_t> axes) {
+  return shard::AllReduceOp::create(b, loc, v.getType(), grid, axes, v,
+                                    shard::ReductionKind::Sum)
+      .getResult();
+}
+
+Value TrainStepBuilder::sumShares(Value share, unsigned axes,
+                                  unsigned primalVarying) {
+  if (axes & kTp)
+    share = allReduce(share, kDenseGrid, {kTpAxis});
+  unsigned dpCp = axes & (kDp | kCp);
+  if (dpCp && (primalVarying & kEp)) {
+    // An expert weight: the same on the ranks of its expert-data-parallel
+    // group, whose ranks together cover dp x cp with the EP group.
+    if (!edpTrivial)
+      share = allReduce(share, kExpertGrid, {kEdpAxis});
+  } else if (dpCp) {
+    SmallVector<int16_t, 2> dense;
+    if (dpCp & kDp)
+      dense.push_back(kDpAxis);
+    if (dpCp & kCp)
+      dense.push_back(kCpAxis);
+    share = allReduce(share, kDenseGrid, dense);
+  } else if (axes & kEp) {
+    share = allReduce(share, kExpertGrid, {kEpAxis});
+  }
+  return share;
+}
+
+void TrainStepBuilder::contribute(Value primal, Value grad,
+                                  unsigned opVaryingBits) {
+  if (!grad || !isFloatTensor(primal))
+    return;
+  Cotangent &cot = cotangents[primal];
+  unsigned axes = closure(opVaryingBits) & ~varying(primal);
+  if (!axes) {
+    cot.whole = add(cot.whole, grad);
+    return;
+  }
+  Value &share = cot.shares[axes];
+  share = add(share, grad);
+}
+
+Value TrainStepBuilder::gradient(Value primal) {
+  auto it = cotangents.find(primal);
+  if (it == cotangents.end())
+    return {};
+  Cotangent &cot = it->second;
+  for (auto [axes, share] : cot.shares)
+    cot.whole = add(cot.whole, sumShares(share, axes, varying(primal)));
+  cot.shares.clear();
+  return cot.whole;
+}
+
+LogicalResult TrainStepBuilder::backward(Operation *op) {
+  loc = op->getLoc();
+  unsigned bits = vary.lookup(op->getResult(0));
+
+  // Scalar losses: sums of loss ops, each with gradient 1.
+  if (op->getNumResults() == 1 && isScalar(op->getResult(0))) {
+    if (!lossTerms.contains(op->getResult(0)))
+      return success();
+    return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+        .Case([&](AddOp add) {
+          lossTerms.insert(add.getLhs());
+          lossTerms.insert(add.getRhs());
+          return success();
+        })
+        .Case([&](CrossEntropyOp ce) {
+          contribute(ce.getLogits(),
+                     CrossEntropyGradOp::create(b, loc, ce.getLogits().getType(),
+                                                ce.getLogits(), ce.getLabels(),
+                                                ce.getIgnoreIndexAttr()),
+                     bits);
+          return success();
+        })
+        .Case([&](AuxLossOp aux) {
+          contribute(aux.getLogits(),
+                     AuxLossGradOp::create(b, loc, aux.getLogits().getType(),
+                                           aux.getLogits(), aux.getIndices(),
+                                           aux.getScoringAttr(),
+                                           aux.getCoefficientAttr()),
+                     bits);
+          return success();
+        })
+        .Case([&](ZLossOp z) {
+          contribute(z.getLogits(),
+                     ZLossGradOp::create(b, loc, z.getLogits().getType(),
+                                         z.getLogits(),
+                                         z.getCoefficientAttr()),
+                     bits);
+          return success();
+        })
+        .Default([&](Operation *op) {
+          return op->emitOpError("is not differentiable: a loss must be a "
+                                 "sum of moe loss ops");
+        });
+  }
+
+  if (auto param = dyn_cast<ParamOp>(op)) {
+    if (Value grad = gradient(param.getResult()))
+      ParamGradOp::create(b, loc, param.getNameAttr(), grad);
+    return success();
+  }
+
+  SmallVector<Value> grads;
+  bool any = false;
+  for (Value result : op->getResults()) {
+    grads.push_back(isFloatTensor(result) ? gradient(result) : Value());
+    any |= static_cast<bool>(grads.back());
+  }
+  if (!any)
+    return success();
+  Value dy = grads[0];
+  auto give = [&](Value primal, Value grad) {
+    contribute(primal, grad, bits);
+  };
+  // A collective's transpose already delivers the whole gradient.
+  auto giveExact = [&](Value primal, Value grad) {
+    contribute(primal, grad, vary.lookup(primal));
+  };
+
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case([&](EmbeddingOp e) {
+        give(e.getTable(),
+             EmbeddingGradOp::create(b, loc, e.getTable().getType(), dy,
+                                     e.getTokens()));
+        return success();
+      })
+      .Case([&](RMSNormOp n) {
+        auto g = RMSNormGradOp::create(
+            b, loc, n.getInput().getType(), n.getWeight().getType(), dy,
+            n.getInput(), n.getWeight(), n.getEpsAttr());
+        give(n.getInput(), g.getInputGrad());
+        give(n.getWeight(), g.getWeightGrad());
+        return success();
+      })
+      .Case([&](LinearOp l) -> LogicalResult {
+        if (l.getBias())
+          return l.emitOpError("with a bias has no gradient yet");
+        auto g = LinearGradOp::create(b, loc, l.getInput().getType(),
+                                      l.getWeight().getType(), dy,
+                                      l.getInput(), l.getWeight());
+        give(l.getInput(), g.getInputGrad());
+        give(l.getWeight(), g.getWeightGrad());
+        return success();
+      })
+      .Case([&](RopeOp r) {
+        give(r.getInput(),
+             RopeGradOp::create(b, loc, r.getInput().getType(), dy,
+                                r.getPositions(), r.getThetaAttr()));
+        return success();
+      })
+      .Case([&](AttentionOp a) {
+        auto g = AttentionGradOp::create(
+            b, loc, a.getQ().getType(), a.getK().getType(),
+            a.getV().getType(), dy, a.getQ(), a.getK(), a.getV(),
+            a.getCausalAttr(), a.getScaleAttr());
+        give(a.getQ(), g.getQGrad());
+        give(a.getK(), g.getKGrad());
+        give(a.getV(), g.getVGrad());
+        return success();
+      })
+      .Case([&](MLPOp m) {
+        auto g = MLPGradOp::create(
+            b, loc, m.getInput().getType(), m.getGateWeight().getType(),
+            m.getUpWeight().getType(), m.getDownWeight().getType(), dy,
+            m.getInput(), m.getGateWeight(), m.getUpWeight(),
+            m.getDownWeight());
+        give(m.getInput(), g.getInputGrad());
+        give(m.getGateWeight(), g.getGateWeightGrad());
+        give(m.getUpWeight(), g.getUpWeightGrad());
+        give(m.getDownWeight(), g.getDownWeightGrad());
+        return success();
+      })
+      .Case([&](SharedExpertsOp s) {
+        Value gate = s.getSharedGate();
+        auto g = SharedExpertsGradOp::create(
+            b, loc, s.getInput().getType(), s.getGateWeight().getType(),
+            s.getUpWeight().getType(), s.getDownWeight().getType(),
+            gate ? gate.getType() : Type(), dy, s.getInput(),
+            s.getGateWeight(), s.getUpWeight(), s.getDownWeight(), gate);
+        give(s.getInput(), g.getInputGrad());
+        give(s.getGateWeight(), g.getGateWeightGrad());
+        give(s.getUpWeight(), g.getUpWeightGrad());
+        give(s.getDownWeight(), g.getDownWeightGrad());
+        if (gate)
+          give(gate, g.getSharedGateGrad());
+        return success();
+      })
+      .Case([&](AddOp a) {
+        give(a.getLhs(), dy);
+        give(a.getRhs(), dy);
+        return success();
+      })
+      .Case([&](RouterOp r) -> LogicalResult {
+        Value dWeights = grads[0], dLogits = grads[2];
+        if (!dWeights)
+          return r.emitOpError("has no gradient of its weights: the routed "
+                               "experts must use them");
+        auto g = RouterGradOp::create(
+            b, loc, r.getInput().getType(), r.getGateWeight().getType(),
+            dWeights, r.getInput(), r.getGateWeight(), r.getLogits(),
+            r.getIndices(), dLogits, r.getScoringAttr(),
+            r.getNormTopkProbAttr(), r.getRouteScaleAttr());
+        give(r.getInput(), g.getInputGrad());
+        give(r.getGateWeight(), g.getGateWeightGrad());
+        return success();
+      })
+      .Case([&](PermuteOp p) {
+        int64_t topK = p.getIndices().getType().getShape().back();
+        give(p.getInput(),
+             PermuteGradOp::create(b, loc, p.getInput().getType(), dy,
+                                   p.getRowToSlot(),
+                                   b.getI64IntegerAttr(topK)));
+        return success();
+      })
+      .Case([&](GroupedSwiGLUOp s) {
+        auto g = GroupedSwiGLUGradOp::create(
+            b, loc, s.getPermuted().getType(), s.getGateWeight().getType(),
+            s.getUpWeight().getType(), s.getDownWeight().getType(), dy,
+            s.getPermuted(), s.getOffsets(), s.getGateWeight(),
+            s.getUpWeight(), s.getDownWeight());
+        give(s.getPermuted(), g.getPermutedGrad());
+        give(s.getGateWeight(), g.getGateWeightGrad());
+        give(s.getUpWeight(), g.getUpWeightGrad());
+        give(s.getDownWeight(), g.getDownWeightGrad());
+        return success();
+      })
+      .Case([&](UnpermuteOp u) {
+        auto g = UnpermuteGradOp::create(
+            b, loc, u.getExpertOut().getType(), u.getWeights().getType(), dy,
+            u.getExpertOut(), u.getRowToSlot(), u.getWeights());
+        give(u.getExpertOut(), g.getExpertOutGrad());
+        give(u.getWeights(), g.getWeightsGrad());
+        return success();
+      })
+      .Case([&](DispatchOp d) {
+        // The rows went out through the dispatch; their gradients come back
+        // through the combine with the same counts.
+        giveExact(d.getPermuted(),
+             CombineOp::create(b, loc, d.getPermuted().getType(), dy,
+                               d.getReceivedOffsets(), d.getOffsets(),
+                               d.getGridAttr(), d.getGridAxesAttr()));
+        return success();
+      })
+      .Case([&](CombineOp c) {
+        auto back = DispatchOp::create(
+            b, loc, c.getExpertOut().getType(),
+            c.getReceivedOffsets().getType(), dy, c.getOffsets(),
+            c.getGridAttr(), c.getGridAxesAttr());
+        giveExact(c.getExpertOut(), back.getReceived());
+        return success();
+      })
+      .Case([&](shard::AllGatherOp g) {
+        giveExact(g.getInput(),
+             shard::AllSliceOp::create(b, loc, g.getInput().getType(),
+                                       g.getGrid(), g.getGridAxes(), dy,
+                                       g.getGatherAxis()));
+        return success();
+      })
+      .Case([&](shard::AllSliceOp s) {
+        giveExact(s.getInput(),
+             shard::AllGatherOp::create(b, loc, s.getInput().getType(),
+                                        s.getGrid(), s.getGridAxes(), dy,
+                                        s.getSliceAxis()));
+        return success();
+      })
+      .Case([&](shard::AllToAllOp a) {
+        giveExact(a.getInput(),
+             shard::AllToAllOp::create(b, loc, a.getInput().getType(),
+                                       a.getGrid(), a.getGridAxes(), dy,
+                                       a.getConcatAxis(), a.getSplitAxis()));
+        return success();
+      })
+      .Case([&](shard::AllReduceOp r) {
+        giveExact(r.getInput(), dy);
+        return success();
+      })
+      .Case([&](tensor::ExpandShapeOp e) {
+        give(e.getSrc(),
+             tensor::CollapseShapeOp::create(b, loc, e.getSrcType(), dy,
+                                             e.getReassociationIndices()));
+        return success();
+      })
+      .Case([&](tensor::CollapseShapeOp c) {
+        give(c.getSrc(),
+             tensor::ExpandShapeOp::create(b, loc, c.getSrcType(), dy,
+                                           c.getReassociationIndices()));
+        return success();
+      })
+      .Default([&](Operation *op) {
+        return op->emitOpError("has no gradient (moe-build-train-step)");
+      });
+}
+
+FailureOr<func::FuncOp> TrainStepBuilder::build() {
+  if (!forward.getBody().hasOneBlock())
+    return forward.emitOpError("a model function must have a single block");
+  if (failed(readMesh()))
+    return failure();
+  auto ret = cast<func::ReturnOp>(forward.getBody().front().getTerminator());
+  Value loss;
+  for (Value v : ret.getOperands())
+    if (isScalar(v) && isFloatTensor(v)) {
+      if (loss)
+        return forward.emitOpError("returns more than one scalar loss; the "
+                                   "training step needs exactly one");
+      loss = v;
+    }
+  if (!loss)
+    return forward.emitOpError("returns no scalar loss to train on");
+  if (SymbolTable::lookupNearestSymbolFrom(forward, b.getStringAttr(name)))
+    return forward.emitOpError("cannot create '")
+           << name << "': the symbol exists";
+
+  // (inputs) -> loss, with the forward's argument attributes (moe.split).
+  b.setInsertionPointAfter(forward);
+  step = func::FuncOp::create(
+      b, loc, name,
+      b.getFunctionType(forward.getArgumentTypes(), {loss.getType()}));
+  step.setAllArgAttrs(forward.getAllArgAttrs());
+  for (auto [i, result] : llvm::enumerate(ret.getOperands()))
+    if (result == loss)
+      if (DictionaryAttr attrs = forward.getResultAttrDict(i))
+        step.setResultAttrs(0, attrs);
+  Block *body = step.addEntryBlock();
+  IRMapping mapping;
+  for (auto [from, to] :
+       llvm::zip(forward.getArguments(), body->getArguments())) {
+    mapping.map(from, to);
+    vary[to] = varyingOfSplit(
+        forward.getArgAttr(from.getArgNumber(), MoEDialect::getSplitAttrName()));
+  }
+  b.setInsertionPointToEnd(body);
+  SmallVector<Operation *> cloned;
+  for (Operation &op : forward.getBody().front().without_terminator()) {
+    Operation *copy = b.clone(op, mapping);
+    analyse(copy);
+    cloned.push_back(copy);
+  }
+  Value stepLoss = mapping.lookup(loss);
+  func::ReturnOp::create(b, loc, stepLoss);
+
+  // The backward, in reverse program order, in front of the return.
+  b.setInsertionPoint(body->getTerminator());
+  lossTerms.insert(stepLoss);
+  for (Operation *op : llvm::reverse(cloned))
+    if (failed(backward(op)))
+      return failure();
+
+  // Drop the forward values the loss does not need (e.g. returned logits
+  // that no loss reads).
+  IRRewriter rewriter(b);
+  (void)eraseUnreachableBlocks(rewriter, step->getRegions());
+  for (Operation &op : llvm::make_early_inc_range(llvm::reverse(*body)))
+    if (isOpTriviallyDead(&op))
+      op.erase();
+  return step;
+}
+
+struct BuildTrainStepPass
+    : public mlir::moe::impl::BuildTrainStepBase<BuildTrainStepPass> {
+  using BuildTrainStepBase::BuildTrainStepBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto forward = module.lookupSymbol<func::FuncOp>(fromFunction);
+    if (!forward || forward.isExternal()) {
+      module.emitError() << "moe-build-train-step: no model function @"
+                         << fromFunction;
+      return signalPassFailure();
+    }
+    if (failed(TrainStepBuilder(forward, stepFunction).build()))
+      signalPassFailure();
+  }
+};
+
+} // namespace

@@ -1,0 +1,77 @@
+// moe-build-train-step builds @train_step from @forward: the loss, then one
+// gradient op per forward op in reverse order, one moe.param_grad per weight,
+// and on a mesh the gradient collectives: transposed forward collectives and
+// an all-reduce wherever a value the same on all ranks of an axis met one
+// that varies along it.
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=ONE
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-lower-experts --moe-build-train-step | moe-opt | FileCheck %s --check-prefix=ONE
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=4,ep=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=EP
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=TP
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=cp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=CP
+
+// One rank: the loss is the forward's, the logits output is gone, and the
+// backward starts at the loss ops (gradient 1) and ends at the embedding.
+// ONE: func.func @train_step(%[[TOK:.*]]: tensor<4x16xi32>, %[[LAB:.*]]: tensor<4x16xi32>) -> tensor<f32>
+// ONE: %[[LOGITS:.*]] = moe.linear %{{.*}}, %[[HEAD:.*]] : (tensor<4x16x64xf32>, tensor<128x64xf32>) -> tensor<4x16x128xf32>
+// ONE: %[[CE:.*]] = moe.cross_entropy %[[LOGITS]], %[[LAB]]
+// ONE: %[[DLOGITS:.*]] = moe.cross_entropy_grad %[[LOGITS]], %[[LAB]] : (tensor<4x16x128xf32>, tensor<4x16xi32>) -> tensor<4x16x128xf32>
+// ONE-NEXT: %[[DH:.*]], %[[DHEAD:.*]] = moe.linear_grad %[[DLOGITS]], %{{.*}}, %[[HEAD]]
+// ONE-NEXT: moe.param_grad "lm_head.weight", %[[DHEAD]] : tensor<128x64xf32>
+// Layer 1's experts: unpermute, grouped GEMM and permute backward, the
+// router backward taking the aux loss's logits gradient.
+// ONE: %[[DAUX:.*]] = moe.aux_loss_grad %[[RL:.*]], %[[RI:.*]] softmax {coefficient = 1.000000e-03 : f64}
+// ONE-NEXT: %[[DY:.*]], %[[DW:.*]] = moe.unpermute_grad
+// ONE-NEXT: %[[DROWS:.*]], %[[DG:.*]], %[[DU:.*]], %[[DD:.*]] = moe.grouped_swiglu_grad %[[DY]]
+// ONE-NEXT: moe.permute_grad %[[DROWS]], %{{.*}} top 2 : (tensor<128x64xf32>, tensor<128xi32>) -> tensor<4x16x64xf32>
+// ONE: moe.param_grad "model.layers.1.mlp.experts.{e}.gate_proj.weight", %[[DG]] : tensor<8x32x64xf32>
+// ONE-NEXT: moe.router_grad %[[DW]], %{{.*}}, %{{.*}}, %[[RL]], %[[RI]] logits_grad %[[DAUX]] softmax {norm_topk_prob}
+// Attention: head reshapes reversed, RoPE inverted, q/k norms and the three
+// projections' input gradients summed.
+// ONE: moe.attention_grad %{{.*}} {causal}
+// ONE: moe.rope_grad
+// ONE: %[[DN:.*]], %{{.*}} = moe.rms_norm_grad
+// ONE: moe.embedding_grad %{{.*}}, %[[TOK]] : (tensor<4x16x64xf32>, tensor<4x16xi32>) -> tensor<128x64xf32>
+// ONE-NEXT: moe.param_grad "model.embed_tokens.weight"
+// ONE-NEXT: return %{{.*}} : tensor<f32>
+// ONE-NOT: shard.
+
+// dp=4, ep=2: logits gathered over dp for the loss, so their gradient is
+// sliced back; replicated weights' gradients summed over dp; expert weights
+// (split over ep) summed over their expert-data-parallel group (@expert_mesh
+// axis 0); the backward of the combine is a dispatch and vice versa.
+// EP: func.func @train_step(%{{.*}}: tensor<1x16xi32> {{.*}}moe.split = {{\[}}["dp"], []]}
+// EP: %[[Y:.*]] = moe.grouped_swiglu
+// EP: %[[DLOG:.*]] = moe.cross_entropy_grad %{{.*}} : (tensor<4x16x128xf32>, tensor<4x16xi32>) -> tensor<4x16x128xf32>
+// EP-NEXT: %[[MINE:.*]] = shard.all_slice %[[DLOG]] on @mesh grid_axes = [0] slice_axis = 0 : tensor<4x16x128xf32> -> tensor<1x16x128xf32>
+// EP-NEXT: %{{.*}}, %[[DHEAD:.*]] = moe.linear_grad %[[MINE]]
+// EP-NEXT: %[[SUM:.*]] = shard.all_reduce %[[DHEAD]] on @mesh grid_axes = [0] : tensor<128x64xf32>
+// EP-NEXT: moe.param_grad "lm_head.weight", %[[SUM]]
+// EP: %[[DRECV:.*]], %{{.*}} = moe.dispatch %{{.*}}, %[[OFFS:.*]] on @expert_mesh grid_axes = [1] : (tensor<32x64xf32>, tensor<9xi64>) -> (tensor<64x64xf32>, tensor<9xi64>)
+// EP-NEXT: %[[DR:.*]], %[[DG:.*]], %{{.*}}, %{{.*}} = moe.grouped_swiglu_grad %[[DRECV]], %{{[a-z_0-9]+}}, %[[ROFFS:[a-z_0-9]+]], %{{.*}} : (tensor<64x64xf32>, tensor<64x64xf32>, tensor<9xi64>, tensor<4x32x64xf32>
+// EP-NEXT: moe.combine %[[DR]], %[[ROFFS]], %[[OFFS]] on @expert_mesh grid_axes = [1] : (tensor<64x64xf32>, tensor<9xi64>, tensor<9xi64>) -> tensor<32x64xf32>
+// EP: %[[EG:.*]] = shard.all_reduce %[[DG]] on @expert_mesh grid_axes = [0] : tensor<4x32x64xf32>
+// EP-NEXT: moe.param_grad "model.layers.1.mlp.experts.{e}.gate_proj.weight", %[[EG]] : tensor<4x32x64xf32>
+// EP: %{{.*}}, %[[DGATE:.*]] = moe.router_grad
+// EP: %[[GS:.*]] = shard.all_reduce %[[DGATE]] on @mesh grid_axes = [0] : tensor<8x64xf32>
+// EP-NEXT: moe.param_grad "model.layers.1.mlp.gate.weight", %[[GS]]
+
+// tp=2: the q_norm weight, the same on both tp ranks, met tp-split heads, so
+// its gradient is summed over tp; the three column-parallel projections'
+// input gradients are added first and then summed over tp once; o_proj's
+// forward all-reduce has no backward collective.
+// TP: %[[Q:.*]], %{{.*}} = moe.rms_norm_grad %{{.*}} : (tensor<4x16x2x16xf32>
+// TP-NEXT: %[[QS:.*]] = shard.all_reduce %{{.*}} on @mesh grid_axes = [2] : tensor<16xf32>
+// TP-NEXT: moe.param_grad "model.layers.1.self_attn.q_norm.weight", %[[QS]]
+// TP: %[[DXQ:.*]], %[[DWQ:.*]] = moe.linear_grad %{{.*}} : (tensor<4x16x32xf32>, tensor<4x16x64xf32>, tensor<32x64xf32>)
+// TP-NEXT: %[[QKV:.*]] = moe.add %{{.*}}, %[[DXQ]] : tensor<4x16x64xf32>
+// TP-NEXT: moe.param_grad "model.layers.1.self_attn.q_proj.weight", %[[DWQ]] : tensor<32x64xf32>
+// TP-NEXT: %[[X:.*]] = shard.all_reduce %[[QKV]] on @mesh grid_axes = [2] : tensor<4x16x64xf32>
+// TP-NEXT: moe.rms_norm_grad %[[X]]
+
+// cp=2: Ulysses all-to-alls reversed (split and concat axes swapped).
+// CP: moe.attention
+// CP-NEXT: shard.all_to_all %{{.*}} on @mesh grid_axes = [1] split_axis = 1 concat_axis = 2 : tensor<4x16x2x16xf32> -> tensor<4x8x4x16xf32>
+// CP: moe.cross_entropy_grad
+// CP: %[[DOUT:.*]] = shard.all_to_all %{{.*}} on @mesh grid_axes = [1] split_axis = 2 concat_axis = 1 : tensor<4x8x4x16xf32> -> tensor<4x16x2x16xf32>
+// CP-NEXT: %[[DQ:.*]], %{{.*}}, %{{.*}} = moe.attention_grad %[[DOUT]]
+// CP: shard.all_to_all %{{.*}} on @mesh grid_axes = [1] split_axis = 1 concat_axis = 2 : tensor<4x16x2x16xf32> -> tensor<4x8x4x16xf32>

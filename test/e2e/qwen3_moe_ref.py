@@ -38,6 +38,10 @@ Subcommands (shapes come from models/gen_models.py, never repeated here):
       The seeded token ids that `check` uses, comma-separated.
   forward --model M --weights W --tokens IDS [--labels IDS] [--double] [--output OUT]
       Runs the reference alone; prints the loss (and writes logits/loss).
+  grad-check --model-exe EXE --model M --seed S [--rtol 1e-4] [--labels ...]
+      Runs `EXE grad` (the compiled training step's loss and gradients) and
+      compares every weight's gradient with PyTorch autograd through this
+      reference in float64; PASS/FAIL.
   check --model-exe EXE --model M --seed S [--rtol 1e-5] [--dtype F32|BF16]
         [--labels default|random] [--reference float32|float64] [--workdir DIR]
       Makes weights and tokens, runs `EXE forward --weights W --tokens IDS
@@ -304,12 +308,16 @@ def cross_entropy(logits, labels):
 
 
 def reference_forward(cfg, weights: Dict[str, np.ndarray], tokens: np.ndarray,
-                      labels: np.ndarray, double: bool = False) -> dict:
+                      labels: np.ndarray, double: bool = False,
+                      leaves: Optional[dict] = None) -> dict:
     """The model's forward. Returns logits [B, S, V], loss, ce, the per-layer
-    aux/z losses, and the routing (scores [T, E], indices [T, K]) per layer."""
+    aux/z losses, and the routing (scores [T, E], indices [T, K]) per layer.
+    `leaves`, when given, are the weights as torch tensors (e.g. with
+    requires_grad, for autograd) and `weights` is ignored."""
     need_torch()
     dtype = torch.float64 if double else torch.float32
-    W = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dtype) for k, v in weights.items()}
+    W = leaves if leaves is not None else {
+        k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dtype) for k, v in weights.items()}
     tok = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
     lab = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     B, S = tok.shape
@@ -435,6 +443,58 @@ def routing_stats(cfg, ref: dict) -> Tuple[List[int], float]:
     return used, gap
 
 
+def choose_tokens(cfg, weights, seed: int, label_kind: str):
+    """Seeded tokens and labels. If a token sits at a near-tie of the router's
+    k-th and (k+1)-th score, a different but equally correct fp32
+    implementation could route it differently, so move to another token seed,
+    deterministically. Returns (tokens, labels, token seed, ref32, ref64) or
+    None when every seed has a near-tie."""
+    token_seed = seed
+    for attempt in range(20):
+        tokens = make_tokens(cfg, token_seed)
+        labels = default_labels(tokens) if label_kind == "default" else random_labels(cfg, token_seed)
+        ref32 = reference_forward(cfg, weights, tokens, labels, double=False)
+        ref64 = reference_forward(cfg, weights, tokens, labels, double=True)
+        used, gap = routing_stats(cfg, ref32)
+        same_routing = all(bool(torch.equal(a[1], b[1])) for a, b in
+                           zip(ref32["routing"], ref64["routing"]))
+        if gap >= MIN_ROUTING_GAP and same_routing:
+            return tokens, labels, token_seed, ref32, ref64
+        new_seed = seed + 1000 * (attempt + 1)
+        print(f"note: token seed {token_seed} has a router score gap of {gap:.3g} "
+              f"(< {MIN_ROUTING_GAP:g}) or fp32/fp64 routing differs; using token seed {new_seed}")
+        token_seed = new_seed
+    print("FAIL: no token seed without a near-tie in routing")
+    return None
+
+
+def run_executable(cmd: List[str], opath: str, timeout: float):
+    """Runs the model executable, which writes safetensors `opath`; returns
+    the tensors read back, or None after printing why it failed."""
+    if os.path.exists(opath):
+        os.remove(opath)
+    print("running: " + " ".join(cmd))
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"FAIL: cannot run the model executable: {e}")
+        return None
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stdout.decode(errors="replace"))
+        sys.stdout.write(proc.stderr.decode(errors="replace"))
+        how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+               else f"exit status {proc.returncode}")
+        print(f"FAIL: the model executable failed ({how})")
+        return None
+    try:
+        out, _ = st.load_with_metadata(opath)
+    except (OSError, st.SafetensorsError) as e:
+        print(f"FAIL: cannot read the executable's output: {e}")
+        return None
+    return out
+
+
 def run_check(args) -> int:
     need_torch()
     cfg = get_config(args.model)
@@ -445,27 +505,11 @@ def run_check(args) -> int:
     write_weights(cfg, wpath, args.seed, args.std, args.dtype)
     weights = read_weights(cfg, wpath)  # what the file holds (BF16 rounded)
 
-    # Tokens: seeded; if a token sits at a near-tie of the router's k-th and
-    # (k+1)-th score, a different but equally correct fp32 implementation could
-    # route it differently, so move to another token seed, deterministically.
-    token_seed = args.seed
-    for attempt in range(20):
-        tokens = make_tokens(cfg, token_seed)
-        labels = default_labels(tokens) if args.labels == "default" else random_labels(cfg, token_seed)
-        ref32 = reference_forward(cfg, weights, tokens, labels, double=False)
-        ref64 = reference_forward(cfg, weights, tokens, labels, double=True)
-        used, gap = routing_stats(cfg, ref32)
-        same_routing = all(bool(torch.equal(a[1], b[1])) for a, b in
-                           zip(ref32["routing"], ref64["routing"]))
-        if gap >= MIN_ROUTING_GAP and same_routing:
-            break
-        new_seed = args.seed + 1000 * (attempt + 1)
-        print(f"note: token seed {token_seed} has a router score gap of {gap:.3g} "
-              f"(< {MIN_ROUTING_GAP:g}) or fp32/fp64 routing differs; using token seed {new_seed}")
-        token_seed = new_seed
-    else:
-        print("FAIL: no token seed without a near-tie in routing")
+    chosen = choose_tokens(cfg, weights, args.seed, args.labels)
+    if chosen is None:
         return 1
+    tokens, labels, token_seed, ref32, ref64 = chosen
+    used, gap = routing_stats(cfg, ref32)
 
     print(f"model {cfg.name}, weight seed {args.seed} ({args.dtype}, std {args.std}), "
           f"token seed {token_seed}, {args.labels} labels")
@@ -495,26 +539,8 @@ def run_check(args) -> int:
     if args.labels != "default":
         cmd += ["--labels", ids_text(labels)]
     cmd += ["--output", opath]
-    if os.path.exists(opath):
-        os.remove(opath)
-    print("running: " + " ".join(cmd))
-    try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=args.timeout)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        print(f"FAIL: cannot run the model executable: {e}")
-        return 1
-    if proc.returncode != 0:
-        sys.stdout.write(proc.stdout.decode(errors="replace"))
-        sys.stdout.write(proc.stderr.decode(errors="replace"))
-        how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-               else f"exit status {proc.returncode}")
-        print(f"FAIL: the model executable failed ({how})")
-        return 1
-    try:
-        out, _ = st.load_with_metadata(opath)
-    except (OSError, st.SafetensorsError) as e:
-        print(f"FAIL: cannot read the executable's output: {e}")
+    out = run_executable(cmd, opath, args.timeout)
+    if out is None:
         return 1
     B, S, V = cfg.batch, cfg.seq, cfg.vocab
     for name, shape in (("logits", (B, S, V)), ("loss", ())):
@@ -533,6 +559,75 @@ def run_check(args) -> int:
     print(f"logits max relative error: {e_logits:.3g}")
     print(f"loss relative error: {e_loss:.3g}")
     if not (e_logits <= args.rtol and e_loss <= args.rtol):
+        print(f"relative error above --rtol {args.rtol:g}")
+        ok = False
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def run_grad_check(args) -> int:
+    """The executable's `grad` (loss and every weight's gradient from the
+    compiled training step) against PyTorch autograd through the reference,
+    in float64."""
+    need_torch()
+    cfg = get_config(args.model)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="moe-e2e-")
+    os.makedirs(workdir, exist_ok=True)
+    wpath = os.path.join(workdir, f"weights-{args.seed}.safetensors")
+    opath = os.path.join(workdir, f"grads-{args.seed}.safetensors")
+    write_weights(cfg, wpath, args.seed, args.std)
+    weights = read_weights(cfg, wpath)
+    chosen = choose_tokens(cfg, weights, args.seed, args.labels)
+    if chosen is None:
+        return 1
+    tokens, labels, token_seed, _, _ = chosen
+
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        leaves = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dtype).requires_grad_()
+                  for k, v in weights.items()}
+        ref = reference_forward(cfg, None, tokens, labels, double=dtype == torch.float64,
+                                leaves=leaves)
+        ref["loss"].backward()
+        grads[dtype] = ({k: t.grad.double().numpy() if t.grad is not None else np.zeros(t.shape)
+                         for k, t in leaves.items()}, float(ref["loss"]))
+    ref_grads, ref_loss = grads[torch.float64]
+    ref32_worst = max(rel_error(grads[torch.float32][0][k], ref_grads[k]) for k in ref_grads)
+    print(f"model {cfg.name}, weight seed {args.seed}, token seed {token_seed}, {args.labels} labels")
+    print(f"reference (float64): loss {ref_loss:.8g}; fp32 reference gradients within {ref32_worst:.3g}")
+
+    cmd = [args.model_exe, "grad", "--weights", wpath, "--tokens", ids_text(tokens)]
+    if args.labels != "default":
+        cmd += ["--labels", ids_text(labels)]
+    cmd += ["--output", opath]
+    out = run_executable(cmd, opath, args.timeout)
+    if out is None:
+        return 1
+    ok = True
+    missing = [k for k in ref_grads if k not in out]
+    if missing:
+        print(f"FAIL: the output has no gradient of {len(missing)} weight(s), e.g. {missing[0]}")
+        return 1
+    worst_name, worst = "", 0.0
+    by_kind: Dict[str, float] = {}
+    for name, ref_g in ref_grads.items():
+        g = out[name].to_numpy()
+        if g.shape != ref_g.shape:
+            print(f"FAIL: gradient of {name} has shape {list(g.shape)}, expected {list(ref_g.shape)}")
+            return 1
+        if not np.any(ref_g):
+            print(f"note: the reference gradient of {name} is zero")
+        e = rel_error(g, ref_g)
+        kind = name.split(".")[-2] if name.count(".") >= 2 else name
+        by_kind[kind] = max(by_kind.get(kind, 0.0), e)
+        if e > worst:
+            worst_name, worst = name, e
+    e_loss = rel_error(out["loss"].to_numpy(), np.array(ref_loss))
+    for kind in sorted(by_kind):
+        print(f"  {kind:>12}: {by_kind[kind]:.3g}")
+    print(f"gradients max relative error: {worst:.3g} ({worst_name})")
+    print(f"loss relative error: {e_loss:.3g}")
+    if not (worst <= args.rtol and e_loss <= args.rtol):
         print(f"relative error above --rtol {args.rtol:g}")
         ok = False
     print("PASS" if ok else "FAIL")
@@ -797,6 +892,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--workdir", help="where weights and outputs go (default: a new temporary directory)")
 
+    p = sub.add_parser("grad-check", help="compare an executable's gradients against autograd")
+    p.add_argument("--model-exe", required=True)
+    p.add_argument("--model", default="qwen3_moe_tiny")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--std", type=float, default=0.1)
+    p.add_argument("--labels", choices=["default", "random"], default="default")
+    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--workdir", help="where weights and outputs go (default: a new temporary directory)")
+
     sub.add_parser("selftest", help="check the reference's pieces")
 
     args = parser.parse_args(argv)
@@ -817,6 +922,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             st.save_numpy(args.output, {"logits": ref["logits"].float().numpy(),
                                         "loss": np.array(float(ref["loss"]), np.float32)})
         return 0
+    if args.cmd == "grad-check":
+        return run_grad_check(args)
     if args.cmd == "check":
         return run_check(args)
     return selftest()

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Checks that training a model compiled for a mesh follows the 1-rank run.
+
+Compiles one character-level model (an .mlir file) for one rank and with
+`moec --mesh M` for every mesh M, trains each executable for the same steps
+on the same corpus from the same seeded random weights (`train --metrics
+FILE.jsonl`), and compares the loss of every step with the 1-rank run:
+|a - b| / |b| <= rtol. Sharded programs sum in another order, so the
+trajectories agree to rounding, step after step.
+
+Prints one line per run and PASS at the end, or FAIL lines and exits 1.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+def run(cmd, mpi=False):
+    env = dict(os.environ)
+    if mpi:
+        # Open MPI's own start-up allocations are not the executable's leaks.
+        env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, env=env)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        raise SystemExit(f"FAIL: {' '.join(cmd)} exited with {result.returncode}")
+    return result.stdout
+
+
+def losses(path):
+    """step -> training loss from a metrics JSONL file."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if "loss" in record:
+                out[int(record["step"])] = float(record["loss"])
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--compiler", required=True, help="the moec executable")
+    parser.add_argument("--mpirun", default="mpirun", help="launcher command (split on spaces)")
+    parser.add_argument("--model", required=True, help="a character-level model .mlir")
+    parser.add_argument("--data", required=True, help="the training corpus")
+    parser.add_argument("--mesh", action="append", default=[], help="a mesh, e.g. dp=2,ep=2")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rtol", type=float, default=1e-4)
+    parser.add_argument("--workdir", required=True)
+    args = parser.parse_args()
+    os.makedirs(args.workdir, exist_ok=True)
+
+    train = ["train", "--data", args.data, "--steps", str(args.steps), "--init-random", "7",
+             "--lr", "3e-3", "--warmup", "5", "--log-every", "1", "--eval-every", "0",
+             "--eval-batches", "1", "--sample-chars", "0", "--seed", "3"]
+
+    def trajectory(name, exe, launcher=(), mpi=False):
+        metrics = os.path.join(args.workdir, f"{name}.jsonl")
+        if os.path.exists(metrics):
+            os.remove(metrics)
+        run(list(launcher) + [exe] + train + ["--metrics", metrics], mpi=mpi)
+        steps = losses(metrics)
+        if sorted(steps) != list(range(1, args.steps + 1)):
+            raise SystemExit(f"FAIL: {name}: metrics have steps {sorted(steps)}")
+        return steps
+
+    single = os.path.join(args.workdir, "single")
+    run([args.compiler, args.model, "-o", single])
+    reference = trajectory("single", single)
+    first, last = reference[1], reference[args.steps]
+    print(f"1 rank: loss {first:.6f} -> {last:.6f}")
+    ok = last < first
+    if not ok:
+        print("FAIL: the 1-rank loss does not fall")
+    for mesh in args.mesh:
+        ranks = 1
+        for part in mesh.split(","):
+            ranks *= int(part.split("=")[1]) if part.split("=")[0] in ("dp", "cp", "tp") else 1
+        exe = os.path.join(args.workdir, "mesh-" + mesh.replace(",", "-").replace("=", ""))
+        run([args.compiler, args.model, "--mesh", mesh, "-o", exe])
+        launcher = args.mpirun.split() + ["-np", str(ranks)]
+        steps = trajectory(os.path.basename(exe), exe, launcher, mpi=True)
+        worst = max(abs(steps[s] - reference[s]) / abs(reference[s]) for s in reference)
+        good = worst <= args.rtol
+        ok &= good
+        print(f"{mesh} ({ranks} MPI ranks): {args.steps} steps, loss {steps[1]:.6f} -> "
+              f"{steps[args.steps]:.6f}, max relative difference {worst:.3g}: "
+              + ("ok" if good else "FAIL"))
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

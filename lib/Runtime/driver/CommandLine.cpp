@@ -41,11 +41,18 @@ ParsedFlags parseFlags(const CommandSpec &command,
     size_t equals = arg.find('=');
     std::string name = arg.substr(
         2, equals == std::string::npos ? std::string::npos : equals - 2);
-    if (!findFlag(command, name))
+    const FlagSpec *spec = findFlag(command, name);
+    if (!spec)
       throw UsageError("unknown flag '--" + name + "' for '" + command.name +
                        "'");
     if (flags.has(name))
       throw UsageError("--" + name + " is given twice");
+    if (spec->isSwitch) {
+      if (equals != std::string::npos)
+        throw UsageError("--" + name + " takes no value");
+      flags.set(name, "1");
+      continue;
+    }
     if (equals != std::string::npos) {
       flags.set(name, arg.substr(equals + 1));
       continue;
@@ -94,7 +101,8 @@ std::string commandHelp(const std::string &program,
   if (!command.flags.empty())
     text += "\nflags:\n";
   for (const FlagSpec &flag : command.flags) {
-    std::string left = "  --" + flag.name + " " + flag.valueName;
+    std::string left = "  --" + flag.name +
+                       (flag.isSwitch ? "" : " " + flag.valueName);
     if (left.size() + 1 < column)
       left.resize(column, ' ');
     else

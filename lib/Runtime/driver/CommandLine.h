@@ -1,7 +1,7 @@
 //===- CommandLine.h - Flags of the model executable's commands -*- C++ -*-===//
 //
-// A deliberately small parser: `--flag value` or `--flag=value`, every flag
-// at most once, no positional arguments. Anything wrong with the shape of the
+// A deliberately small parser: `--flag value` or `--flag=value` (or a bare
+// `--switch`), every flag at most once, no positional arguments. Anything wrong with the shape of the
 // command line is a UsageError (exit code 2); every other failure is a plain
 // std::runtime_error (exit code 1).
 //
@@ -27,8 +27,10 @@ public:
 
 struct FlagSpec {
   std::string name;      ///< Without the dashes: "weights".
-  std::string valueName; ///< "PATH"; every flag takes a value.
+  std::string valueName; ///< "PATH"; empty for a switch.
   std::string help;      ///< One sentence; mention the default.
+  /// A switch ("--resume") takes no value; given, its value is "1".
+  bool isSwitch = false;
 };
 
 struct CommandSpec {

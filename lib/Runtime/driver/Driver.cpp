@@ -11,10 +11,11 @@
 #include "driver/AlignedBuffer.h"
 #include "driver/CommandLine.h"
 #include "driver/Manifest.h"
+#include "driver/ModelRun.h"
 #include "driver/Sampling.h"
 #include "driver/Tokens.h"
+#include "driver/Train.h"
 #include "driver/Weights.h"
-#include "core/Context.h"
 #include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/Safetensors.h"
 
@@ -40,22 +41,10 @@ namespace {
 // Commands and their flags
 //===----------------------------------------------------------------------===//
 
-const FlagSpec kWeights{"weights", "PATH",
-                        "Safetensors checkpoint holding every parameter under "
-                        "its Hugging Face name (F32, or BF16/F16 converted); "
-                        "tensors the model does not use are ignored."};
-const FlagSpec kInitRandom{
-    "init-random", "SEED",
-    "Random weights instead of --weights: normal(0, --init-std) for "
-    "matrices, ones for norm weights, zeros for other vectors; the same "
-    "SEED gives the same weights on every machine."};
-const FlagSpec kInitStd{"init-std", "STD",
-                        "Standard deviation of --init-random (default 0.02)."};
-const FlagSpec kComm{
-    "comm", "mpi|local",
-    "How the ranks of a model compiled for a mesh of several ranks run: "
-    "'mpi', one process per rank under mpirun or srun (the default there), "
-    "or 'local', every rank a thread of this process."};
+const FlagSpec &kWeights = kWeightsFlag;
+const FlagSpec &kInitRandom = kInitRandomFlag;
+const FlagSpec &kInitStd = kInitStdFlag;
+const FlagSpec &kComm = kCommFlag;
 
 const CommandSpec kForward{
     "forward",
@@ -116,7 +105,8 @@ const CommandSpec kInfo{"info",
                         "buffer sizes, inputs and outputs, mesh, tokenizer.",
                         {}};
 
-const CommandSpec *const kCommands[] = {&kForward, &kGenerate, &kInit, &kInfo};
+const CommandSpec *const kCommands[] = {&kForward, &kGenerate, &kTrainCommand,
+                                        &kGradCommand, &kInit, &kInfo};
 
 std::string programHelp(const std::string &program) {
   std::string text = "usage: " + program +
@@ -136,153 +126,6 @@ std::string programHelp(const std::string &program) {
           "'error: ...' on stderr.\n";
   return text;
 }
-
-//===----------------------------------------------------------------------===//
-// Running the model
-//===----------------------------------------------------------------------===//
-
-/// Where the weights come from.
-struct WeightSource {
-  std::optional<std::string> path;
-  uint64_t seed = 0;
-  double std = 0.02;
-};
-
-WeightSource parseWeightSource(const ParsedFlags &flags, bool allowPath) {
-  bool fromFile = allowPath && flags.has("weights");
-  bool random = flags.has("init-random");
-  if (fromFile && random)
-    throw UsageError("give either --weights or --init-random, not both");
-  if (!fromFile && !random)
-    throw UsageError(allowPath ? "give --weights PATH or --init-random SEED"
-                               : "give --init-random SEED");
-  if (flags.has("init-std") && !random)
-    throw UsageError("--init-std needs --init-random");
-  WeightSource source;
-  if (fromFile)
-    source.path = flags.get("weights");
-  else
-    source.seed = parseSeed("init-random", flags.get("init-random"));
-  if (flags.has("init-std"))
-    source.std = parseReal("init-std", flags.get("init-std"), 0.0);
-  return source;
-}
-
-AlignedBuffer obtainWeights(const Manifest &manifest,
-                            const WeightSource &source,
-                            const RankPlace *place = nullptr) {
-  if (!source.path) {
-    AlignedBuffer blob(manifest.weightsBytes);
-    initRandomWeights(manifest, blob, source.seed, source.std, place);
-    return blob;
-  }
-  LoadedWeights loaded = loadWeights(manifest, *source.path, place);
-  if (!loaded.unusedTensors.empty())
-    std::fprintf(stderr,
-                 "note: %s: %zu tensor(s) not used by the model, e.g. '%s'\n",
-                 source.path->c_str(), loaded.unusedTensors.size(),
-                 loaded.unusedTensors.front().c_str());
-  return std::move(loaded.blob);
-}
-
-/// A failure another rank reports: this rank exits with status 1 quietly.
-struct SilentFailure : std::exception {};
-
-/// One rank of the model's mesh: its groups and place (none in a 1-rank
-/// model) and whether it speaks for the job (rank 0).
-struct RankEnv {
-  rt::Communicator *world = nullptr;
-  rt::MeshGroups *groups = nullptr;
-  std::optional<RankPlace> place;
-  bool root = true;
-  /// Set once every rank has finished setting up: a failure after it may be
-  /// this rank's alone.
-  bool agreed = false;
-
-  const RankPlace *placePtr() const { return place ? &*place : nullptr; }
-
-  /// Runs `setup` on every rank and agrees on the outcome, so that a rank
-  /// never waits in a collective for one that failed: if any rank failed,
-  /// the lowest failing rank throws its error and the others SilentFailure.
-  template <typename Setup> void agreeOnSetup(Setup &&setup) {
-    std::exception_ptr error;
-    try {
-      setup();
-    } catch (...) {
-      error = std::current_exception();
-    }
-    if (world) {
-      int32_t failed = error ? 1 : 0;
-      std::vector<int32_t> all(world->size());
-      world->allGather(&failed, all.data(), 1, rt::CommDType::I32);
-      auto first = std::find(all.begin(), all.end(), 1);
-      if (first != all.end() && first - all.begin() != world->rank())
-        throw SilentFailure();
-    }
-    if (error)
-      std::rethrow_exception(error);
-    agreed = true;
-  }
-};
-
-/// The block of a whole [batch, seq] input this rank takes.
-std::vector<int32_t> localInput(const TensorSpec &spec,
-                                const std::vector<int32_t> &whole,
-                                const RankEnv &env) {
-  if (!env.place)
-    return whole;
-  Block block = shardBlock(spec.globalShape, spec.split, env.placePtr());
-  std::vector<int32_t> local(block.size[0] * block.size[1]);
-  copyBlock(whole.data(), spec.globalShape, block, sizeof(int32_t),
-            local.data());
-  return local;
-}
-
-/// The runtime context, the arena and the outputs of one entry point.
-class ModelRunner {
-public:
-  ModelRunner(const Manifest &manifest, ForwardEntry forward,
-              const RankEnv &env)
-      : manifest_(manifest), forward_(forward), env_(env),
-        context_(moert_context_create(), &moert_context_destroy),
-        arena_(manifest.arenaBytes),
-        logits_(static_cast<uint64_t>(manifest.batch * manifest.seq *
-                                      manifest.vocab) *
-                sizeof(float)) {
-    if (!context_)
-      throw std::runtime_error("cannot create the runtime context");
-    rt::setMeshGroups(context_.get(), env.groups);
-  }
-
-  /// Runs the entry on this rank's block of the whole tokens and labels;
-  /// throws with the context's error if a runtime call failed.
-  void run(AlignedBuffer &weights, const std::vector<int32_t> &tokens,
-           const std::vector<int32_t> &labels) {
-    std::vector<int32_t> localTokens =
-        localInput(manifest_.inputs[0], tokens, env_);
-    std::vector<int32_t> localLabels =
-        localInput(manifest_.inputs[1], labels, env_);
-    forward_(context_.get(), weights.data(), arena_.data(),
-             localTokens.data(), localLabels.data(), logits_.f32(), &loss_);
-    if (const char *error = moert_context_error(context_.get()))
-      throw std::runtime_error(error);
-  }
-
-  const float *logits() const { return logits_.f32(); }
-  int64_t numLogits() const {
-    return manifest_.batch * manifest_.seq * manifest_.vocab;
-  }
-  float loss() const { return loss_; }
-
-private:
-  const Manifest &manifest_;
-  ForwardEntry forward_;
-  const RankEnv &env_;
-  std::unique_ptr<moert_context, void (*)(moert_context *)> context_;
-  AlignedBuffer arena_;
-  AlignedBuffer logits_;
-  float loss_ = 0.0f;
-};
 
 //===----------------------------------------------------------------------===//
 // forward
@@ -311,26 +154,10 @@ void printLogitsSummary(const Manifest &m, const ModelRunner &runner) {
 int runForward(const Manifest &m, ForwardEntry forward,
                const ParsedFlags &flags, RankEnv &env) {
   WeightSource source = parseWeightSource(flags, /*allowPath=*/true);
-  if (!flags.has("tokens"))
-    throw UsageError("give --tokens IDS (" + std::to_string(m.batch * m.seq) +
-                     " ids)");
   if (flags.has("save-weights") && env.place)
     throw UsageError("--save-weights needs a model compiled for one rank");
-  std::vector<int64_t> tokenIds = parseIds("tokens", flags.get("tokens"));
-  std::optional<std::vector<int64_t>> labelIds;
-  if (flags.has("labels"))
-    labelIds = parseIds("labels", flags.get("labels"));
-
-  checkIdCount("tokens", tokenIds, m.batch, m.seq);
-  std::vector<int32_t> tokens =
-      checkIds("tokens", tokenIds, m.vocab, false, m.ignoreIndex, m.seq);
-  std::vector<int32_t> labels;
-  if (labelIds) {
-    checkIdCount("labels", *labelIds, m.batch, m.seq);
-    labels = checkIds("labels", *labelIds, m.vocab, true, m.ignoreIndex, m.seq);
-  } else {
-    labels = defaultLabels(tokens, m.batch, m.seq, m.ignoreIndex);
-  }
+  Batch batch = batchFromFlags(m, flags);
+  const std::vector<int32_t> &tokens = batch.tokens, &labels = batch.labels;
 
   std::optional<AlignedBuffer> weights;
   env.agreeOnSetup([&] { weights = obtainWeights(m, source, env.placePtr()); });
@@ -387,45 +214,11 @@ GenerateOptions parseGenerateOptions(const ParsedFlags &flags) {
   return options;
 }
 
-/// Prints tokens as characters or as space-separated ids, as they come.
-class TokenPrinter {
-public:
-  explicit TokenPrinter(const Manifest &m) : manifest_(m) {}
-  void print(int32_t id) {
-    if (manifest_.hasVocabChars()) {
-      std::fputs(manifest_.vocabChars[id].c_str(), stdout);
-    } else {
-      std::printf(first_ ? "%d" : " %d", id);
-      first_ = false;
-    }
-    std::fflush(stdout);
-  }
-
-private:
-  const Manifest &manifest_;
-  bool first_ = true;
-};
-
 std::vector<int32_t> encodePrompt(const Manifest &m, const std::string &text) {
   if (m.hasVocabChars())
     return encodeChars("prompt", text, m.vocabChars);
   return checkIds("prompt", parseIds("prompt", text), m.vocab, false,
                   m.ignoreIndex);
-}
-
-// One forward pass over the last <= seq tokens of `context` in row 0 (every
-// other position padded with token 0, no labels); returns the sampled token.
-int32_t nextToken(const Manifest &m, ModelRunner &runner,
-                  AlignedBuffer &weights, const std::vector<int32_t> &context,
-                  const SamplingOptions &sampling, std::mt19937_64 &rng) {
-  size_t window = std::min<size_t>(context.size(), m.seq);
-  std::vector<int32_t> tokens(m.batch * m.seq, 0);
-  std::copy(context.end() - window, context.end(), tokens.begin());
-  std::vector<int32_t> labels(tokens.size(),
-                              static_cast<int32_t>(m.ignoreIndex));
-  runner.run(weights, tokens, labels);
-  return sampleToken(runner.logits() + (window - 1) * m.vocab, m.vocab,
-                     sampling, rng);
 }
 
 int runGenerate(const Manifest &m, ForwardEntry forward,
@@ -476,102 +269,6 @@ int runGenerate(const Manifest &m, ForwardEntry forward,
 }
 
 //===----------------------------------------------------------------------===//
-// Ranks
-//===----------------------------------------------------------------------===//
-
-bool underMpiLauncher() {
-  for (const char *var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
-                          "SLURM_PROCID", "MPI_LOCALNRANKS"})
-    if (std::getenv(var))
-      return true;
-  return false;
-}
-
-/// Runs `command` on every rank of the model's mesh: directly for a 1-rank
-/// model, else as threads (--comm local) or MPI processes (--comm mpi).
-template <typename Command>
-int runOnMesh(const Manifest &m, const ParsedFlags &flags, Command &&command) {
-  int64_t ranks = m.mesh.worldSize();
-  std::string comm = flags.has("comm")        ? flags.get("comm")
-                     : underMpiLauncher()     ? std::string("mpi")
-                     : ranks == 1             ? std::string("none")
-                                              : std::string();
-  if (comm != "local" && comm != "mpi" && comm != "none")
-    throw UsageError(comm.empty()
-                         ? "the model is compiled for mesh " + m.mesh.str() +
-                               " (" + std::to_string(ranks) +
-                               " ranks): run it under 'mpirun -np " +
-                               std::to_string(ranks) +
-                               "' or pass --comm local"
-                         : "--comm is '" + comm + "', expected mpi or local");
-  if (comm == "none") {
-    RankEnv env;
-    return command(env);
-  }
-  auto runRank = [&](rt::Communicator &world, RankEnv &env) {
-    rt::MeshGroups groups = rt::makeMeshGroups(world, m.mesh);
-    env.world = &world;
-    env.groups = &groups;
-    env.place = RankPlace{m.mesh, groups.coords};
-    env.root = world.rank() == 0;
-    return command(env);
-  };
-  if (comm == "local") {
-    int status = 0;
-    rt::runLocal(static_cast<int>(ranks), [&](rt::Communicator &world) {
-      try {
-        RankEnv env;
-        int s = runRank(world, env);
-        if (world.rank() == 0)
-          status = s;
-      } catch (const SilentFailure &) {
-      }
-    });
-    return status;
-  }
-#ifdef MOE_HAVE_MPI
-  rt::MpiSession session;
-  std::unique_ptr<rt::Communicator> world = rt::mpiWorld();
-  if (world->size() != ranks) {
-    // Every rank sees the mismatch itself: no communication, no hang.
-    if (world->rank() != 0)
-      return 1;
-    throw std::runtime_error(
-        "the model is compiled for mesh " + m.mesh.str() + " (" +
-        std::to_string(ranks) + " ranks) but runs on " +
-        std::to_string(world->size()) + " MPI ranks (mpirun -np " +
-        std::to_string(ranks) + ")");
-  }
-  RankEnv env;
-  try {
-    return runRank(*world, env);
-  } catch (const SilentFailure &) {
-    return 1;
-  } catch (const UsageError &) {
-    // Before setup every rank fails alike: rank 0 speaks for all.
-    if (world->rank() != 0)
-      return 2;
-    throw;
-  } catch (const std::exception &e) {
-    if (!env.agreed) {
-      if (world->rank() != 0)
-        return 1;
-      throw;
-    }
-    // A failure of this rank alone while the others may wait for it in a
-    // collective: report it and end the job.
-    std::fflush(stdout);
-    std::fprintf(stderr, "error: rank %d: %s\n", world->rank(), e.what());
-    std::fflush(stderr);
-    rt::mpiAbort(1);
-  }
-#else
-  throw std::runtime_error("this executable was built without MPI; run the "
-                           "ranks as threads with --comm local");
-#endif
-}
-
-//===----------------------------------------------------------------------===//
 // init, info
 //===----------------------------------------------------------------------===//
 
@@ -582,16 +279,6 @@ int runInit(const Manifest &m, const ParsedFlags &flags) {
   AlignedBuffer weights = obtainWeights(m, source);
   saveWeights(m, weights, flags.get("output"));
   return 0;
-}
-
-std::string withThousands(uint64_t n) {
-  std::string digits = std::to_string(n), result;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0)
-      result += ',';
-    result += digits[i];
-  }
-  return result;
 }
 
 void printSpecs(const char *title, const std::vector<TensorSpec> &specs) {
@@ -645,7 +332,8 @@ Manifest loadManifest(const char *text) {
 }
 
 int dispatch(const std::string &program, const std::vector<std::string> &args,
-             const char *manifestText, ForwardEntry forward) {
+             const char *manifestText, ForwardEntry forward,
+             TrainStepEntry trainStep) {
   if (args.empty())
     throw UsageError("no command given (see '" + program + " --help')");
   const std::string &name = args[0];
@@ -683,6 +371,14 @@ int dispatch(const std::string &program, const std::vector<std::string> &args,
       return runOnMesh(manifest, flags, [&](RankEnv &env) {
         return runGenerate(manifest, forward, flags, env);
       });
+    if (command == &kTrainCommand) {
+      TrainOptions options = parseTrainOptions(flags, manifest, trainStep);
+      return runOnMesh(manifest, flags, [&](RankEnv &env) {
+        return runTrain(manifest, forward, trainStep, options, env);
+      });
+    }
+    if (command == &kGradCommand)
+      return runGrad(manifest, forward, trainStep, flags);
     if (command == &kInit)
       return runInit(manifest, flags);
     return runInfo(manifest);
@@ -707,11 +403,11 @@ int reportError(const std::string &message, int status) {
 } // namespace
 
 int runDriver(int argc, char **argv, const char *manifestText,
-              ForwardEntry forward) {
+              ForwardEntry forward, TrainStepEntry trainStep) {
   std::string program = argc > 0 ? argv[0] : "model";
   std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
   try {
-    return dispatch(program, args, manifestText, forward);
+    return dispatch(program, args, manifestText, forward, trainStep);
   } catch (const UsageError &e) {
     return reportError(e.what(), 2);
   } catch (const std::bad_alloc &) {

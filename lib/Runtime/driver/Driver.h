@@ -1,7 +1,7 @@
 //===- Driver.h - The command line of a compiled model ----------*- C++ -*-===//
 //
 // `moec` links a model object with libMoERuntimeMain.a, whose main() hands
-// the model's two symbols to runDriver. Keeping the commands here, apart from
+// the model's symbols to runDriver. Keeping the commands here, apart from
 // main, lets other programs (and tests) run them with any forward entry.
 //
 //===----------------------------------------------------------------------===//
@@ -21,13 +21,21 @@ using ForwardEntry = void (*)(moert_context *ctx, uint8_t *weights,
                               const int32_t *labels, float *logits,
                               float *loss);
 
-/// Runs the command in argv (forward, generate, init, info, --help) against
-/// the model that `manifestText` describes. Returns the exit status: 0 on
-/// success, 1 when the run fails (ids or characters that do not fit the
-/// model, files, the model itself), 2 when the command line is malformed.
-/// Every failure prints exactly one line "error: ..." to stderr.
+/// The signature of moe_entry_train_step (ModelABI.h): `grads` is laid out
+/// like `weights`; `loss` receives the global mean loss.
+using TrainStepEntry = void (*)(moert_context *ctx, uint8_t *weights,
+                                uint8_t *arena, uint8_t *grads,
+                                const int32_t *tokens, const int32_t *labels,
+                                float *loss);
+
+/// Runs the command in argv (forward, generate, train, grad, init, info,
+/// --help) against the model that `manifestText` describes; `trainStep` is
+/// null for a model compiled without a training step. Returns the exit
+/// status: 0 on success, 1 when the run fails (ids or characters that do not
+/// fit the model, files, the model itself), 2 when the command line is
+/// malformed. Every failure prints exactly one line "error: ..." to stderr.
 int runDriver(int argc, char **argv, const char *manifestText,
-              ForwardEntry forward);
+              ForwardEntry forward, TrainStepEntry trainStep = nullptr);
 
 } // namespace moe::driver
 

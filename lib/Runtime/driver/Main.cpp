@@ -2,6 +2,8 @@
 //
 // The only file of the driver that names the model's symbols; `moec` links
 // the model object, libMoERuntimeMain.a and libMoERuntime.a into one program.
+// The training step is a weak reference: a model compiled without one (or a
+// hand-written stand-in) still links, and `train` then says how to get one.
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,8 +14,12 @@ extern "C" void moe_entry_forward(moert_context *ctx, uint8_t *weights,
                                   uint8_t *arena, const int32_t *tokens,
                                   const int32_t *labels, float *logits,
                                   float *loss);
+extern "C" __attribute__((weak)) void
+moe_entry_train_step(moert_context *ctx, uint8_t *weights, uint8_t *arena,
+                     uint8_t *grads, const int32_t *tokens,
+                     const int32_t *labels, float *loss);
 
 int main(int argc, char **argv) {
   return moe::driver::runDriver(argc, argv, moe_model_manifest,
-                                moe_entry_forward);
+                                moe_entry_forward, moe_entry_train_step);
 }

@@ -358,6 +358,47 @@ void parseOptionalFields(const Json &root, Manifest &m) {
   }
 }
 
+// "train_step": its inputs must be the forward's (the driver feeds both
+// from one batch) and its output the scalar loss.
+TrainStepInfo parseTrainStep(const Json &root, const Manifest &m) {
+  const Json &object = member(root, "", "train_step");
+  if (!object.is_object())
+    fail("train_step", "is " + shown(object) + ", expected an object");
+  TrainStepInfo step;
+  step.function = getString(object, "train_step", "function");
+  step.entry = getString(object, "train_step", "entry");
+  if (step.entry != "moe_entry_train_step")
+    fail("train_step.entry", "is \"" + step.entry +
+                                 "\", expected \"moe_entry_train_step\"");
+  step.arenaBytes = getSize(object, "train_step", "arena_bytes");
+  step.unplannedBytes = getSize(object, "train_step", "unplanned_bytes");
+  for (const char *key : {"inputs", "outputs"})
+    if (!member(object, "train_step", key).is_array())
+      fail(std::string("train_step.") + key,
+           "is " + shown(object[key]) + ", expected an array");
+  std::vector<TensorSpec> inputs = parseSpecs(object, "inputs");
+  std::vector<TensorSpec> outputs = parseSpecs(object, "outputs");
+  if (inputs.size() != 2)
+    fail("train_step.inputs", "has " + std::to_string(inputs.size()) +
+                                  " entries, expected 2 (tokens, labels)");
+  for (size_t i = 0; i < 2; ++i) {
+    const TensorSpec &want = m.inputs[i], &got = inputs[i];
+    if (got.name != want.name || got.dtype != want.dtype ||
+        got.globalShape != want.globalShape || got.shape != want.shape ||
+        got.split != want.split)
+      fail("train_step.inputs[" + std::to_string(i) + "]",
+           "is '" + got.name + "' " + got.dtype + " " +
+               shapeText(got.globalShape) + ", expected the forward's '" +
+               want.name + "' " + want.dtype + " " +
+               shapeText(want.globalShape) + " split alike");
+  }
+  if (outputs.size() != 1 || outputs[0].name != "loss" ||
+      outputs[0].dtype != "F32" || !outputs[0].shape.empty())
+    fail("train_step.outputs", "is " + shown(object["outputs"]) +
+                                   ", expected one F32 scalar named 'loss'");
+  return step;
+}
+
 } // namespace
 
 int64_t ParamInfo::numElements() const {
@@ -430,6 +471,8 @@ Manifest parseManifest(const std::string &text) {
   for (size_t i = 0; i < m.params.size(); ++i)
     checkSplit("params[" + std::to_string(i) + "]", m.params[i].shape,
                m.params[i].globalShape, m.params[i].split, m.mesh);
+  if (root.contains("train_step"))
+    m.trainStep = parseTrainStep(root, m);
   for (auto [key, specs] : {std::pair{"inputs", &m.inputs},
                             std::pair{"outputs", &m.outputs}})
     for (size_t i = 0; i < specs->size(); ++i)

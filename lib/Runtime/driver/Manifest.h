@@ -16,6 +16,7 @@
 #include "moe/Support/MeshShape.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,6 +57,17 @@ struct TensorSpec {
   Split split;
 };
 
+/// The optional training step (manifest "train_step"): the entry
+/// moe_entry_train_step, run on the forward's weights layout with a gradient
+/// blob laid out alike. Its inputs are the forward's tokens and labels; its
+/// one output is the scalar loss.
+struct TrainStepInfo {
+  std::string function;
+  std::string entry;
+  uint64_t arenaBytes = 0;
+  uint64_t unplannedBytes = 0;
+};
+
 struct Manifest {
   std::string function;
   std::string entry;
@@ -71,6 +83,8 @@ struct Manifest {
   std::vector<std::string> vocabChars;
   /// The mesh the model was compiled for (all 1 when the manifest has none).
   moe::MeshShape mesh;
+  /// Present when the model was compiled with a training step.
+  std::optional<TrainStepInfo> trainStep;
 
   // The forward signature, checked by parseManifest: tokens and labels
   // [batch, seq] I32, logits [batch, seq, vocab] F32, loss [] F32, in whole

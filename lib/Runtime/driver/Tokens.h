@@ -16,6 +16,11 @@
 
 namespace moe::driver {
 
+/// Whole [batch, seq] tokens and labels, row-major.
+struct Batch {
+  std::vector<int32_t> tokens, labels;
+};
+
 /// Integers separated by commas and/or whitespace ("1, 2,3 4"). An empty item
 /// (",,", a leading or trailing comma) or a non-integer throws UsageError
 /// naming `flag` and the item.

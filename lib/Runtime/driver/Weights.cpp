@@ -102,15 +102,20 @@ LoadedWeights loadWeights(const Manifest &manifest, const std::string &path,
   return result;
 }
 
-void saveWeights(const Manifest &manifest, const AlignedBuffer &blob,
-                 const std::string &path) {
+std::vector<io::TensorToWrite> hfTensors(const Manifest &manifest,
+                                         const AlignedBuffer &blob) {
   checkBlob(manifest, blob);
   std::vector<io::TensorToWrite> tensors;
   for (const ParamInfo &param : manifest.params)
     for (int64_t e = 0; e < param.numSlices(); ++e)
       tensors.push_back({param.sliceName(e), io::DType::F32, param.sliceShape(),
                          blob.f32(param.offset + e * sliceBytes(param))});
-  io::writeSafetensors(path, tensors, {{"format", "pt"}});
+  return tensors;
+}
+
+void saveWeights(const Manifest &manifest, const AlignedBuffer &blob,
+                 const std::string &path) {
+  io::writeSafetensors(path, hfTensors(manifest, blob), {{"format", "pt"}});
 }
 
 void initRandomTensor(const std::string &name, int64_t rank,

@@ -13,6 +13,7 @@
 
 #include "driver/AlignedBuffer.h"
 #include "driver/Manifest.h"
+#include "moe/Runtime/Safetensors.h"
 
 #include <cstdint>
 #include <string>
@@ -43,6 +44,12 @@ LoadedWeights loadWeights(const Manifest &manifest, const std::string &path,
 /// that Hugging Face's loaders accept the file.
 void saveWeights(const Manifest &manifest, const AlignedBuffer &blob,
                  const std::string &path);
+
+/// Every parameter of `blob` (weights_bytes, e.g. weights or gradients) as
+/// F32 tensors under its HF names: one tensor per expert for stacked
+/// parameters. The tensors point into `blob`.
+std::vector<io::TensorToWrite> hfTensors(const Manifest &manifest,
+                                         const AlignedBuffer &blob);
 
 /// Fills `blob` (weights_bytes) deterministically from `seed`:
 ///   - tensors of rank >= 2: normal(0, std);

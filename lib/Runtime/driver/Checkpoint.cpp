@@ -1,0 +1,470 @@
+//===- Checkpoint.cpp - Sharded training checkpoints ----------------------===//
+
+#include "driver/Checkpoint.h"
+
+#include "moe/Runtime/Safetensors.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <set>
+#include <stdexcept>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace moe::driver {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::ordered_json;
+
+namespace {
+
+const char *const kFormat = "moe-checkpoint/1";
+const char *const kMomentPrefixes[] = {"adam.m/", "adam.v/"};
+
+std::string rankFileName(int rank) {
+  char name[64];
+  std::snprintf(name, sizeof name, "rank-%05d.safetensors", rank);
+  return name;
+}
+
+[[noreturn]] void ioFailure(const std::string &path, const std::string &what) {
+  throw std::runtime_error(path + ": " + what + " (" + std::strerror(errno) +
+                           ")");
+}
+
+void fsyncPath(const std::string &path, bool directory) {
+  int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0)
+    ioFailure(path, "cannot open to sync");
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0)
+    ioFailure(path, "cannot sync");
+}
+
+/// Writes `text` to `path` atomically: temporary file, fsync, rename.
+void writeFileAtomically(const std::string &path, const std::string &text) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0)
+    ioFailure(tmp, "cannot create");
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      ioFailure(tmp, "cannot write");
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    ioFailure(tmp, "cannot sync");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    ioFailure(path, "cannot rename " + tmp + " to it");
+  }
+}
+
+std::string readText(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw std::runtime_error(path + ": cannot open (" + std::strerror(errno) +
+                             ")");
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+/// The step of a checkpoint directory name "step-<digits>", or -1.
+int64_t stepOfName(const std::string &name) {
+  if (name.size() < 6 || name.compare(0, 5, "step-") != 0 ||
+      name.size() > 5 + 18)
+    return -1;
+  int64_t step = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9')
+      return -1;
+    step = step * 10 + (name[i] - '0');
+  }
+  return step;
+}
+
+/// The place of world rank `rank` (null for a 1-rank model).
+std::optional<RankPlace> placeOf(const MeshShape &mesh, int rank) {
+  if (mesh.worldSize() == 1)
+    return std::nullopt;
+  return RankPlace{mesh, rt::meshCoordinates(mesh, rank)};
+}
+
+/// For every world rank, whether it writes its block of `param`: the lowest
+/// rank holding each distinct block does.
+std::vector<bool> blockWriters(const ParamInfo &param, const MeshShape &mesh) {
+  int world = static_cast<int>(mesh.worldSize());
+  std::vector<bool> writes(world, false);
+  std::set<std::vector<int64_t>> seen;
+  for (int r = 0; r < world; ++r) {
+    std::optional<RankPlace> place = placeOf(mesh, r);
+    Block block = shardBlock(param.globalShape, param.split,
+                             place ? &*place : nullptr);
+    writes[r] = seen.insert(block.start).second;
+  }
+  return writes;
+}
+
+Json meshJson(const MeshShape &mesh) {
+  return Json{{"dp", mesh.dp}, {"cp", mesh.cp}, {"tp", mesh.tp},
+              {"ep", mesh.ep}};
+}
+
+Json indexJson(int64_t step, const Manifest &m, const Json &train) {
+  Json params = Json::array();
+  for (const ParamInfo &param : m.params) {
+    std::vector<bool> writers = blockWriters(param, m.mesh);
+    Json blocks = Json::array();
+    for (int r = 0; r < static_cast<int>(writers.size()); ++r) {
+      if (!writers[r])
+        continue;
+      std::optional<RankPlace> place = placeOf(m.mesh, r);
+      Block block = shardBlock(param.globalShape, param.split,
+                               place ? &*place : nullptr);
+      blocks.push_back(Json{{"file", rankFileName(r)},
+                            {"tensor", param.name},
+                            {"offset", block.start},
+                            {"size", block.size}});
+    }
+    params.push_back(Json{{"name", param.name},
+                          {"global_shape", param.globalShape},
+                          {"split", param.split},
+                          {"blocks", std::move(blocks)}});
+  }
+  return Json{{"format", kFormat},
+              {"step", step},
+              {"mesh", meshJson(m.mesh)},
+              {"train", train},
+              {"moments", Json{{"adam_m", "adam.m/<tensor>"},
+                               {"adam_v", "adam.v/<tensor>"}}},
+              {"params", std::move(params)}};
+}
+
+/// Removes every checkpoint directory of `dir` but `keep`, and leftover
+/// temporary ones.
+void pruneCheckpoints(const std::string &dir,
+                      const std::set<std::string> &keep) {
+  std::error_code ec;
+  for (const fs::directory_entry &entry : fs::directory_iterator(dir, ec)) {
+    std::string name = entry.path().filename().string();
+    bool tmp = name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+    std::string base = tmp ? name.substr(0, name.size() - 4) : name;
+    if (stepOfName(base) < 0 || (!tmp && keep.count(name)))
+      continue;
+    std::error_code ignored;
+    fs::remove_all(entry.path(), ignored);
+  }
+}
+
+[[noreturn]] void badIndex(const std::string &path, const std::string &what) {
+  throw std::runtime_error(path + ": " + what);
+}
+
+std::vector<int64_t> intList(const Json &value, const std::string &path,
+                             const std::string &field) {
+  std::vector<int64_t> list;
+  if (!value.is_array())
+    badIndex(path, "'" + field + "' is not a list of integers");
+  for (const Json &x : value) {
+    if (!x.is_number_unsigned())
+      badIndex(path, "'" + field + "' is not a list of non-negative integers");
+    list.push_back(x.get<int64_t>());
+  }
+  return list;
+}
+
+const Json &field(const Json &object, const char *key, const std::string &path,
+                  const std::string &where) {
+  auto it = object.find(key);
+  if (it == object.end())
+    badIndex(path, where + " has no '" + key + "'");
+  return *it;
+}
+
+} // namespace
+
+std::string checkpointName(int64_t step) {
+  char name[64];
+  std::snprintf(name, sizeof name, "step-%06lld", static_cast<long long>(step));
+  return name;
+}
+
+void saveCheckpoint(const std::string &dir, int64_t step, const Manifest &m,
+                    RankEnv &env, const TrainState &state, const Json &train) {
+  std::string name = checkpointName(step);
+  std::string tmp = (fs::path(dir) / (name + ".tmp")).string();
+  std::string final = (fs::path(dir) / name).string();
+
+  env.agree([&] {
+    if (!env.root)
+      return;
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec)
+      throw std::runtime_error(dir + ": cannot create the checkpoint "
+                                     "directory (" + ec.message() + ")");
+    fs::remove_all(tmp, ec);
+    if (!fs::create_directory(tmp, ec) || ec)
+      throw std::runtime_error(tmp + ": cannot create (" + ec.message() + ")");
+  });
+
+  env.agree([&] {
+    std::vector<io::TensorToWrite> tensors;
+    std::vector<std::string> names; // keeps the moment names alive
+    names.reserve(m.params.size() * 2);
+    for (const ParamInfo &param : m.params) {
+      if (!blockWriters(param, m.mesh)[env.rank()])
+        continue;
+      tensors.push_back({param.name, io::DType::F32, param.shape,
+                         state.weights->f32(param.offset)});
+      AlignedBuffer *moments[] = {state.m, state.v};
+      for (int k = 0; k < 2; ++k) {
+        names.push_back(kMomentPrefixes[k] + param.name);
+        tensors.push_back({names.back(), io::DType::F32, param.shape,
+                           moments[k]->f32(param.offset)});
+      }
+    }
+    if (!tensors.empty())
+      io::writeSafetensors((fs::path(tmp) / rankFileName(env.rank())).string(),
+                           tensors, {{"format", kFormat}});
+  });
+
+  env.agree([&] {
+    if (!env.root)
+      return;
+    writeFileAtomically((fs::path(tmp) / "index.json").string(),
+                        indexJson(step, m, train).dump(1) + "\n");
+    fsyncPath(tmp, true);
+    std::optional<std::string> previous;
+    std::string latestPath = (fs::path(dir) / "latest").string();
+    if (fs::exists(latestPath))
+      previous = readText(latestPath);
+    std::error_code ec;
+    if (fs::exists(final)) {
+      // The same step saved before (a rerun): replace it.
+      std::string old = final + ".old.tmp";
+      fs::remove_all(old, ec);
+      fs::rename(final, old, ec);
+      if (ec)
+        throw std::runtime_error(final + ": cannot replace (" + ec.message() +
+                                 ")");
+    }
+    fs::rename(tmp, final, ec);
+    if (ec)
+      throw std::runtime_error(tmp + ": cannot rename to " + final + " (" +
+                               ec.message() + ")");
+    fsyncPath(dir, true);
+    writeFileAtomically(latestPath, name + "\n");
+    fsyncPath(dir, true);
+    std::set<std::string> keep = {name};
+    if (previous) {
+      std::string prev = *previous;
+      while (!prev.empty() && std::isspace(static_cast<unsigned char>(
+                                  prev.back())))
+        prev.pop_back();
+      keep.insert(prev);
+    }
+    pruneCheckpoints(dir, keep);
+  });
+}
+
+std::optional<std::string> latestCheckpoint(const std::string &dir) {
+  std::string latestPath = (fs::path(dir) / "latest").string();
+  std::error_code ec;
+  if (!fs::exists(latestPath, ec))
+    return std::nullopt;
+  std::string name = readText(latestPath);
+  while (!name.empty() &&
+         std::isspace(static_cast<unsigned char>(name.back())))
+    name.pop_back();
+  if (stepOfName(name) < 0)
+    throw std::runtime_error(latestPath + ": is '" + name.substr(0, 40) +
+                             "', expected a checkpoint name like "
+                             "step-000200");
+  std::string path = (fs::path(dir) / name).string();
+  if (!fs::is_regular_file(fs::path(path) / "index.json", ec))
+    throw std::runtime_error(latestPath + ": names " + name + ", but " + path +
+                             "/index.json does not exist");
+  return path;
+}
+
+std::optional<Block> intersectBlocks(const Block &a, const Block &b) {
+  Block out{std::vector<int64_t>(a.start.size()),
+            std::vector<int64_t>(a.start.size())};
+  for (size_t d = 0; d < a.start.size(); ++d) {
+    int64_t lo = std::max(a.start[d], b.start[d]);
+    int64_t hi = std::min(a.start[d] + a.size[d], b.start[d] + b.size[d]);
+    if (hi <= lo)
+      return std::nullopt;
+    out.start[d] = lo;
+    out.size[d] = hi - lo;
+  }
+  return out;
+}
+
+int64_t copyIntersection(const void *src, const Block &srcBlock, void *dst,
+                         const Block &dstBlock, size_t elemSize) {
+  std::optional<Block> common = intersectBlocks(srcBlock, dstBlock);
+  if (!common)
+    return 0;
+  size_t rank = common->start.size();
+  auto *out = static_cast<char *>(dst);
+  const auto *in = static_cast<const char *>(src);
+  if (rank == 0) {
+    std::memcpy(out, in, elemSize);
+    return 1;
+  }
+  // Walk the rows of the intersection; each is contiguous in both blocks.
+  int64_t rows = 1;
+  for (size_t d = 0; d + 1 < rank; ++d)
+    rows *= common->size[d];
+  int64_t rowElements = common->size[rank - 1];
+  std::vector<int64_t> index(rank, 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t srcOffset = 0, dstOffset = 0;
+    for (size_t d = 0; d < rank; ++d) {
+      int64_t global = common->start[d] + index[d];
+      srcOffset = srcOffset * srcBlock.size[d] + (global - srcBlock.start[d]);
+      dstOffset = dstOffset * dstBlock.size[d] + (global - dstBlock.start[d]);
+    }
+    std::memcpy(out + dstOffset * elemSize, in + srcOffset * elemSize,
+                static_cast<size_t>(rowElements) * elemSize);
+    for (size_t d = rank - 1; d-- > 0;) {
+      if (++index[d] < common->size[d])
+        break;
+      index[d] = 0;
+    }
+  }
+  return rows * rowElements;
+}
+
+LoadedCheckpoint loadCheckpoint(const std::string &path, const Manifest &m,
+                                const RankPlace *place,
+                                const TrainState &state) {
+  std::string indexPath = (fs::path(path) / "index.json").string();
+  Json index;
+  try {
+    index = Json::parse(readText(indexPath));
+  } catch (const Json::exception &e) {
+    badIndex(indexPath, std::string("not valid JSON (") + e.what() + ")");
+  }
+  if (!index.is_object() || !index.contains("format") ||
+      index["format"] != kFormat)
+    badIndex(indexPath, std::string("is not a checkpoint index (format ") +
+                            kFormat + ")");
+  const Json &stepValue = field(index, "step", indexPath, "the index");
+  if (!stepValue.is_number_unsigned())
+    badIndex(indexPath, "'step' is not a non-negative integer");
+  LoadedCheckpoint loaded;
+  loaded.step = stepValue.get<int64_t>();
+  if (auto it = index.find("train"); it != index.end() && it->is_object())
+    loaded.train = *it;
+  const Json &params = field(index, "params", indexPath, "the index");
+  if (!params.is_array())
+    badIndex(indexPath, "'params' is not a list");
+  std::map<std::string, const Json *> byName;
+  for (const Json &p : params)
+    if (p.is_object() && p.contains("name") && p["name"].is_string())
+      byName[p["name"].get<std::string>()] = &p;
+
+  std::map<std::string, std::unique_ptr<io::SafetensorsReader>> readers;
+  auto reader = [&](const std::string &file) -> io::SafetensorsReader & {
+    if (file.empty() || file.find('/') != std::string::npos ||
+        file.find("..") != std::string::npos)
+      badIndex(indexPath, "block file '" + file + "' is not a file name");
+    auto &slot = readers[file];
+    if (!slot)
+      slot = std::make_unique<io::SafetensorsReader>(
+          io::SafetensorsReader::open((fs::path(path) / file).string()));
+    return *slot;
+  };
+
+  for (const ParamInfo &param : m.params) {
+    auto it = byName.find(param.name);
+    if (it == byName.end())
+      badIndex(indexPath, "has no parameter '" + param.name + "'");
+    const Json &entry = *it->second;
+    std::string where = "parameter '" + param.name + "'";
+    std::vector<int64_t> global = intList(
+        field(entry, "global_shape", indexPath, where), indexPath,
+        param.name + ".global_shape");
+    if (global != param.globalShape)
+      badIndex(indexPath, where + " has global shape " + shapeText(global) +
+                              ", the model " + shapeText(param.globalShape));
+    const Json &blocks = field(entry, "blocks", indexPath, where);
+    if (!blocks.is_array())
+      badIndex(indexPath, where + ": 'blocks' is not a list");
+
+    Block mine = shardBlock(param.globalShape, param.split, place);
+    int64_t covered = 0;
+    std::vector<float> scratch;
+    for (const Json &b : blocks) {
+      if (!b.is_object())
+        badIndex(indexPath, where + ": a block is not an object");
+      const Json &file = field(b, "file", indexPath, where + "'s block");
+      const Json &tensor = field(b, "tensor", indexPath, where + "'s block");
+      if (!file.is_string() || !tensor.is_string())
+        badIndex(indexPath, where + ": a block's file or tensor is not a "
+                                    "string");
+      Block saved{intList(field(b, "offset", indexPath, where + "'s block"),
+                          indexPath, param.name + ".offset"),
+                  intList(field(b, "size", indexPath, where + "'s block"),
+                          indexPath, param.name + ".size")};
+      bool fits = saved.start.size() == global.size() &&
+                  saved.size.size() == global.size();
+      for (size_t d = 0; fits && d < global.size(); ++d)
+        fits = saved.start[d] + saved.size[d] <= global[d];
+      if (!fits)
+        badIndex(indexPath, where + ": a block (offset " +
+                                shapeText(saved.start) + ", size " +
+                                shapeText(saved.size) +
+                                ") is not inside the global shape " +
+                                shapeText(global));
+      if (!intersectBlocks(saved, mine) && !global.empty())
+        continue;
+      int64_t elements = 1;
+      for (int64_t d : saved.size)
+        elements *= d;
+      scratch.resize(static_cast<size_t>(elements));
+      io::SafetensorsReader &r = reader(file.get<std::string>());
+      std::string name = tensor.get<std::string>();
+      AlignedBuffer *targets[] = {state.weights, state.m, state.v};
+      const std::string prefixes[] = {"", kMomentPrefixes[0],
+                                      kMomentPrefixes[1]};
+      int64_t copied = 0;
+      for (int k = 0; k < 3; ++k) {
+        r.readF32(prefixes[k] + name, saved.size, scratch.data());
+        copied = copyIntersection(scratch.data(), saved,
+                                  targets[k]->f32(param.offset), mine,
+                                  sizeof(float));
+      }
+      covered += copied;
+    }
+    if (covered != param.numElements())
+      badIndex(indexPath, where + ": the saved blocks cover " +
+                              std::to_string(covered) + " of the " +
+                              std::to_string(param.numElements()) +
+                              " elements of this rank's block");
+  }
+  return loaded;
+}
+
+} // namespace moe::driver

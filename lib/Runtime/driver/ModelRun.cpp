@@ -1,0 +1,305 @@
+//===- ModelRun.cpp - Running a model on the ranks of its mesh ------------===//
+
+#include "driver/ModelRun.h"
+
+#include "driver/Weights.h"
+#include "core/Context.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+namespace moe::driver {
+
+const FlagSpec kWeightsFlag{
+    "weights", "PATH",
+    "Safetensors checkpoint holding every parameter under its Hugging Face "
+    "name (F32, or BF16/F16 converted); tensors the model does not use are "
+    "ignored."};
+const FlagSpec kInitRandomFlag{
+    "init-random", "SEED",
+    "Random weights instead of --weights: normal(0, --init-std) for "
+    "matrices, ones for norm weights, zeros for other vectors; the same "
+    "SEED gives the same weights on every machine."};
+const FlagSpec kInitStdFlag{
+    "init-std", "STD", "Standard deviation of --init-random (default 0.02)."};
+const FlagSpec kCommFlag{
+    "comm", "mpi|local",
+    "How the ranks of a model compiled for a mesh of several ranks run: "
+    "'mpi', one process per rank under mpirun or srun (the default there), "
+    "or 'local', every rank a thread of this process."};
+
+WeightSource parseWeightSource(const ParsedFlags &flags, bool allowPath) {
+  bool fromFile = allowPath && flags.has("weights");
+  bool random = flags.has("init-random");
+  if (fromFile && random)
+    throw UsageError("give either --weights or --init-random, not both");
+  if (!fromFile && !random)
+    throw UsageError(allowPath ? "give --weights PATH or --init-random SEED"
+                               : "give --init-random SEED");
+  if (flags.has("init-std") && !random)
+    throw UsageError("--init-std needs --init-random");
+  WeightSource source;
+  if (fromFile)
+    source.path = flags.get("weights");
+  else
+    source.seed = parseSeed("init-random", flags.get("init-random"));
+  if (flags.has("init-std"))
+    source.std = parseReal("init-std", flags.get("init-std"), 0.0);
+  return source;
+}
+
+AlignedBuffer obtainWeights(const Manifest &manifest,
+                            const WeightSource &source,
+                            const RankPlace *place) {
+  if (!source.path) {
+    AlignedBuffer blob(manifest.weightsBytes);
+    initRandomWeights(manifest, blob, source.seed, source.std, place);
+    return blob;
+  }
+  LoadedWeights loaded = loadWeights(manifest, *source.path, place);
+  if (!loaded.unusedTensors.empty())
+    std::fprintf(stderr,
+                 "note: %s: %zu tensor(s) not used by the model, e.g. '%s'\n",
+                 source.path->c_str(), loaded.unusedTensors.size(),
+                 loaded.unusedTensors.front().c_str());
+  return std::move(loaded.blob);
+}
+
+void RankEnv::agree(const std::function<void()> &step) {
+  std::exception_ptr error;
+  try {
+    step();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (world) {
+    int32_t failed = error ? 1 : 0;
+    std::vector<int32_t> all(world->size());
+    world->allGather(&failed, all.data(), 1, rt::CommDType::I32);
+    auto first = std::find(all.begin(), all.end(), 1);
+    if (first != all.end() && first - all.begin() != world->rank())
+      throw SilentFailure();
+  }
+  if (error)
+    std::rethrow_exception(error);
+}
+
+namespace {
+
+bool underMpiLauncher() {
+  for (const char *var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
+                          "SLURM_PROCID", "MPI_LOCALNRANKS"})
+    if (std::getenv(var))
+      return true;
+  return false;
+}
+
+} // namespace
+
+int runOnMesh(const Manifest &m, const ParsedFlags &flags,
+              const std::function<int(RankEnv &)> &command) {
+  int64_t ranks = m.mesh.worldSize();
+  std::string comm = flags.has("comm")    ? flags.get("comm")
+                     : underMpiLauncher() ? std::string("mpi")
+                     : ranks == 1         ? std::string("none")
+                                          : std::string();
+  if (comm != "local" && comm != "mpi" && comm != "none")
+    throw UsageError(comm.empty()
+                         ? "the model is compiled for mesh " + m.mesh.str() +
+                               " (" + std::to_string(ranks) +
+                               " ranks): run it under 'mpirun -np " +
+                               std::to_string(ranks) +
+                               "' or pass --comm local"
+                         : "--comm is '" + comm + "', expected mpi or local");
+  if (comm == "none") {
+    RankEnv env;
+    return command(env);
+  }
+  auto runRank = [&](rt::Communicator &world, RankEnv &env) {
+    rt::MeshGroups groups = rt::makeMeshGroups(world, m.mesh);
+    env.world = &world;
+    env.groups = &groups;
+    env.place = RankPlace{m.mesh, groups.coords};
+    env.root = world.rank() == 0;
+    return command(env);
+  };
+  if (comm == "local") {
+    int status = 0;
+    rt::runLocal(static_cast<int>(ranks), [&](rt::Communicator &world) {
+      try {
+        RankEnv env;
+        int s = runRank(world, env);
+        if (world.rank() == 0)
+          status = s;
+      } catch (const SilentFailure &) {
+      }
+    });
+    return status;
+  }
+#ifdef MOE_HAVE_MPI
+  rt::MpiSession session;
+  std::unique_ptr<rt::Communicator> world = rt::mpiWorld();
+  if (world->size() != ranks) {
+    // Every rank sees the mismatch itself: no communication, no hang.
+    if (world->rank() != 0)
+      return 1;
+    throw std::runtime_error(
+        "the model is compiled for mesh " + m.mesh.str() + " (" +
+        std::to_string(ranks) + " ranks) but runs on " +
+        std::to_string(world->size()) + " MPI ranks (mpirun -np " +
+        std::to_string(ranks) + ")");
+  }
+  RankEnv env;
+  try {
+    return runRank(*world, env);
+  } catch (const SilentFailure &) {
+    return 1;
+  } catch (const UsageError &) {
+    // Before setup every rank fails alike: rank 0 speaks for all.
+    if (world->rank() != 0)
+      return 2;
+    throw;
+  } catch (const std::exception &e) {
+    if (!env.agreed) {
+      if (world->rank() != 0)
+        return 1;
+      throw;
+    }
+    // A failure of this rank alone while the others may wait for it in a
+    // collective: report it and end the job.
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: rank %d: %s\n", world->rank(), e.what());
+    std::fflush(stderr);
+    rt::mpiAbort(1);
+  }
+#else
+  throw std::runtime_error("this executable was built without MPI; run the "
+                           "ranks as threads with --comm local");
+#endif
+}
+
+Batch batchFromFlags(const Manifest &m, const ParsedFlags &flags) {
+  if (!flags.has("tokens"))
+    throw UsageError("give --tokens IDS (" + std::to_string(m.batch * m.seq) +
+                     " ids)");
+  std::vector<int64_t> tokenIds = parseIds("tokens", flags.get("tokens"));
+  std::optional<std::vector<int64_t>> labelIds;
+  if (flags.has("labels"))
+    labelIds = parseIds("labels", flags.get("labels"));
+
+  Batch batch;
+  checkIdCount("tokens", tokenIds, m.batch, m.seq);
+  batch.tokens =
+      checkIds("tokens", tokenIds, m.vocab, false, m.ignoreIndex, m.seq);
+  if (labelIds) {
+    checkIdCount("labels", *labelIds, m.batch, m.seq);
+    batch.labels =
+        checkIds("labels", *labelIds, m.vocab, true, m.ignoreIndex, m.seq);
+  } else {
+    batch.labels = defaultLabels(batch.tokens, m.batch, m.seq, m.ignoreIndex);
+  }
+  return batch;
+}
+
+std::vector<int32_t> localInput(const TensorSpec &spec,
+                                const std::vector<int32_t> &whole,
+                                const RankEnv &env) {
+  if (!env.place)
+    return whole;
+  Block block = shardBlock(spec.globalShape, spec.split, env.placePtr());
+  std::vector<int32_t> local(block.size[0] * block.size[1]);
+  copyBlock(whole.data(), spec.globalShape, block, sizeof(int32_t),
+            local.data());
+  return local;
+}
+
+ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
+                         const RankEnv &env, TrainStepEntry trainStep)
+    : manifest_(manifest), forward_(forward), trainStep_(trainStep),
+      env_(env), context_(moert_context_create(), &moert_context_destroy),
+      arena_(std::max(manifest.arenaBytes,
+                      trainStep && manifest.trainStep
+                          ? manifest.trainStep->arenaBytes
+                          : uint64_t(0))),
+      logits_(static_cast<uint64_t>(manifest.batch * manifest.seq *
+                                    manifest.vocab) *
+              sizeof(float)) {
+  if (!context_)
+    throw std::runtime_error("cannot create the runtime context");
+  rt::setMeshGroups(context_.get(), env.groups);
+}
+
+void ModelRunner::check() {
+  expertCounts_ = rt::takeExpertCounts(context_.get());
+  if (const char *error = moert_context_error(context_.get()))
+    throw std::runtime_error(error);
+}
+
+void ModelRunner::run(AlignedBuffer &weights,
+                      const std::vector<int32_t> &tokens,
+                      const std::vector<int32_t> &labels) {
+  std::vector<int32_t> localTokens =
+      localInput(manifest_.inputs[0], tokens, env_);
+  std::vector<int32_t> localLabels =
+      localInput(manifest_.inputs[1], labels, env_);
+  rt::clearExpertCounts(context_.get());
+  forward_(context_.get(), weights.data(), arena_.data(), localTokens.data(),
+           localLabels.data(), logits_.f32(), &loss_);
+  check();
+}
+
+float ModelRunner::trainStep(AlignedBuffer &weights, AlignedBuffer &grads,
+                             const std::vector<int32_t> &tokens,
+                             const std::vector<int32_t> &labels) {
+  if (!trainStep_ || !manifest_.trainStep)
+    throw std::logic_error("ModelRunner: no training step");
+  std::vector<int32_t> localTokens =
+      localInput(manifest_.inputs[0], tokens, env_);
+  std::vector<int32_t> localLabels =
+      localInput(manifest_.inputs[1], labels, env_);
+  // The entry writes only the slots of the parameters the loss depends on.
+  std::memset(grads.data(), 0, grads.size());
+  rt::clearExpertCounts(context_.get());
+  trainStep_(context_.get(), weights.data(), arena_.data(), grads.data(),
+             localTokens.data(), localLabels.data(), &loss_);
+  check();
+  return loss_;
+}
+
+void TokenPrinter::print(int32_t id) {
+  if (manifest_.hasVocabChars()) {
+    std::fputs(manifest_.vocabChars[id].c_str(), stdout);
+  } else {
+    std::printf(first_ ? "%d" : " %d", id);
+    first_ = false;
+  }
+  std::fflush(stdout);
+}
+
+int32_t nextToken(const Manifest &m, ModelRunner &runner,
+                  AlignedBuffer &weights, const std::vector<int32_t> &context,
+                  const SamplingOptions &sampling, std::mt19937_64 &rng) {
+  size_t window = std::min<size_t>(context.size(), m.seq);
+  std::vector<int32_t> tokens(m.batch * m.seq, 0);
+  std::copy(context.end() - window, context.end(), tokens.begin());
+  std::vector<int32_t> labels(tokens.size(),
+                              static_cast<int32_t>(m.ignoreIndex));
+  runner.run(weights, tokens, labels);
+  return sampleToken(runner.logits() + (window - 1) * m.vocab, m.vocab,
+                     sampling, rng);
+}
+
+std::string withThousands(uint64_t n) {
+  std::string digits = std::to_string(n), result;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0)
+      result += ',';
+    result += digits[i];
+  }
+  return result;
+}
+
+} // namespace moe::driver

@@ -1,0 +1,163 @@
+//===- ModelRun.h - Running a model on the ranks of its mesh ----*- C++ -*-===//
+//
+// What every command that runs the model shares: where the weights come
+// from, the rank's place on the mesh (RankEnv, runOnMesh), and ModelRunner,
+// which owns the runtime context and the arena and calls the entry points.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_RUNTIME_DRIVER_MODELRUN_H
+#define MOE_LIB_RUNTIME_DRIVER_MODELRUN_H
+
+#include "driver/AlignedBuffer.h"
+#include "driver/CommandLine.h"
+#include "driver/Driver.h"
+#include "driver/Manifest.h"
+#include "driver/Sampling.h"
+#include "driver/Tokens.h"
+#include "moe/Runtime/Communicator.h"
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace moe::driver {
+
+/// The flags several commands share.
+extern const FlagSpec kWeightsFlag, kInitRandomFlag, kInitStdFlag, kCommFlag;
+
+/// Where the weights come from.
+struct WeightSource {
+  std::optional<std::string> path;
+  uint64_t seed = 0;
+  double std = 0.02;
+};
+
+/// --weights / --init-random / --init-std; throws UsageError.
+WeightSource parseWeightSource(const ParsedFlags &flags, bool allowPath);
+
+/// This rank's weights blob from `source` (a note on stderr for tensors of
+/// the file that the model does not use).
+AlignedBuffer obtainWeights(const Manifest &manifest,
+                            const WeightSource &source,
+                            const RankPlace *place = nullptr);
+
+/// A failure another rank reports: this rank exits with status 1 quietly.
+struct SilentFailure : std::exception {};
+
+/// One rank of the model's mesh: its groups and place (none in a 1-rank
+/// model) and whether it speaks for the job (rank 0).
+struct RankEnv {
+  rt::Communicator *world = nullptr;
+  rt::MeshGroups *groups = nullptr;
+  std::optional<RankPlace> place;
+  bool root = true;
+  /// Set once every rank has finished setting up: a failure after it may be
+  /// this rank's alone.
+  bool agreed = false;
+
+  const RankPlace *placePtr() const { return place ? &*place : nullptr; }
+  int rank() const { return world ? world->rank() : 0; }
+  int size() const { return world ? world->size() : 1; }
+
+  /// Runs `step` on every rank and agrees on the outcome, so that a rank
+  /// never waits in a collective for one that failed: if any rank failed,
+  /// the lowest failing rank throws its error and the others SilentFailure.
+  void agree(const std::function<void()> &step);
+
+  /// agree() for the set-up of a command; marks the ranks as agreed.
+  void agreeOnSetup(const std::function<void()> &setup) {
+    agree(setup);
+    agreed = true;
+  }
+};
+
+/// Runs `command` on every rank of the model's mesh: directly for a 1-rank
+/// model, else as threads (--comm local) or MPI processes (--comm mpi).
+/// Returns rank 0's status.
+int runOnMesh(const Manifest &m, const ParsedFlags &flags,
+              const std::function<int(RankEnv &)> &command);
+
+/// --tokens and --labels (default: the tokens shifted left in each row) as
+/// whole [batch, seq] inputs; malformed text is a UsageError, ids that do
+/// not fit the model a std::runtime_error.
+Batch batchFromFlags(const Manifest &m, const ParsedFlags &flags);
+
+/// The block of a whole [batch, seq] input this rank takes.
+std::vector<int32_t> localInput(const TensorSpec &spec,
+                                const std::vector<int32_t> &whole,
+                                const RankEnv &env);
+
+/// The runtime context and the arena (large enough for every entry point
+/// the runner may call) of one rank.
+class ModelRunner {
+public:
+  ModelRunner(const Manifest &manifest, ForwardEntry forward,
+              const RankEnv &env, TrainStepEntry trainStep = nullptr);
+
+  /// Runs the forward entry on this rank's block of the whole tokens and
+  /// labels; throws with the context's error if a runtime call failed.
+  void run(AlignedBuffer &weights, const std::vector<int32_t> &tokens,
+           const std::vector<int32_t> &labels);
+
+  /// Runs the training step: zeroes `grads` (weights_bytes), then lets the
+  /// entry write this rank's gradient slots; returns the global mean loss.
+  float trainStep(AlignedBuffer &weights, AlignedBuffer &grads,
+                  const std::vector<int32_t> &tokens,
+                  const std::vector<int32_t> &labels);
+
+  const float *logits() const { return logits_.f32(); }
+  int64_t numLogits() const {
+    return manifest_.batch * manifest_.seq * manifest_.vocab;
+  }
+  float loss() const { return loss_; }
+
+  /// The per-expert token counts of this rank's last call (one entry per
+  /// MoE layer and pass, in program order).
+  const std::vector<std::vector<int64_t>> &expertCounts() const {
+    return expertCounts_;
+  }
+
+private:
+  void check();
+
+  const Manifest &manifest_;
+  ForwardEntry forward_;
+  TrainStepEntry trainStep_;
+  const RankEnv &env_;
+  std::unique_ptr<moert_context, void (*)(moert_context *)> context_;
+  AlignedBuffer arena_;
+  AlignedBuffer logits_;
+  float loss_ = 0.0f;
+  std::vector<std::vector<int64_t>> expertCounts_;
+};
+
+/// Prints tokens as characters or as space-separated ids, as they come.
+class TokenPrinter {
+public:
+  explicit TokenPrinter(const Manifest &m) : manifest_(m) {}
+  void print(int32_t id);
+
+private:
+  const Manifest &manifest_;
+  bool first_ = true;
+};
+
+/// One forward pass over the last <= seq tokens of `context` in row 0 (every
+/// other position padded with token 0, no labels); returns the sampled token.
+/// Every rank of a mesh calls it alike and gets the same token.
+int32_t nextToken(const Manifest &m, ModelRunner &runner,
+                  AlignedBuffer &weights, const std::vector<int32_t> &context,
+                  const SamplingOptions &sampling, std::mt19937_64 &rng);
+
+/// 12345 -> "12,345".
+std::string withThousands(uint64_t n);
+
+} // namespace moe::driver
+
+#endif // MOE_LIB_RUNTIME_DRIVER_MODELRUN_H

@@ -1,0 +1,84 @@
+//===- Optimizer.cpp - Learning rate, clipping and AdamW ------------------===//
+
+#include "driver/Optimizer.h"
+
+#include "moe/Runtime/CpuGradKernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace moe::driver {
+
+double LrSchedule::at(int64_t step) const {
+  if (step <= warmup)
+    return lr * static_cast<double>(step) / static_cast<double>(warmup);
+  if (steps <= warmup)
+    return lr;
+  double progress = static_cast<double>(step - warmup) /
+                    static_cast<double>(steps - warmup);
+  progress = std::min(progress, 1.0);
+  const double pi = 3.14159265358979323846;
+  return minLr + (lr - minLr) * 0.5 * (1.0 + std::cos(pi * progress));
+}
+
+int64_t paramReplicas(const ParamInfo &param, const MeshShape &mesh) {
+  int64_t blocks = 1;
+  for (const std::vector<std::string> &axes : param.split)
+    blocks *= splitParts(axes, mesh);
+  return mesh.worldSize() / blocks;
+}
+
+double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads) {
+  double total = 0.0;
+  for (const ParamInfo &param : m.params)
+    total += cpu::sumSquares(grads.f32(param.offset), param.numElements()) /
+             static_cast<double>(paramReplicas(param, m.mesh));
+  return total;
+}
+
+double sumOverRanks(double value, rt::Communicator *world) {
+  if (!world)
+    return value;
+  // No f64 collective: gather the bits and add them up in rank order.
+  int64_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  std::vector<int64_t> all(world->size());
+  world->allGather(&bits, all.data(), 1, rt::CommDType::I64);
+  double sum = 0.0;
+  for (int64_t b : all) {
+    double x;
+    std::memcpy(&x, &b, sizeof x);
+    sum += x;
+  }
+  return sum;
+}
+
+float clipScale(double norm, double clip) {
+  if (clip <= 0.0)
+    return 1.0f;
+  return static_cast<float>(std::min(1.0, clip / (norm + 1e-6)));
+}
+
+AdamW::AdamW(const Manifest &m, const AdamWConfig &config)
+    : manifest_(m), config_(config), m_(m.weightsBytes), v_(m.weightsBytes) {}
+
+void AdamW::step(AlignedBuffer &weights, const AlignedBuffer &grads,
+                 double lr, float gradScale, int64_t step) {
+  for (const ParamInfo &param : manifest_.params) {
+    if (param.numElements() == 0)
+      continue;
+    bool matrix = param.sliceShape().size() >= 2;
+    cpu::adamw(weights.f32(param.offset), grads.f32(param.offset),
+               m_.f32(param.offset), v_.f32(param.offset),
+               param.numElements(), static_cast<float>(lr),
+               static_cast<float>(config_.beta1),
+               static_cast<float>(config_.beta2),
+               static_cast<float>(config_.eps),
+               matrix ? static_cast<float>(config_.weightDecay) : 0.0f,
+               gradScale, step);
+  }
+}
+
+} // namespace moe::driver

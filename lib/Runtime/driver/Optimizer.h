@@ -1,0 +1,82 @@
+//===- Optimizer.h - Learning rate, clipping and AdamW ----------*- C++ -*-===//
+//
+// The optimizer runs on each rank over its own blocks (the flat weights and
+// gradient blobs), with moments m and v laid out like the weights. The
+// training step has already summed gradients over data-parallel replicas, so
+// every replica of a block takes the same update and replicas stay equal.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_RUNTIME_DRIVER_OPTIMIZER_H
+#define MOE_LIB_RUNTIME_DRIVER_OPTIMIZER_H
+
+#include "driver/AlignedBuffer.h"
+#include "driver/Manifest.h"
+#include "moe/Runtime/Communicator.h"
+
+#include <cstdint>
+
+namespace moe::driver {
+
+/// Linear warm-up from 0 to `lr` over `warmup` steps (step 1 gets
+/// lr / warmup), then a cosine from `lr` down to `minLr` at step `steps`.
+/// Steps count from 1.
+struct LrSchedule {
+  double lr = 3e-3;
+  double minLr = 3e-4;
+  int64_t warmup = 0;
+  int64_t steps = 1;
+
+  double at(int64_t step) const;
+};
+
+struct AdamWConfig {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  /// Decoupled weight decay, applied to matrices only (HF tensors of rank
+  /// >= 2), not to norm weights and other vectors.
+  double weightDecay = 0.1;
+  /// Global gradient-norm clipping threshold; 0 turns clipping off.
+  double clip = 1.0;
+};
+
+/// How many ranks hold the same block of `param`: the world size over the
+/// number of blocks its split makes.
+int64_t paramReplicas(const ParamInfo &param, const MeshShape &mesh);
+
+/// This rank's share of the squared global gradient norm: sum over params of
+/// sumSquares(local gradient block) / paramReplicas, so that the sum over
+/// all ranks counts every element of every whole gradient once.
+double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads);
+
+/// sum over the ranks of `world` of `value` (in rank order, the same on
+/// every rank); `value` itself when `world` is null.
+double sumOverRanks(double value, rt::Communicator *world);
+
+/// min(1, clip / (norm + 1e-6)); 1 when clip is 0.
+float clipScale(double norm, double clip);
+
+/// AdamW moments of one rank, in blobs laid out like the weights.
+class AdamW {
+public:
+  AdamW(const Manifest &m, const AdamWConfig &config);
+
+  /// One step (counted from 1) of every parameter of `weights`.
+  void step(AlignedBuffer &weights, const AlignedBuffer &grads, double lr,
+            float gradScale, int64_t step);
+
+  AlignedBuffer &m() { return m_; }
+  AlignedBuffer &v() { return v_; }
+  const AlignedBuffer &m() const { return m_; }
+  const AlignedBuffer &v() const { return v_; }
+
+private:
+  const Manifest &manifest_;
+  AdamWConfig config_;
+  AlignedBuffer m_, v_;
+};
+
+} // namespace moe::driver
+
+#endif // MOE_LIB_RUNTIME_DRIVER_OPTIMIZER_H

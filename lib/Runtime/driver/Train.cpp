@@ -1,0 +1,508 @@
+//===- Train.cpp - The train and grad commands ----------------------------===//
+//
+// Every rank runs the same loop: it builds the same global batch from
+// (seed, step), hands its block to the training step, takes its share of the
+// global gradient norm, and updates its own blocks with AdamW. Whatever needs
+// the whole job (the norm, expert counts, evaluation, generation,
+// checkpoints) is a collective every rank reaches at the same step; rank 0
+// prints and writes the metrics and the plot.
+//
+//===----------------------------------------------------------------------===//
+
+#include "driver/Train.h"
+
+#include "driver/Checkpoint.h"
+#include "driver/Corpus.h"
+#include "driver/Metrics.h"
+#include "driver/Plot.h"
+#include "driver/Weights.h"
+#include "moe/Runtime/Safetensors.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <stdexcept>
+
+namespace moe::driver {
+
+const CommandSpec kTrainCommand{
+    "train",
+    "--data FILE --steps N (--init-random SEED | --weights PATH | --resume) "
+    "[--lr LR] [--checkpoint-dir D [--save-every K] [--resume]] "
+    "[--metrics FILE] [--plot FILE.png] [flags]",
+    "Trains the model on a text file (character-level models compiled with "
+    "a training step): AdamW, gradient clipping, warm-up then cosine "
+    "learning rate; evaluates, checkpoints, and samples text at the end.",
+    {{"data", "FILE",
+      "The text to train on: the first 90% of its characters train, the "
+      "last 10% validate. Every character must be in the model's "
+      "vocabulary."},
+     {"steps", "N", "Training steps, counted from 1 (a resumed run goes on "
+                    "up to N)."},
+     {"batch", "B",
+      "Optional check: must equal the compiled global batch."},
+     {"seq", "S", "Optional check: must equal the compiled sequence length."},
+     {"lr", "LR", "Peak learning rate (default 3e-3)."},
+     {"min-lr", "LR",
+      "Learning rate at the last step, the end of the cosine (default "
+      "lr/10)."},
+     {"warmup", "K",
+      "Steps of linear warm-up from 0 (default min(100, steps/10))."},
+     {"weight-decay", "WD",
+      "AdamW decoupled weight decay of matrices (default 0.1); norm "
+      "weights and other vectors are not decayed."},
+     {"beta1", "B1", "AdamW beta1 (default 0.9)."},
+     {"beta2", "B2", "AdamW beta2 (default 0.95)."},
+     {"adam-eps", "EPS", "AdamW epsilon (default 1e-8)."},
+     {"clip", "C",
+      "Clip the global gradient norm to C (default 1.0; 0 turns it off)."},
+     {"seed", "S",
+      "Seed of the data order and of the final sample (default 0); the "
+      "batch of a step depends on (seed, step) only."},
+     kWeightsFlag,
+     kInitRandomFlag,
+     kInitStdFlag,
+     {"eval-every", "K",
+      "Validation loss every K steps and at the end (default 100; 0: only "
+      "at the end)."},
+     {"eval-batches", "N",
+      "Batches of fixed validation windows per evaluation (default 8)."},
+     {"log-every", "K", "Print progress every K steps and at the last "
+                        "(default 10)."},
+     {"save-every", "K",
+      "Checkpoint every K steps (needs --checkpoint-dir; default: only at "
+      "the end)."},
+     {"checkpoint-dir", "D",
+      "Write sharded checkpoints D/step-NNNNNN (the last two are kept; "
+      "D/latest names the newest), always at the end."},
+     {"resume", "",
+      "Continue from D/latest (any mesh); start from scratch when D has no "
+      "checkpoint yet.",
+      /*isSwitch=*/true},
+     {"metrics", "FILE",
+      "Write metrics per logged step and evaluation, as JSON lines (.jsonl, "
+      "with per-expert token counts) or CSV (.csv); appended to on "
+      "--resume."},
+     {"plot", "FILE.png",
+      "Draw the train and validation loss curves as a PNG (after every "
+      "evaluation)."},
+     {"sample-chars", "N",
+      "Characters to generate from the trained model at the end (default "
+      "200; temperature 0.8, seeded by --seed)."},
+     kCommFlag}};
+
+const CommandSpec kGradCommand{
+    "grad",
+    "(--weights PATH | --init-random SEED) --tokens IDS [--labels IDS] "
+    "--output FILE",
+    "Runs the training step once (1-rank models) and writes the loss and "
+    "the gradient of every parameter.",
+    {kWeightsFlag,
+     kInitRandomFlag,
+     kInitStdFlag,
+     {"tokens", "IDS", "Token ids, batch*seq of them (see 'forward')."},
+     {"labels", "IDS",
+      "Label ids (default: the tokens shifted left within each row)."},
+     {"output", "FILE",
+      "Write \"loss\" [] and every gradient under its parameter's Hugging "
+      "Face name as F32 safetensors."}}};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::ordered_json;
+
+void checkTrainable(const Manifest &m, TrainStepEntry trainStep) {
+  if (!trainStep || !m.trainStep)
+    throw std::runtime_error("this model was compiled without a training "
+                             "step; recompile with moec --train-step");
+}
+
+double realFlag(const ParsedFlags &flags, const char *name, double fallback,
+                double min, double below = INFINITY) {
+  if (!flags.has(name))
+    return fallback;
+  double value = parseReal(name, flags.get(name), min);
+  if (!(value < below)) {
+    char bound[32];
+    std::snprintf(bound, sizeof bound, "%g", below);
+    throw UsageError(std::string("--") + name + " is " + flags.get(name) +
+                     ", expected a value below " + bound);
+  }
+  return value;
+}
+
+int64_t integerFlag(const ParsedFlags &flags, const char *name,
+                    int64_t fallback, int64_t min,
+                    int64_t max = std::numeric_limits<int32_t>::max()) {
+  return flags.has(name) ? parseInteger(name, flags.get(name), min, max)
+                         : fallback;
+}
+
+bool endsWith(const std::string &text, const std::string &suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// The flags a resumed run should repeat, recorded in the checkpoint.
+Json trainJson(const TrainOptions &o, const Manifest &m) {
+  return Json{{"data", o.data},
+              {"steps", o.steps},
+              {"seed", o.seed},
+              {"batch", m.batch},
+              {"seq", m.seq},
+              {"lr", o.schedule.lr},
+              {"min_lr", o.schedule.minLr},
+              {"warmup", o.schedule.warmup},
+              {"weight_decay", o.adamw.weightDecay},
+              {"beta1", o.adamw.beta1},
+              {"beta2", o.adamw.beta2},
+              {"adam_eps", o.adamw.eps},
+              {"clip", o.adamw.clip}};
+}
+
+/// Per-layer expert counts summed over the data-parallel ranks: every rank
+/// of a dp x cp plane routes its own tokens over all global experts.
+std::vector<std::vector<int64_t>>
+globalExpertCounts(const std::vector<std::vector<int64_t>> &local,
+                   const RankEnv &env) {
+  std::vector<std::vector<int64_t>> counts = local;
+  if (!env.groups)
+    return counts;
+  std::vector<int64_t> flat;
+  for (const std::vector<int64_t> &layer : counts)
+    flat.insert(flat.end(), layer.begin(), layer.end());
+  env.groups->dpCp->allReduceSum(flat.data(),
+                                 static_cast<int64_t>(flat.size()),
+                                 rt::CommDType::I64);
+  size_t at = 0;
+  for (std::vector<int64_t> &layer : counts)
+    for (int64_t &c : layer)
+      c = flat[at++];
+  return counts;
+}
+
+void printExpertCounts(const std::vector<std::vector<int64_t>> &counts) {
+  for (size_t layer = 0; layer < counts.size(); ++layer) {
+    const std::vector<int64_t> &c = counts[layer];
+    std::printf("experts layer %zu:", layer);
+    int64_t total = 0, max = 0;
+    for (size_t e = 0; e < c.size(); ++e) {
+      if (e < 16)
+        std::printf(" %" PRId64, c[e]);
+      total += c[e];
+      max = std::max(max, c[e]);
+    }
+    if (c.size() > 16)
+      std::printf(" ...");
+    double mean = c.empty() ? 0.0 : double(total) / double(c.size());
+    std::printf(" (max/mean %.2f)\n", mean > 0 ? double(max) / mean : 0.0);
+  }
+  std::fflush(stdout);
+}
+
+double evaluate(const Manifest &m, const Corpus &corpus, int64_t batches,
+                ModelRunner &runner, AlignedBuffer &weights) {
+  double total = 0.0;
+  for (int64_t i = 0; i < batches; ++i) {
+    Batch batch = corpus.validationBatch(i, batches, m.batch);
+    runner.run(weights, batch.tokens, batch.labels);
+    total += runner.loss();
+  }
+  return total / static_cast<double>(batches);
+}
+
+/// The first line of the validation split (at most seq characters).
+std::vector<int32_t> samplePrompt(const Manifest &m, const Corpus &corpus) {
+  std::vector<int32_t> prompt;
+  const int32_t *text = corpus.validation();
+  for (int64_t i = 0; i < std::min(m.seq, corpus.validationSize()); ++i) {
+    prompt.push_back(text[i]);
+    if (m.vocabChars[text[i]] == "\n")
+      break;
+  }
+  return prompt;
+}
+
+void sample(const Manifest &m, const Corpus &corpus, int64_t chars,
+            uint64_t seed, ModelRunner &runner, AlignedBuffer &weights,
+            const RankEnv &env) {
+  std::vector<int32_t> context = samplePrompt(m, corpus);
+  TokenPrinter printer(m);
+  if (env.root) {
+    std::printf("sample:\n");
+    for (int32_t id : context)
+      printer.print(id);
+  }
+  SamplingOptions sampling;
+  sampling.temperature = 0.8;
+  std::mt19937_64 rng(seed);
+  for (int64_t i = 0; i < chars; ++i) {
+    context.push_back(nextToken(m, runner, weights, context, sampling, rng));
+    if (env.root)
+      printer.print(context.back());
+  }
+  if (env.root) {
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+}
+
+/// Notes, on rank 0, the flags of a resumed run that differ from those the
+/// checkpoint's run used.
+void noteChangedFlags(const Json &saved, const Json &now) {
+  for (auto it = now.begin(); it != now.end(); ++it) {
+    auto old = saved.find(it.key());
+    if (old != saved.end() && *old != *it)
+      std::fprintf(stderr,
+                   "note: resuming with %s %s; the checkpoint's run had %s\n",
+                   it.key().c_str(), it->dump().c_str(), old->dump().c_str());
+  }
+}
+
+} // namespace
+
+std::string durationText(double seconds) {
+  int64_t s = static_cast<int64_t>(std::llround(std::max(0.0, seconds)));
+  char text[64];
+  if (s < 60)
+    std::snprintf(text, sizeof text, "%" PRId64 "s", s);
+  else if (s < 3600)
+    std::snprintf(text, sizeof text, "%" PRId64 "m%02" PRId64 "s", s / 60,
+                  s % 60);
+  else
+    std::snprintf(text, sizeof text, "%" PRId64 "h%02" PRId64 "m", s / 3600,
+                  s / 60 % 60);
+  return text;
+}
+
+TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
+                               TrainStepEntry trainStep) {
+  checkTrainable(m, trainStep);
+  if (!m.hasVocabChars())
+    throw std::runtime_error("train reads a text file, but this model has no "
+                             "character vocabulary (vocab_chars)");
+  TrainOptions o;
+  if (!flags.has("data"))
+    throw UsageError("give --data FILE");
+  o.data = flags.get("data");
+  if (!flags.has("steps"))
+    throw UsageError("give --steps N");
+  o.steps = parseInteger("steps", flags.get("steps"), 1, 1000000000);
+  for (auto [name, compiled] :
+       {std::pair{"batch", m.batch}, std::pair{"seq", m.seq}})
+    if (flags.has(name) &&
+        parseInteger(name, flags.get(name), 1, 1 << 30) != compiled)
+      throw UsageError("--" + std::string(name) + " is " + flags.get(name) +
+                       ", but the model is compiled for batch " +
+                       std::to_string(m.batch) + " and seq " +
+                       std::to_string(m.seq) +
+                       "; recompile it for another shape");
+
+  o.schedule.steps = o.steps;
+  o.schedule.lr = realFlag(flags, "lr", 3e-3, 0.0);
+  o.schedule.minLr = realFlag(flags, "min-lr", o.schedule.lr / 10, 0.0);
+  if (o.schedule.minLr > o.schedule.lr)
+    throw UsageError("--min-lr is " + flags.get("min-lr") +
+                     ", above --lr (" + std::to_string(o.schedule.lr) + ")");
+  o.schedule.warmup = integerFlag(flags, "warmup",
+                                  std::min<int64_t>(100, o.steps / 10), 0,
+                                  o.steps);
+  o.adamw.weightDecay = realFlag(flags, "weight-decay", 0.1, 0.0);
+  o.adamw.beta1 = realFlag(flags, "beta1", 0.9, 0.0, 1.0);
+  o.adamw.beta2 = realFlag(flags, "beta2", 0.95, 0.0, 1.0);
+  o.adamw.eps = realFlag(flags, "adam-eps", 1e-8, 0.0);
+  o.adamw.clip = realFlag(flags, "clip", 1.0, 0.0);
+  if (flags.has("seed"))
+    o.seed = parseSeed("seed", flags.get("seed"));
+
+  o.resume = flags.has("resume");
+  if (flags.has("checkpoint-dir"))
+    o.checkpointDir = flags.get("checkpoint-dir");
+  if (o.checkpointDir && o.checkpointDir->empty())
+    throw UsageError("--checkpoint-dir is empty");
+  if (o.resume && !o.checkpointDir)
+    throw UsageError("--resume needs --checkpoint-dir D");
+  if (flags.has("save-every") && !o.checkpointDir)
+    throw UsageError("--save-every needs --checkpoint-dir D");
+  o.saveEvery = integerFlag(flags, "save-every", 0, 1);
+  if (!o.resume || flags.has("weights") || flags.has("init-random") ||
+      flags.has("init-std"))
+    o.source = parseWeightSource(flags, /*allowPath=*/true);
+
+  o.evalEvery = integerFlag(flags, "eval-every", 100, 0);
+  o.evalBatches = integerFlag(flags, "eval-batches", 8, 1, 1 << 20);
+  o.logEvery = integerFlag(flags, "log-every", 10, 1);
+  o.sampleChars = integerFlag(flags, "sample-chars", 200, 0, 1 << 20);
+  if (flags.has("metrics")) {
+    o.metrics = flags.get("metrics");
+    if (!MetricsWriter::knownFormat(*o.metrics))
+      throw UsageError("--metrics is '" + *o.metrics +
+                       "', expected a file name ending in .jsonl or .csv");
+  }
+  if (flags.has("plot")) {
+    o.plot = flags.get("plot");
+    if (!endsWith(*o.plot, ".png"))
+      throw UsageError("--plot is '" + *o.plot +
+                       "', expected a file name ending in .png");
+  }
+  return o;
+}
+
+int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
+             const TrainOptions &o, RankEnv &env) {
+  std::optional<Corpus> corpus;
+  AlignedBuffer weights;
+  AdamW adam(m, o.adamw);
+  TrainState state{&weights, &adam.m(), &adam.v()};
+  std::optional<MetricsWriter> metrics;
+  int64_t first = 1;
+  Json train = trainJson(o, m);
+
+  env.agreeOnSetup([&] {
+    corpus = Corpus::readFile(o.data, m.vocabChars, m.seq);
+    std::optional<std::string> checkpoint;
+    if (o.resume)
+      checkpoint = latestCheckpoint(*o.checkpointDir);
+    if (checkpoint) {
+      weights = AlignedBuffer(m.weightsBytes);
+      LoadedCheckpoint loaded =
+          loadCheckpoint(*checkpoint, m, env.placePtr(), state);
+      first = loaded.step + 1;
+      if (env.root) {
+        std::fprintf(stderr, "note: resuming from %s (step %" PRId64 ")\n",
+                     checkpoint->c_str(), loaded.step);
+        noteChangedFlags(loaded.train, train);
+      }
+    } else {
+      if (o.resume && env.root)
+        std::fprintf(stderr,
+                     "note: no checkpoint in %s yet: starting from scratch\n",
+                     o.checkpointDir->c_str());
+      if (!o.source)
+        throw std::runtime_error(
+            "--resume found no checkpoint in " + *o.checkpointDir +
+            "; give --init-random SEED or --weights PATH to start from");
+      weights = obtainWeights(m, *o.source, env.placePtr());
+    }
+    if (env.root && o.metrics)
+      metrics.emplace(*o.metrics, /*append=*/checkpoint.has_value());
+  });
+
+  ModelRunner runner(m, forward, env, trainStep);
+  AlignedBuffer grads(m.weightsBytes);
+  Curve trainCurve, valCurve;
+  const int64_t tokensPerStep = m.batch * m.seq;
+  double trainSeconds = 0.0, windowSeconds = 0.0;
+  int64_t stepsRun = 0, windowSteps = 0;
+  Clock::time_point start = Clock::now();
+  if (first > o.steps && env.root)
+    std::fprintf(stderr,
+                 "note: the checkpoint is at step %" PRId64
+                 ", --steps is %" PRId64 ": nothing to train\n",
+                 first - 1, o.steps);
+
+  for (int64_t step = first; step <= o.steps; ++step) {
+    Clock::time_point stepStart = Clock::now();
+    Batch batch = corpus->trainBatch(o.seed, step, m.batch);
+    float loss = runner.trainStep(weights, grads, batch.tokens, batch.labels);
+    double norm = std::sqrt(
+        sumOverRanks(localGradNormSquared(m, grads), env.world));
+    double lr = o.schedule.at(step);
+    adam.step(weights, grads, lr, clipScale(norm, o.adamw.clip), step);
+    double seconds =
+        std::chrono::duration<double>(Clock::now() - stepStart).count();
+    trainSeconds += seconds;
+    windowSeconds += seconds;
+    ++stepsRun;
+    ++windowSteps;
+
+    bool last = step == o.steps;
+    bool logNow = step % o.logEvery == 0 || last;
+    bool evalNow = (o.evalEvery > 0 && step % o.evalEvery == 0) || last;
+    std::vector<std::vector<int64_t>> counts;
+    if (logNow || evalNow)
+      counts = globalExpertCounts(runner.expertCounts(), env);
+
+    if (logNow && env.root) {
+      double tokensPerSecond =
+          windowSeconds > 0 ? double(windowSteps * tokensPerStep) /
+                                  windowSeconds
+                            : 0.0;
+      double eta = trainSeconds / double(stepsRun) * double(o.steps - step);
+      std::printf("step %" PRId64 "/%" PRId64
+                  "  loss %.4f  lr %.2e  grad-norm %.3f  %s tok/s  ETA %s\n",
+                  step, o.steps, loss, lr, norm,
+                  withThousands(static_cast<uint64_t>(tokensPerSecond))
+                      .c_str(),
+                  durationText(eta).c_str());
+      std::fflush(stdout);
+      trainCurve.emplace_back(double(step), loss);
+      if (metrics)
+        metrics->logStep(
+            {step, loss, lr, norm, tokensPerSecond,
+             std::chrono::duration<double>(Clock::now() - start).count(),
+             counts});
+    }
+    if (logNow) {
+      windowSeconds = 0.0;
+      windowSteps = 0;
+    }
+
+    if (evalNow) {
+      double valLoss = evaluate(m, *corpus, o.evalBatches, runner, weights);
+      if (env.root) {
+        std::printf("eval step %" PRId64 "  val loss %.4f\n", step, valLoss);
+        printExpertCounts(counts);
+        valCurve.emplace_back(double(step), valLoss);
+        if (metrics)
+          metrics->logEval(step, valLoss);
+        if (o.plot)
+          plotLossCurves(*o.plot, trainCurve, valCurve);
+      }
+    }
+
+    if (o.checkpointDir &&
+        ((o.saveEvery > 0 && step % o.saveEvery == 0) || last)) {
+      saveCheckpoint(*o.checkpointDir, step, m, env, state, train);
+      if (env.root) {
+        std::printf("checkpoint %s\n",
+                    (*o.checkpointDir + "/" + checkpointName(step)).c_str());
+        std::fflush(stdout);
+      }
+    }
+  }
+
+  if (o.sampleChars > 0)
+    sample(m, *corpus, o.sampleChars, o.seed, runner, weights, env);
+  return 0;
+}
+
+int runGrad(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
+            const ParsedFlags &flags) {
+  checkTrainable(m, trainStep);
+  if (m.mesh.worldSize() != 1)
+    throw UsageError("grad needs a model compiled for one rank; this one is "
+                     "compiled for mesh " +
+                     m.mesh.str());
+  WeightSource source = parseWeightSource(flags, /*allowPath=*/true);
+  if (!flags.has("output"))
+    throw UsageError("give --output FILE");
+  Batch batch = batchFromFlags(m, flags);
+
+  RankEnv env;
+  AlignedBuffer weights = obtainWeights(m, source);
+  AlignedBuffer grads(m.weightsBytes);
+  ModelRunner runner(m, forward, env, trainStep);
+  float loss = runner.trainStep(weights, grads, batch.tokens, batch.labels);
+  std::printf("loss %.9g\n", loss);
+  std::vector<io::TensorToWrite> tensors = hfTensors(m, grads);
+  tensors.push_back({"loss", io::DType::F32, {}, &loss});
+  io::writeSafetensors(flags.get("output"), tensors, {{"format", "pt"}});
+  return 0;
+}
+
+} // namespace moe::driver

@@ -1,0 +1,69 @@
+//===- Train.h - The train and grad commands --------------------*- C++ -*-===//
+//
+// `train` runs the model's training step (moe_entry_train_step) on batches of
+// a character corpus, with AdamW, global-norm clipping and a warm-up + cosine
+// learning rate, on every rank of the model's mesh; it evaluates, logs,
+// checkpoints, resumes and finally samples text. `grad` runs the training
+// step once on given tokens and writes every gradient (1-rank models), for
+// comparisons with PyTorch autograd.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_RUNTIME_DRIVER_TRAIN_H
+#define MOE_LIB_RUNTIME_DRIVER_TRAIN_H
+
+#include "driver/CommandLine.h"
+#include "driver/Driver.h"
+#include "driver/Manifest.h"
+#include "driver/ModelRun.h"
+#include "driver/Optimizer.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace moe::driver {
+
+extern const CommandSpec kTrainCommand, kGradCommand;
+
+/// Everything `train` needs from its flags, validated.
+struct TrainOptions {
+  std::string data;
+  int64_t steps = 0;
+  LrSchedule schedule;
+  AdamWConfig adamw;
+  uint64_t seed = 0;
+  /// The initial weights; absent only with --resume (then a checkpoint must
+  /// exist).
+  std::optional<WeightSource> source;
+  int64_t evalEvery = 100; ///< 0: only at the end.
+  int64_t evalBatches = 8;
+  int64_t logEvery = 10;
+  int64_t saveEvery = 0; ///< 0: only at the end (with a checkpoint dir).
+  std::optional<std::string> checkpointDir;
+  bool resume = false;
+  std::optional<std::string> metrics;
+  std::optional<std::string> plot;
+  int64_t sampleChars = 200;
+};
+
+/// Checks that the model can train (a training step, a character
+/// vocabulary; std::runtime_error otherwise), then validates the flags
+/// (UsageError).
+TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
+                               TrainStepEntry trainStep);
+
+/// One rank's part of `train`; returns the exit status.
+int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
+             const TrainOptions &options, RankEnv &env);
+
+/// `grad` (1-rank models).
+int runGrad(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
+            const ParsedFlags &flags);
+
+/// "45s", "1m23s", "2h03m".
+std::string durationText(double seconds);
+
+} // namespace moe::driver
+
+#endif // MOE_LIB_RUNTIME_DRIVER_TRAIN_H

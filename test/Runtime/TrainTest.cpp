@@ -1,2 +1,512 @@
+//===- TrainTest.cpp - The pieces of the train command --------------------===//
+//
+// The learning-rate schedule, the corpus and its batches, the clipping norm's
+// replica weighting, the block intersection that lets a checkpoint load onto
+// another mesh, checkpoint atomicity, and the PNG encoder.
+//
+//===----------------------------------------------------------------------===//
+
+#include "driver/Checkpoint.h"
+#include "driver/Corpus.h"
+#include "driver/Manifest.h"
+#include "driver/Optimizer.h"
+#include "driver/Plot.h"
+#include "driver/Train.h"
+
+#include "TempDirTest.h"
+
 #include <gtest/gtest.h>
-TEST(TrainTest, Placeholder) {}
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace moe::driver;
+namespace fs = std::filesystem;
+using Json = nlohmann::ordered_json;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Learning rate
+//===----------------------------------------------------------------------===//
+
+TEST(LrScheduleTest, WarmsUpLinearlyThenFollowsACosine) {
+  LrSchedule s{/*lr=*/1e-2, /*minLr=*/1e-3, /*warmup=*/10, /*steps=*/110};
+  EXPECT_DOUBLE_EQ(s.at(1), 1e-3);
+  EXPECT_DOUBLE_EQ(s.at(5), 5e-3);
+  EXPECT_DOUBLE_EQ(s.at(10), 1e-2);
+  // Halfway through the cosine: the mean of lr and min-lr.
+  EXPECT_NEAR(s.at(60), 5.5e-3, 1e-15);
+  EXPECT_NEAR(s.at(110), 1e-3, 1e-15);
+  for (int64_t step = 11; step <= 110; ++step)
+    EXPECT_LT(s.at(step), s.at(step - 1)) << step;
+  // A quarter: min + (lr - min) (1 + cos(pi/4)) / 2.
+  EXPECT_NEAR(s.at(35), 1e-3 + 9e-3 * (1 + std::sqrt(0.5)) / 2, 1e-15);
+}
+
+TEST(LrScheduleTest, NoWarmupAndAllWarmup) {
+  LrSchedule cosine{1.0, 0.0, 0, 4};
+  EXPECT_NEAR(cosine.at(2), 0.5, 1e-15);
+  EXPECT_NEAR(cosine.at(4), 0.0, 1e-15);
+  LrSchedule warm{1.0, 0.0, 4, 4};
+  EXPECT_DOUBLE_EQ(warm.at(2), 0.5);
+  EXPECT_DOUBLE_EQ(warm.at(4), 1.0);
+}
+
+TEST(DurationTextTest, Formats) {
+  EXPECT_EQ(durationText(0.4), "0s");
+  EXPECT_EQ(durationText(45), "45s");
+  EXPECT_EQ(durationText(83), "1m23s");
+  EXPECT_EQ(durationText(2 * 3600 + 3 * 60 + 10), "2h03m");
+}
+
+//===----------------------------------------------------------------------===//
+// Corpus
+//===----------------------------------------------------------------------===//
+
+class CorpusTest : public moe::test::TempDirTest {
+protected:
+  std::string write(const std::string &name, const std::string &text) {
+    std::string path = file(name);
+    std::ofstream(path, std::ios::binary) << text;
+    return path;
+  }
+};
+
+const std::vector<std::string> kAbc = {"a", "b", "c", "\n", "é"};
+
+TEST_F(CorpusTest, SplitsNinetyTenAndEncodesUtf8) {
+  std::string text;
+  for (int i = 0; i < 100; ++i)
+    text += i % 10 == 9 ? "é" : std::string(1, "abc\n"[i % 4]);
+  Corpus corpus = Corpus::readFile(write("c.txt", text), kAbc, 4);
+  EXPECT_EQ(corpus.trainSize(), 90);
+  EXPECT_EQ(corpus.validationSize(), 10);
+  EXPECT_EQ(corpus.validation()[9], 4); // é, the 100th character
+  EXPECT_EQ(corpus.validation()[0], 2); // character 90 is c
+}
+
+TEST_F(CorpusTest, NamesTheFirstBadCharacterAndItsByteOffset) {
+  std::string path = write("bad.txt", "abé\nabzc" + std::string(100, 'a'));
+  try {
+    Corpus::readFile(path, kAbc, 4);
+    FAIL() << "no error";
+  } catch (const std::runtime_error &e) {
+    EXPECT_EQ(std::string(e.what()),
+              path + ": character 'z' at byte offset 7 is not in the model's "
+                     "vocabulary (vocab_chars)");
+  }
+}
+
+TEST_F(CorpusTest, TooShortForAWindowInEitherSplit) {
+  // 50 characters: the validation split (5) cannot hold seq + 1 = 6.
+  EXPECT_THROW(Corpus::readFile(write("s.txt", std::string(50, 'a')), kAbc, 5),
+               std::runtime_error);
+  EXPECT_NO_THROW(
+      Corpus::readFile(write("ok.txt", std::string(69, 'a')), kAbc, 5));
+  EXPECT_THROW(Corpus::readFile(file("absent.txt"), kAbc, 5),
+               std::runtime_error);
+}
+
+TEST(CorpusBatchTest, WindowsAreShiftedAndDependOnSeedAndStepOnly) {
+  std::vector<int32_t> ids(1000);
+  std::iota(ids.begin(), ids.end(), 0);
+  Corpus corpus(ids, 16, "ids");
+  Batch a = corpus.trainBatch(7, 3, 4);
+  ASSERT_EQ(a.tokens.size(), 64u);
+  for (int b = 0; b < 4; ++b) {
+    int32_t start = a.tokens[b * 16];
+    EXPECT_LE(start + 16, 899) << "the window stays in the training split";
+    for (int s = 0; s < 16; ++s) {
+      EXPECT_EQ(a.tokens[b * 16 + s], start + s);
+      EXPECT_EQ(a.labels[b * 16 + s], start + s + 1);
+    }
+  }
+  // The same (seed, step) gives the same batch whenever it is asked for.
+  corpus.trainBatch(7, 2, 4);
+  EXPECT_EQ(corpus.trainBatch(7, 3, 4).tokens, a.tokens);
+  EXPECT_NE(corpus.trainBatch(7, 4, 4).tokens, a.tokens);
+  EXPECT_NE(corpus.trainBatch(8, 3, 4).tokens, a.tokens);
+
+  // Over many steps every start position of the split can be drawn.
+  std::set<int64_t> starts;
+  for (int64_t step = 1; step <= 2000; ++step)
+    for (int64_t s : corpus.trainWindowStarts(1, step, 4))
+      starts.insert(s);
+  EXPECT_EQ(*starts.begin(), 0);
+  EXPECT_EQ(*starts.rbegin(), 900 - 17);
+}
+
+TEST(CorpusBatchTest, ValidationWindowsAreFixedAndSpanTheSplit) {
+  std::vector<int32_t> ids(1000);
+  std::iota(ids.begin(), ids.end(), 0);
+  Corpus corpus(ids, 16, "ids");
+  Batch first = corpus.validationBatch(0, 3, 2);
+  Batch last = corpus.validationBatch(2, 3, 2);
+  EXPECT_EQ(first.tokens[0], 900);
+  EXPECT_EQ(last.tokens[16], 1000 - 17);
+  EXPECT_EQ(last.labels[31], 999);
+  EXPECT_EQ(corpus.validationBatch(0, 3, 2).tokens, first.tokens);
+}
+
+//===----------------------------------------------------------------------===//
+// Gradient-norm clipping
+//===----------------------------------------------------------------------===//
+
+Manifest twoParamManifest() {
+  // dp=2, ep=2 (2 ranks): an expert weight split over ep, a norm replicated.
+  return parseManifest(R"({
+    "format": "moe-model/1", "function": "forward",
+    "entry": "moe_entry_forward", "weights_bytes": 128, "arena_bytes": 0,
+    "unplanned_bytes": 0,
+    "params": [
+      {"name": "experts.{e}.w", "shape": [1, 2], "global_shape": [2, 2],
+       "split": [["ep"], []], "dtype": "F32", "offset": 0},
+      {"name": "norm.weight", "shape": [2], "dtype": "F32", "offset": 64}],
+    "inputs": [
+      {"name": "tokens", "shape": [1, 4], "global_shape": [2, 4],
+       "split": [["dp"], []], "dtype": "I32"},
+      {"name": "labels", "shape": [1, 4], "global_shape": [2, 4],
+       "split": [["dp"], []], "dtype": "I32"}],
+    "outputs": [{"name": "logits", "shape": [2, 4, 8], "dtype": "F32"},
+                {"name": "loss", "shape": [], "dtype": "F32"}],
+    "mesh": {"dp": 2, "ep": 2}})");
+}
+
+TEST(ClippingTest, ReplicatedGradientsCountOnce) {
+  Manifest m = twoParamManifest();
+  EXPECT_EQ(paramReplicas(m.params[0], m.mesh), 1);
+  EXPECT_EQ(paramReplicas(m.params[1], m.mesh), 2);
+  // Rank r holds expert r's gradient (distinct) and the norm's (the same
+  // on both ranks): the global norm^2 is e0^2 + e1^2 + n^2, n once.
+  std::vector<float> expert[2] = {{1, 2}, {3, 4}}, norm = {5, 6};
+  double total = 0;
+  for (int r = 0; r < 2; ++r) {
+    AlignedBuffer grads(m.weightsBytes);
+    std::memcpy(grads.f32(0), expert[r].data(), 8);
+    std::memcpy(grads.f32(64), norm.data(), 8);
+    total += localGradNormSquared(m, grads);
+  }
+  EXPECT_DOUBLE_EQ(total, 1 + 4 + 9 + 16 + 25 + 36);
+  EXPECT_FLOAT_EQ(clipScale(4.0, 1.0), float(1.0 / (4.0 + 1e-6)));
+  EXPECT_EQ(clipScale(0.5, 1.0), 1.0f);
+  EXPECT_EQ(clipScale(100.0, 0.0), 1.0f);
+  EXPECT_DOUBLE_EQ(sumOverRanks(2.5, nullptr), 2.5);
+}
+
+TEST(ClippingTest, SumOverRanksAgreesOnEveryRank) {
+  std::vector<double> got(4);
+  moe::rt::runLocal(4, [&](moe::rt::Communicator &world) {
+    got[world.rank()] = sumOverRanks(0.1 * (world.rank() + 1), &world);
+  });
+  double want = ((0.1 + 0.2) + 0.30000000000000004) + 0.4;
+  for (double g : got)
+    EXPECT_EQ(g, want);
+}
+
+//===----------------------------------------------------------------------===//
+// Block intersections (resume onto another mesh)
+//===----------------------------------------------------------------------===//
+
+// The naive reference: element by element over the whole tensor.
+void naiveCopy(const std::vector<float> &src, const Block &srcBlock,
+               std::vector<float> &dst, const Block &dstBlock,
+               const std::vector<int64_t> &global) {
+  int64_t total = 1;
+  for (int64_t d : global)
+    total *= d;
+  size_t rank = global.size();
+  for (int64_t flat = 0; flat < total; ++flat) {
+    std::vector<int64_t> index(rank);
+    int64_t rest = flat;
+    for (size_t d = rank; d-- > 0;) {
+      index[d] = rest % global[d];
+      rest /= global[d];
+    }
+    bool inSrc = true, inDst = true;
+    int64_t s = 0, t = 0;
+    for (size_t d = 0; d < rank; ++d) {
+      int64_t i = index[d];
+      inSrc = inSrc && i >= srcBlock.start[d] &&
+              i < srcBlock.start[d] + srcBlock.size[d];
+      inDst = inDst && i >= dstBlock.start[d] &&
+              i < dstBlock.start[d] + dstBlock.size[d];
+      s = s * srcBlock.size[d] + (i - srcBlock.start[d]);
+      t = t * dstBlock.size[d] + (i - dstBlock.start[d]);
+    }
+    if (inSrc && inDst)
+      dst[t] = src[s];
+  }
+}
+
+// The blocks of a tensor split `parts[d]` ways along each dim d.
+std::vector<Block> tiles(const std::vector<int64_t> &global,
+                         const std::vector<int64_t> &parts) {
+  std::vector<Block> blocks(1, Block{{}, {}});
+  for (size_t d = 0; d < global.size(); ++d) {
+    std::vector<Block> next;
+    for (const Block &b : blocks)
+      for (int64_t p = 0; p < parts[d]; ++p) {
+        Block c = b;
+        c.start.push_back(p * global[d] / parts[d]);
+        c.size.push_back(global[d] / parts[d]);
+        next.push_back(c);
+      }
+    blocks = next;
+  }
+  return blocks;
+}
+
+std::vector<float> blockOf(const std::vector<float> &whole,
+                           const std::vector<int64_t> &global,
+                           const Block &block) {
+  int64_t n = 1;
+  for (int64_t d : block.size)
+    n *= d;
+  std::vector<float> out(n);
+  copyBlock(whole.data(), global, block, sizeof(float), out.data());
+  return out;
+}
+
+TEST(BlockIntersectionTest, FourWaySavedReadsBackTwoWayAndWhole) {
+  for (const std::vector<int64_t> &global :
+       std::vector<std::vector<int64_t>>{{8}, {8, 6}, {4, 8, 2}, {4, 2, 8, 4}}) {
+    int64_t total = 1;
+    for (int64_t d : global)
+      total *= d;
+    std::vector<float> whole(total);
+    std::iota(whole.begin(), whole.end(), 1.0f);
+    // Saved: 4-way along dim 0 and 2-way along the last (when rank >= 2).
+    std::vector<int64_t> saveParts(global.size(), 1), loadParts(global.size(), 1);
+    saveParts[0] = 4;
+    if (global.size() >= 2)
+      saveParts.back() = 2;
+    loadParts[0] = 2;
+    std::vector<Block> saved = tiles(global, saveParts);
+    for (const std::vector<int64_t> &parts : {loadParts,
+                                              std::vector<int64_t>(
+                                                  global.size(), 1)}) {
+      for (const Block &target : tiles(global, parts)) {
+        std::vector<float> got(blockOf(whole, global, target).size(), -1.0f);
+        std::vector<float> want = got;
+        int64_t copied = 0;
+        for (const Block &s : saved) {
+          std::vector<float> src = blockOf(whole, global, s);
+          copied += copyIntersection(src.data(), s, got.data(), target,
+                                     sizeof(float));
+          naiveCopy(src, s, want, target, global);
+        }
+        EXPECT_EQ(copied, static_cast<int64_t>(got.size()));
+        EXPECT_EQ(got, want);
+        EXPECT_EQ(got, blockOf(whole, global, target));
+      }
+    }
+  }
+}
+
+TEST(BlockIntersectionTest, DisjointAndScalarBlocks) {
+  Block a{{0, 0}, {2, 2}}, b{{2, 0}, {2, 2}};
+  EXPECT_FALSE(intersectBlocks(a, b));
+  float x = 3, y = 0;
+  EXPECT_EQ(copyIntersection(&x, Block{}, &y, Block{}, sizeof(float)), 1);
+  EXPECT_EQ(y, 3);
+}
+
+//===----------------------------------------------------------------------===//
+// Checkpoints
+//===----------------------------------------------------------------------===//
+
+class CheckpointTest : public moe::test::TempDirTest {};
+
+Manifest oneRankManifest() {
+  return parseManifest(R"({
+    "format": "moe-model/1", "function": "forward",
+    "entry": "moe_entry_forward", "weights_bytes": 128, "arena_bytes": 0,
+    "unplanned_bytes": 0,
+    "params": [
+      {"name": "experts.{e}.w", "shape": [2, 2], "dtype": "F32", "offset": 0},
+      {"name": "norm.weight", "shape": [2], "dtype": "F32", "offset": 64}],
+    "inputs": [{"name": "tokens", "shape": [2, 4], "dtype": "I32"},
+               {"name": "labels", "shape": [2, 4], "dtype": "I32"}],
+    "outputs": [{"name": "logits", "shape": [2, 4, 8], "dtype": "F32"},
+                {"name": "loss", "shape": [], "dtype": "F32"}]})");
+}
+
+struct State {
+  AlignedBuffer w{128}, m{128}, v{128};
+  TrainState ptrs() { return {&w, &m, &v}; }
+  void fill(float base) {
+    for (int i = 0; i < 32; ++i) {
+      w.f32()[i] = base + i;
+      m.f32()[i] = base + 100 + i;
+      v.f32()[i] = base + 200 + i;
+    }
+  }
+};
+
+TEST_F(CheckpointTest, SavesOnTwoRanksAndLoadsOnOne) {
+  Manifest mesh = twoParamManifest();
+  std::string dir = file("ck");
+  moe::rt::runLocal(2, [&](moe::rt::Communicator &world) {
+    moe::rt::MeshGroups groups = moe::rt::makeMeshGroups(world, mesh.mesh);
+    RankEnv env;
+    env.world = &world;
+    env.groups = &groups;
+    env.place = RankPlace{mesh.mesh, groups.coords};
+    env.root = world.rank() == 0;
+    State s;
+    // Expert block of rank r = experts r; the replicated norm alike.
+    s.w.f32(0)[0] = 10 * world.rank() + 1;
+    s.w.f32(0)[1] = 10 * world.rank() + 2;
+    s.w.f32(64)[0] = 7;
+    s.w.f32(64)[1] = 8;
+    s.m.f32(0)[0] = 0.5f * world.rank();
+    saveCheckpoint(dir, 3, mesh, env, s.ptrs(), {{"seed", 1}});
+  });
+  // Only rank 0 writes the replicated norm.
+  std::optional<std::string> latest = latestCheckpoint(dir);
+  ASSERT_TRUE(latest);
+  EXPECT_EQ(*latest, dir + "/step-000003");
+  EXPECT_TRUE(fs::exists(*latest + "/rank-00001.safetensors"));
+
+  State loaded;
+  LoadedCheckpoint info =
+      loadCheckpoint(*latest, oneRankManifest(), nullptr, loaded.ptrs());
+  EXPECT_EQ(info.step, 3);
+  EXPECT_EQ(info.train["seed"], 1);
+  std::vector<float> experts(loaded.w.f32(0), loaded.w.f32(0) + 4);
+  EXPECT_EQ(experts, (std::vector<float>{1, 2, 11, 12}));
+  EXPECT_EQ(loaded.w.f32(64)[1], 8);
+  EXPECT_EQ(loaded.m.f32(0)[2], 0.5f);
+}
+
+TEST_F(CheckpointTest, LeftoverTmpDirectoriesAreIgnoredAndOldOnesPruned) {
+  Manifest m = oneRankManifest();
+  std::string dir = file("ck");
+  EXPECT_FALSE(latestCheckpoint(dir));
+  RankEnv env;
+  for (int64_t step : {10, 20, 30}) {
+    State s;
+    s.fill(float(step));
+    saveCheckpoint(dir, step, m, env, s.ptrs(), Json::object());
+  }
+  EXPECT_FALSE(fs::exists(dir + "/step-000010"));
+  EXPECT_TRUE(fs::exists(dir + "/step-000020"));
+
+  // A crash while saving step 40: its .tmp directory is there, half written.
+  fs::create_directories(dir + "/step-000040.tmp");
+  std::ofstream(dir + "/step-000040.tmp/index.json") << "{";
+  ASSERT_EQ(*latestCheckpoint(dir), dir + "/step-000030");
+  State loaded;
+  EXPECT_EQ(loadCheckpoint(*latestCheckpoint(dir), m, nullptr, loaded.ptrs())
+                .step,
+            30);
+  EXPECT_EQ(loaded.v.f32()[3], 30 + 200 + 3);
+  EXPECT_EQ(loaded.v.f32(64)[1], 30 + 200 + 17);
+}
+
+TEST_F(CheckpointTest, MalformedCheckpointsAreOneLineErrors) {
+  Manifest m = oneRankManifest();
+  std::string dir = file("ck");
+  fs::create_directories(dir);
+  std::ofstream(dir + "/latest") << "nonsense\n";
+  EXPECT_THROW(latestCheckpoint(dir), std::runtime_error);
+  std::ofstream(dir + "/latest") << "step-000005\n";
+  EXPECT_THROW(latestCheckpoint(dir), std::runtime_error);
+  fs::create_directories(dir + "/step-000005");
+  std::ofstream(dir + "/step-000005/index.json") << "{\"format\": 1}";
+  State s;
+  try {
+    loadCheckpoint(dir + "/step-000005", m, nullptr, s.ptrs());
+    FAIL();
+  } catch (const std::runtime_error &e) {
+    EXPECT_NE(std::string(e.what()).find("index.json: is not a checkpoint"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// PNG
+//===----------------------------------------------------------------------===//
+
+uint32_t bigEndian(const std::string &s, size_t at) {
+  return uint32_t(uint8_t(s[at])) << 24 | uint32_t(uint8_t(s[at + 1])) << 16 |
+         uint32_t(uint8_t(s[at + 2])) << 8 | uint32_t(uint8_t(s[at + 3]));
+}
+
+// A bitwise CRC-32, independent of the table-driven one under test.
+uint32_t slowCrc(const std::string &bytes) {
+  uint32_t c = 0xffffffffu;
+  for (unsigned char b : bytes) {
+    c ^= b;
+    for (int k = 0; k < 8; ++k)
+      c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+  }
+  return ~c;
+}
+
+TEST(PngTest, ChecksumsMatchKnownValues) {
+  const char *text = "123456789";
+  EXPECT_EQ(crc32(reinterpret_cast<const uint8_t *>(text), 9), 0xcbf43926u);
+  EXPECT_EQ(adler32(reinterpret_cast<const uint8_t *>("Wikipedia"), 9),
+            0x11e60398u);
+}
+
+TEST(PngTest, ChunksAndStoredDeflateDecode) {
+  const int w = 300, h = 250; // > 65535 bytes of scanlines: several blocks
+  std::vector<uint8_t> rgb(w * h * 3);
+  for (size_t i = 0; i < rgb.size(); ++i)
+    rgb[i] = uint8_t(i * 7);
+  std::string png = encodePng(w, h, rgb);
+  ASSERT_EQ(png.compare(0, 8, "\x89PNG\r\n\x1a\n"), 0);
+
+  std::string idat;
+  std::vector<std::string> types;
+  for (size_t at = 8; at < png.size();) {
+    uint32_t length = bigEndian(png, at);
+    std::string type = png.substr(at + 4, 4);
+    std::string data = png.substr(at + 8, length);
+    EXPECT_EQ(bigEndian(png, at + 8 + length), slowCrc(type + data)) << type;
+    types.push_back(type);
+    if (type == "IHDR") {
+      EXPECT_EQ(bigEndian(data, 0), uint32_t(w));
+      EXPECT_EQ(bigEndian(data, 4), uint32_t(h));
+      EXPECT_EQ(data.substr(8), std::string("\x08\x02\0\0\0", 5));
+    }
+    if (type == "IDAT")
+      idat += data;
+    at += 12 + length;
+  }
+  EXPECT_EQ(types, (std::vector<std::string>{"IHDR", "IDAT", "IEND"}));
+
+  // Inflate the stored blocks by hand.
+  ASSERT_EQ((uint8_t(idat[0]) * 256 + uint8_t(idat[1])) % 31, 0);
+  std::string raw;
+  size_t at = 2;
+  for (bool last = false; !last;) {
+    last = idat[at] & 1;
+    ASSERT_EQ(idat[at] & 6, 0) << "stored block";
+    size_t len = uint8_t(idat[at + 1]) | uint8_t(idat[at + 2]) << 8;
+    size_t nlen = uint8_t(idat[at + 3]) | uint8_t(idat[at + 4]) << 8;
+    ASSERT_EQ(len ^ 0xffff, nlen);
+    raw += idat.substr(at + 5, len);
+    at += 5 + len;
+  }
+  ASSERT_EQ(raw.size(), size_t(w * h * 3 + h));
+  EXPECT_EQ(bigEndian(idat, at),
+            adler32(reinterpret_cast<const uint8_t *>(raw.data()), raw.size()));
+  for (int y = 0; y < h; ++y) {
+    EXPECT_EQ(raw[y * (w * 3 + 1)], 0);
+    EXPECT_EQ(std::memcmp(&raw[y * (w * 3 + 1) + 1], &rgb[y * w * 3], w * 3),
+              0);
+  }
+}
+
+} // namespace

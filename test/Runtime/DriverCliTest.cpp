@@ -13,6 +13,7 @@
 #include "TempDirTest.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -20,7 +21,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
+#include <sstream>
 #include <string>
 #include <sys/wait.h>
 #include <vector>
@@ -51,7 +54,6 @@ std::string shellQuoted(const std::string &arg) {
 
 class DriverCliTest : public moe::test::TempDirTest {
 protected:
-
   Result run(const std::vector<std::string> &args,
              const std::string &binary = FAKE_MODEL,
              const std::string &environment = "") const {
@@ -81,7 +83,6 @@ protected:
                      {{tensor, DType::F32, {kVocab, kVocab}, table.data()}});
     return path;
   }
-
 };
 
 // A failure: the status, exactly one line on stderr, "error: ..." with
@@ -107,7 +108,8 @@ const std::string kChainTokens = "0 3 2 13 4 7 6 1, 8 9 10 11 12 13 14 15";
 TEST_F(DriverCliTest, HelpListsCommandsAndFlags) {
   Result r = run({"--help"});
   EXPECT_EQ(r.status, 0);
-  for (const char *command : {"forward", "generate", "init", "info"})
+  for (const char *command :
+       {"forward", "generate", "train", "grad", "init", "info"})
     EXPECT_NE(r.out.find(command), std::string::npos) << command;
   r = run({"generate", "--help"});
   EXPECT_EQ(r.status, 0);
@@ -283,7 +285,7 @@ TEST_F(DriverCliTest, TokenIdModelsTakeAndPrintIds) {
 TEST_F(DriverCliTest, UsageErrorsExitWithTwo) {
   std::string weights = writeChainWeights();
   expectError(run({}), 2, "no command given");
-  expectError(run({"train"}), 2, "unknown command 'train'");
+  expectError(run({"frobnicate"}), 2, "unknown command 'frobnicate'");
   expectError(run({"forward", "--tokens", kChainTokens}), 2,
               "give --weights PATH or --init-random SEED");
   expectError(run({"forward", "--weights", weights, "--init-random", "1",
@@ -365,6 +367,332 @@ TEST_F(DriverCliTest, UnwritableOutputFailsCleanly) {
   expectError(run({"init", "--init-random", "1", "--output",
                    file("no/such/dir/w.safetensors")}),
               1, "cannot create temporary file");
+}
+
+//===----------------------------------------------------------------------===//
+// train and grad
+//===----------------------------------------------------------------------===//
+
+// Text over 'a'..'p' that mostly follows successor(): a model can learn it.
+std::string chainText(int length) {
+  std::string text;
+  uint32_t state = 12345;
+  for (int i = 0, t = 0; i < length; ++i) {
+    text += static_cast<char>('a' + t);
+    state = state * 1103515245u + 12345u;
+    t = (state >> 16) % 5 == 0 ? static_cast<int>((state >> 8) % kVocab)
+                               : successor(t);
+  }
+  return text;
+}
+
+// The metrics records, without the timing fields (which differ run to run).
+std::vector<nlohmann::json> metricsRecords(const std::string &path) {
+  std::vector<nlohmann::json> records;
+  std::istringstream lines(moe::test::readFile(path));
+  for (std::string line; std::getline(lines, line);) {
+    nlohmann::json record = nlohmann::json::parse(line);
+    record.erase("tokens_per_s");
+    record.erase("elapsed_s");
+    records.push_back(record);
+  }
+  return records;
+}
+
+class TrainCliTest : public DriverCliTest {
+protected:
+  void SetUp() override {
+    DriverCliTest::SetUp();
+    corpus = file("corpus.txt");
+    std::ofstream(corpus) << chainText(3000);
+  }
+
+  // train on the corpus with small, quick settings plus `extra`.
+  Result train(const std::vector<std::string> &extra,
+               const std::string &binary = FAKE_MODEL) const {
+    std::vector<std::string> args = {"train", "--data", corpus};
+    // Quick settings, unless `extra` gives the flag.
+    for (auto [flag, value] : {std::pair{"--init-random", "1"},
+                               {"--lr", "0.1"},
+                               {"--log-every", "5"},
+                               {"--eval-every", "20"},
+                               {"--sample-chars", "30"}})
+      if (std::find(extra.begin(), extra.end(), flag) == extra.end())
+        args.insert(args.end(), {flag, value});
+    args.insert(args.end(), extra.begin(), extra.end());
+    if (binary != FAKE_MODEL)
+      args.insert(args.end(), {"--comm", "local"});
+    return run(args, binary);
+  }
+
+  void expectResumeIsBitIdentical(const std::string &binary);
+
+  std::string corpus;
+};
+
+TEST_F(TrainCliTest, LossDecreasesAndEveryOutputIsWritten) {
+  std::string metrics = file("m.jsonl"), plot = file("loss.png");
+  Result r = train({"--steps", "60", "--metrics", metrics, "--plot", plot});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_NE(r.out.find("step 5/60  loss "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("step 60/60  loss "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" tok/s  ETA "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("eval step 40  val loss "), std::string::npos) << r.out;
+  size_t sample = r.out.find("sample:\n");
+  ASSERT_NE(sample, std::string::npos) << r.out;
+  // The prompt (the validation split's first 8 characters) and 30 more.
+  EXPECT_EQ(r.out.size() - (sample + 8), 8u + 30u + 1u) << r.out;
+
+  std::vector<nlohmann::json> records = metricsRecords(metrics);
+  ASSERT_EQ(records.size(), 12u + 3u);
+  EXPECT_EQ(records[0]["step"], 5);
+  EXPECT_TRUE(records[0].contains("grad_norm"));
+  EXPECT_TRUE(records[0]["expert_counts"].is_array());
+  EXPECT_LT(records[13]["loss"].get<double>(),
+            records[0]["loss"].get<double>() - 0.5);
+  EXPECT_EQ(records[4]["step"], 20);
+  EXPECT_LT(records[14]["val_loss"].get<double>(),
+            records[4]["val_loss"].get<double>());
+
+  // The PNG: signature, and (with a Python) IDAT inflates to its pixels.
+  std::string png = moe::test::readFile(plot);
+  ASSERT_GT(png.size(), 8u);
+  EXPECT_EQ(png.compare(0, 8, "\x89PNG\r\n\x1a\n"), 0);
+  if (std::string(PYTHON3).empty())
+    GTEST_SKIP() << "no python3 to decode the PNG";
+  std::string script = file("png.py");
+  std::ofstream(script)
+      << "import struct, sys, zlib\n"
+         "data = open(sys.argv[1], 'rb').read()\n"
+         "at, idat, size = 8, b'', None\n"
+         "while at < len(data):\n"
+         "    n, kind = struct.unpack('>I4s', data[at:at + 8])\n"
+         "    body = data[at + 8:at + 8 + n]\n"
+         "    crc, = struct.unpack('>I', data[at + 8 + n:at + 12 + n])\n"
+         "    assert crc == zlib.crc32(kind + body), kind\n"
+         "    if kind == b'IHDR': size = struct.unpack('>II', body[:8])\n"
+         "    if kind == b'IDAT': idat += body\n"
+         "    at += 12 + n\n"
+         "w, h = size\n"
+         "raw = zlib.decompress(idat)\n"
+         "assert len(raw) == w * h * 3 + h, len(raw)\n"
+         "print(w, h, len(set(raw[1:w * 3 * 10])) > 1)\n";
+  Result decoded = run({script, plot}, PYTHON3);
+  EXPECT_EQ(decoded.status, 0) << decoded.err;
+  EXPECT_EQ(decoded.out, "640 400 True\n") << decoded.err;
+}
+
+TEST_F(TrainCliTest, CsvMetricsHaveOneColumnPerValue) {
+  std::string metrics = file("m.csv");
+  Result r = train({"--steps", "10", "--eval-every", "0", "--metrics", metrics,
+                    "--sample-chars", "0"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::string csv = moe::test::readFile(metrics);
+  EXPECT_EQ(csv.rfind("step,loss,lr,grad_norm,tokens_per_s,elapsed_s,"
+                      "val_loss\n5,",
+                      0),
+            0u)
+      << csv;
+  EXPECT_NE(csv.find("\n10,,,,,,"), std::string::npos) << csv;
+  EXPECT_EQ(r.out.find("sample:"), std::string::npos);
+}
+
+// A run stopped after its step-40 checkpoint and resumed gives the same
+// records for the remaining steps as one that was never stopped.
+void TrainCliTest::expectResumeIsBitIdentical(const std::string &binary) {
+  std::string dir = file("ck");
+  std::string whole = file("whole.jsonl"), resumed = file("r.jsonl");
+  Result a = train({"--steps", "60", "--metrics", whole}, binary);
+  ASSERT_EQ(a.status, 0) << a.err;
+  Result b = train(
+      {"--steps", "60", "--checkpoint-dir", dir, "--save-every", "20"}, binary);
+  ASSERT_EQ(b.status, 0) << b.err;
+  EXPECT_NE(b.out.find("checkpoint " + dir + "/step-000060"),
+            std::string::npos);
+  // The crash: the step-60 checkpoint never became latest.
+  fs::remove_all(dir + "/step-000060");
+  std::ofstream(dir + "/latest") << "step-000040\n";
+  Result c = train({"--steps", "60", "--checkpoint-dir", dir, "--resume",
+                    "--metrics", resumed},
+                   binary);
+  ASSERT_EQ(c.status, 0) << c.err;
+  EXPECT_NE(c.err.find("note: resuming from " + dir + "/step-000040"),
+            std::string::npos)
+      << c.err;
+  EXPECT_EQ(c.out.find("step 40/60"), std::string::npos) << c.out;
+
+  std::vector<nlohmann::json> all = metricsRecords(whole);
+  std::vector<nlohmann::json> rest = metricsRecords(resumed);
+  ASSERT_EQ(rest.size(), 5u);
+  EXPECT_EQ(std::vector<nlohmann::json>(all.end() - 5, all.end()), rest);
+  // The sample at the end too.
+  EXPECT_EQ(a.out.substr(a.out.find("sample:")),
+            c.out.substr(c.out.find("sample:")));
+}
+
+TEST_F(TrainCliTest, ResumeIsBitIdentical) {
+  expectResumeIsBitIdentical(FAKE_MODEL);
+}
+
+TEST_F(TrainCliTest, ResumeIsBitIdenticalOnTwoRanks) {
+  expectResumeIsBitIdentical(FAKE_MODEL_DP2);
+}
+
+TEST_F(TrainCliTest, CheckpointsLoadOntoAnotherMesh) {
+  std::string dir = file("ck");
+  Result two =
+      train({"--steps", "20", "--checkpoint-dir", dir, "--sample-chars", "0"},
+            FAKE_MODEL_DP2);
+  ASSERT_EQ(two.status, 0) << two.err;
+  EXPECT_TRUE(fs::exists(dir + "/step-000020/rank-00001.safetensors"));
+  // Saved as two column blocks, resumed on one rank, and back onto two.
+  Result one = train({"--steps", "30", "--checkpoint-dir", dir, "--resume",
+                      "--sample-chars", "0"});
+  ASSERT_EQ(one.status, 0) << one.err;
+  EXPECT_NE(one.out.find("step 25/30"), std::string::npos) << one.out;
+  Result again = train({"--steps", "40", "--checkpoint-dir", dir, "--resume",
+                        "--sample-chars", "0"},
+                       FAKE_MODEL_DP2);
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_NE(again.out.find("step 40/40"), std::string::npos) << again.out;
+  // The two newest checkpoints are kept.
+  EXPECT_FALSE(fs::exists(dir + "/step-000020"));
+  EXPECT_TRUE(fs::exists(dir + "/step-000030"));
+  EXPECT_EQ(moe::test::readFile(dir + "/latest"), "step-000040\n");
+}
+
+TEST_F(TrainCliTest, ResumeWithoutACheckpointStartsFromScratch) {
+  Result r = train({"--steps", "5", "--checkpoint-dir", file("empty"),
+                    "--resume", "--sample-chars", "0"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("note: no checkpoint in"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("step 5/5"), std::string::npos);
+}
+
+TEST_F(TrainCliTest, BadFlagsAreUsageErrors) {
+  auto bad = [&](const std::vector<std::string> &extra,
+                 const std::string &part) {
+    std::vector<std::string> args = {"--steps", "10"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    expectError(train(args), 2, part);
+  };
+  bad({"--batch", "4"}, "--batch is 4, but the model is compiled for batch 2 "
+                        "and seq 8; recompile");
+  bad({"--seq", "16"}, "compiled for batch 2 and seq 8");
+  bad({"--lr", "fast"}, "--lr 'fast' is not a finite number");
+  bad({"--min-lr", "1"}, "--min-lr is 1, above --lr");
+  bad({"--warmup", "11"}, "--warmup is 11");
+  bad({"--beta1", "1"}, "--beta1 is 1, expected a value below 1");
+  bad({"--clip", "-1"}, "--clip is -1");
+  bad({"--eval-batches", "0"}, "--eval-batches is 0");
+  bad({"--log-every", "0"}, "--log-every is 0");
+  bad({"--save-every", "5"}, "--save-every needs --checkpoint-dir");
+  bad({"--resume"}, "--resume needs --checkpoint-dir");
+  bad({"--resume=yes"}, "--resume takes no value");
+  bad({"--metrics", file("m.txt")}, "expected a file name ending in .jsonl "
+                                    "or .csv");
+  bad({"--plot", file("p.jpg")}, "ending in .png");
+  bad({"--weights", file("w.safetensors")}, "not both");
+  expectError(run({"train", "--data", corpus, "--init-random", "1"}), 2,
+              "give --steps N");
+  expectError(run({"train", "--steps", "3", "--init-random", "1"}), 2,
+              "give --data FILE");
+  expectError(
+      run({"train", "--data", corpus, "--steps", "0", "--init-random", "1"}), 2,
+      "--steps is 0");
+  EXPECT_FALSE(fs::exists(file("m.txt")));
+}
+
+TEST_F(TrainCliTest, DataProblemsAreOneLineErrors) {
+  std::string bad = file("bad.txt");
+  std::ofstream(bad) << std::string(500, 'a') + "Z" + std::string(100, 'b');
+  std::string metrics = file("m.jsonl");
+  Result r = run({"train", "--data", bad, "--steps", "5", "--init-random", "1",
+                  "--metrics", metrics});
+  expectError(r, 1,
+              "character 'Z' at byte offset 500 is not in the model's "
+              "vocabulary");
+  EXPECT_FALSE(fs::exists(metrics));
+  std::string tiny = file("tiny.txt");
+  std::ofstream(tiny) << "abcdefghijklmnopabcdefghijklmnop";
+  expectError(
+      run({"train", "--data", tiny, "--steps", "5", "--init-random", "1"}), 1,
+      "too short for one window");
+  expectError(run({"train", "--data", file("absent.txt"), "--steps", "5",
+                   "--init-random", "1"}),
+              1, "cannot open the data file");
+  // The same under two ranks: one line, from rank 0.
+  expectError(run({"train", "--data", bad, "--steps", "5", "--init-random", "1",
+                   "--comm", "local"},
+                  FAKE_MODEL_DP2),
+              1, "character 'Z' at byte offset 500");
+}
+
+TEST_F(TrainCliTest, MalformedCheckpointIsOneLineError) {
+  std::string dir = file("ck");
+  fs::create_directories(dir + "/step-000010");
+  std::ofstream(dir + "/latest") << "step-000010\n";
+  std::ofstream(dir + "/step-000010/index.json") << "{\"format\": ";
+  expectError(train({"--steps", "20", "--checkpoint-dir", dir, "--resume"}), 1,
+              "index.json: not valid JSON");
+}
+
+TEST_F(TrainCliTest, ModelsWithoutATrainingStepSaySo) {
+  expectError(
+      run({"train", "--data", corpus, "--steps", "5", "--init-random", "1"},
+          FAKE_MODEL_IDS),
+      1,
+      "this model was compiled without a training step; recompile "
+      "with moec --train-step");
+  expectError(run({"grad", "--init-random", "1", "--tokens", kChainTokens,
+                   "--output", file("g")},
+                  FAKE_MODEL_IDS),
+              1, "without a training step");
+}
+
+TEST_F(DriverCliTest, GradWritesTheLossAndTheGradient) {
+  std::string weights = writeChainWeights();
+  std::string output = file("grad.safetensors");
+  Result r = run({"grad", "--weights", weights, "--tokens", kChainTokens,
+                  "--output", output});
+  ASSERT_EQ(r.status, 0) << r.err;
+  SafetensorsReader reader = SafetensorsReader::open(output);
+  EXPECT_EQ(reader.names(),
+            (std::vector<std::string>{"loss", "model.embed_tokens.weight"}));
+  std::vector<float> loss(1), grad(kVocab * kVocab);
+  reader.readF32("loss", {}, loss.data());
+  reader.readF32("model.embed_tokens.weight", {kVocab, kVocab}, grad.data());
+  double lse = std::log(15.0 + std::exp(4.0));
+  EXPECT_NEAR(loss[0], (7 * (lse - 4.0) + 7 * lse) / 14, 1e-5);
+
+  // By hand: each labelled position adds (softmax - onehot) / 14 to the row
+  // of its token; the chain row's softmax is e^4 / (15 + e^4) at successor.
+  std::vector<int> tokens = {0, 3, 2,  13, 4,  7,  6,  1,
+                             8, 9, 10, 11, 12, 13, 14, 15};
+  std::vector<double> want(kVocab * kVocab, 0.0);
+  for (int b = 0; b < kBatch; ++b)
+    for (int s = 0; s + 1 < kSeq; ++s) {
+      int token = tokens[b * kSeq + s], label = tokens[b * kSeq + s + 1];
+      for (int v = 0; v < kVocab; ++v) {
+        double p = (v == successor(token) ? std::exp(4.0) : 1.0) /
+                   (15.0 + std::exp(4.0));
+        want[token * kVocab + v] += (p - (v == label)) / 14;
+      }
+    }
+  for (int i = 0; i < kVocab * kVocab; ++i)
+    EXPECT_NEAR(grad[i], want[i], 1e-6) << i;
+
+  expectError(run({"grad", "--init-random", "1", "--tokens", kChainTokens,
+                   "--output", file("g"), "--comm", "local"},
+                  FAKE_MODEL_DP2),
+              2, "unknown flag '--comm'");
+  expectError(run({"grad", "--init-random", "1", "--tokens", kChainTokens,
+                   "--output", file("g")},
+                  FAKE_MODEL_DP2),
+              2, "grad needs a model compiled for one rank");
+  expectError(run({"grad", "--init-random", "1", "--tokens", kChainTokens}), 2,
+              "give --output FILE");
 }
 
 } // namespace

@@ -6,12 +6,12 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "driver/Train.h"
 #include "driver/Checkpoint.h"
 #include "driver/Corpus.h"
 #include "driver/Manifest.h"
 #include "driver/Optimizer.h"
 #include "driver/Plot.h"
-#include "driver/Train.h"
 
 #include "TempDirTest.h"
 
@@ -275,23 +275,23 @@ std::vector<float> blockOf(const std::vector<float> &whole,
 }
 
 TEST(BlockIntersectionTest, FourWaySavedReadsBackTwoWayAndWhole) {
-  for (const std::vector<int64_t> &global :
-       std::vector<std::vector<int64_t>>{{8}, {8, 6}, {4, 8, 2}, {4, 2, 8, 4}}) {
+  for (const std::vector<int64_t> &global : std::vector<std::vector<int64_t>>{
+           {8}, {8, 6}, {4, 8, 2}, {4, 2, 8, 4}}) {
     int64_t total = 1;
     for (int64_t d : global)
       total *= d;
     std::vector<float> whole(total);
     std::iota(whole.begin(), whole.end(), 1.0f);
     // Saved: 4-way along dim 0 and 2-way along the last (when rank >= 2).
-    std::vector<int64_t> saveParts(global.size(), 1), loadParts(global.size(), 1);
+    std::vector<int64_t> saveParts(global.size(), 1),
+        loadParts(global.size(), 1);
     saveParts[0] = 4;
     if (global.size() >= 2)
       saveParts.back() = 2;
     loadParts[0] = 2;
     std::vector<Block> saved = tiles(global, saveParts);
-    for (const std::vector<int64_t> &parts : {loadParts,
-                                              std::vector<int64_t>(
-                                                  global.size(), 1)}) {
+    for (const std::vector<int64_t> &parts :
+         {loadParts, std::vector<int64_t>(global.size(), 1)}) {
       for (const Block &target : tiles(global, parts)) {
         std::vector<float> got(blockOf(whole, global, target).size(), -1.0f);
         std::vector<float> want = got;
@@ -404,9 +404,9 @@ TEST_F(CheckpointTest, LeftoverTmpDirectoriesAreIgnoredAndOldOnesPruned) {
   std::ofstream(dir + "/step-000040.tmp/index.json") << "{";
   ASSERT_EQ(*latestCheckpoint(dir), dir + "/step-000030");
   State loaded;
-  EXPECT_EQ(loadCheckpoint(*latestCheckpoint(dir), m, nullptr, loaded.ptrs())
-                .step,
-            30);
+  EXPECT_EQ(
+      loadCheckpoint(*latestCheckpoint(dir), m, nullptr, loaded.ptrs()).step,
+      30);
   EXPECT_EQ(loaded.v.f32()[3], 30 + 200 + 3);
   EXPECT_EQ(loaded.v.f32(64)[1], 30 + 200 + 17);
 }

@@ -116,16 +116,16 @@ std::vector<bool> blockWriters(const ParamInfo &param, const MeshShape &mesh) {
   std::set<std::vector<int64_t>> seen;
   for (int r = 0; r < world; ++r) {
     std::optional<RankPlace> place = placeOf(mesh, r);
-    Block block = shardBlock(param.globalShape, param.split,
-                             place ? &*place : nullptr);
+    Block block =
+        shardBlock(param.globalShape, param.split, place ? &*place : nullptr);
     writes[r] = seen.insert(block.start).second;
   }
   return writes;
 }
 
 Json meshJson(const MeshShape &mesh) {
-  return Json{{"dp", mesh.dp}, {"cp", mesh.cp}, {"tp", mesh.tp},
-              {"ep", mesh.ep}};
+  return Json{
+      {"dp", mesh.dp}, {"cp", mesh.cp}, {"tp", mesh.tp}, {"ep", mesh.ep}};
 }
 
 Json indexJson(int64_t step, const Manifest &m, const Json &train) {
@@ -137,8 +137,8 @@ Json indexJson(int64_t step, const Manifest &m, const Json &train) {
       if (!writers[r])
         continue;
       std::optional<RankPlace> place = placeOf(m.mesh, r);
-      Block block = shardBlock(param.globalShape, param.split,
-                               place ? &*place : nullptr);
+      Block block =
+          shardBlock(param.globalShape, param.split, place ? &*place : nullptr);
       blocks.push_back(Json{{"file", rankFileName(r)},
                             {"tensor", param.name},
                             {"offset", block.start},
@@ -219,8 +219,10 @@ void saveCheckpoint(const std::string &dir, int64_t step, const Manifest &m,
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec)
-      throw std::runtime_error(dir + ": cannot create the checkpoint "
-                                     "directory (" + ec.message() + ")");
+      throw std::runtime_error(dir +
+                               ": cannot create the checkpoint "
+                               "directory (" +
+                               ec.message() + ")");
     fs::remove_all(tmp, ec);
     if (!fs::create_directory(tmp, ec) || ec)
       throw std::runtime_error(tmp + ": cannot create (" + ec.message() + ")");
@@ -277,8 +279,8 @@ void saveCheckpoint(const std::string &dir, int64_t step, const Manifest &m,
     std::set<std::string> keep = {name};
     if (previous) {
       std::string prev = *previous;
-      while (!prev.empty() && std::isspace(static_cast<unsigned char>(
-                                  prev.back())))
+      while (!prev.empty() &&
+             std::isspace(static_cast<unsigned char>(prev.back())))
         prev.pop_back();
       keep.insert(prev);
     }
@@ -292,8 +294,7 @@ std::optional<std::string> latestCheckpoint(const std::string &dir) {
   if (!fs::exists(latestPath, ec))
     return std::nullopt;
   std::string name = readText(latestPath);
-  while (!name.empty() &&
-         std::isspace(static_cast<unsigned char>(name.back())))
+  while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back())))
     name.pop_back();
   if (stepOfName(name) < 0)
     throw std::runtime_error(latestPath + ": is '" + name.substr(0, 40) +
@@ -368,8 +369,8 @@ LoadedCheckpoint loadCheckpoint(const std::string &path, const Manifest &m,
   }
   if (!index.is_object() || !index.contains("format") ||
       index["format"] != kFormat)
-    badIndex(indexPath, std::string("is not a checkpoint index (format ") +
-                            kFormat + ")");
+    badIndex(indexPath,
+             std::string("is not a checkpoint index (format ") + kFormat + ")");
   const Json &stepValue = field(index, "step", indexPath, "the index");
   if (!stepValue.is_number_unsigned())
     badIndex(indexPath, "'step' is not a non-negative integer");
@@ -403,9 +404,9 @@ LoadedCheckpoint loadCheckpoint(const std::string &path, const Manifest &m,
       badIndex(indexPath, "has no parameter '" + param.name + "'");
     const Json &entry = *it->second;
     std::string where = "parameter '" + param.name + "'";
-    std::vector<int64_t> global = intList(
-        field(entry, "global_shape", indexPath, where), indexPath,
-        param.name + ".global_shape");
+    std::vector<int64_t> global =
+        intList(field(entry, "global_shape", indexPath, where), indexPath,
+                param.name + ".global_shape");
     if (global != param.globalShape)
       badIndex(indexPath, where + " has global shape " + shapeText(global) +
                               ", the model " + shapeText(param.globalShape));
@@ -433,11 +434,10 @@ LoadedCheckpoint loadCheckpoint(const std::string &path, const Manifest &m,
       for (size_t d = 0; fits && d < global.size(); ++d)
         fits = saved.start[d] + saved.size[d] <= global[d];
       if (!fits)
-        badIndex(indexPath, where + ": a block (offset " +
-                                shapeText(saved.start) + ", size " +
-                                shapeText(saved.size) +
-                                ") is not inside the global shape " +
-                                shapeText(global));
+        badIndex(indexPath,
+                 where + ": a block (offset " + shapeText(saved.start) +
+                     ", size " + shapeText(saved.size) +
+                     ") is not inside the global shape " + shapeText(global));
       if (!intersectBlocks(saved, mine) && !global.empty())
         continue;
       int64_t elements = 1;

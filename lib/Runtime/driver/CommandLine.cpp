@@ -101,8 +101,8 @@ std::string commandHelp(const std::string &program,
   if (!command.flags.empty())
     text += "\nflags:\n";
   for (const FlagSpec &flag : command.flags) {
-    std::string left = "  --" + flag.name +
-                       (flag.isSwitch ? "" : " " + flag.valueName);
+    std::string left =
+        "  --" + flag.name + (flag.isSwitch ? "" : " " + flag.valueName);
     if (left.size() + 1 < column)
       left.resize(column, ' ');
     else

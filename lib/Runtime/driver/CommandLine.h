@@ -1,9 +1,9 @@
 //===- CommandLine.h - Flags of the model executable's commands -*- C++ -*-===//
 //
 // A deliberately small parser: `--flag value` or `--flag=value` (or a bare
-// `--switch`), every flag at most once, no positional arguments. Anything wrong with the shape of the
-// command line is a UsageError (exit code 2); every other failure is a plain
-// std::runtime_error (exit code 1).
+// `--switch`), every flag at most once, no positional arguments. Anything wrong
+// with the shape of the command line is a UsageError (exit code 2); every other
+// failure is a plain std::runtime_error (exit code 1).
 //
 //===----------------------------------------------------------------------===//
 

@@ -39,10 +39,11 @@ Corpus::Corpus(std::vector<int32_t> ids, int64_t seq, const std::string &what)
     throw std::runtime_error(
         what + " has " + std::to_string(ids_.size()) +
         " characters: too short for one window of seq + 1 = " +
-        std::to_string(seq + 1) + " in both the training split (90%: " +
-        std::to_string(trainSize_) + ") and the validation split (10%: " +
-        std::to_string(validationSize()) + "); need at least " +
-        std::to_string(10 * (seq + 1) + 9) + " characters");
+        std::to_string(seq + 1) +
+        " in both the training split (90%: " + std::to_string(trainSize_) +
+        ") and the validation split (10%: " + std::to_string(validationSize()) +
+        "); need at least " + std::to_string(10 * (seq + 1) + 9) +
+        " characters");
 }
 
 Corpus Corpus::readFile(const std::string &path,

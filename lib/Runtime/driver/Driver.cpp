@@ -21,9 +21,9 @@
 
 #include <algorithm>
 #include <cinttypes>
-#include <cstdlib>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <new>
@@ -41,10 +41,10 @@ namespace {
 // Commands and their flags
 //===----------------------------------------------------------------------===//
 
-const FlagSpec &kWeights = kWeightsFlag;
-const FlagSpec &kInitRandom = kInitRandomFlag;
-const FlagSpec &kInitStd = kInitStdFlag;
-const FlagSpec &kComm = kCommFlag;
+const FlagSpec kWeights = weightsFlag();
+const FlagSpec kInitRandom = initRandomFlag();
+const FlagSpec kInitStd = initStdFlag();
+const FlagSpec kComm = commFlag();
 
 const CommandSpec kForward{
     "forward",
@@ -105,8 +105,8 @@ const CommandSpec kInfo{"info",
                         "buffer sizes, inputs and outputs, mesh, tokenizer.",
                         {}};
 
-const CommandSpec *const kCommands[] = {&kForward, &kGenerate, &kTrainCommand,
-                                        &kGradCommand, &kInit, &kInfo};
+const CommandSpec *const kCommands[] = {
+    &kForward, &kGenerate, &trainCommand(), &gradCommand(), &kInit, &kInfo};
 
 std::string programHelp(const std::string &program) {
   std::string text = "usage: " + program +
@@ -371,13 +371,13 @@ int dispatch(const std::string &program, const std::vector<std::string> &args,
       return runOnMesh(manifest, flags, [&](RankEnv &env) {
         return runGenerate(manifest, forward, flags, env);
       });
-    if (command == &kTrainCommand) {
+    if (command == &trainCommand()) {
       TrainOptions options = parseTrainOptions(flags, manifest, trainStep);
       return runOnMesh(manifest, flags, [&](RankEnv &env) {
         return runTrain(manifest, forward, trainStep, options, env);
       });
     }
-    if (command == &kGradCommand)
+    if (command == &gradCommand())
       return runGrad(manifest, forward, trainStep, flags);
     if (command == &kInit)
       return runInit(manifest, flags);

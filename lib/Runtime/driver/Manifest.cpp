@@ -127,12 +127,12 @@ void parseShardFields(const Json &entry, const std::string &path,
     for (size_t d = 0; d < it->size(); ++d) {
       const Json &axes = (*it)[d];
       if (!axes.is_array())
-        fail(path + ".split", "is " + shown(*it) +
-                                  ", expected lists of mesh axis names");
+        fail(path + ".split",
+             "is " + shown(*it) + ", expected lists of mesh axis names");
       for (const Json &axis : axes) {
         if (!axis.is_string())
-          fail(path + ".split", "is " + shown(*it) +
-                                    ", expected lists of mesh axis names");
+          fail(path + ".split",
+               "is " + shown(*it) + ", expected lists of mesh axis names");
         split[d].push_back(axis.get<std::string>());
       }
     }
@@ -151,10 +151,10 @@ void checkSplit(const std::string &path, const std::vector<int64_t> &shape,
       fail(path + ".split", e.what());
     }
     if (globalShape[d] != shape[d] * parts)
-      fail(path + ".global_shape",
-           "is " + shapeText(globalShape) + ", but the block " +
-               shapeText(shape) + " split as recorded over mesh " +
-               mesh.str() + " does not tile it");
+      fail(path + ".global_shape", "is " + shapeText(globalShape) +
+                                       ", but the block " + shapeText(shape) +
+                                       " split as recorded over mesh " +
+                                       mesh.str() + " does not tile it");
   }
 }
 
@@ -283,14 +283,16 @@ void checkForwardSignature(Manifest &m) {
          "is " + shapeText(tokens) + ", expected [batch, seq] with both >= 1");
   m.batch = tokens[0];
   m.seq = tokens[1];
-  if (m.inputs[1].globalShape != tokens || m.inputs[1].split != m.inputs[0].split)
+  if (m.inputs[1].globalShape != tokens ||
+      m.inputs[1].split != m.inputs[0].split)
     fail("inputs[1].shape", "is " + shapeText(m.inputs[1].globalShape) +
                                 ", expected " + shapeText(tokens) +
                                 " (the shape of tokens)");
   for (const TensorSpec &output : m.outputs)
     if (output.shape != output.globalShape)
-      fail("outputs", "'" + output.name + "' is split over the mesh, but the "
-                      "driver expects whole outputs on every rank");
+      fail("outputs", "'" + output.name +
+                          "' is split over the mesh, but the "
+                          "driver expects whole outputs on every rank");
   const std::vector<int64_t> &logits = m.outputs[0].shape;
   if (logits.size() != 3 || logits[0] != m.batch || logits[1] != m.seq ||
       logits[2] < 1)
@@ -368,8 +370,8 @@ TrainStepInfo parseTrainStep(const Json &root, const Manifest &m) {
   step.function = getString(object, "train_step", "function");
   step.entry = getString(object, "train_step", "entry");
   if (step.entry != "moe_entry_train_step")
-    fail("train_step.entry", "is \"" + step.entry +
-                                 "\", expected \"moe_entry_train_step\"");
+    fail("train_step.entry",
+         "is \"" + step.entry + "\", expected \"moe_entry_train_step\"");
   step.arenaBytes = getSize(object, "train_step", "arena_bytes");
   step.unplannedBytes = getSize(object, "train_step", "unplanned_bytes");
   for (const char *key : {"inputs", "outputs"})
@@ -473,12 +475,12 @@ Manifest parseManifest(const std::string &text) {
                m.params[i].globalShape, m.params[i].split, m.mesh);
   if (root.contains("train_step"))
     m.trainStep = parseTrainStep(root, m);
-  for (auto [key, specs] : {std::pair{"inputs", &m.inputs},
-                            std::pair{"outputs", &m.outputs}})
+  for (auto [key, specs] :
+       {std::pair{"inputs", &m.inputs}, std::pair{"outputs", &m.outputs}})
     for (size_t i = 0; i < specs->size(); ++i)
       checkSplit(std::string(key) + "[" + std::to_string(i) + "]",
-                 (*specs)[i].shape, (*specs)[i].globalShape,
-                 (*specs)[i].split, m.mesh);
+                 (*specs)[i].shape, (*specs)[i].globalShape, (*specs)[i].split,
+                 m.mesh);
   return m;
 }
 

@@ -73,8 +73,8 @@ void MetricsWriter::logEval(int64_t step, double valLoss) {
     writeLine(std::to_string(step) + ",,,,,," + number(valLoss));
     return;
   }
-  writeLine(nlohmann::ordered_json{{"step", step}, {"val_loss", valLoss}}
-                .dump());
+  writeLine(
+      nlohmann::ordered_json{{"step", step}, {"val_loss", valLoss}}.dump());
 }
 
 } // namespace moe::driver

@@ -2,8 +2,8 @@
 
 #include "driver/ModelRun.h"
 
-#include "driver/Weights.h"
 #include "core/Context.h"
+#include "driver/Weights.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -13,23 +13,35 @@
 
 namespace moe::driver {
 
-const FlagSpec kWeightsFlag{
-    "weights", "PATH",
-    "Safetensors checkpoint holding every parameter under its Hugging Face "
-    "name (F32, or BF16/F16 converted); tensors the model does not use are "
-    "ignored."};
-const FlagSpec kInitRandomFlag{
-    "init-random", "SEED",
-    "Random weights instead of --weights: normal(0, --init-std) for "
-    "matrices, ones for norm weights, zeros for other vectors; the same "
-    "SEED gives the same weights on every machine."};
-const FlagSpec kInitStdFlag{
-    "init-std", "STD", "Standard deviation of --init-random (default 0.02)."};
-const FlagSpec kCommFlag{
-    "comm", "mpi|local",
-    "How the ranks of a model compiled for a mesh of several ranks run: "
-    "'mpi', one process per rank under mpirun or srun (the default there), "
-    "or 'local', every rank a thread of this process."};
+const FlagSpec &weightsFlag() {
+  static const FlagSpec flag{
+      "weights", "PATH",
+      "Safetensors checkpoint holding every parameter under its Hugging Face "
+      "name (F32, or BF16/F16 converted); tensors the model does not use are "
+      "ignored."};
+  return flag;
+}
+const FlagSpec &initRandomFlag() {
+  static const FlagSpec flag{
+      "init-random", "SEED",
+      "Random weights instead of --weights: normal(0, --init-std) for "
+      "matrices, ones for norm weights, zeros for other vectors; the same "
+      "SEED gives the same weights on every machine."};
+  return flag;
+}
+const FlagSpec &initStdFlag() {
+  static const FlagSpec flag{
+      "init-std", "STD", "Standard deviation of --init-random (default 0.02)."};
+  return flag;
+}
+const FlagSpec &commFlag() {
+  static const FlagSpec flag{
+      "comm", "mpi|local",
+      "How the ranks of a model compiled for a mesh of several ranks run: "
+      "'mpi', one process per rank under mpirun or srun (the default there), "
+      "or 'local', every rank a thread of this process."};
+  return flag;
+}
 
 WeightSource parseWeightSource(const ParsedFlags &flags, bool allowPath) {
   bool fromFile = allowPath && flags.has("weights");
@@ -111,8 +123,7 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
                          ? "the model is compiled for mesh " + m.mesh.str() +
                                " (" + std::to_string(ranks) +
                                " ranks): run it under 'mpirun -np " +
-                               std::to_string(ranks) +
-                               "' or pass --comm local"
+                               std::to_string(ranks) + "' or pass --comm local"
                          : "--comm is '" + comm + "', expected mpi or local");
   if (comm == "none") {
     RankEnv env;
@@ -218,12 +229,11 @@ std::vector<int32_t> localInput(const TensorSpec &spec,
 
 ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
                          const RankEnv &env, TrainStepEntry trainStep)
-    : manifest_(manifest), forward_(forward), trainStep_(trainStep),
-      env_(env), context_(moert_context_create(), &moert_context_destroy),
-      arena_(std::max(manifest.arenaBytes,
-                      trainStep && manifest.trainStep
-                          ? manifest.trainStep->arenaBytes
-                          : uint64_t(0))),
+    : manifest_(manifest), forward_(forward), trainStep_(trainStep), env_(env),
+      context_(moert_context_create(), &moert_context_destroy),
+      arena_(std::max(manifest.arenaBytes, trainStep && manifest.trainStep
+                                               ? manifest.trainStep->arenaBytes
+                                               : uint64_t(0))),
       logits_(static_cast<uint64_t>(manifest.batch * manifest.seq *
                                     manifest.vocab) *
               sizeof(float)) {

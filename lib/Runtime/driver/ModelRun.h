@@ -28,8 +28,12 @@
 
 namespace moe::driver {
 
-/// The flags several commands share.
-extern const FlagSpec kWeightsFlag, kInitRandomFlag, kInitStdFlag, kCommFlag;
+/// The flags several commands share (functions, so that other files' static
+/// command tables can copy them whatever the order of initialisation).
+const FlagSpec &weightsFlag();
+const FlagSpec &initRandomFlag();
+const FlagSpec &initStdFlag();
+const FlagSpec &commFlag();
 
 /// Where the weights come from.
 struct WeightSource {

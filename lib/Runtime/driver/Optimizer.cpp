@@ -16,8 +16,8 @@ double LrSchedule::at(int64_t step) const {
     return lr * static_cast<double>(step) / static_cast<double>(warmup);
   if (steps <= warmup)
     return lr;
-  double progress = static_cast<double>(step - warmup) /
-                    static_cast<double>(steps - warmup);
+  double progress =
+      static_cast<double>(step - warmup) / static_cast<double>(steps - warmup);
   progress = std::min(progress, 1.0);
   const double pi = 3.14159265358979323846;
   return minLr + (lr - minLr) * 0.5 * (1.0 + std::cos(pi * progress));
@@ -64,16 +64,15 @@ float clipScale(double norm, double clip) {
 AdamW::AdamW(const Manifest &m, const AdamWConfig &config)
     : manifest_(m), config_(config), m_(m.weightsBytes), v_(m.weightsBytes) {}
 
-void AdamW::step(AlignedBuffer &weights, const AlignedBuffer &grads,
-                 double lr, float gradScale, int64_t step) {
+void AdamW::step(AlignedBuffer &weights, const AlignedBuffer &grads, double lr,
+                 float gradScale, int64_t step) {
   for (const ParamInfo &param : manifest_.params) {
     if (param.numElements() == 0)
       continue;
     bool matrix = param.sliceShape().size() >= 2;
     cpu::adamw(weights.f32(param.offset), grads.f32(param.offset),
-               m_.f32(param.offset), v_.f32(param.offset),
-               param.numElements(), static_cast<float>(lr),
-               static_cast<float>(config_.beta1),
+               m_.f32(param.offset), v_.f32(param.offset), param.numElements(),
+               static_cast<float>(lr), static_cast<float>(config_.beta1),
                static_cast<float>(config_.beta2),
                static_cast<float>(config_.eps),
                matrix ? static_cast<float>(config_.weightDecay) : 0.0f,

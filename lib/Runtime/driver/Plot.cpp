@@ -20,20 +20,21 @@ void appendBigEndian(std::string &out, uint32_t value) {
     out += static_cast<char>((value >> shift) & 0xff);
 }
 
-void appendChunk(std::string &out, const char type[4], const std::string &data) {
+void appendChunk(std::string &out, const char type[4],
+                 const std::string &data) {
   appendBigEndian(out, static_cast<uint32_t>(data.size()));
   std::string body = std::string(type, 4) + data;
   out += body;
-  appendBigEndian(out, crc32(reinterpret_cast<const uint8_t *>(body.data()),
-                             body.size()));
+  appendBigEndian(
+      out, crc32(reinterpret_cast<const uint8_t *>(body.data()), body.size()));
 }
 
 struct Colour {
   uint8_t r, g, b;
 };
 
-const Colour kAxis{0, 0, 0}, kGrid{225, 225, 225},
-    kTrain{31, 119, 180}, kValidation{255, 127, 14};
+const Colour kAxis{0, 0, 0}, kGrid{225, 225, 225}, kTrain{31, 119, 180},
+    kValidation{255, 127, 14};
 
 class Canvas {
 public:
@@ -152,8 +153,8 @@ std::string encodePng(int width, int height, const std::vector<uint8_t> &rgb) {
     if (last)
       break;
   }
-  appendBigEndian(zlib, adler32(reinterpret_cast<const uint8_t *>(raw.data()),
-                                raw.size()));
+  appendBigEndian(
+      zlib, adler32(reinterpret_cast<const uint8_t *>(raw.data()), raw.size()));
 
   std::string png = "\x89PNG\r\n\x1a\n";
   std::string header;
@@ -191,9 +192,8 @@ void plotLossCurves(const std::string &path, const Curve &train,
     return left + static_cast<int>(std::lround(x / xMax * (right - left)));
   };
   auto py = [&](double y) {
-    return bottom -
-           static_cast<int>(std::lround((y - yMin) / (yMax - yMin) *
-                                        (bottom - top)));
+    return bottom - static_cast<int>(std::lround((y - yMin) / (yMax - yMin) *
+                                                 (bottom - top)));
   };
 
   // Light grid lines and tick marks at fifths of each axis.

@@ -37,8 +37,7 @@ using Curve = std::vector<std::pair<double, double>>;
 /// Draws the two curves and writes the PNG to `path` atomically (temporary
 /// file and rename); throws std::runtime_error naming the file on failure.
 void plotLossCurves(const std::string &path, const Curve &train,
-                    const Curve &validation, int width = 640,
-                    int height = 400);
+                    const Curve &validation, int width = 640, int height = 400);
 
 } // namespace moe::driver
 

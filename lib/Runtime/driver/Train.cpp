@@ -28,87 +28,94 @@
 
 namespace moe::driver {
 
-const CommandSpec kTrainCommand{
-    "train",
-    "--data FILE --steps N (--init-random SEED | --weights PATH | --resume) "
-    "[--lr LR] [--checkpoint-dir D [--save-every K] [--resume]] "
-    "[--metrics FILE] [--plot FILE.png] [flags]",
-    "Trains the model on a text file (character-level models compiled with "
-    "a training step): AdamW, gradient clipping, warm-up then cosine "
-    "learning rate; evaluates, checkpoints, and samples text at the end.",
-    {{"data", "FILE",
-      "The text to train on: the first 90% of its characters train, the "
-      "last 10% validate. Every character must be in the model's "
-      "vocabulary."},
-     {"steps", "N", "Training steps, counted from 1 (a resumed run goes on "
-                    "up to N)."},
-     {"batch", "B",
-      "Optional check: must equal the compiled global batch."},
-     {"seq", "S", "Optional check: must equal the compiled sequence length."},
-     {"lr", "LR", "Peak learning rate (default 3e-3)."},
-     {"min-lr", "LR",
-      "Learning rate at the last step, the end of the cosine (default "
-      "lr/10)."},
-     {"warmup", "K",
-      "Steps of linear warm-up from 0 (default min(100, steps/10))."},
-     {"weight-decay", "WD",
-      "AdamW decoupled weight decay of matrices (default 0.1); norm "
-      "weights and other vectors are not decayed."},
-     {"beta1", "B1", "AdamW beta1 (default 0.9)."},
-     {"beta2", "B2", "AdamW beta2 (default 0.95)."},
-     {"adam-eps", "EPS", "AdamW epsilon (default 1e-8)."},
-     {"clip", "C",
-      "Clip the global gradient norm to C (default 1.0; 0 turns it off)."},
-     {"seed", "S",
-      "Seed of the data order and of the final sample (default 0); the "
-      "batch of a step depends on (seed, step) only."},
-     kWeightsFlag,
-     kInitRandomFlag,
-     kInitStdFlag,
-     {"eval-every", "K",
-      "Validation loss every K steps and at the end (default 100; 0: only "
-      "at the end)."},
-     {"eval-batches", "N",
-      "Batches of fixed validation windows per evaluation (default 8)."},
-     {"log-every", "K", "Print progress every K steps and at the last "
-                        "(default 10)."},
-     {"save-every", "K",
-      "Checkpoint every K steps (needs --checkpoint-dir; default: only at "
-      "the end)."},
-     {"checkpoint-dir", "D",
-      "Write sharded checkpoints D/step-NNNNNN (the last two are kept; "
-      "D/latest names the newest), always at the end."},
-     {"resume", "",
-      "Continue from D/latest (any mesh); start from scratch when D has no "
-      "checkpoint yet.",
-      /*isSwitch=*/true},
-     {"metrics", "FILE",
-      "Write metrics per logged step and evaluation, as JSON lines (.jsonl, "
-      "with per-expert token counts) or CSV (.csv); appended to on "
-      "--resume."},
-     {"plot", "FILE.png",
-      "Draw the train and validation loss curves as a PNG (after every "
-      "evaluation)."},
-     {"sample-chars", "N",
-      "Characters to generate from the trained model at the end (default "
-      "200; temperature 0.8, seeded by --seed)."},
-     kCommFlag}};
+const CommandSpec &trainCommand() {
+  static const CommandSpec command{
+      "train",
+      "--data FILE --steps N (--init-random SEED | --weights PATH | --resume) "
+      "[--lr LR] [--checkpoint-dir D [--save-every K] [--resume]] "
+      "[--metrics FILE] [--plot FILE.png] [flags]",
+      "Trains the model on a text file (character-level models compiled with "
+      "a training step): AdamW, gradient clipping, warm-up then cosine "
+      "learning rate; evaluates, checkpoints, and samples text at the end.",
+      {{"data", "FILE",
+        "The text to train on: the first 90% of its characters train, the "
+        "last 10% validate. Every character must be in the model's "
+        "vocabulary."},
+       {"steps", "N",
+        "Training steps, counted from 1 (a resumed run goes on "
+        "up to N)."},
+       {"batch", "B", "Optional check: must equal the compiled global batch."},
+       {"seq", "S", "Optional check: must equal the compiled sequence length."},
+       {"lr", "LR", "Peak learning rate (default 3e-3)."},
+       {"min-lr", "LR",
+        "Learning rate at the last step, the end of the cosine (default "
+        "lr/10)."},
+       {"warmup", "K",
+        "Steps of linear warm-up from 0 (default min(100, steps/10))."},
+       {"weight-decay", "WD",
+        "AdamW decoupled weight decay of matrices (default 0.1); norm "
+        "weights and other vectors are not decayed."},
+       {"beta1", "B1", "AdamW beta1 (default 0.9)."},
+       {"beta2", "B2", "AdamW beta2 (default 0.95)."},
+       {"adam-eps", "EPS", "AdamW epsilon (default 1e-8)."},
+       {"clip", "C",
+        "Clip the global gradient norm to C (default 1.0; 0 turns it off)."},
+       {"seed", "S",
+        "Seed of the data order and of the final sample (default 0); the "
+        "batch of a step depends on (seed, step) only."},
+       weightsFlag(),
+       initRandomFlag(),
+       initStdFlag(),
+       {"eval-every", "K",
+        "Validation loss every K steps and at the end (default 100; 0: only "
+        "at the end)."},
+       {"eval-batches", "N",
+        "Batches of fixed validation windows per evaluation (default 8)."},
+       {"log-every", "K",
+        "Print progress every K steps and at the last "
+        "(default 10)."},
+       {"save-every", "K",
+        "Checkpoint every K steps (needs --checkpoint-dir; default: only at "
+        "the end)."},
+       {"checkpoint-dir", "D",
+        "Write sharded checkpoints D/step-NNNNNN (the last two are kept; "
+        "D/latest names the newest), always at the end."},
+       {"resume", "",
+        "Continue from D/latest (any mesh); start from scratch when D has no "
+        "checkpoint yet.",
+        /*isSwitch=*/true},
+       {"metrics", "FILE",
+        "Write metrics per logged step and evaluation, as JSON lines (.jsonl, "
+        "with per-expert token counts) or CSV (.csv); appended to on "
+        "--resume."},
+       {"plot", "FILE.png",
+        "Draw the train and validation loss curves as a PNG (after every "
+        "evaluation)."},
+       {"sample-chars", "N",
+        "Characters to generate from the trained model at the end (default "
+        "200; temperature 0.8, seeded by --seed)."},
+       commFlag()}};
+  return command;
+}
 
-const CommandSpec kGradCommand{
-    "grad",
-    "(--weights PATH | --init-random SEED) --tokens IDS [--labels IDS] "
-    "--output FILE",
-    "Runs the training step once (1-rank models) and writes the loss and "
-    "the gradient of every parameter.",
-    {kWeightsFlag,
-     kInitRandomFlag,
-     kInitStdFlag,
-     {"tokens", "IDS", "Token ids, batch*seq of them (see 'forward')."},
-     {"labels", "IDS",
-      "Label ids (default: the tokens shifted left within each row)."},
-     {"output", "FILE",
-      "Write \"loss\" [] and every gradient under its parameter's Hugging "
-      "Face name as F32 safetensors."}}};
+const CommandSpec &gradCommand() {
+  static const CommandSpec command{
+      "grad",
+      "(--weights PATH | --init-random SEED) --tokens IDS [--labels IDS] "
+      "--output FILE",
+      "Runs the training step once (1-rank models) and writes the loss and "
+      "the gradient of every parameter.",
+      {weightsFlag(),
+       initRandomFlag(),
+       initStdFlag(),
+       {"tokens", "IDS", "Token ids, batch*seq of them (see 'forward')."},
+       {"labels", "IDS",
+        "Label ids (default: the tokens shifted left within each row)."},
+       {"output", "FILE",
+        "Write \"loss\" [] and every gradient under its parameter's Hugging "
+        "Face name as F32 safetensors."}}};
+  return command;
+}
 
 namespace {
 
@@ -175,8 +182,7 @@ globalExpertCounts(const std::vector<std::vector<int64_t>> &local,
   std::vector<int64_t> flat;
   for (const std::vector<int64_t> &layer : counts)
     flat.insert(flat.end(), layer.begin(), layer.end());
-  env.groups->dpCp->allReduceSum(flat.data(),
-                                 static_cast<int64_t>(flat.size()),
+  env.groups->dpCp->allReduceSum(flat.data(), static_cast<int64_t>(flat.size()),
                                  rt::CommDType::I64);
   size_t at = 0;
   for (std::vector<int64_t> &layer : counts)
@@ -306,11 +312,10 @@ TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
   o.schedule.lr = realFlag(flags, "lr", 3e-3, 0.0);
   o.schedule.minLr = realFlag(flags, "min-lr", o.schedule.lr / 10, 0.0);
   if (o.schedule.minLr > o.schedule.lr)
-    throw UsageError("--min-lr is " + flags.get("min-lr") +
-                     ", above --lr (" + std::to_string(o.schedule.lr) + ")");
-  o.schedule.warmup = integerFlag(flags, "warmup",
-                                  std::min<int64_t>(100, o.steps / 10), 0,
-                                  o.steps);
+    throw UsageError("--min-lr is " + flags.get("min-lr") + ", above --lr (" +
+                     std::to_string(o.schedule.lr) + ")");
+  o.schedule.warmup = integerFlag(
+      flags, "warmup", std::min<int64_t>(100, o.steps / 10), 0, o.steps);
   o.adamw.weightDecay = realFlag(flags, "weight-decay", 0.1, 0.0);
   o.adamw.beta1 = realFlag(flags, "beta1", 0.9, 0.0, 1.0);
   o.adamw.beta2 = realFlag(flags, "beta2", 0.95, 0.0, 1.0);
@@ -409,8 +414,8 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     Clock::time_point stepStart = Clock::now();
     Batch batch = corpus->trainBatch(o.seed, step, m.batch);
     float loss = runner.trainStep(weights, grads, batch.tokens, batch.labels);
-    double norm = std::sqrt(
-        sumOverRanks(localGradNormSquared(m, grads), env.world));
+    double norm =
+        std::sqrt(sumOverRanks(localGradNormSquared(m, grads), env.world));
     double lr = o.schedule.at(step);
     adam.step(weights, grads, lr, clipScale(norm, o.adamw.clip), step);
     double seconds =
@@ -429,15 +434,14 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
 
     if (logNow && env.root) {
       double tokensPerSecond =
-          windowSeconds > 0 ? double(windowSteps * tokensPerStep) /
-                                  windowSeconds
-                            : 0.0;
+          windowSeconds > 0
+              ? double(windowSteps * tokensPerStep) / windowSeconds
+              : 0.0;
       double eta = trainSeconds / double(stepsRun) * double(o.steps - step);
       std::printf("step %" PRId64 "/%" PRId64
                   "  loss %.4f  lr %.2e  grad-norm %.3f  %s tok/s  ETA %s\n",
                   step, o.steps, loss, lr, norm,
-                  withThousands(static_cast<uint64_t>(tokensPerSecond))
-                      .c_str(),
+                  withThousands(static_cast<uint64_t>(tokensPerSecond)).c_str(),
                   durationText(eta).c_str());
       std::fflush(stdout);
       trainCurve.emplace_back(double(step), loss);

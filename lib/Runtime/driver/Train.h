@@ -24,7 +24,8 @@
 
 namespace moe::driver {
 
-extern const CommandSpec kTrainCommand, kGradCommand;
+const CommandSpec &trainCommand();
+const CommandSpec &gradCommand();
 
 /// Everything `train` needs from its flags, validated.
 struct TrainOptions {

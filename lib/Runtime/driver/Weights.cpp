@@ -60,10 +60,10 @@ void forEachLocalSlice(const ParamInfo &param, const RankPlace *place,
   std::vector<int64_t> wholeShape(param.globalShape.begin() +
                                       (param.stacked ? 1 : 0),
                                   param.globalShape.end());
-  Block sliceBlock{std::vector<int64_t>(block.start.begin() +
-                                            (param.stacked ? 1 : 0),
-                                        block.start.end()),
-                   param.sliceShape()};
+  Block sliceBlock{
+      std::vector<int64_t>(block.start.begin() + (param.stacked ? 1 : 0),
+                           block.start.end()),
+      param.sliceShape()};
   int64_t wholeElements = 1;
   for (int64_t d : wholeShape)
     wholeElements *= d;

@@ -23,6 +23,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <numeric>
 #include <sstream>
 #include <string>
 #include <sys/wait.h>
@@ -448,7 +449,15 @@ TEST_F(TrainCliTest, LossDecreasesAndEveryOutputIsWritten) {
   ASSERT_EQ(records.size(), 12u + 3u);
   EXPECT_EQ(records[0]["step"], 5);
   EXPECT_TRUE(records[0].contains("grad_norm"));
-  EXPECT_TRUE(records[0]["expert_counts"].is_array());
+  // One MoE layer of 4 experts routes the step's 16 tokens.
+  for (size_t i : {0, 13}) {
+    ASSERT_EQ(records[i]["expert_counts"].size(), 1u) << records[i];
+    std::vector<int64_t> counts = records[i]["expert_counts"][0];
+    ASSERT_EQ(counts.size(), 4u);
+    EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t(0)),
+              kBatch * kSeq);
+  }
+  EXPECT_NE(r.out.find("experts layer 0: "), std::string::npos) << r.out;
   EXPECT_LT(records[13]["loss"].get<double>(),
             records[0]["loss"].get<double>() - 0.5);
   EXPECT_EQ(records[4]["step"], 20);
@@ -525,6 +534,10 @@ void TrainCliTest::expectResumeIsBitIdentical(const std::string &binary) {
   std::vector<nlohmann::json> all = metricsRecords(whole);
   std::vector<nlohmann::json> rest = metricsRecords(resumed);
   ASSERT_EQ(rest.size(), 5u);
+  // Expert counts are global: summed over the data-parallel ranks.
+  std::vector<int64_t> counts = rest[0]["expert_counts"][0];
+  EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t(0)),
+            kBatch * kSeq);
   EXPECT_EQ(std::vector<nlohmann::json>(all.end() - 5, all.end()), rest);
   // The sample at the end too.
   EXPECT_EQ(a.out.substr(a.out.find("sample:")),

@@ -15,6 +15,23 @@
  *                          float *logits,         // [batch, seq, vocab]
  *                          float *loss);          // scalar
  *
+ * A model compiled with a training step (moec --train-step) also exports
+ *
+ *   void moe_entry_train_step(moert_context *ctx,
+ *                             uint8_t *weights,      // as for forward
+ *                             uint8_t *arena,        // train_step.arena_bytes
+ *                             uint8_t *grads,        // laid out like weights
+ *                             const int32_t *tokens, // as for forward
+ *                             const int32_t *labels,
+ *                             float *loss);          // global mean loss
+ *
+ * It writes the gradient of the loss with respect to every parameter the
+ * loss depends on into that parameter's slot of `grads` and leaves the other
+ * slots alone (the caller zeroes the blob first). On a mesh, a rank's slot
+ * holds its block of the gradient of the global loss, already summed over
+ * data-parallel replicas. The driver references it weakly: executables
+ * without one still link, and `train` says how to get one.
+ *
  * Every buffer is a bare pointer to dense row-major data. The entry writes its
  * results only through the output pointers and uses `arena` as scratch: the
  * compiler's memory plan placed every intermediate tensor at a fixed offset in
@@ -42,8 +59,18 @@
  *     "ignore_index": -100,               // labels equal to it are skipped
  *     "vocab_chars": "\n !$&...",         // optional: token i is the i-th
  *                                         // character (character-level model)
- *     "mesh": {"dp": 1, "cp": 1, "tp": 1, "ep": 1}
+ *     "mesh": {"dp": 1, "cp": 1, "tp": 1, "ep": 1},
+ *     "train_step": {                     // optional: the training step
+ *       "function": "train_step", "entry": "moe_entry_train_step",
+ *       "arena_bytes": 98304, "unplanned_bytes": 524288,
+ *       "inputs": [...],                  // exactly the forward's inputs
+ *       "outputs": [{"name": "loss", "shape": [], "dtype": "F32"}]
+ *     }
  *   }
+ *
+ * A partitioned model adds "global_shape" and "split" (per dimension, the
+ * mesh axes it is split over) to params, inputs and outputs; "shape" is then
+ * one rank's block.
  *
  *===----------------------------------------------------------------------===*/
 

@@ -11,7 +11,10 @@
  *
  * The training step (moe_entry_train_step) writes the gradient by hand:
  * d loss / d embed[v, :] = sum over the labelled positions with token v of
- * (softmax(logits) - onehot(label)) / (number of labelled positions).
+ * (softmax(logits) - onehot(label)) / (number of labelled positions). It
+ * also "routes" each of its tokens to expert (token id mod 4) through
+ * moert_permute, as one MoE layer of a real model would, so that the driver
+ * sees expert counts.
  *
  * Built three times: `fake-model` with "vocab_chars"; `fake-model-ids`
  * (FAKE_MODEL_TOKEN_IDS) without, for the token-id prompt mode, and without
@@ -163,6 +166,23 @@ void moe_entry_forward(moert_context *ctx, uint8_t *weights, uint8_t *arena,
 }
 
 #ifndef FAKE_MODEL_TOKEN_IDS
+/* One MoE layer's routing, for the counts: token t goes to expert
+ * tokens[t] % 4 (top-1, hidden size 1). Uses 320 bytes of `scratch`. */
+static void routeTokens(moert_context *ctx, const int32_t *tokens,
+                        uint8_t *scratch) {
+  float *x = (float *)scratch;
+  int32_t *experts = (int32_t *)(scratch + 64);
+  float *permuted = (float *)(scratch + 128);
+  int64_t *offsets = (int64_t *)(scratch + 192);
+  int32_t *rowToSlot = (int32_t *)(scratch + 256);
+  for (int t = 0; t < kLocalRows; ++t) {
+    x[t] = (float)tokens[t];
+    experts[t] = tokens[t] % 4;
+  }
+  moert_permute(ctx, x, experts, permuted, offsets, rowToSlot, kLocalRows,
+                /*topK=*/1, /*hidden=*/1, /*experts=*/4);
+}
+
 void moe_entry_train_step(moert_context *ctx, uint8_t *weights, uint8_t *arena,
                           uint8_t *grads, const int32_t *tokens,
                           const int32_t *labels, float *loss) {
@@ -173,6 +193,7 @@ void moe_entry_train_step(moert_context *ctx, uint8_t *weights, uint8_t *arena,
   int counted = 0;
   for (int i = 0; i < kVocab * kVocab; ++i)
     dtable[i] = 0.0f;
+  routeTokens(ctx, tokens, arena + 3072);
   double total =
       localLoss(table, tokens, labels, localLogits, &counted, dtable);
   globalSums(ctx, total, counted, sums);

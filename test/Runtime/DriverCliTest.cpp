@@ -627,6 +627,9 @@ TEST_F(TrainCliTest, DataProblemsAreOneLineErrors) {
               "character 'Z' at byte offset 500 is not in the model's "
               "vocabulary");
   EXPECT_FALSE(fs::exists(metrics));
+  expectError(run({"train", "--data", corpus, "--steps", "5", "--init-random",
+                   "1", "--plot", file("no/dir/p.png")}),
+              1, "directory");
   std::string tiny = file("tiny.txt");
   std::ofstream(tiny) << "abcdefghijklmnopabcdefghijklmnop";
   expectError(

@@ -23,6 +23,7 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <stdexcept>
 
@@ -395,6 +396,14 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     }
     if (env.root && o.metrics)
       metrics.emplace(*o.metrics, /*append=*/checkpoint.has_value());
+    // The plot is first written at the first evaluation: fail now instead.
+    if (env.root && o.plot) {
+      std::filesystem::path parent =
+          std::filesystem::path(*o.plot).parent_path();
+      if (!parent.empty() && !std::filesystem::is_directory(parent))
+        throw std::runtime_error("--plot " + *o.plot + ": directory " +
+                                 parent.string() + " does not exist");
+    }
   });
 
   ModelRunner runner(m, forward, env, trainStep);

@@ -486,6 +486,12 @@ LogicalResult TrainStepBuilder::backward(Operation *op) {
                                            c.getReassociationIndices()));
         return success();
       })
+      .Case([&](ExpertsOp e) {
+        // moe-lower-experts expands every dropless one before this pass.
+        return e.emitOpError(
+            "capacity_factor (token dropping) is not supported by the CPU "
+            "runtime yet; remove it for the dropless default");
+      })
       .Default([&](Operation *op) {
         return op->emitOpError("has no gradient (moe-build-train-step)");
       });

@@ -48,7 +48,6 @@ private:
   /// The sharding annotated on `global` as produced (its only user), or
   /// replicated for scalars.
   FailureOr<ShardingSpec> producedSpec(Value global);
-  LogicalResult mapResults(Operation *globalOp, Operation *localOp);
 
   LogicalResult partition(Operation *op);
   LogicalResult reshard(shard::ShardOp op);
@@ -93,16 +92,6 @@ FailureOr<ShardingSpec> Partitioner::producedSpec(Value global) {
     return ShardingSpec::replicated(0);
   return emitError(global.getLoc(), "value has no sharding annotation; run "
                                     "moe-shard first");
-}
-
-LogicalResult Partitioner::mapResults(Operation *globalOp, Operation *localOp) {
-  for (auto [g, l] : llvm::zip(globalOp->getResults(), localOp->getResults())) {
-    auto spec = producedSpec(g);
-    if (failed(spec))
-      return failure();
-    locals[g] = {l, *spec};
-  }
-  return success();
 }
 
 FailureOr<Operation *> Partitioner::cloneLocal(Operation *op) {

@@ -30,7 +30,7 @@ module attributes {moe.mesh = #moe.mesh<dp = 2, ep = 2>, moe.vocab_chars = "\0A 
 
 // -----
 
-// expected-error @+1 {{expected exactly one lowered entry point (moe-lower-to-runtime), found 0}}
+// expected-error @+1 {{expected one lowered model entry point and at most one training step (moe-lower-to-runtime), found 0 and 0}}
 module {
   func.func @forward() {
     return

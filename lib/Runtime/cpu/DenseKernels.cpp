@@ -55,40 +55,8 @@ void linear(const float *x, int64_t rows, int64_t in, const float *weight,
 
 void rope(const float *x, const int32_t *positions, int64_t batch, int64_t seq,
           int64_t heads, int64_t headDim, double theta, float *out) {
-  checkSize("rope", "batch", batch);
-  checkSize("rope", "seq", seq);
-  checkSize("rope", "heads", heads);
-  checkSize("rope", "headDim", headDim, /*positive=*/true);
-  if (headDim % 2 != 0)
-    fail("rope", "headDim must be even, got " + std::to_string(headDim));
-  if (!(theta > 0.0))
-    fail("rope", "theta must be positive, got " + std::to_string(theta));
-  int64_t half = headDim / 2;
-  // HF computes inv_freq and the angles in fp32; so do we, to match it.
-  std::vector<float> invFreq(half);
-  for (int64_t i = 0; i < half; ++i)
-    invFreq[i] = 1.0f / std::pow(float(theta), float(2 * i) / float(headDim));
-  std::vector<float> cosA(half), sinA(half);
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t s = 0; s < seq; ++s) {
-      float pos = positions ? float(positions[b * seq + s]) : float(s);
-      for (int64_t i = 0; i < half; ++i) {
-        float angle = pos * invFreq[i];
-        cosA[i] = std::cos(angle);
-        sinA[i] = std::sin(angle);
-      }
-      for (int64_t h = 0; h < heads; ++h) {
-        int64_t base = ((b * seq + s) * heads + h) * headDim;
-        const float *xv = x + base;
-        float *ov = out + base;
-        for (int64_t i = 0; i < half; ++i) {
-          float lo = xv[i], hi = xv[i + half];
-          ov[i] = lo * cosA[i] - hi * sinA[i];
-          ov[i + half] = hi * cosA[i] + lo * sinA[i];
-        }
-      }
-    }
-  }
+  rotateHalf("rope", x, positions, batch, seq, heads, headDim, theta,
+             /*inverse=*/false, out);
 }
 
 void attention(const float *q, const float *k, const float *v, int64_t batch,

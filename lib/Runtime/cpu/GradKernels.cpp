@@ -12,9 +12,7 @@
 #include "KernelUtils.h"
 
 #include <algorithm>
-#include <cblas.h>
 #include <cmath>
-#include <limits>
 #include <string>
 #include <vector>
 
@@ -23,31 +21,6 @@ using namespace moe::cpu::detail;
 namespace moe::cpu {
 
 namespace {
-
-/// C [m, n] = alpha * op(A) @ op(B) + beta * C, row-major; op(A) is [m, k]
-/// (A stored [k, m] when `transA`), op(B) is [k, n] (B stored [n, k] when
-/// `transB`). detail::gemm with a transposed A, which weight gradients
-/// (dW = dy^T @ x) need.
-void gemmT(const char *kernel, bool transA, bool transB, int64_t m, int64_t n,
-           int64_t k, float alpha, const float *a, int64_t lda, const float *b,
-           int64_t ldb, float beta, float *c, int64_t ldc) {
-  if (m == 0 || n == 0)
-    return;
-  constexpr int64_t maxInt = std::numeric_limits<int>::max();
-  for (int64_t value : {m, n, k, lda, ldb, ldc})
-    if (value > maxInt)
-      fail(kernel, "GEMM dimension " + std::to_string(value) +
-                       " exceeds the BLAS integer range");
-  if (k == 0) {
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j)
-        c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-              transB ? CblasTrans : CblasNoTrans, int(m), int(n), int(k), alpha,
-              a, int(lda), b, int(ldb), beta, c, int(ldc));
-}
 
 /// Backward of swigluRows for one weight set on `rows` contiguous rows:
 /// dx is overwritten; the weight gradients become weightBeta * themselves +
@@ -167,41 +140,9 @@ void linearGrad(const float *dy, const float *x, int64_t rows, int64_t in,
 void ropeGrad(const float *dy, const int32_t *positions, int64_t batch,
               int64_t seq, int64_t heads, int64_t headDim, double theta,
               float *dx) {
-  const char *kernel = "ropeGrad";
-  checkSize(kernel, "batch", batch);
-  checkSize(kernel, "seq", seq);
-  checkSize(kernel, "heads", heads);
-  checkSize(kernel, "headDim", headDim, /*positive=*/true);
-  if (headDim % 2 != 0)
-    fail(kernel, "headDim must be even, got " + std::to_string(headDim));
-  if (!(theta > 0.0))
-    fail(kernel, "theta must be positive, got " + std::to_string(theta));
-  int64_t half = headDim / 2;
-  // The forward's fp32 angles, so that the rotation is exactly transposed.
-  std::vector<float> invFreq(half);
-  for (int64_t i = 0; i < half; ++i)
-    invFreq[i] = 1.0f / std::pow(float(theta), float(2 * i) / float(headDim));
-  std::vector<float> cosA(half), sinA(half);
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t s = 0; s < seq; ++s) {
-      float pos = positions ? float(positions[b * seq + s]) : float(s);
-      for (int64_t i = 0; i < half; ++i) {
-        float angle = pos * invFreq[i];
-        cosA[i] = std::cos(angle);
-        sinA[i] = std::sin(angle);
-      }
-      for (int64_t h = 0; h < heads; ++h) {
-        int64_t base = ((b * seq + s) * heads + h) * headDim;
-        const float *gv = dy + base;
-        float *ov = dx + base;
-        for (int64_t i = 0; i < half; ++i) {
-          float lo = gv[i], hi = gv[i + half];
-          ov[i] = lo * cosA[i] + hi * sinA[i];
-          ov[i + half] = hi * cosA[i] - lo * sinA[i];
-        }
-      }
-    }
-  }
+  // A rotation's transpose is the rotation by the opposite angle.
+  rotateHalf("ropeGrad", dy, positions, batch, seq, heads, headDim, theta,
+             /*inverse=*/true, dx);
 }
 
 void attentionGrad(const float *dout, const float *q, const float *k,

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cblas.h>
+#include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <vector>
@@ -31,9 +32,9 @@ void checkId(const char *kernel, const char *what, int64_t id, int64_t bound,
                      std::to_string(bound) + ")");
 }
 
-void gemm(const char *kernel, bool transB, int64_t m, int64_t n, int64_t k,
-          float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-          float beta, float *c, int64_t ldc) {
+void gemmT(const char *kernel, bool transA, bool transB, int64_t m, int64_t n,
+           int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+           int64_t ldb, float beta, float *c, int64_t ldc) {
   if (m == 0 || n == 0)
     return;
   // OpenBLAS is built with 32-bit blasint on Debian.
@@ -49,9 +50,48 @@ void gemm(const char *kernel, bool transB, int64_t m, int64_t n, int64_t k,
         c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-              int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c,
-              int(ldc));
+  cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+              transB ? CblasTrans : CblasNoTrans, int(m), int(n), int(k), alpha,
+              a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
+void rotateHalf(const char *kernel, const float *x, const int32_t *positions,
+                int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
+                double theta, bool inverse, float *out) {
+  checkSize(kernel, "batch", batch);
+  checkSize(kernel, "seq", seq);
+  checkSize(kernel, "heads", heads);
+  checkSize(kernel, "headDim", headDim, /*positive=*/true);
+  if (headDim % 2 != 0)
+    fail(kernel, "headDim must be even, got " + std::to_string(headDim));
+  if (!(theta > 0.0))
+    fail(kernel, "theta must be positive, got " + std::to_string(theta));
+  int64_t half = headDim / 2;
+  // HF computes inv_freq and the angles in fp32; so do we, to match it.
+  std::vector<float> invFreq(half);
+  for (int64_t i = 0; i < half; ++i)
+    invFreq[i] = 1.0f / std::pow(float(theta), float(2 * i) / float(headDim));
+  std::vector<float> cosA(half), sinA(half);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t s = 0; s < seq; ++s) {
+      float pos = positions ? float(positions[b * seq + s]) : float(s);
+      for (int64_t i = 0; i < half; ++i) {
+        float angle = pos * invFreq[i];
+        cosA[i] = std::cos(angle);
+        sinA[i] = inverse ? -std::sin(angle) : std::sin(angle);
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        int64_t base = ((b * seq + s) * heads + h) * headDim;
+        const float *xv = x + base;
+        float *ov = out + base;
+        for (int64_t i = 0; i < half; ++i) {
+          float lo = xv[i], hi = xv[i + half];
+          ov[i] = lo * cosA[i] - hi * sinA[i];
+          ov[i + half] = hi * cosA[i] + lo * sinA[i];
+        }
+      }
+    }
+  }
 }
 
 void swigluRows(const char *kernel, const float *x, int64_t rows,

@@ -25,12 +25,29 @@ void checkSize(const char *kernel, const char *name, int64_t value,
 void checkId(const char *kernel, const char *what, int64_t id, int64_t bound,
              int64_t at);
 
-/// C [m, n] = alpha * A [m, k] @ op(B) + beta * C, row-major, with op(B) = B^T
-/// for B stored [n, k] when `transB`, else B stored [k, n]. Leading dimensions
-/// allow strided row blocks (attention heads). No-op when m or n is 0.
-void gemm(const char *kernel, bool transB, int64_t m, int64_t n, int64_t k,
-          float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-          float beta, float *c, int64_t ldc);
+/// C [m, n] = alpha * op(A) @ op(B) + beta * C, row-major: op(A) is [m, k]
+/// (A stored [k, m] when `transA`, the weight gradients' dy^T), op(B) is
+/// [k, n] (B stored [n, k] when `transB`). Leading dimensions allow strided
+/// row blocks (attention heads). No-op when m or n is 0.
+void gemmT(const char *kernel, bool transA, bool transB, int64_t m, int64_t n,
+           int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+           int64_t ldb, float beta, float *c, int64_t ldc);
+
+/// gemmT without a transposed A.
+inline void gemm(const char *kernel, bool transB, int64_t m, int64_t n,
+                 int64_t k, float alpha, const float *a, int64_t lda,
+                 const float *b, int64_t ldb, float beta, float *c,
+                 int64_t ldc) {
+  gemmT(kernel, /*transA=*/false, transB, m, n, k, alpha, a, lda, b, ldb,
+        beta, c, ldc);
+}
+
+/// RoPE's rotation of x [batch, seq, heads, headDim] (rotate-half pairs,
+/// fp32 angles as HF computes them) by +angle, or by -angle (its transpose,
+/// the backward) when `inverse`.
+void rotateHalf(const char *kernel, const float *x, const int32_t *positions,
+                int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
+                double theta, bool inverse, float *out);
 
 /// y = x @ w^T for x [rows, in], w [out, in]: the projection every layer uses.
 inline void project(const char *kernel, const float *x, int64_t rows,

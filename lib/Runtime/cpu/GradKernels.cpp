@@ -393,18 +393,8 @@ void groupedSwiGLUSegmentsGrad(const float *dout, const float *permuted,
   checkSize(kernel, "segments", segments);
   checkSize(kernel, "hidden", hidden);
   checkSize(kernel, "inter", inter);
-  if (segments > 0 && offsets[0] != 0)
-    fail(kernel, "offsets do not start at 0");
-  int64_t maxRows = 0;
-  for (int64_t g = 0; g < segments; ++g) {
-    if (offsets[g + 1] < offsets[g])
-      fail(kernel, "offsets decrease at segment " + std::to_string(g));
-    maxRows = std::max(maxRows, offsets[g + 1] - offsets[g]);
-  }
+  int64_t maxRows = checkSegments(kernel, offsets, segments, rows);
   int64_t end = offsets[segments];
-  if (end > rows)
-    fail(kernel, "offsets end at row " + std::to_string(end) + " past the " +
-                     std::to_string(rows) + " rows");
   int64_t weightSize = inter * hidden;
   // An expert's weight gradients sum over its segments.
   std::fill_n(dgate, experts * weightSize, 0.0f);

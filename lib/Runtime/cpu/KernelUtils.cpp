@@ -32,6 +32,22 @@ void checkId(const char *kernel, const char *what, int64_t id, int64_t bound,
                      std::to_string(bound) + ")");
 }
 
+int64_t checkSegments(const char *kernel, const int64_t *offsets,
+                      int64_t segments, int64_t rows) {
+  if (segments > 0 && offsets[0] != 0)
+    fail(kernel, "offsets do not start at 0");
+  int64_t maxRows = 0;
+  for (int64_t g = 0; g < segments; ++g) {
+    if (offsets[g + 1] < offsets[g])
+      fail(kernel, "offsets decrease at segment " + std::to_string(g));
+    maxRows = std::max(maxRows, offsets[g + 1] - offsets[g]);
+  }
+  if (offsets[segments] > rows)
+    fail(kernel, "offsets end at row " + std::to_string(offsets[segments]) +
+                     " past the " + std::to_string(rows) + " rows");
+  return maxRows;
+}
+
 void gemmT(const char *kernel, bool transA, bool transB, int64_t m, int64_t n,
            int64_t k, float alpha, const float *a, int64_t lda, const float *b,
            int64_t ldb, float beta, float *c, int64_t ldc) {

@@ -33,6 +33,11 @@ void gemmT(const char *kernel, bool transA, bool transB, int64_t m, int64_t n,
            int64_t k, float alpha, const float *a, int64_t lda, const float *b,
            int64_t ldb, float beta, float *c, int64_t ldc);
 
+/// Checks grouped-GEMM segment offsets [segments + 1]: from 0, non-decreasing,
+/// ending at most at `rows`. Returns the largest segment's row count.
+int64_t checkSegments(const char *kernel, const int64_t *offsets,
+                      int64_t segments, int64_t rows);
+
 /// gemmT without a transposed A.
 inline void gemm(const char *kernel, bool transB, int64_t m, int64_t n,
                  int64_t k, float alpha, const float *a, int64_t lda,

@@ -162,17 +162,7 @@ void groupedSwiGLUSegments(const float *permuted, int64_t rows,
   checkSize(kernel, "segments", segments);
   checkSize(kernel, "hidden", hidden);
   checkSize(kernel, "inter", inter);
-  if (segments > 0 && offsets[0] != 0)
-    fail(kernel, "offsets do not start at 0");
-  int64_t maxRows = 0;
-  for (int64_t g = 0; g < segments; ++g) {
-    if (offsets[g + 1] < offsets[g])
-      fail(kernel, "offsets decrease at segment " + std::to_string(g));
-    maxRows = std::max(maxRows, offsets[g + 1] - offsets[g]);
-  }
-  if (offsets[segments] > rows)
-    fail(kernel, "offsets end at row " + std::to_string(offsets[segments]) +
-                     " past the " + std::to_string(rows) + " rows");
+  int64_t maxRows = checkSegments(kernel, offsets, segments, rows);
   std::vector<float> scratch(2 * maxRows * inter);
   int64_t weightSize = inter * hidden;
   for (int64_t g = 0; g < segments; ++g) {

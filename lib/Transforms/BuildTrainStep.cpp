@@ -522,7 +522,8 @@ FailureOr<func::FuncOp> TrainStepBuilder::build() {
   step = func::FuncOp::create(
       b, loc, name,
       b.getFunctionType(forward.getArgumentTypes(), {loss.getType()}));
-  step.setAllArgAttrs(forward.getAllArgAttrs());
+  if (ArrayAttr argAttrs = forward.getAllArgAttrs())
+    step.setAllArgAttrs(argAttrs);
   for (auto [i, result] : llvm::enumerate(ret.getOperands()))
     if (result == loss)
       if (DictionaryAttr attrs = forward.getResultAttrDict(i))

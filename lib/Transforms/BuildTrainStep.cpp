@@ -36,7 +36,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
-#include "mlir/Transforms/RegionUtils.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/ADT/TypeSwitch.h"
@@ -555,8 +555,6 @@ FailureOr<func::FuncOp> TrainStepBuilder::build() {
 
   // Drop the forward values the loss does not need (e.g. returned logits
   // that no loss reads).
-  IRRewriter rewriter(b);
-  (void)eraseUnreachableBlocks(rewriter, step->getRegions());
   for (Operation &op : llvm::make_early_inc_range(llvm::reverse(*body)))
     if (isOpTriviallyDead(&op))
       op.erase();

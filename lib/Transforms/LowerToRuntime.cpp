@@ -205,7 +205,24 @@ void appendShardRecord(Builder &b, DictionaryAttr attrs,
     fields.push_back(b.getNamedAttr("global_shape", shape));
 }
 
+/// The expert-count slot (the order in which `moert_permute` reports its
+/// per-expert token counts) of each routed-expert layer whose router takes
+/// an expert bias, keyed by the bias value: the training driver balances
+/// load by nudging that bias from the layer's measured counts.
+DenseMap<Value, int64_t> balancedBiases(func::FuncOp model) {
+  DenseMap<Value, int64_t> slots;
+  int64_t slot = 0;
+  for (PermuteOp permute : model.getBody().getOps<PermuteOp>()) {
+    auto router = permute.getIndices().getDefiningOp<RouterOp>();
+    if (router && router.getExpertBias())
+      slots.try_emplace(router.getExpertBias(), slot);
+    ++slot;
+  }
+  return slots;
+}
+
 LogicalResult EntryBuilder::layOutWeights() {
+  DenseMap<Value, int64_t> balanced = balancedBiases(model);
   for (ParamOp param : model.getBody().getOps<ParamOp>()) {
     auto type = bufferTypeFor(param.getType(), param.getLoc());
     if (failed(type))
@@ -219,6 +236,9 @@ LogicalResult EntryBuilder::layOutWeights() {
         b.getNamedAttr("offset", b.getI64IntegerAttr(weightsBytes)),
     };
     appendShardRecord(b, param->getAttrDictionary(), fields);
+    if (auto it = balanced.find(param.getResult()); it != balanced.end())
+      fields.push_back(b.getNamedAttr("balances_layer",
+                                      b.getI64IntegerAttr(it->second)));
     params.push_back(b.getDictionaryAttr(fields));
     weightsBytes += alignUp(type->getNumElements() * 4);
   }

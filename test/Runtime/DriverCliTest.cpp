@@ -598,6 +598,10 @@ TEST_F(TrainCliTest, BadFlagsAreUsageErrors) {
   bad({"--warmup", "11"}, "--warmup is 11");
   bad({"--beta1", "1"}, "--beta1 is 1, expected a value below 1");
   bad({"--clip", "-1"}, "--clip is -1");
+  bad({"--bias-update-rate", "0.01"},
+      "--bias-update-rate is 0.01, but this model's routers have no expert "
+      "bias to balance");
+  bad({"--bias-update-rate", "-1"}, "--bias-update-rate is -1");
   bad({"--eval-batches", "0"}, "--eval-batches is 0");
   bad({"--log-every", "0"}, "--log-every is 0");
   bad({"--save-every", "5"}, "--save-every needs --checkpoint-dir");

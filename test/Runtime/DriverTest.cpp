@@ -82,7 +82,7 @@ json validManifest() {
       {"name": "model.norm.weight", "shape": [8], "dtype": "F32",
        "offset": 256},
       {"name": "model.layers.0.mlp.gate.e_score_correction_bias",
-       "shape": [2], "dtype": "F32", "offset": 320}
+       "shape": [2], "dtype": "F32", "offset": 320, "balances_layer": 0}
     ],
     "inputs": [{"name": "tokens", "shape": [2, 3], "dtype": "I32"},
                {"name": "labels", "shape": [2, 3], "dtype": "I32"}],
@@ -110,6 +110,8 @@ TEST(ManifestTest, ParsesTheFields) {
   ASSERT_EQ(m.params.size(), 4u);
   EXPECT_FALSE(m.params[0].stacked);
   EXPECT_TRUE(m.params[1].stacked);
+  EXPECT_EQ(m.params[3].balancesLayer, std::optional<int64_t>(0));
+  EXPECT_EQ(m.params[0].balancesLayer, std::nullopt);
   EXPECT_EQ(m.params[1].numSlices(), 3);
   EXPECT_EQ(m.params[1].sliceShape(), (std::vector<int64_t>{2, 4}));
   EXPECT_EQ(m.params[1].sliceName(2),
@@ -185,6 +187,11 @@ TEST(ManifestTest, EveryProblemNamesItsField) {
          m["params"][0]["name"] = "x.0.w";
          m["params"][1]["name"] = "x.{e}.w";
        }},
+      {"params[3].balances_layer",
+       [](json &m) { m["params"][3]["balances_layer"] = -1; }},
+      // Only an unsplit vector can be a router's expert bias.
+      {"params[0].balances_layer",
+       [](json &m) { m["params"][0]["balances_layer"] = 0; }},
       {"inputs[0].name", [](json &m) { m["inputs"][0]["name"] = "ids"; }},
       {"inputs[1].dtype", [](json &m) { m["inputs"][1]["dtype"] = "I64"; }},
       {"inputs", [](json &m) { m["inputs"].erase(1); }},

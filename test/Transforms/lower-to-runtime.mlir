@@ -109,3 +109,27 @@ func.func @block(%x: tensor<2x3x8xf32>, %pos: tensor<2x3xi32>) -> (tensor<2x3x8x
   %o = moe.mlp %s, %mg, %mu, %md : (tensor<2x3x8xf32>, tensor<16x8xf32>, tensor<16x8xf32>, tensor<8x16xf32>) -> tensor<2x3x8xf32>
   return %o, %b, %o : tensor<2x3x8xf32>, tensor<8xf32>, tensor<2x3x8xf32>
 }
+
+// -----
+
+// A router's expert bias is marked in the manifest with the slot of its
+// layer among the per-expert token counts (one per permute, in order): here
+// the second routed layer. The bias of a router that routes nothing (no
+// permute) and the other weights are not marked.
+// CHECK-LABEL: func.func @moe_entry_two_layers(
+// CHECK-SAME: params = [{name = "g0", offset = 0 : i64, shape = array<i64: 4, 8>}, {name = "eg", {{[^}]*}}}, {name = "eu", {{[^}]*}}}, {name = "ed", {{[^}]*}}}, {balances_layer = 1 : i64, name = "b1", offset = {{[0-9]+}} : i64, shape = array<i64: 4>}, {name = "b2", offset
+// CHECK-NOT: balances_layer
+func.func @two_layers(%x: tensor<2x3x8xf32>) -> tensor<2x3x8xf32> {
+  %g0 = moe.param "g0" : tensor<4x8xf32>
+  %w0, %i0, %l0 = moe.router %x, %g0 softmax top 2 : (tensor<2x3x8xf32>, tensor<4x8xf32>) -> (tensor<2x3x2xf32>, tensor<2x3x2xi32>, tensor<2x3x4xf32>)
+  %eg = moe.param "eg" : tensor<4x8x8xf32>
+  %eu = moe.param "eu" : tensor<4x8x8xf32>
+  %ed = moe.param "ed" : tensor<4x8x8xf32>
+  %y0 = moe.experts %x, %w0, %i0, %eg, %eu, %ed : (tensor<2x3x8xf32>, tensor<2x3x2xf32>, tensor<2x3x2xi32>, tensor<4x8x8xf32>, tensor<4x8x8xf32>, tensor<4x8x8xf32>) -> tensor<2x3x8xf32>
+  %b1 = moe.param "b1" : tensor<4xf32>
+  %w1, %i1, %l1 = moe.router %y0, %g0 bias %b1 sigmoid top 2 : (tensor<2x3x8xf32>, tensor<4x8xf32>, tensor<4xf32>) -> (tensor<2x3x2xf32>, tensor<2x3x2xi32>, tensor<2x3x4xf32>)
+  %y1 = moe.experts %y0, %w1, %i1, %eg, %eu, %ed : (tensor<2x3x8xf32>, tensor<2x3x2xf32>, tensor<2x3x2xi32>, tensor<4x8x8xf32>, tensor<4x8x8xf32>, tensor<4x8x8xf32>) -> tensor<2x3x8xf32>
+  %b2 = moe.param "b2" : tensor<4xf32>
+  %w2, %i2, %l2 = moe.router %y1, %g0 bias %b2 sigmoid top 2 : (tensor<2x3x8xf32>, tensor<4x8xf32>, tensor<4xf32>) -> (tensor<2x3x2xf32>, tensor<2x3x2xi32>, tensor<2x3x4xf32>)
+  return %y1 : tensor<2x3x8xf32>
+}

@@ -51,13 +51,15 @@ def main():
     parser.add_argument("--mesh", action="append", default=[], help="a mesh, e.g. dp=2,ep=2")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rtol", type=float, default=1e-4)
+    parser.add_argument("--train-arg", action="append", default=[],
+                        help="one more argument for every train run, e.g. --train-arg=--clip=0")
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
 
     train = ["train", "--data", args.data, "--steps", str(args.steps), "--init-random", "7",
              "--lr", "3e-3", "--warmup", "5", "--log-every", "1", "--eval-every", "0",
-             "--eval-batches", "1", "--sample-chars", "0", "--seed", "3"]
+             "--eval-batches", "1", "--sample-chars", "0", "--seed", "3"] + args.train_arg
 
     def trajectory(name, exe, launcher=(), mpi=False):
         metrics = os.path.join(args.workdir, f"{name}.jsonl")

@@ -184,6 +184,14 @@ ParamInfo parseParam(const Json &entry, const std::string &path) {
     fail(path + ".shape", "is [] but the parameter is stacked (\"{e}\" in "
                           "its name), expected [experts, ...]");
   parseShardFields(entry, path, param.shape, param.globalShape, param.split);
+  if (entry.contains("balances_layer")) {
+    param.balancesLayer =
+        static_cast<int64_t>(getSize(entry, path, "balances_layer"));
+    if (param.shape.size() != 1 || param.stacked || param.split[0].size())
+      fail(path + ".balances_layer",
+           "is set, but the parameter is not one unsplit vector of expert "
+           "biases");
+  }
   return param;
 }
 

@@ -37,6 +37,10 @@ struct ParamInfo {
   /// the manifest, globalShape == shape and nothing is split.
   std::vector<int64_t> globalShape;
   Split split;
+  /// Set on a router's expert bias (selection only, DeepSeek-V3): the slot
+  /// of its layer among the per-expert token counts a run reports. The
+  /// bias is not trained by gradients; `train` nudges it toward balance.
+  std::optional<int64_t> balancesLayer;
 
   int64_t numElements() const;
   uint64_t bytes() const { return static_cast<uint64_t>(numElements()) * 4; }

@@ -15,6 +15,7 @@
 #include "moe/Runtime/Communicator.h"
 
 #include <cstdint>
+#include <vector>
 
 namespace moe::driver {
 
@@ -56,6 +57,17 @@ double sumOverRanks(double value, rt::Communicator *world);
 
 /// min(1, clip / (norm + 1e-6)); 1 when clip is 0.
 float clipScale(double norm, double clip);
+
+/// Aux-loss-free load balancing (DeepSeek-V3, arXiv:2412.19437 sec. 2.1.2):
+/// every router expert bias (a parameter with `balancesLayer`) moves by
+/// `rate` toward balance, +rate for an expert that received fewer token
+/// slots than the layer's mean, -rate for one that received more, nothing
+/// at the mean. `counts` are the step's per-layer counts over all tokens
+/// (the same on every rank, so replicas of the bias stay equal). The bias
+/// only steers selection; the gradient step never touches it.
+void balanceExpertBiases(const Manifest &m, AlignedBuffer &weights,
+                         const std::vector<std::vector<int64_t>> &counts,
+                         double rate);
 
 /// AdamW moments of one rank, in blobs laid out like the weights.
 class AdamW {

@@ -61,6 +61,11 @@ const CommandSpec &trainCommand() {
        {"adam-eps", "EPS", "AdamW epsilon (default 1e-8)."},
        {"clip", "C",
         "Clip the global gradient norm to C (default 1.0; 0 turns it off)."},
+       {"bias-update-rate", "R",
+        "Aux-loss-free load balancing (DeepSeek-V3) for routers with an "
+        "expert bias: after each step a bias rises by R where its expert got "
+        "fewer tokens than the mean and falls by R where it got more "
+        "(default 1e-3; 0 turns it off)."},
        {"seed", "S",
         "Seed of the data order and of the final sample (default 0); the "
         "batch of a step depends on (seed, step) only."},
@@ -169,7 +174,8 @@ Json trainJson(const TrainOptions &o, const Manifest &m) {
               {"beta1", o.adamw.beta1},
               {"beta2", o.adamw.beta2},
               {"adam_eps", o.adamw.eps},
-              {"clip", o.adamw.clip}};
+              {"clip", o.adamw.clip},
+              {"bias_update_rate", o.biasUpdateRate}};
 }
 
 /// Per-layer expert counts summed over the data-parallel ranks: every rank
@@ -324,6 +330,19 @@ TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
   o.adamw.clip = realFlag(flags, "clip", 1.0, 0.0);
   if (flags.has("seed"))
     o.seed = parseSeed("seed", flags.get("seed"));
+  bool hasBiases = std::any_of(m.params.begin(), m.params.end(),
+                               [](const ParamInfo &p) {
+                                 return p.balancesLayer.has_value();
+                               });
+  o.biasUpdateRate = realFlag(flags, "bias-update-rate", 1e-3, 0.0);
+  if (!hasBiases) {
+    if (flags.has("bias-update-rate") && o.biasUpdateRate > 0)
+      throw UsageError("--bias-update-rate is " +
+                       flags.get("bias-update-rate") +
+                       ", but this model's routers have no expert bias to "
+                       "balance");
+    o.biasUpdateRate = 0.0;
+  }
 
   o.resume = flags.has("resume");
   if (flags.has("checkpoint-dir"))
@@ -427,6 +446,14 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
         std::sqrt(sumOverRanks(localGradNormSquared(m, grads), env.world));
     double lr = o.schedule.at(step);
     adam.step(weights, grads, lr, clipScale(norm, o.adamw.clip), step);
+    bool last = step == o.steps;
+    bool logNow = step % o.logEvery == 0 || last;
+    bool evalNow = (o.evalEvery > 0 && step % o.evalEvery == 0) || last;
+    std::vector<std::vector<int64_t>> counts;
+    if (logNow || evalNow || o.biasUpdateRate > 0)
+      counts = globalExpertCounts(runner.expertCounts(), env);
+    if (o.biasUpdateRate > 0)
+      balanceExpertBiases(m, weights, counts, o.biasUpdateRate);
     double seconds =
         std::chrono::duration<double>(Clock::now() - stepStart).count();
     trainSeconds += seconds;
@@ -434,12 +461,6 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     ++stepsRun;
     ++windowSteps;
 
-    bool last = step == o.steps;
-    bool logNow = step % o.logEvery == 0 || last;
-    bool evalNow = (o.evalEvery > 0 && step % o.evalEvery == 0) || last;
-    std::vector<std::vector<int64_t>> counts;
-    if (logNow || evalNow)
-      counts = globalExpertCounts(runner.expertCounts(), env);
 
     if (logNow && env.root) {
       double tokensPerSecond =

@@ -46,6 +46,9 @@ struct TrainOptions {
   std::optional<std::string> metrics;
   std::optional<std::string> plot;
   int64_t sampleChars = 200;
+  /// Per-step expert-bias move of aux-loss-free balancing; 0 when the model
+  /// has no router biases or --bias-update-rate 0.
+  double biasUpdateRate = 0.0;
 };
 
 /// Checks that the model can train (a training step, a character

@@ -505,6 +505,22 @@ TEST_F(TrainCliTest, CsvMetricsHaveOneColumnPerValue) {
       << csv;
   EXPECT_NE(csv.find("\n10,,,,,,"), std::string::npos) << csv;
   EXPECT_EQ(r.out.find("sample:"), std::string::npos);
+
+  // Resumed at step 5 (the rows after it dropped) and run on to 15: one
+  // header, each step once.
+  std::string dir = file("ck");
+  Result first = train({"--steps", "5", "--eval-every", "0", "--checkpoint-dir",
+                        dir, "--sample-chars", "0"});
+  ASSERT_EQ(first.status, 0) << first.err;
+  Result resumed =
+      train({"--steps", "15", "--eval-every", "0", "--metrics", metrics,
+             "--checkpoint-dir", dir, "--resume", "--sample-chars", "0"});
+  ASSERT_EQ(resumed.status, 0) << resumed.err;
+  std::istringstream lines(moe::test::readFile(metrics));
+  std::vector<std::string> steps;
+  for (std::string line; std::getline(lines, line);)
+    steps.push_back(line.substr(0, line.find(',')));
+  EXPECT_EQ(steps, (std::vector<std::string>{"step", "5", "10", "15", "15"}));
 }
 
 // A run stopped after its step-40 checkpoint and resumed gives the same
@@ -514,14 +530,17 @@ void TrainCliTest::expectResumeIsBitIdentical(const std::string &binary) {
   std::string whole = file("whole.jsonl"), resumed = file("r.jsonl");
   Result a = train({"--steps", "60", "--metrics", whole}, binary);
   ASSERT_EQ(a.status, 0) << a.err;
-  Result b = train(
-      {"--steps", "60", "--checkpoint-dir", dir, "--save-every", "20"}, binary);
+  Result b = train({"--steps", "60", "--checkpoint-dir", dir, "--save-every",
+                    "20", "--metrics", resumed},
+                   binary);
   ASSERT_EQ(b.status, 0) << b.err;
   EXPECT_NE(b.out.find("checkpoint " + dir + "/step-000060"),
             std::string::npos);
-  // The crash: the step-60 checkpoint never became latest.
+  // The crash: the step-60 checkpoint never became latest, and the last
+  // metrics record was cut short.
   fs::remove_all(dir + "/step-000060");
   std::ofstream(dir + "/latest") << "step-000040\n";
+  std::ofstream(resumed, std::ios::app) << "{\"step\": 65, \"lo";
   Result c = train({"--steps", "60", "--checkpoint-dir", dir, "--resume",
                     "--metrics", resumed},
                    binary);
@@ -531,14 +550,16 @@ void TrainCliTest::expectResumeIsBitIdentical(const std::string &binary) {
       << c.err;
   EXPECT_EQ(c.out.find("step 40/60"), std::string::npos) << c.out;
 
+  // The resumed run kept the records up to step 40 (dropping the crashed
+  // run's later ones) and logged the rest again: the whole run's records.
   std::vector<nlohmann::json> all = metricsRecords(whole);
-  std::vector<nlohmann::json> rest = metricsRecords(resumed);
-  ASSERT_EQ(rest.size(), 5u);
+  std::vector<nlohmann::json> kept = metricsRecords(resumed);
+  ASSERT_EQ(all.size(), 12u + 3u);
+  EXPECT_EQ(kept, all);
   // Expert counts are global: summed over the data-parallel ranks.
-  std::vector<int64_t> counts = rest[0]["expert_counts"][0];
+  std::vector<int64_t> counts = kept[kept.size() - 2]["expert_counts"][0];
   EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t(0)),
             kBatch * kSeq);
-  EXPECT_EQ(std::vector<nlohmann::json>(all.end() - 5, all.end()), rest);
   // The sample at the end too.
   EXPECT_EQ(a.out.substr(a.out.find("sample:")),
             c.out.substr(c.out.find("sample:")));

@@ -5,7 +5,9 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
 
 namespace moe::driver {
@@ -29,15 +31,98 @@ bool MetricsWriter::knownFormat(const std::string &path) {
   return endsWith(path, ".jsonl") || endsWith(path, ".csv");
 }
 
-MetricsWriter::MetricsWriter(const std::string &path, bool append)
+namespace {
+
+const char kCsvHeader[] =
+    "step,loss,lr,grad_norm,tokens_per_s,elapsed_s,val_loss";
+
+/// A CSV record's fields (split on commas; no field holds one).
+std::vector<std::string> csvFields(const std::string &line) {
+  std::vector<std::string> fields(1);
+  for (char c : line) {
+    if (c == ',')
+      fields.emplace_back();
+    else
+      fields.back() += c;
+  }
+  return fields;
+}
+
+/// `text` as a number, or nullopt when it is not one in full.
+std::optional<double> numberIn(const std::string &text) {
+  if (text.empty())
+    return std::nullopt;
+  char *end = nullptr;
+  double value = std::strtod(text.c_str(), &end);
+  if (*end != '\0')
+    return std::nullopt;
+  return value;
+}
+
+} // namespace
+
+std::string MetricsWriter::keptRecords(int64_t resumeAt) {
+  std::ifstream in(path_);
+  if (!in)
+    return {};
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (in.eof() && !line.empty())
+      break; // no newline: the write was cut short
+    std::optional<double> step, loss, valLoss;
+    if (csv_) {
+      std::vector<std::string> fields = csvFields(line);
+      if (fields.size() != 7)
+        continue;
+      step = numberIn(fields[0]);
+      loss = numberIn(fields[1]);
+      valLoss = numberIn(fields[6]);
+    } else {
+      nlohmann::json record =
+          nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!record.is_object() || !record["step"].is_number())
+        continue;
+      step = record["step"].get<double>();
+      if (record.contains("loss") && record["loss"].is_number())
+        loss = record["loss"].get<double>();
+      if (record.contains("val_loss") && record["val_loss"].is_number())
+        valLoss = record["val_loss"].get<double>();
+    }
+    if (!step || *step > static_cast<double>(resumeAt))
+      continue;
+    kept += line + "\n";
+    if (loss)
+      history_.train.emplace_back(*step, *loss);
+    if (valLoss)
+      history_.validation.emplace_back(*step, *valLoss);
+  }
+  return kept;
+}
+
+MetricsWriter::MetricsWriter(const std::string &path,
+                             std::optional<int64_t> resumeAt)
     : path_(path), csv_(endsWith(path, ".csv")) {
-  file_ = std::fopen(path.c_str(), append ? "a" : "w");
+  std::string kept;
+  if (resumeAt)
+    kept = keptRecords(*resumeAt);
+  // Written beside the file and renamed over it: a crash now leaves the
+  // old file whole.
+  std::string tmp = path + ".tmp";
+  file_ = std::fopen(tmp.c_str(), "w");
   if (!file_)
     throw std::runtime_error(path + ": cannot open the metrics file (" +
                              std::strerror(errno) + ")");
-  std::fseek(file_, 0, SEEK_END);
-  if (csv_ && std::ftell(file_) == 0)
-    writeLine("step,loss,lr,grad_norm,tokens_per_s,elapsed_s,val_loss");
+  if (csv_)
+    kept = std::string(kCsvHeader) + "\n" + kept;
+  if (std::fputs(kept.c_str(), file_) < 0 || std::fflush(file_) != 0 ||
+      std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::string reason = std::strerror(errno);
+    std::fclose(file_);
+    file_ = nullptr;
+    std::remove(tmp.c_str());
+    throw std::runtime_error(path + ": cannot write the metrics file (" +
+                             reason + ")");
+  }
 }
 
 MetricsWriter::~MetricsWriter() {

@@ -8,6 +8,10 @@
 //   .csv    step,loss,lr,grad_norm,tokens_per_s,elapsed_s,val_loss (empty
 //           where a record has no such value; no expert counts)
 //
+// A resumed run keeps the records up to its checkpoint's step and drops the
+// rest (steps the crashed run logged after its last checkpoint, which the
+// resumed run logs again), so every step appears once.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef MOE_LIB_RUNTIME_DRIVER_METRICS_H
@@ -15,7 +19,9 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace moe::driver {
@@ -26,14 +32,21 @@ struct StepMetrics {
   std::vector<std::vector<int64_t>> expertCounts;
 };
 
+/// (step, loss) points of the records kept from an earlier run.
+struct MetricsHistory {
+  std::vector<std::pair<double, double>> train, validation;
+};
+
 class MetricsWriter {
 public:
   /// True for the names MetricsWriter takes (ending in .jsonl or .csv).
   static bool knownFormat(const std::string &path);
 
-  /// Opens `path` (truncated, or appended to when `append`); throws
-  /// std::runtime_error naming it when it cannot.
-  MetricsWriter(const std::string &path, bool append);
+  /// Opens `path`: a new file, or with `resumeAt`, the file of the run being
+  /// resumed, keeping its records of steps up to `*resumeAt` (a line cut
+  /// short by a crash is dropped) and rewriting it atomically. Throws
+  /// std::runtime_error naming the file when it cannot.
+  MetricsWriter(const std::string &path, std::optional<int64_t> resumeAt);
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter &) = delete;
   MetricsWriter &operator=(const MetricsWriter &) = delete;
@@ -41,10 +54,16 @@ public:
   void logStep(const StepMetrics &metrics);
   void logEval(int64_t step, double valLoss);
 
+  /// The losses of the kept records, to draw the whole run's curves.
+  const MetricsHistory &history() const { return history_; }
+
 private:
   void writeLine(const std::string &line);
+  /// The kept lines of the file at `path_`, filling history_.
+  std::string keptRecords(int64_t resumeAt);
 
   std::string path_;
+  MetricsHistory history_;
   bool csv_ = false;
   std::FILE *file_ = nullptr;
 };

@@ -92,11 +92,11 @@ const CommandSpec &trainCommand() {
         /*isSwitch=*/true},
        {"metrics", "FILE",
         "Write metrics per logged step and evaluation, as JSON lines (.jsonl, "
-        "with per-expert token counts) or CSV (.csv); appended to on "
-        "--resume."},
+        "with per-expert token counts) or CSV (.csv); on --resume, the "
+        "records up to the checkpoint's step are kept and the rest dropped."},
        {"plot", "FILE.png",
         "Draw the train and validation loss curves as a PNG (after every "
-        "evaluation)."},
+        "evaluation; a resumed run draws the kept --metrics records too)."},
        {"sample-chars", "N",
         "Characters to generate from the trained model at the end (default "
         "200; temperature 0.8, seeded by --seed)."},
@@ -414,7 +414,9 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
       weights = obtainWeights(m, *o.source, env.placePtr());
     }
     if (env.root && o.metrics)
-      metrics.emplace(*o.metrics, /*append=*/checkpoint.has_value());
+      metrics.emplace(*o.metrics, checkpoint
+                                      ? std::optional<int64_t>(first - 1)
+                                      : std::nullopt);
     // The plot is first written at the first evaluation: fail now instead.
     if (env.root && o.plot) {
       std::filesystem::path parent =
@@ -427,7 +429,12 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
 
   ModelRunner runner(m, forward, env, trainStep);
   AlignedBuffer grads(m.weightsBytes);
+  // A resumed run's curves go on from the records it kept.
   Curve trainCurve, valCurve;
+  if (metrics) {
+    trainCurve = metrics->history().train;
+    valCurve = metrics->history().validation;
+  }
   const int64_t tokensPerStep = m.batch * m.seq;
   double trainSeconds = 0.0, windowSeconds = 0.0;
   int64_t stepsRun = 0, windowSteps = 0;

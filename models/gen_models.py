@@ -48,6 +48,7 @@ class Config:
     shared_gate: bool = False
     first_dense_layers: int = 0
     dense_inter: int = 0
+    capacity_factor: float = 0.0  # 0: dropless; else each expert takes ceil(cf*T*K/E) slots
     aux_coef: float = 0.0
     z_coef: float = 0.0
     vocab_chars: str = ""  # character-level models: token i is vocab_chars[i]
@@ -252,7 +253,9 @@ def ffn(w: Writer, cfg: Config, i: int, n: dict, x: str, losses: List[str]) -> s
     eg = w.param(f"l{i}_egate", n["e_gate"], [E, F, H])
     eu = w.param(f"l{i}_eup", n["e_up"], [E, F, H])
     ed = w.param(f"l{i}_edown", n["e_down"], [E, H, F])
-    out = w.op(f"l{i}_moe", f"moe.experts %{x}, %l{i}_rw, %l{i}_ri, %{eg}, %{eu}, %{ed}",
+    capacity = (f" {{capacity_factor = {fmt_float(cfg.capacity_factor)}}}"
+                if cfg.capacity_factor else "")
+    out = w.op(f"l{i}_moe", f"moe.experts %{x}, %l{i}_rw, %l{i}_ri, %{eg}, %{eu}, %{ed}{capacity}",
                [act, wk, ik, tensor([E, F, H]), tensor([E, F, H]), tensor([E, H, F])], act)
     if cfg.shared_inter:
         SF = cfg.shared_inter
@@ -331,7 +334,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if a committed model is stale")
     parser.add_argument("--print", metavar="NAME", help="print one model to stdout")
     parser.add_argument("--set", metavar="FIELD=VALUE", action="append", default=[],
-                        help="with --print: override a config field (integers), e.g. top_k=1")
+                        help="with --print: override a numeric config field, e.g. top_k=1 or "
+                             "capacity_factor=1.25")
     parser.add_argument("--dir", default=os.path.dirname(os.path.abspath(__file__)),
                         help="where the committed models live (default: beside this script)")
     args = parser.parse_args(argv)
@@ -344,11 +348,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = by_name[args.print]
         for item in args.set:
             field, _, value = item.partition("=")
-            if field not in cfg.__dataclass_fields__ or not value.lstrip("-").isdigit():
-                print(f"gen_models.py: --set {item}: expected an integer config field",
-                      file=sys.stderr)
+            current = getattr(cfg, field, None)
+            try:
+                if not isinstance(current, (int, float)):
+                    raise ValueError
+                number = (bool(int(value)) if isinstance(current, bool)
+                          else int(value) if isinstance(current, int) else float(value))
+            except ValueError:
+                print(f"gen_models.py: --set {item}: expected a numeric config field and a "
+                      "number", file=sys.stderr)
                 return 2
-            cfg = dataclasses.replace(cfg, **{field: int(value)})
+            cfg = dataclasses.replace(cfg, **{field: number})
         sys.stdout.write(generate(cfg))
         return 0
     stale = []

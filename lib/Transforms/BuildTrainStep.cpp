@@ -487,10 +487,8 @@ LogicalResult TrainStepBuilder::backward(Operation *op) {
         return success();
       })
       .Case([&](ExpertsOp e) {
-        // moe-lower-experts expands every dropless one before this pass.
-        return e.emitOpError(
-            "capacity_factor (token dropping) is not supported by the CPU "
-            "runtime yet; remove it for the dropless default");
+        return e.emitOpError("must be expanded by moe-expand-capacity and "
+                             "moe-lower-experts before moe-build-train-step");
       })
       .Default([&](Operation *op) {
         return op->emitOpError("has no gradient (moe-build-train-step)");

@@ -97,6 +97,7 @@ private:
   LogicalResult lower(AddOp op);
   LogicalResult lower(RouterOp op);
   LogicalResult lower(ExpertsOp op);
+  LogicalResult lower(DropOverCapacityOp op);
   LogicalResult lower(PermuteOp op);
   LogicalResult lower(GroupedSwiGLUOp op);
   LogicalResult lower(UnpermuteOp op);
@@ -213,7 +214,14 @@ DenseMap<Value, int64_t> balancedBiases(func::FuncOp model) {
   DenseMap<Value, int64_t> slots;
   int64_t slot = 0;
   for (PermuteOp permute : model.getBody().getOps<PermuteOp>()) {
-    auto router = permute.getIndices().getDefiningOp<RouterOp>();
+    // Through a capacity drop and its resharding to the local tokens.
+    Value indices = permute.getIndices();
+    while (Operation *def = indices.getDefiningOp()) {
+      if (!isa<DropOverCapacityOp, shard::AllSliceOp, shard::AllGatherOp>(def))
+        break;
+      indices = def->getOperand(0);
+    }
+    auto router = indices.getDefiningOp<RouterOp>();
     if (router && router.getExpertBias())
       slots.try_emplace(router.getExpertBias(), slot);
     ++slot;
@@ -354,7 +362,8 @@ LogicalResult EntryBuilder::lowerOp(Operation *op) {
   loc = op->getLoc();
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case<ParamOp, EmbeddingOp, RMSNormOp, LinearOp, RopeOp, AttentionOp,
-            MLPOp, AddOp, RouterOp, ExpertsOp, PermuteOp, GroupedSwiGLUOp,
+            MLPOp, AddOp, RouterOp, ExpertsOp, DropOverCapacityOp, PermuteOp,
+            GroupedSwiGLUOp,
             UnpermuteOp, DispatchOp, CombineOp, shard::AllReduceOp,
             shard::AllGatherOp, shard::AllSliceOp, shard::AllToAllOp,
             SharedExpertsOp,
@@ -563,11 +572,20 @@ LogicalResult EntryBuilder::lower(RouterOp op) {
 /// Only the expert pipeline of moe-lower-experts reaches the runtime.
 LogicalResult EntryBuilder::lower(ExpertsOp op) {
   if (op.getCapacityFactor())
-    return op.emitOpError(
-        "capacity_factor (token dropping) is not supported by the CPU "
-        "runtime yet; remove it for the dropless default");
+    return op.emitOpError("has a capacity_factor: run moe-expand-capacity "
+                          "and moe-lower-experts before moe-lower-to-runtime");
   return op.emitOpError("must be expanded by moe-lower-experts before "
                         "moe-lower-to-runtime");
+}
+
+LogicalResult EntryBuilder::lower(DropOverCapacityOp op) {
+  auto kept = resultBuffer(op.getKept());
+  if (failed(kept))
+    return failure();
+  int64_t topK = dimSize(op.getIndices(), -1);
+  return call("moert_drop_over_capacity", {buffer(op.getIndices()), *kept},
+              {i64(numElements(op.getIndices()) / topK), i64(topK),
+               i64(op.getNumExperts()), i64(op.getCapacity())});
 }
 
 LogicalResult EntryBuilder::lower(PermuteOp op) {

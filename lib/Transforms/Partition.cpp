@@ -209,14 +209,22 @@ LogicalResult Partitioner::partitionFFN(Operation *op, Value gate) {
   return success();
 }
 
+/// The capacity drop that produced routed `indices`, through resharding
+/// annotations; null when the routing is dropless.
+static DropOverCapacityOp droppedBy(Value indices) {
+  while (auto shard = indices.getDefiningOp<shard::ShardOp>())
+    indices = shard.getSrc();
+  return indices.getDefiningOp<DropOverCapacityOp>();
+}
+
 LogicalResult Partitioner::partitionExperts(ExpertsOp op) {
   const ShardingSpec &weights = locals.lookup(op.getGateWeight()).spec;
   ArrayRef<int16_t> epAxes = weights.dims[0];
   if (epAxes.empty())
     return cloneLocal(op);
   if (op.getCapacityFactor())
-    return op.emitOpError("capacity_factor with expert parallelism is not "
-                          "supported yet");
+    return op.emitOpError("has a capacity_factor: run moe-expand-capacity "
+                          "before moe-shard");
   // permute -> dispatch -> grouped SwiGLU on the local experts -> combine ->
   // unpermute.
   Location loc = op.getLoc();
@@ -234,9 +242,13 @@ LogicalResult Partitioner::partitionExperts(ExpertsOp op) {
   Type f32 = xType.getElementType();
   auto offsetsType = RankedTensorType::get({experts + 1}, b.getI64Type());
   auto rowsType = RankedTensorType::get({slots, hidden}, f32);
-  // A source rank sends a token at most min(top_k, local experts) times.
+  // A source rank sends a token at most min(top_k, local experts) times;
+  // with a capacity drop, no expert receives more than its capacity.
   int64_t capacity =
       groupSize * (slots / topK) * std::min(topK, localExperts);
+  if (auto drop = droppedBy(op.getIndices()))
+    capacity = std::min(capacity,
+                        localExperts * static_cast<int64_t>(drop.getCapacity()));
   auto recvType = RankedTensorType::get({capacity, hidden}, f32);
 
   auto permute = PermuteOp::create(
@@ -313,7 +325,8 @@ LogicalResult Partitioner::partition(Operation *op) {
         return success();
       })
       .Case<EmbeddingOp, RMSNormOp, RopeOp, AttentionOp, AddOp, RouterOp,
-            CrossEntropyOp, AuxLossOp, ZLossOp, tensor::CollapseShapeOp>(
+            CrossEntropyOp, AuxLossOp, ZLossOp, DropOverCapacityOp,
+            tensor::CollapseShapeOp>(
           [&](Operation *op) { return cloneLocal(op); })
       .Default([](Operation *op) {
         return op->emitOpError("has no partitioning rule (moe-partition)");

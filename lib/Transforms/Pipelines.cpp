@@ -13,6 +13,7 @@
 #include "mlir/Transforms/Passes.h"
 
 void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep) {
+  pm.addPass(createExpandCapacity());
   pm.addPass(createLowerExperts());
   if (trainStep)
     pm.addPass(createBuildTrainStep());
@@ -37,6 +38,7 @@ void mlir::moe::buildPartitionPipeline(OpPassManager &pm, StringRef mesh) {
     options.mesh = mesh.str();
     pm.addPass(createAssignMesh(options));
   }
+  pm.addPass(createExpandCapacity());
   pm.addPass(createShard());
   pm.addPass(createPartition());
 }

@@ -196,9 +196,11 @@ LogicalResult ShardingChooser::visit(Operation *op) {
                         op.getUpWeight(), op.getDownWeight(),
                         op.getSharedGate());
       })
-      .Case<CrossEntropyOp, AuxLossOp, ZLossOp, func::ReturnOp>(
+      .Case<CrossEntropyOp, AuxLossOp, ZLossOp, DropOverCapacityOp,
+            func::ReturnOp>(
           [&](Operation *op) {
-            // Losses see every token; the outputs are whole on every rank.
+            // Losses and the capacity drop see every token; the outputs are
+            // whole on every rank.
             for (OpOperand &operand : op->getOpOperands())
               need(op, operand.getOperandNumber(),
                    replicated(operand.get()));

@@ -16,6 +16,8 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -581,11 +583,21 @@ TEST(CpuGradKernels, RouterThroughTheSelectedScores) {
   }
 }
 
-TEST(CpuGradKernels, PermuteAndUnpermuteTopK2) {
+/// permuteGrad and unpermuteCombineGrad against finite differences, for a
+/// routing of 5 tokens top-2 over 4 experts, with slots dropped over
+/// `capacity` when given (padding rows then take no part).
+void checkPermuteGrads(std::optional<int64_t> capacity) {
   std::mt19937 gen(8);
   const int tokens = 5, topK = 2, experts = 4, hidden = 3;
   const int rows = tokens * topK;
   Ids indices = randomRouting(gen, tokens, experts, topK);
+  if (capacity) {
+    Ids kept(indices.size());
+    ASSERT_GT(cpu::dropOverCapacity(indices.data(), tokens, topK, experts,
+                                    *capacity, kept.data()),
+              0);
+    indices = kept;
+  }
   std::vector<int64_t> counts(experts), offsets(experts + 1);
   Ids rowToSlot(rows);
   cpu::permuteByExpert(indices.data(), tokens, topK, experts, counts.data(),
@@ -603,7 +615,8 @@ TEST(CpuGradKernels, PermuteAndUnpermuteTopK2) {
                           [&] {
                             double total = 0.0;
                             for (int r = 0; r < rows; ++r)
-                              for (int i = 0; i < hidden; ++i)
+                              for (int i = 0; i < hidden && rowToSlot[r] >= 0;
+                                   ++i)
                                 total += dperm[r * hidden + i] *
                                          x[(rowToSlot[r] / topK) * hidden + i];
                             return total;
@@ -618,6 +631,8 @@ TEST(CpuGradKernels, PermuteAndUnpermuteTopK2) {
     double total = 0.0;
     for (int r = 0; r < rows; ++r) {
       int slot = rowToSlot[r], t = slot / topK;
+      if (slot < 0)
+        continue;
       for (int i = 0; i < hidden; ++i)
         total += dout[t * hidden + i] * w[slot] * y[r * hidden + i];
     }
@@ -648,6 +663,14 @@ TEST(CpuGradKernels, PermuteAndUnpermuteTopK2) {
   EXPECT_THROW(cpu::permuteGrad(dpermF.data(), bad.data(), tokens, topK, hidden,
                                 dx.data()),
                std::invalid_argument);
+}
+
+TEST(CpuGradKernels, PermuteAndUnpermuteTopK2) {
+  checkPermuteGrads(std::nullopt);
+}
+
+TEST(CpuGradKernels, PermuteAndUnpermuteWithDroppedSlots) {
+  checkPermuteGrads(2);
 }
 
 TEST(CpuGradKernels, GroupedSwigluSegmentsWithIdleExpert) {

@@ -575,6 +575,63 @@ Ids distinctRouting(std::mt19937 &gen, int tokens, int topK, Ids allowed) {
   return indices;
 }
 
+TEST(CpuKernels, DropOverCapacityKeepsEachExpertsFirstSlots) {
+  // 4 tokens, top-2, 4 experts, capacity 2; slot s = 2t + k.
+  Ids indices = {2, 0, /**/ 0, 3, /**/ 2, 0, /**/ 0, 2};
+  Ids kept(8);
+  // Expert 0 has slots 1, 2, 5, 6: 5 and 6 go; expert 2 has 0, 4, 7: 7 goes.
+  EXPECT_EQ(cpu::dropOverCapacity(indices.data(), 4, 2, 4, 2, kept.data()), 3);
+  EXPECT_EQ(kept, (Ids{2, 0, 0, 3, 2, -1, -1, -1}));
+
+  // Dropped slots get no row; the rows past the kept ones are zero padding.
+  std::vector<int64_t> counts(4), offsets(5);
+  Ids rowToSlot(8);
+  cpu::permuteByExpert(kept.data(), 4, 2, 4, counts.data(), offsets.data(),
+                       rowToSlot.data());
+  EXPECT_EQ(counts, (std::vector<int64_t>{2, 0, 2, 1}));
+  EXPECT_EQ(offsets, (std::vector<int64_t>{0, 2, 2, 4, 5}));
+  EXPECT_EQ(rowToSlot, (Ids{1, 2, 0, 4, 3, -1, -1, -1}));
+  Floats x = {10, 20, 30, 40}; // hidden 1
+  Floats permuted(8, 7.0f);
+  cpu::gatherRows(x.data(), rowToSlot.data(), 8, 2, 1, permuted.data());
+  EXPECT_EQ(permuted, (Floats{10, 20, 10, 30, 20, 0, 0, 0}));
+
+  // Every slot kept at capacity >= its expert's load; ids are checked.
+  EXPECT_EQ(cpu::dropOverCapacity(indices.data(), 4, 2, 4, 4, kept.data()), 0);
+  EXPECT_EQ(kept, indices);
+  Ids bad = {0, 4};
+  EXPECT_THROW(cpu::dropOverCapacity(bad.data(), 1, 2, 4, 1, kept.data()),
+               std::invalid_argument);
+}
+
+TEST(CpuKernels, ExpertsSkipDroppedSlots) {
+  // A dropped slot adds nothing: the same as routing it anywhere with a
+  // zero weight.
+  std::mt19937 gen(14);
+  const int tokens = 30, topK = 2, numExperts = 4, hidden = 12, inter = 20;
+  Ids all = {0, 1, 2, 3};
+  Ids indices = distinctRouting(gen, tokens, topK, all), kept(indices.size());
+  ASSERT_GT(cpu::dropOverCapacity(indices.data(), tokens, topK, numExperts, 10,
+                                  kept.data()),
+            0);
+  ExpertWeights w(gen, numExperts, hidden, inter);
+  Floats x = randomVector(gen, tokens * hidden);
+  Floats weights = randomVector(gen, tokens * topK, 0.0f, 1.0f);
+  Floats zeroed = weights;
+  Ids anywhere = kept;
+  for (size_t s = 0; s < kept.size(); ++s)
+    if (kept[s] < 0) {
+      zeroed[s] = 0.0f;
+      anywhere[s] = 3;
+    }
+  Floats out(tokens * hidden);
+  cpu::experts(x.data(), weights.data(), kept.data(), tokens, topK, hidden,
+               numExperts, inter, w.gate.data(), w.up.data(), w.down.data(),
+               out.data());
+  expectClose(out, expertsRef(x, zeroed, anywhere, tokens, topK, w), kTol,
+              "experts with dropped slots");
+}
+
 TEST(CpuKernels, ExpertsUniformRouting) {
   std::mt19937 gen(10);
   const int tokens = 40, topK = 2, numExperts = 6;

@@ -5,7 +5,7 @@ func.func @capacity(%x: tensor<4x8xf32>, %w: tensor<4x2xf32>, %i: tensor<4x2xi32
   %g = moe.param "g" : tensor<4x16x8xf32>
   %u = moe.param "u" : tensor<4x16x8xf32>
   %d = moe.param "d" : tensor<4x8x16xf32>
-  // expected-error @+1 {{capacity_factor (token dropping) is not supported by the CPU runtime yet}}
+  // expected-error @+1 {{has a capacity_factor: run moe-expand-capacity and moe-lower-experts before moe-lower-to-runtime}}
   %y = moe.experts %x, %w, %i, %g, %u, %d {capacity_factor = 1.25} : (tensor<4x8xf32>, tensor<4x2xf32>, tensor<4x2xi32>, tensor<4x16x8xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<4x8xf32>
   return %y : tensor<4x8xf32>
 }

@@ -52,6 +52,7 @@ Subcommands (shapes come from models/gen_models.py, never repeated here):
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import subprocess
@@ -92,11 +93,13 @@ def need_torch():
 # Configs and parameters
 # ----------------------------------------------------------------------------
 
-def get_config(name: str) -> "gen_models.Config":
+def get_config(name: str, capacity_factor: float = 0.0) -> "gen_models.Config":
     by_name = {c.name: c for c in gen_models.CONFIGS}
     if name not in by_name:
         raise SystemExit(f"error: unknown model '{name}' (known: {', '.join(by_name)})")
     cfg = by_name[name]
+    if capacity_factor:
+        cfg = dataclasses.replace(cfg, capacity_factor=capacity_factor)
     unsupported = []
     if cfg.naming not in ("qwen3", "mixtral"):
         unsupported.append(f"naming {cfg.naming}")
@@ -256,6 +259,21 @@ def route(router_logits, top_k: int, norm_topk_prob: bool, route_scale: float):
     return weights.to(router_logits.dtype), indices, scores
 
 
+def drop_over_capacity(indices, num_experts: int, capacity_factor: float):
+    """Drop by position: each expert keeps its first ceil(cf * T * K / E)
+    token-slots in slot order (token-major, then k); the others become -1.
+    Returns (kept indices [T, K], number dropped)."""
+    T, K = indices.shape
+    capacity = max(1, math.ceil(capacity_factor * T * K / num_experts))
+    taken = [0] * num_experts
+    kept = []
+    for e in indices.reshape(-1).tolist():
+        kept.append(e if taken[e] < capacity else -1)
+        taken[e] += 1
+    dropped = sum(1 for e in kept if e < 0)
+    return torch.tensor(kept, dtype=indices.dtype).view(T, K), dropped
+
+
 def experts_forward(x, weights, indices, experts):
     """Naive routed experts: for each expert, gather its tokens, run SwiGLU,
     scale by the routing weight and add back. x [T, H]; experts: [(gate, up, down)]."""
@@ -327,7 +345,7 @@ def reference_forward(cfg, weights: Dict[str, np.ndarray], tokens: np.ndarray,
     cos, sin = rope_cos_sin(S, D, cfg.rope_theta, dtype)
 
     h = W["model.embed_tokens.weight"][tok]  # [B, S, H]
-    routing, aux, zl = [], [], []
+    routing, aux, zl, dropped = [], [], [], []
     for i in range(cfg.layers):
         n = gen_models.names(cfg, i)
         x = rms_norm(h, W[n["ln1"]], cfg.eps)
@@ -346,7 +364,11 @@ def reference_forward(cfg, weights: Dict[str, np.ndarray], tokens: np.ndarray,
         rw, ri, scores = route(router_logits, K, cfg.norm_topk_prob, cfg.route_scale)
         experts = [(W[n["e_gate"].format(e=e)], W[n["e_up"].format(e=e)],
                     W[n["e_down"].format(e=e)]) for e in range(E)]
-        h = h + experts_forward(x, rw, ri, experts).view(B, S, Hd)
+        kept = ri
+        if cfg.capacity_factor:
+            kept, n = drop_over_capacity(ri, E, cfg.capacity_factor)
+            dropped.append(n)
+        h = h + experts_forward(x, rw, kept, experts).view(B, S, Hd)
         routing.append((scores, ri, router_logits))
         if cfg.aux_coef:
             aux.append(aux_loss(scores, ri, E, K, cfg.aux_coef))
@@ -359,7 +381,8 @@ def reference_forward(cfg, weights: Dict[str, np.ndarray], tokens: np.ndarray,
     loss = ce
     for term in aux + zl:
         loss = loss + term
-    return {"logits": logits, "loss": loss, "ce": ce, "aux": aux, "z": zl, "routing": routing}
+    return {"logits": logits, "loss": loss, "ce": ce, "aux": aux, "z": zl, "routing": routing,
+            "dropped": dropped}
 
 
 # ----------------------------------------------------------------------------
@@ -470,7 +493,8 @@ def choose_tokens(cfg, weights, seed: int, label_kind: str):
 
 def run_executable(cmd: List[str], opath: str, timeout: float):
     """Runs the model executable, which writes safetensors `opath`; returns
-    the tensors read back, or None after printing why it failed."""
+    the tensors read back and the executable's stdout, or (None, None) after
+    printing why it failed."""
     if os.path.exists(opath):
         os.remove(opath)
     print("running: " + " ".join(cmd))
@@ -479,25 +503,25 @@ def run_executable(cmd: List[str], opath: str, timeout: float):
                               timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as e:
         print(f"FAIL: cannot run the model executable: {e}")
-        return None
+        return None, None
     if proc.returncode != 0:
         sys.stdout.write(proc.stdout.decode(errors="replace"))
         sys.stdout.write(proc.stderr.decode(errors="replace"))
         how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
                else f"exit status {proc.returncode}")
         print(f"FAIL: the model executable failed ({how})")
-        return None
+        return None, None
     try:
         out, _ = st.load_with_metadata(opath)
     except (OSError, st.SafetensorsError) as e:
         print(f"FAIL: cannot read the executable's output: {e}")
-        return None
-    return out
+        return None, None
+    return out, proc.stdout.decode(errors="replace")
 
 
 def run_check(args) -> int:
     need_torch()
-    cfg = get_config(args.model)
+    cfg = get_config(args.model, args.capacity_factor)
     workdir = args.workdir or tempfile.mkdtemp(prefix="moe-e2e-")
     os.makedirs(workdir, exist_ok=True)
     wpath = os.path.join(workdir, f"weights-{args.seed}.safetensors")
@@ -539,7 +563,7 @@ def run_check(args) -> int:
     if args.labels != "default":
         cmd += ["--labels", ids_text(labels)]
     cmd += ["--output", opath]
-    out = run_executable(cmd, opath, args.timeout)
+    out, stdout = run_executable(cmd, opath, args.timeout)
     if out is None:
         return 1
     B, S, V = cfg.batch, cfg.seq, cfg.vocab
@@ -561,6 +585,20 @@ def run_check(args) -> int:
     if not (e_logits <= args.rtol and e_loss <= args.rtol):
         print(f"relative error above --rtol {args.rtol:g}")
         ok = False
+    if cfg.capacity_factor:
+        # The executable reports the slots it dropped per layer; the
+        # reference's drop-by-position policy gives the counts to expect.
+        line = [l for l in stdout.splitlines() if l.startswith("dropped token-slots")]
+        reported = [int(n) for n in line[0].split(":")[1].split()] if line else None
+        expected = ref32["dropped"]
+        print(f"dropped token-slots per layer (capacity factor {cfg.capacity_factor:g}): "
+              f"executable {reported}, reference {expected}")
+        if reported != expected:
+            print("FAIL: the dropped counts differ")
+            ok = False
+        elif sum(expected) == 0:
+            print("FAIL: nothing was dropped (choose a smaller capacity factor)")
+            ok = False
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 
@@ -570,7 +608,7 @@ def run_grad_check(args) -> int:
     compiled training step) against PyTorch autograd through the reference,
     in float64."""
     need_torch()
-    cfg = get_config(args.model)
+    cfg = get_config(args.model, args.capacity_factor)
     workdir = args.workdir or tempfile.mkdtemp(prefix="moe-e2e-")
     os.makedirs(workdir, exist_ok=True)
     wpath = os.path.join(workdir, f"weights-{args.seed}.safetensors")
@@ -600,7 +638,7 @@ def run_grad_check(args) -> int:
     if args.labels != "default":
         cmd += ["--labels", ids_text(labels)]
     cmd += ["--output", opath]
-    out = run_executable(cmd, opath, args.timeout)
+    out, _ = run_executable(cmd, opath, args.timeout)
     if out is None:
         return 1
     ok = True
@@ -889,6 +927,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--reference", choices=["float32", "float64"], default="float32",
                    help="which reference the executable is compared with")
     p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--capacity-factor", type=float, default=0.0,
+                   help="the model has experts with this capacity factor (0: dropless)")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--workdir", help="where weights and outputs go (default: a new temporary directory)")
 
@@ -899,6 +939,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--std", type=float, default=0.1)
     p.add_argument("--labels", choices=["default", "random"], default="default")
     p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--capacity-factor", type=float, default=0.0,
+                   help="the model has experts with this capacity factor (0: dropless)")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--workdir", help="where weights and outputs go (default: a new temporary directory)")
 

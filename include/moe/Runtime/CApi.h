@@ -65,6 +65,12 @@ void moert_router_bias(moert_context *ctx, const float *x, const float *gate,
                        int64_t hidden, int64_t experts, int64_t topK,
                        int32_t sigmoid, int32_t normTopkProb, float routeScale,
                        int64_t nGroup, int64_t topkGroup);
+/* moe.drop_over_capacity: kept [tokens * topK] is indices with the slots
+ * past each expert's first `capacity` (in slot order) set to -1; the number
+ * dropped is recorded for the driver. */
+void moert_drop_over_capacity(moert_context *ctx, const int32_t *indices,
+                              int32_t *kept, int64_t tokens, int64_t topK,
+                              int64_t experts, int64_t capacity);
 /* moe.permute: counting sort of the token-slots by expert, then the gather
  * of their rows; offsets [experts + 1], rowToSlot [tokens * topK]. */
 void moert_permute(moert_context *ctx, const float *x, const int32_t *indices,

@@ -80,15 +80,27 @@ void router(const float *x, int64_t tokens, int64_t hidden, const float *gate,
             const float *expertBias, const RouterConfig &cfg, float *weights,
             int32_t *indices, float *logits);
 
+/// The expert id of a token-slot dropped over capacity, and the rowToSlot of
+/// a padding row.
+inline constexpr int32_t kDroppedSlot = -1;
+
+/// Drop by position: each expert keeps its first `capacity` token-slots
+/// s = t * topK + k in slot order; kept [tokens * topK] is indices with the
+/// others set to kDroppedSlot. Returns the number dropped.
+int64_t dropOverCapacity(const int32_t *indices, int64_t tokens, int64_t topK,
+                         int64_t experts, int64_t capacity, int32_t *kept);
+
 /// Stable counting sort of the token-slots s = t * topK + k by expert
 /// indices[s]: counts [experts], offsets [experts + 1] (exclusive prefix sum)
 /// and rowToSlot [tokens * topK] (permuted row -> slot, token order within an
-/// expert).
+/// expert). Dropped slots (kDroppedSlot) get no row; the rows from
+/// offsets[experts] on are padding (rowToSlot kDroppedSlot).
 void permuteByExpert(const int32_t *indices, int64_t tokens, int64_t topK,
                      int64_t experts, int64_t *counts, int64_t *offsets,
                      int32_t *rowToSlot);
 
-/// permuted[r, :] = x[rowToSlot[r] / topK, :] for r < rows.
+/// permuted[r, :] = x[rowToSlot[r] / topK, :] for r < rows (zero for a
+/// padding row).
 void gatherRows(const float *x, const int32_t *rowToSlot, int64_t rows,
                 int64_t topK, int64_t hidden, float *permuted);
 
@@ -112,7 +124,8 @@ void groupedSwiGLUSegments(const float *permuted, int64_t rows,
                            const float *down, float *out);
 
 /// out[t, :] = sum over k ascending of weights[t, k] * expertOut[row(t, k), :],
-/// where row(t, k) is the permuted row holding slot t * topK + k.
+/// where row(t, k) is the permuted row holding slot t * topK + k; a dropped
+/// slot (held by no row) adds nothing.
 void unpermuteCombine(const float *expertOut, const int32_t *rowToSlot,
                       const float *weights, int64_t tokens, int64_t topK,
                       int64_t hidden, float *out);

@@ -101,6 +101,27 @@ def Partition : Pass<"moe-partition", "::mlir::ModuleOp"> {
                            "::mlir::tensor::TensorDialect"];
 }
 
+def ExpandCapacity : Pass<"moe-expand-capacity"> {
+  let summary = "Make capacity-factor experts drop their over-capacity slots explicitly";
+  let description = [{
+    Rewrites every `moe.experts` with a `capacity_factor` cf into
+
+    ```
+    %kept = moe.drop_over_capacity %indices experts E capacity C
+    %out  = moe.experts %x, %weights, %kept, %gate, %up, %down   // dropless
+    ```
+
+    with `C = ceil(cf * T * K / E)` for the op's T tokens and top-k K, at the
+    logical (whole-batch) shapes: it runs before moe-shard, which keeps the
+    drop replicated so that every mesh drops the same slots as one rank.
+    The router weights and the router losses still see every routed slot.
+
+    Guarantees: no `moe.experts` keeps a `capacity_factor`; the result
+    computes what the capacity-factor op defines (MoEOps.td).
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
 def LowerExperts : Pass<"moe-lower-experts"> {
   let summary = "Expand dropless routed experts into permute, grouped FFN, unpermute";
   let description = [{
@@ -116,7 +137,7 @@ def LowerExperts : Pass<"moe-lower-experts"> {
 
     Guarantees: the result equals the `moe.experts` it replaces (the same
     sums in the same order). Experts with a `capacity_factor` are left
-    unchanged.
+    unchanged (moe-expand-capacity makes them dropless first).
   }];
   let dependentDialects = ["::mlir::moe::MoEDialect"];
 }

@@ -165,6 +165,15 @@ void moert_router_bias(moert_context *ctx, const float *x, const float *gate,
   });
 }
 
+void moert_drop_over_capacity(moert_context *ctx, const int32_t *indices,
+                              int32_t *kept, int64_t tokens, int64_t topK,
+                              int64_t experts, int64_t capacity) {
+  guarded(ctx, [&] {
+    ctx->droppedSlots.push_back(moe::cpu::dropOverCapacity(
+        indices, tokens, topK, experts, capacity, kept));
+  });
+}
+
 void moert_permute(moert_context *ctx, const float *x, const int32_t *indices,
                    float *permuted, int64_t *offsets, int32_t *rowToSlot,
                    int64_t tokens, int64_t topK, int64_t hidden,

@@ -24,6 +24,9 @@ struct moert_context {
   /// MoE layer and pass, in program order), indexed by global expert. Grows
   /// until the driver takes it (takeExpertCounts) or clears it.
   std::vector<std::vector<int64_t>> expertCounts;
+  /// Token-slots dropped over capacity: one entry per
+  /// moert_drop_over_capacity call, in program order; taken like the counts.
+  std::vector<int64_t> droppedSlots;
 };
 
 namespace moe::rt {
@@ -41,7 +44,17 @@ inline std::vector<std::vector<int64_t>> takeExpertCounts(moert_context *ctx) {
   return counts;
 }
 
-inline void clearExpertCounts(moert_context *ctx) { ctx->expertCounts.clear(); }
+/// The dropped-slot counts recorded since the last take or clear.
+inline std::vector<int64_t> takeDroppedSlots(moert_context *ctx) {
+  std::vector<int64_t> dropped;
+  dropped.swap(ctx->droppedSlots);
+  return dropped;
+}
+
+inline void clearExpertCounts(moert_context *ctx) {
+  ctx->expertCounts.clear();
+  ctx->droppedSlots.clear();
+}
 
 } // namespace moe::rt
 

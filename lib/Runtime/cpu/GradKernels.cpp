@@ -60,20 +60,6 @@ void swigluRowsGrad(const char *kernel, const float *dy, const float *x,
 }
 
 /// slotToRow of a permutation rowToSlot of tokens * topK slots.
-std::vector<int64_t> invertRowToSlot(const char *kernel,
-                                     const int32_t *rowToSlot, int64_t slots) {
-  std::vector<int64_t> slotToRow(slots, -1);
-  for (int64_t r = 0; r < slots; ++r) {
-    checkId(kernel, "slot", rowToSlot[r], slots, r);
-    slotToRow[rowToSlot[r]] = r;
-  }
-  for (int64_t s = 0; s < slots; ++s)
-    if (slotToRow[s] < 0)
-      fail(kernel, "slot " + std::to_string(s) +
-                       " has no row: rowToSlot is not a permutation");
-  return slotToRow;
-}
-
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -344,9 +330,12 @@ void permuteGrad(const float *dpermuted, const int32_t *rowToSlot,
       invertRowToSlot(kernel, rowToSlot, tokens * topK);
   for (int64_t t = 0; t < tokens; ++t) {
     float *o = dx + t * hidden;
-    std::copy_n(dpermuted + slotToRow[t * topK] * hidden, hidden, o);
-    for (int64_t k = 1; k < topK; ++k) {
-      const float *g = dpermuted + slotToRow[t * topK + k] * hidden;
+    std::fill_n(o, hidden, 0.0f);
+    for (int64_t k = 0; k < topK; ++k) {
+      int64_t row = slotToRow[t * topK + k];
+      if (row < 0)
+        continue; // dropped
+      const float *g = dpermuted + row * hidden;
       for (int64_t i = 0; i < hidden; ++i)
         o[i] += g[i];
     }
@@ -363,10 +352,18 @@ void unpermuteCombineGrad(const float *dout, const float *expertOut,
   checkSize(kernel, "hidden", hidden);
   std::vector<int64_t> slotToRow =
       invertRowToSlot(kernel, rowToSlot, tokens * topK);
+  // Padding rows get no gradient.
+  for (int64_t r = 0; r < tokens * topK; ++r)
+    if (rowToSlot[r] == kDroppedSlot)
+      std::fill_n(dexpertOut + r * hidden, hidden, 0.0f);
   for (int64_t t = 0; t < tokens; ++t) {
     const float *g = dout + t * hidden;
     for (int64_t k = 0; k < topK; ++k) {
       int64_t slot = t * topK + k, row = slotToRow[slot];
+      if (row < 0) { // dropped: no output, no weight gradient
+        dweights[slot] = 0.0f;
+        continue;
+      }
       const float *y = expertOut + row * hidden;
       float *dy = dexpertOut + row * hidden;
       float w = weights[slot];

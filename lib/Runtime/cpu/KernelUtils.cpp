@@ -2,6 +2,8 @@
 
 #include "KernelUtils.h"
 
+#include "moe/Runtime/CpuKernels.h"
+
 #include <algorithm>
 #include <cblas.h>
 #include <cmath>
@@ -30,6 +32,22 @@ void checkId(const char *kernel, const char *what, int64_t id, int64_t bound,
     fail(kernel, std::string(what) + " " + std::to_string(id) + " at index " +
                      std::to_string(at) + " is outside [0, " +
                      std::to_string(bound) + ")");
+}
+
+std::vector<int64_t> invertRowToSlot(const char *kernel,
+                                     const int32_t *rowToSlot, int64_t slots) {
+  std::vector<int64_t> slotToRow(slots, -1);
+  for (int64_t r = 0; r < slots; ++r) {
+    if (rowToSlot[r] == kDroppedSlot)
+      continue;
+    checkId(kernel, "slot", rowToSlot[r], slots, r);
+    if (slotToRow[rowToSlot[r]] >= 0)
+      fail(kernel, "slot " + std::to_string(rowToSlot[r]) + " is held by rows " +
+                       std::to_string(slotToRow[rowToSlot[r]]) + " and " +
+                       std::to_string(r) + ": rowToSlot is not a permutation");
+    slotToRow[rowToSlot[r]] = r;
+  }
+  return slotToRow;
 }
 
 int64_t checkSegments(const char *kernel, const int64_t *offsets,

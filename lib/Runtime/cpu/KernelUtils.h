@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace moe::cpu::detail {
 
@@ -37,6 +38,12 @@ void gemmT(const char *kernel, bool transA, bool transB, int64_t m, int64_t n,
 /// ending at most at `rows`. Returns the largest segment's row count.
 int64_t checkSegments(const char *kernel, const int64_t *offsets,
                       int64_t segments, int64_t rows);
+
+/// slot -> row of a permutation's rowToSlot [slots]: rows holding -1
+/// (kDroppedSlot) are padding, and a slot no row holds (dropped) maps to -1.
+/// A slot out of range or held twice is a failure of `kernel`.
+std::vector<int64_t> invertRowToSlot(const char *kernel,
+                                     const int32_t *rowToSlot, int64_t slots);
 
 /// gemmT without a transposed A.
 inline void gemm(const char *kernel, bool transB, int64_t m, int64_t n,

@@ -126,6 +126,8 @@ void permuteByExpert(const int32_t *indices, int64_t tokens, int64_t topK,
   int64_t slots = tokens * topK;
   std::fill_n(counts, experts, 0);
   for (int64_t s = 0; s < slots; ++s) {
+    if (indices[s] == kDroppedSlot)
+      continue;
     checkId(kernel, "expert id", indices[s], experts, s);
     ++counts[indices[s]];
   }
@@ -135,7 +137,28 @@ void permuteByExpert(const int32_t *indices, int64_t tokens, int64_t topK,
   // Visiting slots in order keeps each expert's rows in token order.
   std::vector<int64_t> cursor(offsets, offsets + experts);
   for (int64_t s = 0; s < slots; ++s)
-    rowToSlot[cursor[indices[s]]++] = int32_t(s);
+    if (indices[s] != kDroppedSlot)
+      rowToSlot[cursor[indices[s]]++] = int32_t(s);
+  // Dropped slots leave padding rows at the end.
+  std::fill(rowToSlot + offsets[experts], rowToSlot + slots, kDroppedSlot);
+}
+
+int64_t dropOverCapacity(const int32_t *indices, int64_t tokens, int64_t topK,
+                         int64_t experts, int64_t capacity, int32_t *kept) {
+  const char *kernel = "dropOverCapacity";
+  checkSize(kernel, "tokens", tokens);
+  checkSize(kernel, "topK", topK, /*positive=*/true);
+  checkSize(kernel, "experts", experts, /*positive=*/true);
+  checkSize(kernel, "capacity", capacity);
+  std::vector<int64_t> taken(experts, 0);
+  int64_t dropped = 0;
+  for (int64_t s = 0; s < tokens * topK; ++s) {
+    checkId(kernel, "expert id", indices[s], experts, s);
+    bool keep = taken[indices[s]]++ < capacity;
+    kept[s] = keep ? indices[s] : kDroppedSlot;
+    dropped += keep ? 0 : 1;
+  }
+  return dropped;
 }
 
 void gatherRows(const float *x, const int32_t *rowToSlot, int64_t rows,
@@ -144,6 +167,10 @@ void gatherRows(const float *x, const int32_t *rowToSlot, int64_t rows,
   checkSize("gatherRows", "topK", topK, /*positive=*/true);
   checkSize("gatherRows", "hidden", hidden);
   for (int64_t r = 0; r < rows; ++r) {
+    if (rowToSlot[r] == kDroppedSlot) {
+      std::fill_n(permuted + r * hidden, hidden, 0.0f); // padding
+      continue;
+    }
     if (rowToSlot[r] < 0)
       fail("gatherRows", "negative slot " + std::to_string(rowToSlot[r]) +
                              " at row " + std::to_string(r));
@@ -192,21 +219,16 @@ void unpermuteCombine(const float *expertOut, const int32_t *rowToSlot,
   checkSize(kernel, "tokens", tokens);
   checkSize(kernel, "topK", topK, /*positive=*/true);
   checkSize(kernel, "hidden", hidden);
-  int64_t slots = tokens * topK;
   // Invert the permutation so each token sums its slots in k order.
-  std::vector<int64_t> slotToRow(slots, -1);
-  for (int64_t r = 0; r < slots; ++r) {
-    checkId(kernel, "slot", rowToSlot[r], slots, r);
-    slotToRow[rowToSlot[r]] = r;
-  }
+  std::vector<int64_t> slotToRow =
+      invertRowToSlot(kernel, rowToSlot, tokens * topK);
   for (int64_t t = 0; t < tokens; ++t) {
     float *o = out + t * hidden;
     std::fill_n(o, hidden, 0.0f);
     for (int64_t k = 0; k < topK; ++k) {
       int64_t row = slotToRow[t * topK + k];
       if (row < 0)
-        fail(kernel, "slot " + std::to_string(t * topK + k) +
-                         " has no row: rowToSlot is not a permutation");
+        continue; // dropped
       float w = weights[t * topK + k];
       const float *y = expertOut + row * hidden;
       for (int64_t i = 0; i < hidden; ++i)
@@ -229,8 +251,9 @@ void experts(const float *x, const float *weights, const int32_t *indices,
   std::vector<int32_t> rowToSlot(slots);
   permuteByExpert(indices, tokens, topK, numExperts, counts.data(),
                   offsets.data(), rowToSlot.data());
-  std::vector<float> permuted(slots * hidden), expertOut(slots * hidden);
-  gatherRows(x, rowToSlot.data(), slots, topK, hidden, permuted.data());
+  int64_t rows = offsets[numExperts];
+  std::vector<float> permuted(rows * hidden), expertOut(rows * hidden);
+  gatherRows(x, rowToSlot.data(), rows, topK, hidden, permuted.data());
   groupedSwiGLU(permuted.data(), offsets.data(), numExperts, hidden, inter,
                 gate, up, down, expertOut.data());
   unpermuteCombine(expertOut.data(), rowToSlot.data(), weights, tokens, topK,

@@ -150,6 +150,8 @@ void MetricsWriter::logStep(const StepMetrics &s) {
                                    {"tokens_per_s", s.tokensPerSecond},
                                    {"elapsed_s", s.elapsed},
                                    {"expert_counts", s.expertCounts}};
+  if (!s.droppedSlots.empty())
+    record["dropped_slots"] = s.droppedSlots;
   writeLine(record.dump());
 }
 

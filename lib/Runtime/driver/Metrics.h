@@ -3,7 +3,8 @@
 // `train --metrics FILE` writes one record per logged step and one per
 // evaluation, flushed line by line so that a crashed run keeps what it had:
 //   .jsonl  {"step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s",
-//            "expert_counts": [[per expert] per MoE layer]} and
+//            "expert_counts": [[per expert] per MoE layer],
+//            "dropped_slots": [per capacity-factor layer] (if any)} and
 //           {"step", "val_loss"}
 //   .csv    step,loss,lr,grad_norm,tokens_per_s,elapsed_s,val_loss (empty
 //           where a record has no such value; no expert counts)
@@ -30,6 +31,8 @@ struct StepMetrics {
   int64_t step = 0;
   double loss = 0, lr = 0, gradNorm = 0, tokensPerSecond = 0, elapsed = 0;
   std::vector<std::vector<int64_t>> expertCounts;
+  /// Per capacity-factor layer; empty (and not written) when dropless.
+  std::vector<int64_t> droppedSlots;
 };
 
 /// (step, loss) points of the records kept from an earlier run.

@@ -244,6 +244,7 @@ ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
 
 void ModelRunner::check() {
   expertCounts_ = rt::takeExpertCounts(context_.get());
+  droppedSlots_ = rt::takeDroppedSlots(context_.get());
   if (const char *error = moert_context_error(context_.get()))
     throw std::runtime_error(error);
 }

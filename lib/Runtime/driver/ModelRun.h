@@ -126,6 +126,10 @@ public:
   const std::vector<std::vector<int64_t>> &expertCounts() const {
     return expertCounts_;
   }
+  /// The token-slots dropped over capacity in the last call, per
+  /// capacity-factor MoE layer (the same on every rank: the drop sees all
+  /// tokens); empty for dropless models.
+  const std::vector<int64_t> &droppedSlots() const { return droppedSlots_; }
 
 private:
   void check();
@@ -139,6 +143,7 @@ private:
   AlignedBuffer logits_;
   float loss_ = 0.0f;
   std::vector<std::vector<int64_t>> expertCounts_;
+  std::vector<int64_t> droppedSlots_;
 };
 
 /// Prints tokens as characters or as space-separated ids, as they come.

@@ -198,7 +198,8 @@ globalExpertCounts(const std::vector<std::vector<int64_t>> &local,
   return counts;
 }
 
-void printExpertCounts(const std::vector<std::vector<int64_t>> &counts) {
+void printExpertCounts(const std::vector<std::vector<int64_t>> &counts,
+                       const std::vector<int64_t> &dropped) {
   for (size_t layer = 0; layer < counts.size(); ++layer) {
     const std::vector<int64_t> &c = counts[layer];
     std::printf("experts layer %zu:", layer);
@@ -213,6 +214,12 @@ void printExpertCounts(const std::vector<std::vector<int64_t>> &counts) {
       std::printf(" ...");
     double mean = c.empty() ? 0.0 : double(total) / double(c.size());
     std::printf(" (max/mean %.2f)\n", mean > 0 ? double(max) / mean : 0.0);
+  }
+  if (!dropped.empty()) {
+    std::printf("dropped token-slots per layer (over capacity):");
+    for (int64_t n : dropped)
+      std::printf(" %" PRId64, n);
+    std::printf("\n");
   }
   std::fflush(stdout);
 }
@@ -456,6 +463,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     bool last = step == o.steps;
     bool logNow = step % o.logEvery == 0 || last;
     bool evalNow = (o.evalEvery > 0 && step % o.evalEvery == 0) || last;
+    std::vector<int64_t> dropped = runner.droppedSlots();
     std::vector<std::vector<int64_t>> counts;
     if (logNow || evalNow || o.biasUpdateRate > 0)
       counts = globalExpertCounts(runner.expertCounts(), env);
@@ -486,7 +494,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
         metrics->logStep(
             {step, loss, lr, norm, tokensPerSecond,
              std::chrono::duration<double>(Clock::now() - start).count(),
-             counts});
+             counts, dropped});
     }
     if (logNow) {
       windowSeconds = 0.0;
@@ -497,7 +505,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
       double valLoss = evaluate(m, *corpus, o.evalBatches, runner, weights);
       if (env.root) {
         std::printf("eval step %" PRId64 "  val loss %.4f\n", step, valLoss);
-        printExpertCounts(counts);
+        printExpertCounts(counts, dropped);
         valCurve.emplace_back(double(step), valLoss);
         if (metrics)
           metrics->logEval(step, valLoss);

@@ -875,3 +875,35 @@ func.func @f(%y: tensor<16x8xf32>, %ro: tensor<5xi64>, %o: tensor<5xi64>) {
   %b = moe.combine %y, %ro, %o on @g grid_axes = [0] : (tensor<16x8xf32>, tensor<5xi64>, tensor<5xi64>) -> tensor<8x8xf32>
   return
 }
+
+// -----
+
+func.func @f(%i: tensor<i32>) {
+  // expected-error @+1 {{expects indices of rank >= 1 ([..., features]), but got rank 0}}
+  %k = moe.drop_over_capacity %i experts 4 capacity 2 : (tensor<i32>) -> tensor<i32>
+  return
+}
+
+// -----
+
+func.func @f(%i: tensor<4x2xi32>) {
+  // expected-error @+1 {{expects num_experts >= 1, but got 0}}
+  %k = moe.drop_over_capacity %i experts 0 capacity 2 : (tensor<4x2xi32>) -> tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%i: tensor<4x2xi32>) {
+  // expected-error @+1 {{expects capacity >= 1, but got 0}}
+  %k = moe.drop_over_capacity %i experts 4 capacity 0 : (tensor<4x2xi32>) -> tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%i: tensor<4x2xi32>) {
+  // expected-error @+1 {{expects the result type to equal the indices type 'tensor<4x2xi32>', but got 'tensor<8xi32>'}}
+  %k = moe.drop_over_capacity %i experts 4 capacity 2 : (tensor<4x2xi32>) -> tensor<8xi32>
+  return
+}

@@ -457,6 +457,18 @@ static int64_t slotCount(ArrayRef<int64_t> tokens, int64_t topK) {
   return n;
 }
 
+LogicalResult DropOverCapacityOp::verify() {
+  if (failed(expectAtLeastRank1(*this, "indices", getIndices())))
+    return failure();
+  if (static_cast<int64_t>(getNumExperts()) < 1)
+    return emitOpError() << "expects num_experts >= 1, but got "
+                         << static_cast<int64_t>(getNumExperts());
+  if (static_cast<int64_t>(getCapacity()) < 1)
+    return emitOpError() << "expects capacity >= 1, but got "
+                         << static_cast<int64_t>(getCapacity());
+  return expectSameType(*this, getKept(), getIndices(), "indices");
+}
+
 LogicalResult PermuteOp::verify() {
   if (failed(expectAtLeastRank1(*this, "input", getInput())) ||
       failed(expectAtLeastRank1(*this, "indices", getIndices())))

@@ -263,7 +263,10 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure]> {
     computed, however unbalanced the routing. With it, each expert takes at
     most `ceil(capacity_factor * T * K / E)` token-slots (T tokens); slots
     beyond an expert's capacity, in token order, are dropped and contribute
-    nothing (Megatron's default drop policy), which gives static shapes.
+    nothing (the drop-by-position policy), which bounds what an expert
+    receives by a static size. `moe-expand-capacity` turns the attribute
+    into `moe.drop_over_capacity` on the indices; an index of -1 is a
+    dropped slot.
 
     Lowering turns this op into a permutation of token-slots grouped by
     expert (counts and offsets), one grouped GEMM per projection, and an
@@ -298,6 +301,37 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure]> {
 def MoE_I64Vector : 1DTensorOf<[I64]>;
 def MoE_I32Vector : 1DTensorOf<[I32]>;
 
+def MoE_DropOverCapacityOp : MoE_Op<"drop_over_capacity", [Pure]> {
+  let summary = "Drop the token-slots past each expert's capacity";
+  let description = [{
+    For router `indices` [..., K] (T tokens; token-slot s = t * K + k), each
+    expert keeps its first `capacity` slots in slot order (token order) and
+    the later ones are dropped: the result is `indices` with the dropped
+    slots set to -1. This is the drop-by-position policy of capacity-factor
+    MoE (Megatron-Core's `moe_token_drop_policy="position"`, GShard), where
+    `capacity = ceil(capacity_factor * T * K / E)`. The downstream expert ops
+    give a dropped slot no row and no contribution: its token keeps only its
+    other experts' outputs (and the residual).
+
+    The op sees every token (its sharding is replicated), so the same slots
+    are dropped whatever the mesh. At run time each call reports the number
+    of dropped slots (the driver prints and logs them per layer).
+
+    ```mlir
+    %kept = moe.drop_over_capacity %indices experts 8 capacity 20
+        : (tensor<4x16x2xi32>) -> tensor<4x16x2xi32>
+    ```
+  }];
+  let arguments = (ins MoE_IndexTensor:$indices, I64Attr:$num_experts,
+                       I64Attr:$capacity);
+  let results = (outs MoE_IndexTensor:$kept);
+  let assemblyFormat = [{
+    $indices `experts` $num_experts `capacity` $capacity attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def MoE_PermuteOp : MoE_Op<"permute", [Pure]> {
   let summary = "Group the routed token-slots by expert";
   let description = [{
@@ -310,7 +344,10 @@ def MoE_PermuteOp : MoE_Op<"permute", [Pure]> {
       offsets[0] = 0 and offsets[E] = T * K;
     * `row_to_slot` [T * K] (i32): the token-slot each row came from.
 
-    Expert ids outside [0, E) are a runtime error.
+    An expert id of -1 marks a slot dropped by `moe.drop_over_capacity`: it
+    gets no row, so offsets[E] counts the kept slots, and the rows past it
+    are padding (zero, `row_to_slot` -1). Other ids outside [0, E) are a
+    runtime error.
 
     ```mlir
     %rows, %offsets, %slots = moe.permute %x, %indices experts 8
@@ -368,9 +405,10 @@ def MoE_UnpermuteOp : MoE_Op<"unpermute", [Pure]> {
     For `expert_out` [T * K, H] in the row order of `moe.permute`,
     `row_to_slot` [T * K] and router `weights` [..., K] (T tokens):
     `result[t] = sum over k ascending of weights[t, k] * expert_out[r(t, k)]`
-    where r(t, k) is the row holding token-slot t * K + k. The result has the
-    weights' token dimensions followed by H. A `row_to_slot` that is not a
-    permutation is a runtime error.
+    where r(t, k) is the row holding token-slot t * K + k; a slot no row
+    holds (dropped) adds nothing, and rows whose `row_to_slot` is -1 are
+    padding. The result has the weights' token dimensions followed by H. A
+    `row_to_slot` naming a slot twice or out of range is a runtime error.
 
     ```mlir
     %out = moe.unpermute %y, %slots, %weights

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# One training step of the Shakespeare MoE on the CPU: the compiled executable's
+# `train` (forward + backward of the compiled training step, global gradient-norm
+# clipping, AdamW) against bench/cpu/train_step_torch.py (the same model, loss,
+# batches, clipping and AdamW in PyTorch: Debian's torch, /usr/bin/python3), in
+# tokens per second, measured side by side; prints a table with the speed ratio.
+#
+#   bench/cpu/train_step.sh [THREADS]   (default 1)
+#
+# Row 1: one rank with THREADS OpenBLAS threads against torch with THREADS
+# threads. Row 2: two MPI ranks (mesh dp=2, one OpenBLAS thread each) against
+# torch with 2 threads. Both sides start from the same weights (the
+# executable's `init --init-random 1`) and see the same batches (the corpus's
+# (seed, step) sampler), so their first-step losses agree (and the next few
+# steps' too, until a near-tie in the top-k routing flips on one side).
+# Environment: BUILD_DIR (default build/), STEPS (default 30), SKIP (steps left
+# out of the median, default 5), CORPUS (default ../shared/data/tinyshakespeare/
+# input.txt), JOBS (build parallelism, default nproc).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+threads="${1:-1}"
+steps="${STEPS:-30}"
+skip="${SKIP:-5}"
+corpus="${CORPUS:-$root/../shared/data/tinyshakespeare/input.txt}"
+model="$root/models/shakespeare_moe.mlir"
+name=shakespeare_moe
+batch=16x128
+
+if [ ! -r "$corpus" ]; then
+  echo "train_step: cannot read the corpus '$corpus' (set CORPUS)" >&2
+  exit 1
+fi
+
+# The compiler and the runtime it links (the flags of scripts/build.sh; only
+# the targets this benchmark needs).
+bash "$root/scripts/setup.sh" >/dev/null
+if [ ! -f "$build/build.ninja" ]; then
+  cmake -S "$root" -B "$build" -G Ninja \
+    -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" \
+    -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
+    -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit >/dev/null
+fi
+cmake --build "$build" --target moec -- -j "${JOBS:-$(nproc)}" >/dev/null
+
+out="$build/bench-train-step"
+mkdir -p "$out"
+"$build/bin/moec" "$model" -o "$out/$name"
+"$out/$name" init --init-random 1 --output "$out/init.safetensors" >/dev/null
+
+launcher=(mpirun -np 2)
+if mpirun --version 2>/dev/null | grep -q "Open MPI"; then
+  launcher+=(--oversubscribe -x OPENBLAS_NUM_THREADS -x OMP_NUM_THREADS)
+  [ "$(id -u)" = 0 ] && launcher+=(--allow-run-as-root)
+fi
+
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+
+# Our run: `train` logs every step's tokens/s; the median over the steps after
+# the first SKIP. Prints "params=... first_loss=... tokens_per_s=...".
+ours() { # METRICS EXE [launcher...]
+  local metrics="$1" exe="$2"
+  shift 2
+  rm -f "$metrics"
+  "$@" "$exe" train --data "$corpus" --steps "$steps" --init-random 1 --log-every 1 \
+    --metrics "$metrics" --eval-every 0 --eval-batches 1 --sample-chars 0 >"$metrics.log"
+  local params
+  params=$("$exe" info | sed -n 's/^parameters.* \([0-9][0-9,]*\) scalars.*/\1/p' | tr -d , | head -1)
+  python3 - "$metrics" "$skip" "$params" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
+skip = int(sys.argv[2])
+if len(rows) <= skip:
+    sys.exit(f"train_step: {sys.argv[1]} has {len(rows)} steps, need more than {skip}")
+tps = statistics.median(r["tokens_per_s"] for r in rows[skip:])
+print(f"impl=ours params={sys.argv[3] or '?'} first_loss={rows[0]['loss']:.4f} "
+      f"last_loss={rows[-1]['loss']:.4f} tokens_per_s={tps:.0f}")
+PY
+}
+
+peer_once() { # THREADS [ENV...]
+  local t="$1"
+  shift
+  env OPENBLAS_NUM_THREADS="$t" OMP_NUM_THREADS="$t" "$@" /usr/bin/python3 \
+    "$root/bench/cpu/train_step_torch.py" --data "$corpus" --steps "$steps" \
+    --warmup-steps "$skip" --threads "$t" --weights "$out/init.safetensors"
+}
+
+# With more than one thread, torch's OpenMP pool spins while it waits by
+# default, which on a small, shared machine can make a step many times slower:
+# run it as it comes and with OMP_WAIT_POLICY=PASSIVE, and keep the faster.
+peer() { # THREADS
+  if [ "$1" = 1 ]; then
+    peer_once 1
+    return
+  fi
+  local a b
+  a=$(peer_once "$1")
+  b=$(peer_once "$1" OMP_WAIT_POLICY=PASSIVE)
+  if python3 -c "import sys; sys.exit(not float(sys.argv[1]) >= float(sys.argv[2]))" \
+       "$(echo "$a" | field tokens_per_s)" "$(echo "$b" | field tokens_per_s)"; then
+    echo "$a (OMP_WAIT_POLICY=PASSIVE: $(echo "$b" | field tokens_per_s) tok/s)"
+  else
+    echo "$b (default OMP wait policy: $(echo "$a" | field tokens_per_s) tok/s)"
+  fi
+}
+
+notes=()
+row() { # LABEL THREADS OURS PEER
+  local a b
+  a=$(echo "$3" | field tokens_per_s)
+  b=$(echo "$4" | field tokens_per_s)
+  printf '| %s | %s | %s | %s | %s | %.2fx |\n' "$name" "$batch" "$2" "$a" "$b" \
+    "$(python3 -c "print($a / $b)")"
+  notes+=("$1: ours params=$(echo "$3" | field params) first_loss=$(echo "$3" | field first_loss) \
+last_loss=$(echo "$3" | field last_loss); torch params=$(echo "$4" | field params) \
+first_loss=$(echo "$4" | field first_loss) last_loss=$(echo "$4" | field last_loss) \
+median_ms=$(echo "$4" | field median_ms) omp_wait_policy=$(echo "$4" | field omp_wait_policy)\
+$(echo "$4" | sed -n 's/.*\( (.*)\)$/\1/p')")
+}
+
+printf '| model | batch | threads | ours tok/s | torch tok/s | speed-up |\n|---|---|---|---|---|---|\n'
+
+export OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads"
+a=$(ours "$out/metrics-1rank.jsonl" "$out/$name")
+b=$(peer "$threads")
+row "1 rank" "$threads" "$a" "$b"
+
+if "$build/bin/moec" "$model" --mesh dp=2 -o "$out/${name}_dp2" 2>"$out/dp2.err" &&
+   OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
+     ours "$out/metrics-dp2.jsonl" "$out/${name}_dp2" "${launcher[@]}" 2>>"$out/dp2.err" >"$out/dp2.txt"; then
+  b=$(peer 2)
+  row "dp=2" "2 (dp=2 x 1)" "$(cat "$out/dp2.txt")" "$b"
+else
+  echo "| $name | $batch | 2 (dp=2 x 1) | failed: see $out/dp2.err | | |"
+fi
+
+echo
+echo "$steps steps, median over steps $((skip + 1))-$steps; same initial weights and batches on both sides"
+printf '%s\n' "${notes[@]}"

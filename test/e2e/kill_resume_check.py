@@ -94,12 +94,18 @@ def main():
             "--eval-batches", "1", "--sample-chars", "0", "--seed", "3",
             "--metrics", metrics] + extra
 
+    def run(cmd, what):
+        """stdout of a run that must succeed, or None after saying why."""
+        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                universal_newlines=True, env=env)
+        if result.returncode != 0:
+            sys.stdout.write(result.stdout)
+            print(f"FAIL: the {what} run exited with {result.returncode}")
+            return None
+        return result.stdout
+
     whole_metrics, cmd = train("whole", [])
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True, env=env)
-    if result.returncode != 0:
-        sys.stdout.write(result.stdout)
-        print(f"FAIL: the uninterrupted run exited with {result.returncode}")
+    if run(cmd, "uninterrupted") is None:
         return 1
 
     ckpt = os.path.join(args.workdir, "ckpt")
@@ -134,13 +140,10 @@ def main():
           f"{status}, metrics reach step {last}, latest checkpoint {latest}")
 
     _, cmd = train("killed", ["--checkpoint-dir", ckpt, "--resume"])
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True, env=env)
-    if result.returncode != 0:
-        sys.stdout.write(result.stdout)
-        print(f"FAIL: the resumed run exited with {result.returncode}")
+    stdout = run(cmd, "resumed")
+    if stdout is None:
         return 1
-    resumed = [line for line in result.stdout.splitlines() if "resuming from" in line]
+    resumed = [line for line in stdout.splitlines() if "resuming from" in line]
     print("resumed: " + (resumed[0].strip() if resumed else "(no note)"))
 
     whole, killed = records(whole_metrics), records(killed_metrics)

@@ -325,21 +325,11 @@ void permuteGrad(const float *dpermuted, const int32_t *rowToSlot,
   const char *kernel = "permuteGrad";
   checkSize(kernel, "tokens", tokens);
   checkSize(kernel, "topK", topK, /*positive=*/true);
-  checkSize(kernel, "hidden", hidden);
-  std::vector<int64_t> slotToRow =
-      invertRowToSlot(kernel, rowToSlot, tokens * topK);
-  for (int64_t t = 0; t < tokens; ++t) {
-    float *o = dx + t * hidden;
-    std::fill_n(o, hidden, 0.0f);
-    for (int64_t k = 0; k < topK; ++k) {
-      int64_t row = slotToRow[t * topK + k];
-      if (row < 0)
-        continue; // dropped
-      const float *g = dpermuted + row * hidden;
-      for (int64_t i = 0; i < hidden; ++i)
-        o[i] += g[i];
-    }
-  }
+  // The transpose of the row gather sums each token's rows: the combine
+  // with unit weights (exact, so the same sums in the same order).
+  std::vector<float> ones(static_cast<size_t>(tokens * topK), 1.0f);
+  unpermuteCombine(dpermuted, rowToSlot, ones.data(), tokens, topK, hidden,
+                   dx);
 }
 
 void unpermuteCombineGrad(const float *dout, const float *expertOut,

@@ -59,7 +59,6 @@ void swigluRowsGrad(const char *kernel, const float *dy, const float *x,
         1.0f, dx, hidden);
 }
 
-/// slotToRow of a permutation rowToSlot of tokens * topK slots.
 } // namespace
 
 //===----------------------------------------------------------------------===//

@@ -168,12 +168,7 @@ int runForward(const Manifest &m, ForwardEntry forward,
 
   std::printf("loss %.9g\n", runner.loss());
   printLogitsSummary(m, runner);
-  if (!runner.droppedSlots().empty()) {
-    std::printf("dropped token-slots per layer (over capacity):");
-    for (int64_t n : runner.droppedSlots())
-      std::printf(" %" PRId64, n);
-    std::printf("\n");
-  }
+  printDroppedSlots(runner.droppedSlots());
   if (flags.has("output")) {
     float loss = runner.loss();
     io::writeSafetensors(

@@ -6,6 +6,7 @@
 #include "driver/Weights.h"
 
 #include <algorithm>
+#include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -311,6 +312,15 @@ std::string withThousands(uint64_t n) {
     result += digits[i];
   }
   return result;
+}
+
+void printDroppedSlots(const std::vector<int64_t> &dropped) {
+  if (dropped.empty())
+    return;
+  std::printf("dropped token-slots per layer (over capacity):");
+  for (int64_t n : dropped)
+    std::printf(" %" PRId64, n);
+  std::printf("\n");
 }
 
 } // namespace moe::driver

@@ -167,6 +167,11 @@ int32_t nextToken(const Manifest &m, ModelRunner &runner,
 /// 12345 -> "12,345".
 std::string withThousands(uint64_t n);
 
+/// The line "dropped token-slots per layer (over capacity): n..." on stdout,
+/// for a model with capacity-factor experts (nothing when `dropped` is
+/// empty).
+void printDroppedSlots(const std::vector<int64_t> &dropped);
+
 } // namespace moe::driver
 
 #endif // MOE_LIB_RUNTIME_DRIVER_MODELRUN_H

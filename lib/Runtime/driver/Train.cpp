@@ -215,12 +215,7 @@ void printExpertCounts(const std::vector<std::vector<int64_t>> &counts,
     double mean = c.empty() ? 0.0 : double(total) / double(c.size());
     std::printf(" (max/mean %.2f)\n", mean > 0 ? double(max) / mean : 0.0);
   }
-  if (!dropped.empty()) {
-    std::printf("dropped token-slots per layer (over capacity):");
-    for (int64_t n : dropped)
-      std::printf(" %" PRId64, n);
-    std::printf("\n");
-  }
+  printDroppedSlots(dropped);
   std::fflush(stdout);
 }
 
@@ -475,7 +470,6 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     windowSeconds += seconds;
     ++stepsRun;
     ++windowSteps;
-
 
     if (logNow && env.root) {
       double tokensPerSecond =

@@ -1,7 +1,9 @@
 //===- CApi.cpp - The C entry points compiled models call -----------------===//
 //
-// Each moert_* function forwards to the backend kernel inside guarded()
-// (Guarded.h). The backward and optimizer entry points are in CApiGrad.cpp.
+// Each moert_* function forwards to the context's Backend
+// (moe/Runtime/Backend.h) inside guarded() (Guarded.h); collectives run on
+// the host communicators, staged through host copies on a device backend.
+// The backward and optimizer entry points are in CApiGrad.cpp.
 //
 //===----------------------------------------------------------------------===//
 
@@ -9,14 +11,15 @@
 
 #include "Context.h"
 #include "Guarded.h"
-#include "moe/Runtime/CpuKernels.h"
+#include "moe/Runtime/Backend.h"
 #include "moe/Runtime/TensorCollectives.h"
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <stdexcept>
 #include <string>
-#include <new>
 #include <vector>
 
 namespace {
@@ -28,13 +31,26 @@ moe::rt::Communicator &group(moert_context *ctx, int32_t id) {
   if (moe::rt::MeshGroups *g = ctx->groups) {
     std::unique_ptr<moe::rt::Communicator> *comm = nullptr;
     switch (id) {
-    case MOERT_GROUP_DP: comm = &g->dp; break;
-    case MOERT_GROUP_CP: comm = &g->cp; break;
-    case MOERT_GROUP_TP: comm = &g->tp; break;
-    case MOERT_GROUP_EP: comm = &g->ep; break;
-    case MOERT_GROUP_EDP: comm = &g->edp; break;
-    case MOERT_GROUP_DP_CP: comm = &g->dpCp; break;
-    default: break;
+    case MOERT_GROUP_DP:
+      comm = &g->dp;
+      break;
+    case MOERT_GROUP_CP:
+      comm = &g->cp;
+      break;
+    case MOERT_GROUP_TP:
+      comm = &g->tp;
+      break;
+    case MOERT_GROUP_EP:
+      comm = &g->ep;
+      break;
+    case MOERT_GROUP_EDP:
+      comm = &g->edp;
+      break;
+    case MOERT_GROUP_DP_CP:
+      comm = &g->dpCp;
+      break;
+    default:
+      break;
     }
     if (!comm)
       throw std::runtime_error("unknown mesh group " + std::to_string(id));
@@ -49,20 +65,83 @@ moe::rt::Communicator &group(moert_context *ctx, int32_t id) {
 
 moe::rt::CommDType dtypeOf(int32_t dtype) {
   switch (dtype) {
-  case MOERT_DTYPE_F32: return moe::rt::CommDType::F32;
-  case MOERT_DTYPE_I32: return moe::rt::CommDType::I32;
-  case MOERT_DTYPE_I64: return moe::rt::CommDType::I64;
-  default: break;
+  case MOERT_DTYPE_F32:
+    return moe::rt::CommDType::F32;
+  case MOERT_DTYPE_I32:
+    return moe::rt::CommDType::I32;
+  case MOERT_DTYPE_I64:
+    return moe::rt::CommDType::I64;
+  default:
+    break;
   }
   throw std::runtime_error("unknown element type " + std::to_string(dtype));
 }
+
+moe::rt::Backend &backend(moert_context *ctx) {
+  return moe::rt::backendOf(ctx);
+}
+
+/// Collectives run on host buffers (the local and MPI communicators). On a
+/// backend with host memory the buffers are used in place; on a device
+/// backend each input is downloaded into a host copy and each output
+/// computed in one, then uploaded. Buffers this stage made live until it
+/// goes out of scope.
+class HostStage {
+public:
+  explicit HostStage(moe::rt::Backend &backend) : backend_(backend) {}
+
+  /// The host view of input `src` (bytes long).
+  const void *in(const void *src, size_t bytes) {
+    if (!backend_.deviceMemory())
+      return src;
+    void *host = fresh(bytes);
+    backend_.synchronize();
+    backend_.download(host, src, bytes);
+    return host;
+  }
+  /// For an in-place collective: `dst` (dstBytes) starts as a copy of `src`.
+  void *in(const void *src, size_t srcBytes, void *dst, size_t dstBytes) {
+    if (!backend_.deviceMemory()) {
+      if (src != dst)
+        std::memcpy(dst, src, srcBytes);
+      return dst;
+    }
+    void *host = fresh(dstBytes);
+    backend_.synchronize();
+    backend_.download(host, src, srcBytes);
+    return host;
+  }
+  /// Where the host result for output `dst` (bytes long) is written.
+  void *scratchOut(void *dst, size_t bytes) {
+    return backend_.deviceMemory() ? fresh(bytes) : dst;
+  }
+  /// Makes output `dst` hold the `bytes` first bytes of `host`.
+  void out(void *dst, const void *host, size_t bytes) {
+    if (backend_.deviceMemory() && bytes)
+      backend_.upload(dst, host, bytes);
+  }
+
+private:
+  void *fresh(size_t bytes) {
+    buffers_.emplace_back((bytes + 7) / 8);
+    return buffers_.back().data();
+  }
+  moe::rt::Backend &backend_;
+  std::vector<std::vector<uint64_t>> buffers_;
+};
 
 } // namespace
 
 extern "C" {
 
 moert_context *moert_context_create(void) {
-  return new (std::nothrow) moert_context();
+  try {
+    auto *ctx = new moert_context();
+    ctx->backend = moe::rt::makeCpuBackend();
+    return ctx;
+  } catch (...) {
+    return nullptr;
+  }
 }
 
 void moert_context_destroy(moert_context *ctx) { delete ctx; }
@@ -79,18 +158,20 @@ void moert_context_reset_error(moert_context *ctx) {
 void moert_embedding(moert_context *ctx, const int32_t *tokens,
                      const float *table, float *out, int64_t n, int64_t vocab,
                      int64_t hidden) {
-  guarded(ctx, [&] { moe::cpu::embedding(tokens, n, table, vocab, hidden, out); });
+  guarded(ctx, [&] {
+    backend(ctx).embedding(tokens, table, out, n, vocab, hidden);
+  });
 }
 
 void moert_rms_norm(moert_context *ctx, const float *x, const float *weight,
                     float *out, int64_t rows, int64_t dim, float eps) {
-  guarded(ctx, [&] { moe::cpu::rmsNorm(x, weight, rows, dim, eps, out); });
+  guarded(ctx, [&] { backend(ctx).rmsNorm(x, weight, out, rows, dim, eps); });
 }
 
 void moert_linear(moert_context *ctx, const float *x, const float *weight,
                   float *out, int64_t rows, int64_t in, int64_t outFeatures) {
   guarded(ctx, [&] {
-    moe::cpu::linear(x, rows, in, weight, outFeatures, nullptr, out);
+    backend(ctx).linear(x, weight, nullptr, out, rows, in, outFeatures);
   });
 }
 
@@ -98,14 +179,14 @@ void moert_linear_bias(moert_context *ctx, const float *x, const float *weight,
                        const float *bias, float *out, int64_t rows, int64_t in,
                        int64_t outFeatures) {
   guarded(ctx, [&] {
-    moe::cpu::linear(x, rows, in, weight, outFeatures, bias, out);
+    backend(ctx).linear(x, weight, bias, out, rows, in, outFeatures);
   });
 }
 
 void moert_rope(moert_context *ctx, const float *x, float *out, int64_t batch,
                 int64_t seq, int64_t heads, int64_t headDim, double theta) {
   guarded(ctx, [&] {
-    moe::cpu::rope(x, nullptr, batch, seq, heads, headDim, theta, out);
+    backend(ctx).rope(x, nullptr, out, batch, seq, heads, headDim, theta);
   });
 }
 
@@ -114,7 +195,7 @@ void moert_rope_positions(moert_context *ctx, const float *x,
                           int64_t seq, int64_t heads, int64_t headDim,
                           double theta) {
   guarded(ctx, [&] {
-    moe::cpu::rope(x, positions, batch, seq, heads, headDim, theta, out);
+    backend(ctx).rope(x, positions, out, batch, seq, heads, headDim, theta);
   });
 }
 
@@ -123,8 +204,8 @@ void moert_attention(moert_context *ctx, const float *q, const float *k,
                      int64_t heads, int64_t kvHeads, int64_t headDim,
                      int32_t causal, float scale) {
   guarded(ctx, [&] {
-    moe::cpu::attention(q, k, v, batch, seq, heads, kvHeads, headDim,
-                        causal != 0, scale, out);
+    backend(ctx).attention(q, k, v, out, batch, seq, heads, kvHeads, headDim,
+                           causal != 0, scale);
   });
 }
 
@@ -132,20 +213,20 @@ void moert_mlp(moert_context *ctx, const float *x, const float *gate,
                const float *up, const float *down, float *out, int64_t rows,
                int64_t hidden, int64_t inter) {
   guarded(ctx, [&] {
-    moe::cpu::swigluMlp(x, rows, hidden, gate, up, down, inter, out);
+    backend(ctx).mlp(x, gate, up, down, out, rows, hidden, inter);
   });
 }
 
 void moert_add(moert_context *ctx, const float *a, const float *b, float *out,
                int64_t n) {
-  guarded(ctx, [&] { moe::cpu::add(a, b, n, out); });
+  guarded(ctx, [&] { backend(ctx).add(a, b, out, n); });
 }
 
 void moert_router(moert_context *ctx, const float *x, const float *gate,
                   float *weights, int32_t *indices, float *logits,
-                  int64_t tokens, int64_t hidden, int64_t experts,
-                  int64_t topK, int32_t sigmoid, int32_t normTopkProb,
-                  float routeScale, int64_t nGroup, int64_t topkGroup) {
+                  int64_t tokens, int64_t hidden, int64_t experts, int64_t topK,
+                  int32_t sigmoid, int32_t normTopkProb, float routeScale,
+                  int64_t nGroup, int64_t topkGroup) {
   moert_router_bias(ctx, x, gate, nullptr, weights, indices, logits, tokens,
                     hidden, experts, topK, sigmoid, normTopkProb, routeScale,
                     nGroup, topkGroup);
@@ -158,10 +239,10 @@ void moert_router_bias(moert_context *ctx, const float *x, const float *gate,
                        int32_t sigmoid, int32_t normTopkProb, float routeScale,
                        int64_t nGroup, int64_t topkGroup) {
   guarded(ctx, [&] {
-    moe::cpu::router(x, tokens, hidden, gate, expertBias,
-                     routerConfig(experts, topK, sigmoid, normTopkProb,
-                                  routeScale, nGroup, topkGroup),
-                     weights, indices, logits);
+    backend(ctx).router(x, gate, expertBias, weights, indices, logits, tokens,
+                        hidden,
+                        routerConfig(experts, topK, sigmoid, normTopkProb,
+                                     routeScale, nGroup, topkGroup));
   });
 }
 
@@ -169,8 +250,8 @@ void moert_drop_over_capacity(moert_context *ctx, const int32_t *indices,
                               int32_t *kept, int64_t tokens, int64_t topK,
                               int64_t experts, int64_t capacity) {
   guarded(ctx, [&] {
-    ctx->droppedSlots.push_back(moe::cpu::dropOverCapacity(
-        indices, tokens, topK, experts, capacity, kept));
+    backend(ctx).dropOverCapacity(indices, kept, tokens, topK, experts,
+                                  capacity);
   });
 }
 
@@ -179,12 +260,8 @@ void moert_permute(moert_context *ctx, const float *x, const int32_t *indices,
                    int64_t tokens, int64_t topK, int64_t hidden,
                    int64_t experts) {
   guarded(ctx, [&] {
-    std::vector<int64_t> counts(experts > 0 ? experts : 0);
-    moe::cpu::permuteByExpert(indices, tokens, topK, experts, counts.data(),
-                              offsets, rowToSlot);
-    moe::cpu::gatherRows(x, rowToSlot, tokens * topK, topK, hidden, permuted);
-    // For the driver's routing statistics (load balance per layer).
-    ctx->expertCounts.push_back(std::move(counts));
+    backend(ctx).permute(x, indices, permuted, offsets, rowToSlot, tokens, topK,
+                         hidden, experts);
   });
 }
 
@@ -194,8 +271,8 @@ void moert_grouped_swiglu(moert_context *ctx, const float *permuted,
                           int64_t rows, int64_t segments, int64_t experts,
                           int64_t hidden, int64_t inter) {
   guarded(ctx, [&] {
-    moe::cpu::groupedSwiGLUSegments(permuted, rows, offsets, segments, experts,
-                                    hidden, inter, gate, up, down, out);
+    backend(ctx).groupedSwiglu(permuted, offsets, gate, up, down, out, rows,
+                               segments, experts, hidden, inter);
   });
 }
 
@@ -204,16 +281,16 @@ void moert_unpermute_combine(moert_context *ctx, const float *expertOut,
                              float *out, int64_t tokens, int64_t topK,
                              int64_t hidden) {
   guarded(ctx, [&] {
-    moe::cpu::unpermuteCombine(expertOut, rowToSlot, weights, tokens, topK,
-                               hidden, out);
+    backend(ctx).unpermuteCombine(expertOut, rowToSlot, weights, out, tokens,
+                                  topK, hidden);
   });
 }
 
 void moert_shared_experts(moert_context *ctx, const float *x, const float *gate,
                           const float *up, const float *down, float *out,
                           int64_t rows, int64_t hidden, int64_t inter) {
-  moert_shared_experts_gated(ctx, x, gate, up, down, nullptr, out, rows,
-                             hidden, inter);
+  moert_shared_experts_gated(ctx, x, gate, up, down, nullptr, out, rows, hidden,
+                             inter);
 }
 
 void moert_shared_experts_gated(moert_context *ctx, const float *x,
@@ -222,8 +299,8 @@ void moert_shared_experts_gated(moert_context *ctx, const float *x,
                                 float *out, int64_t rows, int64_t hidden,
                                 int64_t inter) {
   guarded(ctx, [&] {
-    moe::cpu::sharedExperts(x, rows, hidden, gate, up, down, inter, sharedGate,
-                            out);
+    backend(ctx).sharedExperts(x, gate, up, down, sharedGate, out, rows, hidden,
+                               inter);
   });
 }
 
@@ -231,7 +308,7 @@ void moert_cross_entropy(moert_context *ctx, const float *logits,
                          const int32_t *labels, float *out, int64_t n,
                          int64_t vocab, int64_t ignoreIndex) {
   guarded(ctx, [&] {
-    *out = moe::cpu::crossEntropy(logits, labels, n, vocab, ignoreIndex);
+    backend(ctx).crossEntropy(logits, labels, out, n, vocab, ignoreIndex);
   });
 }
 
@@ -240,15 +317,15 @@ void moert_aux_loss(moert_context *ctx, const float *logits,
                     int64_t experts, int64_t topK, int32_t sigmoid,
                     float coefficient) {
   guarded(ctx, [&] {
-    *out = moe::cpu::auxLoss(logits, indices, tokens, experts, topK,
-                             sigmoid != 0, coefficient);
+    backend(ctx).auxLoss(logits, indices, out, tokens, experts, topK,
+                         sigmoid != 0, coefficient);
   });
 }
 
 void moert_z_loss(moert_context *ctx, const float *logits, float *out,
                   int64_t tokens, int64_t experts, float coefficient) {
   guarded(ctx, [&] {
-    *out = moe::cpu::zLoss(logits, tokens, experts, coefficient);
+    backend(ctx).zLoss(logits, out, tokens, experts, coefficient);
   });
 }
 
@@ -256,9 +333,11 @@ void moert_all_reduce_sum(moert_context *ctx, int32_t groupId, int32_t dtype,
                           const void *in, void *out, int64_t count) {
   guarded(ctx, [&] {
     moe::rt::CommDType type = dtypeOf(dtype);
-    if (in != out)
-      std::memcpy(out, in, count * moe::rt::commDTypeSize(type));
-    group(ctx, groupId).allReduceSum(out, count, type);
+    size_t bytes = count * moe::rt::commDTypeSize(type);
+    HostStage stage(backend(ctx));
+    void *buf = stage.in(in, bytes, out, bytes);
+    group(ctx, groupId).allReduceSum(buf, count, type);
+    stage.out(out, buf, bytes);
   });
 }
 
@@ -266,8 +345,16 @@ void moert_all_gather(moert_context *ctx, int32_t groupId, int32_t dtype,
                       const void *in, void *out, int64_t outer, int64_t mid,
                       int64_t inner) {
   guarded(ctx, [&] {
-    moe::rt::allGatherAxis(group(ctx, groupId), in, out, {outer, mid, inner},
-                           dtypeOf(dtype));
+    moe::rt::Communicator &comm = group(ctx, groupId);
+    moe::rt::CommDType type = dtypeOf(dtype);
+    size_t size = moe::rt::commDTypeSize(type);
+    size_t inBytes = outer * mid * inner * size;
+    size_t outBytes = inBytes * comm.size();
+    HostStage stage(backend(ctx));
+    const void *src = stage.in(in, inBytes);
+    void *dst = stage.scratchOut(out, outBytes);
+    moe::rt::allGatherAxis(comm, src, dst, {outer, mid, inner}, type);
+    stage.out(out, dst, outBytes);
   });
 }
 
@@ -275,21 +362,35 @@ void moert_all_slice(moert_context *ctx, int32_t groupId, int32_t dtype,
                      const void *in, void *out, int64_t outer, int64_t mid,
                      int64_t inner) {
   guarded(ctx, [&] {
-    moe::rt::allSliceAxis(group(ctx, groupId), in, out, {outer, mid, inner},
-                          dtypeOf(dtype));
+    moe::rt::Communicator &comm = group(ctx, groupId);
+    moe::rt::CommDType type = dtypeOf(dtype);
+    size_t size = moe::rt::commDTypeSize(type);
+    size_t inBytes = outer * mid * inner * size;
+    size_t outBytes = comm.size() > 0 ? inBytes / comm.size() : 0;
+    HostStage stage(backend(ctx));
+    const void *src = stage.in(in, inBytes);
+    void *dst = stage.scratchOut(out, outBytes);
+    moe::rt::allSliceAxis(comm, src, dst, {outer, mid, inner}, type);
+    stage.out(out, dst, outBytes);
   });
 }
 
 void moert_all_to_all(moert_context *ctx, int32_t groupId, int32_t dtype,
                       const void *in, void *out, int64_t splitOuter,
-                      int64_t splitMid, int64_t splitInner,
-                      int64_t concatOuter, int64_t concatMid,
-                      int64_t concatInner) {
+                      int64_t splitMid, int64_t splitInner, int64_t concatOuter,
+                      int64_t concatMid, int64_t concatInner) {
   guarded(ctx, [&] {
-    moe::rt::allToAllAxes(group(ctx, groupId), in, out,
+    moe::rt::CommDType type = dtypeOf(dtype);
+    size_t size = moe::rt::commDTypeSize(type);
+    size_t inBytes = splitOuter * splitMid * splitInner * size;
+    size_t outBytes = concatOuter * concatMid * concatInner * size;
+    HostStage stage(backend(ctx));
+    const void *src = stage.in(in, inBytes);
+    void *dst = stage.scratchOut(out, outBytes);
+    moe::rt::allToAllAxes(group(ctx, groupId), src, dst,
                           {splitOuter, splitMid, splitInner},
-                          {concatOuter, concatMid, concatInner},
-                          dtypeOf(dtype));
+                          {concatOuter, concatMid, concatInner}, type);
+    stage.out(out, dst, outBytes);
   });
 }
 
@@ -297,8 +398,23 @@ void moert_dispatch(moert_context *ctx, int32_t groupId, const float *rows,
                     const int64_t *offsets, float *recv, int64_t *recvOffsets,
                     int64_t experts, int64_t hidden, int64_t recvCapacity) {
   guarded(ctx, [&] {
-    moe::rt::dispatchTokens(group(ctx, groupId), rows, offsets, experts,
-                            hidden, recv, recvCapacity, recvOffsets);
+    HostStage stage(backend(ctx));
+    size_t offsetBytes = (experts + 1) * sizeof(int64_t);
+    auto *hostOffsets =
+        static_cast<const int64_t *>(stage.in(offsets, offsetBytes));
+    int64_t sent = experts >= 0 ? hostOffsets[experts] : 0;
+    auto *hostRows = static_cast<const float *>(
+        stage.in(rows, std::max<int64_t>(sent, 0) * hidden * sizeof(float)));
+    auto *hostRecv = static_cast<float *>(stage.scratchOut(
+        recv, std::max<int64_t>(recvCapacity, 0) * hidden * sizeof(float)));
+    auto *hostRecvOffsets =
+        static_cast<int64_t *>(stage.scratchOut(recvOffsets, offsetBytes));
+    moe::rt::dispatchTokens(group(ctx, groupId), hostRows, hostOffsets, experts,
+                            hidden, hostRecv, recvCapacity, hostRecvOffsets);
+    // Only the rows that arrived: the rest of recv stays untouched.
+    stage.out(recv, hostRecv,
+              hostRecvOffsets[experts] * hidden * sizeof(float));
+    stage.out(recvOffsets, hostRecvOffsets, offsetBytes);
   });
 }
 
@@ -306,8 +422,20 @@ void moert_combine(moert_context *ctx, int32_t groupId, const float *expertOut,
                    const int64_t *recvOffsets, const int64_t *offsets,
                    float *out, int64_t experts, int64_t hidden) {
   guarded(ctx, [&] {
-    moe::rt::combineTokens(group(ctx, groupId), expertOut, recvOffsets,
-                           offsets, experts, hidden, out);
+    HostStage stage(backend(ctx));
+    size_t offsetBytes = (experts + 1) * sizeof(int64_t);
+    auto *hostRecvOffsets =
+        static_cast<const int64_t *>(stage.in(recvOffsets, offsetBytes));
+    auto *hostOffsets =
+        static_cast<const int64_t *>(stage.in(offsets, offsetBytes));
+    size_t received = hostRecvOffsets[experts] * hidden * sizeof(float);
+    size_t sent = hostOffsets[experts] * hidden * sizeof(float);
+    auto *hostExpertOut =
+        static_cast<const float *>(stage.in(expertOut, received));
+    auto *hostOut = static_cast<float *>(stage.scratchOut(out, sent));
+    moe::rt::combineTokens(group(ctx, groupId), hostExpertOut, hostRecvOffsets,
+                           hostOffsets, experts, hidden, hostOut);
+    stage.out(out, hostOut, sent);
   });
 }
 

@@ -1,17 +1,22 @@
 //===- CApiGrad.cpp - The C entry points of the training step -------------===//
 //
-// The backward and optimizer entry points of CApi.h, each forwarding to its
-// moe::cpu kernel (CpuGradKernels.h) inside guarded().
+// The backward and optimizer entry points of CApi.h, each forwarding to the
+// context's Backend (moe/Runtime/Backend.h) inside guarded().
 //
 //===----------------------------------------------------------------------===//
 
 #include "moe/Runtime/CApi.h"
 
 #include "Guarded.h"
-#include "moe/Runtime/CpuGradKernels.h"
 
 using moe::rt::guarded;
 using moe::rt::routerConfig;
+
+namespace {
+moe::rt::Backend &backend(moert_context *ctx) {
+  return moe::rt::backendOf(ctx);
+}
+} // namespace
 
 extern "C" {
 
@@ -19,7 +24,7 @@ void moert_embedding_grad(moert_context *ctx, const float *dy,
                           const int32_t *tokens, float *dtable, int64_t n,
                           int64_t vocab, int64_t hidden) {
   guarded(ctx, [&] {
-    moe::cpu::embeddingGrad(dy, tokens, n, vocab, hidden, dtable);
+    backend(ctx).embeddingGrad(dy, tokens, dtable, n, vocab, hidden);
   });
 }
 
@@ -27,7 +32,7 @@ void moert_rms_norm_grad(moert_context *ctx, const float *dy, const float *x,
                          const float *weight, float *dx, float *dweight,
                          int64_t rows, int64_t dim, float eps) {
   guarded(ctx, [&] {
-    moe::cpu::rmsNormGrad(dy, x, weight, rows, dim, eps, dx, dweight);
+    backend(ctx).rmsNormGrad(dy, x, weight, dx, dweight, rows, dim, eps);
   });
 }
 
@@ -35,7 +40,7 @@ void moert_linear_grad(moert_context *ctx, const float *dy, const float *x,
                        const float *weight, float *dx, float *dweight,
                        int64_t rows, int64_t in, int64_t outFeatures) {
   guarded(ctx, [&] {
-    moe::cpu::linearGrad(dy, x, rows, in, weight, outFeatures, dx, dweight);
+    backend(ctx).linearGrad(dy, x, weight, dx, dweight, rows, in, outFeatures);
   });
 }
 
@@ -43,7 +48,7 @@ void moert_rope_grad(moert_context *ctx, const float *dy, float *dx,
                      int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
                      double theta) {
   guarded(ctx, [&] {
-    moe::cpu::ropeGrad(dy, nullptr, batch, seq, heads, headDim, theta, dx);
+    backend(ctx).ropeGrad(dy, nullptr, dx, batch, seq, heads, headDim, theta);
   });
 }
 
@@ -52,7 +57,7 @@ void moert_rope_positions_grad(moert_context *ctx, const float *dy,
                                int64_t batch, int64_t seq, int64_t heads,
                                int64_t headDim, double theta) {
   guarded(ctx, [&] {
-    moe::cpu::ropeGrad(dy, positions, batch, seq, heads, headDim, theta, dx);
+    backend(ctx).ropeGrad(dy, positions, dx, batch, seq, heads, headDim, theta);
   });
 }
 
@@ -62,8 +67,8 @@ void moert_attention_grad(moert_context *ctx, const float *dout, const float *q,
                           int64_t kvHeads, int64_t headDim, int32_t causal,
                           float scale) {
   guarded(ctx, [&] {
-    moe::cpu::attentionGrad(dout, q, k, v, batch, seq, heads, kvHeads, headDim,
-                            causal != 0, scale, dq, dk, dv);
+    backend(ctx).attentionGrad(dout, q, k, v, dq, dk, dv, batch, seq, heads,
+                               kvHeads, headDim, causal != 0, scale);
   });
 }
 
@@ -72,8 +77,8 @@ void moert_mlp_grad(moert_context *ctx, const float *dy, const float *x,
                     float *dx, float *dgate, float *dup, float *ddown,
                     int64_t rows, int64_t hidden, int64_t inter) {
   guarded(ctx, [&] {
-    moe::cpu::swigluMlpGrad(dy, x, rows, hidden, gate, up, down, inter, dx,
-                            dgate, dup, ddown);
+    backend(ctx).mlpGrad(dy, x, gate, up, down, dx, dgate, dup, ddown, rows,
+                         hidden, inter);
   });
 }
 
@@ -83,8 +88,8 @@ void moert_shared_experts_grad(moert_context *ctx, const float *dy,
                                float *dgate, float *dup, float *ddown,
                                int64_t rows, int64_t hidden, int64_t inter) {
   guarded(ctx, [&] {
-    moe::cpu::sharedExpertsGrad(dy, x, rows, hidden, gate, up, down, inter,
-                                nullptr, dx, dgate, dup, ddown, nullptr);
+    backend(ctx).sharedExpertsGrad(dy, x, gate, up, down, nullptr, dx, dgate,
+                                   dup, ddown, nullptr, rows, hidden, inter);
   });
 }
 
@@ -96,8 +101,9 @@ void moert_shared_experts_gated_grad(moert_context *ctx, const float *dy,
                                      float *dsharedGate, int64_t rows,
                                      int64_t hidden, int64_t inter) {
   guarded(ctx, [&] {
-    moe::cpu::sharedExpertsGrad(dy, x, rows, hidden, gate, up, down, inter,
-                                sharedGate, dx, dgate, dup, ddown, dsharedGate);
+    backend(ctx).sharedExpertsGrad(dy, x, gate, up, down, sharedGate, dx, dgate,
+                                   dup, ddown, dsharedGate, rows, hidden,
+                                   inter);
   });
 }
 
@@ -108,10 +114,9 @@ void moert_router_grad(moert_context *ctx, const float *dweights,
                        int64_t topK, int32_t sigmoid, int32_t normTopkProb,
                        float routeScale) {
   guarded(ctx, [&] {
-    moe::cpu::routerGrad(
-        dweights, nullptr, x, tokens, hidden, gate, logits, indices,
-        routerConfig(experts, topK, sigmoid, normTopkProb, routeScale, 1, 1),
-        dx, dgate);
+    backend(ctx).routerGrad(
+        dweights, nullptr, x, gate, logits, indices, dx, dgate, tokens, hidden,
+        routerConfig(experts, topK, sigmoid, normTopkProb, routeScale, 1, 1));
   });
 }
 
@@ -123,10 +128,9 @@ void moert_router_grad_logits(moert_context *ctx, const float *dweights,
                               int64_t topK, int32_t sigmoid,
                               int32_t normTopkProb, float routeScale) {
   guarded(ctx, [&] {
-    moe::cpu::routerGrad(
-        dweights, dlogits, x, tokens, hidden, gate, logits, indices,
-        routerConfig(experts, topK, sigmoid, normTopkProb, routeScale, 1, 1),
-        dx, dgate);
+    backend(ctx).routerGrad(
+        dweights, dlogits, x, gate, logits, indices, dx, dgate, tokens, hidden,
+        routerConfig(experts, topK, sigmoid, normTopkProb, routeScale, 1, 1));
   });
 }
 
@@ -134,7 +138,7 @@ void moert_permute_grad(moert_context *ctx, const float *dpermuted,
                         const int32_t *rowToSlot, float *dx, int64_t tokens,
                         int64_t topK, int64_t hidden) {
   guarded(ctx, [&] {
-    moe::cpu::permuteGrad(dpermuted, rowToSlot, tokens, topK, hidden, dx);
+    backend(ctx).permuteGrad(dpermuted, rowToSlot, dx, tokens, topK, hidden);
   });
 }
 
@@ -144,8 +148,8 @@ void moert_unpermute_grad(moert_context *ctx, const float *dout,
                           float *dweights, int64_t tokens, int64_t topK,
                           int64_t hidden) {
   guarded(ctx, [&] {
-    moe::cpu::unpermuteCombineGrad(dout, expertOut, rowToSlot, weights, tokens,
-                                   topK, hidden, dexpertOut, dweights);
+    backend(ctx).unpermuteGrad(dout, expertOut, rowToSlot, weights, dexpertOut,
+                               dweights, tokens, topK, hidden);
   });
 }
 
@@ -157,9 +161,9 @@ void moert_grouped_swiglu_grad(moert_context *ctx, const float *dout,
                                int64_t rows, int64_t segments, int64_t experts,
                                int64_t hidden, int64_t inter) {
   guarded(ctx, [&] {
-    moe::cpu::groupedSwiGLUSegmentsGrad(dout, permuted, rows, offsets, segments,
-                                        experts, hidden, inter, gate, up, down,
-                                        dpermuted, dgate, dup, ddown);
+    backend(ctx).groupedSwigluGrad(dout, permuted, offsets, gate, up, down,
+                                   dpermuted, dgate, dup, ddown, rows, segments,
+                                   experts, hidden, inter);
   });
 }
 
@@ -167,7 +171,8 @@ void moert_cross_entropy_grad(moert_context *ctx, const float *logits,
                               const int32_t *labels, float *dlogits, int64_t n,
                               int64_t vocab, int64_t ignoreIndex) {
   guarded(ctx, [&] {
-    moe::cpu::crossEntropyGrad(logits, labels, n, vocab, ignoreIndex, dlogits);
+    backend(ctx).crossEntropyGrad(logits, labels, dlogits, n, vocab,
+                                  ignoreIndex);
   });
 }
 
@@ -176,29 +181,29 @@ void moert_aux_loss_grad(moert_context *ctx, const float *logits,
                          int64_t experts, int64_t topK, int32_t sigmoid,
                          float coefficient) {
   guarded(ctx, [&] {
-    moe::cpu::auxLossGrad(logits, indices, tokens, experts, topK, sigmoid != 0,
-                          coefficient, dlogits);
+    backend(ctx).auxLossGrad(logits, indices, dlogits, tokens, experts, topK,
+                             sigmoid != 0, coefficient);
   });
 }
 
 void moert_z_loss_grad(moert_context *ctx, const float *logits, float *dlogits,
                        int64_t tokens, int64_t experts, float coefficient) {
   guarded(ctx, [&] {
-    moe::cpu::zLossGrad(logits, tokens, experts, coefficient, dlogits);
+    backend(ctx).zLossGrad(logits, dlogits, tokens, experts, coefficient);
   });
 }
 
 void moert_sum_squares(moert_context *ctx, const float *x, double *out,
                        int64_t n) {
-  guarded(ctx, [&] { *out = moe::cpu::sumSquares(x, n); });
+  guarded(ctx, [&] { backend(ctx).sumSquares(x, out, n); });
 }
 
 void moert_adamw(moert_context *ctx, float *param, const float *grad, float *m,
                  float *v, int64_t n, float lr, float beta1, float beta2,
                  float eps, float weightDecay, float gradScale, int64_t step) {
   guarded(ctx, [&] {
-    moe::cpu::adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay,
-                    gradScale, step);
+    backend(ctx).adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay,
+                       gradScale, step);
   });
 }
 

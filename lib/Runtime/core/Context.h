@@ -3,6 +3,7 @@
 #ifndef MOE_RUNTIME_CORE_CONTEXT_H
 #define MOE_RUNTIME_CORE_CONTEXT_H
 
+#include "moe/Runtime/Backend.h"
 #include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/ModelABI.h"
 
@@ -20,13 +21,10 @@ struct moert_context {
   moe::rt::MeshGroups *groups = nullptr;
   /// A group of this rank alone, made on first use.
   std::unique_ptr<moe::rt::Communicator> self;
-  /// Tokens routed to each expert: one entry per moert_permute call (one per
-  /// MoE layer and pass, in program order), indexed by global expert. Grows
-  /// until the driver takes it (takeExpertCounts) or clears it.
-  std::vector<std::vector<int64_t>> expertCounts;
-  /// Token-slots dropped over capacity: one entry per
-  /// moert_drop_over_capacity call, in program order; taken like the counts.
-  std::vector<int64_t> droppedSlots;
+  /// Where the calls run (CPU unless the driver installs another); it also
+  /// keeps the routing statistics of the calls (tokens per expert of every
+  /// permute, slots dropped by every capacity drop) until they are taken.
+  std::unique_ptr<moe::rt::Backend> backend;
 };
 
 namespace moe::rt {
@@ -36,24 +34,27 @@ inline void setMeshGroups(moert_context *ctx, MeshGroups *groups) {
   ctx->groups = groups;
 }
 
+/// Makes `ctx` run on `backend` (the context owns it from then on).
+inline void setBackend(moert_context *ctx, std::unique_ptr<Backend> backend) {
+  ctx->backend = std::move(backend);
+}
+
+inline Backend &backendOf(moert_context *ctx) { return *ctx->backend; }
+
 /// The per-expert counts recorded since the last take or clear; leaves
 /// none behind.
 inline std::vector<std::vector<int64_t>> takeExpertCounts(moert_context *ctx) {
-  std::vector<std::vector<int64_t>> counts;
-  counts.swap(ctx->expertCounts);
-  return counts;
+  return ctx->backend->takeExpertCounts();
 }
 
 /// The dropped-slot counts recorded since the last take or clear.
 inline std::vector<int64_t> takeDroppedSlots(moert_context *ctx) {
-  std::vector<int64_t> dropped;
-  dropped.swap(ctx->droppedSlots);
-  return dropped;
+  return ctx->backend->takeDroppedSlots();
 }
 
 inline void clearExpertCounts(moert_context *ctx) {
-  ctx->expertCounts.clear();
-  ctx->droppedSlots.clear();
+  ctx->backend->takeExpertCounts();
+  ctx->backend->takeDroppedSlots();
 }
 
 } // namespace moe::rt

@@ -147,6 +147,14 @@ private:
   /// returns it, else a new allocation. Maps `tensor` to it.
   FailureOr<Value> resultBuffer(Value tensor);
   Value buffer(Value tensor) { return mapping.lookup(tensor); }
+  /// dst = src, by the runtime (moert_copy): the buffers may be device
+  /// memory that compiled host code must not touch.
+  LogicalResult copy(Value src, Value dst) {
+    auto type = cast<MemRefType>(src.getType());
+    int64_t bytes =
+        type.getNumElements() * type.getElementTypeBitWidth() / 8;
+    return call("moert_copy", {src, dst}, {i64(bytes)});
+  }
   Value alloc(MemRefType type) {
     return memref::AllocOp::create(b, loc, type, ValueRange{},
                                    b.getI64IntegerAttr(MOE_BUFFER_ALIGNMENT))
@@ -1062,9 +1070,8 @@ LogicalResult EntryBuilder::lower(ParamGradOp op) {
   if (auto view = grad.getDefiningOp<memref::ViewOp>();
       view && view.getSource() == grads)
     return success();
-  memref::CopyOp::create(
-      b, loc, grad, weightView(grads, op.getName(), op.getGrad().getType()));
-  return success();
+  return copy(grad,
+              weightView(grads, op.getName(), op.getGrad().getType()));
 }
 
 LogicalResult EntryBuilder::lowerReturn(func::ReturnOp op) {
@@ -1072,8 +1079,8 @@ LogicalResult EntryBuilder::lowerReturn(func::ReturnOp op) {
   // reshaped value, an input, or the same value returned twice) is copied.
   for (auto [i, value] : llvm::enumerate(op.getOperands())) {
     Value out = entry.getArgument(firstOutputArg + i);
-    if (buffer(value) != out)
-      memref::CopyOp::create(b, loc, buffer(value), out);
+    if (buffer(value) != out && failed(copy(buffer(value), out)))
+      return failure();
   }
   func::ReturnOp::create(b, loc);
   return success();

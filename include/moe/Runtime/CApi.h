@@ -25,6 +25,10 @@
 extern "C" {
 #endif
 
+/* dst[0, bytes) = src[0, bytes): a returned value or gradient not computed
+ * in place (the buffers may be device memory). */
+void moert_copy(moert_context *ctx, const void *src, void *dst, int64_t bytes);
+
 /* Dense layers. */
 void moert_embedding(moert_context *ctx, const int32_t *tokens,
                      const float *table, float *out, int64_t n, int64_t vocab,

@@ -155,6 +155,17 @@ void moert_context_reset_error(moert_context *ctx) {
   ctx->error.clear();
 }
 
+void moert_copy(moert_context *ctx, const void *src, void *dst,
+                int64_t bytes) {
+  guarded(ctx, [&] {
+    if (bytes < 0)
+      throw std::invalid_argument("copy: negative byte count " +
+                                  std::to_string(bytes));
+    if (src != dst)
+      backend(ctx).copy(dst, src, static_cast<size_t>(bytes));
+  });
+}
+
 void moert_embedding(moert_context *ctx, const int32_t *tokens,
                      const float *table, float *out, int64_t n, int64_t vocab,
                      int64_t hidden) {

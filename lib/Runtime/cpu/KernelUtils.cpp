@@ -5,7 +5,9 @@
 #include "moe/Runtime/CpuKernels.h"
 
 #include <algorithm>
+#ifdef MOE_HAVE_OPENBLAS
 #include <cblas.h>
+#endif
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -84,9 +86,30 @@ void gemmT(const char *kernel, bool transA, bool transB, int64_t m, int64_t n,
         c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
+#ifdef MOE_HAVE_OPENBLAS
   cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
               transB ? CblasTrans : CblasNoTrans, int(m), int(n), int(k), alpha,
               a, int(lda), b, int(ldb), beta, c, int(ldc));
+#else
+  // Without OpenBLAS (the runtime-only build on a machine that lacks it):
+  // a plain loop, i-k-j order so the inner loop runs along rows of B and C.
+  // Slow, but the CPU backend is then only the reference the GPU is checked
+  // against.
+  for (int64_t i = 0; i < m; ++i) {
+    float *ci = c + i * ldc;
+    for (int64_t j = 0; j < n; ++j)
+      ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
+    for (int64_t p = 0; p < k; ++p) {
+      float aip = alpha * (transA ? a[p * lda + i] : a[i * lda + p]);
+      if (transB)
+        for (int64_t j = 0; j < n; ++j)
+          ci[j] += aip * b[j * ldb + p];
+      else
+        for (int64_t j = 0; j < n; ++j)
+          ci[j] += aip * b[p * ldb + j];
+    }
+  }
+#endif
 }
 
 void rotateHalf(const char *kernel, const float *x, const int32_t *positions,

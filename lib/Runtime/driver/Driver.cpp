@@ -45,6 +45,7 @@ const FlagSpec kWeights = weightsFlag();
 const FlagSpec kInitRandom = initRandomFlag();
 const FlagSpec kInitStd = initStdFlag();
 const FlagSpec kComm = commFlag();
+const FlagSpec kBackend = backendFlag();
 
 const CommandSpec kForward{
     "forward",
@@ -67,7 +68,7 @@ const CommandSpec kForward{
      {"save-weights", "PATH",
       "Write the weights used (e.g. those of --init-random) as safetensors "
       "(1-rank models)."},
-     kComm}};
+     kComm, kBackend}};
 
 const CommandSpec kGenerate{
     "generate",
@@ -88,7 +89,7 @@ const CommandSpec kGenerate{
      {"top-k", "K",
       "Sample only among the K most likely tokens (default 0: all)."},
      {"seed", "S", "Seed of the sampler (default 0)."},
-     kComm}};
+     kComm, kBackend}};
 
 const CommandSpec kInit{
     "init",

@@ -2,12 +2,17 @@
 //
 // The only file of the driver that names the model's symbols; `moec` links
 // the model object, libMoERuntimeMain.a and libMoERuntime.a into one program.
+// Compiled with MOE_HAVE_CUDA (libMoERuntimeMainCUDA.a), it also registers
+// the CUDA backend, so that `--backend cuda` works.
 // The training step is a weak reference: a model compiled without one (or a
 // hand-written stand-in) still links, and `train` then says how to get one.
 //
 //===----------------------------------------------------------------------===//
 
 #include "driver/Driver.h"
+#ifdef MOE_HAVE_CUDA
+#include "cuda/CudaBackend.h"
+#endif
 
 extern "C" const char moe_model_manifest[];
 extern "C" void moe_entry_forward(moert_context *ctx, uint8_t *weights,
@@ -20,6 +25,9 @@ moe_entry_train_step(moert_context *ctx, uint8_t *weights, uint8_t *arena,
                      const int32_t *labels, float *loss);
 
 int main(int argc, char **argv) {
+#ifdef MOE_HAVE_CUDA
+  moe::rt::registerCudaBackend(&moe::cuda::makeCudaBackend);
+#endif
   return moe::driver::runDriver(argc, argv, moe_model_manifest,
                                 moe_entry_forward, moe_entry_train_step);
 }

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 namespace moe::driver {
 
@@ -35,6 +36,15 @@ const FlagSpec &initStdFlag() {
       "init-std", "STD", "Standard deviation of --init-random (default 0.02)."};
   return flag;
 }
+const FlagSpec &backendFlag() {
+  static const FlagSpec flag{
+      "backend", "cpu|cuda",
+      "Where the model runs: 'cpu' (the default; fp32) or 'cuda' (one GPU "
+      "per rank: its rank on the node under a launcher, GPU 0 for every "
+      "--comm local rank; see docs/cuda.md)."};
+  return flag;
+}
+
 const FlagSpec &commFlag() {
   static const FlagSpec flag{
       "comm", "mpi|local",
@@ -110,6 +120,16 @@ bool underMpiLauncher() {
   return false;
 }
 
+/// This process's rank among those of its node, from the launcher's
+/// environment (0 when none says).
+int localRankOnNode() {
+  for (const char *var : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                          "SLURM_LOCALID", "PMI_LOCAL_RANK"})
+    if (const char *value = std::getenv(var))
+      return std::atoi(value);
+  return 0;
+}
+
 } // namespace
 
 int runOnMesh(const Manifest &m, const ParsedFlags &flags,
@@ -126,11 +146,17 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
                                " ranks): run it under 'mpirun -np " +
                                std::to_string(ranks) + "' or pass --comm local"
                          : "--comm is '" + comm + "', expected mpi or local");
+  std::string backend = flags.has("backend") ? flags.get("backend") : "cpu";
+  if (backend != "cpu" && backend != "cuda")
+    throw UsageError("--backend is '" + backend + "', expected cpu or cuda");
   if (comm == "none") {
     RankEnv env;
+    env.backend = backend;
     return command(env);
   }
   auto runRank = [&](rt::Communicator &world, RankEnv &env) {
+    env.backend = backend;
+    env.device = comm == "mpi" ? localRankOnNode() : 0;
     rt::MeshGroups groups = rt::makeMeshGroups(world, m.mesh);
     env.world = &world;
     env.groups = &groups;
@@ -228,19 +254,69 @@ std::vector<int32_t> localInput(const TensorSpec &spec,
   return local;
 }
 
+BackendBuffer::BackendBuffer(rt::Backend &backend, uint64_t bytes)
+    : backend_(&backend), ptr_(backend.allocate(bytes)), bytes_(bytes) {}
+
+BackendBuffer::~BackendBuffer() {
+  if (backend_ && ptr_) {
+    try {
+      backend_->release(ptr_);
+    } catch (...) {
+      // A device fault already reported elsewhere: nothing to free.
+    }
+  }
+}
+
+BackendBuffer::BackendBuffer(BackendBuffer &&other) noexcept
+    : backend_(std::exchange(other.backend_, nullptr)),
+      ptr_(std::exchange(other.ptr_, nullptr)),
+      bytes_(std::exchange(other.bytes_, 0)) {}
+
+BackendBuffer &BackendBuffer::operator=(BackendBuffer &&other) noexcept {
+  if (this != &other) {
+    BackendBuffer old(std::move(*this));
+    backend_ = std::exchange(other.backend_, nullptr);
+    ptr_ = std::exchange(other.ptr_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
 ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
                          const RankEnv &env, TrainStepEntry trainStep)
     : manifest_(manifest), forward_(forward), trainStep_(trainStep), env_(env),
       context_(moert_context_create(), &moert_context_destroy),
-      arena_(std::max(manifest.arenaBytes, trainStep && manifest.trainStep
-                                               ? manifest.trainStep->arenaBytes
-                                               : uint64_t(0))),
       logits_(static_cast<uint64_t>(manifest.batch * manifest.seq *
                                     manifest.vocab) *
               sizeof(float)) {
   if (!context_)
     throw std::runtime_error("cannot create the runtime context");
   rt::setMeshGroups(context_.get(), env.groups);
+  if (env.backend != "cpu")
+    rt::setBackend(context_.get(), rt::makeBackend(env.backend, env.device));
+  backend_ = &rt::backendOf(context_.get());
+  uint64_t arenaBytes =
+      std::max(manifest.arenaBytes, trainStep && manifest.trainStep
+                                        ? manifest.trainStep->arenaBytes
+                                        : uint64_t(0));
+  arena_ = BackendBuffer(*backend_, arenaBytes);
+  if (backend_->deviceMemory()) {
+    uint64_t inputBytes = localInputElements() * sizeof(int32_t);
+    deviceWeights_ = BackendBuffer(*backend_, manifest.weightsBytes);
+    if (trainStep && manifest.trainStep)
+      deviceGrads_ = BackendBuffer(*backend_, manifest.weightsBytes);
+    deviceTokens_ = BackendBuffer(*backend_, inputBytes);
+    deviceLabels_ = BackendBuffer(*backend_, inputBytes);
+    deviceLogits_ = BackendBuffer(*backend_, logits_.size());
+    deviceLoss_ = BackendBuffer(*backend_, sizeof(float));
+  }
+}
+
+uint64_t ModelRunner::localInputElements() const {
+  uint64_t n = 1;
+  for (int64_t d : manifest_.inputs[0].shape)
+    n *= static_cast<uint64_t>(d);
+  return n;
 }
 
 void ModelRunner::check() {
@@ -250,16 +326,41 @@ void ModelRunner::check() {
     throw std::runtime_error(error);
 }
 
+ModelRunner::EntryArgs
+ModelRunner::prepare(AlignedBuffer &weights, AlignedBuffer *grads,
+                     const std::vector<int32_t> &tokens,
+                     const std::vector<int32_t> &labels) {
+  localTokens_ = localInput(manifest_.inputs[0], tokens, env_);
+  localLabels_ = localInput(manifest_.inputs[1], labels, env_);
+  rt::clearExpertCounts(context_.get());
+  if (!backend_->deviceMemory())
+    return {weights.data(), grads ? grads->data() : nullptr,
+            localTokens_.data(), localLabels_.data(), logits_.f32(), &loss_};
+  backend_->upload(deviceWeights_.data(), weights.data(), weights.size());
+  backend_->upload(deviceTokens_.data(), localTokens_.data(),
+                   localTokens_.size() * sizeof(int32_t));
+  backend_->upload(deviceLabels_.data(), localLabels_.data(),
+                   localLabels_.size() * sizeof(int32_t));
+  if (grads)
+    backend_->zero(deviceGrads_.data(), deviceGrads_.size());
+  return {deviceWeights_.data(),
+          grads ? deviceGrads_.data() : nullptr,
+          reinterpret_cast<const int32_t *>(deviceTokens_.data()),
+          reinterpret_cast<const int32_t *>(deviceLabels_.data()),
+          reinterpret_cast<float *>(deviceLogits_.data()),
+          reinterpret_cast<float *>(deviceLoss_.data())};
+}
+
 void ModelRunner::run(AlignedBuffer &weights,
                       const std::vector<int32_t> &tokens,
                       const std::vector<int32_t> &labels) {
-  std::vector<int32_t> localTokens =
-      localInput(manifest_.inputs[0], tokens, env_);
-  std::vector<int32_t> localLabels =
-      localInput(manifest_.inputs[1], labels, env_);
-  rt::clearExpertCounts(context_.get());
-  forward_(context_.get(), weights.data(), arena_.data(), localTokens.data(),
-           localLabels.data(), logits_.f32(), &loss_);
+  EntryArgs args = prepare(weights, nullptr, tokens, labels);
+  forward_(context_.get(), args.weights, arena_.data(), args.tokens,
+           args.labels, args.logits, args.loss);
+  if (backend_->deviceMemory() && !moert_context_error(context_.get())) {
+    backend_->download(logits_.data(), args.logits, logits_.size());
+    backend_->download(&loss_, args.loss, sizeof(float));
+  }
   check();
 }
 
@@ -268,15 +369,15 @@ float ModelRunner::trainStep(AlignedBuffer &weights, AlignedBuffer &grads,
                              const std::vector<int32_t> &labels) {
   if (!trainStep_ || !manifest_.trainStep)
     throw std::logic_error("ModelRunner: no training step");
-  std::vector<int32_t> localTokens =
-      localInput(manifest_.inputs[0], tokens, env_);
-  std::vector<int32_t> localLabels =
-      localInput(manifest_.inputs[1], labels, env_);
   // The entry writes only the slots of the parameters the loss depends on.
   std::memset(grads.data(), 0, grads.size());
-  rt::clearExpertCounts(context_.get());
-  trainStep_(context_.get(), weights.data(), arena_.data(), grads.data(),
-             localTokens.data(), localLabels.data(), &loss_);
+  EntryArgs args = prepare(weights, &grads, tokens, labels);
+  trainStep_(context_.get(), args.weights, arena_.data(), args.grads,
+             args.tokens, args.labels, args.loss);
+  if (backend_->deviceMemory() && !moert_context_error(context_.get())) {
+    backend_->download(grads.data(), args.grads, grads.size());
+    backend_->download(&loss_, args.loss, sizeof(float));
+  }
   check();
   return loss_;
 }

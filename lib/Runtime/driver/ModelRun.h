@@ -15,6 +15,7 @@
 #include "driver/Manifest.h"
 #include "driver/Sampling.h"
 #include "driver/Tokens.h"
+#include "moe/Runtime/Backend.h"
 #include "moe/Runtime/Communicator.h"
 
 #include <cstdint>
@@ -34,6 +35,7 @@ const FlagSpec &weightsFlag();
 const FlagSpec &initRandomFlag();
 const FlagSpec &initStdFlag();
 const FlagSpec &commFlag();
+const FlagSpec &backendFlag();
 
 /// Where the weights come from.
 struct WeightSource {
@@ -61,6 +63,10 @@ struct RankEnv {
   rt::MeshGroups *groups = nullptr;
   std::optional<RankPlace> place;
   bool root = true;
+  /// Where this rank's runtime calls run: "cpu" or "cuda" (--backend).
+  std::string backend = "cpu";
+  /// The GPU of this rank (its rank on its node, under a launcher).
+  int device = 0;
   /// Set once every rank has finished setting up: a failure after it may be
   /// this rank's alone.
   bool agreed = false;
@@ -97,8 +103,32 @@ std::vector<int32_t> localInput(const TensorSpec &spec,
                                 const std::vector<int32_t> &whole,
                                 const RankEnv &env);
 
+/// `bytes` of a backend's memory (device memory for CUDA), zero-filled,
+/// released with the buffer.
+class BackendBuffer {
+public:
+  BackendBuffer() = default;
+  BackendBuffer(rt::Backend &backend, uint64_t bytes);
+  ~BackendBuffer();
+  BackendBuffer(BackendBuffer &&other) noexcept;
+  BackendBuffer &operator=(BackendBuffer &&other) noexcept;
+  BackendBuffer(const BackendBuffer &) = delete;
+  BackendBuffer &operator=(const BackendBuffer &) = delete;
+
+  uint8_t *data() const { return static_cast<uint8_t *>(ptr_); }
+  uint64_t size() const { return bytes_; }
+
+private:
+  rt::Backend *backend_ = nullptr;
+  void *ptr_ = nullptr;
+  uint64_t bytes_ = 0;
+};
+
 /// The runtime context and the arena (large enough for every entry point
-/// the runner may call) of one rank.
+/// the runner may call) of one rank. On a device backend (--backend cuda)
+/// it also holds device copies of the weights, gradients, inputs and
+/// outputs: each call uploads the weights and inputs and downloads the
+/// outputs (and gradients), so callers keep working on host buffers.
 class ModelRunner {
 public:
   ModelRunner(const Manifest &manifest, ForwardEntry forward,
@@ -133,15 +163,33 @@ public:
 
 private:
   void check();
+  /// The pointers an entry gets for the host buffers `weights` (and
+  /// `grads`), `tokens` and `labels`: the buffers themselves on the CPU,
+  /// their uploaded device copies otherwise.
+  struct EntryArgs {
+    uint8_t *weights, *grads;
+    const int32_t *tokens, *labels;
+    float *logits, *loss;
+  };
+  EntryArgs prepare(AlignedBuffer &weights, AlignedBuffer *grads,
+                    const std::vector<int32_t> &tokens,
+                    const std::vector<int32_t> &labels);
+  /// Elements of this rank's block of each [batch, seq] input.
+  uint64_t localInputElements() const;
 
   const Manifest &manifest_;
   ForwardEntry forward_;
   TrainStepEntry trainStep_;
   const RankEnv &env_;
   std::unique_ptr<moert_context, void (*)(moert_context *)> context_;
-  AlignedBuffer arena_;
+  rt::Backend *backend_ = nullptr; // owned by the context
+  BackendBuffer arena_;
   AlignedBuffer logits_;
+  // Device copies (empty on the CPU backend).
+  BackendBuffer deviceWeights_, deviceGrads_, deviceTokens_, deviceLabels_,
+      deviceLogits_, deviceLoss_;
   float loss_ = 0.0f;
+  std::vector<int32_t> localTokens_, localLabels_;
   std::vector<std::vector<int64_t>> expertCounts_;
   std::vector<int64_t> droppedSlots_;
 };

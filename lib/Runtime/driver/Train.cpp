@@ -100,7 +100,7 @@ const CommandSpec &trainCommand() {
        {"sample-chars", "N",
         "Characters to generate from the trained model at the end (default "
         "200; temperature 0.8, seeded by --seed)."},
-       commFlag()}};
+       commFlag(), backendFlag()}};
   return command;
 }
 

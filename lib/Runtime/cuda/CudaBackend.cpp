@@ -1,0 +1,392 @@
+//===- CudaBackend.cpp - Every runtime call on one GPU --------------------===//
+//
+// The Backend of a context that runs on CUDA: each method forwards to its
+// moe::cuda kernel on the context's Device (one stream, one cuBLAS handle),
+// so calls queue up and run in order without host synchronisation. Memory is
+// cudaMalloc'ed device memory.
+//
+// Routing statistics need no synchronisation either: permute queues a copy
+// of its offsets (and a capacity drop one of its count) into pinned host
+// memory; takeExpertCounts() waits for the stream once and reads them all.
+//
+//===----------------------------------------------------------------------===//
+
+#include "cuda/CudaBackend.h"
+#include "cuda/CudaKernels.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace moe::cuda {
+namespace {
+
+class CudaBackend final : public rt::Backend {
+public:
+  explicit CudaBackend(int device) : dev_(device) {}
+
+  ~CudaBackend() override {
+    // Errors are ignored: destructors must not throw.
+    cudaStreamSynchronize(dev_.stream());
+    if (pinned_)
+      cudaFreeHost(pinned_);
+    if (dropDevice_)
+      cudaFree(dropDevice_);
+  }
+
+  const char *name() const override { return "cuda"; }
+  bool deviceMemory() const override { return true; }
+
+  void *allocate(size_t bytes) override {
+    dev_.makeCurrent();
+    void *ptr = nullptr;
+    size_t rounded = bytes ? (bytes + 255) / 256 * 256 : 256;
+    check(cudaMalloc(&ptr, rounded), "cudaMalloc");
+    check(cudaMemsetAsync(ptr, 0, rounded, dev_.stream()), "cudaMemsetAsync");
+    return ptr;
+  }
+  void release(void *ptr) override {
+    if (!ptr)
+      return;
+    dev_.makeCurrent();
+    dev_.synchronize();
+    check(cudaFree(ptr), "cudaFree");
+  }
+  void upload(void *dst, const void *src, size_t bytes) override {
+    if (!bytes)
+      return;
+    dev_.makeCurrent();
+    // From pageable memory the copy returns once the source is staged, so
+    // the caller may reuse it at once.
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
+                          dev_.stream()),
+          "cudaMemcpyAsync (to device)");
+  }
+  void download(void *dst, const void *src, size_t bytes) override {
+    if (!bytes)
+      return;
+    dev_.makeCurrent();
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost,
+                          dev_.stream()),
+          "cudaMemcpyAsync (to host)");
+    dev_.synchronize();
+  }
+  void copy(void *dst, const void *src, size_t bytes) override {
+    if (!bytes || dst == src)
+      return;
+    dev_.makeCurrent();
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
+                          dev_.stream()),
+          "cudaMemcpyAsync (device to device)");
+  }
+  void zero(void *ptr, size_t bytes) override {
+    if (!bytes)
+      return;
+    dev_.makeCurrent();
+    check(cudaMemsetAsync(ptr, 0, bytes, dev_.stream()), "cudaMemsetAsync");
+  }
+  void synchronize() override {
+    dev_.makeCurrent();
+    dev_.synchronize();
+  }
+
+  std::vector<std::vector<int64_t>> takeExpertCounts() override {
+    harvest();
+    return std::exchange(expertCounts_, {});
+  }
+  std::vector<int64_t> takeDroppedSlots() override {
+    harvest();
+    return std::exchange(droppedSlots_, {});
+  }
+
+  void embedding(const int32_t *tokens, const float *table, float *out,
+                 int64_t n, int64_t vocab, int64_t hidden) override {
+    Device &d = current();
+    cuda::embedding(d, tokens, n, table, vocab, hidden, out);
+  }
+  void rmsNorm(const float *x, const float *weight, float *out, int64_t rows,
+               int64_t dim, float eps) override {
+    cuda::rmsNorm(current(), x, weight, rows, dim, eps, out);
+  }
+  void linear(const float *x, const float *weight, const float *bias,
+              float *out, int64_t rows, int64_t in,
+              int64_t outFeatures) override {
+    cuda::linear(current(), x, rows, in, weight, outFeatures, bias, out);
+  }
+  void rope(const float *x, const int32_t *positions, float *out,
+            int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
+            double theta) override {
+    cuda::rope(current(), x, positions, batch, seq, heads, headDim, theta,
+               out);
+  }
+  void attention(const float *q, const float *k, const float *v, float *out,
+                 int64_t batch, int64_t seq, int64_t heads, int64_t kvHeads,
+                 int64_t headDim, bool causal, float scale) override {
+    cuda::attention(current(), q, k, v, batch, seq, heads, kvHeads, headDim,
+                    causal, scale, out);
+  }
+  void mlp(const float *x, const float *gate, const float *up,
+           const float *down, float *out, int64_t rows, int64_t hidden,
+           int64_t inter) override {
+    cuda::swigluMlp(current(), x, rows, hidden, gate, up, down, inter, out);
+  }
+  void add(const float *a, const float *b, float *out, int64_t n) override {
+    cuda::add(current(), a, b, n, out);
+  }
+
+  void router(const float *x, const float *gate, const float *expertBias,
+              float *weights, int32_t *indices, float *logits, int64_t tokens,
+              int64_t hidden, const rt::RouterConfig &cfg) override {
+    cuda::router(current(), x, tokens, hidden, gate, expertBias, cfg, weights,
+                 indices, logits);
+  }
+  void dropOverCapacity(const int32_t *indices, int32_t *kept, int64_t tokens,
+                        int64_t topK, int64_t experts,
+                        int64_t capacity) override {
+    Device &d = current();
+    int64_t *count = dropCounter();
+    cuda::dropOverCapacity(d, indices, tokens, topK, experts, capacity, kept,
+                           count);
+    queueStat(Stat::Dropped, count, 1, 0);
+  }
+  void permute(const float *x, const int32_t *indices, float *permuted,
+               int64_t *offsets, int32_t *rowToSlot, int64_t tokens,
+               int64_t topK, int64_t hidden, int64_t experts) override {
+    Device &d = current();
+    cuda::permuteByExpert(d, indices, tokens, topK, experts, offsets,
+                          rowToSlot);
+    cuda::gatherRows(d, x, rowToSlot, tokens * topK, topK, hidden, permuted);
+    queueStat(Stat::Counts, offsets, experts + 1, experts);
+  }
+  void groupedSwiglu(const float *permuted, const int64_t *offsets,
+                     const float *gate, const float *up, const float *down,
+                     float *out, int64_t rows, int64_t segments,
+                     int64_t experts, int64_t hidden, int64_t inter) override {
+    cuda::groupedSwiGLUSegments(current(), permuted, rows, offsets, segments,
+                                experts, hidden, inter, gate, up, down, out);
+  }
+  void unpermuteCombine(const float *expertOut, const int32_t *rowToSlot,
+                        const float *weights, float *out, int64_t tokens,
+                        int64_t topK, int64_t hidden) override {
+    cuda::unpermuteCombine(current(), expertOut, rowToSlot, weights, tokens,
+                           topK, hidden, out);
+  }
+  void sharedExperts(const float *x, const float *gate, const float *up,
+                     const float *down, const float *sharedGate, float *out,
+                     int64_t rows, int64_t hidden, int64_t inter) override {
+    cuda::sharedExperts(current(), x, rows, hidden, gate, up, down, inter,
+                        sharedGate, out);
+  }
+
+  void crossEntropy(const float *logits, const int32_t *labels, float *out,
+                    int64_t n, int64_t vocab, int64_t ignoreIndex) override {
+    cuda::crossEntropy(current(), logits, labels, n, vocab, ignoreIndex, out);
+  }
+  void auxLoss(const float *logits, const int32_t *indices, float *out,
+               int64_t tokens, int64_t experts, int64_t topK, bool sigmoid,
+               float coefficient) override {
+    cuda::auxLoss(current(), logits, indices, tokens, experts, topK, sigmoid,
+                  coefficient, out);
+  }
+  void zLoss(const float *logits, float *out, int64_t tokens, int64_t experts,
+             float coefficient) override {
+    cuda::zLoss(current(), logits, tokens, experts, coefficient, out);
+  }
+
+  void embeddingGrad(const float *dy, const int32_t *tokens, float *dtable,
+                     int64_t n, int64_t vocab, int64_t hidden) override {
+    cuda::embeddingGrad(current(), dy, tokens, n, vocab, hidden, dtable);
+  }
+  void rmsNormGrad(const float *dy, const float *x, const float *weight,
+                   float *dx, float *dweight, int64_t rows, int64_t dim,
+                   float eps) override {
+    cuda::rmsNormGrad(current(), dy, x, weight, rows, dim, eps, dx, dweight);
+  }
+  void linearGrad(const float *dy, const float *x, const float *weight,
+                  float *dx, float *dweight, int64_t rows, int64_t in,
+                  int64_t outFeatures) override {
+    cuda::linearGrad(current(), dy, x, rows, in, weight, outFeatures, dx,
+                     dweight);
+  }
+  void ropeGrad(const float *dy, const int32_t *positions, float *dx,
+                int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
+                double theta) override {
+    cuda::ropeGrad(current(), dy, positions, batch, seq, heads, headDim,
+                   theta, dx);
+  }
+  void attentionGrad(const float *dout, const float *q, const float *k,
+                     const float *v, float *dq, float *dk, float *dv,
+                     int64_t batch, int64_t seq, int64_t heads,
+                     int64_t kvHeads, int64_t headDim, bool causal,
+                     float scale) override {
+    cuda::attentionGrad(current(), dout, q, k, v, batch, seq, heads, kvHeads,
+                        headDim, causal, scale, dq, dk, dv);
+  }
+  void mlpGrad(const float *dy, const float *x, const float *gate,
+               const float *up, const float *down, float *dx, float *dgate,
+               float *dup, float *ddown, int64_t rows, int64_t hidden,
+               int64_t inter) override {
+    cuda::swigluMlpGrad(current(), dy, x, rows, hidden, gate, up, down, inter,
+                        dx, dgate, dup, ddown);
+  }
+  void sharedExpertsGrad(const float *dy, const float *x, const float *gate,
+                         const float *up, const float *down,
+                         const float *sharedGate, float *dx, float *dgate,
+                         float *dup, float *ddown, float *dsharedGate,
+                         int64_t rows, int64_t hidden,
+                         int64_t inter) override {
+    cuda::sharedExpertsGrad(current(), dy, x, rows, hidden, gate, up, down,
+                            inter, sharedGate, dx, dgate, dup, ddown,
+                            dsharedGate);
+  }
+  void routerGrad(const float *dweights, const float *dlogits, const float *x,
+                  const float *gate, const float *logits,
+                  const int32_t *indices, float *dx, float *dgate,
+                  int64_t tokens, int64_t hidden,
+                  const rt::RouterConfig &cfg) override {
+    cuda::routerGrad(current(), dweights, dlogits, x, tokens, hidden, gate,
+                     logits, indices, cfg, dx, dgate);
+  }
+  void permuteGrad(const float *dpermuted, const int32_t *rowToSlot,
+                   float *dx, int64_t tokens, int64_t topK,
+                   int64_t hidden) override {
+    cuda::permuteGrad(current(), dpermuted, rowToSlot, tokens, topK, hidden,
+                      dx);
+  }
+  void unpermuteGrad(const float *dout, const float *expertOut,
+                     const int32_t *rowToSlot, const float *weights,
+                     float *dexpertOut, float *dweights, int64_t tokens,
+                     int64_t topK, int64_t hidden) override {
+    cuda::unpermuteCombineGrad(current(), dout, expertOut, rowToSlot, weights,
+                               tokens, topK, hidden, dexpertOut, dweights);
+  }
+  void groupedSwigluGrad(const float *dout, const float *permuted,
+                         const int64_t *offsets, const float *gate,
+                         const float *up, const float *down, float *dpermuted,
+                         float *dgate, float *dup, float *ddown, int64_t rows,
+                         int64_t segments, int64_t experts, int64_t hidden,
+                         int64_t inter) override {
+    cuda::groupedSwiGLUSegmentsGrad(current(), dout, permuted, rows, offsets,
+                                    segments, experts, hidden, inter, gate, up,
+                                    down, dpermuted, dgate, dup, ddown);
+  }
+  void crossEntropyGrad(const float *logits, const int32_t *labels,
+                        float *dlogits, int64_t n, int64_t vocab,
+                        int64_t ignoreIndex) override {
+    cuda::crossEntropyGrad(current(), logits, labels, n, vocab, ignoreIndex,
+                           dlogits);
+  }
+  void auxLossGrad(const float *logits, const int32_t *indices, float *dlogits,
+                   int64_t tokens, int64_t experts, int64_t topK, bool sigmoid,
+                   float coefficient) override {
+    cuda::auxLossGrad(current(), logits, indices, tokens, experts, topK,
+                      sigmoid, coefficient, dlogits);
+  }
+  void zLossGrad(const float *logits, float *dlogits, int64_t tokens,
+                 int64_t experts, float coefficient) override {
+    cuda::zLossGrad(current(), logits, tokens, experts, coefficient, dlogits);
+  }
+
+  void sumSquares(const float *x, double *out, int64_t n) override {
+    cuda::sumSquares(current(), x, n, out);
+  }
+  void adamw(float *param, const float *grad, float *m, float *v, int64_t n,
+             float lr, float beta1, float beta2, float eps, float weightDecay,
+             float gradScale, int64_t step) override {
+    cuda::adamw(current(), param, grad, m, v, n, lr, beta1, beta2, eps,
+                weightDecay, gradScale, step);
+  }
+
+private:
+  /// Local ranks are threads sharing one GPU: every call makes the device
+  /// current on the calling thread first.
+  Device &current() {
+    dev_.makeCurrent();
+    return dev_;
+  }
+
+  enum class Stat { Counts, Dropped };
+  struct PendingStat {
+    Stat kind;
+    size_t at;       // first int64 in pinned_
+    int64_t experts; // Counts: the offsets have experts + 1 entries
+  };
+
+  /// Queues the copy of `n` device int64 values at `src` into pinned host
+  /// memory, to be read by harvest().
+  void queueStat(Stat kind, const int64_t *src, int64_t n, int64_t experts) {
+    if (n <= 0)
+      return;
+    if (pinnedUsed_ + size_t(n) > pinnedCapacity_) {
+      harvest(); // reads every queued value, then the slab is free again
+      if (size_t(n) > pinnedCapacity_) {
+        if (pinned_)
+          check(cudaFreeHost(pinned_), "cudaFreeHost");
+        pinned_ = nullptr;
+        pinnedCapacity_ = 0;
+        size_t capacity = std::max<size_t>(4096, size_t(n));
+        check(cudaMallocHost(reinterpret_cast<void **>(&pinned_),
+                             capacity * sizeof(int64_t)),
+              "cudaMallocHost");
+        pinnedCapacity_ = capacity;
+      }
+    }
+    check(cudaMemcpyAsync(pinned_ + pinnedUsed_, src, n * sizeof(int64_t),
+                          cudaMemcpyDeviceToHost, dev_.stream()),
+          "cudaMemcpyAsync (routing statistics)");
+    pending_.push_back({kind, pinnedUsed_, experts});
+    pinnedUsed_ += size_t(n);
+  }
+
+  /// A device int64 for one capacity drop's count, valid until harvest().
+  int64_t *dropCounter() {
+    constexpr size_t kSlots = 1024;
+    if (!dropDevice_)
+      check(cudaMalloc(reinterpret_cast<void **>(&dropDevice_),
+                       kSlots * sizeof(int64_t)),
+            "cudaMalloc (drop counters)");
+    if (dropUsed_ == kSlots)
+      harvest();
+    return dropDevice_ + dropUsed_++;
+  }
+
+  /// Waits for the stream and moves every queued statistic to the host
+  /// lists, in program order.
+  void harvest() {
+    dev_.makeCurrent();
+    dev_.synchronize();
+    for (const PendingStat &p : pending_) {
+      const int64_t *v = pinned_ + p.at;
+      if (p.kind == Stat::Dropped) {
+        droppedSlots_.push_back(v[0]);
+        continue;
+      }
+      std::vector<int64_t> counts(p.experts);
+      for (int64_t e = 0; e < p.experts; ++e)
+        counts[e] = v[e + 1] - v[e];
+      expertCounts_.push_back(std::move(counts));
+    }
+    pending_.clear();
+    pinnedUsed_ = 0;
+    dropUsed_ = 0;
+  }
+
+  Device dev_;
+  int64_t *pinned_ = nullptr;
+  size_t pinnedCapacity_ = 0, pinnedUsed_ = 0;
+  int64_t *dropDevice_ = nullptr;
+  size_t dropUsed_ = 0;
+  std::vector<PendingStat> pending_;
+  std::vector<std::vector<int64_t>> expertCounts_;
+  std::vector<int64_t> droppedSlots_;
+};
+
+} // namespace
+
+std::unique_ptr<rt::Backend> makeCudaBackend(int device) {
+  return std::make_unique<CudaBackend>(device);
+}
+
+} // namespace moe::cuda

@@ -1,0 +1,84 @@
+//===- Device.cpp - Stream, cuBLAS handle and scratch of a context --------===//
+
+#include "Device.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace moe::cuda {
+
+void throwCudaError(cudaError_t error, const char *what) {
+  throw std::runtime_error(std::string("cuda: ") + what + ": " +
+                           cudaGetErrorString(error));
+}
+
+void throwCublasError(cublasStatus_t status, const char *what) {
+  throw std::runtime_error(std::string("cublas: ") + what + ": " +
+                           cublasGetStatusString(status));
+}
+
+int deviceCount() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError(); // clear the sticky "no driver" error
+    return 0;
+  }
+  return count;
+}
+
+Device::Device(int ordinal) : ordinal_(ordinal) {
+  int count = deviceCount();
+  if (count == 0)
+    throw std::runtime_error("cuda: no GPU is visible (cudaGetDeviceCount "
+                             "found none or the driver is missing)");
+  if (ordinal < 0 || ordinal >= count)
+    throw std::runtime_error("cuda: device " + std::to_string(ordinal) +
+                             " does not exist (" + std::to_string(count) +
+                             " visible)");
+  makeCurrent();
+  check(cudaDeviceGetAttribute(&smCount_, cudaDevAttrMultiProcessorCount,
+                               ordinal),
+        "cudaDeviceGetAttribute");
+  check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+        "cudaStreamCreateWithFlags");
+  check(cublasCreate(&cublas_), "cublasCreate");
+  check(cublasSetStream(cublas_, stream_), "cublasSetStream");
+  // fp32 storage: keep cuBLAS on true fp32 (no TF32) so that results track
+  // the CPU reference; bf16 storage uses tensor cores by its own data types.
+  check(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+}
+
+Device::~Device() {
+  // Destructors must not throw: errors here are ignored.
+  if (scratch_)
+    cudaFreeAsync(scratch_, stream_);
+  if (stream_)
+    cudaStreamSynchronize(stream_);
+  if (cublas_)
+    cublasDestroy(cublas_);
+  if (stream_)
+    cudaStreamDestroy(stream_);
+}
+
+void Device::makeCurrent() const {
+  check(cudaSetDevice(ordinal_), "cudaSetDevice");
+}
+
+void *Device::scratch(size_t bytes) {
+  if (bytes <= scratchBytes_)
+    return scratch_;
+  if (scratch_)
+    check(cudaFreeAsync(scratch_, stream_), "cudaFreeAsync (scratch)");
+  scratch_ = nullptr;
+  scratchBytes_ = 0;
+  size_t grown = alignUp(bytes, size_t(1) << 20);
+  check(cudaMallocAsync(&scratch_, grown, stream_), "cudaMallocAsync (scratch)");
+  scratchBytes_ = grown;
+  return scratch_;
+}
+
+void Device::synchronize() {
+  check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+}
+
+} // namespace moe::cuda

@@ -1,0 +1,96 @@
+//===- Device.h - The CUDA state kernels run with ---------------*- C++ -*-===//
+//
+// Private to lib/Runtime/cuda (and the CUDA tests). One Device per runtime
+// context: the GPU it runs on, a non-blocking stream every kernel, copy and
+// cuBLAS call of that context is queued on, a cuBLAS handle bound to the
+// stream, and stream-ordered scratch memory.
+//
+// Every CUDA and cuBLAS return code goes through check(): a failure throws
+// std::runtime_error naming the call, so the C API records it in the context
+// like any other runtime error. Kernels are asynchronous: a function returns
+// once its work is queued; Device::synchronize() waits for it and reports a
+// fault of any kernel queued before.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_RUNTIME_CUDA_DEVICE_H
+#define MOE_LIB_RUNTIME_CUDA_DEVICE_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace moe::cuda {
+
+/// Throws std::runtime_error("cuda: <what>: <CUDA's error string>").
+[[noreturn]] void throwCudaError(cudaError_t error, const char *what);
+[[noreturn]] void throwCublasError(cublasStatus_t status, const char *what);
+
+inline void check(cudaError_t error, const char *what) {
+  if (error != cudaSuccess)
+    throwCudaError(error, what);
+}
+inline void check(cublasStatus_t status, const char *what) {
+  if (status != CUBLAS_STATUS_SUCCESS)
+    throwCublasError(status, what);
+}
+/// After a kernel launch: reports a bad launch configuration at once.
+inline void checkLaunch(const char *kernel) {
+  check(cudaGetLastError(), kernel);
+}
+
+/// The number of GPUs CUDA can use here; 0 when there is no GPU or no
+/// usable driver (never throws).
+int deviceCount();
+
+class Device {
+public:
+  /// Makes `ordinal` current on this thread, creates the stream and the
+  /// cuBLAS handle.
+  explicit Device(int ordinal = 0);
+  ~Device();
+  Device(const Device &) = delete;
+  Device &operator=(const Device &) = delete;
+
+  int ordinal() const { return ordinal_; }
+  cudaStream_t stream() const { return stream_; }
+  cublasHandle_t cublas() const { return cublas_; }
+  int smCount() const { return smCount_; }
+
+  /// Makes this device current on the calling thread (cheap; every entry
+  /// point calls it, because local ranks are threads).
+  void makeCurrent() const;
+
+  /// Device memory of at least `bytes`, ordered on the stream: valid for the
+  /// work queued until the next scratch() call, which may replace it. One
+  /// kernel function that needs several temporaries carves them out of one
+  /// scratch() block (alignUp below).
+  void *scratch(size_t bytes);
+
+  /// Waits for all queued work; throws on a fault of any of it.
+  void synchronize();
+
+private:
+  int ordinal_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  int smCount_ = 0;
+  void *scratch_ = nullptr;
+  size_t scratchBytes_ = 0;
+};
+
+inline size_t alignUp(size_t bytes, size_t alignment = 256) {
+  return (bytes + alignment - 1) / alignment * alignment;
+}
+
+/// Blocks of `threads` covering n items (at least one block).
+inline unsigned gridFor(int64_t n, unsigned threads) {
+  int64_t blocks = (n + threads - 1) / threads;
+  return blocks < 1 ? 1u : static_cast<unsigned>(blocks);
+}
+
+} // namespace moe::cuda
+
+#endif // MOE_LIB_RUNTIME_CUDA_DEVICE_H

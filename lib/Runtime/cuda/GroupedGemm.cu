@@ -1,0 +1,315 @@
+//===- GroupedGemm.cu - Segmented GEMMs of the routed experts -------------===//
+//
+// See GroupedGemm.h. Two kernels do the work:
+//   - rowTiledGemm: C[r, :] (+)= A[r, :] @ B_e for the rows of each segment,
+//     B_e either W_e^T (forward) or W_e (backward data); grid.x covers an
+//     upper bound of the row tiles of all segments, grid.y the column tiles.
+//   - weightGradGemm: dW_e = sum over e's segments of dY_g^T @ X_g; one block
+//     per (expert, 64 x 64 output tile) walks all of the expert's rows, so
+//     each output is one thread's fp32 sum in row order (deterministic, no
+//     atomics, no split-K).
+// Both use 64 x 64 output tiles, a 16-deep shared-memory reduction step and
+// 256 threads computing 4 x 4 outputs each at a stride of 16 (so that a
+// warp's shared-memory reads are broadcasts or conflict-free and its global
+// stores are 64-byte contiguous runs).
+//
+//===----------------------------------------------------------------------===//
+
+#include "GroupedGemm.h"
+
+#include <cub/block/block_scan.cuh>
+
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace moe::cuda::grouped {
+
+namespace {
+
+constexpr int kTM = static_cast<int>(kTileRows); // rows of a tile
+constexpr int kTN = 64;                          // columns of a tile
+constexpr int kTJ = 16;                          // reduction step
+constexpr int kThreads = 256;                    // 16 x 16 threads
+constexpr int kLoads = kTM * kTJ / kThreads;     // elements per thread
+static_assert(kTM == 64 && kTN == 64 && kTJ == 16 && kThreads == 256,
+              "the index arithmetic below assumes these tile sizes");
+
+[[noreturn]] void fail(const char *kernel, const std::string &message) {
+  throw std::invalid_argument(std::string("moe::cuda::") + kernel + ": " +
+                              message);
+}
+
+void checkNonNegative(const char *kernel, const char *name, int64_t value) {
+  if (value < 0)
+    fail(kernel, std::string(name) + " must be non-negative, got " +
+                     std::to_string(value));
+}
+
+void checkSegments(const char *kernel, const Segments &s) {
+  checkNonNegative(kernel, "rows", s.rows);
+  checkNonNegative(kernel, "segments", s.segments);
+  if (s.experts < 1)
+    fail(kernel, "experts must be positive, got " + std::to_string(s.experts));
+}
+
+/// The clamped row range [begin, end) of segment g.
+__device__ __forceinline__ void segmentRange(const int64_t *offsets, int64_t g,
+                                             int64_t rows, int64_t &begin,
+                                             int64_t &end) {
+  begin = max(offsets[g], int64_t(0));
+  end = min(offsets[g + 1], rows);
+}
+
+/// One block: per-segment tile counts, scanned in chunks of kThreads with a
+/// running carry.
+__global__ void __launch_bounds__(kThreads)
+    tileMapKernel(const int64_t *offsets, int64_t segments, int64_t rows,
+                  int64_t *tileStart) {
+  using Scan = cub::BlockScan<long long, kThreads>;
+  __shared__ typename Scan::TempStorage temp;
+  long long carry = 0;
+  if (threadIdx.x == 0)
+    tileStart[0] = 0;
+  for (int64_t base = 0; base < segments; base += kThreads) {
+    int64_t g = base + threadIdx.x;
+    long long tiles = 0;
+    if (g < segments) {
+      int64_t begin, end;
+      segmentRange(offsets, g, rows, begin, end);
+      tiles = end > begin ? (end - begin + kTM - 1) / kTM : 0;
+    }
+    long long inclusive, total;
+    Scan(temp).InclusiveSum(tiles, inclusive, total);
+    if (g < segments)
+      tileStart[g + 1] = carry + inclusive;
+    carry += total;
+    __syncthreads(); // temp is reused by the next chunk
+  }
+}
+
+/// C[r, c] (+)= sum_j A[r, j] * B_e(j, c) over the rows r of each segment;
+/// A is [rows, J] row-major; B_e(j, c) = W_e[c, j] when kWTransposed (W_e
+/// [cols, J], the forward x @ W^T), else W_e[j, c] (W_e [J, cols], the
+/// backward dy @ W). Block (x, y) computes row tile x of the concatenated
+/// segment tiles, column tile y.
+template <typename T, bool kWTransposed>
+__global__ void __launch_bounds__(kThreads)
+    rowTiledGemm(const int64_t *offsets, const int64_t *tileStart,
+                 int64_t segments, int64_t experts, int64_t rows, const T *a,
+                 int64_t J, const T *w, int64_t cols, T *c, bool accumulate) {
+  const int64_t tile = blockIdx.x;
+  if (tile >= tileStart[segments])
+    return; // past the last real tile (the grid is an upper bound)
+  // The segment holding this tile: the largest g with tileStart[g] <= tile
+  // (empty segments share their tileStart with the next one, so the largest
+  // such g is non-empty).
+  int64_t lo = 0, hi = segments - 1;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo + 1) / 2;
+    if (tileStart[mid] <= tile)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  const int64_t g = lo;
+  int64_t begin, end;
+  segmentRange(offsets, g, rows, begin, end);
+  const int64_t row0 = begin + (tile - tileStart[g]) * kTM;
+  const int64_t rowEnd = min(row0 + kTM, end);
+  const int64_t col0 = int64_t(blockIdx.y) * kTN;
+  const T *we = w + (g % experts) * cols * J;
+
+  __shared__ float as[kTJ][kTM + 1];
+  __shared__ float bs[kTJ][kTN + 1];
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  float acc[4][4] = {};
+  for (int64_t j0 = 0; j0 < J; j0 += kTJ) {
+    for (int l = 0; l < kLoads; ++l) {
+      int idx = threadIdx.x + l * kThreads;
+      int r = idx / kTJ, jj = idx % kTJ; // j fastest: contiguous in A
+      int64_t row = row0 + r, j = j0 + jj;
+      as[jj][r] =
+          row < rowEnd && j < J ? static_cast<float>(a[row * J + j]) : 0.0f;
+    }
+    for (int l = 0; l < kLoads; ++l) {
+      int idx = threadIdx.x + l * kThreads;
+      // Read along W's contiguous dimension.
+      int cc = kWTransposed ? idx / kTJ : idx % kTN;
+      int jj = kWTransposed ? idx % kTJ : idx / kTN;
+      int64_t col = col0 + cc, j = j0 + jj;
+      float v = 0.0f;
+      if (col < cols && j < J)
+        v = static_cast<float>(kWTransposed ? we[col * J + j]
+                                            : we[j * cols + col]);
+      bs[jj][cc] = v;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int jj = 0; jj < kTJ; ++jj) {
+      float av[4], bv[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        av[i] = as[jj][ty + 16 * i];
+        bv[i] = bs[jj][tx + 16 * i];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+          acc[i][q] += av[i] * bv[q];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    int64_t row = row0 + ty + 16 * i;
+    if (row >= rowEnd)
+      continue;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      int64_t col = col0 + tx + 16 * q;
+      if (col >= cols)
+        continue;
+      T *out = c + row * cols + col;
+      *out = static_cast<T>(accumulate ? static_cast<float>(*out) + acc[i][q]
+                                       : acc[i][q]);
+    }
+  }
+}
+
+/// dw_e[n, k] = sum over the rows r of e's segments of dy[r, n] * x[r, k];
+/// dy [rows, N], x [rows, K], dw [experts, N, K]. Block b is expert
+/// b / (tilesN * tilesK), output tile b % (tilesN * tilesK).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    weightGradGemm(const int64_t *offsets, int64_t segments, int64_t experts,
+                   int64_t rows, const T *dy, int64_t N, const T *x, int64_t K,
+                   T *dw, int64_t tilesN, int64_t tilesK) {
+  const int64_t b = blockIdx.x;
+  const int64_t e = b / (tilesN * tilesK);
+  const int64_t rest = b % (tilesN * tilesK);
+  const int64_t n0 = rest / tilesK * kTM, k0 = rest % tilesK * kTN;
+
+  __shared__ float as[kTJ][kTM + 1]; // dy^T tile: [row][n]
+  __shared__ float bs[kTJ][kTN + 1]; // x tile: [row][k]
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  float acc[4][4] = {};
+  for (int64_t g = e; g < segments; g += experts) {
+    int64_t begin, end; // the same for every thread of the block
+    segmentRange(offsets, g, rows, begin, end);
+    for (int64_t r0 = begin; r0 < end; r0 += kTJ) {
+      for (int l = 0; l < kLoads; ++l) {
+        int idx = threadIdx.x + l * kThreads;
+        int rr = idx / kTM, cc = idx % kTM; // along the contiguous n / k
+        int64_t row = r0 + rr;
+        int64_t n = n0 + cc, k = k0 + cc;
+        as[rr][cc] =
+            row < end && n < N ? static_cast<float>(dy[row * N + n]) : 0.0f;
+        bs[rr][cc] =
+            row < end && k < K ? static_cast<float>(x[row * K + k]) : 0.0f;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int jj = 0; jj < kTJ; ++jj) {
+        float av[4], bv[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          av[i] = as[jj][ty + 16 * i];
+          bv[i] = bs[jj][tx + 16 * i];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int q = 0; q < 4; ++q)
+            acc[i][q] += av[i] * bv[q];
+      }
+      __syncthreads();
+    }
+  }
+  T *dwe = dw + e * N * K;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    int64_t n = n0 + ty + 16 * i;
+    if (n >= N)
+      continue;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      int64_t k = k0 + tx + 16 * q;
+      if (k < K)
+        dwe[n * K + k] = static_cast<T>(acc[i][q]);
+    }
+  }
+}
+
+constexpr int64_t kMaxGridX = std::numeric_limits<int32_t>::max();
+constexpr int64_t kMaxGridY = 65535;
+
+/// The launch of rowTiledGemm shared by gemmXWt and gemmDyW.
+template <bool kWTransposed>
+void launchRowTiled(Device &dev, const char *kernel, const Segments &s,
+                    const float *a, int64_t J, const float *w, int64_t cols,
+                    bool accumulate, float *c) {
+  checkSegments(kernel, s);
+  checkNonNegative(kernel, "reduction size", J);
+  checkNonNegative(kernel, "columns", cols);
+  if (s.rows == 0 || s.segments == 0 || cols == 0)
+    return; // no row or no column to write
+  int64_t rowTiles = (s.rows + kTM - 1) / kTM + s.segments;
+  int64_t colTiles = (cols + kTN - 1) / kTN;
+  if (rowTiles > kMaxGridX)
+    fail(kernel, "too many row tiles (" + std::to_string(rowTiles) + ")");
+  if (colTiles > kMaxGridY)
+    fail(kernel, "too many columns (" + std::to_string(cols) + ")");
+  dim3 grid(static_cast<unsigned>(rowTiles), static_cast<unsigned>(colTiles));
+  rowTiledGemm<float, kWTransposed><<<grid, kThreads, 0, dev.stream()>>>(
+      s.offsets, s.tileStart, s.segments, s.experts, s.rows, a, J, w, cols, c,
+      accumulate);
+  checkLaunch(kernel);
+}
+
+} // namespace
+
+void buildTileMap(Device &dev, const int64_t *offsets, int64_t segments,
+                  int64_t rows, int64_t *tileStart) {
+  checkNonNegative("buildTileMap", "segments", segments);
+  checkNonNegative("buildTileMap", "rows", rows);
+  tileMapKernel<<<1, kThreads, 0, dev.stream()>>>(offsets, segments, rows,
+                                                  tileStart);
+  checkLaunch("tileMapKernel");
+}
+
+void gemmXWt(Device &dev, const char *kernel, const Segments &s, const float *x,
+             int64_t k, const float *w, int64_t n, float *y) {
+  launchRowTiled</*kWTransposed=*/true>(dev, kernel, s, x, k, w, n,
+                                        /*accumulate=*/false, y);
+}
+
+void gemmDyW(Device &dev, const char *kernel, const Segments &s,
+             const float *dy, int64_t n, const float *w, int64_t k,
+             bool accumulate, float *dx) {
+  launchRowTiled</*kWTransposed=*/false>(dev, kernel, s, dy, n, w, k,
+                                         accumulate, dx);
+}
+
+void gemmDw(Device &dev, const char *kernel, const Segments &s, const float *dy,
+            int64_t n, const float *x, int64_t k, float *dw) {
+  checkSegments(kernel, s);
+  checkNonNegative(kernel, "n", n);
+  checkNonNegative(kernel, "k", k);
+  if (n == 0 || k == 0)
+    return; // dw is empty
+  int64_t tilesN = (n + kTM - 1) / kTM, tilesK = (k + kTN - 1) / kTN;
+  if (tilesN * tilesK > kMaxGridX / s.experts)
+    fail(kernel, "too many weight tiles (" + std::to_string(s.experts) +
+                     " experts of " + std::to_string(n) + " x " +
+                     std::to_string(k) + ")");
+  int64_t blocks = tilesN * tilesK * s.experts;
+  weightGradGemm<float>
+      <<<static_cast<unsigned>(blocks), kThreads, 0, dev.stream()>>>(
+          s.offsets, s.segments, s.experts, s.rows, dy, n, x, k, dw, tilesN,
+          tilesK);
+  checkLaunch(kernel);
+}
+
+} // namespace moe::cuda::grouped

@@ -1,0 +1,971 @@
+//===- MoEKernels.cu - Router, token permutation and expert FFNs on CUDA --===//
+//
+// The CUDA twins of lib/Runtime/cpu/MoEKernels.cpp and the expert part of
+// lib/Runtime/cpu/GradKernels.cpp (the same formulas, tie rules and special
+// ids; see CudaKernels.h for the conventions). In short:
+//   - router: logits by cuBLAS, then one warp per token for the scores, the
+//     group limit and the top-k (and routerGrad the reverse, in double as on
+//     the CPU);
+//   - permuteByExpert and dropOverCapacity: a stable CUB radix sort of the
+//     (expert, slot) pairs, then binary searches in the sorted experts;
+//   - gatherRows, unpermuteCombine and their gradients: element- or
+//     warp-parallel loops, through a slot -> row inverse built in scratch;
+//   - groupedSwiGLUSegments(Grad): the segmented GEMMs of GroupedGemm.h,
+//     which read the offsets on the device, and elementwise SwiGLU kernels.
+// Nothing here synchronises with the host; temporaries come from one
+// dev.scratch() block per call.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CudaKernels.h"
+#include "DeviceMath.cuh"
+#include "GroupedGemm.h"
+
+#include <cub/device/device_radix_sort.cuh>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace moe::cuda {
+
+namespace {
+
+using moe::cpu::kDroppedSlot;
+
+constexpr int kThreads = 256;
+constexpr int kWarp = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
+
+//===----------------------------------------------------------------------===//
+// Host-side helpers
+//===----------------------------------------------------------------------===//
+
+[[noreturn]] void fail(const char *kernel, const std::string &message) {
+  throw std::invalid_argument(std::string("moe::cuda::") + kernel + ": " +
+                              message);
+}
+
+void checkSize(const char *kernel, const char *name, int64_t value,
+               bool positive = false) {
+  if (value < (positive ? 1 : 0))
+    fail(kernel, std::string(name) + " must be " +
+                     (positive ? "positive" : "non-negative") + ", got " +
+                     std::to_string(value));
+}
+
+/// Slots are indexed by int32 (indices, rowToSlot): tokens * topK must fit.
+int64_t checkSlots(const char *kernel, int64_t tokens, int64_t topK) {
+  if (tokens > kMaxInt32 / std::max<int64_t>(topK, 1))
+    fail(kernel, "tokens * topK (" + std::to_string(tokens) + " * " +
+                     std::to_string(topK) + ") exceeds the int32 slot range");
+  return tokens * topK;
+}
+
+/// Blocks of kThreads for a grid-stride loop over n items: enough to fill
+/// the GPU, at least one.
+unsigned strideBlocks(const Device &dev, int64_t n) {
+  int64_t blocks = (n + kThreads - 1) / kThreads;
+  int64_t cap = int64_t(std::max(dev.smCount(), 1)) * 32;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, cap)));
+}
+
+/// Blocks of kThreads giving one thread per item (n <= 2^31 * 256).
+unsigned itemBlocks(int64_t n) { return gridFor(n, kThreads); }
+
+/// Row-major C [m, n] = op(A) [m, k] @ op(B) [k, n] (+ beta C) in fp32.
+/// cuBLAS is column-major, and a row-major [r, c] matrix with leading
+/// dimension ld is, read column-major, its transpose [c, r] with the same ld.
+/// So we ask cuBLAS for the column-major C^T [n, m] = op(B)^T op(A)^T: B is
+/// the first operand, A the second, m and n swap places, and each operand
+/// keeps its own transposition flag (a row-major B [k, n] already reads as
+/// B^T, hence OP_N; a stored [n, k] B with transB reads as op(B), hence
+/// OP_T). Pedantic fp32 math (no TF32) is set on the Device's handle.
+void gemm(Device &dev, const char *kernel, bool transA, bool transB, int64_t m,
+          int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+          int64_t ldb, float *c, int64_t ldc) {
+  if (m == 0 || n == 0)
+    return;
+  if (k == 0) { // an empty sum; cuBLAS would reject lda = 0
+    check(cudaMemsetAsync(c, 0, size_t(m) * ldc * sizeof(float), dev.stream()),
+          "cudaMemsetAsync");
+    return;
+  }
+  for (int64_t v : {m, n, k, lda, ldb, ldc})
+    if (v > kMaxInt32)
+      fail(kernel, "GEMM dimension " + std::to_string(v) +
+                       " exceeds the cuBLAS integer range");
+  const float alpha = 1.0f, beta = 0.0f;
+  check(cublasGemmEx(dev.cublas(), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                     transA ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k),
+                     &alpha, b, CUDA_R_32F, int(ldb), a, CUDA_R_32F, int(lda),
+                     &beta, c, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT),
+        kernel);
+}
+
+//===----------------------------------------------------------------------===//
+// Router
+//===----------------------------------------------------------------------===//
+
+void checkRouterConfig(const RouterConfig &cfg) {
+  const char *kernel = "router";
+  checkSize(kernel, "experts", cfg.experts, /*positive=*/true);
+  checkSize(kernel, "nGroup", cfg.nGroup, /*positive=*/true);
+  if (cfg.experts > kMaxInt32)
+    fail(kernel, "experts " + std::to_string(cfg.experts) + " is too large");
+  if (cfg.experts % cfg.nGroup != 0)
+    fail(kernel, "experts (" + std::to_string(cfg.experts) +
+                     ") is not divisible by nGroup (" +
+                     std::to_string(cfg.nGroup) + ")");
+  if (cfg.topkGroup < 1 || cfg.topkGroup > cfg.nGroup)
+    fail(kernel, "topkGroup " + std::to_string(cfg.topkGroup) +
+                     " is outside [1, " + std::to_string(cfg.nGroup) + "]");
+  int64_t eligible = cfg.topkGroup * (cfg.experts / cfg.nGroup);
+  if (cfg.topK < 1 || cfg.topK > eligible)
+    fail(kernel, "topK " + std::to_string(cfg.topK) + " is outside [1, " +
+                     std::to_string(eligible) + "] (the eligible experts)");
+}
+
+/// Scores, group limit, top-k and weights of one token per warp, from the
+/// logits [tokens, experts]; exactly cpu::router's steps. Each warp keeps its
+/// token's scores, selection scores, group scores and ranks and the chosen
+/// experts in its slice of dynamic shared memory (wordsPerWarp 4-byte words).
+///
+/// The top-k walks the order "select descending, expert ascending" (a strict
+/// total order, the CPU's partial_sort comparator): pick k is the best
+/// eligible expert strictly after pick k - 1 in that order, found by a lane
+/// scan and a warp argmax under the same order. Group g is eligible when
+/// fewer than topkGroup groups come before it (score descending, group
+/// ascending).
+__global__ void __launch_bounds__(128)
+    routerSelectKernel(const float *logits, int64_t tokens, int experts,
+                       const float *bias, int topK, bool sigmoid,
+                       bool normTopkProb, float routeScale, int nGroup,
+                       int topkGroup, int wordsPerWarp, float *weights,
+                       int32_t *indices) {
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t t = int64_t(blockIdx.x) * (blockDim.x / kWarp) + warp;
+  if (t >= tokens)
+    return; // whole warps only: no block barrier below
+  float *scores = smem + int64_t(warp) * wordsPerWarp;
+  float *select = scores + experts;
+  float *groupScore = select + experts;
+  int *groupRank = reinterpret_cast<int *>(groupScore + nGroup);
+  int *chosen = groupRank + nGroup;
+  const float *row = logits + t * experts;
+
+  if (sigmoid) {
+    for (int e = lane; e < experts; e += kWarp)
+      scores[e] = 1.0f / (1.0f + expf(-row[e]));
+  } else {
+    // cpu::detail::softmaxRow: fp32 max and exponentials, double sum.
+    float maxValue = -INFINITY;
+    for (int e = lane; e < experts; e += kWarp)
+      maxValue = row[e] > maxValue ? row[e] : maxValue;
+    maxValue = warpMax(maxValue);
+    double partial = 0.0;
+    for (int e = lane; e < experts; e += kWarp) {
+      float v = expf(row[e] - maxValue);
+      scores[e] = v;
+      partial += v;
+    }
+    float inv = float(1.0 / warpSum(partial));
+    for (int e = lane; e < experts; e += kWarp)
+      scores[e] *= inv;
+  }
+  // The bias steers the choice only; the weights use the unbiased scores.
+  for (int e = lane; e < experts; e += kWarp)
+    select[e] = bias ? scores[e] + bias[e] : scores[e];
+  __syncwarp();
+
+  const int groupSize = experts / nGroup;
+  if (nGroup > 1) {
+    // A group's score: the sum of its two best selection scores (its only
+    // one for groups of one), the CPU's running best/second scan.
+    for (int g = lane; g < nGroup; g += kWarp) {
+      const float *s = select + int64_t(g) * groupSize;
+      float best = s[0], second = -INFINITY;
+      for (int i = 1; i < groupSize; ++i) {
+        if (s[i] > best) {
+          second = best;
+          best = s[i];
+        } else if (s[i] > second) {
+          second = s[i];
+        }
+      }
+      groupScore[g] = groupSize > 1 ? best + second : best;
+    }
+    __syncwarp();
+    for (int g = lane; g < nGroup; g += kWarp) {
+      int rank = 0;
+      for (int h = 0; h < nGroup; ++h)
+        rank += groupScore[h] > groupScore[g] ||
+                (groupScore[h] == groupScore[g] && h < g);
+      groupRank[g] = rank;
+    }
+    __syncwarp();
+  }
+
+  float prevValue = 0.0f;
+  int prevExpert = -1;
+  for (int k = 0; k < topK; ++k) {
+    float bestValue = 0.0f;
+    int bestExpert = -1; // none yet
+    if (k == 0 || prevExpert >= 0) {
+      for (int e = lane; e < experts; e += kWarp) {
+        if (nGroup > 1 && groupRank[e / groupSize] >= topkGroup)
+          continue;
+        float v = select[e];
+        if (k > 0 && !(v < prevValue || (v == prevValue && e > prevExpert)))
+          continue; // not after the previous pick
+        if (bestExpert < 0 || v > bestValue ||
+            (v == bestValue && e < bestExpert)) {
+          bestValue = v;
+          bestExpert = e;
+        }
+      }
+    }
+    for (int offset = kWarp / 2; offset > 0; offset >>= 1) {
+      float otherValue = __shfl_xor_sync(kFullMask, bestValue, offset);
+      int otherExpert = __shfl_xor_sync(kFullMask, bestExpert, offset);
+      if (otherExpert >= 0 &&
+          (bestExpert < 0 || otherValue > bestValue ||
+           (otherValue == bestValue && otherExpert < bestExpert))) {
+        bestValue = otherValue;
+        bestExpert = otherExpert;
+      }
+    }
+    // Every lane holds the same pick. Only NaN scores can leave none:
+    // the slot is then written as dropped with weight 0.
+    if (lane == 0)
+      chosen[k] = bestExpert;
+    prevValue = bestValue;
+    prevExpert = bestExpert;
+  }
+  __syncwarp();
+
+  // The weights, with the CPU's sequential fp32 sum for the renormalisation.
+  float sum = 0.0f;
+  if (lane == 0)
+    for (int k = 0; k < topK; ++k)
+      if (chosen[k] >= 0)
+        sum += scores[chosen[k]];
+  sum = __shfl_sync(kFullMask, sum, 0);
+  for (int k = lane; k < topK; k += kWarp) {
+    int e = chosen[k];
+    float w = 0.0f;
+    if (e >= 0)
+      w = normTopkProb ? scores[e] / sum * routeScale : scores[e] * routeScale;
+    indices[t * topK + k] = e;
+    weights[t * topK + k] = w;
+  }
+}
+
+/// d logits [tokens, experts] of the router weights (plus dlogits), one warp
+/// per token, in double as cpu::routerGrad: the scores are recomputed from
+/// the logits, d score_e sums the selected slots k with indices[k] = e in k
+/// order, then through the sigmoid or the softmax Jacobian. Expert ids out
+/// of range contribute nothing.
+__global__ void __launch_bounds__(128)
+    routerGradLogitsKernel(const float *dweights, const float *dlogits,
+                           const float *logits, const int32_t *indices,
+                           int64_t tokens, int experts, int topK, bool sigmoid,
+                           bool normTopkProb, double routeScale, float *dl) {
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t t = int64_t(blockIdx.x) * (blockDim.x / kWarp) + warp;
+  if (t >= tokens)
+    return;
+  const float *row = logits + t * experts;
+  const int32_t *idx = indices + t * topK;
+  const float *dw = dweights + t * topK;
+
+  double lse = 0.0; // cpu::detail::logSumExp
+  if (!sigmoid) {
+    float maxValue = -INFINITY;
+    for (int e = lane; e < experts; e += kWarp)
+      maxValue = row[e] > maxValue ? row[e] : maxValue;
+    maxValue = warpMax(maxValue);
+    double partial = 0.0;
+    for (int e = lane; e < experts; e += kWarp)
+      partial += exp(double(row[e]) - maxValue);
+    lse = maxValue + log(warpSum(partial));
+  }
+  auto score = [&](int e) {
+    return sigmoid ? 1.0 / (1.0 + exp(-double(row[e])))
+                   : exp(double(row[e]) - lse);
+  };
+  auto valid = [&](int32_t e) { return e >= 0 && e < experts; };
+
+  // Through w_k = R * s_k (/ S with S the sum of the selected scores).
+  double sum = 0.0, dot = 0.0;
+  if (normTopkProb)
+    for (int k = 0; k < topK; ++k)
+      if (valid(idx[k])) {
+        double s = score(idx[k]);
+        sum += s;
+        dot += double(dw[k]) * s;
+      }
+  auto dscore = [&](int e) {
+    double d = 0.0;
+    for (int k = 0; k < topK; ++k)
+      if (idx[k] == e)
+        d += normTopkProb ? routeScale * (dw[k] / sum - dot / (sum * sum))
+                          : routeScale * dw[k];
+    return d;
+  };
+  double inner = 0.0;
+  if (!sigmoid) {
+    double partial = 0.0;
+    for (int e = lane; e < experts; e += kWarp)
+      partial += dscore(e) * score(e);
+    inner = warpSum(partial);
+  }
+  for (int e = lane; e < experts; e += kWarp) {
+    double s = score(e), d = dscore(e);
+    float v = float(sigmoid ? d * s * (1.0 - s) : s * (d - inner));
+    if (dlogits)
+      v += dlogits[t * experts + e];
+    dl[t * experts + e] = v;
+  }
+}
+
+/// Warps per block and dynamic shared memory of the router kernel.
+struct RouterLaunch {
+  int warps = 4;
+  size_t sharedBytes = 0;
+  int wordsPerWarp = 0;
+};
+
+RouterLaunch routerLaunch(const RouterConfig &cfg) {
+  RouterLaunch launch;
+  launch.wordsPerWarp =
+      int(2 * cfg.experts + 2 * cfg.nGroup + cfg.topK); // see the kernel
+  size_t perWarp = size_t(launch.wordsPerWarp) * 4;
+  const size_t defaultLimit = 48 * 1024;
+  launch.warps = int(std::clamp<size_t>(defaultLimit / perWarp, 1, 4));
+  launch.sharedBytes = perWarp * launch.warps;
+  return launch;
+}
+
+//===----------------------------------------------------------------------===//
+// Sorting slots by expert
+//===----------------------------------------------------------------------===//
+
+/// The temporaries of a stable sort of `slots` slots by expert.
+struct SlotSort {
+  uint32_t *keysIn = nullptr, *keysOut = nullptr;
+  int32_t *slotsIn = nullptr, *slotsOut = nullptr;
+  void *temp = nullptr;
+  size_t tempBytes = 0;
+  int endBit = 1;
+};
+
+/// Bits of the sort keys, which lie in [0, experts].
+int keyBits(int64_t experts) {
+  int bits = 1;
+  while (bits < 32 && (int64_t(1) << bits) <= experts)
+    ++bits;
+  return bits;
+}
+
+/// The scratch bytes of a SlotSort (slotsOut included when `ownSlotsOut`).
+size_t slotSortBytes(int64_t slots, int endBit, bool ownSlotsOut,
+                     size_t &tempBytes) {
+  tempBytes = 0;
+  check(cub::DeviceRadixSort::SortPairs(
+            nullptr, tempBytes, static_cast<const uint32_t *>(nullptr),
+            static_cast<uint32_t *>(nullptr),
+            static_cast<const int32_t *>(nullptr),
+            static_cast<int32_t *>(nullptr), int(slots), 0, endBit),
+        "cub::DeviceRadixSort::SortPairs (size query)");
+  size_t ints = alignUp(size_t(slots) * 4);
+  return (ownSlotsOut ? 4 : 3) * ints + alignUp(tempBytes);
+}
+
+/// Carves a SlotSort out of `scratch` (laid out as slotSortBytes counts).
+SlotSort carveSlotSort(void *scratch, int64_t slots, int endBit,
+                       bool ownSlotsOut, size_t tempBytes) {
+  char *p = static_cast<char *>(scratch);
+  size_t ints = alignUp(size_t(slots) * 4);
+  SlotSort sort;
+  sort.keysIn = reinterpret_cast<uint32_t *>(p);
+  sort.keysOut = reinterpret_cast<uint32_t *>(p + ints);
+  sort.slotsIn = reinterpret_cast<int32_t *>(p + 2 * ints);
+  p += 3 * ints;
+  if (ownSlotsOut) {
+    sort.slotsOut = reinterpret_cast<int32_t *>(p);
+    p += ints;
+  }
+  sort.temp = p;
+  sort.tempBytes = tempBytes;
+  sort.endBit = endBit;
+  return sort;
+}
+
+/// keys[s] = indices[s], or `experts` (sorted last) for a dropped or
+/// out-of-range id; slots[s] = s.
+__global__ void slotKeysKernel(const int32_t *indices, int64_t slots,
+                               int64_t experts, uint32_t *keys,
+                               int32_t *slotIds) {
+  int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (s >= slots)
+    return;
+  int32_t id = indices[s];
+  keys[s] = id >= 0 && id < experts ? uint32_t(id) : uint32_t(experts);
+  slotIds[s] = int32_t(s);
+}
+
+/// Sorts the slots by expert (radix sort is stable: slot order within an
+/// expert). sort.slotsOut must be set.
+void sortSlots(Device &dev, const int32_t *indices, int64_t slots,
+               int64_t experts, const SlotSort &sort) {
+  slotKeysKernel<<<itemBlocks(slots), kThreads, 0, dev.stream()>>>(
+      indices, slots, experts, sort.keysIn, sort.slotsIn);
+  checkLaunch("slotKeysKernel");
+  size_t tempBytes = sort.tempBytes;
+  check(cub::DeviceRadixSort::SortPairs(
+            sort.temp, tempBytes, sort.keysIn, sort.keysOut, sort.slotsIn,
+            sort.slotsOut, int(slots), 0, sort.endBit, dev.stream()),
+        "cub::DeviceRadixSort::SortPairs");
+}
+
+/// The first p in [0, n) with keys[p] >= value, or n.
+__device__ __forceinline__ int64_t lowerBound(const uint32_t *keys, int64_t n,
+                                              uint32_t value) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (keys[mid] < value)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/// offsets[e] = first sorted position of expert e (e <= experts, so
+/// offsets[experts] counts the kept slots); rowToSlot[r] = -1 for the sorted
+/// positions of dropped slots (rowToSlot already holds the sorted slots).
+__global__ void offsetsKernel(const uint32_t *sortedKeys, int64_t slots,
+                              int64_t experts, int64_t *offsets,
+                              int32_t *rowToSlot) {
+  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i <= experts)
+    offsets[i] = lowerBound(sortedKeys, slots, uint32_t(i));
+  if (i < slots && sortedKeys[i] == uint32_t(experts))
+    rowToSlot[i] = kDroppedSlot;
+}
+
+/// kept[s] for the slot at sorted position p: its expert when fewer than
+/// `capacity` slots of that expert come before it (its rank p - first
+/// position of the expert), else kDroppedSlot; counts the drops into
+/// *dropped (one atomic per block). Invalid ids (-1 included) stay
+/// kDroppedSlot and are not counted.
+__global__ void __launch_bounds__(kThreads)
+    dropKernel(const uint32_t *sortedKeys, const int32_t *sortedSlots,
+               int64_t slots, int64_t experts, int64_t capacity, int32_t *kept,
+               int64_t *dropped) {
+  int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  int drop = 0;
+  if (p < slots) {
+    uint32_t e = sortedKeys[p];
+    int32_t s = sortedSlots[p];
+    if (e >= uint32_t(experts)) {
+      kept[s] = kDroppedSlot;
+    } else {
+      int64_t rank = p - lowerBound(sortedKeys, slots, e);
+      bool keep = rank < capacity;
+      kept[s] = keep ? int32_t(e) : kDroppedSlot;
+      drop = keep ? 0 : 1;
+    }
+  }
+  int blockDrops = __syncthreads_count(drop);
+  if (threadIdx.x == 0 && blockDrops > 0)
+    atomicAdd(reinterpret_cast<unsigned long long *>(dropped),
+              static_cast<unsigned long long>(blockDrops));
+}
+
+//===----------------------------------------------------------------------===//
+// Gather, combine and their gradients
+//===----------------------------------------------------------------------===//
+
+/// permuted[r, :] = x[rowToSlot[r] / topK, :], zero for a padding row;
+/// one thread per element, grid-stride.
+template <typename T>
+__global__ void gatherRowsKernel(const T *x, const int32_t *rowToSlot,
+                                 int64_t rows, int64_t topK, int64_t hidden,
+                                 T *permuted) {
+  const int64_t n = rows * hidden;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r = i / hidden, c = i % hidden;
+    int32_t slot = rowToSlot[r];
+    permuted[i] = slot >= 0 ? x[(slot / topK) * hidden + c] : T(0);
+  }
+}
+
+/// slotToRow[rowToSlot[r]] = r for the rows holding a slot in [0, slots)
+/// (slotToRow is preset to -1: dropped slots keep it).
+__global__ void invertRowToSlotKernel(const int32_t *rowToSlot, int64_t slots,
+                                      int32_t *slotToRow) {
+  int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= slots)
+    return;
+  int32_t s = rowToSlot[r];
+  if (s >= 0 && s < slots)
+    slotToRow[s] = int32_t(r);
+}
+
+/// out[t, i] = sum over k ascending of w[t, k] * y[row(t, k), i] (w = 1 when
+/// `weights` is null), skipping dropped slots; one thread per element,
+/// grid-stride. The product is rounded before the sum, as the CPU's
+/// `o += w * y` (no fused multiply-add), so the sums match it bit for bit.
+template <typename T>
+__global__ void combineKernel(const T *y, const int32_t *slotToRow,
+                              const float *weights, int64_t tokens,
+                              int64_t topK, int64_t hidden, T *out) {
+  const int64_t n = tokens * hidden;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t t = i / hidden, c = i % hidden;
+    float acc = 0.0f;
+    for (int64_t k = 0; k < topK; ++k) {
+      int64_t slot = t * topK + k;
+      int32_t row = slotToRow[slot];
+      if (row < 0)
+        continue; // dropped
+      float w = weights ? weights[slot] : 1.0f;
+      acc =
+          __fadd_rn(acc, __fmul_rn(w, static_cast<float>(y[row * hidden + c])));
+    }
+    out[i] = static_cast<T>(acc);
+  }
+}
+
+/// dexpertOut[r, :] = weights[s] * dout[s / topK, :] for the slot s of row r,
+/// zero for a padding row; one thread per element, grid-stride.
+template <typename T>
+__global__ void scatterGradKernel(const T *dout, const int32_t *rowToSlot,
+                                  const float *weights, int64_t slots,
+                                  int64_t topK, int64_t hidden, T *dexpertOut) {
+  const int64_t n = slots * hidden;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r = i / hidden, c = i % hidden;
+    int32_t s = rowToSlot[r];
+    T v = T(0);
+    if (s >= 0 && s < slots)
+      v = static_cast<T>(weights[s] *
+                         static_cast<float>(dout[(s / topK) * hidden + c]));
+    dexpertOut[i] = v;
+  }
+}
+
+/// dweights[s] = dout[s / topK, :] . expertOut[row(s), :] in double (0 for a
+/// dropped slot); one warp per slot.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    dweightsKernel(const T *dout, const T *expertOut, const int32_t *slotToRow,
+                   int64_t slots, int64_t topK, int64_t hidden,
+                   float *dweights) {
+  const int64_t s = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (s >= slots)
+    return;
+  int32_t row = slotToRow[s];
+  double dot = 0.0;
+  if (row >= 0) {
+    const T *g = dout + (s / topK) * hidden;
+    const T *y = expertOut + int64_t(row) * hidden;
+    for (int64_t i = lane; i < hidden; i += kWarp)
+      dot += double(static_cast<float>(g[i])) * static_cast<float>(y[i]);
+    dot = warpSum(dot);
+  }
+  if (lane == 0)
+    dweights[s] = float(dot);
+}
+
+/// The combine of unpermuteCombine and permuteGrad (weights null: unit).
+void combine(Device &dev, const char *kernel, const float *y,
+             const int32_t *rowToSlot, const float *weights, int64_t tokens,
+             int64_t topK, int64_t hidden, float *out) {
+  checkSize(kernel, "tokens", tokens);
+  checkSize(kernel, "topK", topK, /*positive=*/true);
+  checkSize(kernel, "hidden", hidden);
+  int64_t slots = checkSlots(kernel, tokens, topK);
+  if (slots == 0 || hidden == 0)
+    return;
+  auto *slotToRow =
+      static_cast<int32_t *>(dev.scratch(size_t(slots) * sizeof(int32_t)));
+  check(cudaMemsetAsync(slotToRow, 0xff, size_t(slots) * sizeof(int32_t),
+                        dev.stream()),
+        "cudaMemsetAsync"); // all -1
+  invertRowToSlotKernel<<<itemBlocks(slots), kThreads, 0, dev.stream()>>>(
+      rowToSlot, slots, slotToRow);
+  checkLaunch("invertRowToSlotKernel");
+  combineKernel<float>
+      <<<strideBlocks(dev, tokens * hidden), kThreads, 0, dev.stream()>>>(
+          y, slotToRow, weights, tokens, topK, hidden, out);
+  checkLaunch(kernel);
+}
+
+//===----------------------------------------------------------------------===//
+// SwiGLU elementwise steps
+//===----------------------------------------------------------------------===//
+
+/// The first `*end` rows (clamped to [0, rows]) as an element count.
+__device__ __forceinline__ int64_t usedElements(const int64_t *end,
+                                                int64_t rows, int64_t width) {
+  int64_t e = *end;
+  e = e < 0 ? 0 : (e > rows ? rows : e);
+  return e * width;
+}
+
+/// act[i] = silu(gateOut[i]) * upOut[i] over the rows before *end (act may
+/// be gateOut: each element is read, then written, by one thread);
+/// grid-stride.
+template <typename T>
+__global__ void swigluKernel(const T *gateOut, const T *upOut, T *act,
+                             const int64_t *end, int64_t rows, int64_t inter) {
+  const int64_t n = usedElements(end, rows, inter);
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float g = static_cast<float>(gateOut[i]);
+    float s = 1.0f / (1.0f + expf(-g));
+    act[i] = static_cast<T>(g * s * static_cast<float>(upOut[i]));
+  }
+}
+
+/// The backward of swigluKernel over the rows before *end: with d = d act,
+/// g, u the gate and up outputs and s = sigmoid(g), du = d g s (into dup)
+/// and dg = d u s (1 + g (1 - s)) (into d, in place); the CPU's expressions
+/// and rounding (no fused multiply-add). Grid-stride.
+template <typename T>
+__global__ void swigluGradKernel(const T *gateOut, const T *upOut, T *dact,
+                                 T *dupOut, const int64_t *end, int64_t rows,
+                                 int64_t inter) {
+  const int64_t n = usedElements(end, rows, inter);
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float g = static_cast<float>(gateOut[i]);
+    float u = static_cast<float>(upOut[i]);
+    float d = static_cast<float>(dact[i]);
+    float s = 1.0f / (1.0f + expf(-g));
+    dupOut[i] = static_cast<T>(d * g * s);
+    float slope = __fadd_rn(1.0f, __fmul_rn(g, 1.0f - s));
+    dact[i] = static_cast<T>(d * u * s * slope);
+  }
+}
+
+/// out[r, :] = 0 for the rows r in [*end, rows); grid-stride.
+template <typename T>
+__global__ void zeroTailKernel(T *out, const int64_t *end, int64_t rows,
+                               int64_t width) {
+  const int64_t n = rows * width;
+  for (int64_t i = usedElements(end, rows, width) +
+                   int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = T(0);
+}
+
+void zeroTail(Device &dev, float *out, const int64_t *end, int64_t rows,
+              int64_t width) {
+  if (rows == 0 || width == 0)
+    return;
+  zeroTailKernel<float>
+      <<<strideBlocks(dev, rows * width), kThreads, 0, dev.stream()>>>(
+          out, end, rows, width);
+  checkLaunch("zeroTailKernel");
+}
+
+void checkGrouped(const char *kernel, int64_t rows, int64_t segments,
+                  int64_t experts, int64_t hidden, int64_t inter) {
+  checkSize(kernel, "rows", rows);
+  checkSize(kernel, "experts", experts, /*positive=*/true);
+  checkSize(kernel, "segments", segments);
+  checkSize(kernel, "hidden", hidden);
+  checkSize(kernel, "inter", inter);
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Forward
+//===----------------------------------------------------------------------===//
+
+void router(Device &dev, const float *x, int64_t tokens, int64_t hidden,
+            const float *gate, const float *expertBias, const RouterConfig &cfg,
+            float *weights, int32_t *indices, float *logits) {
+  const char *kernel = "router";
+  checkSize(kernel, "tokens", tokens);
+  checkSize(kernel, "hidden", hidden);
+  checkRouterConfig(cfg);
+  checkSlots(kernel, tokens, cfg.topK);
+  if (tokens == 0)
+    return;
+  // logits [tokens, experts] = x [tokens, hidden] @ gate [experts, hidden]^T.
+  gemm(dev, kernel, /*transA=*/false, /*transB=*/true, tokens, cfg.experts,
+       hidden, x, hidden, gate, hidden, logits, cfg.experts);
+  RouterLaunch launch = routerLaunch(cfg);
+  if (launch.sharedBytes > 48 * 1024)
+    check(cudaFuncSetAttribute(routerSelectKernel,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(launch.sharedBytes)),
+          "cudaFuncSetAttribute (router shared memory)");
+  int64_t blocks = (tokens + launch.warps - 1) / launch.warps;
+  routerSelectKernel<<<static_cast<unsigned>(blocks), launch.warps * kWarp,
+                       launch.sharedBytes, dev.stream()>>>(
+      logits, tokens, int(cfg.experts), expertBias, int(cfg.topK), cfg.sigmoid,
+      cfg.normTopkProb, cfg.routeScale, int(cfg.nGroup), int(cfg.topkGroup),
+      launch.wordsPerWarp, weights, indices);
+  checkLaunch("routerSelectKernel");
+}
+
+void dropOverCapacity(Device &dev, const int32_t *indices, int64_t tokens,
+                      int64_t topK, int64_t experts, int64_t capacity,
+                      int32_t *kept, int64_t *droppedOut) {
+  const char *kernel = "dropOverCapacity";
+  checkSize(kernel, "tokens", tokens);
+  checkSize(kernel, "topK", topK, /*positive=*/true);
+  checkSize(kernel, "experts", experts, /*positive=*/true);
+  checkSize(kernel, "capacity", capacity);
+  if (experts >= kMaxInt32)
+    fail(kernel, "experts " + std::to_string(experts) + " is too large");
+  int64_t slots = checkSlots(kernel, tokens, topK);
+  check(cudaMemsetAsync(droppedOut, 0, sizeof(int64_t), dev.stream()),
+        "cudaMemsetAsync");
+  if (slots == 0)
+    return;
+  int endBit = keyBits(experts);
+  size_t tempBytes = 0;
+  size_t bytes = slotSortBytes(slots, endBit, /*ownSlotsOut=*/true, tempBytes);
+  SlotSort sort = carveSlotSort(dev.scratch(bytes), slots, endBit,
+                                /*ownSlotsOut=*/true, tempBytes);
+  sortSlots(dev, indices, slots, experts, sort);
+  dropKernel<<<itemBlocks(slots), kThreads, 0, dev.stream()>>>(
+      sort.keysOut, sort.slotsOut, slots, experts, capacity, kept, droppedOut);
+  checkLaunch("dropKernel");
+}
+
+void permuteByExpert(Device &dev, const int32_t *indices, int64_t tokens,
+                     int64_t topK, int64_t experts, int64_t *offsets,
+                     int32_t *rowToSlot) {
+  const char *kernel = "permuteByExpert";
+  checkSize(kernel, "tokens", tokens);
+  checkSize(kernel, "topK", topK, /*positive=*/true);
+  checkSize(kernel, "experts", experts, /*positive=*/true);
+  if (experts >= kMaxInt32)
+    fail(kernel, "experts " + std::to_string(experts) + " is too large");
+  int64_t slots = checkSlots(kernel, tokens, topK);
+  if (slots == 0) {
+    check(cudaMemsetAsync(offsets, 0, size_t(experts + 1) * sizeof(int64_t),
+                          dev.stream()),
+          "cudaMemsetAsync");
+    return;
+  }
+  // The sorted slots go straight to rowToSlot; dropped ones sort last and
+  // become padding rows.
+  int endBit = keyBits(experts);
+  size_t tempBytes = 0;
+  size_t bytes = slotSortBytes(slots, endBit, /*ownSlotsOut=*/false, tempBytes);
+  SlotSort sort = carveSlotSort(dev.scratch(bytes), slots, endBit,
+                                /*ownSlotsOut=*/false, tempBytes);
+  sort.slotsOut = rowToSlot;
+  sortSlots(dev, indices, slots, experts, sort);
+  offsetsKernel<<<itemBlocks(std::max(slots, experts + 1)), kThreads, 0,
+                  dev.stream()>>>(sort.keysOut, slots, experts, offsets,
+                                  rowToSlot);
+  checkLaunch("offsetsKernel");
+}
+
+void gatherRows(Device &dev, const float *x, const int32_t *rowToSlot,
+                int64_t rows, int64_t topK, int64_t hidden, float *permuted) {
+  const char *kernel = "gatherRows";
+  checkSize(kernel, "rows", rows);
+  checkSize(kernel, "topK", topK, /*positive=*/true);
+  checkSize(kernel, "hidden", hidden);
+  if (rows == 0 || hidden == 0)
+    return;
+  gatherRowsKernel<float>
+      <<<strideBlocks(dev, rows * hidden), kThreads, 0, dev.stream()>>>(
+          x, rowToSlot, rows, topK, hidden, permuted);
+  checkLaunch(kernel);
+}
+
+void groupedSwiGLUSegments(Device &dev, const float *permuted, int64_t rows,
+                           const int64_t *offsets, int64_t segments,
+                           int64_t experts, int64_t hidden, int64_t inter,
+                           const float *gate, const float *up,
+                           const float *down, float *out) {
+  const char *kernel = "groupedSwiGLUSegments";
+  checkGrouped(kernel, rows, segments, experts, hidden, inter);
+  if (rows == 0 || hidden == 0)
+    return; // out is empty
+  size_t mapBytes = alignUp(grouped::tileMapBytes(segments));
+  size_t actBytes = alignUp(size_t(rows) * inter * sizeof(float));
+  char *scratch = static_cast<char *>(dev.scratch(mapBytes + 2 * actBytes));
+  auto *tileStart = reinterpret_cast<int64_t *>(scratch);
+  auto *gateOut = reinterpret_cast<float *>(scratch + mapBytes);
+  auto *upOut = reinterpret_cast<float *>(scratch + mapBytes + actBytes);
+
+  grouped::buildTileMap(dev, offsets, segments, rows, tileStart);
+  grouped::Segments s{offsets, segments, experts, rows, tileStart};
+  const int64_t *end = offsets + segments;
+  if (inter > 0) {
+    grouped::gemmXWt(dev, kernel, s, permuted, hidden, gate, inter, gateOut);
+    grouped::gemmXWt(dev, kernel, s, permuted, hidden, up, inter, upOut);
+    swigluKernel<float>
+        <<<strideBlocks(dev, rows * inter), kThreads, 0, dev.stream()>>>(
+            gateOut, upOut, gateOut, end, rows, inter);
+    checkLaunch("swigluKernel");
+  }
+  // out = act @ down_e^T (zero when inter is 0), then zero padding rows.
+  grouped::gemmXWt(dev, kernel, s, gateOut, inter, down, hidden, out);
+  zeroTail(dev, out, end, rows, hidden);
+}
+
+void unpermuteCombine(Device &dev, const float *expertOut,
+                      const int32_t *rowToSlot, const float *weights,
+                      int64_t tokens, int64_t topK, int64_t hidden,
+                      float *out) {
+  combine(dev, "unpermuteCombine", expertOut, rowToSlot, weights, tokens, topK,
+          hidden, out);
+}
+
+//===----------------------------------------------------------------------===//
+// Backward
+//===----------------------------------------------------------------------===//
+
+void routerGrad(Device &dev, const float *dweights, const float *dlogits,
+                const float *x, int64_t tokens, int64_t hidden,
+                const float *gate, const float *logits, const int32_t *indices,
+                const RouterConfig &cfg, float *dx, float *dgate) {
+  const char *kernel = "routerGrad";
+  checkSize(kernel, "tokens", tokens);
+  checkSize(kernel, "hidden", hidden);
+  checkSize(kernel, "experts", cfg.experts, /*positive=*/true);
+  int64_t experts = cfg.experts, topK = cfg.topK;
+  if (topK < 1 || topK > experts)
+    fail(kernel, "topK " + std::to_string(topK) + " is outside [1, " +
+                     std::to_string(experts) + "]");
+  if (experts > kMaxInt32)
+    fail(kernel, "experts " + std::to_string(experts) + " is too large");
+  checkSlots(kernel, tokens, topK);
+  if (hidden == 0)
+    return; // dx and dgate are empty
+  float *dl = static_cast<float *>(dev.scratch(
+      std::max<size_t>(size_t(tokens) * experts, 1) * sizeof(float)));
+  if (tokens > 0) {
+    const int warps = 4;
+    int64_t blocks = (tokens + warps - 1) / warps;
+    routerGradLogitsKernel<<<static_cast<unsigned>(blocks), warps * kWarp, 0,
+                             dev.stream()>>>(
+        dweights, dlogits, logits, indices, tokens, int(experts), int(topK),
+        cfg.sigmoid, cfg.normTopkProb, double(cfg.routeScale), dl);
+    checkLaunch("routerGradLogitsKernel");
+  }
+  // logits = x gate^T: dx [tokens, hidden] = dl @ gate, dgate [experts,
+  // hidden] = dl^T @ x (zero when there are no tokens).
+  gemm(dev, kernel, false, false, tokens, hidden, experts, dl, experts, gate,
+       hidden, dx, hidden);
+  gemm(dev, kernel, /*transA=*/true, false, experts, hidden, tokens, dl,
+       experts, x, hidden, dgate, hidden);
+}
+
+void permuteGrad(Device &dev, const float *dpermuted, const int32_t *rowToSlot,
+                 int64_t tokens, int64_t topK, int64_t hidden, float *dx) {
+  // The transpose of the row gather: the combine with unit weights.
+  combine(dev, "permuteGrad", dpermuted, rowToSlot, nullptr, tokens, topK,
+          hidden, dx);
+}
+
+void unpermuteCombineGrad(Device &dev, const float *dout,
+                          const float *expertOut, const int32_t *rowToSlot,
+                          const float *weights, int64_t tokens, int64_t topK,
+                          int64_t hidden, float *dexpertOut, float *dweights) {
+  const char *kernel = "unpermuteCombineGrad";
+  checkSize(kernel, "tokens", tokens);
+  checkSize(kernel, "topK", topK, /*positive=*/true);
+  checkSize(kernel, "hidden", hidden);
+  int64_t slots = checkSlots(kernel, tokens, topK);
+  if (slots == 0)
+    return;
+  if (hidden > 0) {
+    scatterGradKernel<float>
+        <<<strideBlocks(dev, slots * hidden), kThreads, 0, dev.stream()>>>(
+            dout, rowToSlot, weights, slots, topK, hidden, dexpertOut);
+    checkLaunch("scatterGradKernel");
+  }
+  auto *slotToRow =
+      static_cast<int32_t *>(dev.scratch(size_t(slots) * sizeof(int32_t)));
+  check(cudaMemsetAsync(slotToRow, 0xff, size_t(slots) * sizeof(int32_t),
+                        dev.stream()),
+        "cudaMemsetAsync"); // all -1
+  invertRowToSlotKernel<<<itemBlocks(slots), kThreads, 0, dev.stream()>>>(
+      rowToSlot, slots, slotToRow);
+  checkLaunch("invertRowToSlotKernel");
+  dweightsKernel<float>
+      <<<itemBlocks(slots * kWarp), kThreads, 0, dev.stream()>>>(
+          dout, expertOut, slotToRow, slots, topK, hidden, dweights);
+  checkLaunch("dweightsKernel");
+}
+
+void groupedSwiGLUSegmentsGrad(Device &dev, const float *dout,
+                               const float *permuted, int64_t rows,
+                               const int64_t *offsets, int64_t segments,
+                               int64_t experts, int64_t hidden, int64_t inter,
+                               const float *gate, const float *up,
+                               const float *down, float *dpermuted,
+                               float *dgate, float *dup, float *ddown) {
+  const char *kernel = "groupedSwiGLUSegmentsGrad";
+  checkGrouped(kernel, rows, segments, experts, hidden, inter);
+  size_t mapBytes = alignUp(grouped::tileMapBytes(segments));
+  size_t actBytes = alignUp(size_t(rows) * inter * sizeof(float));
+  char *scratch = static_cast<char *>(dev.scratch(mapBytes + 4 * actBytes));
+  auto *tileStart = reinterpret_cast<int64_t *>(scratch);
+  auto *gateOut = reinterpret_cast<float *>(scratch + mapBytes);
+  auto *upOut = reinterpret_cast<float *>(scratch + mapBytes + actBytes);
+  auto *act = reinterpret_cast<float *>(scratch + mapBytes + 2 * actBytes);
+  auto *dact = reinterpret_cast<float *>(scratch + mapBytes + 3 * actBytes);
+
+  grouped::buildTileMap(dev, offsets, segments, rows, tileStart);
+  grouped::Segments s{offsets, segments, experts, rows, tileStart};
+  const int64_t *end = offsets + segments;
+  const unsigned actBlocks = strideBlocks(dev, rows * inter);
+  const bool anyAct = rows > 0 && inter > 0;
+
+  // Recompute the forward: gate and up outputs, act = silu(g) * u.
+  grouped::gemmXWt(dev, kernel, s, permuted, hidden, gate, inter, gateOut);
+  grouped::gemmXWt(dev, kernel, s, permuted, hidden, up, inter, upOut);
+  if (anyAct) {
+    swigluKernel<float><<<actBlocks, kThreads, 0, dev.stream()>>>(
+        gateOut, upOut, act, end, rows, inter);
+    checkLaunch("swigluKernel");
+  }
+  // ddown_e [hidden, inter] = sum dout^T @ act; d act = dout @ down_e.
+  grouped::gemmDw(dev, kernel, s, dout, hidden, act, inter, ddown);
+  grouped::gemmDyW(dev, kernel, s, dout, hidden, down, inter,
+                   /*accumulate=*/false, dact);
+  // act becomes d(up out), dact becomes d(gate out).
+  if (anyAct) {
+    swigluGradKernel<float><<<actBlocks, kThreads, 0, dev.stream()>>>(
+        gateOut, upOut, dact, act, end, rows, inter);
+    checkLaunch("swigluGradKernel");
+  }
+  // dgate_e / dup_e [inter, hidden] = sum d(gate|up out)^T @ x.
+  grouped::gemmDw(dev, kernel, s, dact, inter, permuted, hidden, dgate);
+  grouped::gemmDw(dev, kernel, s, act, inter, permuted, hidden, dup);
+  // dx = d(gate out) @ gate_e + d(up out) @ up_e; 0 on the padding rows.
+  grouped::gemmDyW(dev, kernel, s, dact, inter, gate, hidden,
+                   /*accumulate=*/false, dpermuted);
+  grouped::gemmDyW(dev, kernel, s, act, inter, up, hidden,
+                   /*accumulate=*/true, dpermuted);
+  zeroTail(dev, dpermuted, end, rows, hidden);
+}
+
+} // namespace moe::cuda

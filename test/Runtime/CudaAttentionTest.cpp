@@ -1,0 +1,177 @@
+//===- CudaAttentionTest.cpp - Tiled CUDA attention vs the CPU kernels ----===//
+//
+// moe::cuda::attention and attentionGrad against moe::cpu::attention and
+// attentionGrad on the same random inputs: causal and not, MHA and GQA,
+// sequence lengths around the tile sizes (1, 17, 64, 130), head dimensions
+// of every bucket including ones that are not a multiple of 16 or 32 (8, 24,
+// 64, 128, plus 40 and 256), batch 1 and 3. Gradient outputs start as
+// garbage, so a kernel that accumulates instead of overwriting fails.
+//
+// Tolerance: relative 1e-4 of the largest reference magnitude (expectClose).
+// Both sides compute in fp32 (the CPU with a materialised softmax and BLAS,
+// the GPU with an online softmax in a different summation order; the GPU
+// backward recomputes the softmax from a logsumexp and uses
+// D = rowsum(dout * out) where the CPU uses rowsum(P * dP)); the differences
+// are rounding of order 1e-6 relative. Where the reference is exactly zero
+// everywhere (dq and dk for seq 1, where the softmax is 1 and dS is 0) a
+// relative check is meaningless, so the GPU result must be below 1e-6 in
+// absolute value instead.
+//
+//===----------------------------------------------------------------------===//
+
+#include "cuda/CudaKernels.h"
+
+#include "CudaTestUtil.h"
+#include "moe/Runtime/CpuGradKernels.h"
+#include "moe/Runtime/CpuKernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace moe::cuda::test {
+namespace {
+
+constexpr double kRelTol = 1e-4;
+constexpr double kZeroTol = 1e-6;
+constexpr float kGarbage = 123.0f;
+
+void expectMatches(const std::vector<float> &actual,
+                   const std::vector<float> &expected,
+                   const std::string &what) {
+  double largest = 0;
+  for (float x : expected)
+    largest = std::max(largest, std::fabs(double(x)));
+  if (largest > 0) {
+    expectClose(actual, expected, kRelTol, what);
+    return;
+  }
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  for (size_t i = 0; i < actual.size(); ++i)
+    ASSERT_LE(std::fabs(actual[i]), kZeroTol)
+        << what << ": element " << i << " of an all-zero reference";
+}
+
+struct Case {
+  int batch, seq, heads, kvHeads, headDim;
+  bool causal;
+  float range = 2.0f; // q and k uniform in [-range, range]
+  float scale = 0;    // 0: 1 / sqrt(headDim)
+
+  std::string name() const {
+    return "batch=" + std::to_string(batch) + " seq=" + std::to_string(seq) +
+           " heads=" + std::to_string(heads) +
+           " kvHeads=" + std::to_string(kvHeads) +
+           " headDim=" + std::to_string(headDim) +
+           " causal=" + std::to_string(causal) +
+           " range=" + std::to_string(range);
+  }
+};
+
+void runCase(Device &dev, const Case &c, uint64_t seed) {
+  SCOPED_TRACE(c.name());
+  const size_t qSize = size_t(c.batch) * c.seq * c.heads * c.headDim;
+  const size_t kvSize = size_t(c.batch) * c.seq * c.kvHeads * c.headDim;
+  const float scale =
+      c.scale != 0 ? c.scale : 1.0f / std::sqrt(float(c.headDim));
+  std::vector<float> q = randomFloats(qSize, seed, -c.range, c.range);
+  std::vector<float> k = randomFloats(kvSize, seed + 1, -c.range, c.range);
+  std::vector<float> v = randomFloats(kvSize, seed + 2);
+  std::vector<float> dout = randomFloats(qSize, seed + 3);
+
+  // CPU reference.
+  std::vector<float> out(qSize), dq(qSize), dk(kvSize), dv(kvSize);
+  cpu::attention(q.data(), k.data(), v.data(), c.batch, c.seq, c.heads,
+                 c.kvHeads, c.headDim, c.causal, scale, out.data());
+  cpu::attentionGrad(dout.data(), q.data(), k.data(), v.data(), c.batch, c.seq,
+                     c.heads, c.kvHeads, c.headDim, c.causal, scale, dq.data(),
+                     dk.data(), dv.data());
+
+  DeviceBuffer<float> dQ(q), dK(k), dV(v), dDout(dout);
+  DeviceBuffer<float> dOut(std::vector<float>(qSize, kGarbage));
+  DeviceBuffer<float> dDq(std::vector<float>(qSize, kGarbage));
+  DeviceBuffer<float> dDk(std::vector<float>(kvSize, kGarbage));
+  DeviceBuffer<float> dDv(std::vector<float>(kvSize, kGarbage));
+  // The uploads ran on the legacy default stream, the kernels run on the
+  // Device's non-blocking stream, which does not wait for it: finish them.
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+
+  attention(dev, dQ, dK, dV, c.batch, c.seq, c.heads, c.kvHeads, c.headDim,
+            c.causal, scale, dOut);
+  attentionGrad(dev, dDout, dQ, dK, dV, c.batch, c.seq, c.heads, c.kvHeads,
+                c.headDim, c.causal, scale, dDq, dDk, dDv);
+  dev.synchronize();
+
+  expectMatches(dOut.download(), out, "attention out");
+  expectMatches(dDq.download(), dq, "attentionGrad dq");
+  expectMatches(dDk.download(), dk, "attentionGrad dk");
+  expectMatches(dDv.download(), dv, "attentionGrad dv");
+}
+
+class CudaAttention : public CudaTest {};
+
+TEST_F(CudaAttention, MatchesCpuOverShapes) {
+  uint64_t seed = 100;
+  for (bool causal : {false, true})
+    for (int gqa : {0, 1})
+      for (int seq : {1, 17, 64, 130})
+        for (int headDim : {8, 24, 64, 128})
+          for (int batch : {1, 3}) {
+            // MHA: 4 heads of their own; GQA: 8 heads over 2 kv heads.
+            Case c{batch, seq, gqa ? 8 : 4, gqa ? 2 : 4, headDim, causal};
+            runCase(*dev, c, seed += 10);
+          }
+}
+
+TEST_F(CudaAttention, OtherHeadDimsAndGroups) {
+  // Buckets 64 (40, not a multiple of 32) and 256, and one kv head for all.
+  for (bool causal : {false, true}) {
+    runCase(*dev, Case{2, 77, 4, 2, 40, causal}, 7);
+    runCase(*dev, Case{1, 70, 2, 1, 256, causal}, 8);
+    runCase(*dev, Case{2, 33, 6, 1, 16, causal}, 9);
+    runCase(*dev, Case{1, 5, 3, 3, 1, causal}, 10);
+  }
+}
+
+TEST_F(CudaAttention, LargeScoresNeedTheRunningMax) {
+  // Scores up to 64 with scale 1: exp overflows fp32 without the max
+  // subtraction, and the maximum moves between key tiles.
+  for (bool causal : {false, true})
+    runCase(*dev,
+            Case{2, 200, 4, 2, 16, causal, /*range=*/2.0f,
+                 /*scale=*/1.0f},
+            11);
+}
+
+TEST_F(CudaAttention, EmptyShapesAndInvalidSizes) {
+  // Nothing to compute: no launch, no throw.
+  EXPECT_NO_THROW(attention(*dev, nullptr, nullptr, nullptr, 1, 0, 4, 2, 8,
+                            true, 1.0f, nullptr));
+  EXPECT_NO_THROW(attentionGrad(*dev, nullptr, nullptr, nullptr, nullptr, 0, 5,
+                                4, 2, 8, false, 1.0f, nullptr, nullptr,
+                                nullptr));
+  EXPECT_NO_THROW(attention(*dev, nullptr, nullptr, nullptr, 2, 3, 4, 2, 0,
+                            false, 1.0f, nullptr));
+  dev->synchronize();
+  // heads not a multiple of kvHeads, headDim above 256, negative sizes.
+  EXPECT_THROW(attention(*dev, nullptr, nullptr, nullptr, 1, 4, 4, 3, 8, false,
+                         1.0f, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(attentionGrad(*dev, nullptr, nullptr, nullptr, nullptr, 1, 4, 4,
+                             3, 8, false, 1.0f, nullptr, nullptr, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(attention(*dev, nullptr, nullptr, nullptr, 1, 4, 4, 2, 257,
+                         false, 1.0f, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(attention(*dev, nullptr, nullptr, nullptr, 1, -1, 4, 2, 8, false,
+                         1.0f, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(attentionGrad(*dev, nullptr, nullptr, nullptr, nullptr, 1, 4, 0,
+                             0, 8, false, 1.0f, nullptr, nullptr, nullptr),
+               std::invalid_argument);
+}
+
+} // namespace
+} // namespace moe::cuda::test

@@ -39,3 +39,22 @@ if mpirun:
         flags = " --allow-run-as-root --oversubscribe" if "Open MPI" in version or "OpenRTE" in version else ""
         config.available_features.add("mpi")
         config.substitutions.append(("%mpirun", mpirun + flags))
+
+# The CUDA backend: feature `cuda` when moec can link it (moec --cuda), and
+# `gpu` when this machine also has a GPU with a driver. The GPU tests are
+# unsupported without one; the note says so in the run's output.
+if config.moe_have_cuda:
+    config.available_features.add("cuda")
+    smi = shutil.which("nvidia-smi")
+    has_gpu = False
+    if smi:
+        try:
+            has_gpu = subprocess.run([smi, "-L"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, universal_newlines=True,
+                                     timeout=60).stdout.strip().startswith("GPU")
+        except (OSError, subprocess.TimeoutExpired):
+            has_gpu = False
+    if has_gpu:
+        config.available_features.add("gpu")
+    else:
+        lit_config.note("CUDA backend tests (REQUIRES: gpu): skipped: no GPU")

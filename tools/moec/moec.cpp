@@ -87,6 +87,11 @@ cl::opt<bool> trainStep(
     cl::desc("Build the training step too, so that the executable can "
              "`train` (default: when the model returns a scalar loss)"),
     cl::init(true), cl::cat(category));
+cl::opt<bool> withCuda(
+    "cuda",
+    cl::desc("Link the CUDA backend too, so that the executable can run with "
+             "--backend cuda (needs a build with the CUDA toolkit)"),
+    cl::init(false), cl::cat(category));
 cl::opt<std::string> linker(
     "linker",
     cl::desc("C++ compiler driver that links the executable (default: c++)"),
@@ -207,8 +212,13 @@ int link(StringRef object, StringRef output) {
     return fail("cannot find the linker driver '" + linker +
                 "' (set --linker)");
   std::vector<StringRef> args = {*program, object, "-o", output};
-  for (const char *arg : moec::kRuntimeLinkArgs)
-    args.push_back(arg);
+  if (withCuda) {
+    for (const char *arg : moec::kCudaRuntimeLinkArgs)
+      args.push_back(arg);
+  } else {
+    for (const char *arg : moec::kRuntimeLinkArgs)
+      args.push_back(arg);
+  }
   std::string error;
   int rc = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, {}, 0, 0,
                                      &error);
@@ -240,6 +250,10 @@ int main(int argc, char **argv) {
   registerLLVMDialectTranslation(registry);
   MLIRContext context(registry);
   context.loadAllAvailableDialects();
+
+  if (withCuda && !moec::kHaveCuda)
+    return fail("--cuda: this moec was built without the CUDA backend (no "
+                "CUDA toolkit was found when it was configured)");
 
   OwningOpRef<ModuleOp> module = compileToLLVMDialect(context);
   if (!module)

@@ -132,6 +132,13 @@ int localRankOnNode() {
 
 } // namespace
 
+std::string backendFromFlags(const ParsedFlags &flags) {
+  std::string backend = flags.has("backend") ? flags.get("backend") : "cpu";
+  if (backend != "cpu" && backend != "cuda")
+    throw UsageError("--backend is '" + backend + "', expected cpu or cuda");
+  return backend;
+}
+
 int runOnMesh(const Manifest &m, const ParsedFlags &flags,
               const std::function<int(RankEnv &)> &command) {
   int64_t ranks = m.mesh.worldSize();
@@ -146,9 +153,7 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
                                " ranks): run it under 'mpirun -np " +
                                std::to_string(ranks) + "' or pass --comm local"
                          : "--comm is '" + comm + "', expected mpi or local");
-  std::string backend = flags.has("backend") ? flags.get("backend") : "cpu";
-  if (backend != "cpu" && backend != "cuda")
-    throw UsageError("--backend is '" + backend + "', expected cpu or cuda");
+  std::string backend = backendFromFlags(flags);
   if (comm == "none") {
     RankEnv env;
     env.backend = backend;

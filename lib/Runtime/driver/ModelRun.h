@@ -87,6 +87,9 @@ struct RankEnv {
   }
 };
 
+/// --backend (default cpu); throws UsageError for an unknown one.
+std::string backendFromFlags(const ParsedFlags &flags);
+
 /// Runs `command` on every rank of the model's mesh: directly for a 1-rank
 /// model, else as threads (--comm local) or MPI processes (--comm mpi).
 /// Returns rank 0's status.

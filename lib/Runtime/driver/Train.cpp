@@ -119,7 +119,8 @@ const CommandSpec &gradCommand() {
         "Label ids (default: the tokens shifted left within each row)."},
        {"output", "FILE",
         "Write \"loss\" [] and every gradient under its parameter's Hugging "
-        "Face name as F32 safetensors."}}};
+        "Face name as F32 safetensors."},
+       backendFlag()}};
   return command;
 }
 
@@ -537,6 +538,7 @@ int runGrad(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
   Batch batch = batchFromFlags(m, flags);
 
   RankEnv env;
+  env.backend = backendFromFlags(flags);
   AlignedBuffer weights = obtainWeights(m, source);
   AlignedBuffer grads(m.weightsBytes);
   ModelRunner runner(m, forward, env, trainStep);

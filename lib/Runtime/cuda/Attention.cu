@@ -425,11 +425,6 @@ __global__ void __launch_bounds__(AttnConfig<D>::kThreads)
 // Host side
 //===----------------------------------------------------------------------===//
 
-[[noreturn]] void fail(const char *kernel, const std::string &message) {
-  throw std::invalid_argument(std::string("moe::cuda::") + kernel + ": " +
-                              message);
-}
-
 void checkAtLeast(const char *kernel, const char *name, int64_t value,
                   int64_t least) {
   if (value < least)

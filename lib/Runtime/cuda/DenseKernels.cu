@@ -34,20 +34,6 @@ namespace {
 
 constexpr unsigned kThreads = 256;
 
-[[noreturn]] void fail(const char *kernel, const std::string &message) {
-  throw std::invalid_argument(std::string("moe::cuda::") + kernel + ": " +
-                              message);
-}
-
-/// Throws unless value >= 0 (sizes) or value >= 1 when `positive`.
-void checkSize(const char *kernel, const char *name, int64_t value,
-               bool positive = false) {
-  if (value < (positive ? 1 : 0))
-    fail(kernel, std::string(name) + " must be " +
-                     (positive ? "positive" : "non-negative") + ", got " +
-                     std::to_string(value));
-}
-
 /// Blocks of a grid-stride loop over n elements (capped: each thread then
 /// handles several).
 unsigned elementGrid(const Device &dev, int64_t n) {

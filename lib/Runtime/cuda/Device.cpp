@@ -17,6 +17,19 @@ void throwCublasError(cublasStatus_t status, const char *what) {
                            cublasGetStatusString(status));
 }
 
+void fail(const char *kernel, const std::string &message) {
+  throw std::invalid_argument(std::string("moe::cuda::") + kernel + ": " +
+                              message);
+}
+
+void checkSize(const char *kernel, const char *name, int64_t value,
+               bool positive) {
+  if (value < (positive ? 1 : 0))
+    fail(kernel, std::string(name) + " must be " +
+                     (positive ? "positive" : "non-negative") + ", got " +
+                     std::to_string(value));
+}
+
 int deviceCount() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {

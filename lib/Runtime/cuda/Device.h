@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace moe::cuda {
 
@@ -40,6 +41,13 @@ inline void check(cublasStatus_t status, const char *what) {
 inline void checkLaunch(const char *kernel) {
   check(cudaGetLastError(), kernel);
 }
+
+/// Throws std::invalid_argument("moe::cuda::<kernel>: <message>"): the
+/// argument checks every kernel function makes on the host before queuing.
+[[noreturn]] void fail(const char *kernel, const std::string &message);
+/// Throws unless value >= 0 (a size), or value >= 1 when `positive`.
+void checkSize(const char *kernel, const char *name, int64_t value,
+               bool positive = false);
 
 /// The number of GPUs CUDA can use here; 0 when there is no GPU or no
 /// usable driver (never throws).

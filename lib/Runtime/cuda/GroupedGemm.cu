@@ -35,20 +35,9 @@ constexpr int kLoads = kTM * kTJ / kThreads;     // elements per thread
 static_assert(kTM == 64 && kTN == 64 && kTJ == 16 && kThreads == 256,
               "the index arithmetic below assumes these tile sizes");
 
-[[noreturn]] void fail(const char *kernel, const std::string &message) {
-  throw std::invalid_argument(std::string("moe::cuda::") + kernel + ": " +
-                              message);
-}
-
-void checkNonNegative(const char *kernel, const char *name, int64_t value) {
-  if (value < 0)
-    fail(kernel, std::string(name) + " must be non-negative, got " +
-                     std::to_string(value));
-}
-
 void checkSegments(const char *kernel, const Segments &s) {
-  checkNonNegative(kernel, "rows", s.rows);
-  checkNonNegative(kernel, "segments", s.segments);
+  checkSize(kernel, "rows", s.rows);
+  checkSize(kernel, "segments", s.segments);
   if (s.experts < 1)
     fail(kernel, "experts must be positive, got " + std::to_string(s.experts));
 }
@@ -251,8 +240,8 @@ void launchRowTiled(Device &dev, const char *kernel, const Segments &s,
                     const float *a, int64_t J, const float *w, int64_t cols,
                     bool accumulate, float *c) {
   checkSegments(kernel, s);
-  checkNonNegative(kernel, "reduction size", J);
-  checkNonNegative(kernel, "columns", cols);
+  checkSize(kernel, "reduction size", J);
+  checkSize(kernel, "columns", cols);
   if (s.rows == 0 || s.segments == 0 || cols == 0)
     return; // no row or no column to write
   int64_t rowTiles = (s.rows + kTM - 1) / kTM + s.segments;
@@ -272,8 +261,8 @@ void launchRowTiled(Device &dev, const char *kernel, const Segments &s,
 
 void buildTileMap(Device &dev, const int64_t *offsets, int64_t segments,
                   int64_t rows, int64_t *tileStart) {
-  checkNonNegative("buildTileMap", "segments", segments);
-  checkNonNegative("buildTileMap", "rows", rows);
+  checkSize("buildTileMap", "segments", segments);
+  checkSize("buildTileMap", "rows", rows);
   tileMapKernel<<<1, kThreads, 0, dev.stream()>>>(offsets, segments, rows,
                                                   tileStart);
   checkLaunch("tileMapKernel");
@@ -295,8 +284,8 @@ void gemmDyW(Device &dev, const char *kernel, const Segments &s,
 void gemmDw(Device &dev, const char *kernel, const Segments &s, const float *dy,
             int64_t n, const float *x, int64_t k, float *dw) {
   checkSegments(kernel, s);
-  checkNonNegative(kernel, "n", n);
-  checkNonNegative(kernel, "k", k);
+  checkSize(kernel, "n", n);
+  checkSize(kernel, "k", k);
   if (n == 0 || k == 0)
     return; // dw is empty
   int64_t tilesN = (n + kTM - 1) / kTM, tilesK = (k + kTN - 1) / kTN;

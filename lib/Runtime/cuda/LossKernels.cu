@@ -31,19 +31,6 @@ namespace {
 
 constexpr unsigned kFinishThreads = 1024;
 
-[[noreturn]] void fail(const char *kernel, const std::string &message) {
-  throw std::invalid_argument(std::string("moe::cuda::") + kernel + ": " +
-                              message);
-}
-
-void checkSize(const char *kernel, const char *name, int64_t value,
-               bool positive = false) {
-  if (value < (positive ? 1 : 0))
-    fail(kernel, std::string(name) + " must be " +
-                     (positive ? "positive" : "non-negative") + ", got " +
-                     std::to_string(value));
-}
-
 /// Blocks of a one-block-per-row loop (grid-stride beyond the cap).
 unsigned rowGrid(int64_t rows) {
   return static_cast<unsigned>(std::clamp<int64_t>(rows, 1, int64_t(1) << 20));

@@ -44,19 +44,6 @@ constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
 // Host-side helpers
 //===----------------------------------------------------------------------===//
 
-[[noreturn]] void fail(const char *kernel, const std::string &message) {
-  throw std::invalid_argument(std::string("moe::cuda::") + kernel + ": " +
-                              message);
-}
-
-void checkSize(const char *kernel, const char *name, int64_t value,
-               bool positive = false) {
-  if (value < (positive ? 1 : 0))
-    fail(kernel, std::string(name) + " must be " +
-                     (positive ? "positive" : "non-negative") + ", got " +
-                     std::to_string(value));
-}
-
 /// Slots are indexed by int32 (indices, rowToSlot): tokens * topK must fit.
 int64_t checkSlots(const char *kernel, int64_t tokens, int64_t topK) {
   if (tokens > kMaxInt32 / std::max<int64_t>(topK, 1))

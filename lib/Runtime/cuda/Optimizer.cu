@@ -27,17 +27,6 @@ constexpr unsigned kThreads = 256;
 /// The most blocks of the first stage of sumSquares.
 constexpr int64_t kMaxPartials = 1024;
 
-[[noreturn]] void fail(const char *kernel, const std::string &message) {
-  throw std::invalid_argument(std::string("moe::cuda::") + kernel + ": " +
-                              message);
-}
-
-void checkSize(const char *kernel, const char *name, int64_t value) {
-  if (value < 0)
-    fail(kernel, std::string(name) + " must be non-negative, got " +
-                     std::to_string(value));
-}
-
 /// Stage 1: partial[block] = sum of x[i]^2 over the block's grid-stride
 /// elements, in double.
 template <typename T>

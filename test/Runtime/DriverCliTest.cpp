@@ -737,3 +737,20 @@ TEST_F(DriverCliTest, GradWritesTheLossAndTheGradient) {
 }
 
 } // namespace
+
+TEST_F(DriverCliTest, BackendFlagPicksWhereTheModelRuns) {
+  std::string weights = writeChainWeights();
+  Result cpu = run({"forward", "--weights", weights, "--tokens", kChainTokens,
+                    "--backend", "cpu"});
+  ASSERT_EQ(cpu.status, 0) << cpu.err;
+  Result plain = run({"forward", "--weights", weights, "--tokens", kChainTokens});
+  EXPECT_EQ(cpu.out, plain.out);
+
+  expectError(run({"forward", "--weights", weights, "--tokens", kChainTokens,
+                   "--backend", "gpu"}),
+              2, "--backend is 'gpu', expected cpu or cuda");
+  // This executable is linked without the CUDA backend (moec without --cuda).
+  expectError(run({"forward", "--weights", weights, "--tokens", kChainTokens,
+                   "--backend", "cuda"}),
+              1, "backend 'cuda' is not in this executable");
+}

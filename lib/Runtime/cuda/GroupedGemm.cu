@@ -82,6 +82,29 @@ __global__ void __launch_bounds__(kThreads)
 /// [cols, J], the forward x @ W^T), else W_e[j, c] (W_e [J, cols], the
 /// backward dy @ W). Block (x, y) computes row tile x of the concatenated
 /// segment tiles, column tile y.
+/// acc[i][q] += sum over the reduction step jj of a[jj][ty + 16 i] *
+/// b[jj][tx + 16 q]: each thread's 4 x 4 outputs of one shared-memory step,
+/// the inner loop of every GEMM here.
+__device__ __forceinline__ void accumulateTile(const float (*a)[kTM + 1],
+                                               const float (*b)[kTN + 1],
+                                               int tx, int ty,
+                                               float (&acc)[4][4]) {
+#pragma unroll
+  for (int jj = 0; jj < kTJ; ++jj) {
+    float av[4], bv[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      av[i] = a[jj][ty + 16 * i];
+      bv[i] = b[jj][tx + 16 * i];
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+        acc[i][q] += av[i] * bv[q];
+  }
+}
+
 template <typename T, bool kWTransposed>
 __global__ void __launch_bounds__(kThreads)
     rowTiledGemm(const int64_t *offsets, const int64_t *tileStart,
@@ -134,20 +157,7 @@ __global__ void __launch_bounds__(kThreads)
       bs[jj][cc] = v;
     }
     __syncthreads();
-#pragma unroll
-    for (int jj = 0; jj < kTJ; ++jj) {
-      float av[4], bv[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        av[i] = as[jj][ty + 16 * i];
-        bv[i] = bs[jj][tx + 16 * i];
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int q = 0; q < 4; ++q)
-          acc[i][q] += av[i] * bv[q];
-    }
+    accumulateTile(as, bs, tx, ty, acc);
     __syncthreads();
   }
 #pragma unroll
@@ -199,20 +209,7 @@ __global__ void __launch_bounds__(kThreads)
             row < end && k < K ? static_cast<float>(x[row * K + k]) : 0.0f;
       }
       __syncthreads();
-#pragma unroll
-      for (int jj = 0; jj < kTJ; ++jj) {
-        float av[4], bv[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          av[i] = as[jj][ty + 16 * i];
-          bv[i] = bs[jj][tx + 16 * i];
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-          for (int q = 0; q < 4; ++q)
-            acc[i][q] += av[i] * bv[q];
-      }
+      accumulateTile(as, bs, tx, ty, acc);
       __syncthreads();
     }
   }

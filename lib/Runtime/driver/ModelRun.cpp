@@ -338,9 +338,14 @@ ModelRunner::prepare(AlignedBuffer &weights, AlignedBuffer *grads,
   localTokens_ = localInput(manifest_.inputs[0], tokens, env_);
   localLabels_ = localInput(manifest_.inputs[1], labels, env_);
   rt::clearExpertCounts(context_.get());
-  if (!backend_->deviceMemory())
+  // The training step writes only the slots of the parameters the loss
+  // depends on: the others must read zero.
+  if (!backend_->deviceMemory()) {
+    if (grads)
+      std::memset(grads->data(), 0, grads->size());
     return {weights.data(), grads ? grads->data() : nullptr,
             localTokens_.data(), localLabels_.data(), logits_.f32(), &loss_};
+  }
   backend_->upload(deviceWeights_.data(), weights.data(), weights.size());
   backend_->upload(deviceTokens_.data(), localTokens_.data(),
                    localTokens_.size() * sizeof(int32_t));
@@ -374,8 +379,6 @@ float ModelRunner::trainStep(AlignedBuffer &weights, AlignedBuffer &grads,
                              const std::vector<int32_t> &labels) {
   if (!trainStep_ || !manifest_.trainStep)
     throw std::logic_error("ModelRunner: no training step");
-  // The entry writes only the slots of the parameters the loss depends on.
-  std::memset(grads.data(), 0, grads.size());
   EntryArgs args = prepare(weights, &grads, tokens, labels);
   trainStep_(context_.get(), args.weights, arena_.data(), args.grads,
              args.tokens, args.labels, args.loss);

@@ -168,7 +168,8 @@ private:
   void check();
   /// The pointers an entry gets for the host buffers `weights` (and
   /// `grads`), `tokens` and `labels`: the buffers themselves on the CPU,
-  /// their uploaded device copies otherwise.
+  /// their uploaded device copies otherwise. The gradients the entry will
+  /// write (`grads`, or its device copy) are zeroed.
   struct EntryArgs {
     uint8_t *weights, *grads;
     const int32_t *tokens, *labels;

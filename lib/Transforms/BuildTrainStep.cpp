@@ -438,14 +438,15 @@ LogicalResult TrainStepBuilder::backward(Operation *op) {
         giveExact(d.getPermuted(),
              CombineOp::create(b, loc, d.getPermuted().getType(), dy,
                                d.getReceivedOffsets(), d.getOffsets(),
-                               d.getGridAttr(), d.getGridAxesAttr()));
+                               d.getGridAttr(), d.getGridAxesAttr(),
+                               d.getPlacementAttr()));
         return success();
       })
       .Case([&](CombineOp c) {
         auto back = DispatchOp::create(
             b, loc, c.getExpertOut().getType(),
             c.getReceivedOffsets().getType(), dy, c.getOffsets(),
-            c.getGridAttr(), c.getGridAxesAttr());
+            c.getGridAttr(), c.getGridAxesAttr(), c.getPlacementAttr());
         giveExact(c.getExpertOut(), back.getReceived());
         return success();
       })

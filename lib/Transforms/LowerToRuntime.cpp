@@ -212,6 +212,8 @@ void appendShardRecord(Builder &b, DictionaryAttr attrs,
     fields.push_back(b.getNamedAttr("split", split));
   if (Attribute shape = attrs.get(MoEDialect::getGlobalShapeAttrName()))
     fields.push_back(b.getNamedAttr("global_shape", shape));
+  if (Attribute table = attrs.get(MoEDialect::getPlacementAttrName()))
+    fields.push_back(b.getNamedAttr("placement", table));
 }
 
 /// The expert-count slot (the order in which `moert_permute` reports its
@@ -730,6 +732,11 @@ LogicalResult EntryBuilder::lower(shard::AllToAllOp op) {
   return call("moert_all_to_all", {buffer(op.getInput()), *out}, scalars, 2);
 }
 
+/// The runtime's placement table id: -1 for the fixed split.
+static int64_t placementOf(std::optional<uint64_t> placement) {
+  return placement ? static_cast<int64_t>(*placement) : -1;
+}
+
 LogicalResult EntryBuilder::lower(DispatchOp op) {
   auto received = resultBuffer(op.getReceived());
   auto receivedOffsets = resultBuffer(op.getReceivedOffsets());
@@ -739,10 +746,12 @@ LogicalResult EntryBuilder::lower(DispatchOp op) {
   return call("moert_dispatch",
               {buffer(op.getPermuted()), buffer(op.getOffsets()), *received,
                *receivedOffsets},
-              {*g, i64(dimSize(op.getOffsets(), 0) - 1),
+              {*g, i64(placementOf(op.getPlacement())),
+               i64(dimSize(op.getOffsets(), 0) - 1),
+               i64(dimSize(op.getReceivedOffsets(), 0) - 1),
                i64(dimSize(op.getPermuted(), 1)),
                i64(dimSize(op.getReceived(), 0))},
-              1);
+              2);
 }
 
 LogicalResult EntryBuilder::lower(CombineOp op) {
@@ -753,9 +762,11 @@ LogicalResult EntryBuilder::lower(CombineOp op) {
   return call("moert_combine",
               {buffer(op.getExpertOut()), buffer(op.getReceivedOffsets()),
                buffer(op.getOffsets()), *out},
-              {*g, i64(dimSize(op.getOffsets(), 0) - 1),
+              {*g, i64(placementOf(op.getPlacement())),
+               i64(dimSize(op.getOffsets(), 0) - 1),
+               i64(dimSize(op.getReceivedOffsets(), 0) - 1),
                i64(dimSize(op.getExpertOut(), 1))},
-              1);
+              2);
 }
 
 LogicalResult EntryBuilder::lower(UnpermuteOp op) {

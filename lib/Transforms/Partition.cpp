@@ -32,7 +32,8 @@ namespace {
 
 class Partitioner {
 public:
-  Partitioner(func::FuncOp fn) : fn(fn), b(fn) {}
+  Partitioner(func::FuncOp fn, int64_t replicaSlots)
+      : fn(fn), b(fn), replicaSlots(replicaSlots) {}
   LogicalResult run();
 
 private:
@@ -50,6 +51,7 @@ private:
   FailureOr<ShardingSpec> producedSpec(Value global);
 
   LogicalResult partition(Operation *op);
+  LogicalResult partitionParam(ParamOp op);
   LogicalResult reshard(shard::ShardOp op);
   LogicalResult partitionLinear(LinearOp op);
   LogicalResult partitionFFN(Operation *op, Value gate);
@@ -59,8 +61,17 @@ private:
   FailureOr<Operation *> cloneLocal(Operation *op);
   Value allReduce(Value v, StringRef grid, ArrayRef<int16_t> axes);
 
+  /// Product of the sizes of `axes` of `grid`.
+  FailureOr<int64_t> groupSize(StringRef grid, ArrayRef<int16_t> axes,
+                               Location loc);
+
   func::FuncOp fn;
   OpBuilder b;
+  int64_t replicaSlots;
+  /// The MoE layer (placement table) of every moe.experts, in order, and of
+  /// the moe.param each of them takes its expert weights from.
+  DenseMap<Operation *, int64_t> expertsLayer;
+  DenseMap<Value, int64_t> expertWeightLayer;
   DenseMap<Value, Local> locals;
   llvm::StringMap<SmallVector<int64_t>> grids;
   SmallVector<Type> resultTypes;
@@ -79,6 +90,22 @@ Partitioner::localTypeOf(Value global, const ShardingSpec &spec,
     it = grids.try_emplace(spec.grid, *shape).first;
   }
   return localType(type, spec, it->second, loc);
+}
+
+FailureOr<int64_t> Partitioner::groupSize(StringRef grid,
+                                          ArrayRef<int16_t> axes,
+                                          Location loc) {
+  auto it = grids.find(grid);
+  if (it == grids.end()) {
+    auto shape = gridShape(fn, grid);
+    if (failed(shape))
+      return failure();
+    it = grids.try_emplace(grid, *shape).first;
+  }
+  int64_t size = 1;
+  for (int16_t axis : axes)
+    size *= it->second[axis];
+  return size;
 }
 
 FailureOr<ShardingSpec> Partitioner::producedSpec(Value global) {
@@ -234,13 +261,20 @@ LogicalResult Partitioner::partitionExperts(ExpertsOp op) {
   Value gate = locals.lookup(op.getGateWeight()).value;
   auto xType = cast<RankedTensorType>(x.getType());
   int64_t experts = op.getNumExperts();
+  // The expert slots of each rank (partitionParam).
   int64_t localExperts = cast<ShapedType>(gate.getType()).getShape()[0];
-  int64_t groupSize = experts / localExperts;
+  auto ranks = groupSize(weights.grid, epAxes, op.getLoc());
+  if (failed(ranks))
+    return failure();
+  int64_t groupSize = *ranks;
   int64_t hidden = xType.getShape().back();
   int64_t topK = op.getTopK();
   int64_t slots = xType.getNumElements() / hidden * topK;
   Type f32 = xType.getElementType();
   auto offsetsType = RankedTensorType::get({experts + 1}, b.getI64Type());
+  auto slotOffsetsType =
+      RankedTensorType::get({groupSize * localExperts + 1}, b.getI64Type());
+  IntegerAttr placement = b.getI64IntegerAttr(expertsLayer.lookup(op));
   auto rowsType = RankedTensorType::get({slots, hidden}, f32);
   // A source rank sends a token at most min(top_k, local experts) times;
   // with a capacity drop, no expert receives more than its capacity.
@@ -255,8 +289,9 @@ LogicalResult Partitioner::partitionExperts(ExpertsOp op) {
       b, loc, rowsType, offsetsType,
       RankedTensorType::get({slots}, b.getI32Type()), x, indices, experts);
   auto dispatch = DispatchOp::create(
-      b, loc, recvType, offsetsType, permute.getPermuted(),
-      permute.getOffsets(), weights.grid, b.getDenseI16ArrayAttr(epAxes));
+      b, loc, recvType, slotOffsetsType, permute.getPermuted(),
+      permute.getOffsets(), weights.grid, b.getDenseI16ArrayAttr(epAxes),
+      placement);
   Value expertOut = GroupedSwiGLUOp::create(
       b, loc, recvType, dispatch.getReceived(), dispatch.getReceivedOffsets(),
       gate, locals.lookup(op.getUpWeight()).value,
@@ -264,7 +299,7 @@ LogicalResult Partitioner::partitionExperts(ExpertsOp op) {
   Value back = CombineOp::create(b, loc, rowsType, expertOut,
                                  dispatch.getReceivedOffsets(),
                                  permute.getOffsets(), weights.grid,
-                                 b.getDenseI16ArrayAttr(epAxes));
+                                 b.getDenseI16ArrayAttr(epAxes), placement);
   auto spec = producedSpec(op.getResult());
   if (failed(spec))
     return failure();
@@ -293,16 +328,7 @@ LogicalResult Partitioner::partition(Operation *op) {
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case([&](shard::ShardingOp) { return success(); })
       .Case([&](shard::ShardOp op) { return reshard(op); })
-      .Case([&](ParamOp op) -> LogicalResult {
-        auto clone = cloneLocal(op);
-        if (failed(clone))
-          return failure();
-        const ShardingSpec &spec = locals.lookup(op.getResult()).spec;
-        (*clone)->setAttr(kSplitAttr, spec.splitNames(b));
-        (*clone)->setAttr(kGlobalShapeAttr,
-                          b.getDenseI64ArrayAttr(op.getType().getShape()));
-        return success();
-      })
+      .Case([&](ParamOp op) { return partitionParam(op); })
       .Case([&](LinearOp op) { return partitionLinear(op); })
       .Case([&](MLPOp op) { return partitionFFN(op, op.getGateWeight()); })
       .Case([&](SharedExpertsOp op) {
@@ -333,8 +359,56 @@ LogicalResult Partitioner::partition(Operation *op) {
       });
 }
 
+/// The moe.param a value is, through resharding annotations; null if none.
+static ParamOp paramOf(Value value) {
+  while (auto shard = value.getDefiningOp<shard::ShardOp>())
+    value = shard.getSrc();
+  return value.getDefiningOp<ParamOp>();
+}
+
+/// A weight takes its local block; the expert weights of an expert-parallel
+/// layer take one row per expert slot instead: E/n + replicaSlots of them.
+LogicalResult Partitioner::partitionParam(ParamOp op) {
+  auto clone = cloneLocal(op);
+  if (failed(clone))
+    return failure();
+  Local &local = locals[op.getResult()];
+  (*clone)->setAttr(kSplitAttr, local.spec.splitNames(b));
+  (*clone)->setAttr(kGlobalShapeAttr,
+                    b.getDenseI64ArrayAttr(op.getType().getShape()));
+  auto layer = expertWeightLayer.find(op.getResult());
+  if (layer == expertWeightLayer.end() || local.spec.dims.empty() ||
+      local.spec.dims[0].empty())
+    return success();
+  auto type = cast<RankedTensorType>(local.value.getType());
+  int64_t experts = op.getType().getShape()[0];
+  int64_t slots = type.getShape()[0] + replicaSlots;
+  if (slots > experts)
+    return op.emitOpError() << "cannot have " << slots
+                            << " expert slots per rank (replica-slots "
+                            << replicaSlots << "): the layer has " << experts
+                            << " experts";
+  SmallVector<int64_t> shape(type.getShape());
+  shape[0] = slots;
+  local.value.setType(type.clone(shape));
+  (*clone)->setAttr(kPlacementAttr, b.getI64IntegerAttr(layer->second));
+  return success();
+}
+
 LogicalResult Partitioner::run() {
   Block &body = fn.getBody().front();
+  if (replicaSlots < 0)
+    return fn.emitOpError() << "replica-slots is " << replicaSlots
+                            << ", expected 0 or more";
+  for (Operation &op : body)
+    if (auto experts = dyn_cast<ExpertsOp>(op)) {
+      int64_t layer = static_cast<int64_t>(expertsLayer.size());
+      expertsLayer[experts] = layer;
+      for (Value w : {experts.getGateWeight(), experts.getUpWeight(),
+                      experts.getDownWeight()})
+        if (ParamOp param = paramOf(w))
+          expertWeightLayer[param.getResult()] = layer;
+    }
   // Arguments first: their local types make the new signature.
   SmallVector<Type> argTypes;
   SmallVector<ShardingSpec> argSpecs;
@@ -374,6 +448,7 @@ LogicalResult Partitioner::run() {
 }
 
 struct PartitionPass : mlir::moe::impl::PartitionBase<PartitionPass> {
+  using PartitionBase::PartitionBase;
   void runOnOperation() override {
     ModuleOp module = getOperation();
     for (func::FuncOp fn : modelFunctions(module)) {
@@ -381,7 +456,7 @@ struct PartitionPass : mlir::moe::impl::PartitionBase<PartitionPass> {
         fn.emitOpError("a model function must have a single block");
         return signalPassFailure();
       }
-      if (failed(Partitioner(fn).run()))
+      if (failed(Partitioner(fn, replicaSlots).run()))
         return signalPassFailure();
     }
     module->setAttr(MoEDialect::getPartitionedAttrName(),

@@ -32,7 +32,8 @@ void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep) {
   pm.addPass(createReconcileUnrealizedCastsPass());
 }
 
-void mlir::moe::buildPartitionPipeline(OpPassManager &pm, StringRef mesh) {
+void mlir::moe::buildPartitionPipeline(OpPassManager &pm, StringRef mesh,
+                                        int64_t replicaSlots) {
   if (!mesh.empty()) {
     AssignMeshOptions options;
     options.mesh = mesh.str();
@@ -40,7 +41,9 @@ void mlir::moe::buildPartitionPipeline(OpPassManager &pm, StringRef mesh) {
   }
   pm.addPass(createExpandCapacity());
   pm.addPass(createShard());
-  pm.addPass(createPartition());
+  PartitionOptions partition;
+  partition.replicaSlots = replicaSlots;
+  pm.addPass(createPartition(partition));
 }
 
 namespace {
@@ -50,6 +53,11 @@ struct MoEPipelineOptions
       *this, "mesh",
       llvm::cl::desc("Mesh as axis=size pairs, e.g. dp=2,ep=2 (default: "
                      "moe-opt's --mesh, else the module's moe.mesh)")};
+  Option<int64_t> replicaSlots{
+      *this, "replica-slots",
+      llvm::cl::desc("Expert slots per EP rank beyond E/n, for replicas of "
+                     "hot experts (moe-partition)"),
+      llvm::cl::init(0)};
   Option<bool> trainStep{
       *this, "train-step",
       llvm::cl::desc("Also build the training step (moe-build-train-step)"),
@@ -67,7 +75,7 @@ void mlir::moe::registerMoEPipelines(const std::string *defaultMesh) {
         std::string mesh = options.mesh;
         if (mesh.empty() && defaultMesh)
           mesh = *defaultMesh;
-        buildPartitionPipeline(pm, mesh);
+        buildPartitionPipeline(pm, mesh, options.replicaSlots);
         buildLowerToLLVMPipeline(pm, options.trainStep);
       });
   PassPipelineRegistration<>(

@@ -11,6 +11,8 @@
 #ifndef MOE_LIB_TRANSFORMS_SHARDINGSPEC_H
 #define MOE_LIB_TRANSFORMS_SHARDINGSPEC_H
 
+#include "moe/Dialect/MoE/IR/MoEDialect.h"
+
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -78,6 +80,8 @@ llvm::SmallVector<func::FuncOp> modelFunctions(ModuleOp module);
 /// Attribute names the partitioner leaves for the manifest.
 inline constexpr llvm::StringLiteral kSplitAttr = "moe.split";
 inline constexpr llvm::StringLiteral kGlobalShapeAttr = "moe.global_shape";
+inline constexpr llvm::StringLiteral kPlacementAttr =
+    MoEDialect::getPlacementAttrName();
 
 } // namespace mlir::moe
 

@@ -10,7 +10,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <memory>
 #include <mutex>
+#include <set>
 #include <random>
 #include <vector>
 
@@ -92,10 +95,15 @@ void checkDispatch(int n, int64_t experts, const std::vector<std::vector<int64_t
         for (int64_t c = 0; c < hidden; ++c)
           rows[(offsets[e] + k) * hidden + c] =
               static_cast<float>(r * 10000 + e * 100 + k) + 0.25f * c;
+    // The same capacity on every rank (as compiled): the fullest rank's.
     int64_t capacity = 0;
-    for (int s = 0; s < n; ++s)
-      for (int64_t e = r * local; e < (r + 1) * local; ++e)
-        capacity += countsPerRank[s][e];
+    for (int j = 0; j < n; ++j) {
+      int64_t receives = 0;
+      for (int s = 0; s < n; ++s)
+        for (int64_t e = j * local; e < (j + 1) * local; ++e)
+          receives += countsPerRank[s][e];
+      capacity = std::max(capacity, receives);
+    }
     std::vector<float> recv((capacity + 1) * hidden, -1.0f);
     std::vector<int64_t> recvOffsets(experts + 1);
     dispatchTokens(ep, rows.data(), offsets.data(), experts, hidden,
@@ -110,7 +118,7 @@ void checkDispatch(int n, int64_t experts, const std::vector<std::vector<int64_t
                     static_cast<float>(s * 10000 + e * 100 + k));
       }
     EXPECT_EQ(recvOffsets[experts], at);
-    EXPECT_EQ(recv[capacity * hidden], -1.0f) << "a row past the end moved";
+    EXPECT_EQ(recv[at * hidden], -1.0f) << "a row past the end moved";
     // The expert "computes" 2x; combine returns rows to their places.
     for (float &v : recv)
       v *= 2.0f;
@@ -138,6 +146,133 @@ TEST(TensorCollectives, DispatchAndCombine) {
     checkDispatch(n, experts, oneExpert);
     checkDispatch(n, experts, none);
   }
+}
+
+// With a placement: every row reaches exactly one slot holding its expert,
+// in segment (source, slot) order, a source's rows for a slot contiguous and
+// in order; combine returns each to where it came from.
+void checkPlacedDispatch(const ExpertPlacement &placement,
+                         const std::vector<std::vector<int64_t>> &countsPerRank,
+                         const char *policySpec) {
+  const int n = static_cast<int>(placement.ranks());
+  const int64_t experts = placement.experts(), slots = placement.slots();
+  const int64_t hidden = 2;
+  std::mutex mutex;
+  std::set<int64_t> seen; // s * 1e6 + e * 1e3 + k
+  int64_t totalRows = 0;
+  for (const auto &counts : countsPerRank)
+    for (int64_t c : counts)
+      totalRows += c;
+  runLocal(n, [&](Communicator &ep) {
+    int r = ep.rank();
+    const std::vector<int64_t> &counts = countsPerRank[r];
+    std::vector<int64_t> offsets(experts + 1, 0);
+    for (int64_t e = 0; e < experts; ++e)
+      offsets[e + 1] = offsets[e] + counts[e];
+    std::vector<float> rows(offsets[experts] * hidden);
+    for (int64_t e = 0; e < experts; ++e)
+      for (int64_t k = 0; k < counts[e]; ++k)
+        for (int64_t c = 0; c < hidden; ++c)
+          rows[(offsets[e] + k) * hidden + c] =
+              static_cast<float>(r * 1000000 + e * 1000 + k) + 0.5f * c;
+    const int64_t capacity = totalRows + 1;
+    std::vector<float> recv(capacity * hidden, -1.0f);
+    std::vector<int64_t> recvOffsets(n * slots + 1);
+    // Each dispatch gets its own policy object on each rank, as in a run.
+    std::unique_ptr<DispatchPolicy> mine = makeDispatchPolicy(policySpec);
+    dispatchTokens(ep, rows.data(), offsets.data(), hidden, recv.data(),
+                   capacity, recvOffsets.data(), placement, mine.get());
+    for (int s = 0; s < n; ++s)
+      for (int64_t l = 0; l < slots; ++l) {
+        int64_t begin = recvOffsets[s * slots + l];
+        int64_t end = recvOffsets[s * slots + l + 1];
+        int32_t e = placement.expertAt(r, l);
+        if (e < 0) {
+          EXPECT_EQ(begin, end) << "rows for an empty slot";
+          continue;
+        }
+        for (int64_t i = begin; i < end; ++i) {
+          auto code = static_cast<int64_t>(recv[i * hidden]);
+          EXPECT_EQ(code / 1000000, s);
+          EXPECT_EQ(code / 1000 % 1000, e) << "a row for another expert";
+          if (i > begin) {
+            EXPECT_EQ(code, static_cast<int64_t>(recv[(i - 1) * hidden]) + 1);
+          }
+          std::lock_guard<std::mutex> lock(mutex);
+          EXPECT_TRUE(seen.insert(code).second) << "row " << code << " twice";
+        }
+      }
+    for (float &v : recv)
+      v *= 2.0f;
+    std::vector<float> out(rows.size(), 0.0f);
+    combineTokens(ep, recv.data(), recvOffsets.data(), offsets.data(), hidden,
+                  out.data(), placement, mine.get());
+    for (size_t i = 0; i < rows.size(); ++i)
+      EXPECT_EQ(out[i], 2.0f * rows[i]) << "rank " << r << " element " << i;
+  });
+  EXPECT_EQ(static_cast<int64_t>(seen.size()), totalRows);
+}
+
+TEST(TensorCollectives, DispatchAndCombineOverPlacements) {
+  std::mt19937 rng(11);
+  const int n = 4;
+  const int64_t experts = 8;
+  std::vector<std::vector<int64_t>> counts(n);
+  for (auto &c : counts)
+    for (int64_t e = 0; e < experts; ++e)
+      c.push_back(e == 3 ? 40 + rng() % 9 : rng() % 6); // expert 3 is hot
+  // Moved experts (no replicas): reversed and interleaved.
+  checkPlacedDispatch(ExpertPlacement(experts, n, 2,
+                                      {7, 6, 5, 4, 3, 2, 1, 0}),
+                      counts, "first");
+  checkPlacedDispatch(ExpertPlacement(experts, n, 2,
+                                      {0, 4, 1, 5, 2, 6, 3, 7}),
+                      counts, "least-loaded");
+  // Spare slots: empty, and replicas of the hot expert (and of expert 0).
+  ExpertPlacement spare = ExpertPlacement::staticSplit(experts, n, 3);
+  checkPlacedDispatch(spare, counts, "least-loaded");
+  ExpertPlacement replicated(experts, n, 3,
+                             {0, 1, 3, 2, 3, -1, 4, 5, 3, 6, 7, 0});
+  ASSERT_TRUE(replicated.hasReplicas());
+  for (const char *policy : {"first", "least-loaded"})
+    checkPlacedDispatch(replicated, counts, policy);
+}
+
+TEST(TensorCollectives, PlacedDispatchLevelsTheHotExpert) {
+  // Expert 0 takes every row; with replicas on all 4 ranks, least-loaded
+  // gives each rank a quarter of them.
+  const int n = 4;
+  ExpertPlacement p(4, n, 2, {0, 1, 2, 0, 3, 0, 0, -1});
+  std::vector<std::vector<int64_t>> counts(n, {10, 0, 0, 0});
+  std::vector<int64_t> received(n);
+  runLocal(n, [&](Communicator &ep) {
+    std::vector<int64_t> offsets = {0, 10, 10, 10, 10};
+    std::vector<float> rows(10, 1.0f), recv(40);
+    std::vector<int64_t> recvOffsets(n * 2 + 1);
+    auto policy = makeDispatchPolicy("least-loaded");
+    dispatchTokens(ep, rows.data(), offsets.data(), 1, recv.data(), 40,
+                   recvOffsets.data(), p, policy.get());
+    received[ep.rank()] = recvOffsets[n * 2];
+  });
+  EXPECT_EQ(received, (std::vector<int64_t>{10, 10, 10, 10}));
+}
+
+TEST(TensorCollectives, PlacedDispatchNeedsAPolicyForReplicas) {
+  ExpertPlacement p(2, 2, 2, {0, 1, 0, -1});
+  runLocal(2, [&](Communicator &ep) {
+    std::vector<int64_t> offsets = {0, 1, 1};
+    std::vector<float> rows(1), recv(4);
+    std::vector<int64_t> recvOffsets(5);
+    try {
+      dispatchTokens(ep, rows.data(), offsets.data(), 1, recv.data(), 4,
+                     recvOffsets.data(), p, nullptr);
+      ADD_FAILURE() << "dispatched over replicas without a policy";
+    } catch (const std::runtime_error &e) {
+      EXPECT_NE(std::string(e.what()).find("no dispatch policy"),
+                std::string::npos)
+          << e.what();
+    }
+  });
 }
 
 TEST(TensorCollectives, DispatchRefusesOverflowOnEveryRank) {

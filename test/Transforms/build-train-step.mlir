@@ -38,7 +38,8 @@
 // dp=4, ep=2: logits gathered over dp for the loss, so their gradient is
 // sliced back; replicated weights' gradients summed over dp; expert weights
 // (split over ep) summed over their expert-data-parallel group (@expert_mesh
-// axis 0); the backward of the combine is a dispatch and vice versa.
+// axis 0); the backward of the combine is a dispatch and vice versa, on the
+// same placement table (the last layer's, 1, comes first).
 // EP: func.func @train_step(%{{.*}}: tensor<1x16xi32> {{.*}}moe.split = {{\[}}["dp"], []]}
 // EP: %[[Y:.*]] = moe.grouped_swiglu
 // EP: %[[DLOG:.*]] = moe.cross_entropy_grad %{{.*}} : (tensor<4x16x128xf32>, tensor<4x16xi32>) -> tensor<4x16x128xf32>
@@ -46,9 +47,9 @@
 // EP-NEXT: %{{.*}}, %[[DHEAD:.*]] = moe.linear_grad %[[MINE]]
 // EP-NEXT: %[[SUM:.*]] = shard.all_reduce %[[DHEAD]] on @mesh grid_axes = [0] : tensor<128x64xf32>
 // EP-NEXT: moe.param_grad "lm_head.weight", %[[SUM]]
-// EP: %[[DRECV:.*]], %{{.*}} = moe.dispatch %{{.*}}, %[[OFFS:.*]] on @expert_mesh grid_axes = [1] : (tensor<32x64xf32>, tensor<9xi64>) -> (tensor<64x64xf32>, tensor<9xi64>)
+// EP: %[[DRECV:.*]], %{{.*}} = moe.dispatch %{{.*}}, %[[OFFS:.*]] on @expert_mesh grid_axes = [1] placement 1 : (tensor<32x64xf32>, tensor<9xi64>) -> (tensor<64x64xf32>, tensor<9xi64>)
 // EP-NEXT: %[[DR:.*]], %[[DG:.*]], %{{.*}}, %{{.*}} = moe.grouped_swiglu_grad %[[DRECV]], %{{[a-z_0-9]+}}, %[[ROFFS:[a-z_0-9]+]], %{{.*}} : (tensor<64x64xf32>, tensor<64x64xf32>, tensor<9xi64>, tensor<4x32x64xf32>
-// EP-NEXT: moe.combine %[[DR]], %[[ROFFS]], %[[OFFS]] on @expert_mesh grid_axes = [1] : (tensor<64x64xf32>, tensor<9xi64>, tensor<9xi64>) -> tensor<32x64xf32>
+// EP-NEXT: moe.combine %[[DR]], %[[ROFFS]], %[[OFFS]] on @expert_mesh grid_axes = [1] placement 1 : (tensor<64x64xf32>, tensor<9xi64>, tensor<9xi64>) -> tensor<32x64xf32>
 // EP: %[[EG:.*]] = shard.all_reduce %[[DG]] on @expert_mesh grid_axes = [0] : tensor<4x32x64xf32>
 // EP-NEXT: moe.param_grad "model.layers.1.mlp.experts.{e}.gate_proj.weight", %[[EG]] : tensor<4x32x64xf32>
 // EP: %{{.*}}, %[[DGATE:.*]] = moe.router_grad

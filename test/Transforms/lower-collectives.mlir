@@ -10,9 +10,10 @@
 // CHECK: call @moert_all_gather(%{{.*}}, %c0_i32{{[_0-9]*}}, %c0_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %c8_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c1_i64{{[_0-9]*}})
 // CHECK: call @moert_all_to_all(%{{.*}}, %c1_i32{{[_0-9]*}}, %c0_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %c4_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c2_i64{{[_0-9]*}}, %c1_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}})
 // CHECK: call @moert_all_slice(%{{.*}}, %c5_i32{{[_0-9]*}}, %c1_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %c8_i64{{[_0-9]*}}, %c4_i64{{[_0-9]*}}, %c1_i64{{[_0-9]*}})
-// CHECK: call @moert_dispatch(%{{.*}}, %c3_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c4_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c16_i64{{[_0-9]*}})
+// Without a placement table: table -1, experts 4, slots 4 (2 ranks x 2).
+// CHECK: call @moert_dispatch(%{{.*}}, %c3_i32{{[_0-9]*}}, %c-1_i64{{[_0-9]*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c4_i64{{[_0-9]*}}, %c4_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c16_i64{{[_0-9]*}})
 // CHECK: call @moert_grouped_swiglu(%{{.*}}, %c16_i64{{[_0-9]*}}, %c4_i64{{[_0-9]*}}, %c2_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c4_i64{{[_0-9]*}})
-// CHECK: call @moert_combine(%{{.*}}, %c3_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c4_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}})
+// CHECK: call @moert_combine(%{{.*}}, %c3_i32{{[_0-9]*}}, %c-1_i64{{[_0-9]*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c4_i64{{[_0-9]*}}, %c4_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}})
 module {
   shard.grid @mesh(shape = 2x2x2)
   shard.grid @expert_mesh(shape = 2x2x2)
@@ -51,5 +52,26 @@ module {
     // expected-error @+1 {{only sums without a change of type reach the runtime}}
     %r = shard.all_reduce %x on @mesh grid_axes = [2] reduction = max : tensor<8x8xf32> -> tensor<8x8xf32>
     return %r : tensor<8x8xf32>
+  }
+}
+
+// -----
+
+// With placement table 2 and 3 slots per rank: the call names the table and
+// the group's 6 slots (the received offsets' 7 entries less one).
+// CHECK-LABEL: func.func @moe_entry_placed
+// CHECK: call @moert_dispatch(%{{.*}}, %c3_i32{{[_0-9]*}}, %c2_i64{{[_0-9]*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c4_i64{{[_0-9]*}}, %c6_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c24_i64{{[_0-9]*}})
+// CHECK: call @moert_combine(%{{.*}}, %c3_i32{{[_0-9]*}}, %c2_i64{{[_0-9]*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c4_i64{{[_0-9]*}}, %c6_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}})
+module {
+  shard.grid @expert_mesh(shape = 2x2x2)
+  func.func @placed(%x: tensor<8x8xf32>, %e: tensor<8x1xi32>) -> tensor<8x8xf32> {
+    %rows, %offs, %slots = moe.permute %x, %e experts 4 : (tensor<8x8xf32>, tensor<8x1xi32>) -> (tensor<8x8xf32>, tensor<5xi64>, tensor<8xi32>)
+    %recv, %roffs = moe.dispatch %rows, %offs on @expert_mesh grid_axes = [1] placement 2 : (tensor<8x8xf32>, tensor<5xi64>) -> (tensor<24x8xf32>, tensor<7xi64>)
+    %gw = moe.param "e.{e}.gate" : tensor<3x4x8xf32>
+    %uw = moe.param "e.{e}.up" : tensor<3x4x8xf32>
+    %dw = moe.param "e.{e}.down" : tensor<3x8x4xf32>
+    %y = moe.grouped_swiglu %recv, %roffs, %gw, %uw, %dw : (tensor<24x8xf32>, tensor<7xi64>, tensor<3x4x8xf32>, tensor<3x4x8xf32>, tensor<3x8x4xf32>) -> tensor<24x8xf32>
+    %back = moe.combine %y, %roffs, %offs on @expert_mesh grid_axes = [1] placement 2 : (tensor<24x8xf32>, tensor<7xi64>, tensor<5xi64>) -> tensor<8x8xf32>
+    return %back : tensor<8x8xf32>
   }
 }

@@ -9,17 +9,18 @@
 // No annotation is left behind.
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,cp=2,ep=4" --moe-shard --moe-partition | FileCheck %s --check-prefix=CLEAN
 
-// dp=2, ep=2: half the batch per rank; 4 of the 8 experts per rank; tokens
-// dispatched over @expert_mesh axis 1 (ep) into room for 2 ranks x 32 tokens
-// x min(top_k, 4) rows; router logits gathered over dp for the aux loss.
+// dp=2, ep=2: half the batch per rank; 4 of the 8 experts per rank (the
+// slots of placement table 0, the first MoE layer); tokens dispatched over
+// @expert_mesh axis 1 (ep) into room for 2 ranks x 32 tokens x min(top_k, 4)
+// rows; router logits gathered over dp for the aux loss.
 // EP: module attributes {moe.mesh = #moe.mesh<dp = 2, ep = 2>, moe.partitioned}
 // EP: func.func @forward(%arg0: tensor<2x16xi32> {moe.global_shape = array<i64: 4, 16>, moe.split = {{\[}}["dp"], []]}
 // EP-SAME: -> (tensor<4x16x128xf32> {moe.split = {{\[}}[], [], []]}, tensor<f32> {moe.split = []})
-// EP: moe.param "model.layers.0.mlp.experts.{e}.gate_proj.weight" {moe.global_shape = array<i64: 8, 32, 64>, moe.split = {{\[}}["ep"], [], []]} : tensor<4x32x64xf32>
+// EP: moe.param "model.layers.0.mlp.experts.{e}.gate_proj.weight" {moe.global_shape = array<i64: 8, 32, 64>, moe.placement = 0 : i64, moe.split = {{\[}}["ep"], [], []]} : tensor<4x32x64xf32>
 // EP: %[[ROWS:.*]], %[[OFFS:.*]], %[[SLOTS:.*]] = moe.permute %{{.*}}, %{{.*}} experts 8 : (tensor<2x16x64xf32>, tensor<2x16x2xi32>) -> (tensor<64x64xf32>, tensor<9xi64>, tensor<64xi32>)
-// EP-NEXT: %[[RECV:.*]], %[[ROFFS:.*]] = moe.dispatch %[[ROWS]], %[[OFFS]] on @expert_mesh grid_axes = [1] : (tensor<64x64xf32>, tensor<9xi64>) -> (tensor<128x64xf32>, tensor<9xi64>)
+// EP-NEXT: %[[RECV:.*]], %[[ROFFS:.*]] = moe.dispatch %[[ROWS]], %[[OFFS]] on @expert_mesh grid_axes = [1] placement 0 : (tensor<64x64xf32>, tensor<9xi64>) -> (tensor<128x64xf32>, tensor<9xi64>)
 // EP-NEXT: %[[Y:.*]] = moe.grouped_swiglu %[[RECV]], %[[ROFFS]], {{.*}} : (tensor<128x64xf32>, tensor<9xi64>, tensor<4x32x64xf32>, tensor<4x32x64xf32>, tensor<4x64x32xf32>) -> tensor<128x64xf32>
-// EP-NEXT: %[[BACK:.*]] = moe.combine %[[Y]], %[[ROFFS]], %[[OFFS]] on @expert_mesh grid_axes = [1] : (tensor<128x64xf32>, tensor<9xi64>, tensor<9xi64>) -> tensor<64x64xf32>
+// EP-NEXT: %[[BACK:.*]] = moe.combine %[[Y]], %[[ROFFS]], %[[OFFS]] on @expert_mesh grid_axes = [1] placement 0 : (tensor<128x64xf32>, tensor<9xi64>, tensor<9xi64>) -> tensor<64x64xf32>
 // EP-NEXT: moe.unpermute %[[BACK]], %[[SLOTS]], %{{.*}} : (tensor<64x64xf32>, tensor<64xi32>, tensor<2x16x2xf32>) -> tensor<2x16x64xf32>
 // EP: shard.all_gather %{{.*}} on @mesh grid_axes = [0] gather_axis = 0 : tensor<2x16x8xf32> -> tensor<4x16x8xf32>
 // EP: shard.all_gather %{{.*}} on @mesh grid_axes = [0] gather_axis = 0 : tensor<2x16x128xf32> -> tensor<4x16x128xf32>
@@ -52,7 +53,7 @@
 // dp=2, cp=2, ep=4: a quarter of the tokens per rank, 2 experts per rank,
 // the EP group spanning the dp x cp plane.
 // DCE: func.func @forward(%arg0: tensor<2x8xi32> {moe.global_shape = array<i64: 4, 16>, moe.split = {{\[}}["dp"], ["cp"]]}
-// DCE: moe.dispatch %{{.*}}, %{{.*}} on @expert_mesh grid_axes = [1] : (tensor<32x64xf32>, tensor<9xi64>) -> (tensor<128x64xf32>, tensor<9xi64>)
+// DCE: moe.dispatch %{{.*}}, %{{.*}} on @expert_mesh grid_axes = [1] placement 0 : (tensor<32x64xf32>, tensor<9xi64>) -> (tensor<128x64xf32>, tensor<9xi64>)
 // DCE: moe.grouped_swiglu {{.*}} : (tensor<128x64xf32>, tensor<9xi64>, tensor<2x32x64xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>) -> tensor<128x64xf32>
 // DCE: shard.all_gather %{{.*}} on @mesh grid_axes = [0] gather_axis = 0 : tensor<2x8x128xf32> -> tensor<4x8x128xf32>
 // DCE-NEXT: shard.all_gather %{{.*}} on @mesh grid_axes = [1] gather_axis = 1 : tensor<4x8x128xf32> -> tensor<4x16x128xf32>
@@ -61,7 +62,7 @@
 // together; each tp rank of an EP group dispatches the same tokens.
 // DTE: func.func @forward(%arg0: tensor<2x16xi32>
 // DTE: shard.all_reduce %{{.*}} on @mesh grid_axes = [2] : tensor<2x16x64xf32> -> tensor<2x16x64xf32>
-// DTE: moe.dispatch %{{.*}}, %{{.*}} on @expert_mesh grid_axes = [1] : (tensor<64x64xf32>, tensor<9xi64>) -> (tensor<128x64xf32>, tensor<9xi64>)
+// DTE: moe.dispatch %{{.*}}, %{{.*}} on @expert_mesh grid_axes = [1] placement 0 : (tensor<64x64xf32>, tensor<9xi64>) -> (tensor<128x64xf32>, tensor<9xi64>)
 
 // CLEAN-NOT: shard.shard
 // CLEAN-NOT: shard.sharding

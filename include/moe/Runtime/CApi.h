@@ -146,13 +146,17 @@ void moert_all_to_all(moert_context *ctx, int32_t group, int32_t dtype,
                       int64_t concatOuter, int64_t concatMid,
                       int64_t concatInner);
 /* moe.dispatch and moe.combine over an EP group: see dispatchTokens and
- * combineTokens. recvOffsets has experts + 1 entries. */
-void moert_dispatch(moert_context *ctx, int32_t group, const float *rows,
-                    const int64_t *offsets, float *recv, int64_t *recvOffsets,
-                    int64_t experts, int64_t hidden, int64_t recvCapacity);
-void moert_combine(moert_context *ctx, int32_t group, const float *expertOut,
-                   const int64_t *recvOffsets, const int64_t *offsets,
-                   float *out, int64_t experts, int64_t hidden);
+ * combineTokens. placement is the placement table (-1: the fixed split of
+ * experts / ranks experts per rank); recvOffsets has slots + 1 entries,
+ * slots being the EP group's expert slots (ranks * slots per rank). */
+void moert_dispatch(moert_context *ctx, int32_t group, int64_t placement,
+                    const float *rows, const int64_t *offsets, float *recv,
+                    int64_t *recvOffsets, int64_t experts, int64_t slots,
+                    int64_t hidden, int64_t recvCapacity);
+void moert_combine(moert_context *ctx, int32_t group, int64_t placement,
+                   const float *expertOut, const int64_t *recvOffsets,
+                   const int64_t *offsets, float *out, int64_t experts,
+                   int64_t slots, int64_t hidden);
 
 /* Backward of the model-level ops (the training step). Every gradient
  * output is overwritten, never accumulated into; a dX output has the shape

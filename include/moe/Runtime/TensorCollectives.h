@@ -17,6 +17,7 @@
 #define MOE_RUNTIME_TENSORCOLLECTIVES_H
 
 #include "moe/Runtime/Communicator.h"
+#include "moe/Runtime/ExpertPlacement.h"
 
 namespace moe::rt {
 
@@ -52,8 +53,9 @@ void allToAllAxes(Communicator &comm, const void *send, void *recv,
 /// all-to-all). On return recv holds, for src = 0..n-1 and local expert l =
 /// 0..E/n-1 in that order, the rows src sent for l: segment s*(E/n)+l is
 /// [recvOffsets[s*(E/n)+l], recvOffsets[s*(E/n)+l+1]); recvOffsets has n*E/n
-/// + 1 entries. Rows past recvOffsets[n*E/n] are untouched. Throws when
-/// more than recvCapacity rows arrive.
+/// + 1 entries. Rows past recvOffsets[n*E/n] are untouched. Throws on every
+/// rank when more than recvCapacity rows (the same on every rank) arrive at
+/// any rank.
 void dispatchTokens(Communicator &ep, const float *rows,
                     const int64_t *offsets, int64_t experts, int64_t hidden,
                     float *recv, int64_t recvCapacity, int64_t *recvOffsets);
@@ -65,6 +67,26 @@ void dispatchTokens(Communicator &ep, const float *rows,
 void combineTokens(Communicator &ep, const float *expertOut,
                    const int64_t *recvOffsets, const int64_t *offsets,
                    int64_t experts, int64_t hidden, float *out);
+
+/// dispatchTokens over the S slots per rank of `placement` (its ranks must
+/// be ep's size): each expert's rows go to the slots holding it, split over
+/// its replicas by `policy` (needed only when the placement has replicas).
+/// recv and recvOffsets [n*S + 1] have the layout above with slots for
+/// local experts: segment s*S + l holds what source s sent to slot l. Every
+/// rank of the group learns every rank's counts (an all-gather of [E]), so
+/// a full receive buffer fails on every rank with the same message.
+void dispatchTokens(Communicator &ep, const float *rows,
+                    const int64_t *offsets, int64_t hidden, float *recv,
+                    int64_t recvCapacity, int64_t *recvOffsets,
+                    const ExpertPlacement &placement, DispatchPolicy *policy);
+
+/// The inverse of the dispatch above, with the same placement and policy
+/// (it recomputes the dispatch's split: with replicas, from the counts of
+/// every rank, all-gathered again).
+void combineTokens(Communicator &ep, const float *expertOut,
+                   const int64_t *recvOffsets, const int64_t *offsets,
+                   int64_t hidden, float *out,
+                   const ExpertPlacement &placement, DispatchPolicy *policy);
 
 } // namespace moe::rt
 

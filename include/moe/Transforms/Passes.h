@@ -27,8 +27,10 @@ namespace mlir::moe {
 void buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep = false);
 
 /// moe-assign-mesh (with `mesh`; skipped when `mesh` is empty, keeping the
-/// module's moe.mesh), moe-shard, moe-partition: the per-rank program.
-void buildPartitionPipeline(OpPassManager &pm, llvm::StringRef mesh);
+/// module's moe.mesh), moe-shard, moe-partition (with `replicaSlots` spare
+/// expert slots per EP rank): the per-rank program.
+void buildPartitionPipeline(OpPassManager &pm, llvm::StringRef mesh,
+                            int64_t replicaSlots = 0);
 
 /// Registers the named pipelines with the pass registry, for moe-opt:
 /// `moe-lower-to-llvm`, and `moe-pipeline{mesh=...}` (partition, then lower

@@ -89,7 +89,12 @@ def Partition : Pass<"moe-partition", "::mlir::ModuleOp"> {
     * expert-parallel `moe.experts` becomes `moe.permute` ->
       `moe.dispatch` (token counts, then a variable all-to-all over ep) ->
       `moe.grouped_swiglu` on the local experts -> `moe.combine` ->
-      `moe.unpermute`; the router stays replicated.
+      `moe.unpermute`; the router stays replicated. The dispatch and combine
+      of the L-th `moe.experts` (counted from 0) use run-time placement
+      table L, and its expert weights take one row per slot: S = E/n +
+      `replica-slots` rows on each of the n EP ranks, marked with
+      `moe.placement = L`, so that the executable can move experts between
+      ranks and replicate hot ones (see ExpertPlacement.h).
 
     Guarantees: run on every rank, the local programs compute the values of
     the global program (up to the order of floating-point sums); all
@@ -97,6 +102,11 @@ def Partition : Pass<"moe-partition", "::mlir::ModuleOp"> {
     does not divide its dimension, or a resharding other than the above is a
     diagnostic.
   }];
+  let options = [
+    Option<"replicaSlots", "replica-slots", "int64_t", /*default=*/"0",
+           "Expert slots per EP rank beyond E/n, for replicas of hot "
+           "experts (per MoE layer)">
+  ];
   let dependentDialects = ["::mlir::shard::ShardDialect",
                            "::mlir::tensor::TensorDialect"];
 }

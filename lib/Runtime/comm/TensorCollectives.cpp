@@ -2,6 +2,7 @@
 
 #include "moe/Runtime/TensorCollectives.h"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -103,38 +104,6 @@ void allToAllAxes(Communicator &comm, const void *send, void *recv,
 
 namespace {
 
-/// The expert split of an EP dispatch: n ranks of `local` experts each.
-struct ExpertSplit {
-  int n;
-  int64_t local;
-};
-
-ExpertSplit expertSplit(const char *what, Communicator &ep, int64_t experts,
-                        int64_t hidden) {
-  int n = ep.size();
-  if (experts <= 0 || experts % n != 0)
-    fail(what, std::to_string(experts) +
-                   " experts do not split evenly over an EP group of " +
-                   std::to_string(n));
-  if (hidden < 0)
-    fail(what, "negative hidden size");
-  return {n, experts / n};
-}
-
-/// Element counts and offsets (rows * hidden) of the per-rank ranges of a
-/// segment table whose segment s*local+l starts at segOffsets[s*local+l].
-void rankRanges(const int64_t *segOffsets, ExpertSplit split, int64_t hidden,
-                std::vector<int64_t> &counts, std::vector<int64_t> &offsets) {
-  counts.resize(split.n);
-  offsets.resize(split.n);
-  for (int j = 0; j < split.n; ++j) {
-    int64_t begin = segOffsets[j * split.local];
-    int64_t end = segOffsets[(j + 1) * split.local];
-    offsets[j] = begin * hidden;
-    counts[j] = (end - begin) * hidden;
-  }
-}
-
 void checkOffsets(const char *what, const char *name, const int64_t *offsets,
                   int64_t segments) {
   if (offsets[0] != 0)
@@ -145,52 +114,271 @@ void checkOffsets(const char *what, const char *name, const int64_t *offsets,
                      std::to_string(s));
 }
 
+/// The fixed split the placement-free entry points use: E/n slots per rank.
+ExpertPlacement fixedSplit(const char *what, Communicator &ep,
+                           int64_t experts) {
+  int n = ep.size();
+  if (experts <= 0 || experts % n != 0)
+    fail(what, std::to_string(experts) +
+                   " experts do not split evenly over an EP group of " +
+                   std::to_string(n));
+  return ExpertPlacement::staticSplit(experts, n, experts / n);
+}
+
+/// Where one dispatch's rows go; its combine recomputes the same plan.
+/// Slots are global (g = rank * S + slot), as in ExpertPlacement.
+struct SlotPlan {
+  /// This rank's rows for global slot g: [sendBegin[g], + sendCount[g]).
+  std::vector<int64_t> sendBegin, sendCount;
+  /// Rows source s sends to this rank's slot l, at s * S + l (dispatch only).
+  std::vector<int64_t> recvCount;
+  /// Rows every rank receives in all (dispatch only).
+  std::vector<int64_t> rankReceives;
+};
+
+/// An order-sensitive hash of a split, to check that ranks agree on it.
+int64_t splitHash(const std::vector<int64_t> &split) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int64_t v : split)
+    h = (h ^ static_cast<uint64_t>(v)) * 0x100000001b3ull;
+  return static_cast<int64_t>(h);
+}
+
+/// Builds the plan of a dispatch (`receiving`) or a combine. Without
+/// replicas a combine needs nothing from the other ranks; otherwise the
+/// ranks all-gather their counts per expert and run the dispatch policy.
+SlotPlan planSlots(const char *what, Communicator &ep, const int64_t *offsets,
+                   const ExpertPlacement &placement, DispatchPolicy *policy,
+                   bool receiving) {
+  const int n = ep.size(), me = ep.rank();
+  const int64_t experts = placement.experts(), slots = placement.slots();
+  const int64_t total = n * slots;
+  if (placement.ranks() != n)
+    fail(what, "the expert placement is for " +
+                   std::to_string(placement.ranks()) +
+                   " ranks, the EP group has " + std::to_string(n));
+  checkOffsets(what, "expert offsets", offsets, experts);
+  std::vector<int64_t> counts(experts);
+  for (int64_t e = 0; e < experts; ++e)
+    counts[e] = offsets[e + 1] - offsets[e];
+
+  SlotPlan plan;
+  plan.sendBegin.assign(total, 0);
+  plan.sendCount.assign(total, 0);
+  const std::vector<int32_t> &held = placement.slotExperts();
+  if (!placement.hasReplicas()) {
+    for (int64_t g = 0; g < total; ++g)
+      if (held[g] >= 0) {
+        plan.sendBegin[g] = offsets[held[g]];
+        plan.sendCount[g] = counts[held[g]];
+      }
+    if (!receiving)
+      return plan;
+  }
+
+  std::vector<int64_t> all(n * experts);
+  ep.allGather(counts.data(), all.data(), experts, CommDType::I64);
+  plan.recvCount.assign(total, 0);
+  plan.rankReceives.assign(n, 0);
+  if (!placement.hasReplicas()) {
+    for (int s = 0; s < n; ++s)
+      for (int64_t g = 0; g < total; ++g)
+        if (held[g] >= 0) {
+          int64_t rows = all[s * experts + held[g]];
+          plan.rankReceives[g / slots] += rows;
+          if (g / slots == me)
+            plan.recvCount[s * slots + g % slots] = rows;
+        }
+    return plan;
+  }
+
+  if (!policy)
+    fail(what, "the expert placement has replicas but no dispatch policy "
+               "chooses among them");
+  std::vector<int64_t> split(n * total);
+  DispatchRequest request{&placement, all.data()};
+  policy->split(request, split.data());
+  checkSplit(request, split.data(), policy->name());
+  if (policy->checkAgreement()) {
+    std::vector<int64_t> hashes(n);
+    int64_t mine = splitHash(split);
+    ep.allGather(&mine, hashes.data(), 1, CommDType::I64);
+    for (int r = 0; r < n; ++r)
+      if (hashes[r] != hashes[0])
+        fail(what, "dispatch policy " + policy->name() +
+                       " gave ranks 0 and " + std::to_string(r) +
+                       " different splits (it must be deterministic)");
+  }
+  // An expert's rows fill its replicas in ascending slot order.
+  const int64_t *mySplit = split.data() + me * total;
+  for (int64_t e = 0; e < experts; ++e) {
+    int64_t cursor = offsets[e];
+    for (const int64_t *g = placement.replicasBegin(e),
+                       *end = g + placement.numReplicas(e);
+         g != end; ++g) {
+      plan.sendBegin[*g] = cursor;
+      plan.sendCount[*g] = mySplit[*g];
+      cursor += mySplit[*g];
+    }
+  }
+  if (receiving)
+    for (int s = 0; s < n; ++s)
+      for (int64_t g = 0; g < total; ++g) {
+        int64_t rows = split[s * total + g];
+        plan.rankReceives[g / slots] += rows;
+        if (g / slots == me)
+          plan.recvCount[s * slots + g % slots] = rows;
+      }
+  return plan;
+}
+
+/// The rows of one side of the exchange as (element count, offset) per
+/// peer. The slot-major side (what a rank received, per source in order)
+/// is always contiguous per peer; the plan side is when each peer's slots
+/// take adjacent rows in slot order (no replicas and ascending experts, the
+/// fixed split), and is otherwise packed into `staging` in that order.
+struct PeerRanges {
+  std::vector<int64_t> counts, offsets;
+};
+
+PeerRanges slotMajorRanges(const int64_t *recvOffsets, int n, int64_t slots,
+                           int64_t hidden) {
+  PeerRanges r{std::vector<int64_t>(n), std::vector<int64_t>(n)};
+  for (int j = 0; j < n; ++j) {
+    r.offsets[j] = recvOffsets[j * slots] * hidden;
+    r.counts[j] = (recvOffsets[(j + 1) * slots] - recvOffsets[j * slots]) *
+                  hidden;
+  }
+  return r;
+}
+
+/// The plan side's ranges; `packed` says whether they index a staging
+/// buffer holding every peer's slots back to back instead of the rows.
+PeerRanges planRanges(const SlotPlan &plan, int n, int64_t slots,
+                      int64_t hidden, bool &packed) {
+  PeerRanges r{std::vector<int64_t>(n, 0), std::vector<int64_t>(n, 0)};
+  packed = false;
+  for (int j = 0; j < n && !packed; ++j) {
+    int64_t cursor = -1;
+    for (int64_t g = j * slots; g < (j + 1) * slots; ++g) {
+      if (plan.sendCount[g] == 0)
+        continue;
+      if (cursor < 0)
+        r.offsets[j] = cursor = plan.sendBegin[g];
+      if (plan.sendBegin[g] != cursor) {
+        packed = true;
+        break;
+      }
+      cursor += plan.sendCount[g];
+      r.counts[j] += plan.sendCount[g];
+    }
+  }
+  int64_t at = 0;
+  for (int j = 0; j < n; ++j) {
+    if (packed) {
+      r.offsets[j] = at;
+      r.counts[j] = 0;
+      for (int64_t g = j * slots; g < (j + 1) * slots; ++g)
+        r.counts[j] += plan.sendCount[g];
+      at += r.counts[j];
+    }
+    r.offsets[j] *= hidden;
+    r.counts[j] *= hidden;
+  }
+  return r;
+}
+
+/// Copies the plan's rows from `rows` into the packed staging order (pack)
+/// or back.
+void copyPacked(const SlotPlan &plan, int64_t hidden, const float *from,
+                float *to, bool pack) {
+  int64_t at = 0;
+  for (size_t g = 0; g < plan.sendCount.size(); ++g) {
+    int64_t elements = plan.sendCount[g] * hidden;
+    int64_t planAt = plan.sendBegin[g] * hidden;
+    if (pack)
+      std::memcpy(to + at, from + planAt, elements * sizeof(float));
+    else
+      std::memcpy(to + planAt, from + at, elements * sizeof(float));
+    at += elements;
+  }
+}
+
+int64_t totalRows(const std::vector<int64_t> &counts) {
+  int64_t sum = 0;
+  for (int64_t c : counts)
+    sum += c;
+  return sum;
+}
+
 } // namespace
+
+void dispatchTokens(Communicator &ep, const float *rows,
+                    const int64_t *offsets, int64_t hidden, float *recv,
+                    int64_t recvCapacity, int64_t *recvOffsets,
+                    const ExpertPlacement &placement, DispatchPolicy *policy) {
+  const char *what = "expert dispatch";
+  if (hidden < 0)
+    fail(what, "negative hidden size");
+  SlotPlan plan = planSlots(what, ep, offsets, placement, policy, true);
+  const int n = ep.size();
+  const int64_t slots = placement.slots();
+  recvOffsets[0] = 0;
+  for (int64_t i = 0; i < n * slots; ++i)
+    recvOffsets[i + 1] = recvOffsets[i] + plan.recvCount[i];
+  // Every rank knows every rank's total, so all fail together.
+  for (int j = 0; j < n; ++j)
+    if (plan.rankReceives[j] > recvCapacity)
+      fail(what, "rank " + std::to_string(j) + " of the EP group receives " +
+                     std::to_string(plan.rankReceives[j]) +
+                     " rows but has room for " + std::to_string(recvCapacity));
+  bool packed;
+  PeerRanges send = planRanges(plan, n, slots, hidden, packed);
+  PeerRanges receive = slotMajorRanges(recvOffsets, n, slots, hidden);
+  std::vector<float> staging;
+  if (packed) {
+    staging.resize(totalRows(send.counts));
+    copyPacked(plan, hidden, rows, staging.data(), /*pack=*/true);
+    rows = staging.data();
+  }
+  ep.allToAllV(rows, send.counts.data(), send.offsets.data(), recv,
+               receive.counts.data(), receive.offsets.data(), CommDType::F32);
+}
+
+void combineTokens(Communicator &ep, const float *expertOut,
+                   const int64_t *recvOffsets, const int64_t *offsets,
+                   int64_t hidden, float *out,
+                   const ExpertPlacement &placement, DispatchPolicy *policy) {
+  const char *what = "expert combine";
+  if (hidden < 0)
+    fail(what, "negative hidden size");
+  const int n = ep.size();
+  const int64_t slots = placement.slots();
+  checkOffsets(what, "received segment offsets", recvOffsets, n * slots);
+  SlotPlan plan = planSlots(what, ep, offsets, placement, policy, false);
+  bool packed;
+  PeerRanges receive = planRanges(plan, n, slots, hidden, packed);
+  PeerRanges send = slotMajorRanges(recvOffsets, n, slots, hidden);
+  std::vector<float> staging(packed ? totalRows(receive.counts) : 0);
+  ep.allToAllV(expertOut, send.counts.data(), send.offsets.data(),
+               packed ? staging.data() : out, receive.counts.data(),
+               receive.offsets.data(), CommDType::F32);
+  if (packed)
+    copyPacked(plan, hidden, staging.data(), out, /*pack=*/false);
+}
 
 void dispatchTokens(Communicator &ep, const float *rows,
                     const int64_t *offsets, int64_t experts, int64_t hidden,
                     float *recv, int64_t recvCapacity, int64_t *recvOffsets) {
-  const char *what = "expert dispatch";
-  ExpertSplit split = expertSplit(what, ep, experts, hidden);
-  checkOffsets(what, "expert offsets", offsets, experts);
-  // Rows per (destination, local expert), then who sends me how many.
-  std::vector<int64_t> sendCounts(experts), recvCounts(experts);
-  for (int64_t e = 0; e < experts; ++e)
-    sendCounts[e] = offsets[e + 1] - offsets[e];
-  ep.allToAll(sendCounts.data(), recvCounts.data(), split.local,
-              CommDType::I64);
-  recvOffsets[0] = 0;
-  for (int64_t s = 0; s < experts; ++s)
-    recvOffsets[s + 1] = recvOffsets[s] + recvCounts[s];
-  // Every rank checks its own capacity, then all agree before moving rows.
-  int64_t overflow = recvOffsets[experts] > recvCapacity ? 1 : 0;
-  int64_t anyOverflow = overflow;
-  ep.allReduceSum(&anyOverflow, 1, CommDType::I64);
-  if (anyOverflow != 0)
-    fail(what, overflow ? "rank " + std::to_string(ep.rank()) + " receives " +
-                              std::to_string(recvOffsets[experts]) +
-                              " rows but has room for " +
-                              std::to_string(recvCapacity)
-                        : std::string("another rank's receive buffer is full"));
-  std::vector<int64_t> sc, so, rc, ro;
-  rankRanges(offsets, split, hidden, sc, so);
-  rankRanges(recvOffsets, split, hidden, rc, ro);
-  ep.allToAllV(rows, sc.data(), so.data(), recv, rc.data(), ro.data(),
-               CommDType::F32);
+  dispatchTokens(ep, rows, offsets, hidden, recv, recvCapacity, recvOffsets,
+                 fixedSplit("expert dispatch", ep, experts), nullptr);
 }
 
 void combineTokens(Communicator &ep, const float *expertOut,
                    const int64_t *recvOffsets, const int64_t *offsets,
                    int64_t experts, int64_t hidden, float *out) {
-  const char *what = "expert combine";
-  ExpertSplit split = expertSplit(what, ep, experts, hidden);
-  checkOffsets(what, "expert offsets", offsets, experts);
-  checkOffsets(what, "received segment offsets", recvOffsets, experts);
-  std::vector<int64_t> sc, so, rc, ro;
-  rankRanges(recvOffsets, split, hidden, sc, so);
-  rankRanges(offsets, split, hidden, rc, ro);
-  ep.allToAllV(expertOut, sc.data(), so.data(), out, rc.data(), ro.data(),
-               CommDType::F32);
+  combineTokens(ep, expertOut, recvOffsets, offsets, hidden, out,
+                fixedSplit("expert combine", ep, experts), nullptr);
 }
 
 } // namespace moe::rt

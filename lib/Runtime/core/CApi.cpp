@@ -130,7 +130,38 @@ private:
   std::vector<std::vector<uint64_t>> buffers_;
 };
 
+/// Placement table `id` for a call over `ranks` ranks with `experts`
+/// experts and `slots` slots in all; id -1, or a table not installed yet,
+/// is the static split (installed on first use).
+const moe::rt::ExpertPlacement &placementFor(moert_context *ctx, int64_t id,
+                                             int64_t ranks, int64_t experts,
+                                             int64_t slots) {
+  if (ranks <= 0 || slots < 0 || slots % ranks != 0)
+    throw std::runtime_error(std::to_string(slots) +
+                             " expert slots do not split over an EP group of " +
+                             std::to_string(ranks));
+  ctx->currentLayer = id;
+  auto it = ctx->placements.find(id);
+  if (it == ctx->placements.end())
+    it = ctx->placements
+             .emplace(id, moe::rt::ExpertPlacement::staticSplit(
+                              experts, ranks, slots / ranks))
+             .first;
+  const moe::rt::ExpertPlacement &p = it->second;
+  if (p.experts() != experts || p.ranks() != ranks ||
+      p.ranks() * p.slots() != slots)
+    throw std::runtime_error(
+        "expert placement " + std::to_string(id) + " is for " +
+        std::to_string(p.experts()) + " experts on " +
+        std::to_string(p.ranks()) + " ranks of " + std::to_string(p.slots()) +
+        " slots; the model's layer has " + std::to_string(experts) +
+        " experts and " + std::to_string(slots) + " slots on " +
+        std::to_string(ranks) + " ranks");
+  return p;
+}
+
 } // namespace
+
 
 extern "C" {
 
@@ -282,6 +313,7 @@ void moert_grouped_swiglu(moert_context *ctx, const float *permuted,
                           int64_t rows, int64_t segments, int64_t experts,
                           int64_t hidden, int64_t inter) {
   guarded(ctx, [&] {
+    moe::rt::LayerTimer timer(ctx, &moe::rt::LayerSeconds::expert);
     backend(ctx).groupedSwiglu(permuted, offsets, gate, up, down, out, rows,
                                segments, experts, hidden, inter);
   });
@@ -405,47 +437,56 @@ void moert_all_to_all(moert_context *ctx, int32_t groupId, int32_t dtype,
   });
 }
 
-void moert_dispatch(moert_context *ctx, int32_t groupId, const float *rows,
-                    const int64_t *offsets, float *recv, int64_t *recvOffsets,
-                    int64_t experts, int64_t hidden, int64_t recvCapacity) {
+void moert_dispatch(moert_context *ctx, int32_t groupId, int64_t placement,
+                    const float *rows, const int64_t *offsets, float *recv,
+                    int64_t *recvOffsets, int64_t experts, int64_t slots,
+                    int64_t hidden, int64_t recvCapacity) {
   guarded(ctx, [&] {
+    moe::rt::Communicator &ep = group(ctx, groupId);
+    const moe::rt::ExpertPlacement &place =
+        placementFor(ctx, placement, ep.size(), experts, slots);
+    moe::rt::LayerTimer timer(ctx, &moe::rt::LayerSeconds::allToAll);
     HostStage stage(backend(ctx));
-    size_t offsetBytes = (experts + 1) * sizeof(int64_t);
-    auto *hostOffsets =
-        static_cast<const int64_t *>(stage.in(offsets, offsetBytes));
-    int64_t sent = experts >= 0 ? hostOffsets[experts] : 0;
+    auto *hostOffsets = static_cast<const int64_t *>(
+        stage.in(offsets, (experts + 1) * sizeof(int64_t)));
+    int64_t sent = hostOffsets[experts];
     auto *hostRows = static_cast<const float *>(
         stage.in(rows, std::max<int64_t>(sent, 0) * hidden * sizeof(float)));
     auto *hostRecv = static_cast<float *>(stage.scratchOut(
         recv, std::max<int64_t>(recvCapacity, 0) * hidden * sizeof(float)));
+    size_t recvOffsetBytes = (slots + 1) * sizeof(int64_t);
     auto *hostRecvOffsets =
-        static_cast<int64_t *>(stage.scratchOut(recvOffsets, offsetBytes));
-    moe::rt::dispatchTokens(group(ctx, groupId), hostRows, hostOffsets, experts,
-                            hidden, hostRecv, recvCapacity, hostRecvOffsets);
+        static_cast<int64_t *>(stage.scratchOut(recvOffsets, recvOffsetBytes));
+    moe::rt::dispatchTokens(ep, hostRows, hostOffsets, hidden, hostRecv,
+                            recvCapacity, hostRecvOffsets, place,
+                            ctx->dispatchPolicy.get());
     // Only the rows that arrived: the rest of recv stays untouched.
-    stage.out(recv, hostRecv,
-              hostRecvOffsets[experts] * hidden * sizeof(float));
-    stage.out(recvOffsets, hostRecvOffsets, offsetBytes);
+    stage.out(recv, hostRecv, hostRecvOffsets[slots] * hidden * sizeof(float));
+    stage.out(recvOffsets, hostRecvOffsets, recvOffsetBytes);
   });
 }
 
-void moert_combine(moert_context *ctx, int32_t groupId, const float *expertOut,
-                   const int64_t *recvOffsets, const int64_t *offsets,
-                   float *out, int64_t experts, int64_t hidden) {
+void moert_combine(moert_context *ctx, int32_t groupId, int64_t placement,
+                   const float *expertOut, const int64_t *recvOffsets,
+                   const int64_t *offsets, float *out, int64_t experts,
+                   int64_t slots, int64_t hidden) {
   guarded(ctx, [&] {
+    moe::rt::Communicator &ep = group(ctx, groupId);
+    const moe::rt::ExpertPlacement &place =
+        placementFor(ctx, placement, ep.size(), experts, slots);
+    moe::rt::LayerTimer timer(ctx, &moe::rt::LayerSeconds::allToAll);
     HostStage stage(backend(ctx));
-    size_t offsetBytes = (experts + 1) * sizeof(int64_t);
-    auto *hostRecvOffsets =
-        static_cast<const int64_t *>(stage.in(recvOffsets, offsetBytes));
-    auto *hostOffsets =
-        static_cast<const int64_t *>(stage.in(offsets, offsetBytes));
-    size_t received = hostRecvOffsets[experts] * hidden * sizeof(float);
+    auto *hostRecvOffsets = static_cast<const int64_t *>(
+        stage.in(recvOffsets, (slots + 1) * sizeof(int64_t)));
+    auto *hostOffsets = static_cast<const int64_t *>(
+        stage.in(offsets, (experts + 1) * sizeof(int64_t)));
+    size_t received = hostRecvOffsets[slots] * hidden * sizeof(float);
     size_t sent = hostOffsets[experts] * hidden * sizeof(float);
     auto *hostExpertOut =
         static_cast<const float *>(stage.in(expertOut, received));
     auto *hostOut = static_cast<float *>(stage.scratchOut(out, sent));
-    moe::rt::combineTokens(group(ctx, groupId), hostExpertOut, hostRecvOffsets,
-                           hostOffsets, experts, hidden, hostOut);
+    moe::rt::combineTokens(ep, hostExpertOut, hostRecvOffsets, hostOffsets,
+                           hidden, hostOut, place, ctx->dispatchPolicy.get());
     stage.out(out, hostOut, sent);
   });
 }

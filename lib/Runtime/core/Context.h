@@ -5,12 +5,23 @@
 
 #include "moe/Runtime/Backend.h"
 #include "moe/Runtime/Communicator.h"
+#include "moe/Runtime/ExpertPlacement.h"
 #include "moe/Runtime/ModelABI.h"
 
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+namespace moe::rt {
+/// Where one MoE layer's time went on this rank since the last take.
+struct LayerSeconds {
+  double expert = 0.0;   ///< grouped expert GEMMs, forward and backward
+  double allToAll = 0.0; ///< dispatch and combine, counts and rows
+};
+} // namespace moe::rt
 
 struct moert_context {
   /// The first error recorded since the last reset; empty when none.
@@ -25,6 +36,15 @@ struct moert_context {
   /// keeps the routing statistics of the calls (tokens per expert of every
   /// permute, slots dropped by every capacity drop) until they are taken.
   std::unique_ptr<moe::rt::Backend> backend;
+  /// Expert placement tables by id (moe.dispatch's `placement`, the MoE
+  /// layer), installed by the driver; a call whose table is not installed
+  /// installs the static split. The policy splits rows over replicas.
+  std::map<int64_t, moe::rt::ExpertPlacement> placements;
+  std::shared_ptr<moe::rt::DispatchPolicy> dispatchPolicy;
+  /// Time per placement id; expert compute counts toward the layer of the
+  /// last dispatch or combine (-1 before any).
+  std::vector<moe::rt::LayerSeconds> layerSeconds;
+  int64_t currentLayer = -1;
 };
 
 namespace moe::rt {
@@ -50,6 +70,48 @@ inline std::vector<std::vector<int64_t>> takeExpertCounts(moert_context *ctx) {
 /// The dropped-slot counts recorded since the last take or clear.
 inline std::vector<int64_t> takeDroppedSlots(moert_context *ctx) {
   return ctx->backend->takeDroppedSlots();
+}
+
+/// Adds the wall time of its scope to `field` of the current layer.
+class LayerTimer {
+public:
+  LayerTimer(moert_context *ctx, double LayerSeconds::*field)
+      : ctx(ctx), field(field), start(std::chrono::steady_clock::now()) {}
+  ~LayerTimer() {
+    int64_t layer = ctx->currentLayer;
+    if (layer < 0)
+      return;
+    if (ctx->layerSeconds.size() <= static_cast<size_t>(layer))
+      ctx->layerSeconds.resize(layer + 1);
+    ctx->layerSeconds[layer].*field +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+  }
+  LayerTimer(const LayerTimer &) = delete;
+  LayerTimer &operator=(const LayerTimer &) = delete;
+
+private:
+  moert_context *ctx;
+  double LayerSeconds::*field;
+  std::chrono::steady_clock::time_point start;
+};
+
+/// Makes placement table `id` `placement` from the next call on.
+inline void setExpertPlacement(moert_context *ctx, int64_t id,
+                               ExpertPlacement placement) {
+  ctx->placements[id] = std::move(placement);
+}
+
+inline void setDispatchPolicy(moert_context *ctx,
+                              std::shared_ptr<DispatchPolicy> policy) {
+  ctx->dispatchPolicy = std::move(policy);
+}
+
+/// The time per MoE layer recorded since the last take.
+inline std::vector<LayerSeconds> takeLayerSeconds(moert_context *ctx) {
+  std::vector<LayerSeconds> taken;
+  taken.swap(ctx->layerSeconds);
+  return taken;
 }
 
 inline void clearExpertCounts(moert_context *ctx) {

@@ -53,6 +53,22 @@ func.func @f() -> tensor<4xf32> {
 // -----
 
 func.func @f() -> tensor<4xf32> {
+  // expected-error @+1 {{'moe.placement' must be a non-negative integer on a moe.param}}
+  %w = moe.param "w" {moe.placement = -1 : i64} : tensor<4xf32>
+  return %w : tensor<4xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'moe.placement' must be a non-negative integer on a moe.param}}
+  %y = moe.add %x, %x {moe.placement = 0 : i64} : tensor<4xf32>
+  return %y : tensor<4xf32>
+}
+
+// -----
+
+func.func @f() -> tensor<4xf32> {
   // expected-error @+1 {{'moe.global_shape' must be an array of non-negative sizes}}
   %w = moe.param "w" {moe.global_shape = array<i64: -1>} : tensor<4xf32>
   return %w : tensor<4xf32>

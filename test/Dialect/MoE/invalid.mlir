@@ -843,6 +843,51 @@ func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>) {
 // -----
 
 shard.grid @g(shape = 2)
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{expects received_offsets of shape [ranks * slots + 1] for the 2 ranks of grid_axes, but got [6]}}
+  %r, %ro = moe.dispatch %p, %o on @g grid_axes = [0] placement 0 : (tensor<8x8xf32>, tensor<5xi64>) -> (tensor<16x8xf32>, tensor<6xi64>)
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{1 expert slots per rank on 2 ranks cannot hold 4 experts}}
+  %r, %ro = moe.dispatch %p, %o on @g grid_axes = [0] placement 0 : (tensor<8x8xf32>, tensor<5xi64>) -> (tensor<16x8xf32>, tensor<3xi64>)
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%p: tensor<8x8xf32>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{attribute 'placement' failed to satisfy constraint: 64-bit signless integer attribute whose value is non-negative}}
+  %r, %ro = moe.dispatch %p, %o on @g grid_axes = [0] placement -1 : (tensor<8x8xf32>, tensor<5xi64>) -> (tensor<16x8xf32>, tensor<5xi64>)
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%y: tensor<16x8xf32>, %ro: tensor<8xi64>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{expects received_offsets of shape [ranks * slots + 1] for the 2 ranks of grid_axes, but got [8]}}
+  %b = moe.combine %y, %ro, %o on @g grid_axes = [0] placement 3 : (tensor<16x8xf32>, tensor<8xi64>, tensor<5xi64>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
+func.func @f(%y: tensor<16x8xf32>, %ro: tensor<3xi64>, %o: tensor<5xi64>) {
+  // expected-error @+1 {{1 expert slots per rank on 2 ranks cannot hold 4 experts}}
+  %b = moe.combine %y, %ro, %o on @g grid_axes = [0] placement 0 : (tensor<16x8xf32>, tensor<3xi64>, tensor<5xi64>) -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+shard.grid @g(shape = 2)
 func.func @f(%y: tensor<16x8xf32>, %ro: tensor<5xi64>, %o: tensor<5xi64>) {
   // expected-error @+1 {{expects result to have the hidden size and element type of expert_out}}
   %b = moe.combine %y, %ro, %o on @g grid_axes = [0] : (tensor<16x8xf32>, tensor<5xi64>, tensor<5xi64>) -> tensor<8x4xf32>

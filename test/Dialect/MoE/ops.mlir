@@ -125,6 +125,21 @@ func.func @expert_parallel(%rows: tensor<128x64xf32>, %offsets: tensor<9xi64>, %
   return %back : tensor<128x64xf32>
 }
 
+// With a run-time placement table: 5 expert slots on each of the 2 ranks
+// (2 x 5 + 1 received offsets) for 8 experts, one spare for a replica.
+// CHECK-LABEL: func @expert_placement
+// CHECK: moe.dispatch %{{.*}}, %{{.*}} on @ep_grid grid_axes = [0] placement 1 : (tensor<128x64xf32>, tensor<9xi64>) -> (tensor<384x64xf32>, tensor<11xi64>)
+// CHECK: moe.combine %{{.*}}, %{{.*}}, %{{.*}} on @ep_grid grid_axes = [0] placement 1 : (tensor<384x64xf32>, tensor<11xi64>, tensor<9xi64>) -> tensor<128x64xf32>
+func.func @expert_placement(%rows: tensor<128x64xf32>, %offsets: tensor<9xi64>) -> tensor<128x64xf32> {
+  %g = moe.param "e.{e}.gate" {moe.placement = 1 : i64} : tensor<5x32x64xf32>
+  %u = moe.param "e.{e}.up" {moe.placement = 1 : i64} : tensor<5x32x64xf32>
+  %d = moe.param "e.{e}.down" {moe.placement = 1 : i64} : tensor<5x64x32xf32>
+  %recv, %recv_offsets = moe.dispatch %rows, %offsets on @ep_grid grid_axes = [0] placement 1 : (tensor<128x64xf32>, tensor<9xi64>) -> (tensor<384x64xf32>, tensor<11xi64>)
+  %y = moe.grouped_swiglu %recv, %recv_offsets, %g, %u, %d : (tensor<384x64xf32>, tensor<11xi64>, tensor<5x32x64xf32>, tensor<5x32x64xf32>, tensor<5x64x32xf32>) -> tensor<384x64xf32>
+  %back = moe.combine %y, %recv_offsets, %offsets on @ep_grid grid_axes = [0] placement 1 : (tensor<384x64xf32>, tensor<11xi64>, tensor<9xi64>) -> tensor<128x64xf32>
+  return %back : tensor<128x64xf32>
+}
+
 // The mesh attribute round-trips with omitted axes defaulting to 1.
 // CHECK-LABEL: module @meshed
 // CHECK-SAME: moe.mesh = #moe.mesh<dp = 2, ep = 2>

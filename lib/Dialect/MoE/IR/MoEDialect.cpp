@@ -176,6 +176,14 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
       return op->emitError() << "'" << name << "' must be on a moe.param";
     return verifyShardRecord(op, attr);
   }
+  if (name == getPlacementAttrName()) {
+    auto table = dyn_cast<IntegerAttr>(attr.getValue());
+    if (!isa<ParamOp>(op) || !table || table.getInt() < 0)
+      return op->emitError() << "'" << name
+                             << "' must be a non-negative integer on a "
+                                "moe.param";
+    return success();
+  }
   if (name == getPartitionedAttrName()) {
     if (!isa<ModuleOp>(op) || !isa<UnitAttr>(attr.getValue()))
       return op->emitError() << "'" << name

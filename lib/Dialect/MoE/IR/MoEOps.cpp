@@ -840,12 +840,15 @@ LogicalResult ParamGradOp::verify() {
 //===----------------------------------------------------------------------===//
 
 /// Checks that `grid` names a shard.grid and `axes` are distinct axes of it
-/// whose sizes multiply into a group size dividing `experts`.
+/// whose sizes multiply into a group size n dividing `experts`, and, with a
+/// placement, that the [n * slots + 1] received offsets give every rank the
+/// same number of slots, enough for all experts.
 static LogicalResult verifyExpertGroup(Operation *op,
                                        SymbolTableCollection &symbols,
                                        FlatSymbolRefAttr grid,
                                        ArrayRef<int16_t> axes,
-                                       int64_t experts) {
+                                       int64_t experts, bool placed,
+                                       int64_t receivedOffsets) {
   auto gridOp = symbols.lookupNearestSymbolFrom<shard::GridOp>(op, grid);
   if (!gridOp)
     return op->emitOpError() << "expects " << grid
@@ -865,6 +868,17 @@ static LogicalResult verifyExpertGroup(Operation *op,
   if (experts % size != 0)
     return op->emitOpError() << experts << " experts do not split over the "
                              << size << " ranks of grid_axes";
+  if (!placed)
+    return success();
+  int64_t slots = (receivedOffsets - 1) / size;
+  if ((receivedOffsets - 1) % size != 0)
+    return op->emitOpError()
+           << "expects received_offsets of shape [ranks * slots + 1] for the "
+           << size << " ranks of grid_axes, but got [" << receivedOffsets
+           << "]";
+  if (slots * size < experts)
+    return op->emitOpError() << slots << " expert slots per rank on " << size
+                             << " ranks cannot hold " << experts << " experts";
   return success();
 }
 
@@ -873,7 +887,7 @@ static LogicalResult verifyExpertGroup(Operation *op,
 static LogicalResult verifyExpertExchange(Operation *op, StringRef what,
                                           Value rows, StringRef otherName,
                                           Value other, Value offsets,
-                                          Value receivedOffsets) {
+                                          Value receivedOffsets, bool placed) {
   if (failed(expectRank(op, what, rows, 2, "[rows, hidden]")) ||
       failed(expectRank(op, otherName, other, 2, "[rows, hidden]")))
     return failure();
@@ -886,29 +900,36 @@ static LogicalResult verifyExpertExchange(Operation *op, StringRef what,
   if (shapeOf(offsets)[0] < 2)
     return op->emitOpError("expects offsets of shape [experts + 1] with at "
                            "least one expert");
+  // With a placement the slots per rank set the size (verifyExpertGroup).
+  if (placed)
+    return success();
   return expectShape(op, "received_offsets", receivedOffsets,
                      shapeOf(offsets), "the shape of offsets");
 }
 
 LogicalResult DispatchOp::verify() {
   return verifyExpertExchange(*this, "permuted", getPermuted(), "received",
-                              getReceived(), getOffsets(),
-                              getReceivedOffsets());
+                              getReceived(), getOffsets(), getReceivedOffsets(),
+                              getPlacement().has_value());
 }
 
 LogicalResult
 DispatchOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   return verifyExpertGroup(*this, symbolTable, getGridAttr(), getGridAxes(),
-                           shapeOf(getOffsets())[0] - 1);
+                           shapeOf(getOffsets())[0] - 1,
+                           getPlacement().has_value(),
+                           shapeOf(getReceivedOffsets())[0]);
 }
 
 LogicalResult CombineOp::verify() {
   return verifyExpertExchange(*this, "expert_out", getExpertOut(), "result",
-                              getResult(), getOffsets(),
-                              getReceivedOffsets());
+                              getResult(), getOffsets(), getReceivedOffsets(),
+                              getPlacement().has_value());
 }
 
 LogicalResult CombineOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   return verifyExpertGroup(*this, symbolTable, getGridAttr(), getGridAxes(),
-                           shapeOf(getOffsets())[0] - 1);
+                           shapeOf(getOffsets())[0] - 1,
+                           getPlacement().has_value(),
+                           shapeOf(getReceivedOffsets())[0]);
 }

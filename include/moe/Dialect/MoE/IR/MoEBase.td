@@ -63,6 +63,12 @@ def MoE_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral getGlobalShapeAttrName() {
       return ::llvm::StringLiteral("moe.global_shape");
     }
+    /// On a partitioned expert weight (`moe.param`) of an expert-parallel
+    /// layer: the run-time placement table (the MoE layer) whose expert
+    /// slots its dim-0 rows are, instead of a block of the experts.
+    static constexpr ::llvm::StringLiteral getPlacementAttrName() {
+      return ::llvm::StringLiteral("moe.placement");
+    }
   }];
 }
 

@@ -426,6 +426,9 @@ def MoE_UnpermuteOp : MoE_Op<"unpermute", [Pure]> {
   let hasVerifier = 1;
 }
 
+// The index of a run-time expert placement table (the MoE layer).
+def MoE_PlacementAttr : ConfinedAttr<I64Attr, [IntNonNegative]>;
+
 def MoE_DispatchOp : MoE_Op<"dispatch", [
     Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
   let summary = "Expert-parallel token dispatch (variable all-to-all)";
@@ -433,31 +436,43 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [
     Sends each expert's rows to the rank of the expert-parallel group that
     holds it. `permuted` [N, H] holds this rank's token-slots grouped by the
     E global experts (`offsets` [E + 1], as `moe.permute` makes them); the
-    group is the ranks of `grid` along `grid_axes` (n ranks), and rank j holds
-    experts [j * E/n, (j+1) * E/n). The token counts are exchanged first, then
-    the rows.
+    group is the ranks of `grid` along `grid_axes` (n ranks). The token counts
+    are exchanged first, then the rows.
+
+    Without `placement`, rank j holds experts [j * E/n, (j+1) * E/n) and
+    `received_offsets` has E + 1 entries. With `placement P`, every rank has
+    S expert slots (`received_offsets` has n * S + 1 entries, n * S >= E)
+    and run-time placement table P says which expert each slot holds:
+    experts can move between ranks and hot experts can have replicas, whose
+    rows the run-time dispatch policy spreads over them. Until a table is
+    installed, P is the static split above with the slots past E/n empty.
 
     `received` [M, H] holds, for each source rank s in order and each local
-    expert l, the rows s sent for l: segment s * (E/n) + l is rows
-    [received_offsets[s*(E/n)+l], received_offsets[s*(E/n)+l+1]), the layout
-    `moe.grouped_swiglu` takes with segments. M is a static upper bound
-    (n * tokens * min(top_k, E/n) never overflows); rows past the last offset
-    are unspecified, and receiving more than M rows is a runtime error.
+    slot l (expert, without placement), the rows s sent for l: segment
+    s * S + l is rows [received_offsets[s*S+l], received_offsets[s*S+l+1]),
+    the layout `moe.grouped_swiglu` takes with segments over the S slots'
+    weights. M is a static upper bound (n * tokens * min(top_k, S) never
+    overflows); rows past the last offset are unspecified, and receiving
+    more than M rows is a runtime error.
 
     ```mlir
     %recv, %recv_offsets = moe.dispatch %rows, %offsets on @expert_mesh
         grid_axes = [1] : (tensor<64x64xf32>, tensor<9xi64>)
         -> (tensor<128x64xf32>, tensor<9xi64>)
+    %recv3, %recv_offsets3 = moe.dispatch %rows, %offsets on @expert_mesh
+        grid_axes = [1] placement 0 : (tensor<64x64xf32>, tensor<9xi64>)
+        -> (tensor<192x64xf32>, tensor<13xi64>)
     ```
   }];
   let arguments = (ins MoE_FloatTensor:$permuted, MoE_I64Vector:$offsets,
                        FlatSymbolRefAttr:$grid,
-                       DenseI16ArrayAttr:$grid_axes);
+                       DenseI16ArrayAttr:$grid_axes,
+                       OptionalAttr<MoE_PlacementAttr>:$placement);
   let results = (outs MoE_FloatTensor:$received,
                       MoE_I64Vector:$received_offsets);
   let assemblyFormat = [{
-    $permuted `,` $offsets `on` $grid `grid_axes` `=` $grid_axes attr-dict
-    `:` functional-type(operands, results)
+    $permuted `,` $offsets `on` $grid `grid_axes` `=` $grid_axes
+    (`placement` $placement^)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }
@@ -470,7 +485,8 @@ def MoE_CombineOp : MoE_Op<"combine", [
     of `expert_out` [M, H] (`received_offsets`, as the dispatch delivered
     them) to the rank they came from. The result [N, H] is in the row order
     of the dispatch's input, whose expert `offsets` [E + 1] are given again,
-    so `moe.unpermute` can weight and sum it per token.
+    so `moe.unpermute` can weight and sum it per token. `placement` must be
+    the dispatch's: the combine splits the rows over replicas as it did.
 
     ```mlir
     %back = moe.combine %y, %recv_offsets, %offsets on @expert_mesh
@@ -482,11 +498,13 @@ def MoE_CombineOp : MoE_Op<"combine", [
                        MoE_I64Vector:$received_offsets,
                        MoE_I64Vector:$offsets,
                        FlatSymbolRefAttr:$grid,
-                       DenseI16ArrayAttr:$grid_axes);
+                       DenseI16ArrayAttr:$grid_axes,
+                       OptionalAttr<MoE_PlacementAttr>:$placement);
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
     $expert_out `,` $received_offsets `,` $offsets `on` $grid `grid_axes` `=`
-    $grid_axes attr-dict `:` functional-type(operands, results)
+    $grid_axes (`placement` $placement^)? attr-dict `:`
+    functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

@@ -64,6 +64,9 @@ def records(path):
             record = json.loads(line)
             record.pop("tokens_per_s", None)
             record.pop("elapsed_s", None)
+            for layer in record.get("ep_layers", []):  # timings vary too
+                layer.pop("expert_s", None)
+                layer.pop("a2a_s", None)
             out.append(record)
     return out
 

@@ -99,7 +99,7 @@ struct PlacementRequest {
   /// over the whole job.
   const int64_t *expertLoad = nullptr;
   /// [ranks]: seconds each EP rank spent in this layer's expert compute
-  /// over the window (the maximum over the EP groups of the mesh).
+  /// over the window (the mean over the EP groups of the mesh).
   const double *rankExpertSeconds = nullptr;
 };
 
@@ -149,6 +149,15 @@ std::unique_ptr<PlacementPolicy> makePlacementPolicy(const std::string &spec);
 /// first); each source's rows are cut in source order. "plugin:PATH": the
 /// shared library's moe_split_tokens. Throws std::invalid_argument as above.
 std::unique_ptr<DispatchPolicy> makeDispatchPolicy(const std::string &spec);
+
+/// What the runtime measures of one expert-parallel MoE layer on a rank
+/// (the performance collection placement policies are fed from).
+struct LayerStats {
+  double expert = 0.0;   ///< seconds in grouped expert GEMMs, fwd and bwd
+  double allToAll = 0.0; ///< seconds in dispatch and combine
+  /// Rows the layer's dispatches delivered to each rank of the EP group.
+  std::vector<int64_t> rankRows;
+};
 
 /// Throws std::runtime_error when `split` (as DispatchPolicy::split fills
 /// it) does not send every routed row exactly once to a replica of its

@@ -74,11 +74,13 @@ void combineTokens(Communicator &ep, const float *expertOut,
 /// recv and recvOffsets [n*S + 1] have the layout above with slots for
 /// local experts: segment s*S + l holds what source s sent to slot l. Every
 /// rank of the group learns every rank's counts (an all-gather of [E]), so
-/// a full receive buffer fails on every rank with the same message.
+/// a full receive buffer fails on every rank with the same message; when
+/// `rankReceives` is given, it gets the rows each of the n ranks receives.
 void dispatchTokens(Communicator &ep, const float *rows,
                     const int64_t *offsets, int64_t hidden, float *recv,
                     int64_t recvCapacity, int64_t *recvOffsets,
-                    const ExpertPlacement &placement, DispatchPolicy *policy);
+                    const ExpertPlacement &placement, DispatchPolicy *policy,
+                    int64_t *rankReceives = nullptr);
 
 /// The inverse of the dispatch above, with the same placement and policy
 /// (it recomputes the dispatch's split: with replicas, from the counts of

@@ -316,7 +316,8 @@ int64_t totalRows(const std::vector<int64_t> &counts) {
 void dispatchTokens(Communicator &ep, const float *rows,
                     const int64_t *offsets, int64_t hidden, float *recv,
                     int64_t recvCapacity, int64_t *recvOffsets,
-                    const ExpertPlacement &placement, DispatchPolicy *policy) {
+                    const ExpertPlacement &placement, DispatchPolicy *policy,
+                    int64_t *rankReceives) {
   const char *what = "expert dispatch";
   if (hidden < 0)
     fail(what, "negative hidden size");
@@ -326,6 +327,9 @@ void dispatchTokens(Communicator &ep, const float *rows,
   recvOffsets[0] = 0;
   for (int64_t i = 0; i < n * slots; ++i)
     recvOffsets[i + 1] = recvOffsets[i] + plan.recvCount[i];
+  if (rankReceives)
+    std::copy(plan.rankReceives.begin(), plan.rankReceives.end(),
+              rankReceives);
   // Every rank knows every rank's total, so all fail together.
   for (int j = 0; j < n; ++j)
     if (plan.rankReceives[j] > recvCapacity)

@@ -313,7 +313,7 @@ void moert_grouped_swiglu(moert_context *ctx, const float *permuted,
                           int64_t rows, int64_t segments, int64_t experts,
                           int64_t hidden, int64_t inter) {
   guarded(ctx, [&] {
-    moe::rt::LayerTimer timer(ctx, &moe::rt::LayerSeconds::expert);
+    moe::rt::LayerTimer timer(ctx, &moe::rt::LayerStats::expert);
     backend(ctx).groupedSwiglu(permuted, offsets, gate, up, down, out, rows,
                                segments, experts, hidden, inter);
   });
@@ -445,7 +445,7 @@ void moert_dispatch(moert_context *ctx, int32_t groupId, int64_t placement,
     moe::rt::Communicator &ep = group(ctx, groupId);
     const moe::rt::ExpertPlacement &place =
         placementFor(ctx, placement, ep.size(), experts, slots);
-    moe::rt::LayerTimer timer(ctx, &moe::rt::LayerSeconds::allToAll);
+    moe::rt::LayerTimer timer(ctx, &moe::rt::LayerStats::allToAll);
     HostStage stage(backend(ctx));
     auto *hostOffsets = static_cast<const int64_t *>(
         stage.in(offsets, (experts + 1) * sizeof(int64_t)));
@@ -457,9 +457,15 @@ void moert_dispatch(moert_context *ctx, int32_t groupId, int64_t placement,
     size_t recvOffsetBytes = (slots + 1) * sizeof(int64_t);
     auto *hostRecvOffsets =
         static_cast<int64_t *>(stage.scratchOut(recvOffsets, recvOffsetBytes));
+    std::vector<int64_t> rankRows(ep.size());
     moe::rt::dispatchTokens(ep, hostRows, hostOffsets, hidden, hostRecv,
                             recvCapacity, hostRecvOffsets, place,
-                            ctx->dispatchPolicy.get());
+                            ctx->dispatchPolicy.get(), rankRows.data());
+    if (moe::rt::LayerStats *stats = moe::rt::currentLayerStats(ctx)) {
+      stats->rankRows.resize(rankRows.size(), 0);
+      for (size_t j = 0; j < rankRows.size(); ++j)
+        stats->rankRows[j] += rankRows[j];
+    }
     // Only the rows that arrived: the rest of recv stays untouched.
     stage.out(recv, hostRecv, hostRecvOffsets[slots] * hidden * sizeof(float));
     stage.out(recvOffsets, hostRecvOffsets, recvOffsetBytes);
@@ -474,7 +480,7 @@ void moert_combine(moert_context *ctx, int32_t groupId, int64_t placement,
     moe::rt::Communicator &ep = group(ctx, groupId);
     const moe::rt::ExpertPlacement &place =
         placementFor(ctx, placement, ep.size(), experts, slots);
-    moe::rt::LayerTimer timer(ctx, &moe::rt::LayerSeconds::allToAll);
+    moe::rt::LayerTimer timer(ctx, &moe::rt::LayerStats::allToAll);
     HostStage stage(backend(ctx));
     auto *hostRecvOffsets = static_cast<const int64_t *>(
         stage.in(recvOffsets, (slots + 1) * sizeof(int64_t)));

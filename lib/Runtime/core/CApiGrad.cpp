@@ -161,7 +161,7 @@ void moert_grouped_swiglu_grad(moert_context *ctx, const float *dout,
                                int64_t rows, int64_t segments, int64_t experts,
                                int64_t hidden, int64_t inter) {
   guarded(ctx, [&] {
-    moe::rt::LayerTimer timer(ctx, &moe::rt::LayerSeconds::expert);
+    moe::rt::LayerTimer timer(ctx, &moe::rt::LayerStats::expert);
     backend(ctx).groupedSwigluGrad(dout, permuted, offsets, gate, up, down,
                                    dpermuted, dgate, dup, ddown, rows, segments,
                                    experts, hidden, inter);

@@ -15,13 +15,6 @@
 #include <string>
 #include <vector>
 
-namespace moe::rt {
-/// Where one MoE layer's time went on this rank since the last take.
-struct LayerSeconds {
-  double expert = 0.0;   ///< grouped expert GEMMs, forward and backward
-  double allToAll = 0.0; ///< dispatch and combine, counts and rows
-};
-} // namespace moe::rt
 
 struct moert_context {
   /// The first error recorded since the last reset; empty when none.
@@ -41,9 +34,9 @@ struct moert_context {
   /// installs the static split. The policy splits rows over replicas.
   std::map<int64_t, moe::rt::ExpertPlacement> placements;
   std::shared_ptr<moe::rt::DispatchPolicy> dispatchPolicy;
-  /// Time per placement id; expert compute counts toward the layer of the
-  /// last dispatch or combine (-1 before any).
-  std::vector<moe::rt::LayerSeconds> layerSeconds;
+  /// Statistics per placement id; expert compute counts toward the layer
+  /// of the last dispatch or combine (-1 before any).
+  std::vector<moe::rt::LayerStats> layerStats;
   int64_t currentLayer = -1;
 };
 
@@ -72,27 +65,33 @@ inline std::vector<int64_t> takeDroppedSlots(moert_context *ctx) {
   return ctx->backend->takeDroppedSlots();
 }
 
+/// The statistics of the layer of the last dispatch or combine, or null.
+inline LayerStats *currentLayerStats(moert_context *ctx) {
+  int64_t layer = ctx->currentLayer;
+  if (layer < 0)
+    return nullptr;
+  if (ctx->layerStats.size() <= static_cast<size_t>(layer))
+    ctx->layerStats.resize(layer + 1);
+  return &ctx->layerStats[layer];
+}
+
 /// Adds the wall time of its scope to `field` of the current layer.
 class LayerTimer {
 public:
-  LayerTimer(moert_context *ctx, double LayerSeconds::*field)
+  LayerTimer(moert_context *ctx, double LayerStats::*field)
       : ctx(ctx), field(field), start(std::chrono::steady_clock::now()) {}
   ~LayerTimer() {
-    int64_t layer = ctx->currentLayer;
-    if (layer < 0)
-      return;
-    if (ctx->layerSeconds.size() <= static_cast<size_t>(layer))
-      ctx->layerSeconds.resize(layer + 1);
-    ctx->layerSeconds[layer].*field +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-            .count();
+    if (LayerStats *stats = currentLayerStats(ctx))
+      stats->*field += std::chrono::duration<double>(
+                           std::chrono::steady_clock::now() - start)
+                           .count();
   }
   LayerTimer(const LayerTimer &) = delete;
   LayerTimer &operator=(const LayerTimer &) = delete;
 
 private:
   moert_context *ctx;
-  double LayerSeconds::*field;
+  double LayerStats::*field;
   std::chrono::steady_clock::time_point start;
 };
 
@@ -108,9 +107,9 @@ inline void setDispatchPolicy(moert_context *ctx,
 }
 
 /// The time per MoE layer recorded since the last take.
-inline std::vector<LayerSeconds> takeLayerSeconds(moert_context *ctx) {
-  std::vector<LayerSeconds> taken;
-  taken.swap(ctx->layerSeconds);
+inline std::vector<LayerStats> takeLayerStats(moert_context *ctx) {
+  std::vector<LayerStats> taken;
+  taken.swap(ctx->layerStats);
   return taken;
 }
 

@@ -2,6 +2,8 @@
 
 #include "driver/Checkpoint.h"
 
+#include "driver/Placement.h"
+
 #include "moe/Runtime/Safetensors.h"
 
 #include <algorithm>
@@ -101,26 +103,39 @@ int64_t stepOfName(const std::string &name) {
   return step;
 }
 
-/// The place of world rank `rank` (null for a 1-rank model).
-std::optional<RankPlace> placeOf(const MeshShape &mesh, int rank) {
+/// The place of world rank `rank` (null for a 1-rank model) under the
+/// expert placement `tables`.
+std::optional<RankPlace> placeOf(const MeshShape &mesh, int rank,
+                                 const PlacementTables &tables) {
   if (mesh.worldSize() == 1)
     return std::nullopt;
-  return RankPlace{mesh, rt::meshCoordinates(mesh, rank)};
+  return RankPlace{mesh, rt::meshCoordinates(mesh, rank), tables};
 }
 
-/// For every world rank, whether it writes its block of `param`: the lowest
-/// rank holding each distinct block does.
-std::vector<bool> blockWriters(const ParamInfo &param, const MeshShape &mesh) {
+/// For every world rank, the pieces of `param` it writes: the lowest rank
+/// holding each distinct piece does (for an expert, its first replica in
+/// the first EP group).
+std::vector<std::vector<Piece>> pieceWriters(const ParamInfo &param,
+                                             const MeshShape &mesh,
+                                             const PlacementTables &tables) {
   int world = static_cast<int>(mesh.worldSize());
-  std::vector<bool> writes(world, false);
+  std::vector<std::vector<Piece>> writes(world);
   std::set<std::vector<int64_t>> seen;
   for (int r = 0; r < world; ++r) {
-    std::optional<RankPlace> place = placeOf(mesh, r);
-    Block block =
-        shardBlock(param.globalShape, param.split, place ? &*place : nullptr);
-    writes[r] = seen.insert(block.start).second;
+    std::optional<RankPlace> place = placeOf(mesh, r, tables);
+    for (Piece &piece : localPieces(param, place ? &*place : nullptr))
+      if (seen.insert(piece.block.start).second)
+        writes[r].push_back(std::move(piece));
   }
   return writes;
+}
+
+/// The tensor a rank file holds a piece under: the parameter's name, and
+/// for a placed expert weight the expert too ("name[e]").
+std::string pieceTensor(const ParamInfo &param, const Piece &piece) {
+  if (!param.placement)
+    return param.name;
+  return param.name + "[" + std::to_string(piece.block.start[0]) + "]";
 }
 
 Json meshJson(const MeshShape &mesh) {
@@ -128,34 +143,45 @@ Json meshJson(const MeshShape &mesh) {
       {"dp", mesh.dp}, {"cp", mesh.cp}, {"tp", mesh.tp}, {"ep", mesh.ep}};
 }
 
-Json indexJson(int64_t step, const Manifest &m, const Json &train) {
+Json placementJson(const PlacementTables &tables) {
+  Json layers = Json::array();
+  for (const rt::ExpertPlacement &table : tables)
+    layers.push_back(Json{{"experts", table.experts()},
+                          {"ranks", table.ranks()},
+                          {"slots", table.slots()},
+                          {"slot_experts", table.slotExperts()}});
+  return layers;
+}
+
+Json indexJson(int64_t step, const Manifest &m, const Json &train,
+               const PlacementTables &tables) {
   Json params = Json::array();
   for (const ParamInfo &param : m.params) {
-    std::vector<bool> writers = blockWriters(param, m.mesh);
+    std::vector<std::vector<Piece>> writers =
+        pieceWriters(param, m.mesh, tables);
     Json blocks = Json::array();
-    for (int r = 0; r < static_cast<int>(writers.size()); ++r) {
-      if (!writers[r])
-        continue;
-      std::optional<RankPlace> place = placeOf(m.mesh, r);
-      Block block =
-          shardBlock(param.globalShape, param.split, place ? &*place : nullptr);
-      blocks.push_back(Json{{"file", rankFileName(r)},
-                            {"tensor", param.name},
-                            {"offset", block.start},
-                            {"size", block.size}});
-    }
+    for (int r = 0; r < static_cast<int>(writers.size()); ++r)
+      for (const Piece &piece : writers[r])
+        blocks.push_back(Json{{"file", rankFileName(r)},
+                              {"tensor", pieceTensor(param, piece)},
+                              {"offset", piece.block.start},
+                              {"size", piece.block.size}});
     params.push_back(Json{{"name", param.name},
                           {"global_shape", param.globalShape},
                           {"split", param.split},
                           {"blocks", std::move(blocks)}});
   }
-  return Json{{"format", kFormat},
-              {"step", step},
-              {"mesh", meshJson(m.mesh)},
-              {"train", train},
-              {"moments", Json{{"adam_m", "adam.m/<tensor>"},
-                               {"adam_v", "adam.v/<tensor>"}}},
-              {"params", std::move(params)}};
+  Json index{{"format", kFormat},
+             {"step", step},
+             {"mesh", meshJson(m.mesh)},
+             {"train", train},
+             {"moments", Json{{"adam_m", "adam.m/<tensor>"},
+                              {"adam_v", "adam.v/<tensor>"}}},
+             {"params", std::move(params)}};
+  // For the record (a resumed run starts from the static split).
+  if (!tables.empty())
+    index["expert_placement"] = placementJson(tables);
+  return index;
 }
 
 /// Removes every checkpoint directory of `dir` but `keep`, and leftover
@@ -228,20 +254,32 @@ void saveCheckpoint(const std::string &dir, int64_t step, const Manifest &m,
       throw std::runtime_error(tmp + ": cannot create (" + ec.message() + ")");
   });
 
+  const PlacementTables tables =
+      env.place ? env.place->placements : PlacementTables{};
+  size_t pieceCount = 0;
+  for (const ParamInfo &param : m.params)
+    pieceCount += param.placement ? static_cast<size_t>(param.shape[0]) : 1;
   env.agree([&] {
     std::vector<io::TensorToWrite> tensors;
     std::vector<std::string> names; // keeps the moment names alive
-    names.reserve(m.params.size() * 2);
+    // Keeps every name alive: pointers into it go to the writer.
+    names.reserve(pieceCount * 3);
     for (const ParamInfo &param : m.params) {
-      if (!blockWriters(param, m.mesh)[env.rank()])
-        continue;
-      tensors.push_back({param.name, io::DType::F32, param.shape,
-                         state.weights->f32(param.offset)});
-      AlignedBuffer *moments[] = {state.m, state.v};
-      for (int k = 0; k < 2; ++k) {
-        names.push_back(kMomentPrefixes[k] + param.name);
-        tensors.push_back({names.back(), io::DType::F32, param.shape,
-                           moments[k]->f32(param.offset)});
+      std::vector<std::vector<Piece>> writers =
+          pieceWriters(param, m.mesh, tables);
+      for (const Piece &piece : writers[env.rank()]) {
+        std::string base = pieceTensor(param, piece);
+        const std::string tensorNames[] = {base, kMomentPrefixes[0] + base,
+                                           kMomentPrefixes[1] + base};
+        AlignedBuffer *buffers[] = {state.weights, state.m, state.v};
+        for (int k = 0; k < 3; ++k) {
+          names.push_back(tensorNames[k]);
+          // An ordinary parameter's piece is its whole local block.
+          std::vector<int64_t> shape =
+              param.placement ? piece.block.size : param.shape;
+          tensors.push_back({names.back(), io::DType::F32, shape,
+                             buffers[k]->f32(param.offset) + piece.offset});
+        }
       }
     }
     if (!tensors.empty())
@@ -253,7 +291,7 @@ void saveCheckpoint(const std::string &dir, int64_t step, const Manifest &m,
     if (!env.root)
       return;
     writeFileAtomically((fs::path(tmp) / "index.json").string(),
-                        indexJson(step, m, train).dump(1) + "\n");
+                        indexJson(step, m, train, tables).dump(1) + "\n");
     fsyncPath(tmp, true);
     std::optional<std::string> previous;
     std::string latestPath = (fs::path(dir) / "latest").string();
@@ -414,8 +452,14 @@ LoadedCheckpoint loadCheckpoint(const std::string &path, const Manifest &m,
     if (!blocks.is_array())
       badIndex(indexPath, where + ": 'blocks' is not a list");
 
-    Block mine = shardBlock(param.globalShape, param.split, place);
-    int64_t covered = 0;
+    std::vector<Piece> mine = localPieces(param, place);
+    int64_t covered = 0, wanted = 0;
+    for (const Piece &piece : mine) {
+      int64_t elements = 1;
+      for (int64_t d : piece.block.size)
+        elements *= d;
+      wanted += elements;
+    }
     std::vector<float> scratch;
     for (const Json &b : blocks) {
       if (!b.is_object())
@@ -438,7 +482,10 @@ LoadedCheckpoint loadCheckpoint(const std::string &path, const Manifest &m,
                  where + ": a block (offset " + shapeText(saved.start) +
                      ", size " + shapeText(saved.size) +
                      ") is not inside the global shape " + shapeText(global));
-      if (!intersectBlocks(saved, mine) && !global.empty())
+      bool overlaps = global.empty();
+      for (const Piece &piece : mine)
+        overlaps = overlaps || intersectBlocks(saved, piece.block);
+      if (!overlaps)
         continue;
       int64_t elements = 1;
       for (int64_t d : saved.size)
@@ -452,16 +499,19 @@ LoadedCheckpoint loadCheckpoint(const std::string &path, const Manifest &m,
       int64_t copied = 0;
       for (int k = 0; k < 3; ++k) {
         r.readF32(prefixes[k] + name, saved.size, scratch.data());
-        copied = copyIntersection(scratch.data(), saved,
-                                  targets[k]->f32(param.offset), mine,
-                                  sizeof(float));
+        copied = 0;
+        for (const Piece &piece : mine)
+          copied += copyIntersection(
+              scratch.data(), saved,
+              targets[k]->f32(param.offset) + piece.offset, piece.block,
+              sizeof(float));
       }
       covered += copied;
     }
-    if (covered != param.numElements())
+    if (covered != wanted)
       badIndex(indexPath, where + ": the saved blocks cover " +
                               std::to_string(covered) + " of the " +
-                              std::to_string(param.numElements()) +
+                              std::to_string(wanted) +
                               " elements of this rank's block");
   }
   return loaded;

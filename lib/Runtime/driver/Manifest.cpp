@@ -139,16 +139,29 @@ void parseShardFields(const Json &entry, const std::string &path,
   }
 }
 
-// Every split names known axes and divides its dimension into the local one.
+// Every split names known axes and divides its dimension into the local one;
+// a placed expert weight has at least E/n and at most E slots instead.
 void checkSplit(const std::string &path, const std::vector<int64_t> &shape,
                 const std::vector<int64_t> &globalShape, const Split &split,
-                const MeshShape &mesh) {
+                const MeshShape &mesh, bool placed = false) {
   for (size_t d = 0; d < split.size(); ++d) {
     int64_t parts = 0;
     try {
       parts = splitParts(split[d], mesh);
     } catch (const std::exception &e) {
       fail(path + ".split", e.what());
+    }
+    if (placed && d == 0) {
+      if (globalShape[0] % parts != 0 || shape[0] < globalShape[0] / parts ||
+          shape[0] > globalShape[0])
+        fail(path + ".shape", "has " + std::to_string(shape[0]) +
+                                  " expert slots, but " +
+                                  std::to_string(globalShape[0]) +
+                                  " experts on " + std::to_string(parts) +
+                                  " ranks need between " +
+                                  std::to_string(globalShape[0] / parts) +
+                                  " and " + std::to_string(globalShape[0]));
+      continue;
     }
     if (globalShape[d] != shape[d] * parts)
       fail(path + ".global_shape", "is " + shapeText(globalShape) +
@@ -184,6 +197,18 @@ ParamInfo parseParam(const Json &entry, const std::string &path) {
     fail(path + ".shape", "is [] but the parameter is stacked (\"{e}\" in "
                           "its name), expected [experts, ...]");
   parseShardFields(entry, path, param.shape, param.globalShape, param.split);
+  if (entry.contains("placement")) {
+    param.placement = static_cast<int64_t>(getSize(entry, path, "placement"));
+    bool onlyExperts = param.split.size() >= 1 && param.split[0] ==
+                                                      std::vector<std::string>{
+                                                          "ep"};
+    for (size_t d = 1; d < param.split.size(); ++d)
+      onlyExperts = onlyExperts && param.split[d].empty();
+    if (!param.stacked || !onlyExperts)
+      fail(path + ".placement",
+           "is set, but the parameter is not a stacked expert weight split "
+           "over ep along its experts only");
+  }
   if (entry.contains("balances_layer")) {
     param.balancesLayer =
         static_cast<int64_t>(getSize(entry, path, "balances_layer"));
@@ -480,7 +505,8 @@ Manifest parseManifest(const std::string &text) {
   parseOptionalFields(root, m);
   for (size_t i = 0; i < m.params.size(); ++i)
     checkSplit("params[" + std::to_string(i) + "]", m.params[i].shape,
-               m.params[i].globalShape, m.params[i].split, m.mesh);
+               m.params[i].globalShape, m.params[i].split, m.mesh,
+               m.params[i].placement.has_value());
   if (root.contains("train_step"))
     m.trainStep = parseTrainStep(root, m);
   for (auto [key, specs] :

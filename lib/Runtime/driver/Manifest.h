@@ -41,6 +41,11 @@ struct ParamInfo {
   /// of its layer among the per-expert token counts a run reports. The
   /// bias is not trained by gradients; `train` nudges it toward balance.
   std::optional<int64_t> balancesLayer;
+  /// Set on an expert weight of an expert-parallel layer: the placement
+  /// table (MoE layer) whose slots its dim-0 rows are. `shape[0]` is then
+  /// the slots per EP rank, which the table fills with experts (ep's
+  /// ExpertPlacement), instead of a block of globalShape[0].
+  std::optional<int64_t> placement;
 
   int64_t numElements() const;
   uint64_t bytes() const { return static_cast<uint64_t>(numElements()) * 4; }

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -152,7 +153,34 @@ void MetricsWriter::logStep(const StepMetrics &s) {
                                    {"expert_counts", s.expertCounts}};
   if (!s.droppedSlots.empty())
     record["dropped_slots"] = s.droppedSlots;
+  if (!s.expertLayers.empty()) {
+    nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+    for (const ExpertLayerMetrics &layer : s.expertLayers) {
+      int64_t total = 0, max = 0;
+      for (int64_t rows : layer.rankRows) {
+        total += rows;
+        max = std::max(max, rows);
+      }
+      double mean = layer.rankRows.empty()
+                        ? 0.0
+                        : double(total) / double(layer.rankRows.size());
+      layers.push_back({{"expert_s", layer.expertSeconds},
+                        {"a2a_s", layer.allToAllSeconds},
+                        {"rank_rows", layer.rankRows},
+                        {"max_mean_rows", mean > 0 ? double(max) / mean : 0.0}});
+    }
+    record["ep_layers"] = std::move(layers);
+  }
   writeLine(record.dump());
+}
+
+void MetricsWriter::logPlacement(
+    int64_t step, const std::vector<std::vector<int32_t>> &slotExperts) {
+  if (csv_)
+    return;
+  writeLine(nlohmann::ordered_json{{"step", step},
+                                   {"expert_placement", slotExperts}}
+                .dump());
 }
 
 void MetricsWriter::logEval(int64_t step, double valLoss) {

@@ -27,12 +27,20 @@
 
 namespace moe::driver {
 
+/// One expert-parallel MoE layer in a step, per rank of (rank 0's) EP group.
+struct ExpertLayerMetrics {
+  std::vector<double> expertSeconds, allToAllSeconds;
+  std::vector<int64_t> rankRows; ///< rows the layer's dispatches delivered
+};
+
 struct StepMetrics {
   int64_t step = 0;
   double loss = 0, lr = 0, gradNorm = 0, tokensPerSecond = 0, elapsed = 0;
   std::vector<std::vector<int64_t>> expertCounts;
   /// Per capacity-factor layer; empty (and not written) when dropless.
   std::vector<int64_t> droppedSlots;
+  /// Expert-parallel models only (not written otherwise).
+  std::vector<ExpertLayerMetrics> expertLayers;
 };
 
 /// (step, loss) points of the records kept from an earlier run.
@@ -56,6 +64,10 @@ public:
 
   void logStep(const StepMetrics &metrics);
   void logEval(int64_t step, double valLoss);
+  /// JSON lines only: the expert placement installed after `step`, per
+  /// layer the expert of every slot (rank-major).
+  void logPlacement(int64_t step,
+                    const std::vector<std::vector<int32_t>> &slotExperts);
 
   /// The losses of the kept records, to draw the whole run's curves.
   const MetricsHistory &history() const { return history_; }

@@ -3,6 +3,7 @@
 #include "driver/ModelRun.h"
 
 #include "core/Context.h"
+#include "driver/Placement.h"
 #include "driver/Weights.h"
 
 #include <algorithm>
@@ -165,7 +166,8 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
     rt::MeshGroups groups = rt::makeMeshGroups(world, m.mesh);
     env.world = &world;
     env.groups = &groups;
-    env.place = RankPlace{m.mesh, groups.coords};
+    env.place = RankPlace{m.mesh, groups.coords, staticPlacements(m)};
+    env.dispatchPolicy = rt::makeDispatchPolicy("least-loaded");
     env.root = world.rank() == 0;
     return command(env);
   };
@@ -327,6 +329,7 @@ uint64_t ModelRunner::localInputElements() const {
 void ModelRunner::check() {
   expertCounts_ = rt::takeExpertCounts(context_.get());
   droppedSlots_ = rt::takeDroppedSlots(context_.get());
+  layerStats_ = rt::takeLayerStats(context_.get());
   if (const char *error = moert_context_error(context_.get()))
     throw std::runtime_error(error);
 }
@@ -338,6 +341,11 @@ ModelRunner::prepare(AlignedBuffer &weights, AlignedBuffer *grads,
   localTokens_ = localInput(manifest_.inputs[0], tokens, env_);
   localLabels_ = localInput(manifest_.inputs[1], labels, env_);
   rt::clearExpertCounts(context_.get());
+  if (env_.place)
+    for (size_t l = 0; l < env_.place->placements.size(); ++l)
+      rt::setExpertPlacement(context_.get(), static_cast<int64_t>(l),
+                             env_.place->placements[l]);
+  rt::setDispatchPolicy(context_.get(), env_.dispatchPolicy);
   // The training step writes only the slots of the parameters the loss
   // depends on: the others must read zero.
   if (!backend_->deviceMemory()) {

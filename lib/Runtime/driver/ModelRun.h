@@ -63,6 +63,9 @@ struct RankEnv {
   rt::MeshGroups *groups = nullptr;
   std::optional<RankPlace> place;
   bool root = true;
+  /// Splits the rows of replicated experts over their replicas (train's
+  /// --dispatch-policy; least-loaded by default).
+  std::shared_ptr<rt::DispatchPolicy> dispatchPolicy;
   /// Where this rank's runtime calls run: "cpu" or "cuda" (--backend).
   std::string backend = "cpu";
   /// The GPU of this rank (its rank on its node, under a launcher).
@@ -163,6 +166,9 @@ public:
   /// capacity-factor MoE layer (the same on every rank: the drop sees all
   /// tokens); empty for dropless models.
   const std::vector<int64_t> &droppedSlots() const { return droppedSlots_; }
+  /// The time and rows per EP rank of each expert-parallel MoE layer in
+  /// this rank's last call.
+  const std::vector<rt::LayerStats> &layerStats() const { return layerStats_; }
 
 private:
   void check();
@@ -196,6 +202,7 @@ private:
   std::vector<int32_t> localTokens_, localLabels_;
   std::vector<std::vector<int64_t>> expertCounts_;
   std::vector<int64_t> droppedSlots_;
+  std::vector<rt::LayerStats> layerStats_;
 };
 
 /// Prints tokens as characters or as space-separated ids, as they come.

@@ -2,6 +2,8 @@
 
 #include "driver/Optimizer.h"
 
+#include "driver/Placement.h"
+
 #include "moe/Runtime/CpuGradKernels.h"
 
 #include <algorithm>
@@ -32,11 +34,23 @@ int64_t paramReplicas(const ParamInfo &param, const MeshShape &mesh) {
   return mesh.worldSize() / blocks;
 }
 
-double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads) {
+double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads,
+                            const RankPlace *place) {
   double total = 0.0;
-  for (const ParamInfo &param : m.params)
-    total += cpu::sumSquares(grads.f32(param.offset), param.numElements()) /
-             static_cast<double>(paramReplicas(param, m.mesh));
+  for (const ParamInfo &param : m.params) {
+    if (!param.placement || !place) {
+      total += cpu::sumSquares(grads.f32(param.offset), param.numElements()) /
+               static_cast<double>(paramReplicas(param, m.mesh));
+      continue;
+    }
+    // Expert slots: each expert's replicas share its part of the norm.
+    std::vector<int64_t> holders = slotHolders(param, *place);
+    int64_t slice = param.numElements() / param.shape[0];
+    for (size_t l = 0; l < holders.size(); ++l)
+      if (holders[l] > 0)
+        total += cpu::sumSquares(grads.f32(param.offset) + l * slice, slice) /
+                 static_cast<double>(holders[l]);
+  }
   return total;
 }
 

@@ -47,9 +47,11 @@ struct AdamWConfig {
 int64_t paramReplicas(const ParamInfo &param, const MeshShape &mesh);
 
 /// This rank's share of the squared global gradient norm: sum over params of
-/// sumSquares(local gradient block) / paramReplicas, so that the sum over
-/// all ranks counts every element of every whole gradient once.
-double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads);
+/// sumSquares(local gradient block) / paramReplicas (for an expert slot,
+/// over the ranks holding its expert), so that the sum over all ranks counts
+/// every element of every whole gradient once.
+double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads,
+                            const RankPlace *place = nullptr);
 
 /// sum over the ranks of `world` of `value` (in rank order, the same on
 /// every rank); `value` itself when `world` is null.

@@ -10,6 +10,7 @@
 #define MOE_LIB_RUNTIME_DRIVER_SHARD_H
 
 #include "moe/Runtime/Communicator.h"
+#include "moe/Runtime/ExpertPlacement.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -22,10 +23,15 @@ namespace moe::driver {
 /// is split over, major first; an empty list is a whole dimension.
 using Split = std::vector<std::vector<std::string>>;
 
-/// Where a rank sits on the mesh, for slicing.
+/// The expert placement of every expert-parallel MoE layer, by layer.
+using PlacementTables = std::vector<rt::ExpertPlacement>;
+
+/// Where a rank sits on the mesh, for slicing, and which experts the slots
+/// of its placed expert weights hold (the same tables on every rank).
 struct RankPlace {
   MeshShape mesh;
   rt::MeshCoordinates coords;
+  PlacementTables placements;
 };
 
 /// A box [start, start + size) per dimension.

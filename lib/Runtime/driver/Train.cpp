@@ -14,6 +14,7 @@
 #include "driver/Checkpoint.h"
 #include "driver/Corpus.h"
 #include "driver/Metrics.h"
+#include "driver/Placement.h"
 #include "driver/Plot.h"
 #include "driver/Weights.h"
 #include "moe/Runtime/Safetensors.h"
@@ -100,6 +101,21 @@ const CommandSpec &trainCommand() {
        {"sample-chars", "N",
         "Characters to generate from the trained model at the end (default "
         "200; temperature 0.8, seeded by --seed)."},
+       {"placement-policy", "P",
+        "Expert placement of expert-parallel models (moec --mesh with ep): "
+        "static (default: rank j holds experts [j*E/n, (j+1)*E/n)), "
+        "replicate-hot (the spare slots of moec --replica-slots take "
+        "replicas of the most loaded experts, on the least loaded ranks) or "
+        "plugin:LIB.so (moe_place_experts, include/moe/Runtime/"
+        "PlacementPlugin.h). Applied every --replace-every steps."},
+       {"replace-every", "K",
+        "Re-place the experts every K steps from the tokens routed since the "
+        "last placement; weights and AdamW moments move with their experts "
+        "(default 0: never)."},
+       {"dispatch-policy", "D",
+        "How the rows of an expert with replicas are split over them: "
+        "least-loaded (default: level the rows each rank receives), first, "
+        "or plugin:LIB.so (moe_split_tokens)."},
        commFlag(), backendFlag()}};
   return command;
 }
@@ -176,7 +192,10 @@ Json trainJson(const TrainOptions &o, const Manifest &m) {
               {"beta2", o.adamw.beta2},
               {"adam_eps", o.adamw.eps},
               {"clip", o.adamw.clip},
-              {"bias_update_rate", o.biasUpdateRate}};
+              {"bias_update_rate", o.biasUpdateRate},
+              {"placement_policy", o.placementPolicy},
+              {"dispatch_policy", o.dispatchPolicy},
+              {"replace_every", o.replaceEvery}};
 }
 
 /// Per-layer expert counts summed over the data-parallel ranks: every rank
@@ -267,6 +286,112 @@ void sample(const Manifest &m, const Corpus &corpus, int64_t chars,
   }
 }
 
+/// What the placement policy sees of the steps since the last placement:
+/// per layer, the job's tokens per expert and this rank's expert seconds.
+struct LoadWindow {
+  std::vector<std::vector<int64_t>> load;
+  std::vector<double> expertSeconds;
+
+  void add(const std::vector<std::vector<int64_t>> &counts,
+           const std::vector<rt::LayerStats> &stats) {
+    load.resize(std::max(load.size(), counts.size()));
+    for (size_t l = 0; l < counts.size(); ++l) {
+      load[l].resize(std::max(load[l].size(), counts[l].size()), 0);
+      for (size_t e = 0; e < counts[l].size(); ++e)
+        load[l][e] += counts[l][e];
+    }
+    expertSeconds.resize(std::max(expertSeconds.size(), stats.size()), 0.0);
+    for (size_t l = 0; l < stats.size(); ++l)
+      expertSeconds[l] += stats[l].expert;
+  }
+};
+
+/// Per layer, the values `mine` of every rank of the EP group (rank-major
+/// [layer][ep rank]), averaged over the EP groups of the mesh.
+std::vector<std::vector<double>> perEpRank(const std::vector<double> &mine,
+                                           size_t layers, const RankEnv &env) {
+  // Seconds travel as f32: ample for timings.
+  std::vector<float> padded(layers, 0.0f);
+  for (size_t l = 0; l < layers && l < mine.size(); ++l)
+    padded[l] = static_cast<float>(mine[l]);
+  int n = env.groups ? env.groups->ep->size() : 1;
+  std::vector<float> all(padded);
+  if (env.groups && layers > 0) {
+    all.assign(layers * n, 0.0f);
+    env.groups->ep->allGather(padded.data(), all.data(),
+                              static_cast<int64_t>(layers),
+                              rt::CommDType::F32);
+    env.groups->edp->allReduceSum(all.data(), static_cast<int64_t>(all.size()),
+                                  rt::CommDType::F32);
+  }
+  double groups = env.groups ? double(env.groups->edp->size()) : 1.0;
+  std::vector<std::vector<double>> out(layers, std::vector<double>(n));
+  for (int j = 0; j < n; ++j)
+    for (size_t l = 0; l < layers; ++l)
+      out[l][j] = double(all[j * layers + l]) / groups;
+  return out;
+}
+
+/// Places every layer's experts with `policy` from the window's load, on
+/// rank 0, broadcasts the tables (so that every rank installs the same ones
+/// whatever the policy does) and moves the placed state. Returns whether
+/// any layer's placement changed.
+bool replaceExperts(const Manifest &m, RankEnv &env, rt::PlacementPolicy &policy,
+                    const LoadWindow &window,
+                    const std::vector<AlignedBuffer *> &state) {
+  const PlacementTables &current = env.place->placements;
+  std::vector<std::vector<double>> seconds =
+      perEpRank(window.expertSeconds, current.size(), env);
+  std::vector<std::vector<int32_t>> tables(current.size());
+  env.agree([&] {
+    if (!env.root)
+      return;
+    for (size_t l = 0; l < current.size(); ++l) {
+      std::vector<int64_t> load(current[l].experts(), 0);
+      if (l < window.load.size())
+        for (size_t e = 0; e < load.size() && e < window.load[l].size(); ++e)
+          load[e] = window.load[l][e];
+      rt::PlacementRequest request{static_cast<int64_t>(l), &current[l],
+                                   load.data(), seconds[l].data()};
+      tables[l] = policy.place(request).slotExperts();
+    }
+  });
+  PlacementTables next;
+  for (size_t l = 0; l < current.size(); ++l) {
+    tables[l].resize(current[l].slotExperts().size());
+    env.world->broadcast(tables[l].data(),
+                         static_cast<int64_t>(tables[l].size()),
+                         rt::CommDType::I32, 0);
+    next.emplace_back(current[l].experts(), current[l].ranks(),
+                      current[l].slots(), tables[l]);
+  }
+  bool changed = next != current;
+  if (changed)
+    movePlacedState(m, env, next, state);
+  return changed;
+}
+
+/// Rank 0's EP group's expert time and rows per rank in the last step.
+std::vector<ExpertLayerMetrics>
+expertLayerMetrics(const std::vector<rt::LayerStats> &stats, size_t layers,
+                   const RankEnv &env) {
+  std::vector<double> expert(layers, 0.0), allToAll(layers, 0.0);
+  for (size_t l = 0; l < stats.size() && l < layers; ++l) {
+    expert[l] = stats[l].expert;
+    allToAll[l] = stats[l].allToAll;
+  }
+  std::vector<std::vector<double>> e = perEpRank(expert, layers, env);
+  std::vector<std::vector<double>> a = perEpRank(allToAll, layers, env);
+  std::vector<ExpertLayerMetrics> out(layers);
+  for (size_t l = 0; l < layers; ++l) {
+    out[l].expertSeconds = e[l];
+    out[l].allToAllSeconds = a[l];
+    if (l < stats.size())
+      out[l].rankRows = stats[l].rankRows;
+  }
+  return out;
+}
+
 /// Notes, on rank 0, the flags of a resumed run that differ from those the
 /// checkpoint's run used.
 void noteChangedFlags(const Json &saved, const Json &now) {
@@ -345,6 +470,37 @@ TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
                        ", but this model's routers have no expert bias to "
                        "balance");
     o.biasUpdateRate = 0.0;
+  }
+
+  bool placed = std::any_of(m.params.begin(), m.params.end(),
+                            [](const ParamInfo &p) {
+                              return p.placement.has_value();
+                            });
+  if (flags.has("placement-policy"))
+    o.placementPolicy = flags.get("placement-policy");
+  if (flags.has("dispatch-policy"))
+    o.dispatchPolicy = flags.get("dispatch-policy");
+  o.replaceEvery = integerFlag(flags, "replace-every", 0, 0);
+  if (!placed && (flags.has("placement-policy") ||
+                  flags.has("dispatch-policy") || o.replaceEvery > 0))
+    throw UsageError("expert placement needs an expert-parallel model "
+                     "(compiled with moec --mesh ...,ep=N); this one is "
+                     "compiled for mesh " +
+                     m.mesh.str());
+  if (o.replaceEvery > 0 && o.placementPolicy == "static")
+    throw UsageError("--replace-every " + flags.get("replace-every") +
+                     " needs a --placement-policy other than static");
+  // Unknown names and plugins that do not load fail here, before training.
+  for (auto [flag, spec] : {std::pair{"placement-policy", &o.placementPolicy},
+                            std::pair{"dispatch-policy", &o.dispatchPolicy}}) {
+    try {
+      if (std::string(flag) == "placement-policy")
+        rt::makePlacementPolicy(*spec);
+      else
+        rt::makeDispatchPolicy(*spec);
+    } catch (const std::invalid_argument &e) {
+      throw UsageError(std::string("--") + flag + ": " + e.what());
+    }
   }
 
   o.resume = flags.has("resume");
@@ -432,6 +588,13 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
 
   ModelRunner runner(m, forward, env, trainStep);
   AlignedBuffer grads(m.weightsBytes);
+  const size_t placedLayers = env.place ? env.place->placements.size() : 0;
+  std::unique_ptr<rt::PlacementPolicy> placementPolicy;
+  if (placedLayers > 0) {
+    env.dispatchPolicy = rt::makeDispatchPolicy(o.dispatchPolicy);
+    placementPolicy = rt::makePlacementPolicy(o.placementPolicy);
+  }
+  LoadWindow window;
   // A resumed run's curves go on from the records it kept.
   Curve trainCurve, valCurve;
   if (metrics) {
@@ -452,8 +615,9 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     Clock::time_point stepStart = Clock::now();
     Batch batch = corpus->trainBatch(o.seed, step, m.batch);
     float loss = runner.trainStep(weights, grads, batch.tokens, batch.labels);
-    double norm =
-        std::sqrt(sumOverRanks(localGradNormSquared(m, grads), env.world));
+    reduceReplicaGrads(m, env, grads);
+    double norm = std::sqrt(sumOverRanks(
+        localGradNormSquared(m, grads, env.placePtr()), env.world));
     double lr = o.schedule.at(step);
     adam.step(weights, grads, lr, clipScale(norm, o.adamw.clip), step);
     bool last = step == o.steps;
@@ -461,10 +625,31 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     bool evalNow = (o.evalEvery > 0 && step % o.evalEvery == 0) || last;
     std::vector<int64_t> dropped = runner.droppedSlots();
     std::vector<std::vector<int64_t>> counts;
-    if (logNow || evalNow || o.biasUpdateRate > 0)
+    bool replaceNow = o.replaceEvery > 0 && step % o.replaceEvery == 0 &&
+                      !last && placedLayers > 0;
+    if (logNow || evalNow || o.biasUpdateRate > 0 || o.replaceEvery > 0)
       counts = globalExpertCounts(runner.expertCounts(), env);
     if (o.biasUpdateRate > 0)
       balanceExpertBiases(m, weights, counts, o.biasUpdateRate);
+    std::vector<ExpertLayerMetrics> expertLayers;
+    if (logNow && placedLayers > 0)
+      expertLayers = expertLayerMetrics(runner.layerStats(), placedLayers, env);
+    if (o.replaceEvery > 0)
+      window.add(counts, runner.layerStats());
+    if (replaceNow) {
+      bool changed = replaceExperts(m, env, *placementPolicy, window,
+                                    {&weights, &adam.m(), &adam.v()});
+      window = LoadWindow();
+      if (changed && env.root) {
+        std::vector<std::vector<int32_t>> tables;
+        for (const rt::ExpertPlacement &t : env.place->placements)
+          tables.push_back(t.slotExperts());
+        std::printf("step %" PRId64 "  expert placement changed\n", step);
+        std::fflush(stdout);
+        if (metrics)
+          metrics->logPlacement(step, tables);
+      }
+    }
     double seconds =
         std::chrono::duration<double>(Clock::now() - stepStart).count();
     trainSeconds += seconds;
@@ -489,7 +674,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
         metrics->logStep(
             {step, loss, lr, norm, tokensPerSecond,
              std::chrono::duration<double>(Clock::now() - start).count(),
-             counts, dropped});
+             counts, dropped, expertLayers});
     }
     if (logNow) {
       windowSeconds = 0.0;

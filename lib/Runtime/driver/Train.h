@@ -49,6 +49,13 @@ struct TrainOptions {
   /// Per-step expert-bias move of aux-loss-free balancing; 0 when the model
   /// has no router biases or --bias-update-rate 0.
   double biasUpdateRate = 0.0;
+  /// Load-aware expert placement (expert-parallel models): every
+  /// replaceEvery steps (0: never) the placement policy places each MoE
+  /// layer's experts from the load measured since the last placement; the
+  /// dispatch policy splits rows over replicas.
+  std::string placementPolicy = "static";
+  std::string dispatchPolicy = "least-loaded";
+  int64_t replaceEvery = 0;
 };
 
 /// Checks that the model can train (a training step, a character

@@ -2,10 +2,13 @@
 
 #include "driver/Weights.h"
 
+#include "driver/Placement.h"
+
 #include "moe/Runtime/Safetensors.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 #include <stdexcept>
 
@@ -55,6 +58,18 @@ namespace {
 template <typename Fill>
 void forEachLocalSlice(const ParamInfo &param, const RankPlace *place,
                        AlignedBuffer &blob, Fill &&fill) {
+  if (param.placement && place) {
+    // An expert weight's slots hold whole experts; empty ones read zero.
+    std::vector<int32_t> experts = slotExperts(param, *place);
+    for (size_t l = 0; l < experts.size(); ++l) {
+      float *dst = blob.f32(param.offset + l * sliceBytes(param));
+      if (experts[l] < 0)
+        std::memset(dst, 0, sliceBytes(param));
+      else
+        fill(param.sliceName(experts[l]), param.sliceShape(), dst);
+    }
+    return;
+  }
   Block block = shardBlock(param.globalShape, param.split, place);
   int64_t firstSlice = param.stacked ? block.start[0] : 0;
   std::vector<int64_t> wholeShape(param.globalShape.begin() +

@@ -82,6 +82,12 @@ cl::opt<std::string> mesh(
              "(default: the model's moe.mesh, else one rank); the executable "
              "then runs under mpirun with dp*cp*tp ranks"),
     cl::value_desc("axis=size,..."), cl::cat(category));
+cl::opt<int64_t> replicaSlots(
+    "replica-slots",
+    cl::desc("Spare expert slots per EP rank and MoE layer, for replicas of "
+             "hot experts that train --placement-policy replicate-hot places "
+             "at run time (default 0: E/n slots, experts can only move)"),
+    cl::value_desc("R"), cl::init(0), cl::cat(category));
 cl::opt<bool> trainStep(
     "train-step",
     cl::desc("Build the training step too, so that the executable can "
@@ -146,10 +152,10 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context) {
   pm.addPass(createCanonicalizerPass());
   // A mesh given here, or recorded in the model, is partitioned for.
   if (!mesh.empty())
-    moe::buildPartitionPipeline(pm, mesh);
+    moe::buildPartitionPipeline(pm, mesh, replicaSlots);
   else if ((*module)->hasAttr(moe::MoEDialect::getMeshAttrName()) &&
            !(*module)->hasAttr(moe::MoEDialect::getPartitionedAttrName()))
-    moe::buildPartitionPipeline(pm, /*mesh=*/"");
+    moe::buildPartitionPipeline(pm, /*mesh=*/"", replicaSlots);
   moe::buildLowerToLLVMPipeline(pm, trainStep && returnsLoss(*module));
   if (failed(pm.run(*module)))
     return nullptr;

@@ -77,6 +77,27 @@ TEST(TensorCollectives, AllToAllTradesSequenceForHeads) {
   }
 }
 
+// A source rank's rows grouped by expert (`offsets` from `counts`); row
+// value = rank * rankScale + expert * expertScale + index within the expert,
+// plus 0.25 * column.
+std::vector<float> sourceRows(int rank, const std::vector<int64_t> &counts,
+                              int64_t hidden, int64_t rankScale,
+                              int64_t expertScale,
+                              std::vector<int64_t> &offsets) {
+  int64_t experts = static_cast<int64_t>(counts.size());
+  offsets.assign(experts + 1, 0);
+  for (int64_t e = 0; e < experts; ++e)
+    offsets[e + 1] = offsets[e] + counts[e];
+  std::vector<float> rows(offsets[experts] * hidden);
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t k = 0; k < counts[e]; ++k)
+      for (int64_t c = 0; c < hidden; ++c)
+        rows[(offsets[e] + k) * hidden + c] =
+            static_cast<float>(rank * rankScale + e * expertScale + k) +
+            0.25f * c;
+  return rows;
+}
+
 // Rows sent to each expert rank arrive grouped by (source, local expert), and
 // combine puts every row back where it came from.
 void checkDispatch(int n, int64_t experts, const std::vector<std::vector<int64_t>>
@@ -84,17 +105,10 @@ void checkDispatch(int n, int64_t experts, const std::vector<std::vector<int64_t
   const int64_t hidden = 3, local = experts / n;
   runLocal(n, [&](Communicator &ep) {
     int r = ep.rank();
-    const std::vector<int64_t> &counts = countsPerRank[r];
-    std::vector<int64_t> offsets(experts + 1, 0);
-    for (int64_t e = 0; e < experts; ++e)
-      offsets[e + 1] = offsets[e] + counts[e];
     // Row value encodes (source rank, expert, index within the expert).
-    std::vector<float> rows(offsets[experts] * hidden);
-    for (int64_t e = 0; e < experts; ++e)
-      for (int64_t k = 0; k < counts[e]; ++k)
-        for (int64_t c = 0; c < hidden; ++c)
-          rows[(offsets[e] + k) * hidden + c] =
-              static_cast<float>(r * 10000 + e * 100 + k) + 0.25f * c;
+    std::vector<int64_t> offsets;
+    std::vector<float> rows =
+        sourceRows(r, countsPerRank[r], hidden, 10000, 100, offsets);
     // The same capacity on every rank (as compiled): the fullest rank's.
     int64_t capacity = 0;
     for (int j = 0; j < n; ++j) {
@@ -155,7 +169,7 @@ void checkPlacedDispatch(const ExpertPlacement &placement,
                          const std::vector<std::vector<int64_t>> &countsPerRank,
                          const char *policySpec) {
   const int n = static_cast<int>(placement.ranks());
-  const int64_t experts = placement.experts(), slots = placement.slots();
+  const int64_t slots = placement.slots();
   const int64_t hidden = 2;
   std::mutex mutex;
   std::set<int64_t> seen; // s * 1e6 + e * 1e3 + k
@@ -165,16 +179,9 @@ void checkPlacedDispatch(const ExpertPlacement &placement,
       totalRows += c;
   runLocal(n, [&](Communicator &ep) {
     int r = ep.rank();
-    const std::vector<int64_t> &counts = countsPerRank[r];
-    std::vector<int64_t> offsets(experts + 1, 0);
-    for (int64_t e = 0; e < experts; ++e)
-      offsets[e + 1] = offsets[e] + counts[e];
-    std::vector<float> rows(offsets[experts] * hidden);
-    for (int64_t e = 0; e < experts; ++e)
-      for (int64_t k = 0; k < counts[e]; ++k)
-        for (int64_t c = 0; c < hidden; ++c)
-          rows[(offsets[e] + k) * hidden + c] =
-              static_cast<float>(r * 1000000 + e * 1000 + k) + 0.5f * c;
+    std::vector<int64_t> offsets;
+    std::vector<float> rows =
+        sourceRows(r, countsPerRank[r], hidden, 1000000, 1000, offsets);
     const int64_t capacity = totalRows + 1;
     std::vector<float> recv(capacity * hidden, -1.0f);
     std::vector<int64_t> recvOffsets(n * slots + 1);

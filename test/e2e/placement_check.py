@@ -33,8 +33,14 @@ def train(args, name, extra):
            "train", "--data", args.data, "--init-random", "7",
            "--log-every", "1", "--eval-every", "0", "--sample-chars", "0",
            "--metrics", metrics] + extra)
+    # Under the ASan build, LeakSanitizer's exit-time tracer has crashed
+    # (signal 11 in its StopTheWorld) in these 4-rank mpirun jobs; leaks stay
+    # checked by every other test, so only this one turns them off.
+    env = dict(os.environ)
+    if "ASAN_OPTIONS" in env:
+        env["ASAN_OPTIONS"] += ":detect_leaks=0"
     run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
+                         text=True, env=env)
     if run.returncode != 0:
         sys.exit(f"FAIL: {name}: exit {run.returncode}\n{run.stdout[-2000:]}")
     records = [json.loads(line) for line in open(metrics)]

@@ -251,7 +251,7 @@ void movePlacedState(const Manifest &m, RankEnv &env,
 
   // Rebuild this rank's slots: kept experts from the old slots, the others
   // from what arrived (in transfer order per source), empty slots zero.
-  std::vector<std::vector<float>> old;
+  std::vector<std::vector<float>> old; // [placed weight][buffer]
   for (const ParamInfo *param : placed)
     for (AlignedBuffer *buffer : buffers)
       old.emplace_back(buffer->f32(param->offset),
@@ -259,28 +259,21 @@ void movePlacedState(const Manifest &m, RankEnv &env,
   for (const ParamInfo *param : placed)
     for (AlignedBuffer *buffer : buffers)
       std::memset(buffer->f32(param->offset), 0, param->bytes());
-  auto oldSlice = [&](const ParamInfo *param, size_t bufferIndex) {
-    size_t index = 0;
-    for (const ParamInfo *p : placed) {
-      if (p == param)
-        break;
-      index += buffers.size();
-    }
-    return old[index + bufferIndex].data();
-  };
   std::vector<int64_t> cursor = recvOffsets;
   for (const Transfer &t : transfers) {
     if (t.dst != me)
       continue;
-    for (const ParamInfo *param : placed) {
+    for (size_t i = 0; i < placed.size(); ++i) {
+      const ParamInfo *param = placed[i];
       if (*param->placement != t.layer)
         continue;
       int64_t elements = sliceElements(*param);
       for (size_t k = 0; k < buffers.size(); ++k) {
         float *dst = buffers[k]->f32(param->offset) + t.dstSlot * elements;
-        const float *src = t.src == me
-                               ? oldSlice(param, k) + t.srcSlot * elements
-                               : recvBuffer.data() + cursor[t.src];
+        const float *src =
+            t.src == me ? old[i * buffers.size() + k].data() +
+                              t.srcSlot * elements
+                        : recvBuffer.data() + cursor[t.src];
         std::memcpy(dst, src, elements * sizeof(float));
         if (t.src != me)
           cursor[t.src] += elements;

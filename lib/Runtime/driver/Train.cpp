@@ -491,17 +491,16 @@ TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
     throw UsageError("--replace-every " + flags.get("replace-every") +
                      " needs a --placement-policy other than static");
   // Unknown names and plugins that do not load fail here, before training.
-  for (auto [flag, spec] : {std::pair{"placement-policy", &o.placementPolicy},
-                            std::pair{"dispatch-policy", &o.dispatchPolicy}}) {
+  auto checkSpec = [](const char *flag, auto &&make) {
     try {
-      if (std::string(flag) == "placement-policy")
-        rt::makePlacementPolicy(*spec);
-      else
-        rt::makeDispatchPolicy(*spec);
+      make();
     } catch (const std::invalid_argument &e) {
       throw UsageError(std::string("--") + flag + ": " + e.what());
     }
-  }
+  };
+  checkSpec("placement-policy",
+            [&] { rt::makePlacementPolicy(o.placementPolicy); });
+  checkSpec("dispatch-policy", [&] { rt::makeDispatchPolicy(o.dispatchPolicy); });
 
   o.resume = flags.has("resume");
   if (flags.has("checkpoint-dir"))

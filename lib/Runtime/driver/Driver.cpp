@@ -95,7 +95,8 @@ const CommandSpec kInit{
     "init",
     "--init-random SEED --output PATH [--init-std STD]",
     "Writes random weights (see --init-random) as a safetensors checkpoint "
-    "that --weights loads.",
+    "of whole tensors that --weights loads: the same file whatever mesh the "
+    "model is compiled for.",
     {kInitRandom,
      kInitStd,
      {"output", "PATH", "The checkpoint to write (replaced atomically)."}}};
@@ -278,8 +279,7 @@ int runInit(const Manifest &m, const ParsedFlags &flags) {
   WeightSource source = parseWeightSource(flags, /*allowPath=*/false);
   if (!flags.has("output"))
     throw UsageError("give --output PATH");
-  AlignedBuffer weights = obtainWeights(m, source);
-  saveWeights(m, weights, flags.get("output"));
+  saveRandomWeights(m, source.seed, source.std, flags.get("output"));
   return 0;
 }
 

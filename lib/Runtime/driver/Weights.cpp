@@ -170,4 +170,29 @@ void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
                       });
 }
 
+void saveRandomWeights(const Manifest &manifest, uint64_t seed, double std,
+                       const std::string &path) {
+  // Whole tensors at their global shapes: a partitioned model's manifest
+  // holds one rank's blocks, which are not what a checkpoint names.
+  std::vector<std::vector<float>> storage;
+  std::vector<io::TensorToWrite> tensors;
+  for (const ParamInfo &param : manifest.params) {
+    int64_t slices = param.stacked ? param.globalShape[0] : 1;
+    std::vector<int64_t> shape(param.globalShape.begin() +
+                                   (param.stacked ? 1 : 0),
+                               param.globalShape.end());
+    int64_t elements = 1;
+    for (int64_t d : shape)
+      elements *= d;
+    for (int64_t e = 0; e < slices; ++e) {
+      std::string name = param.sliceName(e);
+      std::vector<float> &values = storage.emplace_back(elements);
+      initRandomTensor(name, static_cast<int64_t>(shape.size()), elements,
+                       seed, std, values.data());
+      tensors.push_back({name, io::DType::F32, shape, values.data()});
+    }
+  }
+  io::writeSafetensors(path, tensors, {{"format", "pt"}});
+}
+
 } // namespace moe::driver

@@ -66,6 +66,12 @@ void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
                        uint64_t seed, double std = 0.02,
                        const RankPlace *place = nullptr);
 
+/// Writes the random init of `seed` (initRandomWeights' rules) as a
+/// checkpoint of whole tensors under their HF names, whatever mesh the model
+/// is compiled for: a partitioned model's file equals the one-rank model's.
+void saveRandomWeights(const Manifest &manifest, uint64_t seed, double std,
+                       const std::string &path);
+
 /// One HF tensor of `numElements` values, by the rules above. The normal
 /// draws: a splitmix64 stream starting at splitmix64(seed) ^ fnv1a64(name);
 /// each pair of elements (2i, 2i+1) takes the two Box-Muller values of two

@@ -107,8 +107,10 @@ void RankEnv::agree(const std::function<void()> &step) {
     if (first != all.end() && first - all.begin() != world->rank())
       throw SilentFailure();
   }
-  if (error)
+  if (error) {
+    reportsFailure = true;
     std::rethrow_exception(error);
+  }
 }
 
 namespace {
@@ -203,13 +205,14 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
   } catch (const SilentFailure &) {
     return 1;
   } catch (const UsageError &) {
-    // Before setup every rank fails alike: rank 0 speaks for all.
-    if (world->rank() != 0)
+    // Before setup every rank fails alike: rank 0 speaks for all, unless
+    // agree() chose this rank to report the failure.
+    if (world->rank() != 0 && !env.reportsFailure)
       return 2;
     throw;
   } catch (const std::exception &e) {
-    if (!env.agreed) {
-      if (world->rank() != 0)
+    if (!env.agreed || env.reportsFailure) {
+      if (world->rank() != 0 && !env.reportsFailure)
         return 1;
       throw;
     }

@@ -73,6 +73,9 @@ struct RankEnv {
   /// Set once every rank has finished setting up: a failure after it may be
   /// this rank's alone.
   bool agreed = false;
+  /// Set by agree() on the rank whose error the job reports (the lowest
+  /// failing one); the other ranks leave quietly.
+  bool reportsFailure = false;
 
   const RankPlace *placePtr() const { return place ? &*place : nullptr; }
   int rank() const { return world ? world->rank() : 0; }

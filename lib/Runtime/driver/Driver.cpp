@@ -398,6 +398,8 @@ std::string oneLine(std::string s) {
 
 int reportError(const std::string &message, int status) {
   std::fflush(stdout);
+  if (launcherRank() > 0)
+    return status; // rank 0 reports what every rank met (see runOnMesh)
   std::fprintf(stderr, "error: %s\n", oneLine(message).c_str());
   return status;
 }

@@ -135,6 +135,14 @@ int localRankOnNode() {
 
 } // namespace
 
+int launcherRank() {
+  for (const char *var :
+       {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"})
+    if (const char *value = std::getenv(var))
+      return std::atoi(value);
+  return 0;
+}
+
 std::string backendFromFlags(const ParsedFlags &flags) {
   std::string backend = flags.has("backend") ? flags.get("backend") : "cpu";
   if (backend != "cpu" && backend != "cuda")
@@ -204,17 +212,19 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
     return runRank(*world, env);
   } catch (const SilentFailure &) {
     return 1;
-  } catch (const UsageError &) {
-    // Before setup every rank fails alike: rank 0 speaks for all, unless
-    // agree() chose this rank to report the failure.
-    if (world->rank() != 0 && !env.reportsFailure)
-      return 2;
-    throw;
   } catch (const std::exception &e) {
+    int status = dynamic_cast<const UsageError *>(&e) ? 2 : 1;
+    // Before setup every rank fails alike and rank 0 speaks for all (the
+    // driver prints nothing on other ranks), unless agree() chose this rank
+    // to report the failure.
     if (!env.agreed || env.reportsFailure) {
-      if (world->rank() != 0 && !env.reportsFailure)
-        return 1;
-      throw;
+      if (world->rank() == 0)
+        throw;
+      if (env.reportsFailure) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "error: %s\n", e.what());
+      }
+      return status;
     }
     // A failure of this rank alone while the others may wait for it in a
     // collective: report it and end the job.

@@ -93,6 +93,10 @@ struct RankEnv {
   }
 };
 
+/// This process's rank under an MPI launcher (its environment), else 0. The
+/// driver prints errors that every process meets alike on rank 0 only.
+int launcherRank();
+
 /// --backend (default cpu); throws UsageError for an unknown one.
 std::string backendFromFlags(const ParsedFlags &flags);
 

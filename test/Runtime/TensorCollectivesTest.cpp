@@ -21,6 +21,32 @@ using namespace moe::rt;
 
 namespace {
 
+// Host memory that counts what goes through it, standing in for a device
+// backend's buffer operations: every scratch buffer must be released, and
+// the copies the collectives need must come through copy2D.
+class TrackingOps final : public BufferOps {
+public:
+  void *allocate(size_t bytes) override {
+    ++live;
+    ++allocations;
+    return hostBufferOps().allocate(bytes);
+  }
+  void release(void *ptr) override {
+    --live;
+    hostBufferOps().release(ptr);
+  }
+  void copy2D(void *dst, size_t dstPitch, const void *src, size_t srcPitch,
+              size_t width, size_t rows) override {
+    ++copies;
+    unfenced = true;
+    hostBufferOps().copy2D(dst, dstPitch, src, srcPitch, width, rows);
+  }
+  void fence() override { unfenced = false; }
+
+  int live = 0, allocations = 0, copies = 0;
+  bool unfenced = false;
+};
+
 // Rank r's slice of a [outer, n * mid, inner] tensor along axis 1.
 std::vector<float> slice(const std::vector<float> &whole, int64_t outer,
                          int64_t mid, int64_t inner, int n, int r) {
@@ -165,9 +191,11 @@ TEST(TensorCollectives, DispatchAndCombine) {
 // With a placement: every row reaches exactly one slot holding its expert,
 // in segment (source, slot) order, a source's rows for a slot contiguous and
 // in order; combine returns each to where it came from.
+// With `ops` (one per rank), the collectives' buffers go through them.
 void checkPlacedDispatch(const ExpertPlacement &placement,
                          const std::vector<std::vector<int64_t>> &countsPerRank,
-                         const char *policySpec) {
+                         const char *policySpec,
+                         std::vector<TrackingOps> *ops = nullptr) {
   const int n = static_cast<int>(placement.ranks());
   const int64_t slots = placement.slots();
   const int64_t hidden = 2;
@@ -187,8 +215,10 @@ void checkPlacedDispatch(const ExpertPlacement &placement,
     std::vector<int64_t> recvOffsets(n * slots + 1);
     // Each dispatch gets its own policy object on each rank, as in a run.
     std::unique_ptr<DispatchPolicy> mine = makeDispatchPolicy(policySpec);
+    BufferOps &memory = ops ? (*ops)[r] : hostBufferOps();
     dispatchTokens(ep, rows.data(), offsets.data(), hidden, recv.data(),
-                   capacity, recvOffsets.data(), placement, mine.get());
+                   capacity, recvOffsets.data(), placement, mine.get(),
+                   nullptr, memory);
     for (int s = 0; s < n; ++s)
       for (int64_t l = 0; l < slots; ++l) {
         int64_t begin = recvOffsets[s * slots + l];
@@ -213,7 +243,7 @@ void checkPlacedDispatch(const ExpertPlacement &placement,
       v *= 2.0f;
     std::vector<float> out(rows.size(), 0.0f);
     combineTokens(ep, recv.data(), recvOffsets.data(), offsets.data(), hidden,
-                  out.data(), placement, mine.get());
+                  out.data(), placement, mine.get(), memory);
     for (size_t i = 0; i < rows.size(); ++i)
       EXPECT_EQ(out[i], 2.0f * rows[i]) << "rank " << r << " element " << i;
   });
@@ -243,6 +273,68 @@ TEST(TensorCollectives, DispatchAndCombineOverPlacements) {
   ASSERT_TRUE(replicated.hasReplicas());
   for (const char *policy : {"first", "least-loaded"})
     checkPlacedDispatch(replicated, counts, policy);
+}
+
+// The collectives' scratch buffers and reordering copies go through the
+// given BufferOps (a device backend's memory), fenced before use, and every
+// scratch buffer is released.
+TEST(TensorCollectives, BuffersGoThroughBufferOps) {
+  const int n = 4;
+  // Gather and slice, all-to-all along axes.
+  int64_t outer = 3, mid = 2, inner = 5;
+  std::vector<float> whole(outer * n * mid * inner);
+  for (size_t i = 0; i < whole.size(); ++i)
+    whole[i] = static_cast<float>(i);
+  std::vector<TrackingOps> ops(n);
+  runLocal(n, [&](Communicator &comm) {
+    int r = comm.rank();
+    TrackingOps &mine = ops[r];
+    std::vector<float> part = slice(whole, outer, mid, inner, n, r);
+    std::vector<float> gathered(whole.size());
+    allGatherAxis(comm, part.data(), gathered.data(), {outer, mid, inner},
+                  CommDType::F32, mine);
+    EXPECT_EQ(gathered, whole);
+    EXPECT_FALSE(mine.unfenced);
+    std::vector<float> back(part.size());
+    allSliceAxis(comm, whole.data(), back.data(), {outer, n * mid, inner},
+                 CommDType::F32, mine);
+    EXPECT_EQ(back, part);
+    // Ulysses as in AllToAllTradesSequenceForHeads: [b, s/n, h, d] to
+    // [b, s, h/n, d].
+    int64_t b = 2, seq = 4 * n, h = 2 * n, d = 3;
+    std::vector<float> full(b * seq * h * d);
+    for (size_t i = 0; i < full.size(); ++i)
+      full[i] = static_cast<float>(i) * 0.5f;
+    std::vector<float> bySeq = slice(full, b, seq / n, h * d, n, r);
+    std::vector<float> byHeads(bySeq.size());
+    allToAllAxes(comm, bySeq.data(), byHeads.data(), {b * (seq / n), h, d},
+                 {b, seq, (h / n) * d}, CommDType::F32, mine);
+    EXPECT_EQ(byHeads, slice(full, b * seq, h / n, d, n, r));
+    EXPECT_FALSE(mine.unfenced);
+  });
+  for (const TrackingOps &o : ops) {
+    EXPECT_EQ(o.live, 0) << "a scratch buffer was not released";
+    EXPECT_GT(o.allocations, 0);
+    EXPECT_GT(o.copies, 0);
+  }
+
+  // A placed dispatch that packs its rows on every rank: each rank's slots
+  // hold experts in descending order, the rows are sent ascending.
+  std::mt19937 rng(5);
+  const int64_t experts = 8;
+  std::vector<std::vector<int64_t>> counts(n);
+  for (auto &c : counts)
+    for (int64_t e = 0; e < experts; ++e)
+      c.push_back(1 + rng() % 5);
+  std::vector<TrackingOps> placedOps(n);
+  checkPlacedDispatch(ExpertPlacement(experts, n, 2,
+                                      {7, 6, 5, 4, 3, 2, 1, 0}),
+                      counts, "first", &placedOps);
+  for (const TrackingOps &o : placedOps) {
+    EXPECT_EQ(o.live, 0) << "a staging buffer was not released";
+    EXPECT_GT(o.copies, 0) << "packing bypassed the BufferOps";
+    EXPECT_FALSE(o.unfenced);
+  }
 }
 
 TEST(TensorCollectives, PlacedDispatchLevelsTheHotExpert) {

@@ -27,15 +27,39 @@ struct AxisLayout {
   int64_t inner = 1;
 };
 
+/// The memory a collective's tensor buffers live in: scratch buffers and the
+/// strided copies that reorder pieces. The default, hostBufferOps(), is host
+/// memory. A device backend brings its own, so that a communicator working
+/// on device memory (NCCL) gets device buffers throughout and nothing is
+/// staged through the host; only offsets and counts are host arrays.
+class BufferOps {
+public:
+  virtual ~BufferOps();
+  virtual void *allocate(size_t bytes) = 0;
+  virtual void release(void *ptr) = 0;
+  /// `rows` rows of `width` bytes: row r from src + r * srcPitch to dst +
+  /// r * dstPitch. May be asynchronous until fence().
+  virtual void copy2D(void *dst, size_t dstPitch, const void *src,
+                      size_t srcPitch, size_t width, size_t rows) = 0;
+  /// Waits for the copies issued so far; called before a communicator
+  /// reads what they wrote.
+  virtual void fence() {}
+};
+
+/// Host memory: new/delete and memcpy.
+BufferOps &hostBufferOps();
+
 /// recv = concatenation along the axis of every rank's send, in rank order:
 /// send has `local` layout; recv has layout {outer, local.mid * n, inner}.
 void allGatherAxis(Communicator &comm, const void *send, void *recv,
-                   AxisLayout local, CommDType dtype);
+                   AxisLayout local, CommDType dtype,
+                   BufferOps &ops = hostBufferOps());
 
 /// dst = this rank's piece of src along the axis (no communication): src has
 /// `global` layout, dst {outer, global.mid / n, inner}.
 void allSliceAxis(Communicator &comm, const void *src, void *dst,
-                  AxisLayout global, CommDType dtype);
+                  AxisLayout global, CommDType dtype,
+                  BufferOps &ops = hostBufferOps());
 
 /// Splits send along its split axis into size() pieces, sends piece j to rank
 /// j, and concatenates the pieces received along recv's concat axis in rank
@@ -43,8 +67,8 @@ void allSliceAxis(Communicator &comm, const void *src, void *dst,
 /// the split axis, `recvConcat` recv's layout around the concat axis; both
 /// mids must divide by size() and the pieces must have the same size.
 void allToAllAxes(Communicator &comm, const void *send, void *recv,
-                  AxisLayout sendSplit, AxisLayout recvConcat,
-                  CommDType dtype);
+                  AxisLayout sendSplit, AxisLayout recvConcat, CommDType dtype,
+                  BufferOps &ops = hostBufferOps());
 
 /// Expert-parallel dispatch over the EP group `ep` (n ranks). `rows` [N,
 /// hidden] are grouped by the E global experts, expert e owning rows
@@ -76,11 +100,14 @@ void combineTokens(Communicator &ep, const float *expertOut,
 /// rank of the group learns every rank's counts (an all-gather of [E]), so
 /// a full receive buffer fails on every rank with the same message; when
 /// `rankReceives` is given, it gets the rows each of the n ranks receives.
+/// offsets, recvOffsets and rankReceives are host arrays; rows and recv live
+/// where `ops` says.
 void dispatchTokens(Communicator &ep, const float *rows,
                     const int64_t *offsets, int64_t hidden, float *recv,
                     int64_t recvCapacity, int64_t *recvOffsets,
                     const ExpertPlacement &placement, DispatchPolicy *policy,
-                    int64_t *rankReceives = nullptr);
+                    int64_t *rankReceives = nullptr,
+                    BufferOps &ops = hostBufferOps());
 
 /// The inverse of the dispatch above, with the same placement and policy
 /// (it recomputes the dispatch's split: with replicas, from the counts of
@@ -88,7 +115,8 @@ void dispatchTokens(Communicator &ep, const float *rows,
 void combineTokens(Communicator &ep, const float *expertOut,
                    const int64_t *recvOffsets, const int64_t *offsets,
                    int64_t hidden, float *out,
-                   const ExpertPlacement &placement, DispatchPolicy *policy);
+                   const ExpertPlacement &placement, DispatchPolicy *policy,
+                   BufferOps &ops = hostBufferOps());
 
 } // namespace moe::rt
 

@@ -9,6 +9,50 @@
 #include <vector>
 
 namespace moe::rt {
+
+BufferOps::~BufferOps() = default;
+
+namespace {
+
+class HostBufferOps final : public BufferOps {
+public:
+  void *allocate(size_t bytes) override {
+    return ::operator new(std::max<size_t>(bytes, 1));
+  }
+  void release(void *ptr) override { ::operator delete(ptr); }
+  void copy2D(void *dst, size_t dstPitch, const void *src, size_t srcPitch,
+              size_t width, size_t rows) override {
+    for (size_t r = 0; r < rows; ++r)
+      std::memcpy(static_cast<char *>(dst) + r * dstPitch,
+                  static_cast<const char *>(src) + r * srcPitch, width);
+  }
+};
+
+/// A scratch buffer of `ops`, released with the object.
+class Scratch {
+public:
+  Scratch(BufferOps &ops, size_t bytes)
+      : ops_(ops), ptr_(bytes ? ops.allocate(bytes) : nullptr) {}
+  ~Scratch() {
+    if (ptr_)
+      ops_.release(ptr_);
+  }
+  Scratch(const Scratch &) = delete;
+  Scratch &operator=(const Scratch &) = delete;
+  char *data() const { return static_cast<char *>(ptr_); }
+
+private:
+  BufferOps &ops_;
+  void *ptr_;
+};
+
+} // namespace
+
+BufferOps &hostBufferOps() {
+  static HostBufferOps ops;
+  return ops;
+}
+
 namespace {
 
 [[noreturn]] void fail(const char *what, const std::string &message) {
@@ -36,21 +80,21 @@ Pieces pieces(const char *what, const char *name, AxisLayout l, int n,
 }
 
 /// Copies piece j of a split-layout buffer to/from a contiguous block.
-void packPiece(const char *src, char *block, Pieces p, int j) {
-  for (int64_t o = 0; o < p.outer; ++o)
-    std::memcpy(block + o * p.pieceRow, src + o * p.fullRow + j * p.pieceRow,
-                p.pieceRow);
+void packPiece(BufferOps &ops, const char *src, char *block, Pieces p,
+               int j) {
+  ops.copy2D(block, p.pieceRow, src + j * p.pieceRow, p.fullRow, p.pieceRow,
+             p.outer);
 }
-void unpackPiece(const char *block, char *dst, Pieces p, int j) {
-  for (int64_t o = 0; o < p.outer; ++o)
-    std::memcpy(dst + o * p.fullRow + j * p.pieceRow, block + o * p.pieceRow,
-                p.pieceRow);
+void unpackPiece(BufferOps &ops, const char *block, char *dst, Pieces p,
+                 int j) {
+  ops.copy2D(dst + j * p.pieceRow, p.fullRow, block, p.pieceRow, p.pieceRow,
+             p.outer);
 }
 
 } // namespace
 
 void allGatherAxis(Communicator &comm, const void *send, void *recv,
-                   AxisLayout local, CommDType dtype) {
+                   AxisLayout local, CommDType dtype, BufferOps &ops) {
   const char *what = "all-gather along an axis";
   checkLayout(what, "the local tensor", local);
   int n = comm.size();
@@ -60,26 +104,27 @@ void allGatherAxis(Communicator &comm, const void *send, void *recv,
     comm.allGather(send, recv, count, dtype);
     return;
   }
-  std::vector<char> gathered(static_cast<size_t>(count) * n * elem);
+  Scratch gathered(ops, static_cast<size_t>(count) * n * elem);
   comm.allGather(send, gathered.data(), count, dtype);
   Pieces p = pieces(what, "the gathered tensor",
                     {local.outer, local.mid * n, local.inner}, n, elem);
   for (int r = 0; r < n; ++r)
-    unpackPiece(gathered.data() + r * count * elem, static_cast<char *>(recv),
-                p, r);
+    unpackPiece(ops, gathered.data() + r * count * elem,
+                static_cast<char *>(recv), p, r);
+  ops.fence();
 }
 
 void allSliceAxis(Communicator &comm, const void *src, void *dst,
-                  AxisLayout global, CommDType dtype) {
+                  AxisLayout global, CommDType dtype, BufferOps &ops) {
   Pieces p = pieces("all-slice along an axis", "the sliced tensor", global,
                     comm.size(), commDTypeSize(dtype));
-  packPiece(static_cast<const char *>(src), static_cast<char *>(dst), p,
+  packPiece(ops, static_cast<const char *>(src), static_cast<char *>(dst), p,
             comm.rank());
 }
 
 void allToAllAxes(Communicator &comm, const void *send, void *recv,
-                  AxisLayout sendSplit, AxisLayout recvConcat,
-                  CommDType dtype) {
+                  AxisLayout sendSplit, AxisLayout recvConcat, CommDType dtype,
+                  BufferOps &ops) {
   const char *what = "all-to-all along axes";
   int n = comm.size();
   size_t elem = commDTypeSize(dtype);
@@ -90,16 +135,18 @@ void allToAllAxes(Communicator &comm, const void *send, void *recv,
     fail(what, "sent pieces of " + std::to_string(pieceBytes) +
                    " bytes do not fill received pieces of " +
                    std::to_string(out.outer * out.pieceRow) + " bytes");
-  std::vector<char> packed(static_cast<size_t>(pieceBytes) * n);
-  std::vector<char> received(packed.size());
+  Scratch packed(ops, static_cast<size_t>(pieceBytes) * n);
+  Scratch received(ops, static_cast<size_t>(pieceBytes) * n);
   for (int j = 0; j < n; ++j)
-    packPiece(static_cast<const char *>(send), packed.data() + j * pieceBytes,
-              in, j);
+    packPiece(ops, static_cast<const char *>(send),
+              packed.data() + j * pieceBytes, in, j);
+  ops.fence();
   comm.allToAll(packed.data(), received.data(),
                 pieceBytes / static_cast<int64_t>(elem), dtype);
   for (int r = 0; r < n; ++r)
-    unpackPiece(received.data() + r * pieceBytes, static_cast<char *>(recv),
-                out, r);
+    unpackPiece(ops, received.data() + r * pieceBytes,
+                static_cast<char *>(recv), out, r);
+  ops.fence();
 }
 
 namespace {
@@ -290,18 +337,19 @@ PeerRanges planRanges(const SlotPlan &plan, int n, int64_t slots,
 
 /// Copies the plan's rows from `rows` into the packed staging order (pack)
 /// or back.
-void copyPacked(const SlotPlan &plan, int64_t hidden, const float *from,
-                float *to, bool pack) {
+void copyPacked(BufferOps &ops, const SlotPlan &plan, int64_t hidden,
+                const float *from, float *to, bool pack) {
   int64_t at = 0;
   for (size_t g = 0; g < plan.sendCount.size(); ++g) {
     int64_t elements = plan.sendCount[g] * hidden;
     int64_t planAt = plan.sendBegin[g] * hidden;
-    if (pack)
-      std::memcpy(to + at, from + planAt, elements * sizeof(float));
-    else
-      std::memcpy(to + planAt, from + at, elements * sizeof(float));
+    size_t bytes = elements * sizeof(float);
+    if (bytes)
+      ops.copy2D(to + (pack ? at : planAt), bytes, from + (pack ? planAt : at),
+                 bytes, bytes, 1);
     at += elements;
   }
+  ops.fence();
 }
 
 int64_t totalRows(const std::vector<int64_t> &counts) {
@@ -317,7 +365,7 @@ void dispatchTokens(Communicator &ep, const float *rows,
                     const int64_t *offsets, int64_t hidden, float *recv,
                     int64_t recvCapacity, int64_t *recvOffsets,
                     const ExpertPlacement &placement, DispatchPolicy *policy,
-                    int64_t *rankReceives) {
+                    int64_t *rankReceives, BufferOps &ops) {
   const char *what = "expert dispatch";
   if (hidden < 0)
     fail(what, "negative hidden size");
@@ -339,11 +387,11 @@ void dispatchTokens(Communicator &ep, const float *rows,
   bool packed;
   PeerRanges send = planRanges(plan, n, slots, hidden, packed);
   PeerRanges receive = slotMajorRanges(recvOffsets, n, slots, hidden);
-  std::vector<float> staging;
+  Scratch staging(ops, packed ? totalRows(send.counts) * sizeof(float) : 0);
   if (packed) {
-    staging.resize(totalRows(send.counts));
-    copyPacked(plan, hidden, rows, staging.data(), /*pack=*/true);
-    rows = staging.data();
+    auto *packedRows = reinterpret_cast<float *>(staging.data());
+    copyPacked(ops, plan, hidden, rows, packedRows, /*pack=*/true);
+    rows = packedRows;
   }
   ep.allToAllV(rows, send.counts.data(), send.offsets.data(), recv,
                receive.counts.data(), receive.offsets.data(), CommDType::F32);
@@ -352,7 +400,8 @@ void dispatchTokens(Communicator &ep, const float *rows,
 void combineTokens(Communicator &ep, const float *expertOut,
                    const int64_t *recvOffsets, const int64_t *offsets,
                    int64_t hidden, float *out,
-                   const ExpertPlacement &placement, DispatchPolicy *policy) {
+                   const ExpertPlacement &placement, DispatchPolicy *policy,
+                   BufferOps &ops) {
   const char *what = "expert combine";
   if (hidden < 0)
     fail(what, "negative hidden size");
@@ -363,12 +412,13 @@ void combineTokens(Communicator &ep, const float *expertOut,
   bool packed;
   PeerRanges receive = planRanges(plan, n, slots, hidden, packed);
   PeerRanges send = slotMajorRanges(recvOffsets, n, slots, hidden);
-  std::vector<float> staging(packed ? totalRows(receive.counts) : 0);
+  Scratch staging(ops, packed ? totalRows(receive.counts) * sizeof(float) : 0);
+  auto *stagedRows = reinterpret_cast<float *>(staging.data());
   ep.allToAllV(expertOut, send.counts.data(), send.offsets.data(),
-               packed ? staging.data() : out, receive.counts.data(),
+               packed ? stagedRows : out, receive.counts.data(),
                receive.offsets.data(), CommDType::F32);
   if (packed)
-    copyPacked(plan, hidden, staging.data(), out, /*pack=*/false);
+    copyPacked(ops, plan, hidden, stagedRows, out, /*pack=*/false);
 }
 
 void dispatchTokens(Communicator &ep, const float *rows,

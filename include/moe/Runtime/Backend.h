@@ -49,6 +49,11 @@ public:
   virtual void upload(void *dst, const void *src, size_t bytes) = 0;
   virtual void download(void *dst, const void *src, size_t bytes) = 0;
   virtual void copy(void *dst, const void *src, size_t bytes) = 0;
+  /// Backend -> backend, `rows` rows of `width` bytes between pitched
+  /// buffers (row r from src + r * srcPitch to dst + r * dstPitch). The
+  /// default copies row by row.
+  virtual void copy2D(void *dst, size_t dstPitch, const void *src,
+                      size_t srcPitch, size_t width, size_t rows);
   virtual void zero(void *ptr, size_t bytes) = 0;
   /// Waits for queued work; throws on a fault of any of it.
   virtual void synchronize() = 0;

@@ -1,8 +1,10 @@
 //===- CApi.cpp - The C entry points compiled models call -----------------===//
 //
 // Each moert_* function forwards to the context's Backend
-// (moe/Runtime/Backend.h) inside guarded() (Guarded.h); collectives run on
-// the host communicators, staged through host copies on a device backend.
+// (moe/Runtime/Backend.h) inside guarded() (Guarded.h). Collectives run on
+// the backend's buffers with a communicator that works on them: the host
+// communicators on the CPU, the device groups (NCCL) the driver installs on
+// a GPU. A device backend without device groups stages through host copies.
 // The backward and optimizer entry points are in CApiGrad.cpp.
 //
 //===----------------------------------------------------------------------===//
@@ -27,8 +29,9 @@ namespace {
 using moe::rt::guarded;
 using moe::rt::routerConfig;
 
-moe::rt::Communicator &group(moert_context *ctx, int32_t id) {
-  if (moe::rt::MeshGroups *g = ctx->groups) {
+moe::rt::Communicator &groupIn(moe::rt::MeshGroups *g, moert_context *ctx,
+                               int32_t id) {
+  if (g) {
     std::unique_ptr<moe::rt::Communicator> *comm = nullptr;
     switch (id) {
     case MOERT_GROUP_DP:
@@ -63,6 +66,42 @@ moe::rt::Communicator &group(moert_context *ctx, int32_t id) {
   return *ctx->self;
 }
 
+moe::rt::Communicator &group(moert_context *ctx, int32_t id) {
+  return groupIn(ctx->groups, ctx, id);
+}
+
+moe::rt::Backend &backend(moert_context *ctx) {
+  return moe::rt::backendOf(ctx);
+}
+
+/// The group `id` over a communicator that works on the backend's own
+/// buffers, or null. On a host backend that is the mesh group itself; on a
+/// device backend, the device group the driver installed (NCCL), if any.
+moe::rt::Communicator *directGroup(moert_context *ctx, int32_t id) {
+  if (!backend(ctx).deviceMemory())
+    return &group(ctx, id);
+  if (ctx->deviceGroups)
+    return &groupIn(ctx->deviceGroups, ctx, id);
+  return nullptr;
+}
+
+/// The backend's memory as a collective's buffer memory: scratch from the
+/// backend, copies queued on it, fenced by synchronising it.
+class BackendBufferOps final : public moe::rt::BufferOps {
+public:
+  explicit BackendBufferOps(moe::rt::Backend &backend) : backend_(backend) {}
+  void *allocate(size_t bytes) override { return backend_.allocate(bytes); }
+  void release(void *ptr) override { backend_.release(ptr); }
+  void copy2D(void *dst, size_t dstPitch, const void *src, size_t srcPitch,
+              size_t width, size_t rows) override {
+    backend_.copy2D(dst, dstPitch, src, srcPitch, width, rows);
+  }
+  void fence() override { backend_.synchronize(); }
+
+private:
+  moe::rt::Backend &backend_;
+};
+
 moe::rt::CommDType dtypeOf(int32_t dtype) {
   switch (dtype) {
   case MOERT_DTYPE_F32:
@@ -75,10 +114,6 @@ moe::rt::CommDType dtypeOf(int32_t dtype) {
     break;
   }
   throw std::runtime_error("unknown element type " + std::to_string(dtype));
-}
-
-moe::rt::Backend &backend(moert_context *ctx) {
-  return moe::rt::backendOf(ctx);
 }
 
 /// Collectives run on host buffers (the local and MPI communicators). On a
@@ -377,7 +412,15 @@ void moert_all_reduce_sum(moert_context *ctx, int32_t groupId, int32_t dtype,
   guarded(ctx, [&] {
     moe::rt::CommDType type = dtypeOf(dtype);
     size_t bytes = count * moe::rt::commDTypeSize(type);
-    HostStage stage(backend(ctx));
+    moe::rt::Backend &b = backend(ctx);
+    if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
+      if (in != out)
+        b.copy(out, in, bytes);
+      b.synchronize();
+      direct->allReduceSum(out, count, type);
+      return;
+    }
+    HostStage stage(b);
     void *buf = stage.in(in, bytes, out, bytes);
     group(ctx, groupId).allReduceSum(buf, count, type);
     stage.out(out, buf, bytes);
@@ -390,10 +433,16 @@ void moert_all_gather(moert_context *ctx, int32_t groupId, int32_t dtype,
   guarded(ctx, [&] {
     moe::rt::Communicator &comm = group(ctx, groupId);
     moe::rt::CommDType type = dtypeOf(dtype);
-    size_t size = moe::rt::commDTypeSize(type);
-    size_t inBytes = outer * mid * inner * size;
+    moe::rt::Backend &b = backend(ctx);
+    if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
+      BackendBufferOps ops(b);
+      b.synchronize();
+      moe::rt::allGatherAxis(*direct, in, out, {outer, mid, inner}, type, ops);
+      return;
+    }
+    size_t inBytes = outer * mid * inner * moe::rt::commDTypeSize(type);
     size_t outBytes = inBytes * comm.size();
-    HostStage stage(backend(ctx));
+    HostStage stage(b);
     const void *src = stage.in(in, inBytes);
     void *dst = stage.scratchOut(out, outBytes);
     moe::rt::allGatherAxis(comm, src, dst, {outer, mid, inner}, type);
@@ -405,16 +454,10 @@ void moert_all_slice(moert_context *ctx, int32_t groupId, int32_t dtype,
                      const void *in, void *out, int64_t outer, int64_t mid,
                      int64_t inner) {
   guarded(ctx, [&] {
-    moe::rt::Communicator &comm = group(ctx, groupId);
-    moe::rt::CommDType type = dtypeOf(dtype);
-    size_t size = moe::rt::commDTypeSize(type);
-    size_t inBytes = outer * mid * inner * size;
-    size_t outBytes = comm.size() > 0 ? inBytes / comm.size() : 0;
-    HostStage stage(backend(ctx));
-    const void *src = stage.in(in, inBytes);
-    void *dst = stage.scratchOut(out, outBytes);
-    moe::rt::allSliceAxis(comm, src, dst, {outer, mid, inner}, type);
-    stage.out(out, dst, outBytes);
+    // No communication: a strided copy in the backend's memory.
+    BackendBufferOps ops(backend(ctx));
+    moe::rt::allSliceAxis(group(ctx, groupId), in, out, {outer, mid, inner},
+                          dtypeOf(dtype), ops);
   });
 }
 
@@ -424,18 +467,29 @@ void moert_all_to_all(moert_context *ctx, int32_t groupId, int32_t dtype,
                       int64_t concatMid, int64_t concatInner) {
   guarded(ctx, [&] {
     moe::rt::CommDType type = dtypeOf(dtype);
+    moe::rt::AxisLayout split{splitOuter, splitMid, splitInner};
+    moe::rt::AxisLayout concat{concatOuter, concatMid, concatInner};
+    moe::rt::Backend &b = backend(ctx);
+    if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
+      BackendBufferOps ops(b);
+      b.synchronize();
+      moe::rt::allToAllAxes(*direct, in, out, split, concat, type, ops);
+      return;
+    }
     size_t size = moe::rt::commDTypeSize(type);
     size_t inBytes = splitOuter * splitMid * splitInner * size;
     size_t outBytes = concatOuter * concatMid * concatInner * size;
-    HostStage stage(backend(ctx));
+    HostStage stage(b);
     const void *src = stage.in(in, inBytes);
     void *dst = stage.scratchOut(out, outBytes);
-    moe::rt::allToAllAxes(group(ctx, groupId), src, dst,
-                          {splitOuter, splitMid, splitInner},
-                          {concatOuter, concatMid, concatInner}, type);
+    moe::rt::allToAllAxes(group(ctx, groupId), src, dst, split, concat, type);
     stage.out(out, dst, outBytes);
   });
 }
+
+// Dispatch and combine need the offsets on the host (the plan of the
+// exchange); the rows stay in the backend's memory when a direct group
+// exists, else they are staged too.
 
 void moert_dispatch(moert_context *ctx, int32_t groupId, int64_t placement,
                     const float *rows, const int64_t *offsets, float *recv,
@@ -446,28 +500,38 @@ void moert_dispatch(moert_context *ctx, int32_t groupId, int64_t placement,
     const moe::rt::ExpertPlacement &place =
         placementFor(ctx, placement, ep.size(), experts, slots);
     moe::rt::LayerTimer timer(ctx, &moe::rt::LayerStats::allToAll);
-    HostStage stage(backend(ctx));
+    moe::rt::Backend &b = backend(ctx);
+    HostStage stage(b);
     auto *hostOffsets = static_cast<const int64_t *>(
         stage.in(offsets, (experts + 1) * sizeof(int64_t)));
-    int64_t sent = hostOffsets[experts];
-    auto *hostRows = static_cast<const float *>(
-        stage.in(rows, std::max<int64_t>(sent, 0) * hidden * sizeof(float)));
-    auto *hostRecv = static_cast<float *>(stage.scratchOut(
-        recv, std::max<int64_t>(recvCapacity, 0) * hidden * sizeof(float)));
     size_t recvOffsetBytes = (slots + 1) * sizeof(int64_t);
     auto *hostRecvOffsets =
         static_cast<int64_t *>(stage.scratchOut(recvOffsets, recvOffsetBytes));
     std::vector<int64_t> rankRows(ep.size());
-    moe::rt::dispatchTokens(ep, hostRows, hostOffsets, hidden, hostRecv,
-                            recvCapacity, hostRecvOffsets, place,
-                            ctx->dispatchPolicy.get(), rankRows.data());
+    if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
+      BackendBufferOps ops(b);
+      b.synchronize();
+      moe::rt::dispatchTokens(*direct, rows, hostOffsets, hidden, recv,
+                              recvCapacity, hostRecvOffsets, place,
+                              ctx->dispatchPolicy.get(), rankRows.data(), ops);
+    } else {
+      int64_t sent = hostOffsets[experts];
+      auto *hostRows = static_cast<const float *>(stage.in(
+          rows, std::max<int64_t>(sent, 0) * hidden * sizeof(float)));
+      auto *hostRecv = static_cast<float *>(stage.scratchOut(
+          recv, std::max<int64_t>(recvCapacity, 0) * hidden * sizeof(float)));
+      moe::rt::dispatchTokens(ep, hostRows, hostOffsets, hidden, hostRecv,
+                              recvCapacity, hostRecvOffsets, place,
+                              ctx->dispatchPolicy.get(), rankRows.data());
+      // Only the rows that arrived: the rest of recv stays untouched.
+      stage.out(recv, hostRecv,
+                hostRecvOffsets[slots] * hidden * sizeof(float));
+    }
     if (moe::rt::LayerStats *stats = moe::rt::currentLayerStats(ctx)) {
       stats->rankRows.resize(rankRows.size(), 0);
       for (size_t j = 0; j < rankRows.size(); ++j)
         stats->rankRows[j] += rankRows[j];
     }
-    // Only the rows that arrived: the rest of recv stays untouched.
-    stage.out(recv, hostRecv, hostRecvOffsets[slots] * hidden * sizeof(float));
     stage.out(recvOffsets, hostRecvOffsets, recvOffsetBytes);
   });
 }
@@ -481,11 +545,20 @@ void moert_combine(moert_context *ctx, int32_t groupId, int64_t placement,
     const moe::rt::ExpertPlacement &place =
         placementFor(ctx, placement, ep.size(), experts, slots);
     moe::rt::LayerTimer timer(ctx, &moe::rt::LayerStats::allToAll);
-    HostStage stage(backend(ctx));
+    moe::rt::Backend &b = backend(ctx);
+    HostStage stage(b);
     auto *hostRecvOffsets = static_cast<const int64_t *>(
         stage.in(recvOffsets, (slots + 1) * sizeof(int64_t)));
     auto *hostOffsets = static_cast<const int64_t *>(
         stage.in(offsets, (experts + 1) * sizeof(int64_t)));
+    if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
+      BackendBufferOps ops(b);
+      b.synchronize();
+      moe::rt::combineTokens(*direct, expertOut, hostRecvOffsets, hostOffsets,
+                             hidden, out, place, ctx->dispatchPolicy.get(),
+                             ops);
+      return;
+    }
     size_t received = hostRecvOffsets[slots] * hidden * sizeof(float);
     size_t sent = hostOffsets[experts] * hidden * sizeof(float);
     auto *hostExpertOut =

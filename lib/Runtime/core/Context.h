@@ -23,6 +23,11 @@ struct moert_context {
   /// The rank's mesh-axis groups, owned by the caller (the driver); null in
   /// a 1-rank program, where every group is `self`.
   moe::rt::MeshGroups *groups = nullptr;
+  /// The same groups over communicators that work on the backend's device
+  /// memory (NCCL), installed by the driver when it has them: collectives
+  /// then run on the device buffers. Without them a device backend's
+  /// collectives stage through host copies. Owned by the caller.
+  moe::rt::MeshGroups *deviceGroups = nullptr;
   /// A group of this rank alone, made on first use.
   std::unique_ptr<moe::rt::Communicator> self;
   /// Where the calls run (CPU unless the driver installs another); it also
@@ -45,6 +50,12 @@ namespace moe::rt {
 /// Runs compiled code of `ctx` with the mesh groups `groups` (may be null).
 inline void setMeshGroups(moert_context *ctx, MeshGroups *groups) {
   ctx->groups = groups;
+}
+
+/// Gives `ctx` mesh groups that work on its backend's device memory (may be
+/// null: collectives of a device backend then stage through the host).
+inline void setDeviceMeshGroups(moert_context *ctx, MeshGroups *groups) {
+  ctx->deviceGroups = groups;
 }
 
 /// Makes `ctx` run on `backend` (the context owns it from then on).

@@ -20,6 +20,13 @@ namespace moe::rt {
 
 Backend::~Backend() = default;
 
+void Backend::copy2D(void *dst, size_t dstPitch, const void *src,
+                     size_t srcPitch, size_t width, size_t rows) {
+  for (size_t r = 0; r < rows; ++r)
+    copy(static_cast<char *>(dst) + r * dstPitch,
+         static_cast<const char *>(src) + r * srcPitch, width);
+}
+
 namespace {
 
 class CpuBackend final : public Backend {

@@ -81,6 +81,15 @@ public:
                           dev_.stream()),
           "cudaMemcpyAsync (device to device)");
   }
+  void copy2D(void *dst, size_t dstPitch, const void *src, size_t srcPitch,
+              size_t width, size_t rows) override {
+    if (!width || !rows)
+      return;
+    dev_.makeCurrent();
+    check(cudaMemcpy2DAsync(dst, dstPitch, src, srcPitch, width, rows,
+                            cudaMemcpyDeviceToDevice, dev_.stream()),
+          "cudaMemcpy2DAsync (device to device)");
+  }
   void zero(void *ptr, size_t bytes) override {
     if (!bytes)
       return;

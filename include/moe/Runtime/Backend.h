@@ -29,6 +29,8 @@
 
 namespace moe::rt {
 
+class Communicator;
+
 using RouterConfig = moe::cpu::RouterConfig;
 
 class Backend {
@@ -205,6 +207,16 @@ std::unique_ptr<Backend> makeBackend(const std::string &name, int device = 0);
 /// MoERuntime itself never names a CUDA symbol.
 using BackendFactory = std::unique_ptr<Backend> (*)(int device);
 void registerCudaBackend(BackendFactory factory);
+
+/// A communicator over the ranks of `bootstrap` (in its order) that works on
+/// the memory of GPU `device` of this rank: NCCL, registered by the driver's
+/// main() in builds that have it (MOE_HAVE_NCCL), so that MoERuntime never
+/// names an NCCL symbol. Collective over bootstrap.
+using DeviceCommFactory = std::unique_ptr<Communicator> (*)(
+    Communicator &bootstrap, int device);
+void registerDeviceCommunicator(DeviceCommFactory factory);
+/// The registered factory, or null.
+DeviceCommFactory deviceCommunicatorFactory();
 
 } // namespace moe::rt
 

@@ -263,6 +263,10 @@ BackendFactory &cudaFactory() {
   static BackendFactory factory = nullptr;
   return factory;
 }
+DeviceCommFactory &deviceCommFactory() {
+  static DeviceCommFactory factory = nullptr;
+  return factory;
+}
 
 } // namespace
 
@@ -273,6 +277,16 @@ std::unique_ptr<Backend> makeCpuBackend() {
 void registerCudaBackend(BackendFactory factory) {
   std::lock_guard<std::mutex> lock(factoryMutex());
   cudaFactory() = factory;
+}
+
+void registerDeviceCommunicator(DeviceCommFactory factory) {
+  std::lock_guard<std::mutex> lock(factoryMutex());
+  deviceCommFactory() = factory;
+}
+
+DeviceCommFactory deviceCommunicatorFactory() {
+  std::lock_guard<std::mutex> lock(factoryMutex());
+  return deviceCommFactory();
 }
 
 std::unique_ptr<Backend> makeBackend(const std::string &name, int device) {

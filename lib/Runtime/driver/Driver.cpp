@@ -46,6 +46,7 @@ const FlagSpec kInitRandom = initRandomFlag();
 const FlagSpec kInitStd = initStdFlag();
 const FlagSpec kComm = commFlag();
 const FlagSpec kBackend = backendFlag();
+const FlagSpec kGpuComm = gpuCommFlag();
 
 const CommandSpec kForward{
     "forward",
@@ -68,7 +69,7 @@ const CommandSpec kForward{
      {"save-weights", "PATH",
       "Write the weights used (e.g. those of --init-random) as safetensors "
       "(1-rank models)."},
-     kComm, kBackend}};
+     kComm, kBackend, kGpuComm}};
 
 const CommandSpec kGenerate{
     "generate",
@@ -89,7 +90,7 @@ const CommandSpec kGenerate{
      {"top-k", "K",
       "Sample only among the K most likely tokens (default 0: all)."},
      {"seed", "S", "Seed of the sampler (default 0)."},
-     kComm, kBackend}};
+     kComm, kBackend, kGpuComm}};
 
 const CommandSpec kInit{
     "init",

@@ -3,7 +3,8 @@
 // The only file of the driver that names the model's symbols; `moec` links
 // the model object, libMoERuntimeMain.a and libMoERuntime.a into one program.
 // Compiled with MOE_HAVE_CUDA (libMoERuntimeMainCUDA.a), it also registers
-// the CUDA backend, so that `--backend cuda` works.
+// the CUDA backend, so that `--backend cuda` works, and with MOE_HAVE_NCCL
+// the NCCL communicator, which then carries the GPUs' collectives.
 // The training step is a weak reference: a model compiled without one (or a
 // hand-written stand-in) still links, and `train` then says how to get one.
 //
@@ -12,6 +13,9 @@
 #include "driver/Driver.h"
 #ifdef MOE_HAVE_CUDA
 #include "cuda/CudaBackend.h"
+#endif
+#ifdef MOE_HAVE_NCCL
+#include "moe/Runtime/NcclCommunicator.h"
 #endif
 
 extern "C" const char moe_model_manifest[];
@@ -24,9 +28,19 @@ moe_entry_train_step(moert_context *ctx, uint8_t *weights, uint8_t *arena,
                      uint8_t *grads, const int32_t *tokens,
                      const int32_t *labels, float *loss);
 
+#ifdef MOE_HAVE_NCCL
+static std::unique_ptr<moe::rt::Communicator>
+ncclOver(moe::rt::Communicator &bootstrap, int device) {
+  return moe::rt::ncclWorld(bootstrap, device);
+}
+#endif
+
 int main(int argc, char **argv) {
 #ifdef MOE_HAVE_CUDA
   moe::rt::registerCudaBackend(&moe::cuda::makeCudaBackend);
+#endif
+#ifdef MOE_HAVE_NCCL
+  moe::rt::registerDeviceCommunicator(&ncclOver);
 #endif
   return moe::driver::runDriver(argc, argv, moe_model_manifest,
                                 moe_entry_forward, moe_entry_train_step);

@@ -46,6 +46,16 @@ const FlagSpec &backendFlag() {
   return flag;
 }
 
+const FlagSpec &gpuCommFlag() {
+  static const FlagSpec flag{
+      "gpu-comm", "nccl|host",
+      "How the collectives of a --backend cuda run under --comm mpi move "
+      "tensors: 'nccl' (the default in executables built with NCCL) between "
+      "the GPUs, or 'host' staged through host memory over MPI (the only "
+      "way for --comm local ranks, which share GPU 0)."};
+  return flag;
+}
+
 const FlagSpec &commFlag() {
   static const FlagSpec flag{
       "comm", "mpi|local",
@@ -150,6 +160,33 @@ std::string backendFromFlags(const ParsedFlags &flags) {
   return backend;
 }
 
+namespace {
+
+/// --gpu-comm: whether the collectives run over the device communicator.
+bool gpuCommIsNccl(const ParsedFlags &flags, const std::string &backend,
+                   const std::string &comm) {
+  bool available = rt::deviceCommunicatorFactory() != nullptr;
+  bool applies = backend == "cuda" && comm == "mpi";
+  if (!flags.has("gpu-comm"))
+    return applies && available;
+  std::string value = flags.get("gpu-comm");
+  if (value == "host")
+    return false;
+  if (value != "nccl")
+    throw UsageError("--gpu-comm is '" + value + "', expected nccl or host");
+  if (backend != "cuda")
+    throw UsageError("--gpu-comm nccl needs --backend cuda");
+  if (comm == "local")
+    throw UsageError("--gpu-comm nccl needs one GPU per rank (--comm mpi); "
+                     "--comm local ranks share GPU 0: use --gpu-comm host");
+  if (!available)
+    throw std::runtime_error("--gpu-comm nccl: this executable was built "
+                             "without NCCL (see docs/cuda.md)");
+  return applies;
+}
+
+} // namespace
+
 int runOnMesh(const Manifest &m, const ParsedFlags &flags,
               const std::function<int(RankEnv &)> &command) {
   int64_t ranks = m.mesh.worldSize();
@@ -165,6 +202,7 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
                                std::to_string(ranks) + "' or pass --comm local"
                          : "--comm is '" + comm + "', expected mpi or local");
   std::string backend = backendFromFlags(flags);
+  bool nccl = gpuCommIsNccl(flags, backend, comm);
   if (comm == "none") {
     RankEnv env;
     env.backend = backend;
@@ -176,6 +214,15 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
     rt::MeshGroups groups = rt::makeMeshGroups(world, m.mesh);
     env.world = &world;
     env.groups = &groups;
+    // Declared after `groups`, destroyed before them: NCCL tears down its
+    // communicators collectively on every rank.
+    std::unique_ptr<rt::Communicator> deviceWorld;
+    rt::MeshGroups deviceGroups;
+    if (nccl) {
+      deviceWorld = rt::deviceCommunicatorFactory()(world, env.device);
+      deviceGroups = rt::makeMeshGroups(*deviceWorld, m.mesh);
+      env.deviceGroups = &deviceGroups;
+    }
     env.place = RankPlace{m.mesh, groups.coords, staticPlacements(m)};
     env.dispatchPolicy = rt::makeDispatchPolicy("least-loaded");
     env.root = world.rank() == 0;
@@ -312,6 +359,7 @@ ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
   if (!context_)
     throw std::runtime_error("cannot create the runtime context");
   rt::setMeshGroups(context_.get(), env.groups);
+  rt::setDeviceMeshGroups(context_.get(), env.deviceGroups);
   if (env.backend != "cpu")
     rt::setBackend(context_.get(), rt::makeBackend(env.backend, env.device));
   backend_ = &rt::backendOf(context_.get());

@@ -36,6 +36,7 @@ const FlagSpec &initRandomFlag();
 const FlagSpec &initStdFlag();
 const FlagSpec &commFlag();
 const FlagSpec &backendFlag();
+const FlagSpec &gpuCommFlag();
 
 /// Where the weights come from.
 struct WeightSource {
@@ -61,6 +62,9 @@ struct SilentFailure : std::exception {};
 struct RankEnv {
   rt::Communicator *world = nullptr;
   rt::MeshGroups *groups = nullptr;
+  /// The same groups over the device communicator (--gpu-comm nccl), or
+  /// null: collectives then stage through the host.
+  rt::MeshGroups *deviceGroups = nullptr;
   std::optional<RankPlace> place;
   bool root = true;
   /// Splits the rows of replicated experts over their replicas (train's

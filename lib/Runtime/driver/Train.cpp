@@ -116,7 +116,7 @@ const CommandSpec &trainCommand() {
         "How the rows of an expert with replicas are split over them: "
         "least-loaded (default: level the rows each rank receives), first, "
         "or plugin:LIB.so (moe_split_tokens)."},
-       commFlag(), backendFlag()}};
+       commFlag(), backendFlag(), gpuCommFlag()}};
   return command;
 }
 

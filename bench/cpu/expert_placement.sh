@@ -48,14 +48,8 @@ if [ "$steps" -le "$every" ]; then
   exit 1
 fi
 
-bash "$root/scripts/setup.sh" >/dev/null
-if [ ! -f "$build/build.ninja" ]; then
-  cmake -S "$root" -B "$build" -G Ninja \
-    -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" \
-    -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
-    -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit >/dev/null
-fi
-cmake --build "$build" --target moec -- -j "${JOBS:-$(nproc)}" >/dev/null
+source "$root/bench/cpu/common.sh"
+bench_build_moec
 
 out="$build/bench-expert-placement"
 rm -rf "$out"
@@ -84,18 +78,14 @@ for name in biases:
 safetensors_io.save_numpy(sys.argv[3], tensors)
 PY
 
-mpi=(mpirun -np 2)
-if mpirun --version 2>/dev/null | grep -q "Open MPI"; then
-  mpi+=(--oversubscribe -x OPENBLAS_NUM_THREADS -x OMP_NUM_THREADS)
-  [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
-fi
+bench_mpi_launcher
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 
 run() { # NAME EXE COMM [train flags...]
   local name="$1" exe="$2" comm="$3"
   shift 3
   local launch=()
-  if [ "$comm" = mpi ]; then launch=("${mpi[@]}"); else set -- --comm local "$@"; fi
+  if [ "$comm" = mpi ]; then launch=("${launcher[@]}"); else set -- --comm local "$@"; fi
   "${launch[@]}" "$exe" train --data "$corpus" --steps "$steps" \
     --weights "$out/zipf.safetensors" --bias-update-rate 0 --log-every 1 \
     --eval-every 0 --eval-batches 1 --sample-chars 0 \

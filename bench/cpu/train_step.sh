@@ -32,27 +32,15 @@ if [ ! -r "$corpus" ]; then
   exit 1
 fi
 
-# The compiler and the runtime it links (the flags of scripts/build.sh; only
-# the targets this benchmark needs).
-bash "$root/scripts/setup.sh" >/dev/null
-if [ ! -f "$build/build.ninja" ]; then
-  cmake -S "$root" -B "$build" -G Ninja \
-    -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" \
-    -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
-    -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit >/dev/null
-fi
-cmake --build "$build" --target moec -- -j "${JOBS:-$(nproc)}" >/dev/null
+source "$root/bench/cpu/common.sh"
+bench_build_moec
 
 out="$build/bench-train-step"
 mkdir -p "$out"
 "$build/bin/moec" "$model" -o "$out/$name"
 "$out/$name" init --init-random 1 --output "$out/init.safetensors" >/dev/null
 
-launcher=(mpirun -np 2)
-if mpirun --version 2>/dev/null | grep -q "Open MPI"; then
-  launcher+=(--oversubscribe -x OPENBLAS_NUM_THREADS -x OMP_NUM_THREADS)
-  [ "$(id -u)" = 0 ] && launcher+=(--allow-run-as-root)
-fi
+bench_mpi_launcher
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 

@@ -165,7 +165,8 @@ int runForward(const Manifest &m, ForwardEntry forward,
   std::optional<AlignedBuffer> weights;
   env.agreeOnSetup([&] { weights = obtainWeights(m, source, env.placePtr()); });
   ModelRunner runner(m, forward, env);
-  runner.run(*weights, tokens, labels);
+  runner.setWeights(*weights);
+  runner.run(tokens, labels);
   if (!env.root)
     return 0;
 
@@ -233,6 +234,8 @@ int runGenerate(const Manifest &m, ForwardEntry forward,
   env.agreeOnSetup(
       [&] { weights = obtainWeights(m, options.source, env.placePtr()); });
   ModelRunner runner(m, forward, env);
+  runner.setWeights(*weights);
+  weights.reset(); // the runner holds them now
 
   // Every rank samples the same tokens (the logits are whole and identical
   // on every rank, the sampler seeded alike); rank 0 prints them.
@@ -255,7 +258,7 @@ int runGenerate(const Manifest &m, ForwardEntry forward,
   try {
     for (int64_t i = 0; i < options.maxNewTokens; ++i) {
       context.push_back(
-          nextToken(m, runner, *weights, context, options.sampling, rng));
+          nextToken(m, runner, context, options.sampling, rng));
       if (env.root)
         printer.print(context.back());
     }

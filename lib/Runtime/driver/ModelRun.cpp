@@ -368,11 +368,11 @@ ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
                                         ? manifest.trainStep->arenaBytes
                                         : uint64_t(0));
   arena_ = BackendBuffer(*backend_, arenaBytes);
+  weights_ = BackendBuffer(*backend_, manifest.weightsBytes);
+  if (trainStep && manifest.trainStep)
+    grads_ = BackendBuffer(*backend_, manifest.weightsBytes);
   if (backend_->deviceMemory()) {
     uint64_t inputBytes = localInputElements() * sizeof(int32_t);
-    deviceWeights_ = BackendBuffer(*backend_, manifest.weightsBytes);
-    if (trainStep && manifest.trainStep)
-      deviceGrads_ = BackendBuffer(*backend_, manifest.weightsBytes);
     deviceTokens_ = BackendBuffer(*backend_, inputBytes);
     deviceLabels_ = BackendBuffer(*backend_, inputBytes);
     deviceLogits_ = BackendBuffer(*backend_, logits_.size());
@@ -395,10 +395,45 @@ void ModelRunner::check() {
     throw std::runtime_error(error);
 }
 
+void ModelRunner::checkRange(uint64_t offset, uint64_t bytes,
+                             const AlignedBuffer &host,
+                             const BackendBuffer &mine) const {
+  if (host.size() != mine.size() || offset > mine.size() ||
+      bytes > mine.size() - offset)
+    throw std::logic_error("ModelRunner: a copy outside the weights blob");
+}
+
+void ModelRunner::setWeights(const AlignedBuffer &weights) {
+  uploadWeights(weights, 0, weights.size());
+}
+
+void ModelRunner::downloadWeights(AlignedBuffer &host, uint64_t offset,
+                                  uint64_t bytes) {
+  checkRange(offset, bytes, host, weights_);
+  backend_->download(host.data() + offset, weights_.data() + offset, bytes);
+}
+
+void ModelRunner::uploadWeights(const AlignedBuffer &host, uint64_t offset,
+                                uint64_t bytes) {
+  checkRange(offset, bytes, host, weights_);
+  backend_->upload(weights_.data() + offset, host.data() + offset, bytes);
+}
+
+void ModelRunner::downloadGrads(AlignedBuffer &host, uint64_t offset,
+                                uint64_t bytes) {
+  checkRange(offset, bytes, host, grads_);
+  backend_->download(host.data() + offset, grads_.data() + offset, bytes);
+}
+
+void ModelRunner::uploadGrads(const AlignedBuffer &host, uint64_t offset,
+                              uint64_t bytes) {
+  checkRange(offset, bytes, host, grads_);
+  backend_->upload(grads_.data() + offset, host.data() + offset, bytes);
+}
+
 ModelRunner::EntryArgs
-ModelRunner::prepare(AlignedBuffer &weights, AlignedBuffer *grads,
-                     const std::vector<int32_t> &tokens,
-                     const std::vector<int32_t> &labels) {
+ModelRunner::prepare(const std::vector<int32_t> &tokens,
+                     const std::vector<int32_t> &labels, bool zeroGrads) {
   localTokens_ = localInput(manifest_.inputs[0], tokens, env_);
   localLabels_ = localInput(manifest_.inputs[1], labels, env_);
   rt::clearExpertCounts(context_.get());
@@ -409,32 +444,24 @@ ModelRunner::prepare(AlignedBuffer &weights, AlignedBuffer *grads,
   rt::setDispatchPolicy(context_.get(), env_.dispatchPolicy);
   // The training step writes only the slots of the parameters the loss
   // depends on: the others must read zero.
-  if (!backend_->deviceMemory()) {
-    if (grads)
-      std::memset(grads->data(), 0, grads->size());
-    return {weights.data(), grads ? grads->data() : nullptr,
-            localTokens_.data(), localLabels_.data(), logits_.f32(), &loss_};
-  }
-  backend_->upload(deviceWeights_.data(), weights.data(), weights.size());
+  if (zeroGrads)
+    backend_->zero(grads_.data(), grads_.size());
+  if (!backend_->deviceMemory())
+    return {localTokens_.data(), localLabels_.data(), logits_.f32(), &loss_};
   backend_->upload(deviceTokens_.data(), localTokens_.data(),
                    localTokens_.size() * sizeof(int32_t));
   backend_->upload(deviceLabels_.data(), localLabels_.data(),
                    localLabels_.size() * sizeof(int32_t));
-  if (grads)
-    backend_->zero(deviceGrads_.data(), deviceGrads_.size());
-  return {deviceWeights_.data(),
-          grads ? deviceGrads_.data() : nullptr,
-          reinterpret_cast<const int32_t *>(deviceTokens_.data()),
+  return {reinterpret_cast<const int32_t *>(deviceTokens_.data()),
           reinterpret_cast<const int32_t *>(deviceLabels_.data()),
           reinterpret_cast<float *>(deviceLogits_.data()),
           reinterpret_cast<float *>(deviceLoss_.data())};
 }
 
-void ModelRunner::run(AlignedBuffer &weights,
-                      const std::vector<int32_t> &tokens,
+void ModelRunner::run(const std::vector<int32_t> &tokens,
                       const std::vector<int32_t> &labels) {
-  EntryArgs args = prepare(weights, nullptr, tokens, labels);
-  forward_(context_.get(), args.weights, arena_.data(), args.tokens,
+  EntryArgs args = prepare(tokens, labels, /*zeroGrads=*/false);
+  forward_(context_.get(), weights_.data(), arena_.data(), args.tokens,
            args.labels, args.logits, args.loss);
   if (backend_->deviceMemory() && !moert_context_error(context_.get())) {
     backend_->download(logits_.data(), args.logits, logits_.size());
@@ -443,18 +470,15 @@ void ModelRunner::run(AlignedBuffer &weights,
   check();
 }
 
-float ModelRunner::trainStep(AlignedBuffer &weights, AlignedBuffer &grads,
-                             const std::vector<int32_t> &tokens,
+float ModelRunner::trainStep(const std::vector<int32_t> &tokens,
                              const std::vector<int32_t> &labels) {
   if (!trainStep_ || !manifest_.trainStep)
     throw std::logic_error("ModelRunner: no training step");
-  EntryArgs args = prepare(weights, &grads, tokens, labels);
-  trainStep_(context_.get(), args.weights, arena_.data(), args.grads,
+  EntryArgs args = prepare(tokens, labels, /*zeroGrads=*/true);
+  trainStep_(context_.get(), weights_.data(), arena_.data(), grads_.data(),
              args.tokens, args.labels, args.loss);
-  if (backend_->deviceMemory() && !moert_context_error(context_.get())) {
-    backend_->download(grads.data(), args.grads, grads.size());
+  if (backend_->deviceMemory() && !moert_context_error(context_.get()))
     backend_->download(&loss_, args.loss, sizeof(float));
-  }
   check();
   return loss_;
 }
@@ -470,14 +494,14 @@ void TokenPrinter::print(int32_t id) {
 }
 
 int32_t nextToken(const Manifest &m, ModelRunner &runner,
-                  AlignedBuffer &weights, const std::vector<int32_t> &context,
+                  const std::vector<int32_t> &context,
                   const SamplingOptions &sampling, std::mt19937_64 &rng) {
   size_t window = std::min<size_t>(context.size(), m.seq);
   std::vector<int32_t> tokens(m.batch * m.seq, 0);
   std::copy(context.end() - window, context.end(), tokens.begin());
   std::vector<int32_t> labels(tokens.size(),
                               static_cast<int32_t>(m.ignoreIndex));
-  runner.run(weights, tokens, labels);
+  runner.run(tokens, labels);
   return sampleToken(runner.logits() + (window - 1) * m.vocab, m.vocab,
                      sampling, rng);
 }

@@ -10,6 +10,7 @@
 #define MOE_LIB_RUNTIME_DRIVER_MODELRUN_H
 
 #include "driver/AlignedBuffer.h"
+#include "driver/BackendBuffer.h"
 #include "driver/CommandLine.h"
 #include "driver/Driver.h"
 #include "driver/Manifest.h"
@@ -120,46 +121,42 @@ std::vector<int32_t> localInput(const TensorSpec &spec,
                                 const std::vector<int32_t> &whole,
                                 const RankEnv &env);
 
-/// `bytes` of a backend's memory (device memory for CUDA), zero-filled,
-/// released with the buffer.
-class BackendBuffer {
-public:
-  BackendBuffer() = default;
-  BackendBuffer(rt::Backend &backend, uint64_t bytes);
-  ~BackendBuffer();
-  BackendBuffer(BackendBuffer &&other) noexcept;
-  BackendBuffer &operator=(BackendBuffer &&other) noexcept;
-  BackendBuffer(const BackendBuffer &) = delete;
-  BackendBuffer &operator=(const BackendBuffer &) = delete;
-
-  uint8_t *data() const { return static_cast<uint8_t *>(ptr_); }
-  uint64_t size() const { return bytes_; }
-
-private:
-  rt::Backend *backend_ = nullptr;
-  void *ptr_ = nullptr;
-  uint64_t bytes_ = 0;
-};
-
 /// The runtime context and the arena (large enough for every entry point
-/// the runner may call) of one rank. On a device backend (--backend cuda)
-/// it also holds device copies of the weights, gradients, inputs and
-/// outputs: each call uploads the weights and inputs and downloads the
-/// outputs (and gradients), so callers keep working on host buffers.
+/// the runner may call) of one rank, and the weights (and, with a training
+/// step, the gradients) in the backend's memory: they stay there from call
+/// to call, so a training loop moves nothing between host and device but
+/// inputs, the loss and the logits. Host blobs are mirrors that callers copy
+/// in and out explicitly (setWeights, the up/download calls). On a device
+/// backend (--backend cuda) the inputs and outputs have device copies too.
 class ModelRunner {
 public:
   ModelRunner(const Manifest &manifest, ForwardEntry forward,
               const RankEnv &env, TrainStepEntry trainStep = nullptr);
 
+  /// Copies the host blob `weights` (weights_bytes) into the runner's.
+  void setWeights(const AlignedBuffer &weights);
+  /// Bytes [offset, offset + bytes) of the runner's weights or gradients
+  /// to or from the same bytes of a host blob.
+  void downloadWeights(AlignedBuffer &host, uint64_t offset, uint64_t bytes);
+  void uploadWeights(const AlignedBuffer &host, uint64_t offset,
+                     uint64_t bytes);
+  void downloadGrads(AlignedBuffer &host, uint64_t offset, uint64_t bytes);
+  void uploadGrads(const AlignedBuffer &host, uint64_t offset, uint64_t bytes);
+
+  /// The runner's weights and gradients (weights_bytes each; gradients only
+  /// with a training step) in the backend's memory, and that backend.
+  uint8_t *weights() { return weights_.data(); }
+  uint8_t *grads() { return grads_.data(); }
+  rt::Backend &backend() { return *backend_; }
+
   /// Runs the forward entry on this rank's block of the whole tokens and
   /// labels; throws with the context's error if a runtime call failed.
-  void run(AlignedBuffer &weights, const std::vector<int32_t> &tokens,
+  void run(const std::vector<int32_t> &tokens,
            const std::vector<int32_t> &labels);
 
-  /// Runs the training step: zeroes `grads` (weights_bytes), then lets the
-  /// entry write this rank's gradient slots; returns the global mean loss.
-  float trainStep(AlignedBuffer &weights, AlignedBuffer &grads,
-                  const std::vector<int32_t> &tokens,
+  /// Runs the training step: zeroes the gradients, then lets the entry
+  /// write this rank's gradient slots; returns the global mean loss.
+  float trainStep(const std::vector<int32_t> &tokens,
                   const std::vector<int32_t> &labels);
 
   const float *logits() const { return logits_.f32(); }
@@ -183,18 +180,17 @@ public:
 
 private:
   void check();
-  /// The pointers an entry gets for the host buffers `weights` (and
-  /// `grads`), `tokens` and `labels`: the buffers themselves on the CPU,
-  /// their uploaded device copies otherwise. The gradients the entry will
-  /// write (`grads`, or its device copy) are zeroed.
+  /// The pointers an entry gets for `tokens` and `labels` and its outputs:
+  /// the host buffers on the CPU, their device copies otherwise (inputs
+  /// uploaded). With `zeroGrads`, the gradients are zeroed.
   struct EntryArgs {
-    uint8_t *weights, *grads;
     const int32_t *tokens, *labels;
     float *logits, *loss;
   };
-  EntryArgs prepare(AlignedBuffer &weights, AlignedBuffer *grads,
-                    const std::vector<int32_t> &tokens,
-                    const std::vector<int32_t> &labels);
+  EntryArgs prepare(const std::vector<int32_t> &tokens,
+                    const std::vector<int32_t> &labels, bool zeroGrads);
+  void checkRange(uint64_t offset, uint64_t bytes, const AlignedBuffer &host,
+                  const BackendBuffer &mine) const;
   /// Elements of this rank's block of each [batch, seq] input.
   uint64_t localInputElements() const;
 
@@ -204,11 +200,10 @@ private:
   const RankEnv &env_;
   std::unique_ptr<moert_context, void (*)(moert_context *)> context_;
   rt::Backend *backend_ = nullptr; // owned by the context
-  BackendBuffer arena_;
+  BackendBuffer arena_, weights_, grads_;
   AlignedBuffer logits_;
   // Device copies (empty on the CPU backend).
-  BackendBuffer deviceWeights_, deviceGrads_, deviceTokens_, deviceLabels_,
-      deviceLogits_, deviceLoss_;
+  BackendBuffer deviceTokens_, deviceLabels_, deviceLogits_, deviceLoss_;
   float loss_ = 0.0f;
   std::vector<int32_t> localTokens_, localLabels_;
   std::vector<std::vector<int64_t>> expertCounts_;
@@ -231,7 +226,7 @@ private:
 /// other position padded with token 0, no labels); returns the sampled token.
 /// Every rank of a mesh calls it alike and gets the same token.
 int32_t nextToken(const Manifest &m, ModelRunner &runner,
-                  AlignedBuffer &weights, const std::vector<int32_t> &context,
+                  const std::vector<int32_t> &context,
                   const SamplingOptions &sampling, std::mt19937_64 &rng);
 
 /// 12345 -> "12,345".

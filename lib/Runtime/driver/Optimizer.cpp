@@ -34,13 +34,29 @@ int64_t paramReplicas(const ParamInfo &param, const MeshShape &mesh) {
   return mesh.worldSize() / blocks;
 }
 
-double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads,
-                            const RankPlace *place) {
-  double total = 0.0;
+namespace {
+
+float *f32At(uint8_t *blob, uint64_t offset) {
+  return reinterpret_cast<float *>(blob + offset);
+}
+const float *f32At(const uint8_t *blob, uint64_t offset) {
+  return reinterpret_cast<const float *>(blob + offset);
+}
+
+/// One term of a rank's squared gradient norm: the sum of squares of
+/// `elements` floats at byte `offset` of the gradients, over `replicas`.
+struct NormTerm {
+  uint64_t offset;
+  int64_t elements;
+  double replicas;
+};
+
+std::vector<NormTerm> normTerms(const Manifest &m, const RankPlace *place) {
+  std::vector<NormTerm> terms;
   for (const ParamInfo &param : m.params) {
     if (!param.placement || !place) {
-      total += cpu::sumSquares(grads.f32(param.offset), param.numElements()) /
-               static_cast<double>(paramReplicas(param, m.mesh));
+      terms.push_back({param.offset, param.numElements(),
+                       static_cast<double>(paramReplicas(param, m.mesh))});
       continue;
     }
     // Expert slots: each expert's replicas share its part of the norm.
@@ -48,9 +64,36 @@ double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads,
     int64_t slice = param.numElements() / param.shape[0];
     for (size_t l = 0; l < holders.size(); ++l)
       if (holders[l] > 0)
-        total += cpu::sumSquares(grads.f32(param.offset) + l * slice, slice) /
-                 static_cast<double>(holders[l]);
+        terms.push_back({param.offset + l * slice * sizeof(float), slice,
+                         static_cast<double>(holders[l])});
   }
+  return terms;
+}
+
+} // namespace
+
+double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads,
+                            const RankPlace *place) {
+  double total = 0.0;
+  for (const NormTerm &term : normTerms(m, place))
+    total += cpu::sumSquares(grads.f32(term.offset), term.elements) /
+             term.replicas;
+  return total;
+}
+
+double localGradNormSquared(const Manifest &m, rt::Backend &backend,
+                            const uint8_t *grads, const RankPlace *place) {
+  std::vector<NormTerm> terms = normTerms(m, place);
+  BackendBuffer sums(backend, terms.size() * sizeof(double));
+  auto *out = reinterpret_cast<double *>(sums.data());
+  for (size_t i = 0; i < terms.size(); ++i)
+    backend.sumSquares(f32At(grads, terms[i].offset), out + i,
+                       terms[i].elements);
+  std::vector<double> host(terms.size());
+  backend.download(host.data(), out, host.size() * sizeof(double));
+  double total = 0.0;
+  for (size_t i = 0; i < terms.size(); ++i)
+    total += host[i] / terms[i].replicas;
   return total;
 }
 
@@ -111,22 +154,42 @@ void balanceExpertBiases(const Manifest &m, AlignedBuffer &weights,
   }
 }
 
-AdamW::AdamW(const Manifest &m, const AdamWConfig &config)
-    : manifest_(m), config_(config), m_(m.weightsBytes), v_(m.weightsBytes) {}
+AdamW::AdamW(const Manifest &m, const AdamWConfig &config,
+             rt::Backend &backend)
+    : manifest_(m), config_(config), backend_(backend),
+      m_(backend, m.weightsBytes), v_(backend, m.weightsBytes) {}
 
-void AdamW::step(AlignedBuffer &weights, const AlignedBuffer &grads, double lr,
+void AdamW::checkBlobs(const AlignedBuffer &m, const AlignedBuffer &v) const {
+  if (m.size() != m_.size() || v.size() != v_.size())
+    throw std::logic_error("AdamW: host moments of another size");
+}
+
+void AdamW::pull(AlignedBuffer &m, AlignedBuffer &v) {
+  checkBlobs(m, v);
+  backend_.download(m.data(), m_.data(), m_.size());
+  backend_.download(v.data(), v_.data(), v_.size());
+}
+
+void AdamW::push(const AlignedBuffer &m, const AlignedBuffer &v) {
+  checkBlobs(m, v);
+  backend_.upload(m_.data(), m.data(), m_.size());
+  backend_.upload(v_.data(), v.data(), v_.size());
+}
+
+void AdamW::step(uint8_t *weights, const uint8_t *grads, double lr,
                  float gradScale, int64_t step) {
   for (const ParamInfo &param : manifest_.params) {
     if (param.numElements() == 0)
       continue;
     bool matrix = param.sliceShape().size() >= 2;
-    cpu::adamw(weights.f32(param.offset), grads.f32(param.offset),
-               m_.f32(param.offset), v_.f32(param.offset), param.numElements(),
-               static_cast<float>(lr), static_cast<float>(config_.beta1),
-               static_cast<float>(config_.beta2),
-               static_cast<float>(config_.eps),
-               matrix ? static_cast<float>(config_.weightDecay) : 0.0f,
-               gradScale, step);
+    backend_.adamw(f32At(weights, param.offset), f32At(grads, param.offset),
+                   f32At(m_.data(), param.offset),
+                   f32At(v_.data(), param.offset), param.numElements(),
+                   static_cast<float>(lr), static_cast<float>(config_.beta1),
+                   static_cast<float>(config_.beta2),
+                   static_cast<float>(config_.eps),
+                   matrix ? static_cast<float>(config_.weightDecay) : 0.0f,
+                   gradScale, step);
   }
 }
 

@@ -11,6 +11,7 @@
 #define MOE_LIB_RUNTIME_DRIVER_OPTIMIZER_H
 
 #include "driver/AlignedBuffer.h"
+#include "driver/BackendBuffer.h"
 #include "driver/Manifest.h"
 #include "moe/Runtime/Communicator.h"
 
@@ -52,6 +53,12 @@ int64_t paramReplicas(const ParamInfo &param, const MeshShape &mesh);
 /// every element of every whole gradient once.
 double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads,
                             const RankPlace *place = nullptr);
+/// The same of gradients `grads` (weights_bytes) in `backend` memory: the
+/// sums of squares run on the backend, their weighted sum here, in the same
+/// order (so the CPU backend gives the same bits).
+double localGradNormSquared(const Manifest &m, rt::Backend &backend,
+                            const uint8_t *grads,
+                            const RankPlace *place = nullptr);
 
 /// sum over the ranks of `world` of `value` (in rank order, the same on
 /// every rank); `value` itself when `world` is null.
@@ -71,24 +78,30 @@ void balanceExpertBiases(const Manifest &m, AlignedBuffer &weights,
                          const std::vector<std::vector<int64_t>> &counts,
                          double rate);
 
-/// AdamW moments of one rank, in blobs laid out like the weights.
+/// AdamW moments of one rank, laid out like the weights, in the backend's
+/// memory, where the update runs (zero at first). Checkpoints and
+/// re-placement work on host copies: pull() and push().
 class AdamW {
 public:
-  AdamW(const Manifest &m, const AdamWConfig &config);
+  AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend);
 
-  /// One step (counted from 1) of every parameter of `weights`.
-  void step(AlignedBuffer &weights, const AlignedBuffer &grads, double lr,
+  /// One step (counted from 1) of every parameter of `weights` from `grads`
+  /// (weights_bytes each, in the backend's memory).
+  void step(uint8_t *weights, const uint8_t *grads, double lr,
             float gradScale, int64_t step);
 
-  AlignedBuffer &m() { return m_; }
-  AlignedBuffer &v() { return v_; }
-  const AlignedBuffer &m() const { return m_; }
-  const AlignedBuffer &v() const { return v_; }
+  /// Copies the moments to host blobs m and v (weights_bytes each), or
+  /// from them.
+  void pull(AlignedBuffer &m, AlignedBuffer &v);
+  void push(const AlignedBuffer &m, const AlignedBuffer &v);
 
 private:
+  void checkBlobs(const AlignedBuffer &m, const AlignedBuffer &v) const;
+
   const Manifest &manifest_;
   AdamWConfig config_;
-  AlignedBuffer m_, v_;
+  rt::Backend &backend_;
+  BackendBuffer m_, v_;
 };
 
 } // namespace moe::driver

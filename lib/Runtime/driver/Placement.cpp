@@ -105,6 +105,15 @@ std::vector<Piece> localPieces(const ParamInfo &param, const RankPlace *place) {
   return pieces;
 }
 
+bool hasReplicas(const RankEnv &env) {
+  if (!env.place)
+    return false;
+  for (const rt::ExpertPlacement &table : env.place->placements)
+    if (table.hasReplicas())
+      return true;
+  return false;
+}
+
 void reduceReplicaGrads(const Manifest &m, const RankEnv &env,
                         AlignedBuffer &grads) {
   const RankPlace *place = env.placePtr();

@@ -61,6 +61,9 @@ std::vector<int64_t> slotHolders(const ParamInfo &param,
 void reduceReplicaGrads(const Manifest &m, const RankEnv &env,
                         AlignedBuffer &grads);
 
+/// Whether any placement table of this rank has replicated experts.
+bool hasReplicas(const RankEnv &env);
+
 /// Installs `next` as the placement: every rank's slots take the weights
 /// and AdamW moments (`buffers`, laid out like the weights) of the experts
 /// `next` gives them, from the rank that held each before (a copy when it

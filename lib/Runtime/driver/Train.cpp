@@ -240,11 +240,11 @@ void printExpertCounts(const std::vector<std::vector<int64_t>> &counts,
 }
 
 double evaluate(const Manifest &m, const Corpus &corpus, int64_t batches,
-                ModelRunner &runner, AlignedBuffer &weights) {
+                ModelRunner &runner) {
   double total = 0.0;
   for (int64_t i = 0; i < batches; ++i) {
     Batch batch = corpus.validationBatch(i, batches, m.batch);
-    runner.run(weights, batch.tokens, batch.labels);
+    runner.run(batch.tokens, batch.labels);
     total += runner.loss();
   }
   return total / static_cast<double>(batches);
@@ -263,8 +263,7 @@ std::vector<int32_t> samplePrompt(const Manifest &m, const Corpus &corpus) {
 }
 
 void sample(const Manifest &m, const Corpus &corpus, int64_t chars,
-            uint64_t seed, ModelRunner &runner, AlignedBuffer &weights,
-            const RankEnv &env) {
+            uint64_t seed, ModelRunner &runner, const RankEnv &env) {
   std::vector<int32_t> context = samplePrompt(m, corpus);
   TokenPrinter printer(m);
   if (env.root) {
@@ -276,7 +275,7 @@ void sample(const Manifest &m, const Corpus &corpus, int64_t chars,
   sampling.temperature = 0.8;
   std::mt19937_64 rng(seed);
   for (int64_t i = 0; i < chars; ++i) {
-    context.push_back(nextToken(m, runner, weights, context, sampling, rng));
+    context.push_back(nextToken(m, runner, context, sampling, rng));
     if (env.root)
       printer.print(context.back());
   }
@@ -538,9 +537,11 @@ TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
 int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
              const TrainOptions &o, RankEnv &env) {
   std::optional<Corpus> corpus;
-  AlignedBuffer weights;
-  AdamW adam(m, o.adamw);
-  TrainState state{&weights, &adam.m(), &adam.v()};
+  // Host copies of the training state: loaded here, then kept in the
+  // backend's memory (the runner's weights and gradients, the optimizer's
+  // moments); pulled back for checkpoints and re-placement.
+  AlignedBuffer weights, moment1(m.weightsBytes), moment2(m.weightsBytes);
+  TrainState state{&weights, &moment1, &moment2};
   std::optional<MetricsWriter> metrics;
   int64_t first = 1;
   Json train = trainJson(o, m);
@@ -586,7 +587,18 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
   });
 
   ModelRunner runner(m, forward, env, trainStep);
-  AlignedBuffer grads(m.weightsBytes);
+  AdamW adam(m, o.adamw, runner.backend());
+  runner.setWeights(weights);
+  adam.push(moment1, moment2);
+  AlignedBuffer grads(m.weightsBytes); // host copy for the replica reduction
+  auto pullState = [&] {
+    runner.downloadWeights(weights, 0, weights.size());
+    adam.pull(moment1, moment2);
+  };
+  auto pushState = [&] {
+    runner.setWeights(weights);
+    adam.push(moment1, moment2);
+  };
   const size_t placedLayers = env.place ? env.place->placements.size() : 0;
   std::unique_ptr<rt::PlacementPolicy> placementPolicy;
   if (placedLayers > 0) {
@@ -613,12 +625,24 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
   for (int64_t step = first; step <= o.steps; ++step) {
     Clock::time_point stepStart = Clock::now();
     Batch batch = corpus->trainBatch(o.seed, step, m.batch);
-    float loss = runner.trainStep(weights, grads, batch.tokens, batch.labels);
-    reduceReplicaGrads(m, env, grads);
-    double norm = std::sqrt(sumOverRanks(
-        localGradNormSquared(m, grads, env.placePtr()), env.world));
+    float loss = runner.trainStep(batch.tokens, batch.labels);
+    if (hasReplicas(env)) {
+      // Only the expert weights' gradients travel to the host and back.
+      for (const ParamInfo &p : m.params)
+        if (p.placement)
+          runner.downloadGrads(grads, p.offset, p.bytes());
+      reduceReplicaGrads(m, env, grads);
+      for (const ParamInfo &p : m.params)
+        if (p.placement)
+          runner.uploadGrads(grads, p.offset, p.bytes());
+    }
+    double norm = std::sqrt(
+        sumOverRanks(localGradNormSquared(m, runner.backend(), runner.grads(),
+                                          env.placePtr()),
+                     env.world));
     double lr = o.schedule.at(step);
-    adam.step(weights, grads, lr, clipScale(norm, o.adamw.clip), step);
+    adam.step(runner.weights(), runner.grads(), lr,
+              clipScale(norm, o.adamw.clip), step);
     bool last = step == o.steps;
     bool logNow = step % o.logEvery == 0 || last;
     bool evalNow = (o.evalEvery > 0 && step % o.evalEvery == 0) || last;
@@ -628,16 +652,27 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
                       !last && placedLayers > 0;
     if (logNow || evalNow || o.biasUpdateRate > 0 || o.replaceEvery > 0)
       counts = globalExpertCounts(runner.expertCounts(), env);
-    if (o.biasUpdateRate > 0)
+    if (o.biasUpdateRate > 0) {
+      // Only the biases travel: a few floats per MoE layer.
+      for (const ParamInfo &p : m.params)
+        if (p.balancesLayer)
+          runner.downloadWeights(weights, p.offset, p.bytes());
       balanceExpertBiases(m, weights, counts, o.biasUpdateRate);
+      for (const ParamInfo &p : m.params)
+        if (p.balancesLayer)
+          runner.uploadWeights(weights, p.offset, p.bytes());
+    }
     std::vector<ExpertLayerMetrics> expertLayers;
     if (logNow && placedLayers > 0)
       expertLayers = expertLayerMetrics(runner.layerStats(), placedLayers, env);
     if (o.replaceEvery > 0)
       window.add(counts, runner.layerStats());
     if (replaceNow) {
+      pullState();
       bool changed = replaceExperts(m, env, *placementPolicy, window,
-                                    {&weights, &adam.m(), &adam.v()});
+                                    {&weights, &moment1, &moment2});
+      if (changed)
+        pushState();
       window = LoadWindow();
       if (changed && env.root) {
         std::vector<std::vector<int32_t>> tables;
@@ -681,7 +716,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     }
 
     if (evalNow) {
-      double valLoss = evaluate(m, *corpus, o.evalBatches, runner, weights);
+      double valLoss = evaluate(m, *corpus, o.evalBatches, runner);
       if (env.root) {
         std::printf("eval step %" PRId64 "  val loss %.4f\n", step, valLoss);
         printExpertCounts(counts, dropped);
@@ -695,6 +730,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
 
     if (o.checkpointDir &&
         ((o.saveEvery > 0 && step % o.saveEvery == 0) || last)) {
+      pullState();
       saveCheckpoint(*o.checkpointDir, step, m, env, state, train);
       if (env.root) {
         std::printf("checkpoint %s\n",
@@ -705,7 +741,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
   }
 
   if (o.sampleChars > 0)
-    sample(m, *corpus, o.sampleChars, o.seed, runner, weights, env);
+    sample(m, *corpus, o.sampleChars, o.seed, runner, env);
   return 0;
 }
 
@@ -726,7 +762,9 @@ int runGrad(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
   AlignedBuffer weights = obtainWeights(m, source);
   AlignedBuffer grads(m.weightsBytes);
   ModelRunner runner(m, forward, env, trainStep);
-  float loss = runner.trainStep(weights, grads, batch.tokens, batch.labels);
+  runner.setWeights(weights);
+  float loss = runner.trainStep(batch.tokens, batch.labels);
+  runner.downloadGrads(grads, 0, grads.size());
   std::printf("loss %.9g\n", loss);
   std::vector<io::TensorToWrite> tensors = hfTensors(m, grads);
   tensors.push_back({"loss", io::DType::F32, {}, &loss});

@@ -54,6 +54,8 @@ struct NormTerm {
 std::vector<NormTerm> normTerms(const Manifest &m, const RankPlace *place) {
   std::vector<NormTerm> terms;
   for (const ParamInfo &param : m.params) {
+    if (param.numElements() == 0)
+      continue; // adds nothing (and a device kernel would get no blocks)
     if (!param.placement || !place) {
       terms.push_back({param.offset, param.numElements(),
                        static_cast<double>(paramReplicas(param, m.mesh))});

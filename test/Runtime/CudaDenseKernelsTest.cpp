@@ -21,6 +21,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CudaTestUtil.h"
+#include "cuda/CudaBackend.h"
 #include "cuda/CudaKernels.h"
 
 #include "moe/Runtime/CpuGradKernels.h"
@@ -54,6 +55,29 @@ using CudaDenseKernels = CudaTest;
 //===----------------------------------------------------------------------===//
 // Dense forward
 //===----------------------------------------------------------------------===//
+
+// The backend's pitched device copy (the collectives' piece reordering):
+// row r of src lands at row r of dst, the bytes between rows untouched.
+TEST_F(CudaDenseKernels, BackendCopy2D) {
+  std::unique_ptr<rt::Backend> backend = makeCudaBackend(0);
+  const size_t rows = 5, width = 12, srcPitch = 20, dstPitch = 16;
+  std::vector<uint8_t> src(rows * srcPitch);
+  for (size_t i = 0; i < src.size(); ++i)
+    src[i] = static_cast<uint8_t>(i * 7 + 1);
+  std::vector<uint8_t> expected(rows * dstPitch, 0); // allocate zero-fills
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t b = 0; b < width; ++b)
+      expected[r * dstPitch + b] = src[r * srcPitch + b];
+  void *dSrc = backend->allocate(src.size());
+  void *dDst = backend->allocate(expected.size());
+  backend->upload(dSrc, src.data(), src.size());
+  backend->copy2D(dDst, dstPitch, dSrc, srcPitch, width, rows);
+  std::vector<uint8_t> got(expected.size());
+  backend->download(got.data(), dDst, got.size());
+  backend->release(dSrc);
+  backend->release(dDst);
+  EXPECT_EQ(got, expected);
+}
 
 TEST_F(CudaDenseKernels, Embedding) {
   for (int64_t n : {0, 1, 37, 300})

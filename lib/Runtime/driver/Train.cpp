@@ -4,10 +4,9 @@
 // (seed, step), hands its block to the training step, takes its share of the
 // global gradient norm, and updates its own blocks with AdamW, all in the
 // backend's memory (host copies only for checkpoints, re-placement and bias
-// updates). Whatever needs
-// the whole job (the norm, expert counts, evaluation, generation,
-// checkpoints) is a collective every rank reaches at the same step; rank 0
-// prints and writes the metrics and the plot.
+// updates). Whatever needs the whole job (the norm, expert counts,
+// evaluation, generation, checkpoints) is a collective every rank reaches at
+// the same step; rank 0 prints and writes the metrics and the plot.
 //
 //===----------------------------------------------------------------------===//
 

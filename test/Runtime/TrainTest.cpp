@@ -11,6 +11,7 @@
 #include "driver/Corpus.h"
 #include "driver/Manifest.h"
 #include "driver/Optimizer.h"
+#include "driver/Placement.h"
 #include "driver/Plot.h"
 
 #include "TempDirTest.h"
@@ -198,6 +199,63 @@ TEST(ClippingTest, ReplicatedGradientsCountOnce) {
   EXPECT_EQ(clipScale(0.5, 1.0), 1.0f);
   EXPECT_EQ(clipScale(100.0, 0.0), 1.0f);
   EXPECT_DOUBLE_EQ(sumOverRanks(2.5, nullptr), 2.5);
+}
+
+// AdamW runs in the backend's memory and skips expert slots that hold no
+// expert: on rank 0 of ep=2 with 4 experts and one spare slot per rank, the
+// static split fills slots 0-1 and leaves slot 2 empty. The occupied slots
+// and the other parameters take exactly the update of a run without the
+// placement, which also moves slot 2 (so the comparison can tell).
+TEST(AdamWTest, SkipsEmptyExpertSlots) {
+  Manifest m = parseManifest(R"({
+    "format": "moe-model/1", "function": "forward",
+    "entry": "moe_entry_forward", "weights_bytes": 128, "arena_bytes": 0,
+    "unplanned_bytes": 0,
+    "params": [
+      {"name": "experts.{e}.w", "shape": [3, 2], "global_shape": [4, 2],
+       "split": [["ep"], []], "placement": 0, "dtype": "F32", "offset": 0},
+      {"name": "norm.weight", "shape": [2], "dtype": "F32", "offset": 64}],
+    "inputs": [
+      {"name": "tokens", "shape": [1, 4], "global_shape": [2, 4],
+       "split": [["dp"], []], "dtype": "I32"},
+      {"name": "labels", "shape": [1, 4], "global_shape": [2, 4],
+       "split": [["dp"], []], "dtype": "I32"}],
+    "outputs": [{"name": "logits", "shape": [2, 4, 8], "dtype": "F32"},
+                {"name": "loss", "shape": [], "dtype": "F32"}],
+    "mesh": {"dp": 2, "ep": 2}})");
+  RankPlace place{m.mesh, {}, staticPlacements(m)};
+  ASSERT_EQ(slotExperts(m.params[0], place), (std::vector<int32_t>{0, 1, -1}));
+
+  std::unique_ptr<moe::rt::Backend> backend = moe::rt::makeCpuBackend();
+  AlignedBuffer weights(m.weightsBytes), grads(m.weightsBytes);
+  for (int i = 0; i < 6; ++i) {
+    weights.f32(0)[i] = 0.5f + i;
+    grads.f32(0)[i] = 0.25f * (i + 1);
+  }
+  weights.f32(64)[0] = 1.0f;
+  grads.f32(64)[0] = -0.5f;
+  AdamWConfig config;
+  auto run = [&](const RankPlace *where) {
+    BackendBuffer w(*backend, m.weightsBytes), g(*backend, m.weightsBytes);
+    backend->upload(w.data(), weights.data(), weights.size());
+    backend->upload(g.data(), grads.data(), grads.size());
+    AdamW adam(m, config, *backend);
+    for (int64_t step = 1; step <= 3; ++step)
+      adam.step(w.data(), g.data(), 1e-2, 1.0f, step, where);
+    AlignedBuffer out(m.weightsBytes);
+    backend->download(out.data(), w.data(), out.size());
+    return out;
+  };
+  AlignedBuffer placed = run(&place), everything = run(nullptr);
+  for (int i = 0; i < 4; ++i) { // slots 0 and 1
+    EXPECT_EQ(placed.f32(0)[i], everything.f32(0)[i]) << i;
+    EXPECT_NE(placed.f32(0)[i], weights.f32(0)[i]) << i;
+  }
+  EXPECT_EQ(placed.f32(64)[0], everything.f32(64)[0]);
+  for (int i = 4; i < 6; ++i) { // slot 2: untouched, unlike without place
+    EXPECT_EQ(placed.f32(0)[i], weights.f32(0)[i]) << i;
+    EXPECT_NE(everything.f32(0)[i], weights.f32(0)[i]) << i;
+  }
 }
 
 TEST(ClippingTest, SumOverRanksAgreesOnEveryRank) {

@@ -179,19 +179,42 @@ void AdamW::push(const AlignedBuffer &m, const AlignedBuffer &v) {
 }
 
 void AdamW::step(uint8_t *weights, const uint8_t *grads, double lr,
-                 float gradScale, int64_t step) {
-  for (const ParamInfo &param : manifest_.params) {
-    if (param.numElements() == 0)
-      continue;
+                 float gradScale, int64_t step, const RankPlace *place) {
+  auto update = [&](const ParamInfo &param, uint64_t offset,
+                    int64_t elements) {
     bool matrix = param.sliceShape().size() >= 2;
-    backend_.adamw(f32At(weights, param.offset), f32At(grads, param.offset),
-                   f32At(m_.data(), param.offset),
-                   f32At(v_.data(), param.offset), param.numElements(),
-                   static_cast<float>(lr), static_cast<float>(config_.beta1),
+    backend_.adamw(f32At(weights, offset), f32At(grads, offset),
+                   f32At(m_.data(), offset), f32At(v_.data(), offset),
+                   elements, static_cast<float>(lr),
+                   static_cast<float>(config_.beta1),
                    static_cast<float>(config_.beta2),
                    static_cast<float>(config_.eps),
                    matrix ? static_cast<float>(config_.weightDecay) : 0.0f,
                    gradScale, step);
+  };
+  for (const ParamInfo &param : manifest_.params) {
+    if (param.numElements() == 0)
+      continue;
+    if (!param.placement || !place) {
+      update(param, param.offset, param.numElements());
+      continue;
+    }
+    // One update per run of occupied slots.
+    std::vector<int32_t> experts = slotExperts(param, *place);
+    int64_t slice = param.numElements() / param.shape[0];
+    size_t l = 0;
+    while (l < experts.size()) {
+      if (experts[l] < 0) {
+        ++l;
+        continue;
+      }
+      size_t end = l;
+      while (end < experts.size() && experts[end] >= 0)
+        ++end;
+      update(param, param.offset + l * slice * sizeof(float),
+             static_cast<int64_t>(end - l) * slice);
+      l = end;
+    }
   }
 }
 

@@ -86,9 +86,10 @@ public:
   AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend);
 
   /// One step (counted from 1) of every parameter of `weights` from `grads`
-  /// (weights_bytes each, in the backend's memory).
+  /// (weights_bytes each, in the backend's memory). With `place`, expert
+  /// slots that hold no expert are skipped (they stay as they are).
   void step(uint8_t *weights, const uint8_t *grads, double lr,
-            float gradScale, int64_t step);
+            float gradScale, int64_t step, const RankPlace *place = nullptr);
 
   /// Copies the moments to host blobs m and v (weights_bytes each), or
   /// from them.

@@ -643,7 +643,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
                      env.world));
     double lr = o.schedule.at(step);
     adam.step(runner.weights(), runner.grads(), lr,
-              clipScale(norm, o.adamw.clip), step);
+              clipScale(norm, o.adamw.clip), step, env.placePtr());
     bool last = step == o.steps;
     bool logNow = step % o.logEvery == 0 || last;
     bool evalNow = (o.evalEvery > 0 && step % o.evalEvery == 0) || last;

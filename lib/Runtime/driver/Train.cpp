@@ -333,12 +333,12 @@ std::vector<std::vector<double>> perEpRank(const std::vector<double> &mine,
 }
 
 /// Places every layer's experts with `policy` from the window's load, on
-/// rank 0, broadcasts the tables (so that every rank installs the same ones
-/// whatever the policy does) and moves the placed state. Returns whether
-/// any layer's placement changed.
-bool replaceExperts(const Manifest &m, RankEnv &env, rt::PlacementPolicy &policy,
-                    const LoadWindow &window,
-                    const std::vector<AlignedBuffer *> &state) {
+/// rank 0, and broadcasts the tables (so that every rank gets the same ones
+/// whatever the policy does). Returns them if any layer's placement
+/// changed, else nothing.
+std::optional<PlacementTables> nextPlacement(RankEnv &env,
+                                             rt::PlacementPolicy &policy,
+                                             const LoadWindow &window) {
   const PlacementTables &current = env.place->placements;
   std::vector<std::vector<double>> seconds =
       perEpRank(window.expertSeconds, current.size(), env);
@@ -365,10 +365,9 @@ bool replaceExperts(const Manifest &m, RankEnv &env, rt::PlacementPolicy &policy
     next.emplace_back(current[l].experts(), current[l].ranks(),
                       current[l].slots(), tables[l]);
   }
-  bool changed = next != current;
-  if (changed)
-    movePlacedState(m, env, next, state);
-  return changed;
+  if (next == current)
+    return std::nullopt;
+  return next;
 }
 
 /// Rank 0's EP group's expert time and rows per rank in the last step.
@@ -669,11 +668,16 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     if (o.replaceEvery > 0)
       window.add(counts, runner.layerStats());
     if (replaceNow) {
-      pullState();
-      bool changed = replaceExperts(m, env, *placementPolicy, window,
-                                    {&weights, &moment1, &moment2});
-      if (changed)
+      std::optional<PlacementTables> next =
+          nextPlacement(env, *placementPolicy, window);
+      bool changed = next.has_value();
+      if (changed) {
+        // The weights and moments move on the host (rarely: every K steps,
+        // and only when the placement changed).
+        pullState();
+        movePlacedState(m, env, *next, {&weights, &moment1, &moment2});
         pushState();
+      }
       window = LoadWindow();
       if (changed && env.root) {
         std::vector<std::vector<int32_t>> tables;

@@ -83,16 +83,18 @@ double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads,
   return total;
 }
 
-double localGradNormSquared(const Manifest &m, rt::Backend &backend,
-                            const uint8_t *grads, const RankPlace *place) {
-  std::vector<NormTerm> terms = normTerms(m, place);
-  BackendBuffer sums(backend, terms.size() * sizeof(double));
-  auto *out = reinterpret_cast<double *>(sums.data());
+double AdamW::localGradNormSquared(const uint8_t *grads,
+                                   const RankPlace *place) {
+  std::vector<NormTerm> terms = normTerms(manifest_, place);
+  size_t bytes = terms.size() * sizeof(double);
+  if (sums_.size() < bytes)
+    sums_ = BackendBuffer(backend_, bytes);
+  auto *out = reinterpret_cast<double *>(sums_.data());
   for (size_t i = 0; i < terms.size(); ++i)
-    backend.sumSquares(f32At(grads, terms[i].offset), out + i,
-                       terms[i].elements);
+    backend_.sumSquares(f32At(grads, terms[i].offset), out + i,
+                        terms[i].elements);
   std::vector<double> host(terms.size());
-  backend.download(host.data(), out, host.size() * sizeof(double));
+  backend_.download(host.data(), out, bytes);
   double total = 0.0;
   for (size_t i = 0; i < terms.size(); ++i)
     total += host[i] / terms[i].replicas;

@@ -53,12 +53,6 @@ int64_t paramReplicas(const ParamInfo &param, const MeshShape &mesh);
 /// every element of every whole gradient once.
 double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads,
                             const RankPlace *place = nullptr);
-/// The same of gradients `grads` (weights_bytes) in `backend` memory: the
-/// sums of squares run on the backend, their weighted sum here, in the same
-/// order (so the CPU backend gives the same bits).
-double localGradNormSquared(const Manifest &m, rt::Backend &backend,
-                            const uint8_t *grads,
-                            const RankPlace *place = nullptr);
 
 /// sum over the ranks of `world` of `value` (in rank order, the same on
 /// every rank); `value` itself when `world` is null.
@@ -91,6 +85,12 @@ public:
   void step(uint8_t *weights, const uint8_t *grads, double lr,
             float gradScale, int64_t step, const RankPlace *place = nullptr);
 
+  /// localGradNormSquared of `grads` (weights_bytes, in the backend's
+  /// memory): the sums of squares run on the backend, into a buffer kept
+  /// from step to step, their weighted sum here in the same order (so the
+  /// CPU backend gives the same bits).
+  double localGradNormSquared(const uint8_t *grads, const RankPlace *place);
+
   /// Copies the moments to host blobs m and v (weights_bytes each), or
   /// from them.
   void pull(AlignedBuffer &m, AlignedBuffer &v);
@@ -102,7 +102,7 @@ private:
   const Manifest &manifest_;
   AdamWConfig config_;
   rt::Backend &backend_;
-  BackendBuffer m_, v_;
+  BackendBuffer m_, v_, sums_;
 };
 
 } // namespace moe::driver

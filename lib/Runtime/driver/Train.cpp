@@ -636,10 +636,8 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
         if (p.placement)
           runner.uploadGrads(grads, p.offset, p.bytes());
     }
-    double norm = std::sqrt(
-        sumOverRanks(localGradNormSquared(m, runner.backend(), runner.grads(),
-                                          env.placePtr()),
-                     env.world));
+    double norm = std::sqrt(sumOverRanks(
+        adam.localGradNormSquared(runner.grads(), env.placePtr()), env.world));
     double lr = o.schedule.at(step);
     adam.step(runner.weights(), runner.grads(), lr,
               clipScale(norm, o.adamw.clip), step, env.placePtr());

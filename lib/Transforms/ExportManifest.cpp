@@ -127,6 +127,8 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
   };
   if (dict.contains("ignore_index"))
     manifest["ignore_index"] = integer("ignore_index");
+  if (auto storage = dict.getAs<StringAttr>("storage"))
+    manifest["storage"] = storage.getValue().str();
   if (trainStep) {
     FailureOr<llvm::json::Object> step = trainStepJson(entry, trainStep);
     if (failed(step))

@@ -53,11 +53,13 @@ int64_t dimSize(Value v, int64_t d) {
   return shape[d < 0 ? d + static_cast<int64_t>(shape.size()) : d];
 }
 
-/// The memref a tensor becomes: same shape, f32 or i32 only (what the CPU
-/// runtime computes in) except for i64 expert offsets (moe.permute,
-/// moe.dispatch).
-FailureOr<MemRefType> bufferTypeFor(Type type, Location loc,
-                                    bool isOffsets = false) {
+/// The memref a tensor becomes: same shape; f32 or i32 (what the runtime
+/// computes in) except for i64 expert offsets (moe.permute, moe.dispatch).
+/// `floatStorage` is the element type of floating-point tensors of rank >= 1
+/// (f32, or bf16 under storage=bf16); scalars (the losses) stay f32.
+FailureOr<MemRefType> storageBufferType(Type type, Location loc,
+                                        Type floatStorage,
+                                        bool isOffsets = false) {
   auto tensor = dyn_cast<RankedTensorType>(type);
   if (!tensor || !tensor.hasStaticShape())
     return emitError(loc) << "cannot lower " << type
@@ -66,16 +68,20 @@ FailureOr<MemRefType> bufferTypeFor(Type type, Location loc,
   Type elem = tensor.getElementType();
   if (isOffsets ? !elem.isSignlessInteger(64)
                 : !elem.isF32() && !elem.isSignlessInteger(32))
-    return emitError(loc) << "the CPU runtime computes in f32 with i32 ids, "
+    return emitError(loc) << "the runtime computes in f32 with i32 ids, "
                              "but got "
                           << type;
+  if (elem.isF32() && tensor.getRank() > 0)
+    elem = floatStorage;
   return MemRefType::get(tensor.getShape(), elem);
 }
 
 /// Builds one entry point from one model function.
 class EntryBuilder {
 public:
-  EntryBuilder(func::FuncOp model) : model(model), b(model) {}
+  /// `floatStorage`: f32 or bf16 (see bufferTypeFor).
+  EntryBuilder(func::FuncOp model, Type floatStorage)
+      : model(model), b(model), floatStorage(floatStorage) {}
 
   /// Creates `@moe_entry_<name>` next to the model function; the caller
   /// erases the model function on success.
@@ -110,8 +116,20 @@ private:
   /// The runtime group (MOERT_GROUP_*) of `axes` of `grid`.
   FailureOr<Value> group(Operation *op, StringRef grid,
                          ArrayRef<int16_t> axes);
-  /// MOERT_DTYPE_* of the elements of `v`.
+  /// MOERT_DTYPE_* of the buffer of tensor `v`.
   Value dtype(Value v);
+  FailureOr<MemRefType> bufferTypeFor(Type type, Location at,
+                                      bool isOffsets = false) {
+    return storageBufferType(type, at, floatStorage, isOffsets);
+  }
+  /// Bytes per element of the buffer of a tensor of type `type`.
+  int64_t elementBytes(Type type) {
+    auto tensor = cast<RankedTensorType>(type);
+    Type elem = tensor.getElementType();
+    if (elem.isF32() && tensor.getRank() > 0)
+      elem = floatStorage;
+    return elem.getIntOrFloatBitWidth() / 8;
+  }
   /// (outer, mid, inner) of `v` around dimension `axis`.
   SmallVector<Value> axisLayout(Value v, int64_t axis);
   template <typename Op>
@@ -187,6 +205,7 @@ private:
   func::FuncOp model;
   func::FuncOp entry;
   OpBuilder b;
+  Type floatStorage;
   Location loc = model.getLoc();
   IRMapping mapping;
   Value ctx, weights;
@@ -250,6 +269,9 @@ LogicalResult EntryBuilder::layOutWeights() {
     weightOffsets[param.getName()] = weightsBytes;
     SmallVector<NamedAttribute> fields = {
         b.getNamedAttr("name", param.getNameAttr()),
+        b.getNamedAttr("dtype", b.getStringAttr(type->getElementType().isBF16()
+                                                    ? "BF16"
+                                                    : "F32")),
         b.getNamedAttr("shape", b.getDenseI64ArrayAttr(type->getShape())),
         b.getNamedAttr("offset", b.getI64IntegerAttr(weightsBytes)),
     };
@@ -258,7 +280,8 @@ LogicalResult EntryBuilder::layOutWeights() {
       fields.push_back(b.getNamedAttr("balances_layer",
                                       b.getI64IntegerAttr(it->second)));
     params.push_back(b.getDictionaryAttr(fields));
-    weightsBytes += alignUp(type->getNumElements() * 4);
+    weightsBytes +=
+        alignUp(type->getNumElements() * elementBytes(param.getType()));
   }
   return success();
 }
@@ -266,21 +289,24 @@ LogicalResult EntryBuilder::layOutWeights() {
 /// Names the inputs and outputs of the (tokens, labels) -> (logits, loss)
 /// convention of `@forward`; other functions get input<i>/output<i>.
 /// `attrs` are the argument or result attributes (moe-partition's split).
-ArrayAttr describeValues(Builder &b, TypeRange types,
+ArrayAttr describeValues(Builder &b, TypeRange types, Type floatStorage,
                          ArrayRef<DictionaryAttr> attrs, bool isForward,
                          ArrayRef<StringRef> forwardNames, StringRef prefix) {
   SmallVector<Attribute> entries;
   for (auto [i, type] : llvm::enumerate(types)) {
     auto shaped = cast<ShapedType>(type);
+    Type elem = storageBufferType(type, UnknownLoc::get(b.getContext()),
+                                  floatStorage)
+                    ->getElementType();
     std::string name = isForward && i < forwardNames.size()
                            ? forwardNames[i].str()
                            : (prefix + Twine(i)).str();
     SmallVector<NamedAttribute> fields = {
         b.getNamedAttr("name", b.getStringAttr(name)),
         b.getNamedAttr("shape", b.getDenseI64ArrayAttr(shaped.getShape())),
-        b.getNamedAttr("dtype", b.getStringAttr(shaped.getElementType().isF32()
-                                                    ? "F32"
-                                                    : "I32")),
+        b.getNamedAttr("dtype", b.getStringAttr(elem.isBF16()  ? "BF16"
+                                                : elem.isF32() ? "F32"
+                                                               : "I32")),
     };
     if (i < attrs.size() && attrs[i])
       appendShardRecord(b, attrs[i], fields);
@@ -328,6 +354,11 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
     grads = body->getArgument(2);
   for (auto [i, arg] : llvm::enumerate(model.getArguments()))
     mapping.map(arg, body->getArgument(firstInputArg + i));
+  // Every later call reads and writes floating-point tensors in this type.
+  if (failed(call("moert_set_storage", ValueRange{},
+                  {i32(floatStorage.isBF16() ? MOERT_DTYPE_BF16
+                                             : MOERT_DTYPE_F32)})))
+    return failure();
   Operation *terminator = model.getBody().front().getTerminator();
   for (auto [i, value] : llvm::enumerate(terminator->getOperands()))
     returnedAt.try_emplace(value, firstOutputArg + i);
@@ -347,11 +378,13 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
       b.getNamedAttr("params", b.getArrayAttr(params)),
       b.getNamedAttr("weights_bytes", b.getI64IntegerAttr(weightsBytes)),
       b.getNamedAttr("inputs",
-                     describeValues(b, model.getArgumentTypes(), argAttrs,
+                     describeValues(b, model.getArgumentTypes(), floatStorage,
+                                    argAttrs,
                                     isForward, {"tokens", "labels"},
                                     "input")),
       b.getNamedAttr("outputs",
-                     describeValues(b, model.getResultTypes(), resultAttrs,
+                     describeValues(b, model.getResultTypes(), floatStorage,
+                                    resultAttrs,
                                     isForward,
                                     hasGrads ? ArrayRef<StringRef>{"loss"}
                                              : ArrayRef<StringRef>{"logits",
@@ -363,6 +396,8 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
         b.getNamedAttr("ignore_index", b.getI64IntegerAttr(*ignoreIndex)));
   if (hasGrads)
     manifest.push_back(b.getNamedAttr("grads", b.getBoolAttr(true)));
+  manifest.push_back(b.getNamedAttr(
+      "storage", b.getStringAttr(floatStorage.isBF16() ? "BF16" : "F32")));
   entry->setAttr(MoEDialect::getEntryAttrName(), b.getDictionaryAttr(manifest));
   return entry;
 }
@@ -453,12 +488,11 @@ LogicalResult EntryBuilder::call(StringRef callee, ValueRange buffers,
 //===----------------------------------------------------------------------===//
 
 Value EntryBuilder::weightView(Value blob, StringRef name, Type tensorType) {
-  auto type = cast<RankedTensorType>(tensorType);
+  // The types were checked when the weights were laid out.
+  MemRefType type = *bufferTypeFor(tensorType, loc);
   Value offset =
       arith::ConstantIndexOp::create(b, loc, weightOffsets.lookup(name));
-  return memref::ViewOp::create(
-      b, loc, MemRefType::get(type.getShape(), type.getElementType()), blob,
-      offset, ValueRange{});
+  return memref::ViewOp::create(b, loc, type, blob, offset, ValueRange{});
 }
 
 LogicalResult EntryBuilder::lower(ParamOp op) {
@@ -547,7 +581,10 @@ LogicalResult EntryBuilder::lower(AddOp op) {
   auto out = resultBuffer(op.getResult());
   if (failed(out))
     return failure();
-  return call("moert_add", {buffer(op.getLhs()), buffer(op.getRhs()), *out},
+  // Scalars (loss terms) stay f32 whatever the storage.
+  bool scalar = cast<RankedTensorType>(op.getType()).getRank() == 0;
+  return call(scalar ? "moert_add_f32" : "moert_add",
+              {buffer(op.getLhs()), buffer(op.getRhs()), *out},
               {i64(numElements(op.getResult()))});
 }
 
@@ -665,7 +702,9 @@ FailureOr<Value> EntryBuilder::group(Operation *op, StringRef grid,
 }
 
 Value EntryBuilder::dtype(Value v) {
-  Type elem = cast<ShapedType>(v.getType()).getElementType();
+  Type elem = cast<MemRefType>(buffer(v).getType()).getElementType();
+  if (elem.isBF16())
+    return i32(MOERT_DTYPE_BF16);
   if (elem.isF32())
     return i32(MOERT_DTYPE_F32);
   return i32(elem.isSignlessInteger(64) ? MOERT_DTYPE_I64 : MOERT_DTYPE_I32);
@@ -1099,10 +1138,22 @@ LogicalResult EntryBuilder::lowerReturn(func::ReturnOp op) {
 
 struct LowerToRuntimePass
     : mlir::moe::impl::LowerToRuntimeBase<LowerToRuntimePass> {
+  using LowerToRuntimeBase::LowerToRuntimeBase;
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    Type floatStorage;
+    if (storage == "f32")
+      floatStorage = Float32Type::get(&getContext());
+    else if (storage == "bf16")
+      floatStorage = BFloat16Type::get(&getContext());
+    else {
+      module.emitError() << "unknown storage '" << storage
+                         << "' (expected f32 or bf16)";
+      return signalPassFailure();
+    }
     for (func::FuncOp model : modelFunctions(module)) {
-      if (failed(EntryBuilder(model).build()))
+      if (failed(EntryBuilder(model, floatStorage).build()))
         return signalPassFailure();
       model.erase();
     }

@@ -12,12 +12,15 @@
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
-void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep) {
+void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
+                                          StringRef storage) {
   pm.addPass(createExpandCapacity());
   pm.addPass(createLowerExperts());
   if (trainStep)
     pm.addPass(createBuildTrainStep());
-  pm.addPass(createLowerToRuntime());
+  LowerToRuntimeOptions lowering;
+  lowering.storage = storage.str();
+  pm.addPass(createLowerToRuntime(lowering));
   pm.addPass(createPlanMemory());
   pm.addPass(createExportManifest());
   pm.addPass(createCanonicalizerPass());
@@ -62,6 +65,11 @@ struct MoEPipelineOptions
       *this, "train-step",
       llvm::cl::desc("Also build the training step (moe-build-train-step)"),
       llvm::cl::init(false)};
+  Option<std::string> storage{
+      *this, "storage",
+      llvm::cl::desc("Storage type of floating-point tensors: f32 or bf16 "
+                     "(moe-lower-to-runtime)"),
+      llvm::cl::init("f32")};
 };
 } // namespace
 
@@ -76,7 +84,7 @@ void mlir::moe::registerMoEPipelines(const std::string *defaultMesh) {
         if (mesh.empty() && defaultMesh)
           mesh = *defaultMesh;
         buildPartitionPipeline(pm, mesh, options.replicaSlots);
-        buildLowerToLLVMPipeline(pm, options.trainStep);
+        buildLowerToLLVMPipeline(pm, options.trainStep, options.storage);
       });
   PassPipelineRegistration<>(
       "moe-lower-to-llvm",

@@ -3,6 +3,10 @@
 // dp x cp 5), the element type (f32 0, i32 1, i64 2) and the tensor layout
 // around the axis (outer, size, inner); the grids go away.
 // RUN: moe-opt %s --moe-lower-to-runtime --split-input-file --verify-diagnostics | FileCheck %s
+// Under bf16 storage the f32 tensors travel as bf16 (MOERT_DTYPE_BF16 = 3);
+// ids stay i32, and the token rows of dispatch and combine follow the
+// storage the entry set.
+// RUN: moe-opt %s --moe-lower-to-runtime="storage=bf16" --split-input-file --verify-diagnostics | FileCheck %s --check-prefix=BF16
 
 // CHECK-NOT: shard.grid
 // CHECK-LABEL: func.func @moe_entry_collectives
@@ -14,6 +18,15 @@
 // CHECK: call @moert_dispatch(%{{.*}}, %c3_i32{{[_0-9]*}}, %c-1_i64{{[_0-9]*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c4_i64{{[_0-9]*}}, %c4_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c16_i64{{[_0-9]*}})
 // CHECK: call @moert_grouped_swiglu(%{{.*}}, %c16_i64{{[_0-9]*}}, %c4_i64{{[_0-9]*}}, %c2_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c4_i64{{[_0-9]*}})
 // CHECK: call @moert_combine(%{{.*}}, %c3_i32{{[_0-9]*}}, %c-1_i64{{[_0-9]*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c4_i64{{[_0-9]*}}, %c4_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}})
+// BF16-LABEL: func.func @moe_entry_collectives
+// BF16-SAME: memref<8x8xbf16>
+// BF16: call @moert_set_storage(%{{.*}}, %c3_i32{{[_0-9]*}})
+// BF16: call @moert_all_reduce_sum(%{{.*}}, %c2_i32{{[_0-9]*}}, %c3_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %c64_i64{{[_0-9]*}})
+// BF16: call @moert_all_gather(%{{.*}}, %c0_i32{{[_0-9]*}}, %c3_i32{{[_0-9]*}},
+// BF16: call @moert_all_to_all(%{{.*}}, %c1_i32{{[_0-9]*}}, %c3_i32{{[_0-9]*}},
+// BF16: call @moert_all_slice(%{{.*}}, %c5_i32{{[_0-9]*}}, %c1_i32{{[_0-9]*}},
+// BF16: memref.alloc() {{.*}} : memref<16x8xbf16>
+// BF16: call @moert_dispatch(
 module {
   shard.grid @mesh(shape = 2x2x2)
   shard.grid @expert_mesh(shape = 2x2x2)

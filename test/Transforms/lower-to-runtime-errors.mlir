@@ -1,5 +1,8 @@
 // Every diagnostic of moe-lower-to-runtime.
 // RUN: moe-opt %s --moe-lower-to-runtime -split-input-file -verify-diagnostics
+// An unknown storage type is an error on the module, before any lowering.
+// RUN: not moe-opt %s --moe-lower-to-runtime="storage=fp8" -split-input-file 2>&1 | FileCheck %s --check-prefix=STORAGE
+// STORAGE: error: unknown storage 'fp8' (expected f32 or bf16)
 
 func.func @capacity(%x: tensor<4x8xf32>, %w: tensor<4x2xf32>, %i: tensor<4x2xi32>) -> tensor<4x8xf32> {
   %g = moe.param "g" : tensor<4x16x8xf32>
@@ -12,7 +15,7 @@ func.func @capacity(%x: tensor<4x8xf32>, %w: tensor<4x2xf32>, %i: tensor<4x2xi32
 
 // -----
 
-// expected-error @+1 {{the CPU runtime computes in f32 with i32 ids, but got 'tensor<2x4xi64>'}}
+// expected-error @+1 {{the runtime computes in f32 with i32 ids, but got 'tensor<2x4xi64>'}}
 func.func @wide_ids(%tokens: tensor<2x4xi64>) -> tensor<2x4x8xf32> {
   %e = moe.param "e" : tensor<16x8xf32>
   %h = moe.embedding %tokens, %e : (tensor<2x4xi64>, tensor<16x8xf32>) -> tensor<2x4x8xf32>
@@ -22,7 +25,7 @@ func.func @wide_ids(%tokens: tensor<2x4xi64>) -> tensor<2x4x8xf32> {
 // -----
 
 func.func @half(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
-  // expected-error @+1 {{the CPU runtime computes in f32 with i32 ids, but got 'tensor<8xf16>'}}
+  // expected-error @+1 {{the runtime computes in f32 with i32 ids, but got 'tensor<8xf16>'}}
   %w = moe.param "w" : tensor<8xf16>
   return %x : tensor<2x8xf32>
 }

@@ -1,6 +1,7 @@
 // moe-lower-to-runtime: tensors -> buffers, ops -> runtime calls, weights ->
 // views of the blob, returned values computed into the output buffers.
 // RUN: moe-opt %s --moe-lower-experts --moe-lower-to-runtime -split-input-file | FileCheck %s
+// RUN: moe-opt %s --moe-lower-experts --moe-lower-to-runtime="storage=bf16" -split-input-file | FileCheck %s --check-prefix=BF16
 
 // CHECK-LABEL: func.func @moe_entry_forward(
 // CHECK-SAME: %[[CTX:.*]]: !llvm.ptr, %[[W:.*]]: memref<4288xi8>,
@@ -12,8 +13,29 @@
 // CHECK-SAME: moe.entry = {function = "forward", ignore_index = -100 : i64
 // CHECK-SAME: inputs = [{dtype = "I32", name = "tokens", shape = array<i64: 2, 4>}, {dtype = "I32", name = "labels", shape = array<i64: 2, 4>}]
 // CHECK-SAME: outputs = [{dtype = "F32", name = "logits", shape = array<i64: 2, 4, 16>}, {dtype = "F32", name = "loss", shape = array<i64>}]
-// CHECK-SAME: params = [{name = "model.embed_tokens.weight", offset = 0 : i64, shape = array<i64: 16, 8>}, {name = "model.norm.weight", offset = 512 : i64, shape = array<i64: 8>}, {name = "model.layers.0.mlp.gate.weight", offset = 576 : i64, shape = array<i64: 4, 8>}, {name = "model.layers.0.mlp.experts.{e}.gate_proj.weight", offset = 704 : i64, shape = array<i64: 4, 8, 8>}
-// CHECK-SAME: weights_bytes = 4288 : i64
+// CHECK-SAME: params = [{dtype = "F32", name = "model.embed_tokens.weight", offset = 0 : i64, shape = array<i64: 16, 8>}, {dtype = "F32", name = "model.norm.weight", offset = 512 : i64, shape = array<i64: 8>}, {dtype = "F32", name = "model.layers.0.mlp.gate.weight", offset = 576 : i64, shape = array<i64: 4, 8>}, {dtype = "F32", name = "model.layers.0.mlp.experts.{e}.gate_proj.weight", offset = 704 : i64, shape = array<i64: 4, 8, 8>}
+// CHECK-SAME: storage = "F32", weights_bytes = 4288 : i64
+// The entry first tells the runtime the storage type (MOERT_DTYPE_F32 = 0).
+// CHECK: call @moert_set_storage(%[[CTX]], %c0_i32) : (!llvm.ptr, i32) -> ()
+//
+// bf16 storage: the logits and every weight take 2 bytes an element
+// (embedding 256, norm 16 -> 64, gate 64, experts 512 each, head 256: 2176
+// bytes); the loss stays f32, and so do the loss terms' sum.
+// BF16-LABEL: func.func @moe_entry_forward(
+// BF16-SAME: memref<2176xi8>
+// BF16-SAME: %[[LOGITS:.*]]: memref<2x4x16xbf16>, %[[LOSS:.*]]: memref<f32>)
+// BF16-SAME: outputs = [{dtype = "BF16", name = "logits", shape = array<i64: 2, 4, 16>}, {dtype = "F32", name = "loss", shape = array<i64>}]
+// BF16-SAME: params = [{dtype = "BF16", name = "model.embed_tokens.weight", offset = 0 : i64, shape = array<i64: 16, 8>}, {dtype = "BF16", name = "model.norm.weight", offset = 256 : i64, shape = array<i64: 8>}, {dtype = "BF16", name = "model.layers.0.mlp.gate.weight", offset = 320 : i64
+// BF16-SAME: storage = "BF16", weights_bytes = 2176 : i64
+// BF16: call @moert_set_storage(%{{.*}}, %c3_i32) : (!llvm.ptr, i32) -> ()
+// BF16: memref.view %{{.*}} : memref<2176xi8> to memref<16x8xbf16>
+// BF16: memref.alloc() {{.*}} : memref<2x4x8xbf16>
+// BF16: memref.alloc() {{.*}} : memref<2x4x2xbf16>
+// BF16: memref.alloc() {{.*}} : memref<2x4x2xi32>
+// BF16: memref.alloc() {{.*}} : memref<5xi64>
+// BF16: memref.expand_shape {{.*}} : memref<2x4x8xbf16> into memref<2x4x2x4xbf16>
+// BF16: memref.alloc() {{.*}} : memref<f32>
+// BF16: call @moert_add_f32(
 //
 // CHECK: %[[EMB:.*]] = memref.view %[[W]][%{{.*}}][] : memref<4288xi8> to memref<16x8xf32>
 // CHECK: %[[H:.*]] = memref.alloc() {alignment = 64 : i64} : memref<2x4x8xf32>
@@ -41,7 +63,8 @@
 // CHECK: call @moert_linear(
 // CHECK: call @moert_cross_entropy(
 // CHECK: %[[LOSSPTR:.*]] = memref.extract_aligned_pointer_as_index %[[LOSS]]
-// CHECK: call @moert_add(
+// The loss terms are f32 scalars whatever the storage.
+// CHECK: call @moert_add_f32(
 // CHECK-NOT: memref.copy
 // CHECK: return
 // CHECK-NOT: func.func @forward
@@ -124,7 +147,7 @@ func.func @block(%x: tensor<2x3x8xf32>, %pos: tensor<2x3xi32>) -> (tensor<2x3x8x
 // the second routed layer. The bias of a router that routes nothing (no
 // permute) and the other weights are not marked.
 // CHECK-LABEL: func.func @moe_entry_two_layers(
-// CHECK-SAME: params = [{name = "g0", offset = 0 : i64, shape = array<i64: 4, 8>}, {name = "eg", {{[^}]*}}}, {name = "eu", {{[^}]*}}}, {name = "ed", {{[^}]*}}}, {balances_layer = 1 : i64, name = "b1", offset = {{[0-9]+}} : i64, shape = array<i64: 4>}, {name = "b2", offset
+// CHECK-SAME: params = [{dtype = "F32", name = "g0", offset = 0 : i64, shape = array<i64: 4, 8>}, {dtype = "F32", name = "eg", {{[^}]*}}}, {dtype = "F32", name = "eu", {{[^}]*}}}, {dtype = "F32", name = "ed", {{[^}]*}}}, {balances_layer = 1 : i64, dtype = "F32", name = "b1", offset = {{[0-9]+}} : i64, shape = array<i64: 4>}, {dtype = "F32", name = "b2", offset
 // CHECK-NOT: balances_layer
 func.func @two_layers(%x: tensor<2x3x8xf32>) -> tensor<2x3x8xf32> {
   %g0 = moe.param "g0" : tensor<4x8xf32>

@@ -93,6 +93,12 @@ cl::opt<bool> trainStep(
     cl::desc("Build the training step too, so that the executable can "
              "`train` (default: when the model returns a scalar loss)"),
     cl::init(true), cl::cat(category));
+cl::opt<std::string> storage(
+    "storage",
+    cl::desc("Storage type of activations, weights and gradients: f32 "
+             "(default) or bf16 (computed in fp32; the driver keeps fp32 "
+             "master weights and optimizer state)"),
+    cl::value_desc("f32|bf16"), cl::init("f32"), cl::cat(category));
 cl::opt<bool> withCuda(
     "cuda",
     cl::desc("Link the CUDA backend too, so that the executable can run with "
@@ -156,7 +162,8 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context) {
   else if ((*module)->hasAttr(moe::MoEDialect::getMeshAttrName()) &&
            !(*module)->hasAttr(moe::MoEDialect::getPartitionedAttrName()))
     moe::buildPartitionPipeline(pm, /*mesh=*/"", replicaSlots);
-  moe::buildLowerToLLVMPipeline(pm, trainStep && returnsLoss(*module));
+  moe::buildLowerToLLVMPipeline(pm, trainStep && returnsLoss(*module),
+                                storage);
   if (failed(pm.run(*module)))
     return nullptr;
   return module;
@@ -260,6 +267,10 @@ int main(int argc, char **argv) {
   if (withCuda && !moec::kHaveCuda)
     return fail("--cuda: this moec was built without the CUDA backend (no "
                 "CUDA toolkit was found when it was configured)");
+
+  if (storage != "f32" && storage != "bf16")
+    return fail("--storage: unknown storage type '" + storage +
+                "' (expected f32 or bf16)");
 
   OwningOpRef<ModuleOp> module = compileToLLVMDialect(context);
   if (!module)

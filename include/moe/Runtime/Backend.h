@@ -9,6 +9,13 @@
 // Scalar results (losses, sums of squares) are written through a pointer
 // into that memory.
 //
+// Storage. Floating-point tensors are stored as fp32 or, after
+// setStorage(StorageType::BF16), as bf16: the `float *` parameters then point
+// at 2-byte elements, and kernels widen to fp32, compute and accumulate in
+// fp32, and round once when they store. Scalar results (losses, sums of
+// squares) and the optimizer's operands (master weights, fp32 gradients,
+// moments) are fp32 whatever the storage.
+//
 // A backend also owns its memory (the driver's weights, gradients, arena and
 // inputs live there) and the routing statistics the driver reads after a
 // call: tokens per expert of every permute and slots dropped by every
@@ -32,6 +39,13 @@ namespace moe::rt {
 class Communicator;
 
 using RouterConfig = moe::cpu::RouterConfig;
+
+enum class StorageType { F32, BF16 };
+
+/// 4 or 2.
+inline size_t storageBytes(StorageType type) {
+  return type == StorageType::BF16 ? 2 : 4;
+}
 
 class Backend {
 public:
@@ -59,6 +73,16 @@ public:
   virtual void zero(void *ptr, size_t bytes) = 0;
   /// Waits for queued work; throws on a fault of any of it.
   virtual void synchronize() = 0;
+
+  // --- Storage ----------------------------------------------------------------
+  /// The storage type of floating-point tensors from the next call on;
+  /// throws if this backend cannot store `type`.
+  virtual void setStorage(StorageType type) = 0;
+  StorageType storage() const { return storage_; }
+  /// dst[0, n) = src[0, n) converted between storage types, in backend
+  /// memory (bf16 -> fp32 exact, fp32 -> bf16 rounded to nearest even).
+  virtual void convert(void *dst, StorageType dstType, const void *src,
+                       StorageType srcType, int64_t n) = 0;
 
   // --- Routing statistics
   // -----------------------------------------------------
@@ -193,6 +217,9 @@ public:
   virtual void adamw(float *param, const float *grad, float *m, float *v,
                      int64_t n, float lr, float beta1, float beta2, float eps,
                      float weightDecay, float gradScale, int64_t step) = 0;
+
+protected:
+  StorageType storage_ = StorageType::F32;
 };
 
 /// The fp32 CPU backend (OpenBLAS GEMMs).

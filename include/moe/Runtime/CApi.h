@@ -25,6 +25,15 @@
 extern "C" {
 #endif
 
+/* Storage. Floating-point tensors of rank >= 1 (activations, weights,
+ * gradients, logits) are stored in the context's storage type: fp32
+ * (MOERT_DTYPE_F32, the default) or bf16 (MOERT_DTYPE_BF16, 2-byte elements
+ * behind the same `float *` parameters). Kernels compute and accumulate in
+ * fp32 either way, rounding to the storage type when they store. Scalars
+ * (losses) and the optimizer's operands are always fp32. A compiled entry
+ * point sets the type first (moe-lower-to-runtime's `storage`). */
+void moert_set_storage(moert_context *ctx, int32_t dtype);
+
 /* dst[0, bytes) = src[0, bytes): a returned value or gradient not computed
  * in place (the buffers may be device memory). */
 void moert_copy(moert_context *ctx, const void *src, void *dst, int64_t bytes);
@@ -55,6 +64,9 @@ void moert_mlp(moert_context *ctx, const float *x, const float *gate,
                int64_t hidden, int64_t inter);
 void moert_add(moert_context *ctx, const float *a, const float *b, float *out,
                int64_t n);
+/* moert_add on fp32 buffers whatever the storage: the sum of loss terms. */
+void moert_add_f32(moert_context *ctx, const float *a, const float *b,
+                   float *out, int64_t n);
 
 /* Router and the dropless expert pipeline (moe.permute, moe.grouped_swiglu,
  * moe.unpermute). */
@@ -126,7 +138,12 @@ enum {
   MOERT_GROUP_EDP = 4, /* expert data parallel */
   MOERT_GROUP_DP_CP = 5
 };
-enum { MOERT_DTYPE_F32 = 0, MOERT_DTYPE_I32 = 1, MOERT_DTYPE_I64 = 2 };
+enum {
+  MOERT_DTYPE_F32 = 0,
+  MOERT_DTYPE_I32 = 1,
+  MOERT_DTYPE_I64 = 2,
+  MOERT_DTYPE_BF16 = 3
+};
 
 /* out[0, count) = sum over the group of in[0, count); in may equal out. */
 void moert_all_reduce_sum(moert_context *ctx, int32_t group, int32_t dtype,

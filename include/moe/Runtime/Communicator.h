@@ -44,12 +44,13 @@
 
 namespace moe::rt {
 
-/// Element types of communicated buffers.
-enum class CommDType { F32, I32, I64 };
+/// Element types of communicated buffers. BF16 sums add in fp32 and round
+/// once (include/moe/Runtime/BFloat16.h).
+enum class CommDType { F32, I32, I64, BF16 };
 
-/// Bytes per element (4, 4, 8).
+/// Bytes per element (4, 4, 8, 2).
 size_t commDTypeSize(CommDType dtype);
-/// "f32", "i32", "i64".
+/// "f32", "i32", "i64", "bf16".
 const char *commDTypeName(CommDType dtype);
 
 /// A group of `size()` ranks; this object is rank `rank()` of it.

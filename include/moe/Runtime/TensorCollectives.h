@@ -102,21 +102,25 @@ void combineTokens(Communicator &ep, const float *expertOut,
 /// `rankReceives` is given, it gets the rows each of the n ranks receives.
 /// offsets, recvOffsets and rankReceives are host arrays; rows and recv live
 /// where `ops` says.
-void dispatchTokens(Communicator &ep, const float *rows,
-                    const int64_t *offsets, int64_t hidden, float *recv,
+/// Rows are `hidden` elements of `rowType` (F32, or BF16 under bf16
+/// storage).
+void dispatchTokens(Communicator &ep, const void *rows,
+                    const int64_t *offsets, int64_t hidden, void *recv,
                     int64_t recvCapacity, int64_t *recvOffsets,
                     const ExpertPlacement &placement, DispatchPolicy *policy,
                     int64_t *rankReceives = nullptr,
-                    BufferOps &ops = hostBufferOps());
+                    BufferOps &ops = hostBufferOps(),
+                    CommDType rowType = CommDType::F32);
 
 /// The inverse of the dispatch above, with the same placement and policy
 /// (it recomputes the dispatch's split: with replicas, from the counts of
 /// every rank, all-gathered again).
-void combineTokens(Communicator &ep, const float *expertOut,
+void combineTokens(Communicator &ep, const void *expertOut,
                    const int64_t *recvOffsets, const int64_t *offsets,
-                   int64_t hidden, float *out,
+                   int64_t hidden, void *out,
                    const ExpertPlacement &placement, DispatchPolicy *policy,
-                   BufferOps &ops = hostBufferOps());
+                   BufferOps &ops = hostBufferOps(),
+                   CommDType rowType = CommDType::F32);
 
 } // namespace moe::rt
 

@@ -24,7 +24,8 @@ namespace mlir::moe {
 /// moe-lower-to-runtime, moe-plan-memory, moe-export-manifest, then the
 /// upstream conversions to the LLVM dialect (memrefs passed as bare
 /// pointers): the module is ready for translation to LLVM IR.
-void buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep = false);
+void buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep = false,
+                              llvm::StringRef storage = "f32");
 
 /// moe-assign-mesh (with `mesh`; skipped when `mesh` is empty, keeping the
 /// module's moe.mesh), moe-shard, moe-partition (with `replicaSlots` spare

@@ -214,15 +214,28 @@ def LowerToRuntime : Pass<"moe-lower-to-runtime", "::mlir::ModuleOp"> {
     * the entry's `moe.entry` dictionary describes the weights (names,
       shapes, offsets), inputs and outputs for the manifest.
 
-    Guarantees: the entry computes exactly what the model function computes;
-    anything it cannot lower (an unknown op, a type other than f32/i32, a
-    `moe.experts` that moe-lower-experts did not expand, i.e. one with a
-    capacity factor) is a diagnostic at that op.
+    * with `storage=bf16`, every f32 tensor of rank >= 1 (activations,
+      weights, gradients, logits) is stored as bf16: its buffer is a bf16
+      memref, the weights blob and the arena shrink accordingly, the entry
+      starts with `moert_set_storage` so that the runtime reads and writes
+      2-byte elements (computing in fp32), collectives name BF16, and the
+      manifest says `"storage": "BF16"`. Scalars (the losses) stay f32.
+
+    Guarantees: the entry computes exactly what the model function computes
+    (up to the rounding of the chosen storage); anything it cannot lower (an
+    unknown op, a type other than f32/i32, a `moe.experts` that
+    moe-lower-experts did not expand, i.e. one with a capacity factor) is a
+    diagnostic at that op.
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::func::FuncDialect",
                            "::mlir::LLVM::LLVMDialect",
                            "::mlir::memref::MemRefDialect"];
+  let options = [
+    Option<"storage", "storage", "std::string", /*default=*/"\"f32\"",
+           "Storage type of floating-point tensors: f32 or bf16 (fp32 "
+           "compute either way)">,
+  ];
 }
 
 def PlanMemory : Pass<"moe-plan-memory", "::mlir::ModuleOp"> {

@@ -2,6 +2,8 @@
 
 #include "CommDetail.h"
 
+#include "moe/Runtime/BFloat16.h"
+
 #include <algorithm>
 #include <stdexcept>
 #include <type_traits>
@@ -17,6 +19,8 @@ size_t commDTypeSize(CommDType dtype) {
     return 4;
   case CommDType::I64:
     return 8;
+  case CommDType::BF16:
+    return 2;
   }
   throw std::runtime_error("communicator: unknown element type " +
                            std::to_string(static_cast<int>(dtype)));
@@ -30,6 +34,8 @@ const char *commDTypeName(CommDType dtype) {
     return "i32";
   case CommDType::I64:
     return "i64";
+  case CommDType::BF16:
+    return "bf16";
   }
   return "unknown";
 }
@@ -111,6 +117,17 @@ void sumTyped(const void *const *src, int n, void *dst, int64_t count) {
   }
 }
 
+// bf16: every element is summed in fp32 in rank order and rounded once.
+void sumBf16(const void *const *src, int n, void *dst, int64_t count) {
+  auto *out = static_cast<uint16_t *>(dst);
+  for (int64_t i = 0; i < count; ++i) {
+    float sum = bf16ToFloat(static_cast<const uint16_t *>(src[0])[i]);
+    for (int r = 1; r < n; ++r)
+      sum += bf16ToFloat(static_cast<const uint16_t *>(src[r])[i]);
+    out[i] = floatToBf16(sum);
+  }
+}
+
 } // namespace
 
 void sumInRankOrder(const void *const *src, int n, void *dst, int64_t count,
@@ -122,6 +139,8 @@ void sumInRankOrder(const void *const *src, int n, void *dst, int64_t count,
     return sumTyped<int32_t>(src, n, dst, count);
   case CommDType::I64:
     return sumTyped<int64_t>(src, n, dst, count);
+  case CommDType::BF16:
+    return sumBf16(src, n, dst, count);
   }
 }
 

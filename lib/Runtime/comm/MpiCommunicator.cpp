@@ -39,6 +39,8 @@ MPI_Datatype mpiType(CommDType dtype) {
     return MPI_INT32_T;
   case CommDType::I64:
     return MPI_INT64_T;
+  case CommDType::BF16: // moved as bits; summed by sumInRankOrder
+    return MPI_UINT16_T;
   }
   return MPI_DATATYPE_NULL;
 }
@@ -101,7 +103,7 @@ public:
     const char *op = "allReduceSum";
     int n = checkedCount(op, count, 1);
     throwIf(detail::checkBuffer(rank_, "in-place", buf, count), op);
-    if (!options_.deterministicSums) {
+    if (!options_.deterministicSums && dtype != CommDType::BF16) {
       check(MPI_Allreduce(MPI_IN_PLACE, buf, n, mpiType(dtype), MPI_SUM, comm_),
             op, "MPI_Allreduce", rank_);
       return;
@@ -141,7 +143,7 @@ public:
     const char *op = "reduceScatterSum";
     int n = checkedCount(op, countPerRank, size_);
     checkBuffers(op, send, countPerRank * size_, recv, countPerRank);
-    if (!options_.deterministicSums) {
+    if (!options_.deterministicSums && dtype != CommDType::BF16) {
       check(MPI_Reduce_scatter_block(send, recv, n, mpiType(dtype), MPI_SUM,
                                      comm_),
             op, "MPI_Reduce_scatter_block", rank_);

@@ -48,6 +48,8 @@ ncclDataType_t ncclType(CommDType dtype) {
     return ncclInt32;
   case CommDType::I64:
     return ncclInt64;
+  case CommDType::BF16:
+    return ncclBfloat16;
   }
   fail(kBackend, "dtype",
        "unknown element type " + std::to_string(static_cast<int>(dtype)));
@@ -354,7 +356,8 @@ private:
   bool sumsInRankOrder(CommDType dtype) const {
     // Integer addition modulo 2^bits is associative and commutative: NCCL's
     // order gives the rank-order bits already.
-    return options_.deterministicSums && dtype == CommDType::F32;
+    return options_.deterministicSums &&
+           (dtype == CommDType::F32 || dtype == CommDType::BF16);
   }
 
   /// Throws unless 0 <= count and count * scale elements fit in bytes.

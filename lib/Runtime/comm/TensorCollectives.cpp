@@ -338,16 +338,17 @@ PeerRanges planRanges(const SlotPlan &plan, int n, int64_t slots,
 /// Copies the plan's rows from `rows` into the packed staging order (pack)
 /// or back.
 void copyPacked(BufferOps &ops, const SlotPlan &plan, int64_t hidden,
-                const float *from, float *to, bool pack) {
-  int64_t at = 0;
+                size_t elem, const void *from, void *to, bool pack) {
+  auto *src = static_cast<const unsigned char *>(from);
+  auto *dst = static_cast<unsigned char *>(to);
+  size_t at = 0;
   for (size_t g = 0; g < plan.sendCount.size(); ++g) {
-    int64_t elements = plan.sendCount[g] * hidden;
-    int64_t planAt = plan.sendBegin[g] * hidden;
-    size_t bytes = elements * sizeof(float);
+    size_t bytes = plan.sendCount[g] * hidden * elem;
+    size_t planAt = plan.sendBegin[g] * hidden * elem;
     if (bytes)
-      ops.copy2D(to + (pack ? at : planAt), bytes, from + (pack ? planAt : at),
+      ops.copy2D(dst + (pack ? at : planAt), bytes, src + (pack ? planAt : at),
                  bytes, bytes, 1);
-    at += elements;
+    at += bytes;
   }
   ops.fence();
 }
@@ -361,11 +362,11 @@ int64_t totalRows(const std::vector<int64_t> &counts) {
 
 } // namespace
 
-void dispatchTokens(Communicator &ep, const float *rows,
-                    const int64_t *offsets, int64_t hidden, float *recv,
+void dispatchTokens(Communicator &ep, const void *rows,
+                    const int64_t *offsets, int64_t hidden, void *recv,
                     int64_t recvCapacity, int64_t *recvOffsets,
                     const ExpertPlacement &placement, DispatchPolicy *policy,
-                    int64_t *rankReceives, BufferOps &ops) {
+                    int64_t *rankReceives, BufferOps &ops, CommDType rowType) {
   const char *what = "expert dispatch";
   if (hidden < 0)
     fail(what, "negative hidden size");
@@ -387,21 +388,21 @@ void dispatchTokens(Communicator &ep, const float *rows,
   bool packed;
   PeerRanges send = planRanges(plan, n, slots, hidden, packed);
   PeerRanges receive = slotMajorRanges(recvOffsets, n, slots, hidden);
-  Scratch staging(ops, packed ? totalRows(send.counts) * sizeof(float) : 0);
+  const size_t elem = commDTypeSize(rowType);
+  Scratch staging(ops, packed ? totalRows(send.counts) * elem : 0);
   if (packed) {
-    auto *packedRows = reinterpret_cast<float *>(staging.data());
-    copyPacked(ops, plan, hidden, rows, packedRows, /*pack=*/true);
-    rows = packedRows;
+    copyPacked(ops, plan, hidden, elem, rows, staging.data(), /*pack=*/true);
+    rows = staging.data();
   }
   ep.allToAllV(rows, send.counts.data(), send.offsets.data(), recv,
-               receive.counts.data(), receive.offsets.data(), CommDType::F32);
+               receive.counts.data(), receive.offsets.data(), rowType);
 }
 
-void combineTokens(Communicator &ep, const float *expertOut,
+void combineTokens(Communicator &ep, const void *expertOut,
                    const int64_t *recvOffsets, const int64_t *offsets,
-                   int64_t hidden, float *out,
+                   int64_t hidden, void *out,
                    const ExpertPlacement &placement, DispatchPolicy *policy,
-                   BufferOps &ops) {
+                   BufferOps &ops, CommDType rowType) {
   const char *what = "expert combine";
   if (hidden < 0)
     fail(what, "negative hidden size");
@@ -412,13 +413,13 @@ void combineTokens(Communicator &ep, const float *expertOut,
   bool packed;
   PeerRanges receive = planRanges(plan, n, slots, hidden, packed);
   PeerRanges send = slotMajorRanges(recvOffsets, n, slots, hidden);
-  Scratch staging(ops, packed ? totalRows(receive.counts) * sizeof(float) : 0);
-  auto *stagedRows = reinterpret_cast<float *>(staging.data());
+  const size_t elem = commDTypeSize(rowType);
+  Scratch staging(ops, packed ? totalRows(receive.counts) * elem : 0);
   ep.allToAllV(expertOut, send.counts.data(), send.offsets.data(),
-               packed ? stagedRows : out, receive.counts.data(),
-               receive.offsets.data(), CommDType::F32);
+               packed ? staging.data() : out, receive.counts.data(),
+               receive.offsets.data(), rowType);
   if (packed)
-    copyPacked(ops, plan, hidden, stagedRows, out, /*pack=*/false);
+    copyPacked(ops, plan, hidden, elem, staging.data(), out, /*pack=*/false);
 }
 
 void dispatchTokens(Communicator &ep, const float *rows,

@@ -110,10 +110,20 @@ moe::rt::CommDType dtypeOf(int32_t dtype) {
     return moe::rt::CommDType::I32;
   case MOERT_DTYPE_I64:
     return moe::rt::CommDType::I64;
+  case MOERT_DTYPE_BF16:
+    return moe::rt::CommDType::BF16;
   default:
     break;
   }
   throw std::runtime_error("unknown element type " + std::to_string(dtype));
+}
+
+/// The element type of the token rows dispatch and combine move: the
+/// storage type.
+moe::rt::CommDType rowTypeOf(moe::rt::Backend &backend) {
+  return backend.storage() == moe::rt::StorageType::BF16
+             ? moe::rt::CommDType::BF16
+             : moe::rt::CommDType::F32;
 }
 
 /// Collectives run on host buffers (the local and MPI communicators). On a
@@ -221,6 +231,20 @@ void moert_context_reset_error(moert_context *ctx) {
   ctx->error.clear();
 }
 
+void moert_set_storage(moert_context *ctx, int32_t dtype) {
+  guarded(ctx, [&] {
+    switch (dtype) {
+    case MOERT_DTYPE_F32:
+      return backend(ctx).setStorage(moe::rt::StorageType::F32);
+    case MOERT_DTYPE_BF16:
+      return backend(ctx).setStorage(moe::rt::StorageType::BF16);
+    default:
+      throw std::runtime_error("storage type " + std::to_string(dtype) +
+                               " is neither f32 nor bf16");
+    }
+  });
+}
+
 void moert_copy(moert_context *ctx, const void *src, void *dst,
                 int64_t bytes) {
   guarded(ctx, [&] {
@@ -297,6 +321,22 @@ void moert_mlp(moert_context *ctx, const float *x, const float *gate,
 void moert_add(moert_context *ctx, const float *a, const float *b, float *out,
                int64_t n) {
   guarded(ctx, [&] { backend(ctx).add(a, b, out, n); });
+}
+
+void moert_add_f32(moert_context *ctx, const float *a, const float *b,
+                   float *out, int64_t n) {
+  guarded(ctx, [&] {
+    moe::rt::Backend &be = backend(ctx);
+    moe::rt::StorageType storage = be.storage();
+    be.setStorage(moe::rt::StorageType::F32);
+    try {
+      be.add(a, b, out, n);
+    } catch (...) {
+      be.setStorage(storage);
+      throw;
+    }
+    be.setStorage(storage);
+  });
 }
 
 void moert_router(moert_context *ctx, const float *x, const float *gate,
@@ -508,24 +548,27 @@ void moert_dispatch(moert_context *ctx, int32_t groupId, int64_t placement,
     auto *hostRecvOffsets =
         static_cast<int64_t *>(stage.scratchOut(recvOffsets, recvOffsetBytes));
     std::vector<int64_t> rankRows(ep.size());
+    moe::rt::CommDType rowType = rowTypeOf(b);
+    size_t rowBytes = hidden * moe::rt::commDTypeSize(rowType);
     if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
       BackendBufferOps ops(b);
       b.synchronize();
       moe::rt::dispatchTokens(*direct, rows, hostOffsets, hidden, recv,
                               recvCapacity, hostRecvOffsets, place,
-                              ctx->dispatchPolicy.get(), rankRows.data(), ops);
+                              ctx->dispatchPolicy.get(), rankRows.data(), ops,
+                              rowType);
     } else {
       int64_t sent = hostOffsets[experts];
-      auto *hostRows = static_cast<const float *>(stage.in(
-          rows, std::max<int64_t>(sent, 0) * hidden * sizeof(float)));
-      auto *hostRecv = static_cast<float *>(stage.scratchOut(
-          recv, std::max<int64_t>(recvCapacity, 0) * hidden * sizeof(float)));
+      const void *hostRows =
+          stage.in(rows, std::max<int64_t>(sent, 0) * rowBytes);
+      void *hostRecv = stage.scratchOut(
+          recv, std::max<int64_t>(recvCapacity, 0) * rowBytes);
       moe::rt::dispatchTokens(ep, hostRows, hostOffsets, hidden, hostRecv,
                               recvCapacity, hostRecvOffsets, place,
-                              ctx->dispatchPolicy.get(), rankRows.data());
+                              ctx->dispatchPolicy.get(), rankRows.data(),
+                              moe::rt::hostBufferOps(), rowType);
       // Only the rows that arrived: the rest of recv stays untouched.
-      stage.out(recv, hostRecv,
-                hostRecvOffsets[slots] * hidden * sizeof(float));
+      stage.out(recv, hostRecv, hostRecvOffsets[slots] * rowBytes);
     }
     if (moe::rt::LayerStats *stats = moe::rt::currentLayerStats(ctx)) {
       stats->rankRows.resize(rankRows.size(), 0);
@@ -551,21 +594,23 @@ void moert_combine(moert_context *ctx, int32_t groupId, int64_t placement,
         stage.in(recvOffsets, (slots + 1) * sizeof(int64_t)));
     auto *hostOffsets = static_cast<const int64_t *>(
         stage.in(offsets, (experts + 1) * sizeof(int64_t)));
+    moe::rt::CommDType rowType = rowTypeOf(b);
     if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
       BackendBufferOps ops(b);
       b.synchronize();
       moe::rt::combineTokens(*direct, expertOut, hostRecvOffsets, hostOffsets,
-                             hidden, out, place, ctx->dispatchPolicy.get(),
-                             ops);
+                             hidden, out, place, ctx->dispatchPolicy.get(), ops,
+                             rowType);
       return;
     }
-    size_t received = hostRecvOffsets[slots] * hidden * sizeof(float);
-    size_t sent = hostOffsets[experts] * hidden * sizeof(float);
-    auto *hostExpertOut =
-        static_cast<const float *>(stage.in(expertOut, received));
-    auto *hostOut = static_cast<float *>(stage.scratchOut(out, sent));
+    size_t rowBytes = hidden * moe::rt::commDTypeSize(rowType);
+    size_t received = hostRecvOffsets[slots] * rowBytes;
+    size_t sent = hostOffsets[experts] * rowBytes;
+    const void *hostExpertOut = stage.in(expertOut, received);
+    void *hostOut = stage.scratchOut(out, sent);
     moe::rt::combineTokens(ep, hostExpertOut, hostRecvOffsets, hostOffsets,
-                           hidden, hostOut, place, ctx->dispatchPolicy.get());
+                           hidden, hostOut, place, ctx->dispatchPolicy.get(),
+                           moe::rt::hostBufferOps(), rowType);
     stage.out(out, hostOut, sent);
   });
 }

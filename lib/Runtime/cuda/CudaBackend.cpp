@@ -101,6 +101,20 @@ public:
     dev_.synchronize();
   }
 
+  void setStorage(rt::StorageType type) override {
+    if (type != rt::StorageType::F32)
+      throw std::runtime_error(
+          "the cuda backend stores fp32 only: its kernels are not built for "
+          "bf16 storage yet (docs/cuda.md); run this model on --backend cpu "
+          "or compile it with moec --storage f32");
+    storage_ = type;
+  }
+  void convert(void *dst, rt::StorageType dstType, const void *src,
+               rt::StorageType srcType, int64_t n) override {
+    cuda::convertStorage(current(), dst, dstType == rt::StorageType::BF16, src,
+                         srcType == rt::StorageType::BF16, n);
+  }
+
   std::vector<std::vector<int64_t>> takeExpertCounts() override {
     harvest();
     return std::exchange(expertCounts_, {});

@@ -144,6 +144,9 @@ void zLossGrad(Device &dev, const float *logits, int64_t tokens,
 // --- Optimizer (Optimizer.cu) -----------------------------------------------
 /// *out = sum of x[i]^2, accumulated in double.
 void sumSquares(Device &dev, const float *x, int64_t n, double *out);
+/// dst[0, n) = src[0, n), each side fp32 or bf16 (rounded to nearest even).
+void convertStorage(Device &dev, void *dst, bool dstBf16, const void *src,
+                    bool srcBf16, int64_t n);
 void adamw(Device &dev, float *param, const float *grad, float *m, float *v,
            int64_t n, float lr, float beta1, float beta2, float eps,
            float weightDecay, float gradScale, int64_t step);

@@ -14,6 +14,8 @@
 #include "CudaKernels.h"
 #include "DeviceMath.cuh"
 
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -81,7 +83,44 @@ __global__ void adamwKernel(T *param, const T *grad, float *m, float *v,
   }
 }
 
+__global__ void widenKernel(const __nv_bfloat16 *src, float *dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __bfloat162float(src[i]);
+}
+
+__global__ void narrowKernel(const float *src, __nv_bfloat16 *dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
+
 } // namespace
+
+void convertStorage(Device &dev, void *dst, bool dstBf16, const void *src,
+                    bool srcBf16, int64_t n) {
+  checkSize("convertStorage", "n", n);
+  if (n == 0)
+    return;
+  if (dstBf16 == srcBf16) {
+    check(cudaMemcpyAsync(dst, src, size_t(n) * (dstBf16 ? 2 : 4),
+                          cudaMemcpyDeviceToDevice, dev.stream()),
+          "cudaMemcpyAsync (device to device)");
+    return;
+  }
+  int64_t cap = std::max<int64_t>(1, int64_t(dev.smCount()) * 32);
+  unsigned grid =
+      static_cast<unsigned>(std::min<int64_t>(gridFor(n, kThreads), cap));
+  if (dstBf16) {
+    narrowKernel<<<grid, kThreads, 0, dev.stream()>>>(
+        static_cast<const float *>(src), static_cast<__nv_bfloat16 *>(dst), n);
+    checkLaunch("narrowKernel");
+  } else {
+    widenKernel<<<grid, kThreads, 0, dev.stream()>>>(
+        static_cast<const __nv_bfloat16 *>(src), static_cast<float *>(dst), n);
+    checkLaunch("widenKernel");
+  }
+}
 
 void sumSquares(Device &dev, const float *x, int64_t n, double *out) {
   checkSize("sumSquares", "n", n);

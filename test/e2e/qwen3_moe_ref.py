@@ -274,16 +274,17 @@ def drop_over_capacity(indices, num_experts: int, capacity_factor: float):
     return torch.tensor(kept, dtype=indices.dtype).view(T, K), dropped
 
 
-def experts_forward(x, weights, indices, experts):
+def experts_forward(x, weights, indices, experts, store=lambda t: t):
     """Naive routed experts: for each expert, gather its tokens, run SwiGLU,
-    scale by the routing weight and add back. x [T, H]; experts: [(gate, up, down)]."""
+    scale by the routing weight and add back. x [T, H]; experts: [(gate, up, down)].
+    `store` rounds each expert's output as the grouped SwiGLU stores it."""
     out = torch.zeros_like(x)
     for e, (wg, wu, wd) in enumerate(experts):
         token_idx, slot = torch.where(indices == e)
         if token_idx.numel() == 0:
             continue
         xs = x.index_select(0, token_idx)
-        y = linear(F.silu(linear(xs, wg)) * linear(xs, wu), wd)
+        y = store(linear(F.silu(linear(xs, wg)) * linear(xs, wu), wd))
         out.index_add_(0, token_idx, y * weights[token_idx, slot, None])
     return out
 
@@ -327,15 +328,26 @@ def cross_entropy(logits, labels):
 
 def reference_forward(cfg, weights: Dict[str, np.ndarray], tokens: np.ndarray,
                       labels: np.ndarray, double: bool = False,
-                      leaves: Optional[dict] = None) -> dict:
+                      leaves: Optional[dict] = None, bf16_storage: bool = False) -> dict:
     """The model's forward. Returns logits [B, S, V], loss, ce, the per-layer
     aux/z losses, and the routing (scores [T, E], indices [T, K]) per layer.
     `leaves`, when given, are the weights as torch tensors (e.g. with
-    requires_grad, for autograd) and `weights` is ignored."""
+    requires_grad, for autograd) and `weights` is ignored.
+    `bf16_storage` mimics a model compiled with moec --storage bf16: weights
+    and every op's result are rounded to bf16 where the runtime stores them
+    (each runtime call computes in fp32 and rounds its outputs once); the
+    losses stay fp32."""
     need_torch()
     dtype = torch.float64 if double else torch.float32
     W = leaves if leaves is not None else {
         k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dtype) for k, v in weights.items()}
+    if bf16_storage:
+        def store(t):
+            return t.to(torch.bfloat16).to(dtype)
+        W = {k: store(v) for k, v in W.items()}
+    else:
+        def store(t):
+            return t
     tok = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
     lab = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     B, S = tok.shape
@@ -348,35 +360,36 @@ def reference_forward(cfg, weights: Dict[str, np.ndarray], tokens: np.ndarray,
     routing, aux, zl, dropped = [], [], [], []
     for i in range(cfg.layers):
         n = gen_models.names(cfg, i)
-        x = rms_norm(h, W[n["ln1"]], cfg.eps)
-        q = linear(x, W[n["q"]]).view(B, S, cfg.heads, D)
-        k = linear(x, W[n["k"]]).view(B, S, cfg.kv_heads, D)
-        v = linear(x, W[n["v"]]).view(B, S, cfg.kv_heads, D)
+        x = store(rms_norm(h, W[n["ln1"]], cfg.eps))
+        q = store(linear(x, W[n["q"]])).view(B, S, cfg.heads, D)
+        k = store(linear(x, W[n["k"]])).view(B, S, cfg.kv_heads, D)
+        v = store(linear(x, W[n["v"]])).view(B, S, cfg.kv_heads, D)
         if cfg.qk_norm:
-            q = rms_norm(q, W[n["q_norm"]], cfg.eps)
-            k = rms_norm(k, W[n["k_norm"]], cfg.eps)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        a = attention(q, k, v, causal=True).reshape(B, S, cfg.heads * D)
-        h = h + linear(a, W[n["o"]])
+            q = store(rms_norm(q, W[n["q_norm"]], cfg.eps))
+            k = store(rms_norm(k, W[n["k_norm"]], cfg.eps))
+        q, k = store(apply_rope(q, cos, sin)), store(apply_rope(k, cos, sin))
+        a = store(attention(q, k, v, causal=True)).reshape(B, S, cfg.heads * D)
+        h = store(h + store(linear(a, W[n["o"]])))
 
-        x = rms_norm(h, W[n["ln2"]], cfg.eps).reshape(B * S, Hd)
-        router_logits = linear(x, W[n["router"]])  # [T, E]
+        x = store(rms_norm(h, W[n["ln2"]], cfg.eps)).reshape(B * S, Hd)
+        router_logits = store(linear(x, W[n["router"]]))  # [T, E]
         rw, ri, scores = route(router_logits, K, cfg.norm_topk_prob, cfg.route_scale)
+        rw = store(rw)
         experts = [(W[n["e_gate"].format(e=e)], W[n["e_up"].format(e=e)],
                     W[n["e_down"].format(e=e)]) for e in range(E)]
         kept = ri
         if cfg.capacity_factor:
             kept, n = drop_over_capacity(ri, E, cfg.capacity_factor)
             dropped.append(n)
-        h = h + experts_forward(x, rw, kept, experts).view(B, S, Hd)
+        h = store(h + store(experts_forward(x, rw, kept, experts, store)).view(B, S, Hd))
         routing.append((scores, ri, router_logits))
         if cfg.aux_coef:
             aux.append(aux_loss(scores, ri, E, K, cfg.aux_coef))
         if cfg.z_coef:
             zl.append(z_loss(router_logits, cfg.z_coef))
 
-    hn = rms_norm(h, W["model.norm.weight"], cfg.eps)
-    logits = linear(hn, W["lm_head.weight"])
+    hn = store(rms_norm(h, W["model.norm.weight"], cfg.eps))
+    logits = store(linear(hn, W["lm_head.weight"]))
     ce = cross_entropy(logits, lab)
     loss = ce
     for term in aux + zl:
@@ -547,6 +560,11 @@ def run_check(args) -> int:
         ok = False
 
     ref = ref64 if args.reference == "float64" else ref32
+    if args.reference == "bf16-storage":
+        ref = reference_forward(cfg, weights, tokens, labels, bf16_storage=True)
+        used16, _ = routing_stats(cfg, ref)
+        print(f"bf16-storage reference: experts receiving tokens per layer {used16}, "
+              f"logits vs fp32 {rel_error(ref['logits'].numpy(), ref32['logits'].numpy()):.3g}")
     ref_logits = ref["logits"].double().numpy()
     ref_loss = float(ref["loss"])
     print(f"reference ({args.reference}): loss {ref_loss:.8g} = cross-entropy "
@@ -924,8 +942,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--labels", choices=["default", "random"], default="default",
                    help="default: let the executable shift the tokens; random: pass random "
                         "labels with about a quarter ignored (-100)")
-    p.add_argument("--reference", choices=["float32", "float64"], default="float32",
-                   help="which reference the executable is compared with")
+    p.add_argument("--reference", choices=["float32", "float64", "bf16-storage"],
+                   default="float32",
+                   help="which reference the executable is compared with (bf16-storage: "
+                        "fp32 compute rounded to bf16 where a --storage bf16 model stores)")
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--capacity-factor", type=float, default=0.0,
                    help="the model has experts with this capacity factor (0: dropless)")

@@ -171,7 +171,8 @@ void checkSplit(const std::string &path, const std::vector<int64_t> &shape,
   }
 }
 
-ParamInfo parseParam(const Json &entry, const std::string &path) {
+ParamInfo parseParam(const Json &entry, const std::string &path,
+                     const std::string &storage) {
   if (!entry.is_object())
     fail(path, "is " + shown(entry) +
                    ", expected an object with name, shape, dtype and offset");
@@ -182,11 +183,10 @@ ParamInfo parseParam(const Json &entry, const std::string &path) {
   param.shape = getShape(entry, path);
   checkedElements(param.shape, path + ".shape");
   param.dtype = getString(entry, path, "dtype");
-  if (param.dtype != "F32")
-    fail(path + ".dtype",
-         "is \"" + param.dtype +
-             "\", expected \"F32\" (the weights blob is fp32)");
-  param.offset = getSize(entry, path, "offset");
+  if (param.dtype != storage)
+    fail(path + ".dtype", "is \"" + param.dtype + "\", expected \"" + storage +
+                              "\" (the model's storage)");
+  param.offset = param.storageOffset = getSize(entry, path, "offset");
 
   size_t first = param.name.find("{e}");
   param.stacked = first != std::string::npos;
@@ -232,10 +232,11 @@ void checkLayout(const Manifest &m) {
       fail(path + ".offset", "is " + std::to_string(p.offset) +
                                  ", expected a multiple of " +
                                  std::to_string(MOE_BUFFER_ALIGNMENT));
-    if (p.offset > m.weightsBytes || p.bytes() > m.weightsBytes - p.offset)
+    if (p.offset > m.weightsBytes ||
+        p.storageBytes() > m.weightsBytes - p.offset)
       fail(path + ".offset",
            "is " + std::to_string(p.offset) + " and the parameter has " +
-               std::to_string(p.bytes()) + " bytes, which ends past " +
+               std::to_string(p.storageBytes()) + " bytes, which ends past " +
                "weights_bytes " + std::to_string(m.weightsBytes));
     for (int64_t e = 0; e < p.numSlices(); ++e) {
       auto [it, inserted] = owner.emplace(p.sliceName(e), i);
@@ -243,7 +244,7 @@ void checkLayout(const Manifest &m) {
         fail(path + ".name", "names tensor '" + it->first + "' that params[" +
                                  std::to_string(it->second) + "] names too");
     }
-    if (p.bytes() > 0)
+    if (p.storageBytes() > 0)
       order.push_back(i);
   }
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
@@ -252,12 +253,12 @@ void checkLayout(const Manifest &m) {
   for (size_t k = 1; k < order.size(); ++k) {
     const ParamInfo &prev = m.params[order[k - 1]];
     const ParamInfo &cur = m.params[order[k]];
-    if (cur.offset < prev.offset + prev.bytes())
+    if (cur.offset < prev.offset + prev.storageBytes())
       fail("params[" + std::to_string(order[k]) + "].offset",
            "is " + std::to_string(cur.offset) + ", inside params[" +
                std::to_string(order[k - 1]) + "] ('" + prev.name + "', bytes " +
                std::to_string(prev.offset) + " to " +
-               std::to_string(prev.offset + prev.bytes()) + ")");
+               std::to_string(prev.offset + prev.storageBytes()) + ")");
   }
 }
 
@@ -296,12 +297,34 @@ void expectSpec(const std::vector<TensorSpec> &specs, const char *key,
          "is \"" + spec.dtype + "\", expected \"" + dtype + "\"");
 }
 
+// The manifest's layout is the entries' blob; under bf16 storage the host
+// side's fp32 blob (master weights, gradients, moments, checkpoints) gets the
+// same order and alignment at 4 bytes an element.
+void layOutFp32Blob(Manifest &m) {
+  m.storageWeightsBytes = m.weightsBytes;
+  if (!m.bf16Storage())
+    return;
+  std::vector<size_t> order(m.params.size());
+  for (size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return m.params[a].storageOffset < m.params[b].storageOffset;
+  });
+  uint64_t at = 0;
+  for (size_t i : order) {
+    m.params[i].offset = at;
+    at += (m.params[i].bytes() + MOE_BUFFER_ALIGNMENT - 1) /
+          MOE_BUFFER_ALIGNMENT * MOE_BUFFER_ALIGNMENT;
+  }
+  m.weightsBytes = at;
+}
+
 // tokens, labels [batch, seq] I32 -> logits [batch, seq, vocab], loss [] F32:
 // the only entry signature ModelABI.h defines today.
 void checkForwardSignature(Manifest &m) {
   expectSpec(m.inputs, "inputs", 0, "tokens", "I32");
   expectSpec(m.inputs, "inputs", 1, "labels", "I32");
-  expectSpec(m.outputs, "outputs", 0, "logits", "F32");
+  expectSpec(m.outputs, "outputs", 0, "logits", m.storage.c_str());
   expectSpec(m.outputs, "outputs", 1, "loss", "F32");
   if (m.inputs.size() != 2)
     fail("inputs", "has " + std::to_string(m.inputs.size()) +
@@ -493,11 +516,17 @@ Manifest parseManifest(const std::string &text) {
   m.arenaBytes = getSize(root, "", "arena_bytes");
   m.unplannedBytes = getSize(root, "", "unplanned_bytes");
 
+  if (root.contains("storage")) {
+    m.storage = getString(root, "", "storage");
+    if (m.storage != "F32" && m.storage != "BF16")
+      fail("storage", "is \"" + m.storage + "\", expected \"F32\" or \"BF16\"");
+  }
   const Json &params = getArray(root, "params");
   for (size_t i = 0; i < params.size(); ++i)
     m.params.push_back(
-        parseParam(params[i], "params[" + std::to_string(i) + "]"));
+        parseParam(params[i], "params[" + std::to_string(i) + "]", m.storage));
   checkLayout(m);
+  layOutFp32Blob(m);
 
   m.inputs = parseSpecs(root, "inputs");
   m.outputs = parseSpecs(root, "outputs");

@@ -29,8 +29,15 @@ namespace moe::driver {
 struct ParamInfo {
   std::string name;
   std::vector<int64_t> shape;
-  std::string dtype; ///< Always "F32" once validated.
+  /// The storage type of the compiled program's copy: "F32" or "BF16".
+  std::string dtype;
+  /// Offset in the fp32 blob every host-side user sees (the master weights,
+  /// gradients, optimizer moments, checkpoints). Under F32 storage it is the
+  /// manifest's offset; under BF16 the driver lays the fp32 blob out itself,
+  /// in the same order and alignment.
   uint64_t offset = 0;
+  /// Offset in the blob the entry points read (the manifest's offset).
+  uint64_t storageOffset = 0;
   bool stacked = false;
   /// The whole tensor's shape and how it is split over the mesh (a
   /// partitioned model); `shape` is this rank's block. Without "split" in
@@ -48,7 +55,12 @@ struct ParamInfo {
   std::optional<int64_t> placement;
 
   int64_t numElements() const;
+  /// Bytes in the fp32 blob.
   uint64_t bytes() const { return static_cast<uint64_t>(numElements()) * 4; }
+  /// Bytes in the entry points' blob.
+  uint64_t storageBytes() const {
+    return static_cast<uint64_t>(numElements()) * (dtype == "BF16" ? 2 : 4);
+  }
   /// shape[0] for a stacked parameter, else 1.
   int64_t numSlices() const { return stacked ? shape[0] : 1; }
   /// The shape of one HF tensor: `shape` without dim 0 when stacked.
@@ -83,7 +95,13 @@ struct Manifest {
   std::vector<ParamInfo> params; ///< In weights-blob order.
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;
+  /// The fp32 blob's size (see ParamInfo::offset).
   uint64_t weightsBytes = 0;
+  /// "F32" or "BF16" (manifest "storage"): how the compiled program stores
+  /// its floating-point tensors; the entries' weights blob has
+  /// storageWeightsBytes bytes, and the logits are of this type.
+  std::string storage = "F32";
+  uint64_t storageWeightsBytes = 0;
   uint64_t arenaBytes = 0;
   uint64_t unplannedBytes = 0;
   int64_t ignoreIndex = -100;
@@ -103,6 +121,7 @@ struct Manifest {
   int64_t vocab = 0;
 
   bool hasVocabChars() const { return !vocabChars.empty(); }
+  bool bf16Storage() const { return storage == "BF16"; }
   /// Number of scalars over all parameters.
   uint64_t totalParameters() const;
 };

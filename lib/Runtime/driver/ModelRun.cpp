@@ -371,6 +371,12 @@ ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
   weights_ = BackendBuffer(*backend_, manifest.weightsBytes);
   if (trainStep && manifest.trainStep)
     grads_ = BackendBuffer(*backend_, manifest.weightsBytes);
+  if (manifest.bf16Storage()) {
+    storedWeights_ = BackendBuffer(*backend_, manifest.storageWeightsBytes);
+    if (trainStep && manifest.trainStep)
+      storedGrads_ = BackendBuffer(*backend_, manifest.storageWeightsBytes);
+    storedLogits_ = BackendBuffer(*backend_, logits_.size() / 2);
+  }
   if (backend_->deviceMemory()) {
     uint64_t inputBytes = localInputElements() * sizeof(int32_t);
     deviceTokens_ = BackendBuffer(*backend_, inputBytes);
@@ -431,6 +437,34 @@ void ModelRunner::uploadGrads(const AlignedBuffer &host, uint64_t offset,
   backend_->upload(grads_.data() + offset, host.data() + offset, bytes);
 }
 
+void ModelRunner::convertParams(uint8_t *fp32, uint8_t *stored,
+                                bool toStorage) {
+  for (const ParamInfo &p : manifest_.params) {
+    if (toStorage)
+      backend_->convert(stored + p.storageOffset, rt::StorageType::BF16,
+                        fp32 + p.offset, rt::StorageType::F32,
+                        p.numElements());
+    else
+      backend_->convert(fp32 + p.offset, rt::StorageType::F32,
+                        stored + p.storageOffset, rt::StorageType::BF16,
+                        p.numElements());
+  }
+}
+
+uint8_t *ModelRunner::entryWeights() {
+  if (!manifest_.bf16Storage())
+    return weights_.data();
+  // The master weights may have changed since the last call (an optimizer
+  // step, a load, a re-placement): round them again.
+  convertParams(weights_.data(), storedWeights_.data(), /*toStorage=*/true);
+  return storedWeights_.data();
+}
+
+void ModelRunner::widenGrads() {
+  if (manifest_.bf16Storage())
+    convertParams(grads_.data(), storedGrads_.data(), /*toStorage=*/false);
+}
+
 ModelRunner::EntryArgs
 ModelRunner::prepare(const std::vector<int32_t> &tokens,
                      const std::vector<int32_t> &labels, bool zeroGrads) {
@@ -444,28 +478,47 @@ ModelRunner::prepare(const std::vector<int32_t> &tokens,
   rt::setDispatchPolicy(context_.get(), env_.dispatchPolicy);
   // The training step writes only the slots of the parameters the loss
   // depends on: the others must read zero.
-  if (zeroGrads)
+  if (zeroGrads) {
     backend_->zero(grads_.data(), grads_.size());
+    if (manifest_.bf16Storage())
+      backend_->zero(storedGrads_.data(), storedGrads_.size());
+  }
+  // Under bf16 storage the logits come in bf16 and are widened after.
+  float *logits = manifest_.bf16Storage()
+                      ? reinterpret_cast<float *>(storedLogits_.data())
+                      : nullptr;
   if (!backend_->deviceMemory())
-    return {localTokens_.data(), localLabels_.data(), logits_.f32(), &loss_};
+    return {localTokens_.data(), localLabels_.data(),
+            logits ? logits : logits_.f32(), &loss_};
   backend_->upload(deviceTokens_.data(), localTokens_.data(),
                    localTokens_.size() * sizeof(int32_t));
   backend_->upload(deviceLabels_.data(), localLabels_.data(),
                    localLabels_.size() * sizeof(int32_t));
   return {reinterpret_cast<const int32_t *>(deviceTokens_.data()),
           reinterpret_cast<const int32_t *>(deviceLabels_.data()),
-          reinterpret_cast<float *>(deviceLogits_.data()),
+          logits ? logits : reinterpret_cast<float *>(deviceLogits_.data()),
           reinterpret_cast<float *>(deviceLoss_.data())};
 }
 
 void ModelRunner::run(const std::vector<int32_t> &tokens,
                       const std::vector<int32_t> &labels) {
   EntryArgs args = prepare(tokens, labels, /*zeroGrads=*/false);
-  forward_(context_.get(), weights_.data(), arena_.data(), args.tokens,
+  forward_(context_.get(), entryWeights(), arena_.data(), args.tokens,
            args.labels, args.logits, args.loss);
-  if (backend_->deviceMemory() && !moert_context_error(context_.get())) {
-    backend_->download(logits_.data(), args.logits, logits_.size());
-    backend_->download(&loss_, args.loss, sizeof(float));
+  if (!moert_context_error(context_.get())) {
+    float *logits = args.logits;
+    if (manifest_.bf16Storage()) {
+      // Widened in backend memory (the host's own on the CPU).
+      logits = backend_->deviceMemory()
+                   ? reinterpret_cast<float *>(deviceLogits_.data())
+                   : logits_.f32();
+      backend_->convert(logits, rt::StorageType::F32, args.logits,
+                        rt::StorageType::BF16, numLogits());
+    }
+    if (backend_->deviceMemory()) {
+      backend_->download(logits_.data(), logits, logits_.size());
+      backend_->download(&loss_, args.loss, sizeof(float));
+    }
   }
   check();
 }
@@ -475,10 +528,14 @@ float ModelRunner::trainStep(const std::vector<int32_t> &tokens,
   if (!trainStep_ || !manifest_.trainStep)
     throw std::logic_error("ModelRunner: no training step");
   EntryArgs args = prepare(tokens, labels, /*zeroGrads=*/true);
-  trainStep_(context_.get(), weights_.data(), arena_.data(), grads_.data(),
+  trainStep_(context_.get(), entryWeights(), arena_.data(),
+             manifest_.bf16Storage() ? storedGrads_.data() : grads_.data(),
              args.tokens, args.labels, args.loss);
-  if (backend_->deviceMemory() && !moert_context_error(context_.get()))
-    backend_->download(&loss_, args.loss, sizeof(float));
+  if (!moert_context_error(context_.get())) {
+    widenGrads();
+    if (backend_->deviceMemory())
+      backend_->download(&loss_, args.loss, sizeof(float));
+  }
   check();
   return loss_;
 }

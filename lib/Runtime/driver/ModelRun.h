@@ -143,8 +143,12 @@ public:
   void downloadGrads(AlignedBuffer &host, uint64_t offset, uint64_t bytes);
   void uploadGrads(const AlignedBuffer &host, uint64_t offset, uint64_t bytes);
 
-  /// The runner's weights and gradients (weights_bytes each; gradients only
-  /// with a training step) in the backend's memory, and that backend.
+  /// The runner's weights and gradients (the manifest's fp32 blob each;
+  /// gradients only with a training step) in the backend's memory, and that
+  /// backend. Under bf16 storage these are the fp32 master weights and fp32
+  /// gradients; the entries run on a bf16 copy of the weights made from
+  /// them before every call, and their bf16 gradients are widened into
+  /// grads() after every training step.
   uint8_t *weights() { return weights_.data(); }
   uint8_t *grads() { return grads_.data(); }
   rt::Backend &backend() { return *backend_; }
@@ -193,6 +197,13 @@ private:
                   const BackendBuffer &mine) const;
   /// Elements of this rank's block of each [batch, seq] input.
   uint64_t localInputElements() const;
+  /// The weights blob the entries read: weights_, or under bf16 storage its
+  /// bf16 copy, refreshed from weights_ now.
+  uint8_t *entryWeights();
+  /// Under bf16 storage: grads_ = the entry's bf16 gradients, widened.
+  void widenGrads();
+  /// Converts every parameter between the fp32 blob and the storage blob.
+  void convertParams(uint8_t *fp32, uint8_t *stored, bool toStorage);
 
   const Manifest &manifest_;
   ForwardEntry forward_;
@@ -201,6 +212,9 @@ private:
   std::unique_ptr<moert_context, void (*)(moert_context *)> context_;
   rt::Backend *backend_ = nullptr; // owned by the context
   BackendBuffer arena_, weights_, grads_;
+  // Under bf16 storage: what the entries read and write (weights, gradients
+  // and logits in bf16).
+  BackendBuffer storedWeights_, storedGrads_, storedLogits_;
   AlignedBuffer logits_;
   // Device copies (empty on the CPU backend).
   BackendBuffer deviceTokens_, deviceLabels_, deviceLogits_, deviceLoss_;

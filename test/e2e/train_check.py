@@ -53,8 +53,15 @@ def main():
     parser.add_argument("--rtol", type=float, default=1e-4)
     parser.add_argument("--train-arg", action="append", default=[],
                         help="one more argument for every train run, e.g. --train-arg=--clip=0")
+    parser.add_argument("--compile-arg", action="append", default=[],
+                        help="one more moec argument for every executable, e.g. "
+                             "--compile-arg=--storage=bf16")
+    parser.add_argument("--reference-compile-arg", action="append",
+                        help="moec arguments for the 1-rank reference instead of --compile-arg")
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
+    reference_args = (args.compile_arg if args.reference_compile_arg is None
+                      else args.reference_compile_arg)
     os.makedirs(args.workdir, exist_ok=True)
 
     train = ["train", "--data", args.data, "--steps", str(args.steps), "--init-random", "7",
@@ -72,7 +79,7 @@ def main():
         return steps
 
     single = os.path.join(args.workdir, "single")
-    run([args.compiler, args.model, "-o", single])
+    run([args.compiler, args.model, "-o", single] + reference_args)
     reference = trajectory("single", single)
     first, last = reference[1], reference[args.steps]
     print(f"1 rank: loss {first:.6f} -> {last:.6f}")
@@ -84,7 +91,7 @@ def main():
         for part in mesh.split(","):
             ranks *= int(part.split("=")[1]) if part.split("=")[0] in ("dp", "cp", "tp") else 1
         exe = os.path.join(args.workdir, "mesh-" + mesh.replace(",", "-").replace("=", ""))
-        run([args.compiler, args.model, "--mesh", mesh, "-o", exe])
+        run([args.compiler, args.model, "--mesh", mesh, "-o", exe] + args.compile_arg)
         launcher = args.mpirun.split() + ["-np", str(ranks)]
         steps = trajectory(os.path.basename(exe), exe, launcher, mpi=True)
         worst = max(abs(steps[s] - reference[s]) / abs(reference[s]) for s in reference)

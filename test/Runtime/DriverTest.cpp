@@ -128,6 +128,40 @@ TEST(ManifestTest, ParsesTheFields) {
   EXPECT_EQ(m.mesh.ep, 4);
 }
 
+// Under bf16 storage the manifest's offsets are the entries' bf16 blob; the
+// driver lays out the fp32 blob (master weights, gradients, checkpoints) in
+// the same order and alignment.
+TEST(ManifestTest, Bf16StorageLaysOutAnFp32Blob) {
+  json j = validManifest();
+  j["storage"] = "BF16";
+  const uint64_t stored[] = {0, 64, 128, 192};
+  for (size_t i = 0; i < 4; ++i) {
+    j["params"][i]["dtype"] = "BF16";
+    j["params"][i]["offset"] = stored[i];
+  }
+  j["weights_bytes"] = 256;
+  j["outputs"][0]["dtype"] = "BF16";
+  Manifest m = parsed(j);
+  EXPECT_TRUE(m.bf16Storage());
+  EXPECT_EQ(m.storageWeightsBytes, 256u);
+  EXPECT_EQ(m.weightsBytes, 384u); // 128 + 128 (96 aligned) + 64 + 64
+  const uint64_t master[] = {0, 128, 256, 320};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(m.params[i].storageOffset, stored[i]) << i;
+    EXPECT_EQ(m.params[i].offset, master[i]) << i;
+  }
+  EXPECT_EQ(m.params[1].storageBytes(), 48u);
+  EXPECT_EQ(m.params[1].bytes(), 96u);
+  // The logits must be bf16 too.
+  j["outputs"][0]["dtype"] = "F32";
+  EXPECT_ONE_LINE_CONTAINING(manifestError(j), "outputs[0].dtype");
+  // An fp32 model's offsets are the blob's.
+  Manifest f = parsed(validManifest());
+  EXPECT_FALSE(f.bf16Storage());
+  EXPECT_EQ(f.storageWeightsBytes, f.weightsBytes);
+  EXPECT_EQ(f.params[2].storageOffset, f.params[2].offset);
+}
+
 TEST(ManifestTest, OptionalFieldsHaveDefaults) {
   json j = validManifest();
   j.erase("ignore_index");
@@ -170,6 +204,15 @@ TEST(ManifestTest, EveryProblemNamesItsField) {
          m["params"][0]["shape"] = {4, -8};
        }},
       {"params[0].dtype", [](json &m) { m["params"][0]["dtype"] = "BF16"; }},
+      {"storage", [](json &m) { m["storage"] = "FP8"; }},
+      // A bf16 model with an fp32 parameter.
+      {"params[1].dtype",
+       [](json &m) {
+         m["storage"] = "BF16";
+         for (json &p : m["params"])
+           p["dtype"] = "BF16";
+         m["params"][1]["dtype"] = "F32";
+       }},
       {"params[0].offset", [](json &m) { m["params"][0].erase("offset"); }},
       // Not a multiple of 64.
       {"params[2].offset", [](json &m) { m["params"][2]["offset"] = 260; }},

@@ -307,7 +307,15 @@ int runInfo(const Manifest &m) {
   std::printf("parameters   %zu (%zu HF tensors), %s scalars\n",
               m.params.size(), tensors,
               withThousands(m.totalParameters()).c_str());
-  std::printf("weights      %s bytes\n", withThousands(m.weightsBytes).c_str());
+  std::printf("storage      %s\n", m.bf16Storage()
+                                        ? "BF16 (fp32 master weights in the driver)"
+                                        : "F32");
+  if (m.bf16Storage())
+    std::printf("weights      %s bytes (bf16; fp32 master %s bytes)\n",
+                withThousands(m.storageWeightsBytes).c_str(),
+                withThousands(m.weightsBytes).c_str());
+  else
+    std::printf("weights      %s bytes\n", withThousands(m.weightsBytes).c_str());
   std::printf("arena        %s bytes (%s without buffer reuse)\n",
               withThousands(m.arenaBytes).c_str(),
               withThousands(m.unplannedBytes).c_str());

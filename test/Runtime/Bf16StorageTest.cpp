@@ -39,27 +39,27 @@ float fromBits(uint32_t b) {
 }
 
 TEST(BFloat16, RoundsToNearestEven) {
-  EXPECT_EQ(floatToBf16(1.0f), 0x3F80);
-  EXPECT_EQ(floatToBf16(-2.0f), 0xC000);
+  EXPECT_EQ(f32ToBf16(1.0f), 0x3F80);
+  EXPECT_EQ(f32ToBf16(-2.0f), 0xC000);
   // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even 1.
-  EXPECT_EQ(floatToBf16(1.0f + 0x1p-8f), 0x3F80);
+  EXPECT_EQ(f32ToBf16(1.0f + 0x1p-8f), 0x3F80);
   // 1 + 3 * 2^-8 lies halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even).
-  EXPECT_EQ(floatToBf16(1.0f + 3 * 0x1p-8f), 0x3F82);
+  EXPECT_EQ(f32ToBf16(1.0f + 3 * 0x1p-8f), 0x3F82);
   // Just above the halfway point rounds up.
-  EXPECT_EQ(floatToBf16(fromBits(0x3F808001u)), 0x3F81);
-  EXPECT_EQ(floatToBf16(std::numeric_limits<float>::infinity()), 0x7F80);
+  EXPECT_EQ(f32ToBf16(fromBits(0x3F808001u)), 0x3F81);
+  EXPECT_EQ(f32ToBf16(std::numeric_limits<float>::infinity()), 0x7F80);
   // The largest float is past bf16's largest finite value: infinity.
-  EXPECT_EQ(floatToBf16(std::numeric_limits<float>::max()), 0x7F80);
+  EXPECT_EQ(f32ToBf16(std::numeric_limits<float>::max()), 0x7F80);
   // A NaN whose payload is all in the low half stays a NaN.
-  uint16_t nan = floatToBf16(fromBits(0x7F800001u));
+  uint16_t nan = f32ToBf16(fromBits(0x7F800001u));
   EXPECT_EQ(nan & 0x7F80, 0x7F80);
   EXPECT_NE(nan & 0x007F, 0);
-  EXPECT_TRUE(std::isnan(bf16ToFloat(nan)));
+  EXPECT_TRUE(std::isnan(bf16ToF32(nan)));
   // Widening is exact: every bf16 value survives the round trip.
   for (uint32_t h = 0; h < 0x10000; ++h) {
-    float f = bf16ToFloat(static_cast<uint16_t>(h));
+    float f = bf16ToF32(static_cast<uint16_t>(h));
     if (!std::isnan(f)) {
-      ASSERT_EQ(floatToBf16(f), h);
+      ASSERT_EQ(f32ToBf16(f), h);
       ASSERT_EQ(bitsOf(f), h << 16);
     }
   }
@@ -69,7 +69,7 @@ std::vector<uint16_t> randomBf16(size_t n, std::mt19937 &rng, float scale) {
   std::normal_distribution<float> dist(0.0f, scale);
   std::vector<uint16_t> v(n);
   for (uint16_t &x : v)
-    x = floatToBf16(dist(rng));
+    x = f32ToBf16(dist(rng));
   return v;
 }
 
@@ -90,10 +90,10 @@ TEST(CpuBackendBf16, LinearRoundsTheExactResultOnce) {
   int ulpOff = 0;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t o = 0; o < out; ++o) {
-      double sum = bf16ToFloat(bias[o]);
+      double sum = bf16ToF32(bias[o]);
       for (int64_t i = 0; i < in; ++i)
-        sum += double(bf16ToFloat(x[r * in + i])) * bf16ToFloat(w[o * in + i]);
-      uint16_t want = floatToBf16(static_cast<float>(sum));
+        sum += double(bf16ToF32(x[r * in + i])) * bf16ToF32(w[o * in + i]);
+      uint16_t want = f32ToBf16(static_cast<float>(sum));
       int diff = std::abs(int(y[r * out + o]) - int(want));
       // The kernel sums in fp32: at most one ulp from the exact sum's
       // rounding, and mostly equal.
@@ -108,9 +108,9 @@ TEST(CpuBackendBf16, ScalarLossStaysFp32) {
   std::unique_ptr<Backend> backend = makeCpuBackend();
   backend->setStorage(StorageType::BF16);
   const int64_t n = 2, vocab = 3;
-  std::vector<uint16_t> logits = {floatToBf16(1.0f), floatToBf16(2.0f),
-                                  floatToBf16(0.5f), floatToBf16(-1.0f),
-                                  floatToBf16(0.0f), floatToBf16(3.0f)};
+  std::vector<uint16_t> logits = {f32ToBf16(1.0f), f32ToBf16(2.0f),
+                                  f32ToBf16(0.5f), f32ToBf16(-1.0f),
+                                  f32ToBf16(0.0f), f32ToBf16(3.0f)};
   std::vector<int32_t> labels = {1, 2};
   float loss = 0.0f;
   backend->crossEntropy(reinterpret_cast<const float *>(logits.data()),
@@ -127,12 +127,12 @@ TEST(CpuBackendBf16, ConvertBothWays) {
   backend->convert(h.data(), StorageType::BF16, f.data(), StorageType::F32,
                    static_cast<int64_t>(f.size()));
   for (size_t i = 0; i < f.size(); ++i)
-    EXPECT_EQ(h[i], floatToBf16(f[i]));
+    EXPECT_EQ(h[i], f32ToBf16(f[i]));
   std::vector<float> back(f.size());
   backend->convert(back.data(), StorageType::F32, h.data(), StorageType::BF16,
                    static_cast<int64_t>(f.size()));
   for (size_t i = 0; i < f.size(); ++i)
-    EXPECT_EQ(back[i], bf16ToFloat(h[i]));
+    EXPECT_EQ(back[i], bf16ToF32(h[i]));
 }
 
 TEST(CommunicatorBf16, AllReduceSumsInFp32AndRoundsOnce) {
@@ -146,8 +146,8 @@ TEST(CommunicatorBf16, AllReduceSumsInFp32AndRoundsOnce) {
   for (int64_t i = 0; i < count; ++i) {
     float sum = 0.0f;
     for (int r = 0; r < n; ++r)
-      sum += bf16ToFloat(inputs[r][i]);
-    want[i] = floatToBf16(sum);
+      sum += bf16ToF32(inputs[r][i]);
+    want[i] = f32ToBf16(sum);
   }
   runLocal(n, [&](Communicator &comm) {
     std::vector<uint16_t> buf = inputs[comm.rank()];

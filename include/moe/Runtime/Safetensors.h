@@ -18,6 +18,8 @@
 #ifndef MOE_RUNTIME_SAFETENSORS_H
 #define MOE_RUNTIME_SAFETENSORS_H
 
+#include "moe/Runtime/BFloat16.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -36,25 +38,8 @@ const char *dtypeName(DType dtype);
 /// Bytes per element.
 size_t dtypeSize(DType dtype);
 
-/// bf16 bits -> fp32 (exact).
-inline float bf16ToF32(uint16_t bits) {
-  uint32_t wide = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &wide, sizeof f);
-  return f;
-}
-
-/// fp32 -> bf16 bits, rounding to nearest with ties to even; infinities stay
-/// infinite, values that round past the largest bf16 become infinite, and a
-/// NaN stays a NaN (quieted, sign and upper payload kept).
-inline uint16_t f32ToBf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u)
-    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-  uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>((bits + rounding) >> 16);
-}
+using moe::rt::bf16ToF32;
+using moe::rt::f32ToBf16;
 
 /// IEEE binary16 bits -> fp32 (exact, subnormals and NaN payloads included).
 inline float f16ToF32(uint16_t bits) {

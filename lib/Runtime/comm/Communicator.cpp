@@ -121,10 +121,10 @@ void sumTyped(const void *const *src, int n, void *dst, int64_t count) {
 void sumBf16(const void *const *src, int n, void *dst, int64_t count) {
   auto *out = static_cast<uint16_t *>(dst);
   for (int64_t i = 0; i < count; ++i) {
-    float sum = bf16ToFloat(static_cast<const uint16_t *>(src[0])[i]);
+    float sum = bf16ToF32(static_cast<const uint16_t *>(src[0])[i]);
     for (int r = 1; r < n; ++r)
-      sum += bf16ToFloat(static_cast<const uint16_t *>(src[r])[i]);
-    out[i] = floatToBf16(sum);
+      sum += bf16ToF32(static_cast<const uint16_t *>(src[r])[i]);
+    out[i] = f32ToBf16(sum);
   }
 }
 

@@ -423,6 +423,7 @@ void ModelRunner::uploadWeights(const AlignedBuffer &host, uint64_t offset,
                                 uint64_t bytes) {
   checkRange(offset, bytes, host, weights_);
   backend_->upload(weights_.data() + offset, host.data() + offset, bytes);
+  storedStale_ = true;
 }
 
 void ModelRunner::downloadGrads(AlignedBuffer &host, uint64_t offset,
@@ -456,7 +457,9 @@ uint8_t *ModelRunner::entryWeights() {
     return weights_.data();
   // The master weights may have changed since the last call (an optimizer
   // step, a load, a re-placement): round them again.
-  convertParams(weights_.data(), storedWeights_.data(), /*toStorage=*/true);
+  if (storedStale_)
+    convertParams(weights_.data(), storedWeights_.data(), /*toStorage=*/true);
+  storedStale_ = false;
   return storedWeights_.data();
 }
 

@@ -149,7 +149,12 @@ public:
   /// gradients; the entries run on a bf16 copy of the weights made from
   /// them before every call, and their bf16 gradients are widened into
   /// grads() after every training step.
-  uint8_t *weights() { return weights_.data(); }
+  /// Writable: under bf16 storage the entries' copy is refreshed before the
+  /// next call.
+  uint8_t *weights() {
+    storedStale_ = true;
+    return weights_.data();
+  }
   uint8_t *grads() { return grads_.data(); }
   rt::Backend &backend() { return *backend_; }
 
@@ -198,7 +203,7 @@ private:
   /// Elements of this rank's block of each [batch, seq] input.
   uint64_t localInputElements() const;
   /// The weights blob the entries read: weights_, or under bf16 storage its
-  /// bf16 copy, refreshed from weights_ now.
+  /// bf16 copy, refreshed from weights_ if they may have changed since.
   uint8_t *entryWeights();
   /// Under bf16 storage: grads_ = the entry's bf16 gradients, widened.
   void widenGrads();
@@ -215,6 +220,7 @@ private:
   // Under bf16 storage: what the entries read and write (weights, gradients
   // and logits in bf16).
   BackendBuffer storedWeights_, storedGrads_, storedLogits_;
+  bool storedStale_ = true;
   AlignedBuffer logits_;
   // Device copies (empty on the CPU backend).
   BackendBuffer deviceTokens_, deviceLabels_, deviceLogits_, deviceLoss_;

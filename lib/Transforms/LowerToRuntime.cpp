@@ -122,14 +122,7 @@ private:
                                       bool isOffsets = false) {
     return storageBufferType(type, at, floatStorage, isOffsets);
   }
-  /// Bytes per element of the buffer of a tensor of type `type`.
-  int64_t elementBytes(Type type) {
-    auto tensor = cast<RankedTensorType>(type);
-    Type elem = tensor.getElementType();
-    if (elem.isF32() && tensor.getRank() > 0)
-      elem = floatStorage;
-    return elem.getIntOrFloatBitWidth() / 8;
-  }
+
   /// (outer, mid, inner) of `v` around dimension `axis`.
   SmallVector<Value> axisLayout(Value v, int64_t axis);
   template <typename Op>
@@ -281,7 +274,7 @@ LogicalResult EntryBuilder::layOutWeights() {
                                       b.getI64IntegerAttr(it->second)));
     params.push_back(b.getDictionaryAttr(fields));
     weightsBytes +=
-        alignUp(type->getNumElements() * elementBytes(param.getType()));
+        alignUp(type->getNumElements() * type->getElementTypeBitWidth() / 8);
   }
   return success();
 }

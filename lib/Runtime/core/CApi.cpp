@@ -326,16 +326,14 @@ void moert_add(moert_context *ctx, const float *a, const float *b, float *out,
 void moert_add_f32(moert_context *ctx, const float *a, const float *b,
                    float *out, int64_t n) {
   guarded(ctx, [&] {
-    moe::rt::Backend &be = backend(ctx);
-    moe::rt::StorageType storage = be.storage();
-    be.setStorage(moe::rt::StorageType::F32);
-    try {
-      be.add(a, b, out, n);
-    } catch (...) {
-      be.setStorage(storage);
-      throw;
-    }
-    be.setStorage(storage);
+    // fp32 for this call only, however it ends.
+    struct Fp32Scope {
+      moe::rt::Backend &backend;
+      moe::rt::StorageType saved = backend.storage();
+      ~Fp32Scope() { backend.setStorage(saved); }
+    } scope{backend(ctx)};
+    scope.backend.setStorage(moe::rt::StorageType::F32);
+    scope.backend.add(a, b, out, n);
   });
 }
 

@@ -98,10 +98,10 @@ void runCase(Device &dev, const Case &c, uint64_t seed) {
   // Device's non-blocking stream, which does not wait for it: finish them.
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 
-  attention(dev, dQ, dK, dV, c.batch, c.seq, c.heads, c.kvHeads, c.headDim,
-            c.causal, scale, dOut);
-  attentionGrad(dev, dDout, dQ, dK, dV, c.batch, c.seq, c.heads, c.kvHeads,
-                c.headDim, c.causal, scale, dDq, dDk, dDv);
+  attention<float>(dev, dQ, dK, dV, c.batch, c.seq, c.heads, c.kvHeads,
+                   c.headDim, c.causal, scale, dOut);
+  attentionGrad<float>(dev, dDout, dQ, dK, dV, c.batch, c.seq, c.heads,
+                       c.kvHeads, c.headDim, c.causal, scale, dDq, dDk, dDv);
   dev.synchronize();
 
   expectMatches(dOut.download(), out, "attention out");
@@ -147,29 +147,31 @@ TEST_F(CudaAttention, LargeScoresNeedTheRunningMax) {
 
 TEST_F(CudaAttention, EmptyShapesAndInvalidSizes) {
   // Nothing to compute: no launch, no throw.
-  EXPECT_NO_THROW(attention(*dev, nullptr, nullptr, nullptr, 1, 0, 4, 2, 8,
-                            true, 1.0f, nullptr));
-  EXPECT_NO_THROW(attentionGrad(*dev, nullptr, nullptr, nullptr, nullptr, 0, 5,
-                                4, 2, 8, false, 1.0f, nullptr, nullptr,
-                                nullptr));
-  EXPECT_NO_THROW(attention(*dev, nullptr, nullptr, nullptr, 2, 3, 4, 2, 0,
-                            false, 1.0f, nullptr));
+  EXPECT_NO_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 1, 0, 4, 2,
+                                   8, true, 1.0f, nullptr));
+  EXPECT_NO_THROW(attentionGrad<float>(*dev, nullptr, nullptr, nullptr, nullptr,
+                                       0, 5, 4, 2, 8, false, 1.0f, nullptr,
+                                       nullptr, nullptr));
+  EXPECT_NO_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 2, 3, 4, 2,
+                                   0, false, 1.0f, nullptr));
   dev->synchronize();
   // heads not a multiple of kvHeads, headDim above 256, negative sizes.
-  EXPECT_THROW(attention(*dev, nullptr, nullptr, nullptr, 1, 4, 4, 3, 8, false,
-                         1.0f, nullptr),
+  EXPECT_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 1, 4, 4, 3, 8,
+                                false, 1.0f, nullptr),
                std::invalid_argument);
-  EXPECT_THROW(attentionGrad(*dev, nullptr, nullptr, nullptr, nullptr, 1, 4, 4,
-                             3, 8, false, 1.0f, nullptr, nullptr, nullptr),
+  EXPECT_THROW(attentionGrad<float>(*dev, nullptr, nullptr, nullptr, nullptr, 1,
+                                    4, 4, 3, 8, false, 1.0f, nullptr, nullptr,
+                                    nullptr),
                std::invalid_argument);
-  EXPECT_THROW(attention(*dev, nullptr, nullptr, nullptr, 1, 4, 4, 2, 257,
-                         false, 1.0f, nullptr),
+  EXPECT_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 1, 4, 4, 2,
+                                257, false, 1.0f, nullptr),
                std::invalid_argument);
-  EXPECT_THROW(attention(*dev, nullptr, nullptr, nullptr, 1, -1, 4, 2, 8, false,
-                         1.0f, nullptr),
+  EXPECT_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 1, -1, 4, 2, 8,
+                                false, 1.0f, nullptr),
                std::invalid_argument);
-  EXPECT_THROW(attentionGrad(*dev, nullptr, nullptr, nullptr, nullptr, 1, 4, 0,
-                             0, 8, false, 1.0f, nullptr, nullptr, nullptr),
+  EXPECT_THROW(attentionGrad<float>(*dev, nullptr, nullptr, nullptr, nullptr, 1,
+                                    4, 0, 0, 8, false, 1.0f, nullptr, nullptr,
+                                    nullptr),
                std::invalid_argument);
 }
 

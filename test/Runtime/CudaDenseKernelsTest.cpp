@@ -91,7 +91,7 @@ TEST_F(CudaDenseKernels, Embedding) {
                      expected.data());
       DeviceBuffer<int32_t> dTokens(tokens);
       DeviceBuffer<float> dTable(table), dOut(garbage(n * hidden));
-      embedding(*dev, dTokens, n, dTable, vocab, hidden, dOut);
+      embedding<float>(*dev, dTokens, n, dTable, vocab, hidden, dOut);
       expectClose(dOut.download(), expected, 0.0, what);
     }
 }
@@ -105,7 +105,7 @@ TEST_F(CudaDenseKernels, RmsNorm) {
       Floats expected(rows * dim);
       cpu::rmsNorm(x.data(), w.data(), rows, dim, 1e-6f, expected.data());
       DeviceBuffer<float> dX(x), dW(w), dOut(garbage(rows * dim));
-      rmsNorm(*dev, dX, dW, rows, dim, 1e-6f, dOut);
+      rmsNorm<float>(*dev, dX, dW, rows, dim, 1e-6f, dOut);
       expectClose(dOut.download(), expected, kDoubleSumTol, what);
     }
 }
@@ -124,8 +124,8 @@ TEST_F(CudaDenseKernels, LinearWithAndWithoutBias) {
           Floats expected(rows * out);
           cpu::linear(x.data(), rows, in, w.data(), out, bias, expected.data());
           DeviceBuffer<float> dX(x), dW(w), dB(b), dOut(garbage(rows * out));
-          linear(*dev, dX, rows, in, dW, out, withBias ? dB.get() : nullptr,
-                 dOut);
+          linear<float>(*dev, dX, rows, in, dW, out,
+                        withBias ? dB.get() : nullptr, dOut);
           expectClose(dOut.download(), expected, kGemmTol, what);
         }
 }
@@ -154,8 +154,10 @@ TEST_F(CudaDenseKernels, RopeAndRopeGrad) {
           DeviceBuffer<float> dX(x), dOut(garbage(size)), dGrad(garbage(size));
           DeviceBuffer<int32_t> dPos(positions);
           const int32_t *dPosPtr = withPositions ? dPos.get() : nullptr;
-          rope(*dev, dX, dPosPtr, batch, seq, heads, headDim, theta, dOut);
-          ropeGrad(*dev, dX, dPosPtr, batch, seq, heads, headDim, theta, dGrad);
+          rope<float>(*dev, dX, dPosPtr, batch, seq, heads, headDim, theta,
+                      dOut);
+          ropeGrad<float>(*dev, dX, dPosPtr, batch, seq, heads, headDim, theta,
+                          dGrad);
           expectClose(dOut.download(), expected, kDoubleSumTol, "rope " + what);
           expectClose(dGrad.download(), expectedGrad, kDoubleSumTol,
                       "ropeGrad " + what);
@@ -181,11 +183,12 @@ TEST_F(CudaDenseKernels, SwigluMlpAndSharedExperts) {
         DeviceBuffer<float> dX(x), dGate(gate), dUp(up), dDown(down),
             dShared(sharedGate), dOut(garbage(rows * hidden)),
             dPlain(garbage(rows * hidden)), dGated(garbage(rows * hidden));
-        swigluMlp(*dev, dX, rows, hidden, dGate, dUp, dDown, inter, dOut);
-        sharedExperts(*dev, dX, rows, hidden, dGate, dUp, dDown, inter, nullptr,
-                      dPlain);
-        sharedExperts(*dev, dX, rows, hidden, dGate, dUp, dDown, inter, dShared,
-                      dGated);
+        swigluMlp<float>(*dev, dX, rows, hidden, dGate, dUp, dDown, inter,
+                         dOut);
+        sharedExperts<float>(*dev, dX, rows, hidden, dGate, dUp, dDown, inter,
+                             nullptr, dPlain);
+        sharedExperts<float>(*dev, dX, rows, hidden, dGate, dUp, dDown, inter,
+                             dShared, dGated);
         expectClose(dOut.download(), expected, kGemmTol, "swigluMlp " + what);
         expectClose(dPlain.download(), expected, kGemmTol,
                     "sharedExperts (no gate) " + what);
@@ -200,9 +203,9 @@ TEST_F(CudaDenseKernels, AddWithAndWithoutAliasing) {
     Floats expected(n);
     cpu::add(a.data(), b.data(), n, expected.data());
     DeviceBuffer<float> dA(a), dB(b), dOut(garbage(n));
-    add(*dev, dA, dB, n, dOut);
+    add<float>(*dev, dA, dB, n, dOut);
     expectClose(dOut.download(), expected, 0.0, "add " + std::to_string(n));
-    add(*dev, dA, dB, n, dA); // out aliases a
+    add<float>(*dev, dA, dB, n, dA); // out aliases a
     expectClose(dA.download(), expected, 0.0,
                 "add in place " + std::to_string(n));
   }
@@ -227,7 +230,7 @@ TEST_F(CudaDenseKernels, EmbeddingGrad) {
                            expected.data());
         DeviceBuffer<int32_t> dTokens(tokens);
         DeviceBuffer<float> dDy(dy), dTable(garbage(vocab * hidden));
-        embeddingGrad(*dev, dDy, dTokens, n, vocab, hidden, dTable);
+        embeddingGrad<float>(*dev, dDy, dTokens, n, vocab, hidden, dTable);
         expectClose(dTable.download(), expected, 0.0, what);
       }
 }
@@ -244,7 +247,7 @@ TEST_F(CudaDenseKernels, RmsNormGrad) {
                        dx.data(), dw.data());
       DeviceBuffer<float> dX(x), dW(w), dDy(dy), dDx(garbage(rows * dim)),
           dDw(garbage(dim));
-      rmsNormGrad(*dev, dDy, dX, dW, rows, dim, 1e-6f, dDx, dDw);
+      rmsNormGrad<float>(*dev, dDy, dX, dW, rows, dim, 1e-6f, dDx, dDw);
       expectClose(dDx.download(), dx, kDoubleSumTol, "rmsNormGrad dx " + what);
       expectClose(dDw.download(), dw, kDoubleSumTol,
                   "rmsNormGrad dweight " + what);
@@ -264,7 +267,7 @@ TEST_F(CudaDenseKernels, LinearGrad) {
                         dw.data());
         DeviceBuffer<float> dX(x), dW(w), dDy(dy), dDx(garbage(rows * in)),
             dDw(garbage(out * in));
-        linearGrad(*dev, dDy, dX, rows, in, dW, out, dDx, dDw);
+        linearGrad<float>(*dev, dDy, dX, rows, in, dW, out, dDx, dDw);
         expectClose(dDx.download(), dx, kGemmTol, "linearGrad dx " + what);
         expectClose(dDw.download(), dw, kGemmTol, "linearGrad dweight " + what);
       }
@@ -304,13 +307,13 @@ TEST_F(CudaDenseKernels, SwigluMlpGradAndSharedExpertsGrad) {
               dDg(garbage(inter * hidden)), dDu(garbage(inter * hidden)),
               dDd(garbage(hidden * inter)), dDsg(garbage(hidden));
           if (variant == 0)
-            swigluMlpGrad(*dev, dDy, dX, rows, hidden, dGate, dUp, dDown, inter,
-                          dDx, dDg, dDu, dDd);
+            swigluMlpGrad<float>(*dev, dDy, dX, rows, hidden, dGate, dUp, dDown,
+                                 inter, dDx, dDg, dDu, dDd);
           else
-            sharedExpertsGrad(*dev, dDy, dX, rows, hidden, dGate, dUp, dDown,
-                              inter, variant == 2 ? dShared.get() : nullptr,
-                              dDx, dDg, dDu, dDd,
-                              variant == 2 ? dDsg.get() : nullptr);
+            sharedExpertsGrad<float>(
+                *dev, dDy, dX, rows, hidden, dGate, dUp, dDown, inter,
+                variant == 2 ? dShared.get() : nullptr, dDx, dDg, dDu, dDd,
+                variant == 2 ? dDsg.get() : nullptr);
           expectClose(dDx.download(), dx, kGemmTol, name + "dx " + what);
           expectClose(dDg.download(), dg, kGemmTol, name + "dgate " + what);
           expectClose(dDu.download(), du, kGemmTol, name + "dup " + what);
@@ -350,8 +353,9 @@ TEST_F(CudaDenseKernels, CrossEntropyAndGrad) {
         DeviceBuffer<float> dLogits(logits), dOut(garbage(1)),
             dGrad(garbage(n * vocab));
         DeviceBuffer<int32_t> dLabels(labels);
-        crossEntropy(*dev, dLogits, dLabels, n, vocab, ignore, dOut);
-        crossEntropyGrad(*dev, dLogits, dLabels, n, vocab, ignore, dGrad);
+        crossEntropy<float>(*dev, dLogits, dLabels, n, vocab, ignore, dOut);
+        crossEntropyGrad<float>(*dev, dLogits, dLabels, n, vocab, ignore,
+                                dGrad);
         float got = downloadScalar(dOut);
         if (mode == 2 || n == 0) {
           EXPECT_EQ(got, 0.0f) << "crossEntropy " << what;
@@ -380,8 +384,8 @@ TEST_F(CudaDenseKernels, CrossEntropyTreatsBadLabelsAsIgnored) {
   DeviceBuffer<float> dLogits(logits), dOut(garbage(1)),
       dGrad(garbage(n * vocab));
   DeviceBuffer<int32_t> dLabels(bad);
-  crossEntropy(*dev, dLogits, dLabels, n, vocab, ignore, dOut);
-  crossEntropyGrad(*dev, dLogits, dLabels, n, vocab, ignore, dGrad);
+  crossEntropy<float>(*dev, dLogits, dLabels, n, vocab, ignore, dOut);
+  crossEntropyGrad<float>(*dev, dLogits, dLabels, n, vocab, ignore, dGrad);
   expectClose({downloadScalar(dOut)}, {expected}, kDoubleSumTol,
               "crossEntropy with bad labels");
   expectClose(dGrad.download(), expectedGrad, kDoubleSumTol,
@@ -408,10 +412,10 @@ TEST_F(CudaDenseKernels, AuxLossAndGrad) {
           DeviceBuffer<float> dLogits(logits), dOut(garbage(1)),
               dGrad(garbage(tokens * experts));
           DeviceBuffer<int32_t> dIndices(indices);
-          auxLoss(*dev, dLogits, dIndices, tokens, experts, topK, sigmoid,
-                  coefficient, dOut);
-          auxLossGrad(*dev, dLogits, dIndices, tokens, experts, topK, sigmoid,
-                      coefficient, dGrad);
+          auxLoss<float>(*dev, dLogits, dIndices, tokens, experts, topK,
+                         sigmoid, coefficient, dOut);
+          auxLossGrad<float>(*dev, dLogits, dIndices, tokens, experts, topK,
+                             sigmoid, coefficient, dGrad);
           expectClose({downloadScalar(dOut)}, {expected}, kDoubleSumTol,
                       "auxLoss " + what);
           expectClose(dGrad.download(), expectedGrad, kDoubleSumTol,
@@ -431,8 +435,8 @@ TEST_F(CudaDenseKernels, ZLossAndGrad) {
                      expectedGrad.data());
       DeviceBuffer<float> dLogits(logits), dOut(garbage(1)),
           dGrad(garbage(tokens * experts));
-      zLoss(*dev, dLogits, tokens, experts, coefficient, dOut);
-      zLossGrad(*dev, dLogits, tokens, experts, coefficient, dGrad);
+      zLoss<float>(*dev, dLogits, tokens, experts, coefficient, dOut);
+      zLossGrad<float>(*dev, dLogits, tokens, experts, coefficient, dGrad);
       expectClose({downloadScalar(dOut)}, {expected}, kDoubleSumTol,
                   "zLoss " + what);
       expectClose(dGrad.download(), expectedGrad, kDoubleSumTol,
@@ -486,22 +490,24 @@ TEST_F(CudaDenseKernels, InvalidSizesThrow) {
   DeviceBuffer<float> buf(16);
   DeviceBuffer<int32_t> ids(16);
   DeviceBuffer<double> out(1);
-  EXPECT_THROW(rmsNorm(*dev, buf, buf, 1, 0, 1e-6f, buf),
+  EXPECT_THROW(rmsNorm<float>(*dev, buf, buf, 1, 0, 1e-6f, buf),
                std::invalid_argument);
-  EXPECT_THROW(embedding(*dev, ids, -1, buf, 4, 4, buf), std::invalid_argument);
-  EXPECT_THROW(linear(*dev, buf, 1, -2, buf, 1, nullptr, buf),
+  EXPECT_THROW(embedding<float>(*dev, ids, -1, buf, 4, 4, buf),
                std::invalid_argument);
-  EXPECT_THROW(rope(*dev, buf, nullptr, 1, 1, 1, 3, 10000.0, buf),
+  EXPECT_THROW(linear<float>(*dev, buf, 1, -2, buf, 1, nullptr, buf),
                std::invalid_argument);
-  EXPECT_THROW(ropeGrad(*dev, buf, nullptr, 1, 1, 1, 2, 0.0, buf),
+  EXPECT_THROW(rope<float>(*dev, buf, nullptr, 1, 1, 1, 3, 10000.0, buf),
                std::invalid_argument);
-  EXPECT_THROW(swigluMlp(*dev, buf, 1, 1, buf, buf, buf, -1, buf),
+  EXPECT_THROW(ropeGrad<float>(*dev, buf, nullptr, 1, 1, 1, 2, 0.0, buf),
                std::invalid_argument);
-  EXPECT_THROW(crossEntropy(*dev, buf, ids, 1, 0, -100, buf),
+  EXPECT_THROW(swigluMlp<float>(*dev, buf, 1, 1, buf, buf, buf, -1, buf),
                std::invalid_argument);
-  EXPECT_THROW(auxLoss(*dev, buf, ids, 1, 4, 0, false, 0.01f, buf),
+  EXPECT_THROW(crossEntropy<float>(*dev, buf, ids, 1, 0, -100, buf),
                std::invalid_argument);
-  EXPECT_THROW(zLossGrad(*dev, buf, -1, 4, 0.01f, buf), std::invalid_argument);
+  EXPECT_THROW(auxLoss<float>(*dev, buf, ids, 1, 4, 0, false, 0.01f, buf),
+               std::invalid_argument);
+  EXPECT_THROW(zLossGrad<float>(*dev, buf, -1, 4, 0.01f, buf),
+               std::invalid_argument);
   EXPECT_THROW(sumSquares(*dev, buf, -1, out), std::invalid_argument);
   EXPECT_THROW(adamw(*dev, buf, buf, buf, buf, 4, 1e-3f, 0.9f, 0.999f, 1e-8f,
                      0.0f, 1.0f, 0),

@@ -124,8 +124,9 @@ void checkRouter(cuda::Device &dev, int64_t tokens, int64_t hidden,
   DeviceBuffer<float> dWeights(Floats(tokens * topK, kGarbage));
   DeviceBuffer<int32_t> dIndices(Ids(tokens * topK, 12345));
   DeviceBuffer<float> dLogits(Floats(tokens * experts, kGarbage));
-  cuda::router(dev, dX, tokens, hidden, dGate, withBias ? dBias.get() : nullptr,
-               cfg, dWeights, dIndices, dLogits);
+  cuda::router<float>(dev, dX, tokens, hidden, dGate,
+                      withBias ? dBias.get() : nullptr, cfg, dWeights, dIndices,
+                      dLogits);
   // Exact: the dyadic inputs make both GEMMs exact.
   EXPECT_EQ(dLogits.download(), logits);
   EXPECT_EQ(dIndices.download(), indices);
@@ -217,15 +218,18 @@ TEST_F(CudaMoEKernels, RouterRejectsBadConfigs) {
   cfg.topK = 5;
   cfg.nGroup = 4;
   cfg.topkGroup = 2; // 4 eligible experts
-  EXPECT_THROW(cuda::router(*dev, buf, 2, 4, buf, nullptr, cfg, buf, ids, buf),
-               std::invalid_argument);
+  EXPECT_THROW(
+      cuda::router<float>(*dev, buf, 2, 4, buf, nullptr, cfg, buf, ids, buf),
+      std::invalid_argument);
   cfg.topK = 2;
   cfg.nGroup = 3; // 8 % 3 != 0
-  EXPECT_THROW(cuda::router(*dev, buf, 2, 4, buf, nullptr, cfg, buf, ids, buf),
-               std::invalid_argument);
+  EXPECT_THROW(
+      cuda::router<float>(*dev, buf, 2, 4, buf, nullptr, cfg, buf, ids, buf),
+      std::invalid_argument);
   cfg.nGroup = 1;
-  EXPECT_THROW(cuda::router(*dev, buf, -1, 4, buf, nullptr, cfg, buf, ids, buf),
-               std::invalid_argument);
+  EXPECT_THROW(
+      cuda::router<float>(*dev, buf, -1, 4, buf, nullptr, cfg, buf, ids, buf),
+      std::invalid_argument);
 }
 
 void checkRouterGrad(cuda::Device &dev, int64_t tokens, int64_t hidden,
@@ -257,8 +261,9 @@ void checkRouterGrad(cuda::Device &dev, int64_t tokens, int64_t hidden,
   DeviceBuffer<int32_t> dIndices(indices);
   DeviceBuffer<float> outDx(Floats(tokens * hidden, kGarbage));
   DeviceBuffer<float> outDgate(Floats(experts * hidden, kGarbage));
-  cuda::routerGrad(dev, dDw, withDlogits ? dDl.get() : nullptr, dX, tokens,
-                   hidden, dGate, dLogits, dIndices, cfg, outDx, outDgate);
+  cuda::routerGrad<float>(dev, dDw, withDlogits ? dDl.get() : nullptr, dX,
+                          tokens, hidden, dGate, dLogits, dIndices, cfg, outDx,
+                          outDgate);
   expectClose(outDx.download(), dx, kGemmTol, "routerGrad dx");
   expectClose(outDgate.download(), dgate, kGemmTol, "routerGrad dgate");
 }
@@ -380,7 +385,7 @@ void checkPermute(cuda::Device &dev, const Ids &indices, int64_t tokens,
   cpu::gatherRows(x.data(), rowToSlot.data(), slots, topK, hidden,
                   permuted.data());
   DeviceBuffer<float> dX(x), dPermuted(Floats(slots * hidden, kGarbage));
-  cuda::gatherRows(dev, dX, dRowToSlot, slots, topK, hidden, dPermuted);
+  cuda::gatherRows<float>(dev, dX, dRowToSlot, slots, topK, hidden, dPermuted);
   EXPECT_EQ(dPermuted.download(), permuted);
 }
 
@@ -438,11 +443,13 @@ void checkCombine(cuda::Device &dev, const Ids &indices, int64_t tokens,
   DeviceBuffer<float> gDx(Floats(tokens * hidden, kGarbage));
   DeviceBuffer<float> gDexpertOut(Floats(slots * hidden, kGarbage));
   DeviceBuffer<float> gDweights(Floats(slots, kGarbage));
-  cuda::unpermuteCombine(dev, dExpertOut, dRowToSlot, dWeights, tokens, topK,
-                         hidden, gOut);
-  cuda::permuteGrad(dev, dExpertOut, dRowToSlot, tokens, topK, hidden, gDx);
-  cuda::unpermuteCombineGrad(dev, dDout, dExpertOut, dRowToSlot, dWeights,
-                             tokens, topK, hidden, gDexpertOut, gDweights);
+  cuda::unpermuteCombine<float>(dev, dExpertOut, dRowToSlot, dWeights, tokens,
+                                topK, hidden, gOut);
+  cuda::permuteGrad<float>(dev, dExpertOut, dRowToSlot, tokens, topK, hidden,
+                           gDx);
+  cuda::unpermuteCombineGrad<float>(dev, dDout, dExpertOut, dRowToSlot,
+                                    dWeights, tokens, topK, hidden, gDexpertOut,
+                                    gDweights);
   expectClose(gOut.download(), out, kElementTol, "unpermuteCombine");
   expectClose(gDx.download(), dx, kElementTol, "permuteGrad");
   expectClose(gDexpertOut.download(), dexpertOut, kElementTol,
@@ -514,18 +521,18 @@ void checkGroupedSwiGLU(cuda::Device &dev, const GroupedCase &c,
       dDout(dout);
   DeviceBuffer<int64_t> dOffsets(offsets);
   DeviceBuffer<float> gOut(Floats(c.rows * c.hidden, kGarbage));
-  cuda::groupedSwiGLUSegments(dev, dPermuted, c.rows, dOffsets, segments,
-                              c.experts, c.hidden, c.inter, dGate, dUp, dDown,
-                              gOut);
+  cuda::groupedSwiGLUSegments<float>(dev, dPermuted, c.rows, dOffsets, segments,
+                                     c.experts, c.hidden, c.inter, dGate, dUp,
+                                     dDown, gOut);
   expectClose(gOut.download(), out, kGemmTol, "groupedSwiGLUSegments");
 
   DeviceBuffer<float> gDpermuted(Floats(c.rows * c.hidden, kGarbage));
   DeviceBuffer<float> gDgate(Floats(weightSize, kGarbage));
   DeviceBuffer<float> gDup(Floats(weightSize, kGarbage));
   DeviceBuffer<float> gDdown(Floats(weightSize, kGarbage));
-  cuda::groupedSwiGLUSegmentsGrad(dev, dDout, dPermuted, c.rows, dOffsets,
-                                  segments, c.experts, c.hidden, c.inter, dGate,
-                                  dUp, dDown, gDpermuted, gDgate, gDup, gDdown);
+  cuda::groupedSwiGLUSegmentsGrad<float>(
+      dev, dDout, dPermuted, c.rows, dOffsets, segments, c.experts, c.hidden,
+      c.inter, dGate, dUp, dDown, gDpermuted, gDgate, gDup, gDdown);
   expectClose(gDpermuted.download(), dpermuted, kGemmTol, "dpermuted");
   expectClose(gDgate.download(), dgate, kGemmTol, "dgate");
   expectClose(gDup.download(), dup, kGemmTol, "dup");
@@ -621,12 +628,15 @@ TEST_F(CudaMoEKernels, GroupedGemmAgainstNaiveLoops) {
     DeviceBuffer<float> gY(Floats(rows * n, kGarbage));
     DeviceBuffer<float> gDx(base), gDxOverwrite(Floats(rows * k, kGarbage));
     DeviceBuffer<float> gDw(Floats(experts * n * k, kGarbage));
-    cuda::grouped::gemmXWt(*dev, "test", s, dX, k, dW, n, gY);
-    cuda::grouped::gemmDyW(*dev, "test", s, dDy, n, dW, k,
-                           /*accumulate=*/true, gDx);
-    cuda::grouped::gemmDyW(*dev, "test", s, dDy, n, dW, k,
-                           /*accumulate=*/false, gDxOverwrite);
-    cuda::grouped::gemmDw(*dev, "test", s, dDy, n, dX, k, gDw);
+    cuda::grouped::gemmXWt<float, float, float>(*dev, "test", s, dX, k, dW, n,
+                                                gY);
+    cuda::grouped::gemmDyW<float, float, float>(*dev, "test", s, dDy, n, dW, k,
+                                                /*accumulate=*/true, gDx);
+    cuda::grouped::gemmDyW<float, float, float>(*dev, "test", s, dDy, n, dW, k,
+                                                /*accumulate=*/false,
+                                                gDxOverwrite);
+    cuda::grouped::gemmDw<float, float, float>(*dev, "test", s, dDy, n, dX, k,
+                                               gDw);
     // fp32 accumulation of at most 140 products against double: 1e-5.
     expectClose(gY.download(), y, 1e-5, "gemmXWt");
     expectClose(gDx.download(), dx, 1e-5, "gemmDyW accumulate");
@@ -644,8 +654,10 @@ TEST_F(CudaMoEKernels, GroupedGemmAgainstNaiveLoops) {
   cuda::grouped::buildTileMap(*dev, dNone, 1, 0, dTiles);
   cuda::grouped::Segments s{dNone, 1, 2, 0, dTiles};
   DeviceBuffer<float> gDw(Floats(2 * 3 * 4, kGarbage)), empty(1);
-  cuda::grouped::gemmXWt(*dev, "test", s, empty, 4, empty, 3, empty);
-  cuda::grouped::gemmDw(*dev, "test", s, empty, 3, empty, 4, gDw);
+  cuda::grouped::gemmXWt<float, float, float>(*dev, "test", s, empty, 4, empty,
+                                              3, empty);
+  cuda::grouped::gemmDw<float, float, float>(*dev, "test", s, empty, 3, empty,
+                                             4, gDw);
   EXPECT_EQ(gDw.download(), Floats(2 * 3 * 4, 0.0f));
 }
 

@@ -34,6 +34,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CudaKernels.h"
+#include "DeviceMath.cuh"
 
 #include <climits>
 #include <cmath>
@@ -85,7 +86,7 @@ __device__ __forceinline__ void loadRow(float (&dst)[kDimsPerLane],
 #pragma unroll
   for (int e = 0; e < kDimsPerLane; ++e) {
     int d = laneDim<G>(g, e);
-    dst[e] = valid && d < headDim ? static_cast<float>(src[d]) : 0.0f;
+    dst[e] = valid && d < headDim ? toF32(src[d]) : 0.0f;
   }
 }
 
@@ -97,7 +98,7 @@ storeRow(T *dst, const float (&src)[kDimsPerLane], int g, int headDim) {
   for (int e = 0; e < kDimsPerLane; ++e) {
     int d = laneDim<G>(g, e);
     if (d < headDim)
-      dst[d] = static_cast<T>(src[e]);
+      dst[d] = fromF32<T>(src[e]);
   }
 }
 
@@ -114,7 +115,7 @@ __device__ __forceinline__ void loadTile(float4 *dst4, const T *src,
     int r = e / D, d = e % D;
     float x = 0.0f;
     if (r < count && d < headDim)
-      x = static_cast<float>(src[int64_t(first + r) * rowStride + d]);
+      x = toF32(src[int64_t(first + r) * rowStride + d]);
     dst[e] = x;
   }
 }
@@ -491,10 +492,12 @@ template <typename F> void dispatchHeadDim(int headDim, F &&f) {
     f(std::integral_constant<int, 256>());
 }
 
+} // namespace
+
 template <typename T>
-void attentionImpl(Device &dev, const T *q, const T *k, const T *v,
-                   int64_t batch, int64_t seq, int64_t heads, int64_t kvHeads,
-                   int64_t headDim, bool causal, float scale, T *out) {
+void attention(Device &dev, const T *q, const T *k, const T *v, int64_t batch,
+               int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
+               bool causal, float scale, T *out) {
   const char *kernel = "attention";
   AttnShape shape =
       checkShape(kernel, batch, seq, heads, kvHeads, headDim, causal, scale);
@@ -514,10 +517,10 @@ void attentionImpl(Device &dev, const T *q, const T *k, const T *v,
 }
 
 template <typename T>
-void attentionGradImpl(Device &dev, const T *dout, const T *q, const T *k,
-                       const T *v, int64_t batch, int64_t seq, int64_t heads,
-                       int64_t kvHeads, int64_t headDim, bool causal,
-                       float scale, T *dq, T *dk, T *dv) {
+void attentionGrad(Device &dev, const T *dout, const T *q, const T *k,
+                   const T *v, int64_t batch, int64_t seq, int64_t heads,
+                   int64_t kvHeads, int64_t headDim, bool causal, float scale,
+                   T *dq, T *dk, T *dv) {
   const char *kernel = "attentionGrad";
   AttnShape shape =
       checkShape(kernel, batch, seq, heads, kvHeads, headDim, causal, scale);
@@ -550,21 +553,15 @@ void attentionGradImpl(Device &dev, const T *dout, const T *q, const T *k,
   });
 }
 
-} // namespace
-
-void attention(Device &dev, const float *q, const float *k, const float *v,
-               int64_t batch, int64_t seq, int64_t heads, int64_t kvHeads,
-               int64_t headDim, bool causal, float scale, float *out) {
-  attentionImpl<float>(dev, q, k, v, batch, seq, heads, kvHeads, headDim,
-                       causal, scale, out);
-}
-
-void attentionGrad(Device &dev, const float *dout, const float *q,
-                   const float *k, const float *v, int64_t batch, int64_t seq,
-                   int64_t heads, int64_t kvHeads, int64_t headDim, bool causal,
-                   float scale, float *dq, float *dk, float *dv) {
-  attentionGradImpl<float>(dev, dout, q, k, v, batch, seq, heads, kvHeads,
-                           headDim, causal, scale, dq, dk, dv);
-}
+#define MOE_INSTANTIATE_ATTENTION(T)                                           \
+  template void attention<T>(Device &, const T *, const T *, const T *,        \
+                             int64_t, int64_t, int64_t, int64_t, int64_t,      \
+                             bool, float, T *);                                \
+  template void attentionGrad<T>(                                              \
+      Device &, const T *, const T *, const T *, const T *, int64_t, int64_t,  \
+      int64_t, int64_t, int64_t, bool, float, T *, T *, T *);
+MOE_INSTANTIATE_ATTENTION(float)
+MOE_INSTANTIATE_ATTENTION(bf16)
+#undef MOE_INSTANTIATE_ATTENTION
 
 } // namespace moe::cuda

@@ -3,7 +3,9 @@
 // The Backend of a context that runs on CUDA: each method forwards to its
 // moe::cuda kernel on the context's Device (one stream, one cuBLAS handle),
 // so calls queue up and run in order without host synchronisation. Memory is
-// cudaMalloc'ed device memory.
+// cudaMalloc'ed device memory. Tensor calls run the kernels' instantiation
+// for the storage type (fp32 or bf16); losses, sums of squares and AdamW
+// are fp32 whatever the storage.
 //
 // Routing statistics need no synchronisation either: permute queues a copy
 // of its offsets (and a capacity drop one of its count) into pinned host
@@ -60,17 +62,17 @@ public:
     dev_.makeCurrent();
     // From pageable memory the copy returns once the source is staged, so
     // the caller may reuse it at once.
-    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
-                          dev_.stream()),
-          "cudaMemcpyAsync (to device)");
+    check(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, dev_.stream()),
+        "cudaMemcpyAsync (to device)");
   }
   void download(void *dst, const void *src, size_t bytes) override {
     if (!bytes)
       return;
     dev_.makeCurrent();
-    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost,
-                          dev_.stream()),
-          "cudaMemcpyAsync (to host)");
+    check(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, dev_.stream()),
+        "cudaMemcpyAsync (to host)");
     dev_.synchronize();
   }
   void copy(void *dst, const void *src, size_t bytes) override {
@@ -101,14 +103,7 @@ public:
     dev_.synchronize();
   }
 
-  void setStorage(rt::StorageType type) override {
-    if (type != rt::StorageType::F32)
-      throw std::runtime_error(
-          "the cuda backend stores fp32 only: its kernels are not built for "
-          "bf16 storage yet (docs/cuda.md); run this model on --backend cpu "
-          "or compile it with moec --storage f32");
-    storage_ = type;
-  }
+  void setStorage(rt::StorageType type) override { storage_ = type; }
   void convert(void *dst, rt::StorageType dstType, const void *src,
                rt::StorageType srcType, int64_t n) override {
     cuda::convertStorage(current(), dst, dstType == rt::StorageType::BF16, src,
@@ -126,44 +121,57 @@ public:
 
   void embedding(const int32_t *tokens, const float *table, float *out,
                  int64_t n, int64_t vocab, int64_t hidden) override {
-    Device &d = current();
-    cuda::embedding(d, tokens, n, table, vocab, hidden, out);
+    onStorage([&](Device &d, auto s) {
+      cuda::embedding(d, tokens, n, s(table), vocab, hidden, s(out));
+    });
   }
   void rmsNorm(const float *x, const float *weight, float *out, int64_t rows,
                int64_t dim, float eps) override {
-    cuda::rmsNorm(current(), x, weight, rows, dim, eps, out);
+    onStorage([&](Device &d, auto s) {
+      cuda::rmsNorm(d, s(x), s(weight), rows, dim, eps, s(out));
+    });
   }
   void linear(const float *x, const float *weight, const float *bias,
               float *out, int64_t rows, int64_t in,
               int64_t outFeatures) override {
-    cuda::linear(current(), x, rows, in, weight, outFeatures, bias, out);
+    onStorage([&](Device &d, auto s) {
+      cuda::linear(d, s(x), rows, in, s(weight), outFeatures, s(bias), s(out));
+    });
   }
-  void rope(const float *x, const int32_t *positions, float *out,
-            int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
+  void rope(const float *x, const int32_t *positions, float *out, int64_t batch,
+            int64_t seq, int64_t heads, int64_t headDim,
             double theta) override {
-    cuda::rope(current(), x, positions, batch, seq, heads, headDim, theta,
-               out);
+    onStorage([&](Device &d, auto s) {
+      cuda::rope(d, s(x), positions, batch, seq, heads, headDim, theta, s(out));
+    });
   }
   void attention(const float *q, const float *k, const float *v, float *out,
                  int64_t batch, int64_t seq, int64_t heads, int64_t kvHeads,
                  int64_t headDim, bool causal, float scale) override {
-    cuda::attention(current(), q, k, v, batch, seq, heads, kvHeads, headDim,
-                    causal, scale, out);
+    onStorage([&](Device &d, auto s) {
+      cuda::attention(d, s(q), s(k), s(v), batch, seq, heads, kvHeads, headDim,
+                      causal, scale, s(out));
+    });
   }
   void mlp(const float *x, const float *gate, const float *up,
            const float *down, float *out, int64_t rows, int64_t hidden,
            int64_t inter) override {
-    cuda::swigluMlp(current(), x, rows, hidden, gate, up, down, inter, out);
+    onStorage([&](Device &d, auto s) {
+      cuda::swigluMlp(d, s(x), rows, hidden, s(gate), s(up), s(down), inter,
+                      s(out));
+    });
   }
   void add(const float *a, const float *b, float *out, int64_t n) override {
-    cuda::add(current(), a, b, n, out);
+    onStorage([&](Device &d, auto s) { cuda::add(d, s(a), s(b), n, s(out)); });
   }
 
   void router(const float *x, const float *gate, const float *expertBias,
               float *weights, int32_t *indices, float *logits, int64_t tokens,
               int64_t hidden, const rt::RouterConfig &cfg) override {
-    cuda::router(current(), x, tokens, hidden, gate, expertBias, cfg, weights,
-                 indices, logits);
+    onStorage([&](Device &d, auto s) {
+      cuda::router(d, s(x), tokens, hidden, s(gate), s(expertBias), cfg,
+                   s(weights), indices, s(logits));
+    });
   }
   void dropOverCapacity(const int32_t *indices, int32_t *kept, int64_t tokens,
                         int64_t topK, int64_t experts,
@@ -177,113 +185,147 @@ public:
   void permute(const float *x, const int32_t *indices, float *permuted,
                int64_t *offsets, int32_t *rowToSlot, int64_t tokens,
                int64_t topK, int64_t hidden, int64_t experts) override {
-    Device &d = current();
-    cuda::permuteByExpert(d, indices, tokens, topK, experts, offsets,
+    cuda::permuteByExpert(current(), indices, tokens, topK, experts, offsets,
                           rowToSlot);
-    cuda::gatherRows(d, x, rowToSlot, tokens * topK, topK, hidden, permuted);
+    onStorage([&](Device &d, auto s) {
+      cuda::gatherRows(d, s(x), rowToSlot, tokens * topK, topK, hidden,
+                       s(permuted));
+    });
     queueStat(Stat::Counts, offsets, experts + 1, experts);
   }
   void groupedSwiglu(const float *permuted, const int64_t *offsets,
                      const float *gate, const float *up, const float *down,
                      float *out, int64_t rows, int64_t segments,
                      int64_t experts, int64_t hidden, int64_t inter) override {
-    cuda::groupedSwiGLUSegments(current(), permuted, rows, offsets, segments,
-                                experts, hidden, inter, gate, up, down, out);
+    onStorage([&](Device &d, auto s) {
+      cuda::groupedSwiGLUSegments(d, s(permuted), rows, offsets, segments,
+                                  experts, hidden, inter, s(gate), s(up),
+                                  s(down), s(out));
+    });
   }
   void unpermuteCombine(const float *expertOut, const int32_t *rowToSlot,
                         const float *weights, float *out, int64_t tokens,
                         int64_t topK, int64_t hidden) override {
-    cuda::unpermuteCombine(current(), expertOut, rowToSlot, weights, tokens,
-                           topK, hidden, out);
+    onStorage([&](Device &d, auto s) {
+      cuda::unpermuteCombine(d, s(expertOut), rowToSlot, s(weights), tokens,
+                             topK, hidden, s(out));
+    });
   }
   void sharedExperts(const float *x, const float *gate, const float *up,
                      const float *down, const float *sharedGate, float *out,
                      int64_t rows, int64_t hidden, int64_t inter) override {
-    cuda::sharedExperts(current(), x, rows, hidden, gate, up, down, inter,
-                        sharedGate, out);
+    onStorage([&](Device &d, auto s) {
+      cuda::sharedExperts(d, s(x), rows, hidden, s(gate), s(up), s(down), inter,
+                          s(sharedGate), s(out));
+    });
   }
 
   void crossEntropy(const float *logits, const int32_t *labels, float *out,
                     int64_t n, int64_t vocab, int64_t ignoreIndex) override {
-    cuda::crossEntropy(current(), logits, labels, n, vocab, ignoreIndex, out);
+    onStorage([&](Device &d, auto s) {
+      cuda::crossEntropy(d, s(logits), labels, n, vocab, ignoreIndex, out);
+    });
   }
   void auxLoss(const float *logits, const int32_t *indices, float *out,
                int64_t tokens, int64_t experts, int64_t topK, bool sigmoid,
                float coefficient) override {
-    cuda::auxLoss(current(), logits, indices, tokens, experts, topK, sigmoid,
-                  coefficient, out);
+    onStorage([&](Device &d, auto s) {
+      cuda::auxLoss(d, s(logits), indices, tokens, experts, topK, sigmoid,
+                    coefficient, out);
+    });
   }
   void zLoss(const float *logits, float *out, int64_t tokens, int64_t experts,
              float coefficient) override {
-    cuda::zLoss(current(), logits, tokens, experts, coefficient, out);
+    onStorage([&](Device &d, auto s) {
+      cuda::zLoss(d, s(logits), tokens, experts, coefficient, out);
+    });
   }
 
   void embeddingGrad(const float *dy, const int32_t *tokens, float *dtable,
                      int64_t n, int64_t vocab, int64_t hidden) override {
-    cuda::embeddingGrad(current(), dy, tokens, n, vocab, hidden, dtable);
+    onStorage([&](Device &d, auto s) {
+      cuda::embeddingGrad(d, s(dy), tokens, n, vocab, hidden, s(dtable));
+    });
   }
   void rmsNormGrad(const float *dy, const float *x, const float *weight,
                    float *dx, float *dweight, int64_t rows, int64_t dim,
                    float eps) override {
-    cuda::rmsNormGrad(current(), dy, x, weight, rows, dim, eps, dx, dweight);
+    onStorage([&](Device &d, auto s) {
+      cuda::rmsNormGrad(d, s(dy), s(x), s(weight), rows, dim, eps, s(dx),
+                        s(dweight));
+    });
   }
   void linearGrad(const float *dy, const float *x, const float *weight,
                   float *dx, float *dweight, int64_t rows, int64_t in,
                   int64_t outFeatures) override {
-    cuda::linearGrad(current(), dy, x, rows, in, weight, outFeatures, dx,
-                     dweight);
+    onStorage([&](Device &d, auto s) {
+      cuda::linearGrad(d, s(dy), s(x), rows, in, s(weight), outFeatures, s(dx),
+                       s(dweight));
+    });
   }
   void ropeGrad(const float *dy, const int32_t *positions, float *dx,
                 int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
                 double theta) override {
-    cuda::ropeGrad(current(), dy, positions, batch, seq, heads, headDim,
-                   theta, dx);
+    onStorage([&](Device &d, auto s) {
+      cuda::ropeGrad(d, s(dy), positions, batch, seq, heads, headDim, theta,
+                     s(dx));
+    });
   }
   void attentionGrad(const float *dout, const float *q, const float *k,
                      const float *v, float *dq, float *dk, float *dv,
-                     int64_t batch, int64_t seq, int64_t heads,
-                     int64_t kvHeads, int64_t headDim, bool causal,
-                     float scale) override {
-    cuda::attentionGrad(current(), dout, q, k, v, batch, seq, heads, kvHeads,
-                        headDim, causal, scale, dq, dk, dv);
+                     int64_t batch, int64_t seq, int64_t heads, int64_t kvHeads,
+                     int64_t headDim, bool causal, float scale) override {
+    onStorage([&](Device &d, auto s) {
+      cuda::attentionGrad(d, s(dout), s(q), s(k), s(v), batch, seq, heads,
+                          kvHeads, headDim, causal, scale, s(dq), s(dk), s(dv));
+    });
   }
   void mlpGrad(const float *dy, const float *x, const float *gate,
                const float *up, const float *down, float *dx, float *dgate,
                float *dup, float *ddown, int64_t rows, int64_t hidden,
                int64_t inter) override {
-    cuda::swigluMlpGrad(current(), dy, x, rows, hidden, gate, up, down, inter,
-                        dx, dgate, dup, ddown);
+    onStorage([&](Device &d, auto s) {
+      cuda::swigluMlpGrad(d, s(dy), s(x), rows, hidden, s(gate), s(up), s(down),
+                          inter, s(dx), s(dgate), s(dup), s(ddown));
+    });
   }
   void sharedExpertsGrad(const float *dy, const float *x, const float *gate,
                          const float *up, const float *down,
                          const float *sharedGate, float *dx, float *dgate,
                          float *dup, float *ddown, float *dsharedGate,
-                         int64_t rows, int64_t hidden,
-                         int64_t inter) override {
-    cuda::sharedExpertsGrad(current(), dy, x, rows, hidden, gate, up, down,
-                            inter, sharedGate, dx, dgate, dup, ddown,
-                            dsharedGate);
+                         int64_t rows, int64_t hidden, int64_t inter) override {
+    onStorage([&](Device &d, auto s) {
+      cuda::sharedExpertsGrad(d, s(dy), s(x), rows, hidden, s(gate), s(up),
+                              s(down), inter, s(sharedGate), s(dx), s(dgate),
+                              s(dup), s(ddown), s(dsharedGate));
+    });
   }
   void routerGrad(const float *dweights, const float *dlogits, const float *x,
                   const float *gate, const float *logits,
                   const int32_t *indices, float *dx, float *dgate,
                   int64_t tokens, int64_t hidden,
                   const rt::RouterConfig &cfg) override {
-    cuda::routerGrad(current(), dweights, dlogits, x, tokens, hidden, gate,
-                     logits, indices, cfg, dx, dgate);
+    onStorage([&](Device &d, auto s) {
+      cuda::routerGrad(d, s(dweights), s(dlogits), s(x), tokens, hidden,
+                       s(gate), s(logits), indices, cfg, s(dx), s(dgate));
+    });
   }
-  void permuteGrad(const float *dpermuted, const int32_t *rowToSlot,
-                   float *dx, int64_t tokens, int64_t topK,
-                   int64_t hidden) override {
-    cuda::permuteGrad(current(), dpermuted, rowToSlot, tokens, topK, hidden,
-                      dx);
+  void permuteGrad(const float *dpermuted, const int32_t *rowToSlot, float *dx,
+                   int64_t tokens, int64_t topK, int64_t hidden) override {
+    onStorage([&](Device &d, auto s) {
+      cuda::permuteGrad(d, s(dpermuted), rowToSlot, tokens, topK, hidden,
+                        s(dx));
+    });
   }
   void unpermuteGrad(const float *dout, const float *expertOut,
                      const int32_t *rowToSlot, const float *weights,
                      float *dexpertOut, float *dweights, int64_t tokens,
                      int64_t topK, int64_t hidden) override {
-    cuda::unpermuteCombineGrad(current(), dout, expertOut, rowToSlot, weights,
-                               tokens, topK, hidden, dexpertOut, dweights);
+    onStorage([&](Device &d, auto s) {
+      cuda::unpermuteCombineGrad(d, s(dout), s(expertOut), rowToSlot,
+                                 s(weights), tokens, topK, hidden,
+                                 s(dexpertOut), s(dweights));
+    });
   }
   void groupedSwigluGrad(const float *dout, const float *permuted,
                          const int64_t *offsets, const float *gate,
@@ -291,25 +333,34 @@ public:
                          float *dgate, float *dup, float *ddown, int64_t rows,
                          int64_t segments, int64_t experts, int64_t hidden,
                          int64_t inter) override {
-    cuda::groupedSwiGLUSegmentsGrad(current(), dout, permuted, rows, offsets,
-                                    segments, experts, hidden, inter, gate, up,
-                                    down, dpermuted, dgate, dup, ddown);
+    onStorage([&](Device &d, auto s) {
+      cuda::groupedSwiGLUSegmentsGrad(d, s(dout), s(permuted), rows, offsets,
+                                      segments, experts, hidden, inter, s(gate),
+                                      s(up), s(down), s(dpermuted), s(dgate),
+                                      s(dup), s(ddown));
+    });
   }
   void crossEntropyGrad(const float *logits, const int32_t *labels,
                         float *dlogits, int64_t n, int64_t vocab,
                         int64_t ignoreIndex) override {
-    cuda::crossEntropyGrad(current(), logits, labels, n, vocab, ignoreIndex,
-                           dlogits);
+    onStorage([&](Device &d, auto s) {
+      cuda::crossEntropyGrad(d, s(logits), labels, n, vocab, ignoreIndex,
+                             s(dlogits));
+    });
   }
   void auxLossGrad(const float *logits, const int32_t *indices, float *dlogits,
                    int64_t tokens, int64_t experts, int64_t topK, bool sigmoid,
                    float coefficient) override {
-    cuda::auxLossGrad(current(), logits, indices, tokens, experts, topK,
-                      sigmoid, coefficient, dlogits);
+    onStorage([&](Device &d, auto s) {
+      cuda::auxLossGrad(d, s(logits), indices, tokens, experts, topK, sigmoid,
+                        coefficient, s(dlogits));
+    });
   }
   void zLossGrad(const float *logits, float *dlogits, int64_t tokens,
                  int64_t experts, float coefficient) override {
-    cuda::zLossGrad(current(), logits, tokens, experts, coefficient, dlogits);
+    onStorage([&](Device &d, auto s) {
+      cuda::zLossGrad(d, s(logits), tokens, experts, coefficient, s(dlogits));
+    });
   }
 
   void sumSquares(const float *x, double *out, int64_t n) override {
@@ -328,6 +379,24 @@ private:
   Device &current() {
     dev_.makeCurrent();
     return dev_;
+  }
+
+  /// The Backend's `float *` tensors as pointers to the storage element T.
+  template <typename T> struct Stored {
+    const T *operator()(const float *p) const {
+      return reinterpret_cast<const T *>(p);
+    }
+    T *operator()(float *p) const { return reinterpret_cast<T *>(p); }
+  };
+
+  /// Runs f(device, stored) with `stored` the view of this call's storage
+  /// type, so that f picks the kernels' fp32 or bf16 instantiation.
+  template <typename F> void onStorage(F &&f) {
+    Device &d = current();
+    if (storage_ == rt::StorageType::BF16)
+      f(d, Stored<bf16>{});
+    else
+      f(d, Stored<float>{});
   }
 
   enum class Stat { Counts, Dropped };

@@ -11,8 +11,18 @@
 //     pointer `out` instead of being returned;
 //   - permuteByExpert writes offsets[experts + 1] and rowToSlot only (the
 //     counts are differences of offsets).
-// Storage is fp32 with fp32 accumulation today; the device code is written
-// over a storage type so that bf16 storage is an instantiation away.
+//
+// Storage. Every tensor function is a template over the storage element T,
+// instantiated for float and bf16 (the backend picks one per call from its
+// storage type); callers name T when their pointers do not deduce it. A
+// kernel widens what it loads to fp32, computes and accumulates in fp32 (or
+// double where the CPU does), and rounds once when it stores a T. Scalars
+// (losses, sums of squares) and the optimizer (master weights, fp32
+// gradients, moments) are fp32 whatever the storage. Under bf16 the cuBLAS
+// paths (dense SwiGLU, router and projection gradients) also round the
+// intermediates they feed to a second GEMM, whose operands must share one
+// type; the grouped expert GEMMs read mixed types and keep theirs in fp32.
+//
 // Invalid sizes throw std::invalid_argument naming the kernel and the value,
 // checked on the host before anything is queued. Ids out of range on the
 // device cannot throw: kernels skip them (a checked build may trap).
@@ -32,60 +42,68 @@ namespace moe::cuda {
 using moe::cpu::RouterConfig;
 
 // --- Dense layers (DenseKernels.cu) -----------------------------------------
-void embedding(Device &dev, const int32_t *tokens, int64_t n,
-               const float *table, int64_t vocab, int64_t hidden, float *out);
-void rmsNorm(Device &dev, const float *x, const float *weight, int64_t rows,
-             int64_t dim, float eps, float *out);
+template <typename T>
+void embedding(Device &dev, const int32_t *tokens, int64_t n, const T *table,
+               int64_t vocab, int64_t hidden, T *out);
+template <typename T>
+void rmsNorm(Device &dev, const T *x, const T *weight, int64_t rows,
+             int64_t dim, float eps, T *out);
 /// out[rows, outFeatures] = x[rows, in] @ weight[outFeatures, in]^T (+ bias).
-void linear(Device &dev, const float *x, int64_t rows, int64_t in,
-            const float *weight, int64_t outFeatures, const float *bias,
-            float *out);
-void rope(Device &dev, const float *x, const int32_t *positions, int64_t batch,
-          int64_t seq, int64_t heads, int64_t headDim, double theta,
-          float *out);
-void swigluMlp(Device &dev, const float *x, int64_t rows, int64_t hidden,
-               const float *gate, const float *up, const float *down,
-               int64_t inter, float *out);
-void add(Device &dev, const float *a, const float *b, int64_t n, float *out);
-void sharedExperts(Device &dev, const float *x, int64_t rows, int64_t hidden,
-                   const float *gate, const float *up, const float *down,
-                   int64_t inter, const float *sharedGate, float *out);
+template <typename T>
+void linear(Device &dev, const T *x, int64_t rows, int64_t in, const T *weight,
+            int64_t outFeatures, const T *bias, T *out);
+template <typename T>
+void rope(Device &dev, const T *x, const int32_t *positions, int64_t batch,
+          int64_t seq, int64_t heads, int64_t headDim, double theta, T *out);
+template <typename T>
+void swigluMlp(Device &dev, const T *x, int64_t rows, int64_t hidden,
+               const T *gate, const T *up, const T *down, int64_t inter,
+               T *out);
+template <typename T>
+void add(Device &dev, const T *a, const T *b, int64_t n, T *out);
+template <typename T>
+void sharedExperts(Device &dev, const T *x, int64_t rows, int64_t hidden,
+                   const T *gate, const T *up, const T *down, int64_t inter,
+                   const T *sharedGate, T *out);
 
-void embeddingGrad(Device &dev, const float *dy, const int32_t *tokens,
-                   int64_t n, int64_t vocab, int64_t hidden, float *dtable);
-void rmsNormGrad(Device &dev, const float *dy, const float *x,
-                 const float *weight, int64_t rows, int64_t dim, float eps,
-                 float *dx, float *dweight);
-void linearGrad(Device &dev, const float *dy, const float *x, int64_t rows,
-                int64_t in, const float *weight, int64_t outFeatures,
-                float *dx, float *dweight);
-void ropeGrad(Device &dev, const float *dy, const int32_t *positions,
-              int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
-              double theta, float *dx);
-void swigluMlpGrad(Device &dev, const float *dy, const float *x, int64_t rows,
-                   int64_t hidden, const float *gate, const float *up,
-                   const float *down, int64_t inter, float *dx, float *dgate,
-                   float *dup, float *ddown);
-void sharedExpertsGrad(Device &dev, const float *dy, const float *x,
-                       int64_t rows, int64_t hidden, const float *gate,
-                       const float *up, const float *down, int64_t inter,
-                       const float *sharedGate, float *dx, float *dgate,
-                       float *dup, float *ddown, float *dsharedGate);
+template <typename T>
+void embeddingGrad(Device &dev, const T *dy, const int32_t *tokens, int64_t n,
+                   int64_t vocab, int64_t hidden, T *dtable);
+template <typename T>
+void rmsNormGrad(Device &dev, const T *dy, const T *x, const T *weight,
+                 int64_t rows, int64_t dim, float eps, T *dx, T *dweight);
+template <typename T>
+void linearGrad(Device &dev, const T *dy, const T *x, int64_t rows, int64_t in,
+                const T *weight, int64_t outFeatures, T *dx, T *dweight);
+template <typename T>
+void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
+              int64_t seq, int64_t heads, int64_t headDim, double theta, T *dx);
+template <typename T>
+void swigluMlpGrad(Device &dev, const T *dy, const T *x, int64_t rows,
+                   int64_t hidden, const T *gate, const T *up, const T *down,
+                   int64_t inter, T *dx, T *dgate, T *dup, T *ddown);
+template <typename T>
+void sharedExpertsGrad(Device &dev, const T *dy, const T *x, int64_t rows,
+                       int64_t hidden, const T *gate, const T *up,
+                       const T *down, int64_t inter, const T *sharedGate, T *dx,
+                       T *dgate, T *dup, T *ddown, T *dsharedGate);
 
 // --- Attention (Attention.cu): tiled, causal or not, grouped-query ---------
-void attention(Device &dev, const float *q, const float *k, const float *v,
-               int64_t batch, int64_t seq, int64_t heads, int64_t kvHeads,
-               int64_t headDim, bool causal, float scale, float *out);
-void attentionGrad(Device &dev, const float *dout, const float *q,
-                   const float *k, const float *v, int64_t batch, int64_t seq,
-                   int64_t heads, int64_t kvHeads, int64_t headDim,
-                   bool causal, float scale, float *dq, float *dk, float *dv);
+template <typename T>
+void attention(Device &dev, const T *q, const T *k, const T *v, int64_t batch,
+               int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
+               bool causal, float scale, T *out);
+template <typename T>
+void attentionGrad(Device &dev, const T *dout, const T *q, const T *k,
+                   const T *v, int64_t batch, int64_t seq, int64_t heads,
+                   int64_t kvHeads, int64_t headDim, bool causal, float scale,
+                   T *dq, T *dk, T *dv);
 
 // --- Router and experts (MoEKernels.cu) -------------------------------------
-void router(Device &dev, const float *x, int64_t tokens, int64_t hidden,
-            const float *gate, const float *expertBias,
-            const RouterConfig &cfg, float *weights, int32_t *indices,
-            float *logits);
+template <typename T>
+void router(Device &dev, const T *x, int64_t tokens, int64_t hidden,
+            const T *gate, const T *expertBias, const RouterConfig &cfg,
+            T *weights, int32_t *indices, T *logits);
 /// Writes the number of dropped slots to *droppedOut (device int64).
 void dropOverCapacity(Device &dev, const int32_t *indices, int64_t tokens,
                       int64_t topK, int64_t experts, int64_t capacity,
@@ -93,53 +111,62 @@ void dropOverCapacity(Device &dev, const int32_t *indices, int64_t tokens,
 void permuteByExpert(Device &dev, const int32_t *indices, int64_t tokens,
                      int64_t topK, int64_t experts, int64_t *offsets,
                      int32_t *rowToSlot);
-void gatherRows(Device &dev, const float *x, const int32_t *rowToSlot,
-                int64_t rows, int64_t topK, int64_t hidden, float *permuted);
-void groupedSwiGLUSegments(Device &dev, const float *permuted, int64_t rows,
+template <typename T>
+void gatherRows(Device &dev, const T *x, const int32_t *rowToSlot, int64_t rows,
+                int64_t topK, int64_t hidden, T *permuted);
+template <typename T>
+void groupedSwiGLUSegments(Device &dev, const T *permuted, int64_t rows,
                            const int64_t *offsets, int64_t segments,
                            int64_t experts, int64_t hidden, int64_t inter,
-                           const float *gate, const float *up,
-                           const float *down, float *out);
-void unpermuteCombine(Device &dev, const float *expertOut,
-                      const int32_t *rowToSlot, const float *weights,
-                      int64_t tokens, int64_t topK, int64_t hidden,
-                      float *out);
+                           const T *gate, const T *up, const T *down, T *out);
+template <typename T>
+void unpermuteCombine(Device &dev, const T *expertOut, const int32_t *rowToSlot,
+                      const T *weights, int64_t tokens, int64_t topK,
+                      int64_t hidden, T *out);
 
-void routerGrad(Device &dev, const float *dweights, const float *dlogits,
-                const float *x, int64_t tokens, int64_t hidden,
-                const float *gate, const float *logits,
-                const int32_t *indices, const RouterConfig &cfg, float *dx,
-                float *dgate);
-void permuteGrad(Device &dev, const float *dpermuted, const int32_t *rowToSlot,
-                 int64_t tokens, int64_t topK, int64_t hidden, float *dx);
-void unpermuteCombineGrad(Device &dev, const float *dout,
-                          const float *expertOut, const int32_t *rowToSlot,
-                          const float *weights, int64_t tokens, int64_t topK,
-                          int64_t hidden, float *dexpertOut, float *dweights);
-void groupedSwiGLUSegmentsGrad(Device &dev, const float *dout,
-                               const float *permuted, int64_t rows,
-                               const int64_t *offsets, int64_t segments,
-                               int64_t experts, int64_t hidden, int64_t inter,
-                               const float *gate, const float *up,
-                               const float *down, float *dpermuted,
-                               float *dgate, float *dup, float *ddown);
+template <typename T>
+void routerGrad(Device &dev, const T *dweights, const T *dlogits, const T *x,
+                int64_t tokens, int64_t hidden, const T *gate, const T *logits,
+                const int32_t *indices, const RouterConfig &cfg, T *dx,
+                T *dgate);
+template <typename T>
+void permuteGrad(Device &dev, const T *dpermuted, const int32_t *rowToSlot,
+                 int64_t tokens, int64_t topK, int64_t hidden, T *dx);
+template <typename T>
+void unpermuteCombineGrad(Device &dev, const T *dout, const T *expertOut,
+                          const int32_t *rowToSlot, const T *weights,
+                          int64_t tokens, int64_t topK, int64_t hidden,
+                          T *dexpertOut, T *dweights);
+template <typename T>
+void groupedSwiGLUSegmentsGrad(Device &dev, const T *dout, const T *permuted,
+                               int64_t rows, const int64_t *offsets,
+                               int64_t segments, int64_t experts,
+                               int64_t hidden, int64_t inter, const T *gate,
+                               const T *up, const T *down, T *dpermuted,
+                               T *dgate, T *dup, T *ddown);
 
 // --- Losses (LossKernels.cu): each writes one float to *out ----------------
-void crossEntropy(Device &dev, const float *logits, const int32_t *labels,
+template <typename T>
+void crossEntropy(Device &dev, const T *logits, const int32_t *labels,
                   int64_t n, int64_t vocab, int64_t ignoreIndex, float *out);
-void auxLoss(Device &dev, const float *logits, const int32_t *indices,
+template <typename T>
+void auxLoss(Device &dev, const T *logits, const int32_t *indices,
              int64_t tokens, int64_t experts, int64_t topK, bool sigmoid,
              float coefficient, float *out);
-void zLoss(Device &dev, const float *logits, int64_t tokens, int64_t experts,
+template <typename T>
+void zLoss(Device &dev, const T *logits, int64_t tokens, int64_t experts,
            float coefficient, float *out);
-void crossEntropyGrad(Device &dev, const float *logits, const int32_t *labels,
+template <typename T>
+void crossEntropyGrad(Device &dev, const T *logits, const int32_t *labels,
                       int64_t n, int64_t vocab, int64_t ignoreIndex,
-                      float *dlogits);
-void auxLossGrad(Device &dev, const float *logits, const int32_t *indices,
+                      T *dlogits);
+template <typename T>
+void auxLossGrad(Device &dev, const T *logits, const int32_t *indices,
                  int64_t tokens, int64_t experts, int64_t topK, bool sigmoid,
-                 float coefficient, float *dlogits);
-void zLossGrad(Device &dev, const float *logits, int64_t tokens,
-               int64_t experts, float coefficient, float *dlogits);
+                 float coefficient, T *dlogits);
+template <typename T>
+void zLossGrad(Device &dev, const T *logits, int64_t tokens, int64_t experts,
+               float coefficient, T *dlogits);
 
 // --- Optimizer (Optimizer.cu) -----------------------------------------------
 /// *out = sum of x[i]^2, accumulated in double.

@@ -2,8 +2,9 @@
 //
 // The CUDA twins of the dense kernels of lib/Runtime/cpu/DenseKernels.cpp
 // and GradKernels.cpp (embedding, rmsNorm, linear, rope, swigluMlp, add,
-// sharedExperts and their gradients). Projections go through cuBLAS (fp32,
-// no TF32: the Device sets pedantic math); the rest are small kernels:
+// sharedExperts and their gradients). Projections go through cuBLAS
+// (DenseGemm.h: true fp32, or bf16 on the tensor cores); the rest are small
+// kernels:
 // grid-stride loops for elementwise work, one block per row for row
 // reductions, and deterministic two-stage column reductions (fixed chunks of
 // rows, then a fixed-order sum of the chunks) for the weight gradients that
@@ -18,6 +19,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CudaKernels.h"
+#include "DenseGemm.h"
 #include "DeviceMath.cuh"
 
 #include <cub/device/device_radix_sort.cuh>
@@ -46,89 +48,9 @@ unsigned rowGrid(int64_t rows) {
   return static_cast<unsigned>(std::clamp<int64_t>(rows, 1, int64_t(1) << 20));
 }
 
-/// Carves consecutive aligned pieces out of one dev.scratch() block.
-class ScratchCarver {
-public:
-  explicit ScratchCarver(void *base) : base_(static_cast<char *>(base)) {}
-  template <typename T> T *take(int64_t count) {
-    T *p = reinterpret_cast<T *>(base_ + used_);
-    used_ += alignUp(size_t(std::max<int64_t>(count, 1)) * sizeof(T));
-    return p;
-  }
-
-private:
-  char *base_;
-  size_t used_ = 0;
-};
-
-/// The bytes ScratchCarver::take<T>(count) uses.
-template <typename T> size_t scratchBytes(int64_t count) {
-  return alignUp(size_t(std::max<int64_t>(count, 1)) * sizeof(T));
-}
-
 __device__ __forceinline__ float sigmoidExact(float x) {
   // expf, not __expf: the CPU's sigmoid is 1 / (1 + std::exp(-x)).
   return 1.0f / (1.0f + expf(-x));
-}
-
-//===----------------------------------------------------------------------===//
-// GEMM
-//===----------------------------------------------------------------------===//
-
-__global__ void scaleMatrixKernel(float *c, int64_t m, int64_t n, int64_t ldc,
-                                  float beta) {
-  int64_t total = m * n;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    float *at = c + (i / n) * ldc + i % n;
-    *at = beta == 0.0f ? 0.0f : beta * *at;
-  }
-}
-
-/// The CPU's gemmT on the device: row-major C [m, n] = alpha * op(A) @ op(B)
-/// + beta * C, op(A) [m, k] (A stored [k, m] when `transA`), op(B) [k, n] (B
-/// stored [n, k] when `transB`), leading dimensions lda, ldb, ldc.
-///
-/// cuBLAS is column-major. A row-major matrix with leading dimension ld,
-/// read column-major with the same ld, is its transpose. So we ask cuBLAS
-/// for C^T [n, m] = op(B)^T [n, k] @ op(A)^T [k, m]: the first operand is B
-/// (column-major, B's storage reads as B^T when B is stored [k, n], which is
-/// op(B)^T as is: CUBLAS_OP_N; when B is stored [n, k] it reads as op(B) and
-/// needs CUBLAS_OP_T), the second is A likewise, and C^T written column-major
-/// with ldc is C row-major.
-void gemm(Device &dev, const char *kernel, bool transA, bool transB, int64_t m,
-          int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-          const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
-  if (m == 0 || n == 0)
-    return;
-  for (int64_t v : {m, n, k, lda, ldb, ldc})
-    if (v > INT_MAX)
-      fail(kernel, "GEMM dimension " + std::to_string(v) +
-                       " exceeds the cuBLAS integer range");
-  if (k == 0) {
-    // cuBLAS rejects a leading dimension of 0; the product is empty anyway.
-    if (beta != 1.0f) {
-      scaleMatrixKernel<<<elementGrid(dev, m * n), kThreads, 0, dev.stream()>>>(
-          c, m, n, ldc, beta);
-      checkLaunch("scaleMatrixKernel");
-    }
-    return;
-  }
-  check(cublasSetPointerMode(dev.cublas(), CUBLAS_POINTER_MODE_HOST),
-        "cublasSetPointerMode");
-  check(cublasGemmEx(dev.cublas(), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
-                     transA ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k),
-                     &alpha, b, CUDA_R_32F, int(ldb), a, CUDA_R_32F, int(lda),
-                     &beta, c, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
-                     CUBLAS_GEMM_DEFAULT),
-        kernel);
-}
-
-/// y [rows, out] = x [rows, in] @ w [out, in]^T.
-void project(Device &dev, const char *kernel, const float *x, int64_t rows,
-             int64_t in, const float *w, int64_t out, float *y) {
-  gemm(dev, kernel, /*transA=*/false, /*transB=*/true, rows, out, in, 1.0f, x,
-       in, w, in, 0.0f, y, out);
 }
 
 //===----------------------------------------------------------------------===//
@@ -169,7 +91,7 @@ __global__ void columnFinishKernel(const double *partial, int64_t chunks,
     double sum = 0.0;
     for (int64_t c = 0; c < chunks; ++c)
       sum += partial[c * cols + j];
-    out[j] = static_cast<T>(float(sum));
+    out[j] = fromF32<T>(float(sum));
   }
 }
 
@@ -208,7 +130,7 @@ __global__ void embeddingKernel(const int32_t *tokens, int64_t n,
     int64_t i = e / hidden, j = e % hidden;
     int64_t token = tokens[i];
     out[e] = token >= 0 && token < vocab ? table[token * hidden + j]
-                                         : static_cast<T>(0.0f);
+                                         : fromF32<T>(0.0f);
   }
 }
 
@@ -221,15 +143,14 @@ __global__ void rmsNormKernel(const T *x, const T *weight, int64_t rows,
     const T *row = x + r * dim;
     double sumSquares = 0.0;
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-      double v = static_cast<float>(row[i]);
+      double v = toF32(row[i]);
       sumSquares += v * v;
     }
     sumSquares = blockSum(sumSquares, shared);
     float inv = 1.0f / sqrtf(float(sumSquares / double(dim)) + eps);
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-      out[r * dim + i] =
-          static_cast<T>(__fmul_rn(__fmul_rn(static_cast<float>(row[i]), inv),
-                                   static_cast<float>(weight[i])));
+      out[r * dim + i] = fromF32<T>(
+          __fmul_rn(__fmul_rn(toF32(row[i]), inv), toF32(weight[i])));
   }
 }
 
@@ -240,8 +161,7 @@ __global__ void addBiasKernel(T *out, const T *bias, int64_t rows,
   int64_t total = rows * cols;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x)
-    out[e] = static_cast<T>(static_cast<float>(out[e]) +
-                            static_cast<float>(bias[e % cols]));
+    out[e] = fromF32<T>(toF32(out[e]) + toF32(bias[e % cols]));
 }
 
 /// out = a + b elementwise (out may alias a or b); grid-stride.
@@ -249,32 +169,35 @@ template <typename T>
 __global__ void addKernel(const T *a, const T *b, int64_t n, T *out) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
        e += int64_t(gridDim.x) * blockDim.x)
-    out[e] =
-        static_cast<T>(static_cast<float>(a[e]) + static_cast<float>(b[e]));
+    out[e] = fromF32<T>(toF32(a[e]) + toF32(b[e]));
 }
 
-/// act[i] = silu(gateOut[i]) * up[i], as the CPU's swigluRows (act may be
-/// gateOut); grid-stride.
+/// act[i] = silu(gateOut[i]) * up[i], as the CPU's swigluRows, stored as
+/// the down projection's operand type T; grid-stride.
+template <typename T>
 __global__ void siluMulKernel(const float *gateOut, const float *up, int64_t n,
-                              float *act) {
+                              T *act) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
        e += int64_t(gridDim.x) * blockDim.x) {
     float g = gateOut[e];
-    act[e] = __fmul_rn(__fmul_rn(g, sigmoidExact(g)), up[e]);
+    act[e] = fromF32<T>(__fmul_rn(__fmul_rn(g, sigmoidExact(g)), up[e]));
   }
 }
 
 /// The SwiGLU backward's elementwise step (CPU swigluRowsGrad): from the
-/// gate and up projections and dact = dy @ down, dact becomes d(gate out)
-/// and dup d(up out); grid-stride.
+/// gate and up projections and dact = dy @ down, d(gate out) and d(up out),
+/// stored as the weight gradients' operand type T; grid-stride.
+template <typename T>
 __global__ void swigluBackwardKernel(const float *gateOut, const float *upOut,
-                                     float *dact, float *dupOut, int64_t n) {
+                                     const float *dact, int64_t n, T *dgateOut,
+                                     T *dupOut) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
        e += int64_t(gridDim.x) * blockDim.x) {
     float g = gateOut[e], s = sigmoidExact(g), d = dact[e];
-    dupOut[e] = __fmul_rn(__fmul_rn(d, g), s);
+    dupOut[e] = fromF32<T>(__fmul_rn(__fmul_rn(d, g), s));
     float dsilu = __fadd_rn(1.0f, __fmul_rn(g, 1.0f - s));
-    dact[e] = __fmul_rn(__fmul_rn(__fmul_rn(d, upOut[e]), s), dsilu);
+    dgateOut[e] =
+        fromF32<T>(__fmul_rn(__fmul_rn(__fmul_rn(d, upOut[e]), s), dsilu));
   }
 }
 
@@ -328,21 +251,22 @@ __global__ void rotateHalfKernel(const T *x, const int32_t *positions,
     for (int64_t k = threadIdx.x; k < heads * half; k += blockDim.x) {
       int64_t h = k / half, i = k % half;
       int64_t at = h * headDim + i;
-      float lo = static_cast<float>(xt[at]);
-      float hi = static_cast<float>(xt[at + half]);
-      ot[at] = static_cast<T>(
-          __fsub_rn(__fmul_rn(lo, cosA[i]), __fmul_rn(hi, sinA[i])));
-      ot[at + half] = static_cast<T>(
-          __fadd_rn(__fmul_rn(hi, cosA[i]), __fmul_rn(lo, sinA[i])));
+      float lo = toF32(xt[at]);
+      float hi = toF32(xt[at + half]);
+      ot[at] =
+          fromF32<T>(__fsub_rn(__fmul_rn(lo, cosA[i]), __fmul_rn(hi, sinA[i])));
+      ot[at + half] =
+          fromF32<T>(__fadd_rn(__fmul_rn(hi, cosA[i]), __fmul_rn(lo, sinA[i])));
     }
     __syncthreads(); // before the next token overwrites cos/sin
   }
 }
 
-void rotateHalf(Device &dev, const char *kernel, const float *x,
+template <typename T>
+void rotateHalf(Device &dev, const char *kernel, const T *x,
                 const int32_t *positions, int64_t batch, int64_t seq,
                 int64_t heads, int64_t headDim, double theta, bool inverse,
-                float *out) {
+                T *out) {
   checkSize(kernel, "batch", batch);
   checkSize(kernel, "seq", seq);
   checkSize(kernel, "heads", heads);
@@ -375,60 +299,90 @@ void rotateHalf(Device &dev, const char *kernel, const float *x,
 // SwiGLU building blocks (scratch carved by the caller)
 //===----------------------------------------------------------------------===//
 
-/// CPU swigluRows: out = (silu(x gate^T) * (x up^T)) down^T; gateOut and
-/// upOut hold rows * inter floats each.
-void swigluForward(Device &dev, const char *kernel, const float *x,
-                   int64_t rows, int64_t hidden, const float *gate,
-                   const float *up, const float *down, int64_t inter,
-                   float *gateOut, float *upOut, float *out) {
-  project(dev, kernel, x, rows, hidden, gate, inter, gateOut);
-  project(dev, kernel, x, rows, hidden, up, inter, upOut);
+/// The scratch of swigluForward.
+template <typename T> struct SwigluScratch {
+  float *gateOut, *upOut; // [rows, inter] each
+  T *act;                 // [rows, inter]: the down projection's operand
+  static size_t bytes(int64_t size) {
+    return 2 * ScratchCarver::bytes<float>(size) +
+           ScratchCarver::bytes<T>(size);
+  }
+  SwigluScratch(ScratchCarver &carve, int64_t size)
+      : gateOut(carve.take<float>(size)), upOut(carve.take<float>(size)),
+        act(carve.take<T>(size)) {}
+};
+
+/// CPU swigluRows: out = (silu(x gate^T) * (x up^T)) down^T, with the gate
+/// and up projections in fp32 and act rounded to T for the down projection
+/// (a cuBLAS GEMM takes one operand type); out is T or fp32.
+template <typename T, typename TO>
+void swigluForward(Device &dev, const char *kernel, const T *x, int64_t rows,
+                   int64_t hidden, const T *gate, const T *up, const T *down,
+                   int64_t inter, const SwigluScratch<T> &tmp, TO *out) {
+  project(dev, kernel, x, rows, hidden, gate, inter, tmp.gateOut);
+  project(dev, kernel, x, rows, hidden, up, inter, tmp.upOut);
   int64_t size = rows * inter;
   if (size > 0) {
     siluMulKernel<<<elementGrid(dev, size), kThreads, 0, dev.stream()>>>(
-        gateOut, upOut, size, gateOut);
+        tmp.gateOut, tmp.upOut, size, tmp.act);
     checkLaunch("siluMulKernel");
   }
-  project(dev, kernel, gateOut, rows, inter, down, hidden, out);
+  project(dev, kernel, tmp.act, rows, inter, down, hidden, out);
 }
 
-/// CPU swigluRowsGrad with weightBeta 0: dx, dgate, dup, ddown overwritten;
-/// `scratch` holds 4 * rows * inter floats.
-void swigluBackward(Device &dev, const char *kernel, const float *dy,
-                    const float *x, int64_t rows, int64_t hidden,
-                    const float *gate, const float *up, const float *down,
-                    int64_t inter, float *scratch, float *dx, float *dgate,
-                    float *dup, float *ddown) {
+/// The scratch of swigluBackward.
+template <typename T> struct SwigluGradScratch {
+  SwigluScratch<T> fwd; // fwd.act later holds d(up out)
+  float *dact;          // [rows, inter]
+  T *dgateOut;          // [rows, inter]
+  static size_t bytes(int64_t size) {
+    return SwigluScratch<T>::bytes(size) + ScratchCarver::bytes<float>(size) +
+           ScratchCarver::bytes<T>(size);
+  }
+  SwigluGradScratch(ScratchCarver &carve, int64_t size)
+      : fwd(carve, size), dact(carve.take<float>(size)),
+        dgateOut(carve.take<T>(size)) {}
+};
+
+/// CPU swigluRowsGrad with weightBeta 0: dgate, dup, ddown overwritten; dx
+/// summed in fp32 into dxAcc [rows, hidden] (overwritten), which the caller
+/// rounds into its dx. d(gate out) and d(up out) are rounded to T, the
+/// operand type of the GEMMs that read them.
+template <typename T>
+void swigluBackward(Device &dev, const char *kernel, const T *dy, const T *x,
+                    int64_t rows, int64_t hidden, const T *gate, const T *up,
+                    const T *down, int64_t inter,
+                    const SwigluGradScratch<T> &tmp, float *dxAcc, T *dgate,
+                    T *dup, T *ddown) {
   int64_t size = rows * inter;
-  float *gateOut = scratch, *upOut = scratch + size;
-  float *act = scratch + 2 * size, *dact = scratch + 3 * size;
-  project(dev, kernel, x, rows, hidden, gate, inter, gateOut);
-  project(dev, kernel, x, rows, hidden, up, inter, upOut);
+  project(dev, kernel, x, rows, hidden, gate, inter, tmp.fwd.gateOut);
+  project(dev, kernel, x, rows, hidden, up, inter, tmp.fwd.upOut);
   if (size > 0) {
     siluMulKernel<<<elementGrid(dev, size), kThreads, 0, dev.stream()>>>(
-        gateOut, upOut, size, act);
+        tmp.fwd.gateOut, tmp.fwd.upOut, size, tmp.fwd.act);
     checkLaunch("siluMulKernel");
   }
   // ddown [hidden, inter] = dy^T @ act; dact [rows, inter] = dy @ down.
   gemm(dev, kernel, /*transA=*/true, /*transB=*/false, hidden, inter, rows,
-       1.0f, dy, hidden, act, inter, 0.0f, ddown, inter);
+       1.0f, dy, hidden, tmp.fwd.act, inter, 0.0f, ddown, inter);
   gemm(dev, kernel, false, false, rows, inter, hidden, 1.0f, dy, hidden, down,
-       inter, 0.0f, dact, inter);
-  // act becomes d(up out), dact d(gate out).
+       inter, 0.0f, tmp.dact, inter);
+  // act becomes d(up out).
+  T *dupOut = tmp.fwd.act;
   if (size > 0) {
     swigluBackwardKernel<<<elementGrid(dev, size), kThreads, 0, dev.stream()>>>(
-        gateOut, upOut, dact, act, size);
+        tmp.fwd.gateOut, tmp.fwd.upOut, tmp.dact, size, tmp.dgateOut, dupOut);
     checkLaunch("swigluBackwardKernel");
   }
-  // dgate = dact^T x, dup = act^T x, dx = dact gate + act up.
-  gemm(dev, kernel, true, false, inter, hidden, rows, 1.0f, dact, inter, x,
-       hidden, 0.0f, dgate, hidden);
-  gemm(dev, kernel, true, false, inter, hidden, rows, 1.0f, act, inter, x,
+  // dgate = dgateOut^T x, dup = dupOut^T x, dx = dgateOut gate + dupOut up.
+  gemm(dev, kernel, true, false, inter, hidden, rows, 1.0f, tmp.dgateOut, inter,
+       x, hidden, 0.0f, dgate, hidden);
+  gemm(dev, kernel, true, false, inter, hidden, rows, 1.0f, dupOut, inter, x,
        hidden, 0.0f, dup, hidden);
-  gemm(dev, kernel, false, false, rows, hidden, inter, 1.0f, dact, inter, gate,
-       hidden, 0.0f, dx, hidden);
-  gemm(dev, kernel, false, false, rows, hidden, inter, 1.0f, act, inter, up,
-       hidden, 1.0f, dx, hidden);
+  gemm(dev, kernel, false, false, rows, hidden, inter, 1.0f, tmp.dgateOut,
+       inter, gate, hidden, 0.0f, dxAcc, hidden);
+  gemm(dev, kernel, false, false, rows, hidden, inter, 1.0f, dupOut, inter, up,
+       hidden, 1.0f, dxAcc, hidden);
 }
 
 void checkSwiglu(const char *kernel, int64_t rows, int64_t hidden,
@@ -445,41 +399,40 @@ __device__ float rowDot(const T *x, const T *sharedGate, int64_t r,
                         int64_t hidden, float *shared) {
   float dot = 0.0f;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x)
-    dot += static_cast<float>(x[r * hidden + i]) *
-           static_cast<float>(sharedGate[i]);
+    dot += toF32(x[r * hidden + i]) * toF32(sharedGate[i]);
   return blockSum(dot, shared);
 }
 
-/// out[r, :] *= sigmoid(x[r] . sharedGate); one block per row.
-template <typename T>
+/// out[r, :] = mlpOut[r, :] * sigmoid(x[r] . sharedGate) (out may be
+/// mlpOut); one block per row.
+template <typename T, typename TM>
 __global__ void sharedGateKernel(const T *x, const T *sharedGate, int64_t rows,
-                                 int64_t hidden, T *out) {
+                                 int64_t hidden, const TM *mlpOut, T *out) {
   __shared__ float shared[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     float g = sigmoidExact(rowDot(x, sharedGate, r, hidden, shared));
     for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x)
-      out[r * hidden + i] =
-          static_cast<T>(static_cast<float>(out[r * hidden + i]) * g);
+      out[r * hidden + i] = fromF32<T>(toF32(mlpOut[r * hidden + i]) * g);
   }
 }
 
 /// The sigmoid gate's backward, one block per row (CPU sharedExpertsGrad):
-/// with s = sigmoid(x[r] . sharedGate) and m the SwiGLU output, dz[r] =
-/// (dy[r] . m[r]) s (1 - s) (dot in double) and m[r] becomes s * dy[r].
-__global__ void sharedGateBackwardKernel(const float *dy, const float *x,
-                                         const float *sharedGate, int64_t rows,
-                                         int64_t hidden, float *mlpOut,
-                                         float *dz) {
+/// with s = sigmoid(x[r] . sharedGate) and m = mlpOut the SwiGLU output,
+/// dz[r] = (dy[r] . m[r]) s (1 - s) (dot in double) and dm[r] = s * dy[r].
+template <typename T>
+__global__ void sharedGateBackwardKernel(const T *dy, const T *x,
+                                         const T *sharedGate, int64_t rows,
+                                         int64_t hidden, const float *mlpOut,
+                                         T *dm, float *dz) {
   __shared__ float sharedF[32];
   __shared__ double sharedD[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     float s = sigmoidExact(rowDot(x, sharedGate, r, hidden, sharedF));
     double dot = 0.0;
     for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) {
-      float &m = mlpOut[r * hidden + i];
-      float g = dy[r * hidden + i];
-      dot += double(g) * m;
-      m = __fmul_rn(s, g);
+      float g = toF32(dy[r * hidden + i]);
+      dot += double(g) * mlpOut[r * hidden + i];
+      dm[r * hidden + i] = fromF32<T>(__fmul_rn(s, g));
     }
     dot = blockSum(dot, sharedD);
     if (threadIdx.x == 0)
@@ -487,14 +440,16 @@ __global__ void sharedGateBackwardKernel(const float *dy, const float *x,
   }
 }
 
-/// dx[r, i] += dz[r] * sharedGate[i]; grid-stride.
+/// dx[r, i] += dz[r] * sharedGate[i] (dx the fp32 sums); grid-stride.
+template <typename T>
 __global__ void addGateInputGradKernel(float *dx, const float *dz,
-                                       const float *sharedGate, int64_t rows,
+                                       const T *sharedGate, int64_t rows,
                                        int64_t hidden) {
   int64_t total = rows * hidden;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x)
-    dx[e] = __fadd_rn(dx[e], __fmul_rn(dz[e / hidden], sharedGate[e % hidden]));
+    dx[e] = __fadd_rn(dx[e],
+                      __fmul_rn(dz[e / hidden], toF32(sharedGate[e % hidden])));
 }
 
 //===----------------------------------------------------------------------===//
@@ -525,8 +480,8 @@ __global__ void embeddingGradRunsKernel(const T *dy, const int32_t *keys,
     for (int64_t j = threadIdx.x; j < hidden; j += blockDim.x) {
       float sum = 0.0f;
       for (int64_t q = p; q < n && keys[q] == token; ++q)
-        sum += static_cast<float>(dy[int64_t(rowsOfKeys[q]) * hidden + j]);
-      dtable[token * hidden + j] = static_cast<T>(sum);
+        sum += toF32(dy[int64_t(rowsOfKeys[q]) * hidden + j]);
+      dtable[token * hidden + j] = fromF32<T>(sum);
     }
   }
 }
@@ -541,10 +496,9 @@ __global__ void rmsNormGradKernel(const T *dy, const T *x, const T *weight,
     const T *xr = x + r * dim, *gr = dy + r * dim;
     double sumSquares = 0.0, dot = 0.0;
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-      double xv = static_cast<float>(xr[i]);
+      double xv = toF32(xr[i]);
       sumSquares += xv * xv;
-      dot += double(static_cast<float>(gr[i])) * static_cast<float>(weight[i]) *
-             xv;
+      dot += double(toF32(gr[i])) * toF32(weight[i]) * xv;
     }
     sumSquares = blockSum(sumSquares, shared);
     dot = blockSum(dot, shared);
@@ -553,30 +507,30 @@ __global__ void rmsNormGradKernel(const T *dy, const T *x, const T *weight,
     double inv = 1.0 / sqrt(sumSquares / double(dim) + double(eps));
     double coef = inv * inv * inv * dot / double(dim);
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-      dx[r * dim + i] = static_cast<T>(float(inv * static_cast<float>(gr[i]) *
-                                                 static_cast<float>(weight[i]) -
-                                             coef * static_cast<float>(xr[i])));
+      dx[r * dim + i] = fromF32<T>(
+          float(inv * toF32(gr[i]) * toF32(weight[i]) - coef * toF32(xr[i])));
     if (threadIdx.x == 0)
       invOut[r] = inv;
   }
 }
 
 /// dweight[j] terms: dy[r, j] * x[r, j] * inv[r], in double.
-struct RmsNormWeightTerm {
-  const float *dy, *x;
+template <typename T> struct RmsNormWeightTerm {
+  const T *dy, *x;
   const double *inv;
   int64_t dim;
   __device__ double operator()(int64_t r, int64_t j) const {
-    return double(dy[r * dim + j]) * x[r * dim + j] * inv[r];
+    return double(toF32(dy[r * dim + j])) * toF32(x[r * dim + j]) * inv[r];
   }
 };
 
 /// dsharedGate[j] terms: dz[r] * x[r, j], in double.
-struct SharedGateTerm {
-  const float *dz, *x;
+template <typename T> struct SharedGateTerm {
+  const float *dz;
+  const T *x;
   int64_t hidden;
   __device__ double operator()(int64_t r, int64_t j) const {
-    return double(dz[r]) * x[r * hidden + j];
+    return double(dz[r]) * toF32(x[r * hidden + j]);
   }
 };
 
@@ -586,8 +540,9 @@ struct SharedGateTerm {
 // Forward
 //===----------------------------------------------------------------------===//
 
-void embedding(Device &dev, const int32_t *tokens, int64_t n,
-               const float *table, int64_t vocab, int64_t hidden, float *out) {
+template <typename T>
+void embedding(Device &dev, const int32_t *tokens, int64_t n, const T *table,
+               int64_t vocab, int64_t hidden, T *out) {
   checkSize("embedding", "n", n);
   checkSize("embedding", "vocab", vocab);
   checkSize("embedding", "hidden", hidden);
@@ -598,8 +553,9 @@ void embedding(Device &dev, const int32_t *tokens, int64_t n,
   checkLaunch("embeddingKernel");
 }
 
-void rmsNorm(Device &dev, const float *x, const float *weight, int64_t rows,
-             int64_t dim, float eps, float *out) {
+template <typename T>
+void rmsNorm(Device &dev, const T *x, const T *weight, int64_t rows,
+             int64_t dim, float eps, T *out) {
   checkSize("rmsNorm", "rows", rows);
   checkSize("rmsNorm", "dim", dim, /*positive=*/true);
   if (rows == 0)
@@ -609,9 +565,9 @@ void rmsNorm(Device &dev, const float *x, const float *weight, int64_t rows,
   checkLaunch("rmsNormKernel");
 }
 
-void linear(Device &dev, const float *x, int64_t rows, int64_t in,
-            const float *weight, int64_t outFeatures, const float *bias,
-            float *out) {
+template <typename T>
+void linear(Device &dev, const T *x, int64_t rows, int64_t in, const T *weight,
+            int64_t outFeatures, const T *bias, T *out) {
   checkSize("linear", "rows", rows);
   checkSize("linear", "in", in);
   checkSize("linear", "outFeatures", outFeatures);
@@ -623,26 +579,26 @@ void linear(Device &dev, const float *x, int64_t rows, int64_t in,
   checkLaunch("addBiasKernel");
 }
 
-void rope(Device &dev, const float *x, const int32_t *positions, int64_t batch,
-          int64_t seq, int64_t heads, int64_t headDim, double theta,
-          float *out) {
+template <typename T>
+void rope(Device &dev, const T *x, const int32_t *positions, int64_t batch,
+          int64_t seq, int64_t heads, int64_t headDim, double theta, T *out) {
   rotateHalf(dev, "rope", x, positions, batch, seq, heads, headDim, theta,
              /*inverse=*/false, out);
 }
 
-void swigluMlp(Device &dev, const float *x, int64_t rows, int64_t hidden,
-               const float *gate, const float *up, const float *down,
-               int64_t inter, float *out) {
+template <typename T>
+void swigluMlp(Device &dev, const T *x, int64_t rows, int64_t hidden,
+               const T *gate, const T *up, const T *down, int64_t inter,
+               T *out) {
   const char *kernel = "swigluMlp";
   checkSwiglu(kernel, rows, hidden, inter);
-  ScratchCarver carve(dev.scratch(2 * scratchBytes<float>(rows * inter)));
-  float *gateOut = carve.take<float>(rows * inter);
-  float *upOut = carve.take<float>(rows * inter);
-  swigluForward(dev, kernel, x, rows, hidden, gate, up, down, inter, gateOut,
-                upOut, out);
+  ScratchCarver carve(dev.scratch(SwigluScratch<T>::bytes(rows * inter)));
+  SwigluScratch<T> tmp(carve, rows * inter);
+  swigluForward(dev, kernel, x, rows, hidden, gate, up, down, inter, tmp, out);
 }
 
-void add(Device &dev, const float *a, const float *b, int64_t n, float *out) {
+template <typename T>
+void add(Device &dev, const T *a, const T *b, int64_t n, T *out) {
   checkSize("add", "n", n);
   if (n == 0)
     return;
@@ -650,20 +606,27 @@ void add(Device &dev, const float *a, const float *b, int64_t n, float *out) {
   checkLaunch("addKernel");
 }
 
-void sharedExperts(Device &dev, const float *x, int64_t rows, int64_t hidden,
-                   const float *gate, const float *up, const float *down,
-                   int64_t inter, const float *sharedGate, float *out) {
+// With a gate, the SwiGLU output stays fp32 until the gate has scaled it.
+template <typename T>
+void sharedExperts(Device &dev, const T *x, int64_t rows, int64_t hidden,
+                   const T *gate, const T *up, const T *down, int64_t inter,
+                   const T *sharedGate, T *out) {
   const char *kernel = "sharedExperts";
   checkSwiglu(kernel, rows, hidden, inter);
-  ScratchCarver carve(dev.scratch(2 * scratchBytes<float>(rows * inter)));
-  float *gateOut = carve.take<float>(rows * inter);
-  float *upOut = carve.take<float>(rows * inter);
-  swigluForward(dev, kernel, x, rows, hidden, gate, up, down, inter, gateOut,
-                upOut, out);
-  if (!sharedGate || rows * hidden == 0)
+  if (!sharedGate) {
+    swigluMlp(dev, x, rows, hidden, gate, up, down, inter, out);
+    return;
+  }
+  ScratchCarver carve(dev.scratch(SwigluScratch<T>::bytes(rows * inter) +
+                                  ScratchCarver::bytes<float>(rows * hidden)));
+  SwigluScratch<T> tmp(carve, rows * inter);
+  float *mlpOut = carve.take<float>(rows * hidden);
+  swigluForward(dev, kernel, x, rows, hidden, gate, up, down, inter, tmp,
+                mlpOut);
+  if (rows * hidden == 0)
     return;
   sharedGateKernel<<<rowGrid(rows), kThreads, 0, dev.stream()>>>(
-      x, sharedGate, rows, hidden, out);
+      x, sharedGate, rows, hidden, mlpOut, out);
   checkLaunch("sharedGateKernel");
 }
 
@@ -675,8 +638,9 @@ void sharedExperts(Device &dev, const float *x, int64_t rows, int64_t hidden,
 // block per run of equal tokens sums its dy rows in ascending i, the CPU's
 // order, so dtable matches the CPU bit for bit. Rows of tokens that do not
 // occur are zeroed first.
-void embeddingGrad(Device &dev, const float *dy, const int32_t *tokens,
-                   int64_t n, int64_t vocab, int64_t hidden, float *dtable) {
+template <typename T>
+void embeddingGrad(Device &dev, const T *dy, const int32_t *tokens, int64_t n,
+                   int64_t vocab, int64_t hidden, T *dtable) {
   const char *kernel = "embeddingGrad";
   checkSize(kernel, "n", n);
   checkSize(kernel, "vocab", vocab);
@@ -684,7 +648,7 @@ void embeddingGrad(Device &dev, const float *dy, const int32_t *tokens,
   if (n > INT_MAX)
     fail(kernel, "n " + std::to_string(n) + " exceeds the sort's range");
   if (vocab * hidden > 0)
-    check(cudaMemsetAsync(dtable, 0, size_t(vocab * hidden) * sizeof(float),
+    check(cudaMemsetAsync(dtable, 0, size_t(vocab * hidden) * sizeof(T),
                           dev.stream()),
           "cudaMemsetAsync (embeddingGrad)");
   if (n == 0 || vocab * hidden == 0)
@@ -695,8 +659,9 @@ void embeddingGrad(Device &dev, const float *dy, const int32_t *tokens,
             static_cast<const int32_t *>(nullptr),
             static_cast<int32_t *>(nullptr), int(n), 0, 32, dev.stream()),
         "cub::DeviceRadixSort::SortPairs (size)");
-  ScratchCarver carve(dev.scratch(3 * scratchBytes<int32_t>(n) +
-                                  scratchBytes<char>(int64_t(sortBytes))));
+  ScratchCarver carve(
+      dev.scratch(3 * ScratchCarver::bytes<int32_t>(n) +
+                  ScratchCarver::bytes<char>(int64_t(sortBytes))));
   int32_t *rowIds = carve.take<int32_t>(n);
   int32_t *sortedTokens = carve.take<int32_t>(n);
   int32_t *sortedRows = carve.take<int32_t>(n);
@@ -714,15 +679,15 @@ void embeddingGrad(Device &dev, const float *dy, const int32_t *tokens,
 
 // dx one block per row (double sums, as the CPU); dweight by the
 // deterministic two-stage column sum of dy * x * inv over rows.
-void rmsNormGrad(Device &dev, const float *dy, const float *x,
-                 const float *weight, int64_t rows, int64_t dim, float eps,
-                 float *dx, float *dweight) {
+template <typename T>
+void rmsNormGrad(Device &dev, const T *dy, const T *x, const T *weight,
+                 int64_t rows, int64_t dim, float eps, T *dx, T *dweight) {
   const char *kernel = "rmsNormGrad";
   checkSize(kernel, "rows", rows);
   checkSize(kernel, "dim", dim, /*positive=*/true);
   ScratchCarver carve(
-      dev.scratch(scratchBytes<double>(rows) +
-                  scratchBytes<double>(chunkCount(rows) * dim)));
+      dev.scratch(ScratchCarver::bytes<double>(rows) +
+                  ScratchCarver::bytes<double>(chunkCount(rows) * dim)));
   double *inv = carve.take<double>(rows);
   double *partial = carve.take<double>(chunkCount(rows) * dim);
   if (rows > 0) {
@@ -730,13 +695,13 @@ void rmsNormGrad(Device &dev, const float *dy, const float *x,
         dy, x, weight, rows, dim, eps, dx, inv);
     checkLaunch("rmsNormGradKernel");
   }
-  columnSum(dev, RmsNormWeightTerm{dy, x, inv, dim}, rows, dim, partial,
+  columnSum(dev, RmsNormWeightTerm<T>{dy, x, inv, dim}, rows, dim, partial,
             dweight);
 }
 
-void linearGrad(Device &dev, const float *dy, const float *x, int64_t rows,
-                int64_t in, const float *weight, int64_t outFeatures, float *dx,
-                float *dweight) {
+template <typename T>
+void linearGrad(Device &dev, const T *dy, const T *x, int64_t rows, int64_t in,
+                const T *weight, int64_t outFeatures, T *dx, T *dweight) {
   const char *kernel = "linearGrad";
   checkSize(kernel, "rows", rows);
   checkSize(kernel, "in", in);
@@ -749,72 +714,113 @@ void linearGrad(Device &dev, const float *dy, const float *x, int64_t rows,
        1.0f, dy, outFeatures, x, in, 0.0f, dweight, in);
 }
 
-void ropeGrad(Device &dev, const float *dy, const int32_t *positions,
-              int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
-              double theta, float *dx) {
+template <typename T>
+void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
+              int64_t seq, int64_t heads, int64_t headDim, double theta,
+              T *dx) {
   // A rotation's transpose is the rotation by the opposite angle.
   rotateHalf(dev, "ropeGrad", dy, positions, batch, seq, heads, headDim, theta,
              /*inverse=*/true, dx);
 }
 
-void swigluMlpGrad(Device &dev, const float *dy, const float *x, int64_t rows,
-                   int64_t hidden, const float *gate, const float *up,
-                   const float *down, int64_t inter, float *dx, float *dgate,
-                   float *dup, float *ddown) {
+template <typename T>
+void swigluMlpGrad(Device &dev, const T *dy, const T *x, int64_t rows,
+                   int64_t hidden, const T *gate, const T *up, const T *down,
+                   int64_t inter, T *dx, T *dgate, T *dup, T *ddown) {
   const char *kernel = "swigluMlpGrad";
   checkSwiglu(kernel, rows, hidden, inter);
-  float *scratch =
-      static_cast<float *>(dev.scratch(scratchBytes<float>(4 * rows * inter)));
-  swigluBackward(dev, kernel, dy, x, rows, hidden, gate, up, down, inter,
-                 scratch, dx, dgate, dup, ddown);
+  ScratchCarver carve(dev.scratch(SwigluGradScratch<T>::bytes(rows * inter) +
+                                  Fp32Accumulator<T>::bytes(rows * hidden)));
+  SwigluGradScratch<T> tmp(carve, rows * inter);
+  Fp32Accumulator<T> dxAcc(dx, rows * hidden, carve);
+  swigluBackward(dev, kernel, dy, x, rows, hidden, gate, up, down, inter, tmp,
+                 dxAcc.get(), dgate, dup, ddown);
+  dxAcc.store(dev);
 }
 
 // out = sigmoid(z) * m, z = x . sharedGate, m the SwiGLU output: the SwiGLU
-// is recomputed, the gate's backward runs one block per row, the SwiGLU's
-// backward gets dm = sigmoid(z) dy, then dx += dz sharedGate and
-// dsharedGate = dz^T x (deterministic column sum in double).
-void sharedExpertsGrad(Device &dev, const float *dy, const float *x,
-                       int64_t rows, int64_t hidden, const float *gate,
-                       const float *up, const float *down, int64_t inter,
-                       const float *sharedGate, float *dx, float *dgate,
-                       float *dup, float *ddown, float *dsharedGate) {
+// is recomputed (m in fp32), the gate's backward runs one block per row, the
+// SwiGLU's backward gets dm = sigmoid(z) dy, then dx += dz sharedGate (in
+// the fp32 sums) and dsharedGate = dz^T x (deterministic column sum in
+// double).
+template <typename T>
+void sharedExpertsGrad(Device &dev, const T *dy, const T *x, int64_t rows,
+                       int64_t hidden, const T *gate, const T *up,
+                       const T *down, int64_t inter, const T *sharedGate, T *dx,
+                       T *dgate, T *dup, T *ddown, T *dsharedGate) {
   const char *kernel = "sharedExpertsGrad";
   checkSwiglu(kernel, rows, hidden, inter);
   if (!sharedGate) {
-    float *scratch = static_cast<float *>(
-        dev.scratch(scratchBytes<float>(4 * rows * inter)));
-    swigluBackward(dev, kernel, dy, x, rows, hidden, gate, up, down, inter,
-                   scratch, dx, dgate, dup, ddown);
+    swigluMlpGrad(dev, dy, x, rows, hidden, gate, up, down, inter, dx, dgate,
+                  dup, ddown);
     return;
   }
+  const int64_t size = rows * inter, n = rows * hidden;
   int64_t chunks = chunkCount(rows);
-  ScratchCarver carve(dev.scratch(scratchBytes<float>(rows) +
-                                  scratchBytes<float>(rows * hidden) +
-                                  scratchBytes<float>(4 * rows * inter) +
-                                  scratchBytes<double>(chunks * hidden)));
+  ScratchCarver carve(dev.scratch(
+      ScratchCarver::bytes<float>(rows) + ScratchCarver::bytes<float>(n) +
+      ScratchCarver::bytes<T>(n) + SwigluGradScratch<T>::bytes(size) +
+      ScratchCarver::bytes<double>(chunks * hidden) +
+      Fp32Accumulator<T>::bytes(n)));
   float *dz = carve.take<float>(rows);
-  float *mlpOut = carve.take<float>(rows * hidden);
-  float *swiglu = carve.take<float>(4 * rows * inter);
+  float *mlpOut = carve.take<float>(n);
+  T *dm = carve.take<T>(n);
+  SwigluGradScratch<T> tmp(carve, size);
   double *partial = carve.take<double>(chunks * hidden);
-  swigluForward(dev, kernel, x, rows, hidden, gate, up, down, inter, swiglu,
-                swiglu + rows * inter, mlpOut);
+  Fp32Accumulator<T> dxAcc(dx, n, carve);
+  swigluForward(dev, kernel, x, rows, hidden, gate, up, down, inter, tmp.fwd,
+                mlpOut);
   if (rows > 0) {
     sharedGateBackwardKernel<<<rowGrid(rows), kThreads, 0, dev.stream()>>>(
-        dy, x, sharedGate, rows, hidden, mlpOut, dz);
+        dy, x, sharedGate, rows, hidden, mlpOut, dm, dz);
     checkLaunch("sharedGateBackwardKernel");
   }
-  swigluBackward(dev, kernel, mlpOut, x, rows, hidden, gate, up, down, inter,
-                 swiglu, dx, dgate, dup, ddown);
-  if (rows * hidden > 0) {
-    addGateInputGradKernel<<<elementGrid(dev, rows * hidden), kThreads, 0,
-                             dev.stream()>>>(dx, dz, sharedGate, rows, hidden);
+  swigluBackward(dev, kernel, static_cast<const T *>(dm), x, rows, hidden, gate,
+                 up, down, inter, tmp, dxAcc.get(), dgate, dup, ddown);
+  if (n > 0) {
+    addGateInputGradKernel<<<elementGrid(dev, n), kThreads, 0, dev.stream()>>>(
+        dxAcc.get(), dz, sharedGate, rows, hidden);
     checkLaunch("addGateInputGradKernel");
   }
+  dxAcc.store(dev);
   // The CPU writes dsharedGate only when it is given a sharedGate; a null
   // dsharedGate here skips it instead of faulting.
   if (dsharedGate)
-    columnSum(dev, SharedGateTerm{dz, x, hidden}, rows, hidden, partial,
+    columnSum(dev, SharedGateTerm<T>{dz, x, hidden}, rows, hidden, partial,
               dsharedGate);
 }
+
+#define MOE_INSTANTIATE_DENSE_KERNELS(T)                                       \
+  template void embedding<T>(Device &, const int32_t *, int64_t, const T *,    \
+                             int64_t, int64_t, T *);                           \
+  template void rmsNorm<T>(Device &, const T *, const T *, int64_t, int64_t,   \
+                           float, T *);                                        \
+  template void linear<T>(Device &, const T *, int64_t, int64_t, const T *,    \
+                          int64_t, const T *, T *);                            \
+  template void rope<T>(Device &, const T *, const int32_t *, int64_t,         \
+                        int64_t, int64_t, int64_t, double, T *);               \
+  template void swigluMlp<T>(Device &, const T *, int64_t, int64_t, const T *, \
+                             const T *, const T *, int64_t, T *);              \
+  template void add<T>(Device &, const T *, const T *, int64_t, T *);          \
+  template void sharedExperts<T>(Device &, const T *, int64_t, int64_t,        \
+                                 const T *, const T *, const T *, int64_t,     \
+                                 const T *, T *);                              \
+  template void embeddingGrad<T>(Device &, const T *, const int32_t *,         \
+                                 int64_t, int64_t, int64_t, T *);              \
+  template void rmsNormGrad<T>(Device &, const T *, const T *, const T *,      \
+                               int64_t, int64_t, float, T *, T *);             \
+  template void linearGrad<T>(Device &, const T *, const T *, int64_t,         \
+                              int64_t, const T *, int64_t, T *, T *);          \
+  template void ropeGrad<T>(Device &, const T *, const int32_t *, int64_t,     \
+                            int64_t, int64_t, int64_t, double, T *);           \
+  template void swigluMlpGrad<T>(Device &, const T *, const T *, int64_t,      \
+                                 int64_t, const T *, const T *, const T *,     \
+                                 int64_t, T *, T *, T *, T *);                 \
+  template void sharedExpertsGrad<T>(                                          \
+      Device &, const T *, const T *, int64_t, int64_t, const T *, const T *,  \
+      const T *, int64_t, const T *, T *, T *, T *, T *, T *);
+MOE_INSTANTIATE_DENSE_KERNELS(float)
+MOE_INSTANTIATE_DENSE_KERNELS(bf16)
+#undef MOE_INSTANTIATE_DENSE_KERNELS
 
 } // namespace moe::cuda

@@ -56,9 +56,9 @@ Device::Device(int ordinal) : ordinal_(ordinal) {
         "cudaStreamCreateWithFlags");
   check(cublasCreate(&cublas_), "cublasCreate");
   check(cublasSetStream(cublas_, stream_), "cublasSetStream");
-  // fp32 storage: keep cuBLAS on true fp32 (no TF32) so that results track
-  // the CPU reference; bf16 storage uses tensor cores by its own data types.
-  check(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+  // Default math: bf16 GEMMs run on the tensor cores. fp32 GEMMs name the
+  // pedantic compute type themselves (DenseGemm.cu), so they stay true fp32.
+  check(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
 }
 
 Device::~Device() {
@@ -85,7 +85,8 @@ void *Device::scratch(size_t bytes) {
   scratch_ = nullptr;
   scratchBytes_ = 0;
   size_t grown = alignUp(bytes, size_t(1) << 20);
-  check(cudaMallocAsync(&scratch_, grown, stream_), "cudaMallocAsync (scratch)");
+  check(cudaMallocAsync(&scratch_, grown, stream_),
+        "cudaMallocAsync (scratch)");
   scratchBytes_ = grown;
   return scratch_;
 }

@@ -17,6 +17,7 @@
 #define MOE_LIB_RUNTIME_CUDA_DEVICE_H
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -24,6 +25,12 @@
 #include <string>
 
 namespace moe::cuda {
+
+/// The bf16 storage element. The library is built with
+/// __CUDA_NO_BFLOAT16_CONVERSIONS__ and __CUDA_NO_BFLOAT16_OPERATORS__, so
+/// that arithmetic on a stored value cannot silently happen in bf16: device
+/// code converts explicitly (toF32 and fromF32 in DeviceMath.cuh).
+using bf16 = __nv_bfloat16;
 
 /// Throws std::runtime_error("cuda: <what>: <CUDA's error string>").
 [[noreturn]] void throwCudaError(cudaError_t error, const char *what);
@@ -92,6 +99,25 @@ private:
 inline size_t alignUp(size_t bytes, size_t alignment = 256) {
   return (bytes + alignment - 1) / alignment * alignment;
 }
+
+/// Carves consecutive aligned pieces out of one Device::scratch() block;
+/// bytes<T>(count) is what take<T>(count) uses.
+class ScratchCarver {
+public:
+  explicit ScratchCarver(void *base) : base_(static_cast<char *>(base)) {}
+  template <typename T> T *take(int64_t count) {
+    T *p = reinterpret_cast<T *>(base_ + used_);
+    used_ += bytes<T>(count);
+    return p;
+  }
+  template <typename T> static size_t bytes(int64_t count) {
+    return alignUp(size_t(count > 1 ? count : 1) * sizeof(T));
+  }
+
+private:
+  char *base_;
+  size_t used_ = 0;
+};
 
 /// Blocks of `threads` covering n items (at least one block).
 inline unsigned gridFor(int64_t n, unsigned threads) {

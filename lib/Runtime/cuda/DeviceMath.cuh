@@ -1,18 +1,37 @@
-//===- DeviceMath.cuh - Reductions shared by the CUDA kernels ---*- CUDA -*-===//
+//===- DeviceMath.cuh - Device helpers shared by the CUDA kernels -*- CUDA
+//-*-===//
 //
-// Warp and block reductions over float and double. Block reductions need
-// blockDim.x to be a multiple of 32 (at most 1024), every thread of the block
-// to call them, and a __shared__ array of 32 elements; every thread gets the
-// result. They end with a barrier, so the shared array may be reused at once.
+// Storage loads and stores (fp32 or bf16), and warp and block reductions
+// over float and double. Block reductions need blockDim.x to be a multiple
+// of 32 (at most 1024), every thread of the block to call them, and a
+// __shared__ array of 32 elements; every thread gets the result. They end with
+// a barrier, so the shared array may be reused at once.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef MOE_LIB_RUNTIME_CUDA_DEVICEMATH_CUH
 #define MOE_LIB_RUNTIME_CUDA_DEVICEMATH_CUH
 
+#include "CudaKernels.h" // convertStorage
+#include "Device.h"
+
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 namespace moe::cuda {
+
+// Storage elements: every load widens to fp32 (exact), every store rounds
+// from fp32 to nearest even; the arithmetic in between is fp32 (or double).
+__device__ __forceinline__ float toF32(float v) { return v; }
+__device__ __forceinline__ float toF32(bf16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T fromF32(float v);
+template <> __device__ __forceinline__ float fromF32<float>(float v) {
+  return v;
+}
+template <> __device__ __forceinline__ bf16 fromF32<bf16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 
 template <typename T> __device__ __forceinline__ T warpSum(T v) {
   for (int offset = 16; offset > 0; offset >>= 1)
@@ -53,6 +72,30 @@ template <typename T> __device__ T blockMax(T v, T *shared) {
   __syncthreads();
   return best;
 }
+
+/// Where a T output is summed in fp32 before its one rounding: the output
+/// itself under fp32 storage; under bf16, fp32 scratch (bytes(n) of it,
+/// 0 under fp32), which store() rounds into the output.
+template <typename T> class Fp32Accumulator {
+public:
+  static constexpr bool kDirect = std::is_same_v<T, float>;
+  static size_t bytes(int64_t n) {
+    return kDirect ? 0 : ScratchCarver::bytes<float>(n);
+  }
+  Fp32Accumulator(T *out, int64_t n, ScratchCarver &carve)
+      : out_(out), n_(n),
+        acc_(kDirect ? reinterpret_cast<float *>(out) : carve.take<float>(n)) {}
+  float *get() const { return acc_; }
+  void store(Device &dev) const {
+    if (!kDirect && n_ > 0)
+      convertStorage(dev, out_, /*dstBf16=*/true, acc_, /*srcBf16=*/false, n_);
+  }
+
+private:
+  T *out_;
+  int64_t n_;
+  float *acc_;
+};
 
 __device__ __forceinline__ float sigmoidf(float x) {
   return 1.0f / (1.0f + __expf(-x));

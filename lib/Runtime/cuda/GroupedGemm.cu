@@ -15,6 +15,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "DeviceMath.cuh"
 #include "GroupedGemm.h"
 
 #include <cub/block/block_scan.cuh>
@@ -105,11 +106,11 @@ __device__ __forceinline__ void accumulateTile(const float (*a)[kTM + 1],
   }
 }
 
-template <typename T, bool kWTransposed>
+template <typename TA, typename TW, typename TC, bool kWTransposed>
 __global__ void __launch_bounds__(kThreads)
     rowTiledGemm(const int64_t *offsets, const int64_t *tileStart,
-                 int64_t segments, int64_t experts, int64_t rows, const T *a,
-                 int64_t J, const T *w, int64_t cols, T *c, bool accumulate) {
+                 int64_t segments, int64_t experts, int64_t rows, const TA *a,
+                 int64_t J, const TW *w, int64_t cols, TC *c, bool accumulate) {
   const int64_t tile = blockIdx.x;
   if (tile >= tileStart[segments])
     return; // past the last real tile (the grid is an upper bound)
@@ -130,7 +131,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row0 = begin + (tile - tileStart[g]) * kTM;
   const int64_t rowEnd = min(row0 + kTM, end);
   const int64_t col0 = int64_t(blockIdx.y) * kTN;
-  const T *we = w + (g % experts) * cols * J;
+  const TW *we = w + (g % experts) * cols * J;
 
   __shared__ float as[kTJ][kTM + 1];
   __shared__ float bs[kTJ][kTN + 1];
@@ -141,8 +142,7 @@ __global__ void __launch_bounds__(kThreads)
       int idx = threadIdx.x + l * kThreads;
       int r = idx / kTJ, jj = idx % kTJ; // j fastest: contiguous in A
       int64_t row = row0 + r, j = j0 + jj;
-      as[jj][r] =
-          row < rowEnd && j < J ? static_cast<float>(a[row * J + j]) : 0.0f;
+      as[jj][r] = row < rowEnd && j < J ? toF32(a[row * J + j]) : 0.0f;
     }
     for (int l = 0; l < kLoads; ++l) {
       int idx = threadIdx.x + l * kThreads;
@@ -152,8 +152,7 @@ __global__ void __launch_bounds__(kThreads)
       int64_t col = col0 + cc, j = j0 + jj;
       float v = 0.0f;
       if (col < cols && j < J)
-        v = static_cast<float>(kWTransposed ? we[col * J + j]
-                                            : we[j * cols + col]);
+        v = toF32(kWTransposed ? we[col * J + j] : we[j * cols + col]);
       bs[jj][cc] = v;
     }
     __syncthreads();
@@ -170,9 +169,8 @@ __global__ void __launch_bounds__(kThreads)
       int64_t col = col0 + tx + 16 * q;
       if (col >= cols)
         continue;
-      T *out = c + row * cols + col;
-      *out = static_cast<T>(accumulate ? static_cast<float>(*out) + acc[i][q]
-                                       : acc[i][q]);
+      TC *out = c + row * cols + col;
+      *out = fromF32<TC>(accumulate ? toF32(*out) + acc[i][q] : acc[i][q]);
     }
   }
 }
@@ -180,11 +178,11 @@ __global__ void __launch_bounds__(kThreads)
 /// dw_e[n, k] = sum over the rows r of e's segments of dy[r, n] * x[r, k];
 /// dy [rows, N], x [rows, K], dw [experts, N, K]. Block b is expert
 /// b / (tilesN * tilesK), output tile b % (tilesN * tilesK).
-template <typename T>
+template <typename TY, typename TX, typename TW>
 __global__ void __launch_bounds__(kThreads)
     weightGradGemm(const int64_t *offsets, int64_t segments, int64_t experts,
-                   int64_t rows, const T *dy, int64_t N, const T *x, int64_t K,
-                   T *dw, int64_t tilesN, int64_t tilesK) {
+                   int64_t rows, const TY *dy, int64_t N, const TX *x,
+                   int64_t K, TW *dw, int64_t tilesN, int64_t tilesK) {
   const int64_t b = blockIdx.x;
   const int64_t e = b / (tilesN * tilesK);
   const int64_t rest = b % (tilesN * tilesK);
@@ -203,17 +201,15 @@ __global__ void __launch_bounds__(kThreads)
         int rr = idx / kTM, cc = idx % kTM; // along the contiguous n / k
         int64_t row = r0 + rr;
         int64_t n = n0 + cc, k = k0 + cc;
-        as[rr][cc] =
-            row < end && n < N ? static_cast<float>(dy[row * N + n]) : 0.0f;
-        bs[rr][cc] =
-            row < end && k < K ? static_cast<float>(x[row * K + k]) : 0.0f;
+        as[rr][cc] = row < end && n < N ? toF32(dy[row * N + n]) : 0.0f;
+        bs[rr][cc] = row < end && k < K ? toF32(x[row * K + k]) : 0.0f;
       }
       __syncthreads();
       accumulateTile(as, bs, tx, ty, acc);
       __syncthreads();
     }
   }
-  T *dwe = dw + e * N * K;
+  TW *dwe = dw + e * N * K;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     int64_t n = n0 + ty + 16 * i;
@@ -223,7 +219,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int q = 0; q < 4; ++q) {
       int64_t k = k0 + tx + 16 * q;
       if (k < K)
-        dwe[n * K + k] = static_cast<T>(acc[i][q]);
+        dwe[n * K + k] = fromF32<TW>(acc[i][q]);
     }
   }
 }
@@ -232,10 +228,10 @@ constexpr int64_t kMaxGridX = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxGridY = 65535;
 
 /// The launch of rowTiledGemm shared by gemmXWt and gemmDyW.
-template <bool kWTransposed>
+template <bool kWTransposed, typename TA, typename TW, typename TC>
 void launchRowTiled(Device &dev, const char *kernel, const Segments &s,
-                    const float *a, int64_t J, const float *w, int64_t cols,
-                    bool accumulate, float *c) {
+                    const TA *a, int64_t J, const TW *w, int64_t cols,
+                    bool accumulate, TC *c) {
   checkSegments(kernel, s);
   checkSize(kernel, "reduction size", J);
   checkSize(kernel, "columns", cols);
@@ -248,7 +244,7 @@ void launchRowTiled(Device &dev, const char *kernel, const Segments &s,
   if (colTiles > kMaxGridY)
     fail(kernel, "too many columns (" + std::to_string(cols) + ")");
   dim3 grid(static_cast<unsigned>(rowTiles), static_cast<unsigned>(colTiles));
-  rowTiledGemm<float, kWTransposed><<<grid, kThreads, 0, dev.stream()>>>(
+  rowTiledGemm<TA, TW, TC, kWTransposed><<<grid, kThreads, 0, dev.stream()>>>(
       s.offsets, s.tileStart, s.segments, s.experts, s.rows, a, J, w, cols, c,
       accumulate);
   checkLaunch(kernel);
@@ -265,21 +261,23 @@ void buildTileMap(Device &dev, const int64_t *offsets, int64_t segments,
   checkLaunch("tileMapKernel");
 }
 
-void gemmXWt(Device &dev, const char *kernel, const Segments &s, const float *x,
-             int64_t k, const float *w, int64_t n, float *y) {
+template <typename TA, typename TW, typename TC>
+void gemmXWt(Device &dev, const char *kernel, const Segments &s, const TA *x,
+             int64_t k, const TW *w, int64_t n, TC *y) {
   launchRowTiled</*kWTransposed=*/true>(dev, kernel, s, x, k, w, n,
                                         /*accumulate=*/false, y);
 }
 
-void gemmDyW(Device &dev, const char *kernel, const Segments &s,
-             const float *dy, int64_t n, const float *w, int64_t k,
-             bool accumulate, float *dx) {
+template <typename TA, typename TW, typename TC>
+void gemmDyW(Device &dev, const char *kernel, const Segments &s, const TA *dy,
+             int64_t n, const TW *w, int64_t k, bool accumulate, TC *dx) {
   launchRowTiled</*kWTransposed=*/false>(dev, kernel, s, dy, n, w, k,
                                          accumulate, dx);
 }
 
-void gemmDw(Device &dev, const char *kernel, const Segments &s, const float *dy,
-            int64_t n, const float *x, int64_t k, float *dw) {
+template <typename TY, typename TX, typename TW>
+void gemmDw(Device &dev, const char *kernel, const Segments &s, const TY *dy,
+            int64_t n, const TX *x, int64_t k, TW *dw) {
   checkSegments(kernel, s);
   checkSize(kernel, "n", n);
   checkSize(kernel, "k", k);
@@ -291,11 +289,32 @@ void gemmDw(Device &dev, const char *kernel, const Segments &s, const float *dy,
                      " experts of " + std::to_string(n) + " x " +
                      std::to_string(k) + ")");
   int64_t blocks = tilesN * tilesK * s.experts;
-  weightGradGemm<float>
+  weightGradGemm<TY, TX, TW>
       <<<static_cast<unsigned>(blocks), kThreads, 0, dev.stream()>>>(
           s.offsets, s.segments, s.experts, s.rows, dy, n, x, k, dw, tilesN,
           tilesK);
   checkLaunch(kernel);
 }
+
+// The type combinations the expert FFNs use: all fp32 under fp32 storage;
+// under bf16 storage, bf16 activations and weights with fp32 intermediates.
+template void gemmXWt(Device &, const char *, const Segments &, const float *,
+                      int64_t, const float *, int64_t, float *);
+template void gemmDyW(Device &, const char *, const Segments &, const float *,
+                      int64_t, const float *, int64_t, bool, float *);
+template void gemmDw(Device &, const char *, const Segments &, const float *,
+                     int64_t, const float *, int64_t, float *);
+template void gemmXWt(Device &, const char *, const Segments &, const bf16 *,
+                      int64_t, const bf16 *, int64_t, float *);
+template void gemmXWt(Device &, const char *, const Segments &, const float *,
+                      int64_t, const bf16 *, int64_t, bf16 *);
+template void gemmDyW(Device &, const char *, const Segments &, const bf16 *,
+                      int64_t, const bf16 *, int64_t, bool, float *);
+template void gemmDyW(Device &, const char *, const Segments &, const float *,
+                      int64_t, const bf16 *, int64_t, bool, float *);
+template void gemmDw(Device &, const char *, const Segments &, const bf16 *,
+                     int64_t, const float *, int64_t, bf16 *);
+template void gemmDw(Device &, const char *, const Segments &, const float *,
+                     int64_t, const bf16 *, int64_t, bf16 *);
 
 } // namespace moe::cuda::grouped

@@ -15,6 +15,11 @@
 // over per-segment tile prefix sums that buildTileMap computes on the device;
 // blocks past the last real tile exit at once.
 //
+// Each operand and the result are fp32 or bf16 independently (tiles are
+// widened to fp32 in shared memory; the result is rounded once), so the
+// expert FFN keeps its intermediates in fp32 under bf16 storage; GroupedGemm.cu
+// instantiates the combinations it uses.
+//
 // The kernels are tiled shared-memory GEMMs with fp32 accumulation (64 x 64
 // output tiles, 16-deep reduction steps, 256 threads with 4 x 4 outputs
 // each), clear rather than fast: this file is its own unit so that a Hopper
@@ -65,23 +70,25 @@ void buildTileMap(Device &dev, const int64_t *offsets, int64_t segments,
 /// y[r, :n] = x[r, :k] @ W_e^T for the rows r of every segment, W_e =
 /// w + e * n * k ([n, k] row-major, e = g % experts): the forward projection.
 /// Rows outside the segments are not written.
-void gemmXWt(Device &dev, const char *kernel, const Segments &s, const float *x,
-             int64_t k, const float *w, int64_t n, float *y);
+template <typename TA, typename TW, typename TC>
+void gemmXWt(Device &dev, const char *kernel, const Segments &s, const TA *x,
+             int64_t k, const TW *w, int64_t n, TC *y);
 
 /// dx[r, :k] (+)= dy[r, :n] @ W_e for the rows of every segment (W_e [n, k]
 /// as above): the backward of gemmXWt with respect to x. Overwrites unless
 /// `accumulate`. Rows outside the segments are not written.
-void gemmDyW(Device &dev, const char *kernel, const Segments &s,
-             const float *dy, int64_t n, const float *w, int64_t k,
-             bool accumulate, float *dx);
+template <typename TA, typename TW, typename TC>
+void gemmDyW(Device &dev, const char *kernel, const Segments &s, const TA *dy,
+             int64_t n, const TW *w, int64_t k, bool accumulate, TC *dx);
 
 /// dw_e[n, k] = sum over the segments g of expert e, over their rows r, of
 /// dy[r, n] * x[r, k], for every e < experts (0 for an expert without rows):
 /// the backward of gemmXWt with respect to W. Overwrites dw [experts, n, k];
 /// each output is summed by one thread in a fixed order (deterministic).
 /// Does not need s.tileStart.
-void gemmDw(Device &dev, const char *kernel, const Segments &s, const float *dy,
-            int64_t n, const float *x, int64_t k, float *dw);
+template <typename TY, typename TX, typename TW>
+void gemmDw(Device &dev, const char *kernel, const Segments &s, const TY *dy,
+            int64_t n, const TX *x, int64_t k, TW *dw);
 
 } // namespace moe::cuda::grouped
 

@@ -43,24 +43,6 @@ unsigned rowThreads(int64_t length) {
   return static_cast<unsigned>(warps * 32);
 }
 
-/// Carves consecutive aligned pieces out of one dev.scratch() block.
-class ScratchCarver {
-public:
-  explicit ScratchCarver(void *base) : base_(static_cast<char *>(base)) {}
-  template <typename T> T *take(int64_t count) {
-    T *p = reinterpret_cast<T *>(base_ + used_);
-    used_ += bytes<T>(count);
-    return p;
-  }
-  template <typename T> static size_t bytes(int64_t count) {
-    return alignUp(size_t(std::max<int64_t>(count, 1)) * sizeof(T));
-  }
-
-private:
-  char *base_;
-  size_t used_ = 0;
-};
-
 __device__ __forceinline__ float sigmoidExact(float x) {
   return 1.0f / (1.0f + expf(-x));
 }
@@ -72,11 +54,11 @@ __device__ double rowLogSumExp(const T *row, int64_t n, float *sharedF,
                                double *sharedD) {
   float maxValue = -INFINITY;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-    maxValue = fmaxf(maxValue, static_cast<float>(row[i]));
+    maxValue = fmaxf(maxValue, toF32(row[i]));
   maxValue = blockMax(maxValue, sharedF);
   double sum = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-    sum += exp(double(static_cast<float>(row[i])) - double(maxValue));
+    sum += exp(double(toF32(row[i])) - double(maxValue));
   sum = blockSum(sum, sharedD);
   return double(maxValue) + log(sum);
 }
@@ -114,7 +96,7 @@ __global__ void crossEntropyRowsKernel(const T *logits, const int32_t *labels,
     const T *row = logits + t * vocab;
     double lse = rowLogSumExp(row, vocab, sharedF, sharedD);
     if (threadIdx.x == 0) {
-      rowLoss[t] = lse - double(static_cast<float>(row[label]));
+      rowLoss[t] = lse - double(toF32(row[label]));
       rowCounted[t] = 1;
     }
   }
@@ -166,14 +148,14 @@ __global__ void crossEntropyGradKernel(const T *logits, const int32_t *labels,
     T *out = dlogits + t * vocab;
     if (!labelCounts(label, ignoreIndex, vocab)) { // uniform in the block
       for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
-        out[i] = static_cast<T>(0.0f);
+        out[i] = fromF32<T>(0.0f);
       continue;
     }
     const T *row = logits + t * vocab;
     double lse = rowLogSumExp(row, vocab, sharedF, sharedD);
     for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
-      double p = exp(double(static_cast<float>(row[i])) - lse);
-      out[i] = static_cast<T>(float((i == label ? p - 1.0 : p) * inv));
+      double p = exp(double(toF32(row[i])) - lse);
+      out[i] = fromF32<T>(float((i == label ? p - 1.0 : p) * inv));
     }
   }
 }
@@ -223,22 +205,22 @@ __global__ void auxScoresKernel(const T *logits, int64_t tokens,
     if (sigmoid) {
       double sum = 0.0;
       for (int64_t e = threadIdx.x; e < experts; e += blockDim.x)
-        sum += sigmoidExact(static_cast<float>(row[e]));
+        sum += sigmoidExact(toF32(row[e]));
       sum = blockSum(sum, sharedD);
       for (int64_t e = threadIdx.x; e < experts; e += blockDim.x)
-        out[e] = sigmoidExact(static_cast<float>(row[e])) / sum;
+        out[e] = sigmoidExact(toF32(row[e])) / sum;
     } else {
       float maxValue = -INFINITY;
       for (int64_t e = threadIdx.x; e < experts; e += blockDim.x)
-        maxValue = fmaxf(maxValue, static_cast<float>(row[e]));
+        maxValue = fmaxf(maxValue, toF32(row[e]));
       maxValue = blockMax(maxValue, sharedF);
       double sum = 0.0;
       for (int64_t e = threadIdx.x; e < experts; e += blockDim.x)
-        sum += expf(static_cast<float>(row[e]) - maxValue);
+        sum += expf(toF32(row[e]) - maxValue);
       sum = blockSum(sum, sharedD);
       float inv = float(1.0 / sum);
       for (int64_t e = threadIdx.x; e < experts; e += blockDim.x)
-        out[e] = __fmul_rn(expf(static_cast<float>(row[e]) - maxValue), inv);
+        out[e] = __fmul_rn(expf(toF32(row[e]) - maxValue), inv);
     }
   }
 }
@@ -304,7 +286,7 @@ auxLossGradKernel(const T *logits, int64_t tokens, int64_t experts,
   for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
     const T *row = logits + t * experts;
     T *out = dlogits + t * experts;
-    auto x = [&](int64_t e) { return double(static_cast<float>(row[e])); };
+    auto x = [&](int64_t e) { return double(toF32(row[e])); };
     if (sigmoid) {
       // p_e = sigma_e / S: d / d sigma_e = (dp_e - sum_f dp_f p_f) / S.
       double sum = 0.0;
@@ -317,8 +299,8 @@ auxLossGradKernel(const T *logits, int64_t tokens, int64_t experts,
       inner = blockSum(inner, sharedD);
       for (int64_t e = threadIdx.x; e < experts; e += blockDim.x) {
         double score = 1.0 / (1.0 + exp(-x(e)));
-        out[e] = static_cast<T>(
-            float((dp(e) - inner) / sum * score * (1.0 - score)));
+        out[e] =
+            fromF32<T>(float((dp(e) - inner) / sum * score * (1.0 - score)));
       }
     } else {
       double lse = rowLogSumExp(row, experts, sharedF, sharedD);
@@ -328,7 +310,7 @@ auxLossGradKernel(const T *logits, int64_t tokens, int64_t experts,
       inner = blockSum(inner, sharedD);
       for (int64_t e = threadIdx.x; e < experts; e += blockDim.x) {
         double score = exp(x(e) - lse);
-        out[e] = static_cast<T>(float(score * (dp(e) - inner)));
+        out[e] = fromF32<T>(float(score * (dp(e) - inner)));
       }
     }
   }
@@ -369,8 +351,8 @@ __global__ void zLossGradKernel(const T *logits, int64_t tokens,
     const T *row = logits + t * experts;
     double lse = rowLogSumExp(row, experts, sharedF, sharedD);
     for (int64_t e = threadIdx.x; e < experts; e += blockDim.x)
-      dlogits[t * experts + e] = static_cast<T>(
-          float(factor * lse * exp(double(static_cast<float>(row[e])) - lse)));
+      dlogits[t * experts + e] =
+          fromF32<T>(float(factor * lse * exp(double(toF32(row[e])) - lse)));
   }
 }
 
@@ -385,7 +367,8 @@ void writeScalar(Device &dev, float *out, float value) {
 // Losses
 //===----------------------------------------------------------------------===//
 
-void crossEntropy(Device &dev, const float *logits, const int32_t *labels,
+template <typename T>
+void crossEntropy(Device &dev, const T *logits, const int32_t *labels,
                   int64_t n, int64_t vocab, int64_t ignoreIndex, float *out) {
   const char *kernel = "crossEntropy";
   checkSize(kernel, "n", n);
@@ -405,7 +388,8 @@ void crossEntropy(Device &dev, const float *logits, const int32_t *labels,
   checkLaunch("crossEntropyFinishKernel");
 }
 
-void auxLoss(Device &dev, const float *logits, const int32_t *indices,
+template <typename T>
+void auxLoss(Device &dev, const T *logits, const int32_t *indices,
              int64_t tokens, int64_t experts, int64_t topK, bool sigmoid,
              float coefficient, float *out) {
   const char *kernel = "auxLoss";
@@ -437,7 +421,8 @@ void auxLoss(Device &dev, const float *logits, const int32_t *indices,
   checkLaunch("auxFinishKernel");
 }
 
-void zLoss(Device &dev, const float *logits, int64_t tokens, int64_t experts,
+template <typename T>
+void zLoss(Device &dev, const T *logits, int64_t tokens, int64_t experts,
            float coefficient, float *out) {
   const char *kernel = "zLoss";
   checkSize(kernel, "tokens", tokens);
@@ -460,9 +445,10 @@ void zLoss(Device &dev, const float *logits, int64_t tokens, int64_t experts,
 // Loss gradients (d loss = 1)
 //===----------------------------------------------------------------------===//
 
-void crossEntropyGrad(Device &dev, const float *logits, const int32_t *labels,
+template <typename T>
+void crossEntropyGrad(Device &dev, const T *logits, const int32_t *labels,
                       int64_t n, int64_t vocab, int64_t ignoreIndex,
-                      float *dlogits) {
+                      T *dlogits) {
   const char *kernel = "crossEntropyGrad";
   checkSize(kernel, "n", n);
   checkSize(kernel, "vocab", vocab, /*positive=*/true);
@@ -478,9 +464,10 @@ void crossEntropyGrad(Device &dev, const float *logits, const int32_t *labels,
   checkLaunch("crossEntropyGradKernel");
 }
 
-void auxLossGrad(Device &dev, const float *logits, const int32_t *indices,
+template <typename T>
+void auxLossGrad(Device &dev, const T *logits, const int32_t *indices,
                  int64_t tokens, int64_t experts, int64_t topK, bool sigmoid,
-                 float coefficient, float *dlogits) {
+                 float coefficient, T *dlogits) {
   const char *kernel = "auxLossGrad";
   checkSize(kernel, "tokens", tokens);
   checkSize(kernel, "experts", experts, /*positive=*/true);
@@ -495,8 +482,9 @@ void auxLossGrad(Device &dev, const float *logits, const int32_t *indices,
   checkLaunch("auxLossGradKernel");
 }
 
-void zLossGrad(Device &dev, const float *logits, int64_t tokens,
-               int64_t experts, float coefficient, float *dlogits) {
+template <typename T>
+void zLossGrad(Device &dev, const T *logits, int64_t tokens, int64_t experts,
+               float coefficient, T *dlogits) {
   const char *kernel = "zLossGrad";
   checkSize(kernel, "tokens", tokens);
   checkSize(kernel, "experts", experts, /*positive=*/true);
@@ -508,5 +496,21 @@ void zLossGrad(Device &dev, const float *logits, int64_t tokens,
       logits, tokens, experts, factor, dlogits);
   checkLaunch("zLossGradKernel");
 }
+
+#define MOE_INSTANTIATE_LOSS_KERNELS(T)                                        \
+  template void crossEntropy<T>(Device &, const T *, const int32_t *, int64_t, \
+                                int64_t, int64_t, float *);                    \
+  template void auxLoss<T>(Device &, const T *, const int32_t *, int64_t,      \
+                           int64_t, int64_t, bool, float, float *);            \
+  template void zLoss<T>(Device &, const T *, int64_t, int64_t, float,         \
+                         float *);                                             \
+  template void crossEntropyGrad<T>(Device &, const T *, const int32_t *,      \
+                                    int64_t, int64_t, int64_t, T *);           \
+  template void auxLossGrad<T>(Device &, const T *, const int32_t *, int64_t,  \
+                               int64_t, int64_t, bool, float, T *);            \
+  template void zLossGrad<T>(Device &, const T *, int64_t, int64_t, float, T *);
+MOE_INSTANTIATE_LOSS_KERNELS(float)
+MOE_INSTANTIATE_LOSS_KERNELS(bf16)
+#undef MOE_INSTANTIATE_LOSS_KERNELS
 
 } // namespace moe::cuda

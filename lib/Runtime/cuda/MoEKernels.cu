@@ -18,6 +18,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CudaKernels.h"
+#include "DenseGemm.h"
 #include "DeviceMath.cuh"
 #include "GroupedGemm.h"
 
@@ -28,6 +29,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace moe::cuda {
 
@@ -63,41 +65,6 @@ unsigned strideBlocks(const Device &dev, int64_t n) {
 /// Blocks of kThreads giving one thread per item (n <= 2^31 * 256).
 unsigned itemBlocks(int64_t n) { return gridFor(n, kThreads); }
 
-/// Row-major C [m, n] = op(A) [m, k] @ op(B) [k, n] (+ beta C) in fp32.
-/// cuBLAS is column-major, and a row-major [r, c] matrix with leading
-/// dimension ld is, read column-major, its transpose [c, r] with the same ld.
-/// So we ask cuBLAS for the column-major C^T [n, m] = op(B)^T op(A)^T: B is
-/// the first operand, A the second, m and n swap places, and each operand
-/// keeps its own transposition flag (a row-major B [k, n] already reads as
-/// B^T, hence OP_N; a stored [n, k] B with transB reads as op(B), hence
-/// OP_T). Pedantic fp32 math (no TF32) is set on the Device's handle.
-void gemm(Device &dev, const char *kernel, bool transA, bool transB, int64_t m,
-          int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-          int64_t ldb, float *c, int64_t ldc) {
-  if (m == 0 || n == 0)
-    return;
-  if (k == 0) { // an empty sum; cuBLAS would reject lda = 0
-    check(cudaMemsetAsync(c, 0, size_t(m) * ldc * sizeof(float), dev.stream()),
-          "cudaMemsetAsync");
-    return;
-  }
-  for (int64_t v : {m, n, k, lda, ldb, ldc})
-    if (v > kMaxInt32)
-      fail(kernel, "GEMM dimension " + std::to_string(v) +
-                       " exceeds the cuBLAS integer range");
-  const float alpha = 1.0f, beta = 0.0f;
-  check(cublasGemmEx(dev.cublas(), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
-                     transA ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k),
-                     &alpha, b, CUDA_R_32F, int(ldb), a, CUDA_R_32F, int(lda),
-                     &beta, c, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
-                     CUBLAS_GEMM_DEFAULT),
-        kernel);
-}
-
-//===----------------------------------------------------------------------===//
-// Router
-//===----------------------------------------------------------------------===//
-
 void checkRouterConfig(const RouterConfig &cfg) {
   const char *kernel = "router";
   checkSize(kernel, "experts", cfg.experts, /*positive=*/true);
@@ -128,12 +95,13 @@ void checkRouterConfig(const RouterConfig &cfg) {
 /// scan and a warp argmax under the same order. Group g is eligible when
 /// fewer than topkGroup groups come before it (score descending, group
 /// ascending).
+template <typename T>
 __global__ void __launch_bounds__(128)
     routerSelectKernel(const float *logits, int64_t tokens, int experts,
-                       const float *bias, int topK, bool sigmoid,
-                       bool normTopkProb, float routeScale, int nGroup,
-                       int topkGroup, int wordsPerWarp, float *weights,
-                       int32_t *indices) {
+                       const T *bias, int topK, bool sigmoid, bool normTopkProb,
+                       float routeScale, int nGroup, int topkGroup,
+                       int wordsPerWarp, T *weights, int32_t *indices,
+                       T *storedLogits) {
   extern __shared__ float smem[];
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t t = int64_t(blockIdx.x) * (blockDim.x / kWarp) + warp;
@@ -145,6 +113,9 @@ __global__ void __launch_bounds__(128)
   int *groupRank = reinterpret_cast<int *>(groupScore + nGroup);
   int *chosen = groupRank + nGroup;
   const float *row = logits + t * experts;
+  if (storedLogits)
+    for (int e = lane; e < experts; e += kWarp)
+      storedLogits[t * experts + e] = fromF32<T>(row[e]);
 
   if (sigmoid) {
     for (int e = lane; e < experts; e += kWarp)
@@ -167,7 +138,7 @@ __global__ void __launch_bounds__(128)
   }
   // The bias steers the choice only; the weights use the unbiased scores.
   for (int e = lane; e < experts; e += kWarp)
-    select[e] = bias ? scores[e] + bias[e] : scores[e];
+    select[e] = bias ? scores[e] + toF32(bias[e]) : scores[e];
   __syncwarp();
 
   const int groupSize = experts / nGroup;
@@ -249,7 +220,7 @@ __global__ void __launch_bounds__(128)
     if (e >= 0)
       w = normTopkProb ? scores[e] / sum * routeScale : scores[e] * routeScale;
     indices[t * topK + k] = e;
-    weights[t * topK + k] = w;
+    weights[t * topK + k] = fromF32<T>(w);
   }
 }
 
@@ -258,33 +229,36 @@ __global__ void __launch_bounds__(128)
 /// the logits, d score_e sums the selected slots k with indices[k] = e in k
 /// order, then through the sigmoid or the softmax Jacobian. Expert ids out
 /// of range contribute nothing.
+template <typename T>
 __global__ void __launch_bounds__(128)
-    routerGradLogitsKernel(const float *dweights, const float *dlogits,
-                           const float *logits, const int32_t *indices,
-                           int64_t tokens, int experts, int topK, bool sigmoid,
-                           bool normTopkProb, double routeScale, float *dl) {
+    routerGradLogitsKernel(const T *dweights, const T *dlogits, const T *logits,
+                           const int32_t *indices, int64_t tokens, int experts,
+                           int topK, bool sigmoid, bool normTopkProb,
+                           double routeScale, T *dl) {
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t t = int64_t(blockIdx.x) * (blockDim.x / kWarp) + warp;
   if (t >= tokens)
     return;
-  const float *row = logits + t * experts;
+  const T *row = logits + t * experts;
   const int32_t *idx = indices + t * topK;
-  const float *dw = dweights + t * topK;
+  const T *dwStored = dweights + t * topK;
+  auto logit = [&](int e) { return toF32(row[e]); };
+  auto dw = [&](int k) { return double(toF32(dwStored[k])); };
 
   double lse = 0.0; // cpu::detail::logSumExp
   if (!sigmoid) {
     float maxValue = -INFINITY;
     for (int e = lane; e < experts; e += kWarp)
-      maxValue = row[e] > maxValue ? row[e] : maxValue;
+      maxValue = logit(e) > maxValue ? logit(e) : maxValue;
     maxValue = warpMax(maxValue);
     double partial = 0.0;
     for (int e = lane; e < experts; e += kWarp)
-      partial += exp(double(row[e]) - maxValue);
+      partial += exp(double(logit(e)) - maxValue);
     lse = maxValue + log(warpSum(partial));
   }
   auto score = [&](int e) {
-    return sigmoid ? 1.0 / (1.0 + exp(-double(row[e])))
-                   : exp(double(row[e]) - lse);
+    return sigmoid ? 1.0 / (1.0 + exp(-double(logit(e))))
+                   : exp(double(logit(e)) - lse);
   };
   auto valid = [&](int32_t e) { return e >= 0 && e < experts; };
 
@@ -295,14 +269,14 @@ __global__ void __launch_bounds__(128)
       if (valid(idx[k])) {
         double s = score(idx[k]);
         sum += s;
-        dot += double(dw[k]) * s;
+        dot += dw(k) * s;
       }
   auto dscore = [&](int e) {
     double d = 0.0;
     for (int k = 0; k < topK; ++k)
       if (idx[k] == e)
-        d += normTopkProb ? routeScale * (dw[k] / sum - dot / (sum * sum))
-                          : routeScale * dw[k];
+        d += normTopkProb ? routeScale * (dw(k) / sum - dot / (sum * sum))
+                          : routeScale * dw(k);
     return d;
   };
   double inner = 0.0;
@@ -316,8 +290,8 @@ __global__ void __launch_bounds__(128)
     double s = score(e), d = dscore(e);
     float v = float(sigmoid ? d * s * (1.0 - s) : s * (d - inner));
     if (dlogits)
-      v += dlogits[t * experts + e];
-    dl[t * experts + e] = v;
+      v += toF32(dlogits[t * experts + e]);
+    dl[t * experts + e] = fromF32<T>(v);
   }
 }
 
@@ -492,7 +466,7 @@ __global__ void gatherRowsKernel(const T *x, const int32_t *rowToSlot,
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t r = i / hidden, c = i % hidden;
     int32_t slot = rowToSlot[r];
-    permuted[i] = slot >= 0 ? x[(slot / topK) * hidden + c] : T(0);
+    permuted[i] = slot >= 0 ? x[(slot / topK) * hidden + c] : fromF32<T>(0.0f);
   }
 }
 
@@ -514,8 +488,8 @@ __global__ void invertRowToSlotKernel(const int32_t *rowToSlot, int64_t slots,
 /// `o += w * y` (no fused multiply-add), so the sums match it bit for bit.
 template <typename T>
 __global__ void combineKernel(const T *y, const int32_t *slotToRow,
-                              const float *weights, int64_t tokens,
-                              int64_t topK, int64_t hidden, T *out) {
+                              const T *weights, int64_t tokens, int64_t topK,
+                              int64_t hidden, T *out) {
   const int64_t n = tokens * hidden;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -526,11 +500,10 @@ __global__ void combineKernel(const T *y, const int32_t *slotToRow,
       int32_t row = slotToRow[slot];
       if (row < 0)
         continue; // dropped
-      float w = weights ? weights[slot] : 1.0f;
-      acc =
-          __fadd_rn(acc, __fmul_rn(w, static_cast<float>(y[row * hidden + c])));
+      float w = weights ? toF32(weights[slot]) : 1.0f;
+      acc = __fadd_rn(acc, __fmul_rn(w, toF32(y[row * hidden + c])));
     }
-    out[i] = static_cast<T>(acc);
+    out[i] = fromF32<T>(acc);
   }
 }
 
@@ -538,17 +511,16 @@ __global__ void combineKernel(const T *y, const int32_t *slotToRow,
 /// zero for a padding row; one thread per element, grid-stride.
 template <typename T>
 __global__ void scatterGradKernel(const T *dout, const int32_t *rowToSlot,
-                                  const float *weights, int64_t slots,
-                                  int64_t topK, int64_t hidden, T *dexpertOut) {
+                                  const T *weights, int64_t slots, int64_t topK,
+                                  int64_t hidden, T *dexpertOut) {
   const int64_t n = slots * hidden;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t r = i / hidden, c = i % hidden;
     int32_t s = rowToSlot[r];
-    T v = T(0);
+    T v = fromF32<T>(0.0f);
     if (s >= 0 && s < slots)
-      v = static_cast<T>(weights[s] *
-                         static_cast<float>(dout[(s / topK) * hidden + c]));
+      v = fromF32<T>(toF32(weights[s]) * toF32(dout[(s / topK) * hidden + c]));
     dexpertOut[i] = v;
   }
 }
@@ -558,8 +530,7 @@ __global__ void scatterGradKernel(const T *dout, const int32_t *rowToSlot,
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     dweightsKernel(const T *dout, const T *expertOut, const int32_t *slotToRow,
-                   int64_t slots, int64_t topK, int64_t hidden,
-                   float *dweights) {
+                   int64_t slots, int64_t topK, int64_t hidden, T *dweights) {
   const int64_t s = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (s >= slots)
@@ -570,17 +541,18 @@ __global__ void __launch_bounds__(kThreads)
     const T *g = dout + (s / topK) * hidden;
     const T *y = expertOut + int64_t(row) * hidden;
     for (int64_t i = lane; i < hidden; i += kWarp)
-      dot += double(static_cast<float>(g[i])) * static_cast<float>(y[i]);
+      dot += double(toF32(g[i])) * toF32(y[i]);
     dot = warpSum(dot);
   }
   if (lane == 0)
-    dweights[s] = float(dot);
+    dweights[s] = fromF32<T>(float(dot));
 }
 
 /// The combine of unpermuteCombine and permuteGrad (weights null: unit).
-void combine(Device &dev, const char *kernel, const float *y,
-             const int32_t *rowToSlot, const float *weights, int64_t tokens,
-             int64_t topK, int64_t hidden, float *out) {
+template <typename T>
+void combine(Device &dev, const char *kernel, const T *y,
+             const int32_t *rowToSlot, const T *weights, int64_t tokens,
+             int64_t topK, int64_t hidden, T *out) {
   checkSize(kernel, "tokens", tokens);
   checkSize(kernel, "topK", topK, /*positive=*/true);
   checkSize(kernel, "hidden", hidden);
@@ -595,7 +567,7 @@ void combine(Device &dev, const char *kernel, const float *y,
   invertRowToSlotKernel<<<itemBlocks(slots), kThreads, 0, dev.stream()>>>(
       rowToSlot, slots, slotToRow);
   checkLaunch("invertRowToSlotKernel");
-  combineKernel<float>
+  combineKernel<T>
       <<<strideBlocks(dev, tokens * hidden), kThreads, 0, dev.stream()>>>(
           y, slotToRow, weights, tokens, topK, hidden, out);
   checkLaunch(kernel);
@@ -615,16 +587,16 @@ __device__ __forceinline__ int64_t usedElements(const int64_t *end,
 
 /// act[i] = silu(gateOut[i]) * upOut[i] over the rows before *end (act may
 /// be gateOut: each element is read, then written, by one thread);
-/// grid-stride.
-template <typename T>
-__global__ void swigluKernel(const T *gateOut, const T *upOut, T *act,
-                             const int64_t *end, int64_t rows, int64_t inter) {
+/// grid-stride. The expert FFN's intermediates are fp32 whatever the storage.
+__global__ void swigluKernel(const float *gateOut, const float *upOut,
+                             float *act, const int64_t *end, int64_t rows,
+                             int64_t inter) {
   const int64_t n = usedElements(end, rows, inter);
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    float g = static_cast<float>(gateOut[i]);
+    float g = toF32(gateOut[i]);
     float s = 1.0f / (1.0f + expf(-g));
-    act[i] = static_cast<T>(g * s * static_cast<float>(upOut[i]));
+    act[i] = g * s * upOut[i];
   }
 }
 
@@ -632,20 +604,17 @@ __global__ void swigluKernel(const T *gateOut, const T *upOut, T *act,
 /// g, u the gate and up outputs and s = sigmoid(g), du = d g s (into dup)
 /// and dg = d u s (1 + g (1 - s)) (into d, in place); the CPU's expressions
 /// and rounding (no fused multiply-add). Grid-stride.
-template <typename T>
-__global__ void swigluGradKernel(const T *gateOut, const T *upOut, T *dact,
-                                 T *dupOut, const int64_t *end, int64_t rows,
-                                 int64_t inter) {
+__global__ void swigluGradKernel(const float *gateOut, const float *upOut,
+                                 float *dact, float *dupOut, const int64_t *end,
+                                 int64_t rows, int64_t inter) {
   const int64_t n = usedElements(end, rows, inter);
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    float g = static_cast<float>(gateOut[i]);
-    float u = static_cast<float>(upOut[i]);
-    float d = static_cast<float>(dact[i]);
+    float g = gateOut[i], u = upOut[i], d = dact[i];
     float s = 1.0f / (1.0f + expf(-g));
-    dupOut[i] = static_cast<T>(d * g * s);
+    dupOut[i] = d * g * s;
     float slope = __fadd_rn(1.0f, __fmul_rn(g, 1.0f - s));
-    dact[i] = static_cast<T>(d * u * s * slope);
+    dact[i] = d * u * s * slope;
   }
 }
 
@@ -657,14 +626,15 @@ __global__ void zeroTailKernel(T *out, const int64_t *end, int64_t rows,
   for (int64_t i = usedElements(end, rows, width) +
                    int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
        i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = T(0);
+    out[i] = fromF32<T>(0.0f);
 }
 
-void zeroTail(Device &dev, float *out, const int64_t *end, int64_t rows,
+template <typename T>
+void zeroTail(Device &dev, T *out, const int64_t *end, int64_t rows,
               int64_t width) {
   if (rows == 0 || width == 0)
     return;
-  zeroTailKernel<float>
+  zeroTailKernel<T>
       <<<strideBlocks(dev, rows * width), kThreads, 0, dev.stream()>>>(
           out, end, rows, width);
   checkLaunch("zeroTailKernel");
@@ -685,9 +655,13 @@ void checkGrouped(const char *kernel, int64_t rows, int64_t segments,
 // Forward
 //===----------------------------------------------------------------------===//
 
-void router(Device &dev, const float *x, int64_t tokens, int64_t hidden,
-            const float *gate, const float *expertBias, const RouterConfig &cfg,
-            float *weights, int32_t *indices, float *logits) {
+// The logits are selected on in fp32: under bf16 storage the GEMM writes
+// them to fp32 scratch and the selection kernel stores their rounded copy,
+// so routing decisions do not see the rounding (as on the CPU).
+template <typename T>
+void router(Device &dev, const T *x, int64_t tokens, int64_t hidden,
+            const T *gate, const T *expertBias, const RouterConfig &cfg,
+            T *weights, int32_t *indices, T *logits) {
   const char *kernel = "router";
   checkSize(kernel, "tokens", tokens);
   checkSize(kernel, "hidden", hidden);
@@ -696,20 +670,24 @@ void router(Device &dev, const float *x, int64_t tokens, int64_t hidden,
   if (tokens == 0)
     return;
   // logits [tokens, experts] = x [tokens, hidden] @ gate [experts, hidden]^T.
-  gemm(dev, kernel, /*transA=*/false, /*transB=*/true, tokens, cfg.experts,
-       hidden, x, hidden, gate, hidden, logits, cfg.experts);
+  constexpr bool kFp32 = std::is_same_v<T, float>;
+  float *logits32 = kFp32 ? reinterpret_cast<float *>(logits)
+                          : static_cast<float *>(dev.scratch(
+                                size_t(tokens * cfg.experts) * sizeof(float)));
+  project(dev, kernel, x, tokens, hidden, gate, cfg.experts, logits32);
   RouterLaunch launch = routerLaunch(cfg);
   if (launch.sharedBytes > 48 * 1024)
-    check(cudaFuncSetAttribute(routerSelectKernel,
+    check(cudaFuncSetAttribute(routerSelectKernel<T>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(launch.sharedBytes)),
           "cudaFuncSetAttribute (router shared memory)");
   int64_t blocks = (tokens + launch.warps - 1) / launch.warps;
   routerSelectKernel<<<static_cast<unsigned>(blocks), launch.warps * kWarp,
                        launch.sharedBytes, dev.stream()>>>(
-      logits, tokens, int(cfg.experts), expertBias, int(cfg.topK), cfg.sigmoid,
-      cfg.normTopkProb, cfg.routeScale, int(cfg.nGroup), int(cfg.topkGroup),
-      launch.wordsPerWarp, weights, indices);
+      logits32, tokens, int(cfg.experts), expertBias, int(cfg.topK),
+      cfg.sigmoid, cfg.normTopkProb, cfg.routeScale, int(cfg.nGroup),
+      int(cfg.topkGroup), launch.wordsPerWarp, weights, indices,
+      kFp32 ? nullptr : logits);
   checkLaunch("routerSelectKernel");
 }
 
@@ -770,25 +748,26 @@ void permuteByExpert(Device &dev, const int32_t *indices, int64_t tokens,
   checkLaunch("offsetsKernel");
 }
 
-void gatherRows(Device &dev, const float *x, const int32_t *rowToSlot,
-                int64_t rows, int64_t topK, int64_t hidden, float *permuted) {
+template <typename T>
+void gatherRows(Device &dev, const T *x, const int32_t *rowToSlot, int64_t rows,
+                int64_t topK, int64_t hidden, T *permuted) {
   const char *kernel = "gatherRows";
   checkSize(kernel, "rows", rows);
   checkSize(kernel, "topK", topK, /*positive=*/true);
   checkSize(kernel, "hidden", hidden);
   if (rows == 0 || hidden == 0)
     return;
-  gatherRowsKernel<float>
+  gatherRowsKernel<T>
       <<<strideBlocks(dev, rows * hidden), kThreads, 0, dev.stream()>>>(
           x, rowToSlot, rows, topK, hidden, permuted);
   checkLaunch(kernel);
 }
 
-void groupedSwiGLUSegments(Device &dev, const float *permuted, int64_t rows,
+template <typename T>
+void groupedSwiGLUSegments(Device &dev, const T *permuted, int64_t rows,
                            const int64_t *offsets, int64_t segments,
                            int64_t experts, int64_t hidden, int64_t inter,
-                           const float *gate, const float *up,
-                           const float *down, float *out) {
+                           const T *gate, const T *up, const T *down, T *out) {
   const char *kernel = "groupedSwiGLUSegments";
   checkGrouped(kernel, rows, segments, experts, hidden, inter);
   if (rows == 0 || hidden == 0)
@@ -806,9 +785,8 @@ void groupedSwiGLUSegments(Device &dev, const float *permuted, int64_t rows,
   if (inter > 0) {
     grouped::gemmXWt(dev, kernel, s, permuted, hidden, gate, inter, gateOut);
     grouped::gemmXWt(dev, kernel, s, permuted, hidden, up, inter, upOut);
-    swigluKernel<float>
-        <<<strideBlocks(dev, rows * inter), kThreads, 0, dev.stream()>>>(
-            gateOut, upOut, gateOut, end, rows, inter);
+    swigluKernel<<<strideBlocks(dev, rows * inter), kThreads, 0,
+                   dev.stream()>>>(gateOut, upOut, gateOut, end, rows, inter);
     checkLaunch("swigluKernel");
   }
   // out = act @ down_e^T (zero when inter is 0), then zero padding rows.
@@ -816,10 +794,10 @@ void groupedSwiGLUSegments(Device &dev, const float *permuted, int64_t rows,
   zeroTail(dev, out, end, rows, hidden);
 }
 
-void unpermuteCombine(Device &dev, const float *expertOut,
-                      const int32_t *rowToSlot, const float *weights,
-                      int64_t tokens, int64_t topK, int64_t hidden,
-                      float *out) {
+template <typename T>
+void unpermuteCombine(Device &dev, const T *expertOut, const int32_t *rowToSlot,
+                      const T *weights, int64_t tokens, int64_t topK,
+                      int64_t hidden, T *out) {
   combine(dev, "unpermuteCombine", expertOut, rowToSlot, weights, tokens, topK,
           hidden, out);
 }
@@ -828,10 +806,13 @@ void unpermuteCombine(Device &dev, const float *expertOut,
 // Backward
 //===----------------------------------------------------------------------===//
 
-void routerGrad(Device &dev, const float *dweights, const float *dlogits,
-                const float *x, int64_t tokens, int64_t hidden,
-                const float *gate, const float *logits, const int32_t *indices,
-                const RouterConfig &cfg, float *dx, float *dgate) {
+// Under bf16 storage d logits is rounded to bf16 before the two GEMMs (both
+// of their operands must be bf16 for cuBLAS).
+template <typename T>
+void routerGrad(Device &dev, const T *dweights, const T *dlogits, const T *x,
+                int64_t tokens, int64_t hidden, const T *gate, const T *logits,
+                const int32_t *indices, const RouterConfig &cfg, T *dx,
+                T *dgate) {
   const char *kernel = "routerGrad";
   checkSize(kernel, "tokens", tokens);
   checkSize(kernel, "hidden", hidden);
@@ -845,8 +826,8 @@ void routerGrad(Device &dev, const float *dweights, const float *dlogits,
   checkSlots(kernel, tokens, topK);
   if (hidden == 0)
     return; // dx and dgate are empty
-  float *dl = static_cast<float *>(dev.scratch(
-      std::max<size_t>(size_t(tokens) * experts, 1) * sizeof(float)));
+  T *dl = static_cast<T *>(
+      dev.scratch(std::max<size_t>(size_t(tokens) * experts, 1) * sizeof(T)));
   if (tokens > 0) {
     const int warps = 4;
     int64_t blocks = (tokens + warps - 1) / warps;
@@ -858,23 +839,25 @@ void routerGrad(Device &dev, const float *dweights, const float *dlogits,
   }
   // logits = x gate^T: dx [tokens, hidden] = dl @ gate, dgate [experts,
   // hidden] = dl^T @ x (zero when there are no tokens).
-  gemm(dev, kernel, false, false, tokens, hidden, experts, dl, experts, gate,
-       hidden, dx, hidden);
-  gemm(dev, kernel, /*transA=*/true, false, experts, hidden, tokens, dl,
-       experts, x, hidden, dgate, hidden);
+  gemm(dev, kernel, false, false, tokens, hidden, experts, 1.0f, dl, experts,
+       gate, hidden, 0.0f, dx, hidden);
+  gemm(dev, kernel, /*transA=*/true, false, experts, hidden, tokens, 1.0f, dl,
+       experts, x, hidden, 0.0f, dgate, hidden);
 }
 
-void permuteGrad(Device &dev, const float *dpermuted, const int32_t *rowToSlot,
-                 int64_t tokens, int64_t topK, int64_t hidden, float *dx) {
+template <typename T>
+void permuteGrad(Device &dev, const T *dpermuted, const int32_t *rowToSlot,
+                 int64_t tokens, int64_t topK, int64_t hidden, T *dx) {
   // The transpose of the row gather: the combine with unit weights.
-  combine(dev, "permuteGrad", dpermuted, rowToSlot, nullptr, tokens, topK,
-          hidden, dx);
+  combine<T>(dev, "permuteGrad", dpermuted, rowToSlot, nullptr, tokens, topK,
+             hidden, dx);
 }
 
-void unpermuteCombineGrad(Device &dev, const float *dout,
-                          const float *expertOut, const int32_t *rowToSlot,
-                          const float *weights, int64_t tokens, int64_t topK,
-                          int64_t hidden, float *dexpertOut, float *dweights) {
+template <typename T>
+void unpermuteCombineGrad(Device &dev, const T *dout, const T *expertOut,
+                          const int32_t *rowToSlot, const T *weights,
+                          int64_t tokens, int64_t topK, int64_t hidden,
+                          T *dexpertOut, T *dweights) {
   const char *kernel = "unpermuteCombineGrad";
   checkSize(kernel, "tokens", tokens);
   checkSize(kernel, "topK", topK, /*positive=*/true);
@@ -883,7 +866,7 @@ void unpermuteCombineGrad(Device &dev, const float *dout,
   if (slots == 0)
     return;
   if (hidden > 0) {
-    scatterGradKernel<float>
+    scatterGradKernel<T>
         <<<strideBlocks(dev, slots * hidden), kThreads, 0, dev.stream()>>>(
             dout, rowToSlot, weights, slots, topK, hidden, dexpertOut);
     checkLaunch("scatterGradKernel");
@@ -896,42 +879,41 @@ void unpermuteCombineGrad(Device &dev, const float *dout,
   invertRowToSlotKernel<<<itemBlocks(slots), kThreads, 0, dev.stream()>>>(
       rowToSlot, slots, slotToRow);
   checkLaunch("invertRowToSlotKernel");
-  dweightsKernel<float>
-      <<<itemBlocks(slots * kWarp), kThreads, 0, dev.stream()>>>(
-          dout, expertOut, slotToRow, slots, topK, hidden, dweights);
+  dweightsKernel<T><<<itemBlocks(slots * kWarp), kThreads, 0, dev.stream()>>>(
+      dout, expertOut, slotToRow, slots, topK, hidden, dweights);
   checkLaunch("dweightsKernel");
 }
 
-void groupedSwiGLUSegmentsGrad(Device &dev, const float *dout,
-                               const float *permuted, int64_t rows,
-                               const int64_t *offsets, int64_t segments,
-                               int64_t experts, int64_t hidden, int64_t inter,
-                               const float *gate, const float *up,
-                               const float *down, float *dpermuted,
-                               float *dgate, float *dup, float *ddown) {
+template <typename T>
+void groupedSwiGLUSegmentsGrad(Device &dev, const T *dout, const T *permuted,
+                               int64_t rows, const int64_t *offsets,
+                               int64_t segments, int64_t experts,
+                               int64_t hidden, int64_t inter, const T *gate,
+                               const T *up, const T *down, T *dpermuted,
+                               T *dgate, T *dup, T *ddown) {
   const char *kernel = "groupedSwiGLUSegmentsGrad";
   checkGrouped(kernel, rows, segments, experts, hidden, inter);
-  size_t mapBytes = alignUp(grouped::tileMapBytes(segments));
-  size_t actBytes = alignUp(size_t(rows) * inter * sizeof(float));
-  char *scratch = static_cast<char *>(dev.scratch(mapBytes + 4 * actBytes));
-  auto *tileStart = reinterpret_cast<int64_t *>(scratch);
-  auto *gateOut = reinterpret_cast<float *>(scratch + mapBytes);
-  auto *upOut = reinterpret_cast<float *>(scratch + mapBytes + actBytes);
-  auto *act = reinterpret_cast<float *>(scratch + mapBytes + 2 * actBytes);
-  auto *dact = reinterpret_cast<float *>(scratch + mapBytes + 3 * actBytes);
+  const int64_t size = rows * inter;
+  ScratchCarver carve(dev.scratch(alignUp(grouped::tileMapBytes(segments)) +
+                                  4 * ScratchCarver::bytes<float>(size) +
+                                  Fp32Accumulator<T>::bytes(rows * hidden)));
+  auto *tileStart = carve.take<int64_t>(segments + 1);
+  float *gateOut = carve.take<float>(size), *upOut = carve.take<float>(size);
+  float *act = carve.take<float>(size), *dact = carve.take<float>(size);
+  Fp32Accumulator<T> dx(dpermuted, rows * hidden, carve);
 
   grouped::buildTileMap(dev, offsets, segments, rows, tileStart);
   grouped::Segments s{offsets, segments, experts, rows, tileStart};
   const int64_t *end = offsets + segments;
-  const unsigned actBlocks = strideBlocks(dev, rows * inter);
-  const bool anyAct = rows > 0 && inter > 0;
+  const unsigned actBlocks = strideBlocks(dev, size);
+  const bool anyAct = size > 0;
 
   // Recompute the forward: gate and up outputs, act = silu(g) * u.
   grouped::gemmXWt(dev, kernel, s, permuted, hidden, gate, inter, gateOut);
   grouped::gemmXWt(dev, kernel, s, permuted, hidden, up, inter, upOut);
   if (anyAct) {
-    swigluKernel<float><<<actBlocks, kThreads, 0, dev.stream()>>>(
-        gateOut, upOut, act, end, rows, inter);
+    swigluKernel<<<actBlocks, kThreads, 0, dev.stream()>>>(gateOut, upOut, act,
+                                                           end, rows, inter);
     checkLaunch("swigluKernel");
   }
   // ddown_e [hidden, inter] = sum dout^T @ act; d act = dout @ down_e.
@@ -940,19 +922,49 @@ void groupedSwiGLUSegmentsGrad(Device &dev, const float *dout,
                    /*accumulate=*/false, dact);
   // act becomes d(up out), dact becomes d(gate out).
   if (anyAct) {
-    swigluGradKernel<float><<<actBlocks, kThreads, 0, dev.stream()>>>(
+    swigluGradKernel<<<actBlocks, kThreads, 0, dev.stream()>>>(
         gateOut, upOut, dact, act, end, rows, inter);
     checkLaunch("swigluGradKernel");
   }
   // dgate_e / dup_e [inter, hidden] = sum d(gate|up out)^T @ x.
   grouped::gemmDw(dev, kernel, s, dact, inter, permuted, hidden, dgate);
   grouped::gemmDw(dev, kernel, s, act, inter, permuted, hidden, dup);
-  // dx = d(gate out) @ gate_e + d(up out) @ up_e; 0 on the padding rows.
+  // dx = d(gate out) @ gate_e + d(up out) @ up_e, summed in fp32; 0 on the
+  // padding rows.
   grouped::gemmDyW(dev, kernel, s, dact, inter, gate, hidden,
-                   /*accumulate=*/false, dpermuted);
+                   /*accumulate=*/false, dx.get());
   grouped::gemmDyW(dev, kernel, s, act, inter, up, hidden,
-                   /*accumulate=*/true, dpermuted);
-  zeroTail(dev, dpermuted, end, rows, hidden);
+                   /*accumulate=*/true, dx.get());
+  zeroTail(dev, dx.get(), end, rows, hidden);
+  dx.store(dev);
 }
+
+#define MOE_INSTANTIATE_MOE_KERNELS(T)                                         \
+  template void router<T>(Device &, const T *, int64_t, int64_t, const T *,    \
+                          const T *, const RouterConfig &, T *, int32_t *,     \
+                          T *);                                                \
+  template void gatherRows<T>(Device &, const T *, const int32_t *, int64_t,   \
+                              int64_t, int64_t, T *);                          \
+  template void groupedSwiGLUSegments<T>(                                      \
+      Device &, const T *, int64_t, const int64_t *, int64_t, int64_t,         \
+      int64_t, int64_t, const T *, const T *, const T *, T *);                 \
+  template void unpermuteCombine<T>(Device &, const T *, const int32_t *,      \
+                                    const T *, int64_t, int64_t, int64_t,      \
+                                    T *);                                      \
+  template void routerGrad<T>(                                                 \
+      Device &, const T *, const T *, const T *, int64_t, int64_t, const T *,  \
+      const T *, const int32_t *, const RouterConfig &, T *, T *);             \
+  template void permuteGrad<T>(Device &, const T *, const int32_t *, int64_t,  \
+                               int64_t, int64_t, T *);                         \
+  template void unpermuteCombineGrad<T>(Device &, const T *, const T *,        \
+                                        const int32_t *, const T *, int64_t,   \
+                                        int64_t, int64_t, T *, T *);           \
+  template void groupedSwiGLUSegmentsGrad<T>(                                  \
+      Device &, const T *, const T *, int64_t, const int64_t *, int64_t,       \
+      int64_t, int64_t, int64_t, const T *, const T *, const T *, T *, T *,    \
+      T *, T *);
+MOE_INSTANTIATE_MOE_KERNELS(float)
+MOE_INSTANTIATE_MOE_KERNELS(bf16)
+#undef MOE_INSTANTIATE_MOE_KERNELS
 
 } // namespace moe::cuda

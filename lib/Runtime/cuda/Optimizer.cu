@@ -38,7 +38,7 @@ __global__ void sumSquaresPartialKernel(const T *x, int64_t n,
   double sum = 0.0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    double v = static_cast<float>(x[i]);
+    double v = toF32(x[i]);
     sum += v * v;
   }
   sum = blockSum(sum, shared);
@@ -67,8 +67,8 @@ __global__ void adamwKernel(T *param, const T *grad, float *m, float *v,
                             float gradScale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    float g = __fmul_rn(static_cast<float>(grad[i]), gradScale);
-    float p = __fmul_rn(static_cast<float>(param[i]), decay);
+    float g = __fmul_rn(toF32(grad[i]), gradScale);
+    float p = __fmul_rn(toF32(param[i]), decay);
     float mOld = m[i], vOld = v[i];
     // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(...).
     float mi = __fadd_rn(mOld, __fmul_rn(oneMinusBeta1, __fsub_rn(g, mOld)));
@@ -77,7 +77,7 @@ __global__ void adamwKernel(T *param, const T *grad, float *m, float *v,
     float denom =
         __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), biasCorrection2Sqrt), eps);
     param[i] =
-        static_cast<T>(__fsub_rn(p, __fmul_rn(stepSize, __fdiv_rn(mi, denom))));
+        fromF32<T>(__fsub_rn(p, __fmul_rn(stepSize, __fdiv_rn(mi, denom))));
     m[i] = mi;
     v[i] = vi;
   }

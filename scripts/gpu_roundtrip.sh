@@ -12,8 +12,9 @@
 #       into executables, run the runtime tests (the CUDA kernel tests run
 #       against the CPU backend), compute-sanitizer memcheck on the CUDA
 #       tests when it is there, the backend check (tiny Qwen3-MoE logits and
-#       gradients on cuda vs cpu, ep=8 as 8 local ranks on one GPU vs 1 rank),
-#       and a Shakespeare training run on the GPU (STEPS, default 300).
+#       gradients on cuda vs cpu, ep=8 as 8 local ranks on one GPU vs 1 rank)
+#       with fp32 and with bf16 storage, and Shakespeare training runs on the
+#       GPU (STEPS, default 300) with fp32 and with bf16 storage.
 # Logs go to $OUT (or .gpu-bundle/out) when set.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +32,12 @@ pack)
   "$moec" "$root/models/qwen3_moe_tiny.mlir" --mesh dp=4,cp=2,ep=8 --emit=obj \
     -o "$bundle/models/qwen3_tiny_ep8.o"
   "$moec" "$root/models/shakespeare_moe.mlir" --emit=obj -o "$bundle/models/shakespeare.o"
+  "$moec" "$root/models/qwen3_moe_tiny.mlir" --storage bf16 --emit=obj \
+    -o "$bundle/models/qwen3_tiny_bf16.o"
+  "$moec" "$root/models/qwen3_moe_tiny.mlir" --storage bf16 --mesh dp=4,cp=2,ep=8 \
+    --emit=obj -o "$bundle/models/qwen3_tiny_ep8_bf16.o"
+  "$moec" "$root/models/shakespeare_moe.mlir" --storage bf16 --emit=obj \
+    -o "$bundle/models/shakespeare_bf16.o"
   cp -r /usr/include/nlohmann "$bundle/third_party/include/"
   cp -r /usr/src/googletest "$bundle/third_party/googletest"
   if [ -r "$corpus" ]; then
@@ -46,7 +53,11 @@ run)
   out="${OUT:-$bundle/out}"
   mkdir -p "$out"
   build="$root/build-gpu"
-  objects="qwen3_tiny=$bundle/models/qwen3_tiny.o;qwen3_tiny_ep8=$bundle/models/qwen3_tiny_ep8.o;shakespeare=$bundle/models/shakespeare.o"
+  objects=""
+  for m in qwen3_tiny qwen3_tiny_ep8 shakespeare qwen3_tiny_bf16 qwen3_tiny_ep8_bf16 \
+    shakespeare_bf16; do
+    objects="$objects${objects:+;}$m=$bundle/models/$m.o"
+  done
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_RUNTIME_ONLY=ON \
     -DMOE_THIRD_PARTY_DIR="$bundle/third_party" -DMOE_MODEL_OBJECTS="$objects" \
     2>&1 | tee "$out/configure.log" | grep -E "CUDA|BLAS|MPI|Runtime-only" || true
@@ -59,21 +70,29 @@ run)
     status=1
   fi
   if command -v compute-sanitizer >/dev/null; then
-    for t in CudaDenseKernelsTest CudaAttentionTest CudaMoEKernelsTest; do
+    for t in CudaDenseKernelsTest CudaAttentionTest CudaMoEKernelsTest CudaBf16StorageTest; do
       compute-sanitizer --tool memcheck --error-exitcode 3 "$build/bin/$t" \
         > "$out/memcheck_$t.log" 2>&1 && echo "memcheck $t: clean" \
         || { echo "memcheck $t: FAILED (see $out/memcheck_$t.log)"; status=1; }
     done
   fi
-  python3 "$root/test/e2e/backend_check.py" --reference "$build/bin/qwen3_tiny" \
-    --mesh-exe "ep8=$build/bin/qwen3_tiny_ep8" --workdir "$out/backend_check" \
-    | tee "$out/backend_check.log" || status=1
-  grep -q "^PASS" "$out/backend_check.log" || status=1
+  # Tolerances as test/e2e/cuda-backend.test and cuda-backend-bf16.test.
+  for storage in "" _bf16; do
+    tol=(); [ -n "$storage" ] && tol=(--rtol 1e-2 --grad-rtol 3e-2)
+    python3 "$root/test/e2e/backend_check.py" --reference "$build/bin/qwen3_tiny$storage" \
+      --mesh-exe "ep8=$build/bin/qwen3_tiny_ep8$storage" \
+      --workdir "$out/backend_check$storage" "${tol[@]}" \
+      | tee "$out/backend_check$storage.log" || status=1
+    grep -q "^PASS" "$out/backend_check$storage.log" || status=1
+  done
   if [ -r "$bundle/data/input.txt" ]; then
-    "$build/bin/shakespeare" train --data "$bundle/data/input.txt" --steps "$steps" \
-      --backend cuda --init-random 1 --lr 3e-3 --log-every 25 --eval-every 100 \
-      --eval-batches 16 --sample-chars 200 --seed 1 --metrics "$out/train.jsonl" 2>&1 \
-      | tee "$out/train.log" | tail -15 || status=1
+    for storage in "" _bf16; do
+      "$build/bin/shakespeare$storage" train --data "$bundle/data/input.txt" \
+        --steps "$steps" --backend cuda --init-random 1 --lr 3e-3 --log-every 25 \
+        --eval-every 100 --eval-batches 16 --sample-chars 200 --seed 1 \
+        --metrics "$out/train$storage.jsonl" 2>&1 \
+        | tee "$out/train$storage.log" | tail -15 || status=1
+    done
   fi
   echo "gpu_roundtrip: $([ $status = 0 ] && echo PASS || echo FAIL) (logs in $out)"
   exit $status

@@ -11,8 +11,10 @@ were not compiled. For seeded random weights and tokens:
   - every --mesh-exe NAME=EXE (a model compiled for a mesh, e.g. ep=8), run
     with --comm local --backend cuda (all its ranks on one GPU), against the
     1-rank CPU logits.
-Each comparison is max |a - b| / max |b| <= rtol per tensor (fp32 storage on
-both sides; the GPU sums in other orders, see docs/cuda.md).
+Each comparison is max |a - b| / max |b| <= rtol per tensor. The storage
+type is the executables' (`moec --storage`): fp32 on both sides, where the
+GPU only sums in other orders, or bf16 on both sides, where that can move a
+rounding by one bf16 ulp (pass looser --rtol/--grad-rtol; see docs/cuda.md).
 
 Prints one line per comparison and PASS at the end, or FAIL lines and exits
 1. Without a usable GPU it prints "skipped: no GPU" and exits 0 (the caller

@@ -582,6 +582,7 @@ TEST_F(CudaMoEKernels, GroupedGemmAgainstNaiveLoops) {
     Floats w = randomFloats(experts * n * k, 901);
     Floats dy = randomFloats(rows * n, 902);
     Floats base = randomFloats(rows * k, 903);
+    Floats w2 = randomFloats(experts * n * k, 904); // the SwiGLU's up weights
 
     DeviceBuffer<int64_t> dOffsets(offsets), dTiles(Offsets(segments + 1, 99));
     cuda::grouped::buildTileMap(*dev, dOffsets, segments, rows, dTiles);
@@ -595,15 +596,19 @@ TEST_F(CudaMoEKernels, GroupedGemmAgainstNaiveLoops) {
     // Naive references in double; rows outside the segments keep what was
     // there.
     Floats y(rows * n, kGarbage), dx(base), dxOverwrite(rows * k, kGarbage);
-    Floats dw(experts * n * k, 0.0f);
+    Floats act(rows * n, kGarbage), dw(experts * n * k, 0.0f);
     for (int64_t g = 0; g < segments; ++g) {
       const float *we = w.data() + (g % experts) * n * k;
+      const float *we2 = w2.data() + (g % experts) * n * k;
       for (int64_t r = offsets[g]; r < offsets[g + 1]; ++r) {
         for (int64_t j = 0; j < n; ++j) {
-          double acc = 0;
-          for (int64_t i = 0; i < k; ++i)
+          double acc = 0, up = 0;
+          for (int64_t i = 0; i < k; ++i) {
             acc += double(x[r * k + i]) * we[j * k + i];
+            up += double(x[r * k + i]) * we2[j * k + i];
+          }
           y[r * n + j] = float(acc);
+          act[r * n + j] = float(acc / (1.0 + std::exp(-acc)) * up);
         }
         for (int64_t i = 0; i < k; ++i) {
           double acc = 0;
@@ -624,8 +629,9 @@ TEST_F(CudaMoEKernels, GroupedGemmAgainstNaiveLoops) {
           dw[(e * n + j) * k + i] = float(acc);
         }
 
-    DeviceBuffer<float> dX(x), dW(w), dDy(dy);
+    DeviceBuffer<float> dX(x), dW(w), dW2(w2), dDy(dy);
     DeviceBuffer<float> gY(Floats(rows * n, kGarbage));
+    DeviceBuffer<float> gAct(Floats(rows * n, kGarbage));
     DeviceBuffer<float> gDx(base), gDxOverwrite(Floats(rows * k, kGarbage));
     DeviceBuffer<float> gDw(Floats(experts * n * k, kGarbage));
     cuda::grouped::gemmXWt<float, float, float>(*dev, "test", s, dX, k, dW, n,
@@ -637,15 +643,20 @@ TEST_F(CudaMoEKernels, GroupedGemmAgainstNaiveLoops) {
                                                 gDxOverwrite);
     cuda::grouped::gemmDw<float, float, float>(*dev, "test", s, dDy, n, dX, k,
                                                gDw);
+    cuda::grouped::gemmXWtSwiGLU<float, float>(*dev, "test", s, dX, k, dW, dW2,
+                                               n, gAct);
     // fp32 accumulation of at most 140 products against double: 1e-5.
     expectClose(gY.download(), y, 1e-5, "gemmXWt");
+    expectClose(gAct.download(), act, 1e-5, "gemmXWtSwiGLU");
     expectClose(gDx.download(), dx, 1e-5, "gemmDyW accumulate");
     expectClose(gDxOverwrite.download(), dxOverwrite, 1e-5, "gemmDyW");
     expectClose(gDw.download(), dw, 1e-5, "gemmDw");
     // The rows past the segments are untouched (exactly).
-    Floats yOut = gY.download();
-    for (int64_t i = end * n; i < rows * n; ++i)
+    Floats yOut = gY.download(), actOut = gAct.download();
+    for (int64_t i = end * n; i < rows * n; ++i) {
       ASSERT_EQ(yOut[i], kGarbage) << "element " << i;
+      ASSERT_EQ(actOut[i], kGarbage) << "element " << i;
+    }
   }
 
   // No rows: nothing to do, and dW is zeroed.

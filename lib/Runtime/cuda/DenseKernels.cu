@@ -154,14 +154,15 @@ __global__ void rmsNormKernel(const T *x, const T *weight, int64_t rows,
   }
 }
 
-/// out[r, o] += bias[o]; grid-stride.
+/// out[r, o] = product[r, o] + bias[o] (product may be out under fp32
+/// storage: one thread reads, then writes, each element); grid-stride.
 template <typename T>
-__global__ void addBiasKernel(T *out, const T *bias, int64_t rows,
-                              int64_t cols) {
+__global__ void addBiasKernel(const float *product, const T *bias, int64_t rows,
+                              int64_t cols, T *out) {
   int64_t total = rows * cols;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x)
-    out[e] = fromF32<T>(toF32(out[e]) + toF32(bias[e % cols]));
+    out[e] = fromF32<T>(product[e] + toF32(bias[e % cols]));
 }
 
 /// out = a + b elementwise (out may alias a or b); grid-stride.
@@ -571,11 +572,19 @@ void linear(Device &dev, const T *x, int64_t rows, int64_t in, const T *weight,
   checkSize("linear", "rows", rows);
   checkSize("linear", "in", in);
   checkSize("linear", "outFeatures", outFeatures);
-  project(dev, "linear", x, rows, in, weight, outFeatures, out);
-  if (!bias || rows * outFeatures == 0)
+  if (!bias) {
+    project(dev, "linear", x, rows, in, weight, outFeatures, out);
     return;
-  addBiasKernel<<<elementGrid(dev, rows * outFeatures), kThreads, 0,
-                  dev.stream()>>>(out, bias, rows, outFeatures);
+  }
+  // The product stays fp32 until the bias is added (one rounding).
+  int64_t n = rows * outFeatures;
+  ScratchCarver carve(dev.scratch(Fp32Accumulator<T>::bytes(n)));
+  Fp32Accumulator<T> product(out, n, carve);
+  project(dev, "linear", x, rows, in, weight, outFeatures, product.get());
+  if (n == 0)
+    return;
+  addBiasKernel<<<elementGrid(dev, n), kThreads, 0, dev.stream()>>>(
+      product.get(), bias, rows, outFeatures, out);
   checkLaunch("addBiasKernel");
 }
 

@@ -2,8 +2,10 @@
 //
 // See GroupedGemm.h. Two kernels do the work:
 //   - rowTiledGemm: C[r, :] (+)= A[r, :] @ B_e for the rows of each segment,
-//     B_e either W_e^T (forward) or W_e (backward data); grid.x covers an
-//     upper bound of the row tiles of all segments, grid.y the column tiles.
+//     B_e either W_e^T (forward) or W_e (backward data), or the forward's
+//     gate and up projections at once with SwiGLU applied before the store;
+//     grid.x covers an upper bound of the row tiles of all segments, grid.y
+//     the column tiles.
 //   - weightGradGemm: dW_e = sum over e's segments of dY_g^T @ X_g; one block
 //     per (expert, 64 x 64 output tile) walks all of the expert's rows, so
 //     each output is one thread's fp32 sum in row order (deterministic, no
@@ -78,11 +80,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-/// C[r, c] (+)= sum_j A[r, j] * B_e(j, c) over the rows r of each segment;
-/// A is [rows, J] row-major; B_e(j, c) = W_e[c, j] when kWTransposed (W_e
-/// [cols, J], the forward x @ W^T), else W_e[j, c] (W_e [J, cols], the
-/// backward dy @ W). Block (x, y) computes row tile x of the concatenated
-/// segment tiles, column tile y.
 /// acc[i][q] += sum over the reduction step jj of a[jj][ty + 16 i] *
 /// b[jj][tx + 16 q]: each thread's 4 x 4 outputs of one shared-memory step,
 /// the inner loop of every GEMM here.
@@ -106,11 +103,24 @@ __device__ __forceinline__ void accumulateTile(const float (*a)[kTM + 1],
   }
 }
 
-template <typename TA, typename TW, typename TC, bool kWTransposed>
+/// C[r, c] (+)= sum_j A[r, j] * B_e(j, c) over the rows r of each segment;
+/// A is [rows, J] row-major; B_e(j, c) = W_e[c, j] when kWTransposed (W_e
+/// [cols, J], the forward x @ W^T), else W_e[j, c] (W_e [J, cols], the
+/// backward dy @ W). Block (x, y) computes row tile x of the concatenated
+/// segment tiles, column tile y.
+///
+/// kSwiGLU (with kWTransposed, not accumulating): the fused gate/up
+/// projection of the expert FFN. `w` is the gate and `w2` the up weight set;
+/// the block computes both products of its tile from one A tile and writes
+/// C = silu(A W_e^T) * (A W2_e^T), so neither product reaches memory.
+template <typename TA, typename TW, typename TC, bool kWTransposed,
+          bool kSwiGLU>
 __global__ void __launch_bounds__(kThreads)
     rowTiledGemm(const int64_t *offsets, const int64_t *tileStart,
                  int64_t segments, int64_t experts, int64_t rows, const TA *a,
-                 int64_t J, const TW *w, int64_t cols, TC *c, bool accumulate) {
+                 int64_t J, const TW *w, const TW *w2, int64_t cols, TC *c,
+                 bool accumulate) {
+  static_assert(!kSwiGLU || kWTransposed, "SwiGLU fuses the forward only");
   const int64_t tile = blockIdx.x;
   if (tile >= tileStart[segments])
     return; // past the last real tile (the grid is an upper bound)
@@ -132,11 +142,26 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t rowEnd = min(row0 + kTM, end);
   const int64_t col0 = int64_t(blockIdx.y) * kTN;
   const TW *we = w + (g % experts) * cols * J;
+  const TW *we2 = kSwiGLU ? w2 + (g % experts) * cols * J : nullptr;
 
   __shared__ float as[kTJ][kTM + 1];
-  __shared__ float bs[kTJ][kTN + 1];
+  __shared__ float bs[kSwiGLU ? 2 : 1][kTJ][kTN + 1];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-  float acc[4][4] = {};
+  float acc[kSwiGLU ? 2 : 1][4][4] = {};
+  // The B tile of weight set `wt` at reduction step j0 into `dst`, read along
+  // W's contiguous dimension.
+  auto loadB = [&](const TW *wt, int64_t j0, float(*dst)[kTN + 1]) {
+    for (int l = 0; l < kLoads; ++l) {
+      int idx = threadIdx.x + l * kThreads;
+      int cc = kWTransposed ? idx / kTJ : idx % kTN;
+      int jj = kWTransposed ? idx % kTJ : idx / kTN;
+      int64_t col = col0 + cc, j = j0 + jj;
+      float v = 0.0f;
+      if (col < cols && j < J)
+        v = toF32(kWTransposed ? wt[col * J + j] : wt[j * cols + col]);
+      dst[jj][cc] = v;
+    }
+  };
   for (int64_t j0 = 0; j0 < J; j0 += kTJ) {
     for (int l = 0; l < kLoads; ++l) {
       int idx = threadIdx.x + l * kThreads;
@@ -144,19 +169,13 @@ __global__ void __launch_bounds__(kThreads)
       int64_t row = row0 + r, j = j0 + jj;
       as[jj][r] = row < rowEnd && j < J ? toF32(a[row * J + j]) : 0.0f;
     }
-    for (int l = 0; l < kLoads; ++l) {
-      int idx = threadIdx.x + l * kThreads;
-      // Read along W's contiguous dimension.
-      int cc = kWTransposed ? idx / kTJ : idx % kTN;
-      int jj = kWTransposed ? idx % kTJ : idx / kTN;
-      int64_t col = col0 + cc, j = j0 + jj;
-      float v = 0.0f;
-      if (col < cols && j < J)
-        v = toF32(kWTransposed ? we[col * J + j] : we[j * cols + col]);
-      bs[jj][cc] = v;
-    }
+    loadB(we, j0, bs[0]);
+    if constexpr (kSwiGLU)
+      loadB(we2, j0, bs[1]);
     __syncthreads();
-    accumulateTile(as, bs, tx, ty, acc);
+    accumulateTile(as, bs[0], tx, ty, acc[0]);
+    if constexpr (kSwiGLU)
+      accumulateTile(as, bs[1], tx, ty, acc[1]);
     __syncthreads();
   }
 #pragma unroll
@@ -170,7 +189,15 @@ __global__ void __launch_bounds__(kThreads)
       if (col >= cols)
         continue;
       TC *out = c + row * cols + col;
-      *out = fromF32<TC>(accumulate ? toF32(*out) + acc[i][q] : acc[i][q]);
+      float v = acc[0][i][q];
+      if constexpr (kSwiGLU) {
+        // The CPU's silu(g) * u (swigluRows), no fused multiply-add.
+        float s = 1.0f / (1.0f + expf(-v));
+        v = __fmul_rn(__fmul_rn(v, s), acc[1][i][q]);
+      } else if (accumulate) {
+        v += toF32(*out);
+      }
+      *out = fromF32<TC>(v);
     }
   }
 }
@@ -227,11 +254,13 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int64_t kMaxGridX = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxGridY = 65535;
 
-/// The launch of rowTiledGemm shared by gemmXWt and gemmDyW.
-template <bool kWTransposed, typename TA, typename TW, typename TC>
+/// The launch of rowTiledGemm shared by gemmXWt, gemmDyW and gemmXWtSwiGLU
+/// (w2 null but for kSwiGLU).
+template <bool kWTransposed, bool kSwiGLU, typename TA, typename TW,
+          typename TC>
 void launchRowTiled(Device &dev, const char *kernel, const Segments &s,
-                    const TA *a, int64_t J, const TW *w, int64_t cols,
-                    bool accumulate, TC *c) {
+                    const TA *a, int64_t J, const TW *w, const TW *w2,
+                    int64_t cols, bool accumulate, TC *c) {
   checkSegments(kernel, s);
   checkSize(kernel, "reduction size", J);
   checkSize(kernel, "columns", cols);
@@ -244,9 +273,10 @@ void launchRowTiled(Device &dev, const char *kernel, const Segments &s,
   if (colTiles > kMaxGridY)
     fail(kernel, "too many columns (" + std::to_string(cols) + ")");
   dim3 grid(static_cast<unsigned>(rowTiles), static_cast<unsigned>(colTiles));
-  rowTiledGemm<TA, TW, TC, kWTransposed><<<grid, kThreads, 0, dev.stream()>>>(
-      s.offsets, s.tileStart, s.segments, s.experts, s.rows, a, J, w, cols, c,
-      accumulate);
+  rowTiledGemm<TA, TW, TC, kWTransposed, kSwiGLU>
+      <<<grid, kThreads, 0, dev.stream()>>>(s.offsets, s.tileStart, s.segments,
+                                            s.experts, s.rows, a, J, w, w2,
+                                            cols, c, accumulate);
   checkLaunch(kernel);
 }
 
@@ -264,15 +294,25 @@ void buildTileMap(Device &dev, const int64_t *offsets, int64_t segments,
 template <typename TA, typename TW, typename TC>
 void gemmXWt(Device &dev, const char *kernel, const Segments &s, const TA *x,
              int64_t k, const TW *w, int64_t n, TC *y) {
-  launchRowTiled</*kWTransposed=*/true>(dev, kernel, s, x, k, w, n,
-                                        /*accumulate=*/false, y);
+  launchRowTiled</*kWTransposed=*/true, /*kSwiGLU=*/false>(
+      dev, kernel, s, x, k, w, static_cast<const TW *>(nullptr), n,
+      /*accumulate=*/false, y);
+}
+
+template <typename TA, typename TW>
+void gemmXWtSwiGLU(Device &dev, const char *kernel, const Segments &s,
+                   const TA *x, int64_t k, const TW *gate, const TW *up,
+                   int64_t n, float *act) {
+  launchRowTiled</*kWTransposed=*/true, /*kSwiGLU=*/true>(
+      dev, kernel, s, x, k, gate, up, n, /*accumulate=*/false, act);
 }
 
 template <typename TA, typename TW, typename TC>
 void gemmDyW(Device &dev, const char *kernel, const Segments &s, const TA *dy,
              int64_t n, const TW *w, int64_t k, bool accumulate, TC *dx) {
-  launchRowTiled</*kWTransposed=*/false>(dev, kernel, s, dy, n, w, k,
-                                         accumulate, dx);
+  launchRowTiled</*kWTransposed=*/false, /*kSwiGLU=*/false>(
+      dev, kernel, s, dy, n, w, static_cast<const TW *>(nullptr), k, accumulate,
+      dx);
 }
 
 template <typename TY, typename TX, typename TW>
@@ -308,6 +348,12 @@ template void gemmXWt(Device &, const char *, const Segments &, const bf16 *,
                       int64_t, const bf16 *, int64_t, float *);
 template void gemmXWt(Device &, const char *, const Segments &, const float *,
                       int64_t, const bf16 *, int64_t, bf16 *);
+template void gemmXWtSwiGLU(Device &, const char *, const Segments &,
+                            const float *, int64_t, const float *,
+                            const float *, int64_t, float *);
+template void gemmXWtSwiGLU(Device &, const char *, const Segments &,
+                            const bf16 *, int64_t, const bf16 *, const bf16 *,
+                            int64_t, float *);
 template void gemmDyW(Device &, const char *, const Segments &, const bf16 *,
                       int64_t, const bf16 *, int64_t, bool, float *);
 template void gemmDyW(Device &, const char *, const Segments &, const float *,

@@ -74,6 +74,16 @@ template <typename TA, typename TW, typename TC>
 void gemmXWt(Device &dev, const char *kernel, const Segments &s, const TA *x,
              int64_t k, const TW *w, int64_t n, TC *y);
 
+/// act[r, :n] = silu(x[r, :k] @ G_e^T) * (x[r, :k] @ U_e^T) for the rows of
+/// every segment (G_e = gate + e * n * k and U_e = up + e * n * k, [n, k]):
+/// the expert FFN's gate and up projections and SwiGLU in one pass, so the
+/// two projections never reach memory (the CPU's formula, fp32 throughout).
+/// Rows outside the segments are not written.
+template <typename TA, typename TW>
+void gemmXWtSwiGLU(Device &dev, const char *kernel, const Segments &s,
+                   const TA *x, int64_t k, const TW *gate, const TW *up,
+                   int64_t n, float *act);
+
 /// dx[r, :k] (+)= dy[r, :n] @ W_e for the rows of every segment (W_e [n, k]
 /// as above): the backward of gemmXWt with respect to x. Overwrites unless
 /// `accumulate`. Rows outside the segments are not written.

@@ -11,7 +11,9 @@
 //   - gatherRows, unpermuteCombine and their gradients: element- or
 //     warp-parallel loops, through a slot -> row inverse built in scratch;
 //   - groupedSwiGLUSegments(Grad): the segmented GEMMs of GroupedGemm.h,
-//     which read the offsets on the device, and elementwise SwiGLU kernels.
+//     which read the offsets on the device; the forward fuses the gate and
+//     up projections with SwiGLU, the backward recomputes them separately
+//     (it needs both) and runs elementwise SwiGLU kernels.
 // Nothing here synchronises with the host; temporaries come from one
 // dev.scratch() block per call.
 //
@@ -772,25 +774,22 @@ void groupedSwiGLUSegments(Device &dev, const T *permuted, int64_t rows,
   checkGrouped(kernel, rows, segments, experts, hidden, inter);
   if (rows == 0 || hidden == 0)
     return; // out is empty
-  size_t mapBytes = alignUp(grouped::tileMapBytes(segments));
-  size_t actBytes = alignUp(size_t(rows) * inter * sizeof(float));
-  char *scratch = static_cast<char *>(dev.scratch(mapBytes + 2 * actBytes));
-  auto *tileStart = reinterpret_cast<int64_t *>(scratch);
-  auto *gateOut = reinterpret_cast<float *>(scratch + mapBytes);
-  auto *upOut = reinterpret_cast<float *>(scratch + mapBytes + actBytes);
+  ScratchCarver carve(dev.scratch(alignUp(grouped::tileMapBytes(segments)) +
+                                  ScratchCarver::bytes<float>(rows * inter)));
+  auto *tileStart = carve.take<int64_t>(segments + 1);
+  float *act = carve.take<float>(rows * inter);
 
   grouped::buildTileMap(dev, offsets, segments, rows, tileStart);
   grouped::Segments s{offsets, segments, experts, rows, tileStart};
   const int64_t *end = offsets + segments;
-  if (inter > 0) {
-    grouped::gemmXWt(dev, kernel, s, permuted, hidden, gate, inter, gateOut);
-    grouped::gemmXWt(dev, kernel, s, permuted, hidden, up, inter, upOut);
-    swigluKernel<<<strideBlocks(dev, rows * inter), kThreads, 0,
-                   dev.stream()>>>(gateOut, upOut, gateOut, end, rows, inter);
-    checkLaunch("swigluKernel");
-  }
-  // out = act @ down_e^T (zero when inter is 0), then zero padding rows.
-  grouped::gemmXWt(dev, kernel, s, gateOut, inter, down, hidden, out);
+  // act = silu(x gate_e^T) * (x up_e^T) in one pass (fused: the two
+  // projections stay in registers), then out = act @ down_e^T (zero when
+  // inter is 0), then zero padding rows.
+  if (inter > 0)
+    grouped::gemmXWtSwiGLU(dev, kernel, s, permuted, hidden, gate, up, inter,
+                           act);
+  grouped::gemmXWt(dev, kernel, s, static_cast<const float *>(act), inter, down,
+                   hidden, out);
   zeroTail(dev, out, end, rows, hidden);
 }
 

@@ -258,17 +258,6 @@ Floats rounded(Floats values) {
   return values;
 }
 
-/// topK distinct experts per token drawn from `allowed`.
-Ids distinctRouting(uint64_t seed, int64_t tokens, int64_t topK, Ids allowed) {
-  std::mt19937_64 rng(seed);
-  Ids indices;
-  for (int64_t t = 0; t < tokens; ++t) {
-    std::shuffle(allowed.begin(), allowed.end(), rng);
-    indices.insert(indices.end(), allowed.begin(), allowed.begin() + topK);
-  }
-  return indices;
-}
-
 /// The rowToSlot of a routing of `tokens` x `topK` slots over experts 0, 2,
 /// 3 and 5 of 6 (1 and 4 get nothing), with the slots past `capacity` per
 /// expert dropped (padding rows at the end).

@@ -82,17 +82,6 @@ Offsets offsetsOf(const std::vector<int64_t> &sizes) {
   return offsets;
 }
 
-/// topK distinct experts per token drawn from `allowed`.
-Ids distinctRouting(uint64_t seed, int64_t tokens, int64_t topK, Ids allowed) {
-  std::mt19937_64 rng(seed);
-  Ids indices;
-  for (int64_t t = 0; t < tokens; ++t) {
-    std::shuffle(allowed.begin(), allowed.end(), rng);
-    indices.insert(indices.end(), allowed.begin(), allowed.begin() + topK);
-  }
-  return indices;
-}
-
 //===----------------------------------------------------------------------===//
 // Router
 //===----------------------------------------------------------------------===//

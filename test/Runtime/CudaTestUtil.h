@@ -85,6 +85,19 @@ inline std::vector<int32_t> randomInts(size_t n, uint64_t seed, int32_t lo,
   return v;
 }
 
+/// topK distinct experts per token drawn from `allowed`.
+inline std::vector<int32_t> distinctRouting(uint64_t seed, int64_t tokens,
+                                            int64_t topK,
+                                            std::vector<int32_t> allowed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> indices;
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::shuffle(allowed.begin(), allowed.end(), rng);
+    indices.insert(indices.end(), allowed.begin(), allowed.begin() + topK);
+  }
+  return indices;
+}
+
 /// max |actual - expected| / max(max |expected|, tiny) <= rtol.
 inline void expectClose(const std::vector<float> &actual,
                         const std::vector<float> &expected, double rtol,

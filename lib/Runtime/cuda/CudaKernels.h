@@ -19,9 +19,10 @@
 // double where the CPU does), and rounds once when it stores a T. Scalars
 // (losses, sums of squares) and the optimizer (master weights, fp32
 // gradients, moments) are fp32 whatever the storage. Under bf16 the cuBLAS
-// paths (dense SwiGLU, router and projection gradients) also round the
-// intermediates they feed to a second GEMM, whose operands must share one
-// type; the grouped expert GEMMs read mixed types and keep theirs in fp32.
+// paths (dense SwiGLU and its gradient, the shared-expert gate's gradient,
+// the router's gradient) also round the intermediates they feed to a second
+// GEMM, whose operands must share one type; the grouped expert GEMMs read
+// mixed types and keep theirs in fp32.
 //
 // Invalid sizes throw std::invalid_argument naming the kernel and the value,
 // checked on the host before anything is queued. Ids out of range on the

@@ -8,7 +8,8 @@
 // fp32 operands multiply in true fp32 (CUBLAS_COMPUTE_32F_PEDANTIC: no TF32,
 // whatever NVIDIA_TF32_OVERRIDE says), so results track the CPU reference;
 // bf16 operands multiply on the tensor cores with fp32 accumulation
-// (CUBLAS_COMPUTE_32F) and are rounded once when the result is stored.
+// (CUBLAS_COMPUTE_32F; the Device forbids reduced-precision split-K sums) and
+// are rounded once when the result is stored.
 //
 //===----------------------------------------------------------------------===//
 

@@ -579,7 +579,7 @@ void linear(Device &dev, const T *x, int64_t rows, int64_t in, const T *weight,
   // The product stays fp32 until the bias is added (one rounding).
   int64_t n = rows * outFeatures;
   ScratchCarver carve(dev.scratch(Fp32Accumulator<T>::bytes(n)));
-  Fp32Accumulator<T> product(out, n, carve);
+  Fp32Accumulator<T> product(dev, out, n, carve);
   project(dev, "linear", x, rows, in, weight, outFeatures, product.get());
   if (n == 0)
     return;
@@ -741,7 +741,7 @@ void swigluMlpGrad(Device &dev, const T *dy, const T *x, int64_t rows,
   ScratchCarver carve(dev.scratch(SwigluGradScratch<T>::bytes(rows * inter) +
                                   Fp32Accumulator<T>::bytes(rows * hidden)));
   SwigluGradScratch<T> tmp(carve, rows * inter);
-  Fp32Accumulator<T> dxAcc(dx, rows * hidden, carve);
+  Fp32Accumulator<T> dxAcc(dev, dx, rows * hidden, carve);
   swigluBackward(dev, kernel, dy, x, rows, hidden, gate, up, down, inter, tmp,
                  dxAcc.get(), dgate, dup, ddown);
   dxAcc.store(dev);
@@ -776,7 +776,7 @@ void sharedExpertsGrad(Device &dev, const T *dy, const T *x, int64_t rows,
   T *dm = carve.take<T>(n);
   SwigluGradScratch<T> tmp(carve, size);
   double *partial = carve.take<double>(chunks * hidden);
-  Fp32Accumulator<T> dxAcc(dx, n, carve);
+  Fp32Accumulator<T> dxAcc(dev, dx, n, carve);
   swigluForward(dev, kernel, x, rows, hidden, gate, up, down, inter, tmp.fwd,
                 mlpOut);
   if (rows > 0) {

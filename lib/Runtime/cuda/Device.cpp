@@ -56,9 +56,15 @@ Device::Device(int ordinal) : ordinal_(ordinal) {
         "cudaStreamCreateWithFlags");
   check(cublasCreate(&cublas_), "cublasCreate");
   check(cublasSetStream(cublas_, stream_), "cublasSetStream");
-  // Default math: bf16 GEMMs run on the tensor cores. fp32 GEMMs name the
-  // pedantic compute type themselves (DenseGemm.cu), so they stay true fp32.
-  check(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  // bf16 GEMMs run on the tensor cores, and any split-K reduction sums in
+  // fp32 (not in the bf16 output type), so a bf16 result is rounded once.
+  // fp32 GEMMs name the pedantic compute type themselves (DenseGemm.cu), so
+  // they stay true fp32.
+  check(cublasSetMathMode(
+            cublas_,
+            cublasMath_t(CUBLAS_DEFAULT_MATH |
+                         CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
+        "cublasSetMathMode");
 }
 
 Device::~Device() {

@@ -75,16 +75,20 @@ template <typename T> __device__ T blockMax(T v, T *shared) {
 
 /// Where a T output is summed in fp32 before its one rounding: the output
 /// itself under fp32 storage; under bf16, fp32 scratch (bytes(n) of it,
-/// 0 under fp32), which store() rounds into the output.
+/// 0 under fp32) that starts as the widened output and that store() rounds
+/// back, so elements no kernel writes keep their value exactly.
 template <typename T> class Fp32Accumulator {
 public:
   static constexpr bool kDirect = std::is_same_v<T, float>;
   static size_t bytes(int64_t n) {
     return kDirect ? 0 : ScratchCarver::bytes<float>(n);
   }
-  Fp32Accumulator(T *out, int64_t n, ScratchCarver &carve)
+  Fp32Accumulator(Device &dev, T *out, int64_t n, ScratchCarver &carve)
       : out_(out), n_(n),
-        acc_(kDirect ? reinterpret_cast<float *>(out) : carve.take<float>(n)) {}
+        acc_(kDirect ? reinterpret_cast<float *>(out) : carve.take<float>(n)) {
+    if (!kDirect && n_ > 0)
+      convertStorage(dev, acc_, /*dstBf16=*/false, out_, /*srcBf16=*/true, n_);
+  }
   float *get() const { return acc_; }
   void store(Device &dev) const {
     if (!kDirect && n_ > 0)

@@ -899,7 +899,7 @@ void groupedSwiGLUSegmentsGrad(Device &dev, const T *dout, const T *permuted,
   auto *tileStart = carve.take<int64_t>(segments + 1);
   float *gateOut = carve.take<float>(size), *upOut = carve.take<float>(size);
   float *act = carve.take<float>(size), *dact = carve.take<float>(size);
-  Fp32Accumulator<T> dx(dpermuted, rows * hidden, carve);
+  Fp32Accumulator<T> dx(dev, dpermuted, rows * hidden, carve);
 
   grouped::buildTileMap(dev, offsets, segments, rows, tileStart);
   grouped::Segments s{offsets, segments, experts, rows, tileStart};

@@ -48,11 +48,6 @@ unsigned rowGrid(int64_t rows) {
   return static_cast<unsigned>(std::clamp<int64_t>(rows, 1, int64_t(1) << 20));
 }
 
-__device__ __forceinline__ float sigmoidExact(float x) {
-  // expf, not __expf: the CPU's sigmoid is 1 / (1 + std::exp(-x)).
-  return 1.0f / (1.0f + expf(-x));
-}
-
 //===----------------------------------------------------------------------===//
 // Deterministic column sums
 //===----------------------------------------------------------------------===//
@@ -180,8 +175,7 @@ __global__ void siluMulKernel(const float *gateOut, const float *up, int64_t n,
                               T *act) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
        e += int64_t(gridDim.x) * blockDim.x) {
-    float g = gateOut[e];
-    act[e] = fromF32<T>(__fmul_rn(__fmul_rn(g, sigmoidExact(g)), up[e]));
+    act[e] = fromF32<T>(swiglu(gateOut[e], up[e]));
   }
 }
 
@@ -194,11 +188,10 @@ __global__ void swigluBackwardKernel(const float *gateOut, const float *upOut,
                                      T *dupOut) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
        e += int64_t(gridDim.x) * blockDim.x) {
-    float g = gateOut[e], s = sigmoidExact(g), d = dact[e];
-    dupOut[e] = fromF32<T>(__fmul_rn(__fmul_rn(d, g), s));
-    float dsilu = __fadd_rn(1.0f, __fmul_rn(g, 1.0f - s));
-    dgateOut[e] =
-        fromF32<T>(__fmul_rn(__fmul_rn(__fmul_rn(d, upOut[e]), s), dsilu));
+    float dg, du;
+    swigluGrad(gateOut[e], upOut[e], dact[e], dg, du);
+    dgateOut[e] = fromF32<T>(dg);
+    dupOut[e] = fromF32<T>(du);
   }
 }
 
@@ -313,13 +306,13 @@ template <typename T> struct SwigluScratch {
         act(carve.take<T>(size)) {}
 };
 
-/// CPU swigluRows: out = (silu(x gate^T) * (x up^T)) down^T, with the gate
-/// and up projections in fp32 and act rounded to T for the down projection
-/// (a cuBLAS GEMM takes one operand type); out is T or fp32.
-template <typename T, typename TO>
-void swigluForward(Device &dev, const char *kernel, const T *x, int64_t rows,
-                   int64_t hidden, const T *gate, const T *up, const T *down,
-                   int64_t inter, const SwigluScratch<T> &tmp, TO *out) {
+/// tmp.act = silu(x gate^T) * (x up^T), with the gate and up projections
+/// in fp32 and act rounded to T for the down projection (a cuBLAS GEMM takes
+/// one operand type).
+template <typename T>
+void swigluHidden(Device &dev, const char *kernel, const T *x, int64_t rows,
+                  int64_t hidden, const T *gate, const T *up, int64_t inter,
+                  const SwigluScratch<T> &tmp) {
   project(dev, kernel, x, rows, hidden, gate, inter, tmp.gateOut);
   project(dev, kernel, x, rows, hidden, up, inter, tmp.upOut);
   int64_t size = rows * inter;
@@ -328,6 +321,15 @@ void swigluForward(Device &dev, const char *kernel, const T *x, int64_t rows,
         tmp.gateOut, tmp.upOut, size, tmp.act);
     checkLaunch("siluMulKernel");
   }
+}
+
+/// CPU swigluRows: out = act down^T, act from swigluHidden; out is T or
+/// fp32.
+template <typename T, typename TO>
+void swigluForward(Device &dev, const char *kernel, const T *x, int64_t rows,
+                   int64_t hidden, const T *gate, const T *up, const T *down,
+                   int64_t inter, const SwigluScratch<T> &tmp, TO *out) {
+  swigluHidden(dev, kernel, x, rows, hidden, gate, up, inter, tmp);
   project(dev, kernel, tmp.act, rows, inter, down, hidden, out);
 }
 
@@ -356,13 +358,7 @@ void swigluBackward(Device &dev, const char *kernel, const T *dy, const T *x,
                     const SwigluGradScratch<T> &tmp, float *dxAcc, T *dgate,
                     T *dup, T *ddown) {
   int64_t size = rows * inter;
-  project(dev, kernel, x, rows, hidden, gate, inter, tmp.fwd.gateOut);
-  project(dev, kernel, x, rows, hidden, up, inter, tmp.fwd.upOut);
-  if (size > 0) {
-    siluMulKernel<<<elementGrid(dev, size), kThreads, 0, dev.stream()>>>(
-        tmp.fwd.gateOut, tmp.fwd.upOut, size, tmp.fwd.act);
-    checkLaunch("siluMulKernel");
-  }
+  swigluHidden(dev, kernel, x, rows, hidden, gate, up, inter, tmp.fwd);
   // ddown [hidden, inter] = dy^T @ act; dact [rows, inter] = dy @ down.
   gemm(dev, kernel, /*transA=*/true, /*transB=*/false, hidden, inter, rows,
        1.0f, dy, hidden, tmp.fwd.act, inter, 0.0f, ddown, inter);

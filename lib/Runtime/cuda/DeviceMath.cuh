@@ -101,8 +101,26 @@ private:
   float *acc_;
 };
 
-__device__ __forceinline__ float sigmoidf(float x) {
-  return 1.0f / (1.0f + __expf(-x));
+/// The CPU's sigmoid, 1 / (1 + std::exp(-x)): expf, not __expf.
+__device__ __forceinline__ float sigmoidExact(float x) {
+  return 1.0f / (1.0f + expf(-x));
+}
+
+// SwiGLU on the gate and up projections g and u, as the CPU's swigluRows and
+// swigluRowsGrad: the same expressions, rounded alike (no fused
+// multiply-add). Shared by the dense, grouped and fused kernels.
+/// silu(g) * u.
+__device__ __forceinline__ float swiglu(float g, float u) {
+  return __fmul_rn(__fmul_rn(g, sigmoidExact(g)), u);
+}
+/// From d = d(silu(g) u): dg = d u s (1 + g (1 - s)) and du = d g s, with
+/// s = sigmoid(g).
+__device__ __forceinline__ void swigluGrad(float g, float u, float d, float &dg,
+                                           float &du) {
+  float s = sigmoidExact(g);
+  du = __fmul_rn(__fmul_rn(d, g), s);
+  float slope = __fadd_rn(1.0f, __fmul_rn(g, 1.0f - s));
+  dg = __fmul_rn(__fmul_rn(__fmul_rn(d, u), s), slope);
 }
 
 } // namespace moe::cuda

@@ -191,9 +191,7 @@ __global__ void __launch_bounds__(kThreads)
       TC *out = c + row * cols + col;
       float v = acc[0][i][q];
       if constexpr (kSwiGLU) {
-        // The CPU's silu(g) * u (swigluRows), no fused multiply-add.
-        float s = 1.0f / (1.0f + expf(-v));
-        v = __fmul_rn(__fmul_rn(v, s), acc[1][i][q]);
+        v = swiglu(v, acc[1][i][q]);
       } else if (accumulate) {
         v += toF32(*out);
       }

@@ -43,10 +43,6 @@ unsigned rowThreads(int64_t length) {
   return static_cast<unsigned>(warps * 32);
 }
 
-__device__ __forceinline__ float sigmoidExact(float x) {
-  return 1.0f / (1.0f + expf(-x));
-}
-
 /// The CPU's logSumExp of one row by the whole block (every thread gets it):
 /// the max in fp32, sum of exp(x - max) in double, max + log(sum).
 template <typename T>

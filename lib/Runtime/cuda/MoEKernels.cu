@@ -121,7 +121,7 @@ __global__ void __launch_bounds__(128)
 
   if (sigmoid) {
     for (int e = lane; e < experts; e += kWarp)
-      scores[e] = 1.0f / (1.0f + expf(-row[e]));
+      scores[e] = sigmoidExact(row[e]);
   } else {
     // cpu::detail::softmaxRow: fp32 max and exponentials, double sum.
     float maxValue = -INFINITY;
@@ -596,27 +596,19 @@ __global__ void swigluKernel(const float *gateOut, const float *upOut,
   const int64_t n = usedElements(end, rows, inter);
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    float g = toF32(gateOut[i]);
-    float s = 1.0f / (1.0f + expf(-g));
-    act[i] = g * s * upOut[i];
+    act[i] = swiglu(gateOut[i], upOut[i]);
   }
 }
 
-/// The backward of swigluKernel over the rows before *end: with d = d act,
-/// g, u the gate and up outputs and s = sigmoid(g), du = d g s (into dup)
-/// and dg = d u s (1 + g (1 - s)) (into d, in place); the CPU's expressions
-/// and rounding (no fused multiply-add). Grid-stride.
+/// The backward of swigluKernel over the rows before *end: d(gate out) into
+/// dact (in place) and d(up out) into dupOut (swigluGrad); grid-stride.
 __global__ void swigluGradKernel(const float *gateOut, const float *upOut,
                                  float *dact, float *dupOut, const int64_t *end,
                                  int64_t rows, int64_t inter) {
   const int64_t n = usedElements(end, rows, inter);
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    float g = gateOut[i], u = upOut[i], d = dact[i];
-    float s = 1.0f / (1.0f + expf(-g));
-    dupOut[i] = d * g * s;
-    float slope = __fadd_rn(1.0f, __fmul_rn(g, 1.0f - s));
-    dact[i] = d * u * s * slope;
+    swigluGrad(gateOut[i], upOut[i], dact[i], dact[i], dupOut[i]);
   }
 }
 

@@ -213,7 +213,7 @@ LogicalResult Partitioner::partitionLinear(LinearOp op) {
   auto clone = cloneLocal(op);
   if (failed(clone))
     return failure();
-  const ShardingSpec &in = locals.lookup(op.getInput()).spec;
+  ShardingSpec in = locals.lookup(op.getInput()).spec;
   ArrayRef<int16_t> contracted = in.dims.back();
   if (!contracted.empty()) {
     // Row parallel: partial sums over the split input features.
@@ -227,7 +227,7 @@ LogicalResult Partitioner::partitionFFN(Operation *op, Value gate) {
   auto clone = cloneLocal(op);
   if (failed(clone))
     return failure();
-  const ShardingSpec &weights = locals.lookup(gate).spec;
+  ShardingSpec weights = locals.lookup(gate).spec;
   ArrayRef<int16_t> split = weights.dims[0];
   if (!split.empty()) {
     Local &out = locals[op->getResult(0)];
@@ -245,7 +245,7 @@ static DropOverCapacityOp droppedBy(Value indices) {
 }
 
 LogicalResult Partitioner::partitionExperts(ExpertsOp op) {
-  const ShardingSpec &weights = locals.lookup(op.getGateWeight()).spec;
+  ShardingSpec weights = locals.lookup(op.getGateWeight()).spec;
   ArrayRef<int16_t> epAxes = weights.dims[0];
   if (epAxes.empty())
     return cloneLocal(op);

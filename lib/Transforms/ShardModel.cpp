@@ -56,8 +56,10 @@ private:
   }
   Axes tpAxes() const { return mesh.getTp() > 1 ? Axes{kTpAxis} : Axes{}; }
 
-  /// The sharding users of `v` see (after any resharding annotation).
-  const ShardingSpec &spec(Value v) { return seen.find(v)->second; }
+  /// The sharding users of `v` see (after any resharding annotation). A
+  /// copy, never a reference into `seen`, which moves its entries as it
+  /// grows.
+  ShardingSpec spec(Value v) const { return seen.find(v)->second; }
   void produce(Value v, ShardingSpec s) {
     produced[v] = s;
     seen[v] = std::move(s);
@@ -330,13 +332,15 @@ void ShardingChooser::materialize(func::FuncOp fn) {
     Value annotated = shard::ShardOp::create(
         b, loc, value, producedSpec.materialize(b, loc), false);
     value.replaceAllUsesExcept(annotated, annotated.getDefiningOp());
-    const ShardingSpec &users = seen.find(value)->second;
+    // A copy: inserting `annotated` below may grow `seen` and move its
+    // entries.
+    ShardingSpec users = seen.find(value)->second;
     if (users != producedSpec) {
       Value resharded = shard::ShardOp::create(
           b, loc, annotated, users.materialize(b, loc), true);
       annotated.replaceAllUsesExcept(resharded, resharded.getDefiningOp());
     }
-    seen[annotated] = users;
+    seen[annotated] = std::move(users);
   }
   // Operands needed in another sharding than their users see.
   for (Need &n : needs) {

@@ -33,6 +33,9 @@ void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
   funcOptions.useBarePtrCallConv = true;
   pm.addPass(createConvertFuncToLLVMPass(funcOptions));
   pm.addPass(createReconcileUnrealizedCastsPass());
+  // The memref descriptors built around every runtime call's pointer fold
+  // away: a quarter of the IR for LLVM to translate and compile.
+  pm.addPass(createCanonicalizerPass());
 }
 
 void mlir::moe::buildPartitionPipeline(OpPassManager &pm, StringRef mesh,

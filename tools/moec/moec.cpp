@@ -24,6 +24,7 @@
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "mlir/Support/Timing.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Export.h"
@@ -104,6 +105,11 @@ cl::opt<bool> withCuda(
     cl::desc("Link the CUDA backend too, so that the executable can run with "
              "--backend cuda (needs a build with the CUDA toolkit)"),
     cl::init(false), cl::cat(category));
+cl::opt<bool> timePasses(
+    "timing",
+    cl::desc("Print where compile time goes: parsing, each pass of the "
+             "pipeline, translation to LLVM IR, code generation, linking"),
+    cl::init(false), cl::cat(category));
 cl::opt<std::string> linker(
     "linker",
     cl::desc("C++ compiler driver that links the executable (default: c++)"),
@@ -140,7 +146,8 @@ bool returnsLoss(ModuleOp module) {
 }
 
 /// Parses, verifies and lowers the model to the LLVM dialect.
-OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context) {
+OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context,
+                                           TimingScope &timing) {
   std::string error;
   auto file = openInputFile(inputFile, &error);
   if (!file) {
@@ -150,11 +157,15 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context) {
   llvm::SourceMgr sourceMgr;
   sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
   SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+  TimingScope parseTiming = timing.nest("parse");
   OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  parseTiming.stop();
   if (!module)
     return nullptr;
 
   PassManager pm(&context);
+  TimingScope pipelineTiming = timing.nest("pass pipeline");
+  pm.enableTiming(pipelineTiming);
   pm.addPass(createCanonicalizerPass());
   // A mesh given here, or recorded in the model, is partitioned for.
   if (!mesh.empty())
@@ -198,10 +209,13 @@ std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
     fail("no code generator for " + triple.str() + ": " + error);
     return nullptr;
   }
-  // Generic x86-64: the object only sequences runtime calls, so portability
-  // beats tuning.
+  // Generic x86-64 without optimisation: the object only sequences runtime
+  // calls (the time is spent inside them), so portability and compile speed
+  // beat tuning; the fast instruction selector keeps code generation linear
+  // in the number of calls.
   return std::unique_ptr<llvm::TargetMachine>(target->createTargetMachine(
-      triple, "generic", "", llvm::TargetOptions(), llvm::Reloc::PIC_));
+      triple, "generic", "", llvm::TargetOptions(), llvm::Reloc::PIC_,
+      std::nullopt, llvm::CodeGenOptLevel::None));
 }
 
 int writeObject(llvm::Module &module, llvm::TargetMachine &machine,
@@ -272,7 +286,12 @@ int main(int argc, char **argv) {
     return fail("--storage: unknown storage type '" + storage +
                 "' (expected f32 or bf16)");
 
-  OwningOpRef<ModuleOp> module = compileToLLVMDialect(context);
+  // Reports at exit, after the last scope below has stopped.
+  DefaultTimingManager timingManager;
+  timingManager.setEnabled(timePasses);
+  TimingScope timing = timingManager.getRootScope();
+
+  OwningOpRef<ModuleOp> module = compileToLLVMDialect(context, timing);
   if (!module)
     return 1;
   if (printPlan)
@@ -290,8 +309,10 @@ int main(int argc, char **argv) {
   }
 
   llvm::LLVMContext llvmContext;
+  TimingScope translateTiming = timing.nest("translate to LLVM IR");
   std::unique_ptr<llvm::Module> llvmModule =
       translateModuleToLLVMIR(*module, llvmContext, inputFile);
+  translateTiming.stop();
   if (!llvmModule)
     return fail("translation to LLVM IR failed");
   llvm::InitializeNativeTarget();
@@ -311,6 +332,7 @@ int main(int argc, char **argv) {
     out->keep();
     return 0;
   }
+  TimingScope codegenTiming = timing.nest("code generation");
   if (emit == Emit::Obj)
     return writeObject(*llvmModule, *machine, output);
 
@@ -318,8 +340,11 @@ int main(int argc, char **argv) {
   if (auto ec = llvm::sys::fs::createTemporaryFile("moec", "o", object))
     return fail("cannot create a temporary object file: " + ec.message());
   int rc = writeObject(*llvmModule, *machine, object);
-  if (rc == 0)
+  codegenTiming.stop();
+  if (rc == 0) {
+    TimingScope linkTiming = timing.nest("link");
     rc = link(object, output);
+  }
   llvm::sys::fs::remove(object);
   return rc;
 }

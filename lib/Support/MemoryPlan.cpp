@@ -39,26 +39,27 @@ MemoryPlan planMemory(const std::vector<BufferLifetime> &buffers,
     return buffers[a].first < buffers[b].first;
   });
 
-  std::vector<size_t> placed;
+  // The placed buffers, by offset: the ones live at the same time as the
+  // next buffer come out in offset order without a sort per buffer.
+  std::vector<size_t> byOffset;
   for (size_t i : order) {
-    // The placed buffers live at the same time as i, by offset.
-    std::vector<size_t> conflicts;
-    for (size_t j : placed)
-      if (overlapInTime(buffers[i], buffers[j]))
-        conflicts.push_back(j);
-    std::sort(conflicts.begin(), conflicts.end(), [&](size_t a, size_t b) {
-      return plan.offsets[a] < plan.offsets[b];
-    });
-    // First gap from the bottom that holds i.
+    // First gap from the bottom, between buffers live at the same time as
+    // i, that holds i.
     int64_t offset = 0;
-    for (size_t j : conflicts) {
+    for (size_t j : byOffset) {
+      if (!overlapInTime(buffers[i], buffers[j]))
+        continue;
       if (offset + sizes[i] <= plan.offsets[j])
         break;
       offset = std::max(offset, plan.offsets[j] + sizes[j]);
     }
     plan.offsets[i] = offset;
     plan.arenaBytes = std::max(plan.arenaBytes, offset + sizes[i]);
-    placed.push_back(i);
+    byOffset.insert(std::upper_bound(byOffset.begin(), byOffset.end(), offset,
+                                     [&](int64_t value, size_t j) {
+                                       return value < plan.offsets[j];
+                                     }),
+                    i);
   }
   return plan;
 }

@@ -23,6 +23,7 @@ void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
   pm.addPass(createLowerToRuntime(lowering));
   pm.addPass(createPlanMemory());
   pm.addPass(createExportManifest());
+  pm.addPass(createResolveAddresses());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   // Reshapes and views become strided metadata before memref->LLVM.

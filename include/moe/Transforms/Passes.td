@@ -259,6 +259,29 @@ def PlanMemory : Pass<"moe-plan-memory", "::mlir::ModuleOp"> {
   ];
 }
 
+def ResolveAddresses : Pass<"moe-resolve-addresses", "::mlir::ModuleOp"> {
+  let summary = "Turn planned buffers into offsets of the entry's arguments";
+  let description = [{
+    After moe-plan-memory, the pointer a runtime call takes (the
+    `llvm.inttoptr` of a `memref.extract_aligned_pointer_as_index` that
+    moe-lower-to-runtime builds) is, for every planned buffer, an entry
+    argument (weights, arena, gradients, an input or output) seen through
+    `memref.view`s at constant byte offsets and reshapes. This pass replaces
+    each such pointer by one `llvm.getelementptr` of the argument's pointer
+    (made once, at the top of the entry) and erases the views, reshapes and
+    casts that only fed pointers.
+
+    Why: the generic memref-to-LLVM conversion builds a full descriptor per
+    view and per call and takes it apart again; at the size of real models
+    (tens of thousands of calls) that was most of the IR the conversion and
+    LLVM's code generator saw. Guarantees: every call receives the same
+    address as before; pointers into anything else are left as they are.
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::memref::MemRefDialect"];
+}
+
 def ExportManifest : Pass<"moe-export-manifest", "::mlir::ModuleOp"> {
   let summary = "Embed the entry point's JSON manifest in the module";
   let description = [{

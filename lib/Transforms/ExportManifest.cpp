@@ -70,6 +70,23 @@ llvm::json::Array tableJson(Attribute attr, StringRef defaultDtype) {
   return rows;
 }
 
+/// The largest planned buffer of an entry, as moe-plan-memory recorded it:
+/// {"bytes": N, "at": "model.mlir:12:7"}.
+std::optional<llvm::json::Object> largestBufferJson(DictionaryAttr dict) {
+  auto largest = dict.getAs<DictionaryAttr>("largest_buffer");
+  if (!largest)
+    return std::nullopt;
+  return llvm::json::Object{
+      {"bytes", cast<IntegerAttr>(largest.get("bytes")).getInt()},
+      {"at", cast<StringAttr>(largest.get("at")).getValue().str()}};
+}
+
+/// The largest collective scratch of an entry (0 when not recorded).
+int64_t commBytes(DictionaryAttr dict) {
+  auto bytes = dict.getAs<IntegerAttr>("comm_bytes");
+  return bytes ? bytes.getInt() : 0;
+}
+
 DictionaryAttr entryDict(func::FuncOp entry) {
   return entry->getAttrOfType<DictionaryAttr>(MoEDialect::getEntryAttrName());
 }
@@ -97,14 +114,18 @@ FailureOr<llvm::json::Object> trainStepJson(func::FuncOp model,
   auto integer = [&](StringRef key) {
     return cast<IntegerAttr>(dict.get(key)).getInt();
   };
-  return llvm::json::Object{
+  llvm::json::Object json{
       {"function", cast<StringAttr>(dict.get("function")).getValue().str()},
       {"entry", step.getSymName().str()},
       {"arena_bytes", integer("arena_bytes")},
       {"unplanned_bytes", integer("unplanned_bytes")},
+      {"comm_bytes", commBytes(dict)},
       {"inputs", tableJson(dict.get("inputs"), "F32")},
       {"outputs", tableJson(dict.get("outputs"), "F32")},
   };
+  if (auto largest = largestBufferJson(dict))
+    json["largest_buffer"] = std::move(*largest);
+  return json;
 }
 
 FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
@@ -121,12 +142,15 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
       {"weights_bytes", integer("weights_bytes")},
       {"arena_bytes", integer("arena_bytes")},
       {"unplanned_bytes", integer("unplanned_bytes")},
+      {"comm_bytes", commBytes(dict)},
       {"params", tableJson(dict.get("params"), "F32")},
       {"inputs", tableJson(dict.get("inputs"), "F32")},
       {"outputs", tableJson(dict.get("outputs"), "F32")},
   };
   if (dict.contains("ignore_index"))
     manifest["ignore_index"] = integer("ignore_index");
+  if (auto largest = largestBufferJson(dict))
+    manifest["largest_buffer"] = std::move(*largest);
   if (auto storage = dict.getAs<StringAttr>("storage"))
     manifest["storage"] = storage.getValue().str();
   if (trainStep) {

@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "BufferBytes.h"
 #include "ShardingSpec.h"
 
 #include "moe/Dialect/MoE/IR/MoEOps.h"
@@ -37,11 +38,6 @@ using namespace mlir;
 using namespace mlir::moe;
 
 namespace {
-
-int64_t alignUp(int64_t bytes) {
-  return (bytes + MOE_BUFFER_ALIGNMENT - 1) / MOE_BUFFER_ALIGNMENT *
-         MOE_BUFFER_ALIGNMENT;
-}
 
 int64_t numElements(Value v) {
   return cast<ShapedType>(v.getType()).getNumElements();
@@ -73,7 +69,11 @@ FailureOr<MemRefType> storageBufferType(Type type, Location loc,
                           << type;
   if (elem.isF32() && tensor.getRank() > 0)
     elem = floatStorage;
-  return MemRefType::get(tensor.getShape(), elem);
+  auto buffer = MemRefType::get(tensor.getShape(), elem);
+  if (!bufferBytes(buffer))
+    return emitError(loc) << "the buffer of " << type
+                          << " would hold more than 2^63 bytes";
+  return buffer;
 }
 
 /// Builds one entry point from one model function.
@@ -195,6 +195,16 @@ private:
   LogicalResult call(StringRef callee, ValueRange buffers, ValueRange scalars,
                      unsigned leadingScalars = 0);
 
+  /// A collective needs `copies` scratch buffers of the size of tensor `v`
+  /// (include/moe/Runtime/TensorCollectives.h allocates them for the call and
+  /// frees them after): the manifest's comm_bytes is the largest such need.
+  void needCommScratch(Value v, int64_t copies = 1) {
+    auto type = bufferTypeFor(v.getType(), loc);
+    if (succeeded(type))
+      commBytes = std::max(commBytes, copies * type->getNumElements() *
+                                          type->getElementTypeBitWidth() / 8);
+  }
+
   func::FuncOp model;
   func::FuncOp entry;
   OpBuilder b;
@@ -209,6 +219,7 @@ private:
   llvm::StringMap<int64_t> weightOffsets;
   SmallVector<Attribute> params;
   int64_t weightsBytes = 0;
+  int64_t commBytes = 0;
   /// Returned tensor -> index of the output argument that receives it.
   DenseMap<Value, unsigned> returnedAt;
   DenseSet<unsigned> outputsWritten;
@@ -273,8 +284,13 @@ LogicalResult EntryBuilder::layOutWeights() {
       fields.push_back(b.getNamedAttr("balances_layer",
                                       b.getI64IntegerAttr(it->second)));
     params.push_back(b.getDictionaryAttr(fields));
-    weightsBytes +=
-        alignUp(type->getNumElements() * type->getElementTypeBitWidth() / 8);
+    std::optional<int64_t> end;
+    if (auto bytes = alignedBytes(*bufferBytes(*type), MOE_BUFFER_ALIGNMENT))
+      end = llvm::checkedAdd(weightsBytes, *bytes);
+    if (!end)
+      return param.emitOpError("ends past 2^63 bytes of weights: the "
+                               "weights blob cannot be laid out");
+    weightsBytes = *end;
   }
   return success();
 }
@@ -370,6 +386,7 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
       b.getNamedAttr("function", model.getSymNameAttr()),
       b.getNamedAttr("params", b.getArrayAttr(params)),
       b.getNamedAttr("weights_bytes", b.getI64IntegerAttr(weightsBytes)),
+      b.getNamedAttr("comm_bytes", b.getI64IntegerAttr(commBytes)),
       b.getNamedAttr("inputs",
                      describeValues(b, model.getArgumentTypes(), floatStorage,
                                     argAttrs,
@@ -742,8 +759,15 @@ LogicalResult EntryBuilder::lowerAxisCollective(Op op, StringRef callee,
 }
 
 LogicalResult EntryBuilder::lower(shard::AllGatherOp op) {
-  return lowerAxisCollective(op, "moert_all_gather",
-                             op.getGatherAxis().getSExtValue());
+  // Gathered into scratch, then reordered, unless the gathered dimension is
+  // the outermost.
+  int64_t axis = op.getGatherAxis().getSExtValue();
+  if (llvm::any_of(cast<ShapedType>(op.getInput().getType())
+                       .getShape()
+                       .take_front(axis),
+                   [](int64_t d) { return d != 1; }))
+    needCommScratch(op.getResult());
+  return lowerAxisCollective(op, "moert_all_gather", axis);
 }
 
 LogicalResult EntryBuilder::lower(shard::AllSliceOp op) {
@@ -752,6 +776,7 @@ LogicalResult EntryBuilder::lower(shard::AllSliceOp op) {
 }
 
 LogicalResult EntryBuilder::lower(shard::AllToAllOp op) {
+  needCommScratch(op.getInput(), /*copies=*/2); // packed and received pieces
   auto out = resultBuffer(op.getResult());
   auto g = group(op, op.getGrid(), op.getGridAxes());
   if (failed(out) || failed(g))
@@ -770,6 +795,8 @@ static int64_t placementOf(std::optional<uint64_t> placement) {
 }
 
 LogicalResult EntryBuilder::lower(DispatchOp op) {
+  // Rows leave in slot order, staged when a placement reorders them.
+  needCommScratch(op.getPermuted());
   auto received = resultBuffer(op.getReceived());
   auto receivedOffsets = resultBuffer(op.getReceivedOffsets());
   auto g = group(op, op.getGrid(), op.getGridAxes());
@@ -787,6 +814,7 @@ LogicalResult EntryBuilder::lower(DispatchOp op) {
 }
 
 LogicalResult EntryBuilder::lower(CombineOp op) {
+  needCommScratch(op.getResult());
   auto out = resultBuffer(op.getResult());
   auto g = group(op, op.getGrid(), op.getGridAxes());
   if (failed(out) || failed(g))

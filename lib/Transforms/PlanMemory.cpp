@@ -9,6 +9,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "BufferBytes.h"
+
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 #include "moe/Runtime/ModelABI.h"
 #include "moe/Support/MemoryPlan.h"
@@ -50,6 +52,22 @@ int64_t lastUse(Value value, const DenseMap<Operation *, int64_t> &position) {
   return last;
 }
 
+/// "model.mlir:12:7": where a buffer's op came from, for messages that name
+/// it outside the compiler (the manifest, moec --max-memory).
+std::string locationText(Location loc) {
+  std::string text = "unknown location";
+  loc->walk([&](Location inner) {
+    if (auto file = dyn_cast<FileLineColLoc>(inner)) {
+      text = (file.getFilename().getValue() + ":" + Twine(file.getLine()) +
+              ":" + Twine(file.getColumn()))
+                 .str();
+      return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  return text;
+}
+
 LogicalResult planFunction(func::FuncOp fn, bool report) {
   Block &body = fn.getBody().front();
   DenseMap<Operation *, int64_t> position;
@@ -61,16 +79,36 @@ LogicalResult planFunction(func::FuncOp fn, bool report) {
   }
 
   std::vector<::moe::BufferLifetime> lifetimes;
+  // Every offset in the arena is below the sum of the aligned sizes: when
+  // that sum fits in 64 bits, no offset wraps.
+  std::optional<int64_t> unplanned = 0;
+  memref::AllocOp largest;
+  int64_t largestBytes = -1;
   for (memref::AllocOp alloc : allocs) {
     MemRefType type = alloc.getType();
     if (!type.hasStaticShape() || !type.getLayout().isIdentity())
       return alloc.emitOpError("cannot be planned: the arena holds only "
                                "statically shaped, dense buffers");
-    int64_t bytes =
-        type.getNumElements() * type.getElementTypeBitWidth() / 8;
+    std::optional<int64_t> bytes = bufferBytes(type);
+    if (!bytes)
+      return alloc.emitOpError("cannot be planned: ")
+             << type << " would hold more than 2^63 bytes";
+    if (*bytes > largestBytes) {
+      largest = alloc;
+      largestBytes = *bytes;
+    }
+    std::optional<int64_t> aligned = alignedBytes(*bytes, MOE_BUFFER_ALIGNMENT);
+    unplanned = unplanned && aligned ? llvm::checkedAdd(*unplanned, *aligned)
+                                     : std::nullopt;
     int64_t first = position[alloc];
-    lifetimes.push_back({bytes, first, std::max(first, lastUse(alloc, position))});
+    lifetimes.push_back(
+        {*bytes, first, std::max(first, lastUse(alloc, position))});
   }
+  if (!unplanned)
+    return largest.emitOpError("cannot be planned: the arena's buffers "
+                               "together exceed 2^63 bytes; the largest, "
+                               "this one, holds ")
+           << largestBytes << " bytes";
   ::moe::MemoryPlan plan =
       ::moe::planMemory(lifetimes, MOE_BUFFER_ALIGNMENT);
 
@@ -94,6 +132,12 @@ LogicalResult planFunction(func::FuncOp fn, bool report) {
   entry.set("arena_bytes", b.getI64IntegerAttr(plan.arenaBytes));
   entry.set("unplanned_bytes", b.getI64IntegerAttr(plan.unplannedBytes));
   entry.set("buffers", b.getI64IntegerAttr(lifetimes.size()));
+  if (largest)
+    entry.set("largest_buffer",
+              b.getDictionaryAttr(
+                  {b.getNamedAttr("bytes", b.getI64IntegerAttr(largestBytes)),
+                   b.getNamedAttr("at", b.getStringAttr(locationText(
+                                            largest.getLoc())))}));
   fn->setAttr(name, entry.getDictionary(fn.getContext()));
   if (report)
     fn.emitRemark() << "memory plan: " << lifetimes.size()

@@ -14,6 +14,8 @@
 #include "moe/Transforms/RuntimeABI.h"
 #include "moec/LinkConfig.h"
 
+#include "MemoryReport.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -105,6 +107,18 @@ cl::opt<bool> withCuda(
     cl::desc("Link the CUDA backend too, so that the executable can run with "
              "--backend cuda (needs a build with the CUDA toolkit)"),
     cl::init(false), cl::cat(category));
+cl::opt<std::string> memoryReport(
+    "memory-report", cl::ValueOptional,
+    cl::desc("Print the bytes each rank needs (weights, gradients, optimizer "
+             "state, activations, collective scratch, total) as a table, or "
+             "as JSON with --memory-report=json. Alone (no -o, no --emit), "
+             "only reports"),
+    cl::value_desc("text|json"), cl::cat(category));
+cl::opt<std::string> maxMemory(
+    "max-memory",
+    cl::desc("Fail if a rank would need more than this many bytes (e.g. "
+             "80GB, 141GiB, 5e9)"),
+    cl::value_desc("bytes"), cl::cat(category));
 cl::opt<bool> timePasses(
     "timing",
     cl::desc("Print where compile time goes: parsing, each pass of the "
@@ -169,31 +183,36 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context,
   pm.addPass(createCanonicalizerPass());
   // A mesh given here, or recorded in the model, is partitioned for.
   if (!mesh.empty())
-    moe::buildPartitionPipeline(pm, mesh, replicaSlots);
-  else if ((*module)->hasAttr(moe::MoEDialect::getMeshAttrName()) &&
-           !(*module)->hasAttr(moe::MoEDialect::getPartitionedAttrName()))
-    moe::buildPartitionPipeline(pm, /*mesh=*/"", replicaSlots);
-  moe::buildLowerToLLVMPipeline(pm, trainStep && returnsLoss(*module),
+    mlir::moe::buildPartitionPipeline(pm, mesh, replicaSlots);
+  else if ((*module)->hasAttr(mlir::moe::MoEDialect::getMeshAttrName()) &&
+           !(*module)->hasAttr(mlir::moe::MoEDialect::getPartitionedAttrName()))
+    mlir::moe::buildPartitionPipeline(pm, /*mesh=*/"", replicaSlots);
+  mlir::moe::buildLowerToLLVMPipeline(pm, trainStep && returnsLoss(*module),
                                 storage);
   if (failed(pm.run(*module)))
     return nullptr;
   return module;
 }
 
-void printMemoryPlan(ModuleOp module) {
-  // The plan is recorded in the embedded manifest.
-  auto global = module.lookupSymbol<LLVM::GlobalOp>(moe::kManifestSymbol);
+/// The manifest the pipeline embedded (ModelABI.h).
+std::optional<llvm::json::Object> readManifest(ModuleOp module) {
+  auto global = module.lookupSymbol<LLVM::GlobalOp>(mlir::moe::kManifestSymbol);
   if (!global)
-    return;
+    return std::nullopt;
   StringRef text = cast<StringAttr>(*global.getValue()).getValue();
   llvm::Expected<llvm::json::Value> json = llvm::json::parse(text.rtrim('\0'));
   if (!json) {
     llvm::consumeError(json.takeError());
-    return;
+    return std::nullopt;
   }
-  const llvm::json::Object *manifest = json->getAsObject();
+  if (llvm::json::Object *object = json->getAsObject())
+    return std::move(*object);
+  return std::nullopt;
+}
+
+void printMemoryPlan(const llvm::json::Object &manifest) {
   auto field = [&](StringRef key) {
-    return manifest ? manifest->getInteger(key).value_or(-1) : -1;
+    return manifest.getInteger(key).value_or(-1);
   };
   llvm::outs() << "memory plan: arena " << field("arena_bytes") << " bytes, "
                << field("unplanned_bytes") << " without reuse; weights "
@@ -270,7 +289,7 @@ int main(int argc, char **argv) {
       "inspected with moe-opt (e.g. --moe-lower-to-runtime).\n");
 
   DialectRegistry registry;
-  registry.insert<moe::MoEDialect, arith::ArithDialect, func::FuncDialect,
+  registry.insert<mlir::moe::MoEDialect, arith::ArithDialect, func::FuncDialect,
                   LLVM::LLVMDialect, memref::MemRefDialect,
                   tensor::TensorDialect, shard::ShardDialect>();
   registerBuiltinDialectTranslation(registry);
@@ -285,6 +304,16 @@ int main(int argc, char **argv) {
   if (storage != "f32" && storage != "bf16")
     return fail("--storage: unknown storage type '" + storage +
                 "' (expected f32 or bf16)");
+  bool reportMemory = memoryReport.getNumOccurrences() > 0;
+  if (reportMemory && !memoryReport.empty() && memoryReport != "text" &&
+      memoryReport != "json")
+    return fail("--memory-report: unknown format '" + memoryReport +
+                "' (expected text or json)");
+  std::optional<uint64_t> memoryLimit;
+  if (!maxMemory.empty() &&
+      !(memoryLimit = moec::parseByteSize(maxMemory)))
+    return fail("--max-memory: cannot read '" + maxMemory +
+                "' as a byte count (e.g. 80GB, 141GiB, 5e9)");
 
   // Reports at exit, after the last scope below has stopped.
   DefaultTimingManager timingManager;
@@ -294,8 +323,30 @@ int main(int argc, char **argv) {
   OwningOpRef<ModuleOp> module = compileToLLVMDialect(context, timing);
   if (!module)
     return 1;
+  std::optional<llvm::json::Object> manifest = readManifest(*module);
+  if (!manifest)
+    return fail("the compiled module has no readable manifest");
   if (printPlan)
-    printMemoryPlan(*module);
+    printMemoryPlan(*manifest);
+  if (reportMemory || memoryLimit) {
+    std::string error;
+    std::optional<::moe::RankProgram> program =
+        moec::rankProgram(*manifest, error);
+    if (!program)
+      return fail("memory report: " + error);
+    ::moe::RankMemory memory = ::moe::rankMemory(*program);
+    if (reportMemory)
+      moec::printMemoryReport(*manifest, memory, memoryReport == "json",
+                              llvm::outs());
+    if (memoryLimit && memory.total > *memoryLimit)
+      return fail("a rank needs " + ::moe::formatBytes(memory.total) +
+                  ", more than --max-memory " + ::moe::formatBytes(*memoryLimit) +
+                  " (--memory-report shows where); its largest buffer is " +
+                  moec::largestBuffer(*manifest));
+    // Asked for the report alone: nothing to write.
+    if (reportMemory && emit.getNumOccurrences() == 0 && outputFile.empty())
+      return 0;
+  }
   std::string output = outputFile.empty() ? defaultOutput() : outputFile;
 
   if (emit == Emit::Mlir) {

@@ -110,6 +110,23 @@ CONFIGS: List[Config] = [
         naming="qwen3", vocab=151936, hidden=4096, layers=94, heads=64, kv_heads=4,
         head_dim=128, experts=128, top_k=8, moe_inter=1536, batch=8, seq=4096,
         rope_theta=1e6, qk_norm=True, aux_coef=1e-3, committed=False),
+    Config(
+        name="mixtral_8x7b",
+        description="Mixtral-8x7B at full size (MixtralForCausalLM; not committed).",
+        naming="mixtral", vocab=32000, hidden=4096, layers=32, heads=32, kv_heads=8,
+        head_dim=128, experts=8, top_k=2, moe_inter=14336, batch=8, seq=4096,
+        rope_theta=1e6, eps=1e-5, aux_coef=2e-2, committed=False),
+    Config(
+        name="deepseek_v3_shape",
+        description="DeepSeek-V3's sizes and routing at full size: 61 layers, the first 3 "
+        "dense (FFN 18432), 256 experts top-8 of FFN 2048 in 8 groups with 4 kept, sigmoid "
+        "scores with expert bias, route scale 2.5, one shared expert. Attention is GQA with "
+        "128 heads of 128 (MLA is not modelled). Not committed.",
+        naming="deepseek", vocab=129280, hidden=7168, layers=61, heads=128, kv_heads=128,
+        head_dim=128, experts=256, top_k=8, moe_inter=2048, batch=8, seq=4096,
+        scoring="sigmoid", route_scale=2.5, expert_bias=True, n_group=8, topk_group=4,
+        shared_inter=2048, first_dense_layers=3, dense_inter=18432, aux_coef=1e-4,
+        committed=False),
 ]
 
 

@@ -82,7 +82,8 @@ LogicalResult planFunction(func::FuncOp fn, bool report) {
   // Every offset in the arena is below the sum of the aligned sizes: when
   // that sum fits in 64 bits, no offset wraps.
   std::optional<int64_t> unplanned = 0;
-  memref::AllocOp largest;
+  // The largest buffer, named in the manifest and in errors.
+  std::optional<Location> largestLoc;
   int64_t largestBytes = -1;
   for (memref::AllocOp alloc : allocs) {
     MemRefType type = alloc.getType();
@@ -94,7 +95,7 @@ LogicalResult planFunction(func::FuncOp fn, bool report) {
       return alloc.emitOpError("cannot be planned: ")
              << type << " would hold more than 2^63 bytes";
     if (*bytes > largestBytes) {
-      largest = alloc;
+      largestLoc = alloc.getLoc();
       largestBytes = *bytes;
     }
     std::optional<int64_t> aligned = alignedBytes(*bytes, MOE_BUFFER_ALIGNMENT);
@@ -105,8 +106,8 @@ LogicalResult planFunction(func::FuncOp fn, bool report) {
         {*bytes, first, std::max(first, lastUse(alloc, position))});
   }
   if (!unplanned)
-    return largest.emitOpError("cannot be planned: the arena's buffers "
-                               "together exceed 2^63 bytes; the largest, "
+    return emitError(*largestLoc, "cannot be planned: the arena's buffers "
+                                  "together exceed 2^63 bytes; the largest, "
                                "this one, holds ")
            << largestBytes << " bytes";
   ::moe::MemoryPlan plan =
@@ -132,12 +133,12 @@ LogicalResult planFunction(func::FuncOp fn, bool report) {
   entry.set("arena_bytes", b.getI64IntegerAttr(plan.arenaBytes));
   entry.set("unplanned_bytes", b.getI64IntegerAttr(plan.unplannedBytes));
   entry.set("buffers", b.getI64IntegerAttr(lifetimes.size()));
-  if (largest)
+  if (largestLoc)
     entry.set("largest_buffer",
               b.getDictionaryAttr(
                   {b.getNamedAttr("bytes", b.getI64IntegerAttr(largestBytes)),
                    b.getNamedAttr("at", b.getStringAttr(locationText(
-                                            largest.getLoc())))}));
+                                            *largestLoc)))}));
   fn->setAttr(name, entry.getDictionary(fn.getContext()));
   if (report)
     fn.emitRemark() << "memory plan: " << lifetimes.size()

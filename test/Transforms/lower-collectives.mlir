@@ -8,8 +8,12 @@
 // storage the entry set.
 // RUN: moe-opt %s --moe-lower-to-runtime="storage=bf16" --split-input-file --verify-diagnostics | FileCheck %s --check-prefix=BF16
 
+// The entry records its largest collective scratch: the all-gather's
+// reordering buffer (its 8x16 f32 result) and the all-to-all's packed and
+// received pieces (2 x its 4x8x2 f32 input) are 512 bytes each.
 // CHECK-NOT: shard.grid
 // CHECK-LABEL: func.func @moe_entry_collectives
+// CHECK-SAME: comm_bytes = 512 : i64
 // CHECK: call @moert_all_reduce_sum(%{{.*}}, %c2_i32{{[_0-9]*}}, %c0_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %c64_i64{{[_0-9]*}})
 // CHECK: call @moert_all_gather(%{{.*}}, %c0_i32{{[_0-9]*}}, %c0_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %c8_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c1_i64{{[_0-9]*}})
 // CHECK: call @moert_all_to_all(%{{.*}}, %c1_i32{{[_0-9]*}}, %c0_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %c4_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c2_i64{{[_0-9]*}}, %c1_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}})
@@ -20,6 +24,7 @@
 // CHECK: call @moert_combine(%{{.*}}, %c3_i32{{[_0-9]*}}, %c-1_i64{{[_0-9]*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c4_i64{{[_0-9]*}}, %c4_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}})
 // BF16-LABEL: func.func @moe_entry_collectives
 // BF16-SAME: memref<8x8xbf16>
+// BF16-SAME: comm_bytes = 256 : i64
 // BF16: call @moert_set_storage(%{{.*}}, %c3_i32{{[_0-9]*}})
 // BF16: call @moert_all_reduce_sum(%{{.*}}, %c2_i32{{[_0-9]*}}, %c3_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %c64_i64{{[_0-9]*}})
 // BF16: call @moert_all_gather(%{{.*}}, %c0_i32{{[_0-9]*}}, %c3_i32{{[_0-9]*}},

@@ -55,3 +55,22 @@ func.func private @moe_entry_taken()
 func.func @taken(%x: tensor<2xf32>) -> tensor<2xf32> {
   return %x : tensor<2xf32>
 }
+
+// -----
+
+// A buffer past 2^63 bytes (2^62 elements of 4 bytes) is an error at the
+// value, not a wrapped size.
+// expected-error @+1 {{the buffer of 'tensor<4611686018427387904xf32>' would hold more than 2^63 bytes}}
+func.func @huge_input(%x: tensor<4611686018427387904xf32>) -> tensor<4611686018427387904xf32> {
+  return %x : tensor<4611686018427387904xf32>
+}
+
+// -----
+
+// Weights that fit one by one but not together in a 2^63-byte blob.
+func.func @huge_weights(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+  %a = moe.param "a" : tensor<1152921504606846976xf32>
+  // expected-error @+1 {{ends past 2^63 bytes of weights: the weights blob cannot be laid out}}
+  %b = moe.param "b" : tensor<1152921504606846976xf32>
+  return %x : tensor<2x8xf32>
+}

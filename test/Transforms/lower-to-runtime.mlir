@@ -10,7 +10,7 @@
 // The weights, in order of appearance, at 64-byte aligned offsets: the
 // embedding 16*8*4 = 512 bytes, the norm 32 rounded up to 64, the gate 128,
 // three stacked experts of 4*8*8*4 = 1024, the head 512: 4288 bytes.
-// CHECK-SAME: moe.entry = {function = "forward", ignore_index = -100 : i64
+// CHECK-SAME: moe.entry = {comm_bytes = 0 : i64, function = "forward", ignore_index = -100 : i64
 // CHECK-SAME: inputs = [{dtype = "I32", name = "tokens", shape = array<i64: 2, 4>}, {dtype = "I32", name = "labels", shape = array<i64: 2, 4>}]
 // CHECK-SAME: outputs = [{dtype = "F32", name = "logits", shape = array<i64: 2, 4, 16>}, {dtype = "F32", name = "loss", shape = array<i64>}]
 // CHECK-SAME: params = [{dtype = "F32", name = "model.embed_tokens.weight", offset = 0 : i64, shape = array<i64: 16, 8>}, {dtype = "F32", name = "model.norm.weight", offset = 512 : i64, shape = array<i64: 8>}, {dtype = "F32", name = "model.layers.0.mlp.gate.weight", offset = 576 : i64, shape = array<i64: 4, 8>}, {dtype = "F32", name = "model.layers.0.mlp.experts.{e}.gate_proj.weight", offset = 704 : i64, shape = array<i64: 4, 8, 8>}

@@ -11,7 +11,8 @@ func.func private @use2(memref<16xf32>, memref<32xf32>)
 // at 64..128) at 128. Arena 192 bytes; without reuse 3 * 64 + 128 = 320.
 // CHECK-LABEL: func.func @moe_entry_chain(
 // CHECK-SAME: %{{.*}}: !llvm.ptr, %{{.*}}: memref<0xi8>, %[[ARENA:.*]]: memref<192xi8>)
-// CHECK-SAME: moe.entry = {arena_bytes = 192 : i64, buffers = 4 : i64, function = "chain", unplanned_bytes = 320 : i64}
+// The largest buffer (d, 128 bytes) is named by its location for messages.
+// CHECK-SAME: moe.entry = {arena_bytes = 192 : i64, buffers = 4 : i64, function = "chain", largest_buffer = {at = "{{.*}}plan-memory.mlir:{{[0-9]+}}:8", bytes = 128 : i64}, unplanned_bytes = 320 : i64}
 // CHECK-NOT: memref.alloc
 // CHECK: %[[A:.*]] = memref.view %[[ARENA]][%c0{{.*}}][] : memref<192xi8> to memref<16xf32>
 // CHECK: %[[B:.*]] = memref.view %[[ARENA]][%c64{{.*}}][] : memref<192xi8> to memref<16xf32>

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Checks `moec --memory-report=json` against a count made here, from the
+model's architecture config and the mesh's sharding rules alone.
+
+    memory_report_check.py MOEC GEN_MODELS MODEL MESH [--storage bf16] [--set F=V ...]
+
+The count: every parameter of the architecture (Qwen3-MoE, Mixtral and
+DeepSeek-V3 naming: embedding, per-layer norms, q/k/v/o projections, q/k
+norms, router gate and expert bias, stacked experts, dense and shared-expert
+FFNs, final norm, LM head), its block on one rank under the documented rules
+(Megatron-style: q/k/v rows and o columns split over tp; dense and
+shared-expert FFN intermediates split over tp when tp divides them; the
+expert dimension split over ep; the rest replicated), each block 64-byte
+aligned in the weights blob (include/moe/Runtime/ModelABI.h). From it:
+weights in the storage type; gradients f32 (plus a bf16 copy under bf16);
+optimizer two f32 AdamW moments (plus the f32 master copy under bf16).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+
+
+def align(n):
+    return (n + 63) // 64 * 64
+
+
+def config(gen_models, model, sets):
+    sys.path.insert(0, gen_models.rsplit("/", 1)[0])
+    import gen_models as g  # noqa: E402 (the zoo's architecture configs)
+    cfg = {c.name: c for c in g.CONFIGS}[model]
+    values = dict(vars(cfg))
+    for item in sets:
+        field, _, value = item.partition("=")
+        values[field] = type(values[field])(float(value)) if not isinstance(
+            values[field], bool) else bool(int(value))
+    return values
+
+
+def local_params(c, mesh):
+    """(global shape, local shape) of every parameter on one rank."""
+    tp, ep = mesh.get("tp", 1), mesh.get("ep", 1)
+    H, D = c["hidden"], c["head_dim"]
+    out = []
+
+    def add(shape, local=None):
+        out.append((shape, local or shape))
+
+    def column(rows, cols):  # rows split over tp
+        add([rows, cols], [rows // tp, cols])
+
+    def row(rows, cols):  # columns split over tp
+        add([rows, cols], [rows, cols // tp])
+
+    def swiglu(inter):
+        split = tp if inter % tp == 0 else 1
+        for _ in range(2):
+            add([inter, H], [inter // split, H])
+        add([H, inter], [H, inter // split])
+
+    add([c["vocab"], H])  # embedding
+    for layer in range(c["layers"]):
+        add([H])
+        add([H])  # input / post-attention norms
+        column(c["heads"] * D, H)
+        column(c["kv_heads"] * D, H)
+        column(c["kv_heads"] * D, H)
+        row(H, c["heads"] * D)
+        if c["qk_norm"]:
+            add([D])
+            add([D])
+        if layer < c["first_dense_layers"]:
+            swiglu(c["dense_inter"])
+            continue
+        E, F = c["experts"], c["moe_inter"]
+        add([E, H])  # router gate
+        if c["expert_bias"]:
+            add([E])
+        for shape in ([E, F, H], [E, F, H], [E, H, F]):
+            add(shape, [E // ep] + shape[1:])
+        if c["shared_inter"]:
+            swiglu(c["shared_inter"])
+            if c["shared_gate"]:
+                add([1, H])
+    add([H])  # final norm
+    add([c["vocab"], H])  # LM head
+    return out
+
+
+def elements(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("moec")
+    parser.add_argument("gen_models")
+    parser.add_argument("model")
+    parser.add_argument("mesh")
+    parser.add_argument("--storage", default="f32")
+    parser.add_argument("--set", action="append", default=[])
+    args = parser.parse_args()
+
+    c = config(args.gen_models, args.model, args.set)
+    mesh = {"dp": 1, "cp": 1, "tp": 1, "ep": 1}
+    for item in args.mesh.split(","):
+        axis, _, size = item.partition("=")
+        mesh[axis] = int(size)
+    ranks = mesh["dp"] * mesh["cp"] * mesh["tp"]
+
+    params = local_params(c, mesh)
+    storage_bytes = 2 if args.storage == "bf16" else 4
+    weights = sum(align(elements(local) * storage_bytes) for _, local in params)
+    fp32 = sum(align(elements(local) * 4) for _, local in params)
+    bf16 = args.storage == "bf16"
+    want = {
+        "weights": weights,
+        "gradients": fp32 + (weights if bf16 else 0),
+        "optimizer": 2 * fp32 + (fp32 if bf16 else 0),
+    }
+
+    model_text = subprocess.run(
+        [sys.executable, args.gen_models, "--print", args.model]
+        + sum((["--set", s] for s in args.set), []),
+        check=True, stdout=subprocess.PIPE).stdout
+    report = json.loads(subprocess.run(
+        [args.moec, "-", "--mesh", args.mesh, "--storage", args.storage,
+         "--memory-report=json"],
+        input=model_text, check=True, stdout=subprocess.PIPE).stdout)
+
+    failures = []
+    if len(report["ranks"]) != ranks:
+        failures.append(f"{len(report['ranks'])} rank objects, expected {ranks}")
+    for got in report["ranks"]:
+        for field, value in want.items():
+            if got[field] != value:
+                failures.append(f"rank {got['rank']}: {field} {got[field]}, counted {value}")
+        parts = (got["weights"] + got["gradients"] + got["optimizer"] + got["comm"]
+                 + got["activations_train"])
+        if got["total"] != parts:
+            failures.append(f"rank {got['rank']}: total {got['total']} is not the sum of "
+                            f"its parts {parts}")
+        if got["activations_train"] < got["activations_forward"]:
+            failures.append(f"rank {got['rank']}: a training run's activations are "
+                            "smaller than a forward run's")
+    if failures:
+        print(f"FAIL {args.model} mesh {args.mesh} storage {args.storage}:")
+        print("\n".join(failures[:10]))
+        return 1
+    print(f"ok {args.model} mesh {args.mesh} storage {args.storage}: {ranks} ranks, "
+          f"{len(params)} parameters, weights {weights} bytes a rank")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

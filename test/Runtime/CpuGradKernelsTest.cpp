@@ -742,6 +742,100 @@ TEST(CpuGradKernels, GroupedSwigluSegmentsWithIdleExpert) {
                std::invalid_argument);
 }
 
+/// The SwiGLU FFN's backward by the chain rule, row by row in double:
+/// y = (silu(g) * u) down^T with g = x gate^T, u = x up^T. Weight gradients
+/// accumulate over the rows.
+struct SwigluGrads {
+  Doubles dx, dgate, dup, ddown;
+};
+SwigluGrads swigluGradD(const Doubles &dy, const Doubles &x, int rows,
+                        int hidden, const double *gate, const double *up,
+                        const double *down, int inter) {
+  SwigluGrads out{Doubles(size_t(rows) * hidden, 0.0),
+                  Doubles(size_t(inter) * hidden, 0.0),
+                  Doubles(size_t(inter) * hidden, 0.0),
+                  Doubles(size_t(hidden) * inter, 0.0)};
+  for (int r = 0; r < rows; ++r) {
+    const double *xr = x.data() + size_t(r) * hidden;
+    const double *dyr = dy.data() + size_t(r) * hidden;
+    Doubles g = linearD(xr, 1, hidden, gate, inter);
+    Doubles u = linearD(xr, 1, hidden, up, inter);
+    for (int j = 0; j < inter; ++j) {
+      double s = sigmoidD(g[j]), act = g[j] * s * u[j], da = 0.0;
+      for (int i = 0; i < hidden; ++i) {
+        da += dyr[i] * down[size_t(i) * inter + j];
+        out.ddown[size_t(i) * inter + j] += dyr[i] * act;
+      }
+      double dg = da * u[j] * s * (1.0 + g[j] * (1.0 - s)), du = da * g[j] * s;
+      for (int i = 0; i < hidden; ++i) {
+        out.dgate[size_t(j) * hidden + i] += dg * xr[i];
+        out.dup[size_t(j) * hidden + i] += du * xr[i];
+        out.dx[size_t(r) * hidden + i] +=
+            dg * gate[size_t(j) * hidden + i] + du * up[size_t(j) * hidden + i];
+      }
+    }
+  }
+  return out;
+}
+
+// More rows than the kernels compute at once (kSwigluRowBlock = 512, and not
+// a multiple of it): the blocks cover every row once and the weight
+// gradients sum over all of them, forward and backward, dense and grouped.
+TEST(CpuGradKernels, SwigluLongerThanOneRowBlock) {
+  std::mt19937 gen(21);
+  const int rows = 1300, hidden = 8, inter = 6;
+  const size_t wSize = size_t(inter) * hidden;
+  Floats xF = randomVector(gen, rows * hidden, -2.0f, 2.0f);
+  Floats gateF = randomVector(gen, wSize), upF = randomVector(gen, wSize);
+  Floats downF = randomVector(gen, wSize), dyF = randomVector(gen, rows * hidden);
+  Doubles x = toDoubles(xF), gate = toDoubles(gateF), up = toDoubles(upF);
+  Doubles down = toDoubles(downF), dy = toDoubles(dyF);
+
+  Floats y(rows * hidden);
+  cpu::swigluMlp(xF.data(), rows, hidden, gateF.data(), upF.data(),
+                 downF.data(), inter, y.data());
+  expectClose(y,
+              swigluD(x.data(), rows, hidden, gate.data(), up.data(),
+                      down.data(), inter),
+              kTol, "swigluMlp");
+
+  SwigluGrads want = swigluGradD(dy, x, rows, hidden, gate.data(), up.data(),
+                                 down.data(), inter);
+  Floats dx = garbage(rows * hidden), dgate = garbage(wSize),
+         dup = garbage(wSize), ddown = garbage(wSize);
+  cpu::swigluMlpGrad(dyF.data(), xF.data(), rows, hidden, gateF.data(),
+                     upF.data(), downF.data(), inter, dx.data(), dgate.data(),
+                     dup.data(), ddown.data());
+  expectClose(dx, want.dx, kTol, "swigluMlpGrad dx");
+  expectClose(dgate, want.dgate, kTol, "swigluMlpGrad dgate");
+  expectClose(dup, want.dup, kTol, "swigluMlpGrad dup");
+  expectClose(ddown, want.ddown, kTol, "swigluMlpGrad ddown");
+
+  // Every row to one expert of two, in one segment.
+  const std::vector<int64_t> offsets = {0, rows, rows};
+  Floats gate2(2 * wSize, 0.0f), up2(2 * wSize, 0.0f), down2(2 * wSize, 0.0f);
+  std::copy(gateF.begin(), gateF.end(), gate2.begin());
+  std::copy(upF.begin(), upF.end(), up2.begin());
+  std::copy(downF.begin(), downF.end(), down2.begin());
+  Floats out = garbage(rows * hidden);
+  cpu::groupedSwiGLU(xF.data(), offsets.data(), 2, hidden, inter, gate2.data(),
+                     up2.data(), down2.data(), out.data());
+  expectSame(out, y, "groupedSwiGLU");
+  Floats gdx = garbage(rows * hidden), gdgate = garbage(2 * wSize),
+         gdup = garbage(2 * wSize), gddown = garbage(2 * wSize);
+  cpu::groupedSwiGLUSegmentsGrad(dyF.data(), xF.data(), rows, offsets.data(),
+                                 2, 2, hidden, inter, gate2.data(), up2.data(),
+                                 down2.data(), gdx.data(), gdgate.data(),
+                                 gdup.data(), gddown.data());
+  expectClose(gdx, want.dx, kTol, "groupedSwiGLUGrad dpermuted");
+  expectClose(Floats(gdgate.begin(), gdgate.begin() + wSize), want.dgate, kTol,
+              "groupedSwiGLUGrad dgate");
+  expectClose(Floats(gdup.begin(), gdup.begin() + wSize), want.dup, kTol,
+              "groupedSwiGLUGrad dup");
+  expectClose(Floats(gddown.begin(), gddown.begin() + wSize), want.ddown, kTol,
+              "groupedSwiGLUGrad ddown");
+}
+
 //===----------------------------------------------------------------------===//
 // Losses
 //===----------------------------------------------------------------------===//

@@ -101,7 +101,7 @@ void swigluMlp(const float *x, int64_t rows, int64_t hidden, const float *gate,
   checkSize("swigluMlp", "rows", rows);
   checkSize("swigluMlp", "hidden", hidden);
   checkSize("swigluMlp", "inter", inter);
-  std::vector<float> scratch(2 * rows * inter);
+  std::vector<float> scratch(2 * swigluBlockRows(rows) * inter);
   swigluRows("swigluMlp", x, rows, hidden, gate, up, down, inter,
              scratch.data(), out);
 }

@@ -22,15 +22,16 @@ namespace moe::cpu {
 
 namespace {
 
-/// Backward of swigluRows for one weight set on `rows` contiguous rows:
-/// dx is overwritten; the weight gradients become weightBeta * themselves +
-/// this batch's (0: overwrite, 1: accumulate over an expert's segments).
-/// `scratch` holds 4 * rows * inter floats.
-void swigluRowsGrad(const char *kernel, const float *dy, const float *x,
-                    int64_t rows, int64_t hidden, const float *gate,
-                    const float *up, const float *down, int64_t inter,
-                    float weightBeta, float *scratch, float *dx, float *dgate,
-                    float *dup, float *ddown) {
+/// Backward of swigluRows for one weight set on `rows` contiguous rows
+/// (at most kSwigluRowBlock: swigluRowsGrad below splits longer runs): dx is
+/// overwritten; the weight gradients become weightBeta * themselves + these
+/// rows' (0: overwrite, 1: accumulate). `scratch` holds 4 * rows * inter
+/// floats.
+void swigluBlockGrad(const char *kernel, const float *dy, const float *x,
+                     int64_t rows, int64_t hidden, const float *gate,
+                     const float *up, const float *down, int64_t inter,
+                     float weightBeta, float *scratch, float *dx, float *dgate,
+                     float *dup, float *ddown) {
   int64_t size = rows * inter;
   float *gateOut = scratch, *upOut = scratch + size;
   float *act = scratch + 2 * size, *dact = scratch + 3 * size;
@@ -57,6 +58,23 @@ void swigluRowsGrad(const char *kernel, const float *dy, const float *x,
         hidden, 0.0f, dx, hidden);
   gemmT(kernel, false, false, rows, hidden, inter, 1.0f, act, inter, up, hidden,
         1.0f, dx, hidden);
+}
+
+/// swigluBlockGrad over any number of rows, kSwigluRowBlock at a time (the
+/// weight gradients accumulate over the blocks). `scratch` holds
+/// 4 * swigluBlockRows(rows) * inter floats.
+void swigluRowsGrad(const char *kernel, const float *dy, const float *x,
+                    int64_t rows, int64_t hidden, const float *gate,
+                    const float *up, const float *down, int64_t inter,
+                    float weightBeta, float *scratch, float *dx, float *dgate,
+                    float *dup, float *ddown) {
+  for (int64_t first = 0; first < rows; first += kSwigluRowBlock) {
+    int64_t at = first * hidden;
+    swigluBlockGrad(kernel, dy + at, x + at, swigluBlockRows(rows - first),
+                    hidden, gate, up, down, inter,
+                    first == 0 ? weightBeta : 1.0f, scratch, dx + at, dgate,
+                    dup, ddown);
+  }
 }
 
 } // namespace
@@ -201,7 +219,7 @@ void swigluMlpGrad(const float *dy, const float *x, int64_t rows,
   checkSize(kernel, "rows", rows);
   checkSize(kernel, "hidden", hidden);
   checkSize(kernel, "inter", inter);
-  std::vector<float> scratch(4 * rows * inter);
+  std::vector<float> scratch(4 * swigluBlockRows(rows) * inter);
   swigluRowsGrad(kernel, dy, x, rows, hidden, gate, up, down, inter,
                  /*weightBeta=*/0.0f, scratch.data(), dx, dgate, dup, ddown);
 }
@@ -226,7 +244,7 @@ void sharedExpertsGrad(const float *dy, const float *x, int64_t rows,
   checkSize(kernel, "inter", inter);
   // out = sigmoid(z) * m with z = x . sharedGate and m the SwiGLU output.
   std::vector<float> z(rows), mlpOut(rows * hidden);
-  std::vector<float> scratch(4 * rows * inter);
+  std::vector<float> scratch(4 * swigluBlockRows(rows) * inter);
   project(kernel, x, rows, hidden, sharedGate, 1, z.data());
   swigluRows(kernel, x, rows, hidden, gate, up, down, inter, scratch.data(),
              mlpOut.data());
@@ -387,7 +405,7 @@ void groupedSwiGLUSegmentsGrad(const float *dout, const float *permuted,
   std::fill_n(dup, experts * weightSize, 0.0f);
   std::fill_n(ddown, experts * weightSize, 0.0f);
   std::fill(dpermuted + end * hidden, dpermuted + rows * hidden, 0.0f);
-  std::vector<float> scratch(4 * maxRows * inter);
+  std::vector<float> scratch(4 * swigluBlockRows(maxRows) * inter);
   for (int64_t g = 0; g < segments; ++g) {
     int64_t segmentRows = offsets[g + 1] - offsets[g];
     if (segmentRows == 0)

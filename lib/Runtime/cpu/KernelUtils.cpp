@@ -155,12 +155,16 @@ void swigluRows(const char *kernel, const float *x, int64_t rows,
                 int64_t hidden, const float *gate, const float *up,
                 const float *down, int64_t inter, float *scratch, float *out) {
   float *act = scratch;
-  float *upOut = scratch + rows * inter;
-  project(kernel, x, rows, hidden, gate, inter, act);
-  project(kernel, x, rows, hidden, up, inter, upOut);
-  for (int64_t i = 0, e = rows * inter; i < e; ++i)
-    act[i] = silu(act[i]) * upOut[i];
-  project(kernel, act, rows, inter, down, hidden, out);
+  float *upOut = scratch + swigluBlockRows(rows) * inter;
+  for (int64_t first = 0; first < rows; first += kSwigluRowBlock) {
+    int64_t block = swigluBlockRows(rows - first);
+    const float *xb = x + first * hidden;
+    project(kernel, xb, block, hidden, gate, inter, act);
+    project(kernel, xb, block, hidden, up, inter, upOut);
+    for (int64_t i = 0, e = block * inter; i < e; ++i)
+      act[i] = silu(act[i]) * upOut[i];
+    project(kernel, act, block, inter, down, hidden, out + first * hidden);
+  }
 }
 
 double logSumExp(const float *x, int64_t n) {

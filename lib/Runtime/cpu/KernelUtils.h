@@ -68,8 +68,18 @@ inline void project(const char *kernel, const float *x, int64_t rows,
        out);
 }
 
+/// Rows the SwiGLU kernels compute at once: their fp32 intermediates (2, or
+/// 4 in the backward, [rows, inter] blocks) fit a workspace of this many rows
+/// however many tokens an expert or a dense FFN receives, so that memory stays
+/// what the compiler planned (moec --memory-report) plus this bounded block.
+constexpr int64_t kSwigluRowBlock = 512;
+inline int64_t swigluBlockRows(int64_t rows) {
+  return rows < kSwigluRowBlock ? rows : kSwigluRowBlock;
+}
+
 /// SwiGLU FFN of one weight set on `rows` contiguous rows: out = (silu(x g^T)
-/// * (x u^T)) d^T. `scratch` holds 2 * rows * inter floats.
+/// * (x u^T)) d^T, kSwigluRowBlock rows at a time. `scratch` holds
+/// 2 * swigluBlockRows(rows) * inter floats.
 void swigluRows(const char *kernel, const float *x, int64_t rows,
                 int64_t hidden, const float *gate, const float *up,
                 const float *down, int64_t inter, float *scratch, float *out);

@@ -190,7 +190,7 @@ void groupedSwiGLUSegments(const float *permuted, int64_t rows,
   checkSize(kernel, "hidden", hidden);
   checkSize(kernel, "inter", inter);
   int64_t maxRows = checkSegments(kernel, offsets, segments, rows);
-  std::vector<float> scratch(2 * maxRows * inter);
+  std::vector<float> scratch(2 * swigluBlockRows(maxRows) * inter);
   int64_t weightSize = inter * hidden;
   for (int64_t g = 0; g < segments; ++g) {
     int64_t segmentRows = offsets[g + 1] - offsets[g];

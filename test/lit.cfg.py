@@ -21,6 +21,11 @@ config.substitutions.append(("%python", config.python_with_torch))
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
+# Under AddressSanitizer, resident memory is not what the program allocates
+# (shadow memory, redzones, quarantine): memory measurements are unsupported.
+if "Address" in config.moe_sanitizer:
+    config.available_features.add("asan")
+
 tools = [ToolSubst("moe-opt", unresolved="fatal"), ToolSubst("moec", unresolved="fatal")]
 llvm_config.add_tool_substitutions(tools, [config.moe_tools_dir, config.llvm_tools_dir])
 

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Checks moec --memory-report against the memory a training run really uses.
+
+Compiles MODEL (for MESH, if given), reads the report's total for a rank,
+then runs `train` for a few steps and `info` (the same executable's baseline:
+code, libraries, MPI) and compares the peak resident memory of the largest
+process, less the baseline, with the report's total:
+
+    memory_rss_check.py --compiler moec --model M.mlir [--mesh dp=4,ep=4]
+        [--mpirun CMD] --data input.txt --workdir DIR [--tolerance 0.15]
+
+Prints the figures and `ok`, or FAIL and exits 1.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+
+def peak_rss(command, env):
+    """Peak resident bytes of the largest process `command` runs (itself or,
+    under mpirun, a rank): measured in a fresh interpreter, whose children
+    are only that command's processes."""
+    probe = ("import resource, subprocess, sys\n"
+             "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", probe] + command, check=True,
+                         env=env, stdout=subprocess.PIPE, universal_newlines=True)
+    return int(out.stdout.split()[-1]) * 1024
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--compiler", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--mesh")
+    parser.add_argument("--mpirun")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--tolerance", type=float, default=0.15)
+    args = parser.parse_args()
+
+    os.makedirs(args.workdir, exist_ok=True)
+    exe = os.path.join(args.workdir, "model")
+    mesh = ["--mesh", args.mesh] if args.mesh else []
+    subprocess.run([args.compiler, args.model, "-o", exe] + mesh, check=True)
+    report = json.loads(subprocess.run(
+        [args.compiler, args.model, "--memory-report=json"] + mesh,
+        check=True, stdout=subprocess.PIPE).stdout)
+    total = report["ranks"][0]["total"]
+    ranks = len(report["ranks"])
+
+    launch = []
+    if ranks > 1:
+        launch = shlex.split(args.mpirun) + ["-np", str(ranks)]
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    baseline = peak_rss(launch + [exe, "info"], env)
+    peak = peak_rss(launch + [exe, "train", "--data", args.data, "--init-random", "1",
+                              "--steps", str(args.steps), "--eval-batches", "1",
+                              "--log-every", str(args.steps), "--sample-chars", "0"],
+                    env)
+    measured = peak - baseline
+    error = abs(measured - total) / total
+    line = (f"{ranks} rank(s): report total {total / 2**20:.1f} MiB, measured peak "
+            f"{peak / 2**20:.1f} MiB - baseline {baseline / 2**20:.1f} MiB = "
+            f"{measured / 2**20:.1f} MiB ({error * 100:.1f}% off)")
+    if error > args.tolerance:
+        print("FAIL " + line)
+        return 1
+    print("ok " + line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

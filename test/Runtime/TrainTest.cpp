@@ -24,6 +24,7 @@
 #include <fstream>
 #include <numeric>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -256,6 +257,36 @@ TEST(AdamWTest, SkipsEmptyExpertSlots) {
     EXPECT_EQ(placed.f32(0)[i], weights.f32(0)[i]) << i;
     EXPECT_NE(everything.f32(0)[i], weights.f32(0)[i]) << i;
   }
+}
+
+// A router's expert bias rises where its expert got fewer slots than the
+// mean, falls where it got more, and stays at the mean; it is moved on a
+// host copy of that one parameter. Counts of another shape are an error.
+TEST(BiasBalancingTest, MovesTowardTheMeanAndChecksTheCounts) {
+  ParamInfo bias;
+  bias.name = "model.layers.1.mlp.gate.e_score_correction_bias";
+  bias.shape = {4};
+  bias.balancesLayer = 1;
+  std::vector<float> values = {0.5f, 0.5f, 0.5f, -1.0f};
+  std::vector<std::vector<int64_t>> counts = {{8, 0}, {1, 2, 3, 2}};
+  balanceExpertBias(bias, values.data(), counts, 0.25);
+  EXPECT_EQ(values, (std::vector<float>{0.75f, 0.5f, 0.25f, -1.0f}));
+
+  auto message = [&](const std::vector<std::vector<int64_t>> &c) {
+    try {
+      balanceExpertBias(bias, values.data(), c, 0.25);
+    } catch (const std::runtime_error &e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message({{1, 2, 3, 2}}),
+            bias.name + " balances MoE layer 1, but the step reported 1 "
+                        "layers of expert counts");
+  EXPECT_EQ(message({{}, {1, 2}}),
+            bias.name + " balances MoE layer 1, but the step reported 2 "
+                        "layers of expert counts (2 experts there)");
+  EXPECT_EQ(values, (std::vector<float>{0.75f, 0.5f, 0.25f, -1.0f}));
 }
 
 TEST(ClippingTest, SumOverRanksAgreesOnEveryRank) {

@@ -404,8 +404,14 @@ void ModelRunner::check() {
 void ModelRunner::checkRange(uint64_t offset, uint64_t bytes,
                              const AlignedBuffer &host,
                              const BackendBuffer &mine) const {
-  if (host.size() != mine.size() || offset > mine.size() ||
-      bytes > mine.size() - offset)
+  if (host.size() != mine.size())
+    throw std::logic_error("ModelRunner: a copy outside the weights blob");
+  checkRange(offset, bytes, mine);
+}
+
+void ModelRunner::checkRange(uint64_t offset, uint64_t bytes,
+                             const BackendBuffer &mine) const {
+  if (offset > mine.size() || bytes > mine.size() - offset)
     throw std::logic_error("ModelRunner: a copy outside the weights blob");
 }
 
@@ -423,6 +429,19 @@ void ModelRunner::uploadWeights(const AlignedBuffer &host, uint64_t offset,
                                 uint64_t bytes) {
   checkRange(offset, bytes, host, weights_);
   backend_->upload(weights_.data() + offset, host.data() + offset, bytes);
+  storedStale_ = true;
+}
+
+void ModelRunner::downloadWeights(void *host, uint64_t offset,
+                                  uint64_t bytes) {
+  checkRange(offset, bytes, weights_);
+  backend_->download(host, weights_.data() + offset, bytes);
+}
+
+void ModelRunner::uploadWeights(const void *host, uint64_t offset,
+                                uint64_t bytes) {
+  checkRange(offset, bytes, weights_);
+  backend_->upload(weights_.data() + offset, host, bytes);
   storedStale_ = true;
 }
 

@@ -140,6 +140,10 @@ public:
   void downloadWeights(AlignedBuffer &host, uint64_t offset, uint64_t bytes);
   void uploadWeights(const AlignedBuffer &host, uint64_t offset,
                      uint64_t bytes);
+  /// The same bytes of the runner's weights to or from `host`, `bytes` of
+  /// host memory of their own (one parameter, say: no whole blob needed).
+  void downloadWeights(void *host, uint64_t offset, uint64_t bytes);
+  void uploadWeights(const void *host, uint64_t offset, uint64_t bytes);
   void downloadGrads(AlignedBuffer &host, uint64_t offset, uint64_t bytes);
   void uploadGrads(const AlignedBuffer &host, uint64_t offset, uint64_t bytes);
 
@@ -199,6 +203,8 @@ private:
   EntryArgs prepare(const std::vector<int32_t> &tokens,
                     const std::vector<int32_t> &labels, bool zeroGrads);
   void checkRange(uint64_t offset, uint64_t bytes, const AlignedBuffer &host,
+                  const BackendBuffer &mine) const;
+  void checkRange(uint64_t offset, uint64_t bytes,
                   const BackendBuffer &mine) const;
   /// Elements of this rank's block of each [batch, seq] input.
   uint64_t localInputElements() const;

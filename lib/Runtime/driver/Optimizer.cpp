@@ -124,37 +124,31 @@ float clipScale(double norm, double clip) {
   return static_cast<float>(std::min(1.0, clip / (norm + 1e-6)));
 }
 
-void balanceExpertBiases(const Manifest &m, AlignedBuffer &weights,
-                         const std::vector<std::vector<int64_t>> &counts,
-                         double rate) {
-  for (const ParamInfo &param : m.params) {
-    if (!param.balancesLayer)
-      continue;
-    size_t layer = static_cast<size_t>(*param.balancesLayer);
-    if (layer >= counts.size() ||
-        static_cast<int64_t>(counts[layer].size()) != param.numElements())
-      throw std::runtime_error(
-          param.name + " balances MoE layer " + std::to_string(layer) +
-          ", but the step reported " + std::to_string(counts.size()) +
-          " layers of expert counts" +
-          (layer < counts.size()
-               ? " (" + std::to_string(counts[layer].size()) +
-                     " experts there)"
-               : std::string()));
-    const std::vector<int64_t> &load = counts[layer];
-    int64_t total = 0;
-    for (int64_t c : load)
-      total += c;
-    // Compare c * E with the total rather than c with a rounded mean.
-    int64_t experts = static_cast<int64_t>(load.size());
-    float *bias = weights.f32(param.offset);
-    for (int64_t e = 0; e < experts; ++e) {
-      int64_t scaled = load[e] * experts;
-      if (scaled < total)
-        bias[e] += static_cast<float>(rate);
-      else if (scaled > total)
-        bias[e] -= static_cast<float>(rate);
-    }
+void balanceExpertBias(const ParamInfo &param, float *bias,
+                       const std::vector<std::vector<int64_t>> &counts,
+                       double rate) {
+  size_t layer = static_cast<size_t>(*param.balancesLayer);
+  if (layer >= counts.size() ||
+      static_cast<int64_t>(counts[layer].size()) != param.numElements())
+    throw std::runtime_error(
+        param.name + " balances MoE layer " + std::to_string(layer) +
+        ", but the step reported " + std::to_string(counts.size()) +
+        " layers of expert counts" +
+        (layer < counts.size()
+             ? " (" + std::to_string(counts[layer].size()) + " experts there)"
+             : std::string()));
+  const std::vector<int64_t> &load = counts[layer];
+  int64_t total = 0;
+  for (int64_t c : load)
+    total += c;
+  // Compare c * E with the total rather than c with a rounded mean.
+  int64_t experts = static_cast<int64_t>(load.size());
+  for (int64_t e = 0; e < experts; ++e) {
+    int64_t scaled = load[e] * experts;
+    if (scaled < total)
+      bias[e] += static_cast<float>(rate);
+    else if (scaled > total)
+      bias[e] -= static_cast<float>(rate);
   }
 }
 

@@ -67,10 +67,11 @@ float clipScale(double norm, double clip);
 /// slots than the layer's mean, -rate for one that received more, nothing
 /// at the mean. `counts` are the step's per-layer counts over all tokens
 /// (the same on every rank, so replicas of the bias stay equal). The bias
-/// only steers selection; the gradient step never touches it.
-void balanceExpertBiases(const Manifest &m, AlignedBuffer &weights,
-                         const std::vector<std::vector<int64_t>> &counts,
-                         double rate);
+/// only steers selection; the gradient step never touches it. This moves
+/// one such parameter, `param`, whose values `bias` holds (on the host).
+void balanceExpertBias(const ParamInfo &param, float *bias,
+                       const std::vector<std::vector<int64_t>> &counts,
+                       double rate);
 
 /// AdamW moments of one rank, laid out like the weights, in the backend's
 /// memory, where the update runs (zero at first). Checkpoints and

@@ -3,10 +3,11 @@
 // Every rank runs the same loop: it builds the same global batch from
 // (seed, step), hands its block to the training step, takes its share of the
 // global gradient norm, and updates its own blocks with AdamW, all in the
-// backend's memory (host copies only for checkpoints, re-placement and bias
-// updates). Whatever needs the whole job (the norm, expert counts,
-// evaluation, generation, checkpoints) is a collective every rank reaches at
-// the same step; rank 0 prints and writes the metrics and the plot.
+// backend's memory (host copies only while loading, checkpointing and
+// re-placing, and for replicas' gradient sums). Whatever needs the whole job
+// (the norm, expert counts, evaluation, generation, checkpoints) is a
+// collective every rank reaches at the same step; rank 0 prints and writes
+// the metrics and the plot.
 //
 //===----------------------------------------------------------------------===//
 
@@ -537,11 +538,24 @@ TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
 int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
              const TrainOptions &o, RankEnv &env) {
   std::optional<Corpus> corpus;
-  // Host copies of the training state: loaded here, then kept in the
-  // backend's memory (the runner's weights and gradients, the optimizer's
-  // moments); pulled back for checkpoints and re-placement.
-  AlignedBuffer weights, moment1(m.weightsBytes), moment2(m.weightsBytes);
+  // Host copies of the training state (loaded, checkpointed and re-placed
+  // through them) exist only while in use: a rank's memory is the backend's,
+  // what moec --memory-report plans (on the CPU backend a kept copy would
+  // double it). The state itself lives there: the runner's weights and
+  // gradients, the optimizer's moments.
+  AlignedBuffer weights, moment1, moment2;
   TrainState state{&weights, &moment1, &moment2};
+  auto allocateState = [&] {
+    weights = AlignedBuffer(m.weightsBytes);
+    moment1 = AlignedBuffer(m.weightsBytes);
+    moment2 = AlignedBuffer(m.weightsBytes);
+  };
+  auto releaseState = [&] {
+    weights = AlignedBuffer();
+    moment1 = AlignedBuffer();
+    moment2 = AlignedBuffer();
+  };
+  bool resumed = false;
   std::optional<MetricsWriter> metrics;
   int64_t first = 1;
   Json train = trainJson(o, m);
@@ -552,7 +566,8 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     if (o.resume)
       checkpoint = latestCheckpoint(*o.checkpointDir);
     if (checkpoint) {
-      weights = AlignedBuffer(m.weightsBytes);
+      resumed = true;
+      allocateState();
       LoadedCheckpoint loaded =
           loadCheckpoint(*checkpoint, m, env.placePtr(), state);
       first = loaded.step + 1;
@@ -588,10 +603,8 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
 
   ModelRunner runner(m, forward, env, trainStep);
   AdamW adam(m, o.adamw, runner.backend());
-  runner.setWeights(weights);
-  adam.push(moment1, moment2);
-  AlignedBuffer grads(m.weightsBytes); // host copy for the replica reduction
   auto pullState = [&] {
+    allocateState();
     runner.downloadWeights(weights, 0, weights.size());
     adam.pull(moment1, moment2);
   };
@@ -599,6 +612,19 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     runner.setWeights(weights);
     adam.push(moment1, moment2);
   };
+  // A fresh start's moments are zero, as the backend allocates them.
+  if (resumed)
+    pushState();
+  else
+    runner.setWeights(weights);
+  releaseState();
+  // The replica reduction's host copy of the gradients, kept while some
+  // expert has replicas (a re-placement may add or drop them).
+  AlignedBuffer grads;
+  auto sizeReplicaGrads = [&] {
+    grads = hasReplicas(env) ? AlignedBuffer(m.weightsBytes) : AlignedBuffer();
+  };
+  sizeReplicaGrads();
   const size_t placedLayers = env.place ? env.place->placements.size() : 0;
   std::unique_ptr<rt::PlacementPolicy> placementPolicy;
   if (placedLayers > 0) {
@@ -652,13 +678,14 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
       counts = globalExpertCounts(runner.expertCounts(), env);
     if (o.biasUpdateRate > 0) {
       // Only the biases travel: a few floats per MoE layer.
-      for (const ParamInfo &p : m.params)
-        if (p.balancesLayer)
-          runner.downloadWeights(weights, p.offset, p.bytes());
-      balanceExpertBiases(m, weights, counts, o.biasUpdateRate);
-      for (const ParamInfo &p : m.params)
-        if (p.balancesLayer)
-          runner.uploadWeights(weights, p.offset, p.bytes());
+      for (const ParamInfo &p : m.params) {
+        if (!p.balancesLayer)
+          continue;
+        std::vector<float> bias(p.numElements());
+        runner.downloadWeights(bias.data(), p.offset, p.bytes());
+        balanceExpertBias(p, bias.data(), counts, o.biasUpdateRate);
+        runner.uploadWeights(bias.data(), p.offset, p.bytes());
+      }
     }
     std::vector<ExpertLayerMetrics> expertLayers;
     if (logNow && placedLayers > 0)
@@ -675,6 +702,8 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
         pullState();
         movePlacedState(m, env, *next, {&weights, &moment1, &moment2});
         pushState();
+        releaseState();
+        sizeReplicaGrads();
       }
       window = LoadWindow();
       if (changed && env.root) {
@@ -735,6 +764,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
         ((o.saveEvery > 0 && step % o.saveEvery == 0) || last)) {
       pullState();
       saveCheckpoint(*o.checkpointDir, step, m, env, state, train);
+      releaseState();
       if (env.root) {
         std::printf("checkpoint %s\n",
                     (*o.checkpointDir + "/" + checkpointName(step)).c_str());

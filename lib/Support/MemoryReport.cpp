@@ -37,8 +37,7 @@ RankMemory rankMemory(const RankProgram &p) {
   uint64_t io = add(add(logits, mul(2 * 4, p.inputElements)), 4);
   m.activationsForward = add(p.forwardArenaBytes, io);
   m.activationsTrain =
-      p.trains ? add(std::max(p.forwardArenaBytes, p.trainArenaBytes), io)
-               : 0;
+      p.trains ? add(std::max(p.forwardArenaBytes, p.trainArenaBytes), io) : 0;
   m.comm = std::max(p.forwardCommBytes, p.trains ? p.trainCommBytes : 0);
   m.total = add(add(add(m.weights, m.gradients), add(m.optimizer, m.comm)),
                 p.trains ? m.activationsTrain : m.activationsForward);
@@ -46,8 +45,8 @@ RankMemory rankMemory(const RankProgram &p) {
 }
 
 std::string formatBytes(uint64_t bytes) {
-  static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB",
-                                      "EiB"};
+  static const char *const units[] = {"B",   "KiB", "MiB", "GiB",
+                                      "TiB", "PiB", "EiB"};
   double value = static_cast<double>(bytes);
   int unit = 0;
   while (value >= 1024.0 && unit < 6) {
@@ -60,7 +59,9 @@ std::string formatBytes(uint64_t bytes) {
                   static_cast<unsigned long long>(bytes));
   else
     std::snprintf(text, sizeof text,
-                  value >= 100 ? "%.0f %s" : value >= 10 ? "%.1f %s" : "%.2f %s",
+                  value >= 100  ? "%.0f %s"
+                  : value >= 10 ? "%.1f %s"
+                                : "%.2f %s",
                   value, units[unit]);
   return text;
 }

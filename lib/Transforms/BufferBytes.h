@@ -1,4 +1,4 @@
-//===- BufferBytes.h - Byte sizes of buffers, without wrapping ---*- C++ -*-===//
+//===- BufferBytes.h - Byte sizes of buffers, never wrapped -----*- C++ -*-===//
 //
 // A real model's per-rank buffers reach tens of GiB; an absurd shape (a typo
 // in a batch size) could make a byte count wrap past 2^63. Every byte count

@@ -387,18 +387,15 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
       b.getNamedAttr("params", b.getArrayAttr(params)),
       b.getNamedAttr("weights_bytes", b.getI64IntegerAttr(weightsBytes)),
       b.getNamedAttr("comm_bytes", b.getI64IntegerAttr(commBytes)),
-      b.getNamedAttr("inputs",
-                     describeValues(b, model.getArgumentTypes(), floatStorage,
-                                    argAttrs,
-                                    isForward, {"tokens", "labels"},
-                                    "input")),
+      b.getNamedAttr("inputs", describeValues(b, model.getArgumentTypes(),
+                                              floatStorage, argAttrs, isForward,
+                                              {"tokens", "labels"}, "input")),
       b.getNamedAttr("outputs",
                      describeValues(b, model.getResultTypes(), floatStorage,
-                                    resultAttrs,
-                                    isForward,
-                                    hasGrads ? ArrayRef<StringRef>{"loss"}
-                                             : ArrayRef<StringRef>{"logits",
-                                                                   "loss"},
+                                    resultAttrs, isForward,
+                                    hasGrads
+                                        ? ArrayRef<StringRef>{"loss"}
+                                        : ArrayRef<StringRef>{"logits", "loss"},
                                     "output")),
   };
   if (ignoreIndex)
@@ -762,10 +759,9 @@ LogicalResult EntryBuilder::lower(shard::AllGatherOp op) {
   // Gathered into scratch, then reordered, unless the gathered dimension is
   // the outermost.
   int64_t axis = op.getGatherAxis().getSExtValue();
-  if (llvm::any_of(cast<ShapedType>(op.getInput().getType())
-                       .getShape()
-                       .take_front(axis),
-                   [](int64_t d) { return d != 1; }))
+  if (llvm::any_of(
+          cast<ShapedType>(op.getInput().getType()).getShape().take_front(axis),
+          [](int64_t d) { return d != 1; }))
     needCommScratch(op.getResult());
   return lowerAxisCollective(op, "moert_all_gather", axis);
 }

@@ -108,7 +108,7 @@ LogicalResult planFunction(func::FuncOp fn, bool report) {
   if (!unplanned)
     return emitError(*largestLoc, "cannot be planned: the arena's buffers "
                                   "together exceed 2^63 bytes; the largest, "
-                               "this one, holds ")
+                                  "this one, holds ")
            << largestBytes << " bytes";
   ::moe::MemoryPlan plan =
       ::moe::planMemory(lifetimes, MOE_BUFFER_ALIGNMENT);
@@ -137,8 +137,8 @@ LogicalResult planFunction(func::FuncOp fn, bool report) {
     entry.set("largest_buffer",
               b.getDictionaryAttr(
                   {b.getNamedAttr("bytes", b.getI64IntegerAttr(largestBytes)),
-                   b.getNamedAttr("at", b.getStringAttr(locationText(
-                                            *largestLoc)))}));
+                   b.getNamedAttr(
+                       "at", b.getStringAttr(locationText(*largestLoc)))}));
   fn->setAttr(name, entry.getDictionary(fn.getContext()));
   if (report)
     fn.emitRemark() << "memory plan: " << lifetimes.size()

@@ -1,4 +1,4 @@
-//===- ResolveAddresses.cpp - Buffer pointers as offsets of the entry's args ===//
+//===- ResolveAddresses.cpp - Buffer pointers as argument offsets ---------===//
 //
 // After moe-plan-memory every buffer a runtime call takes is a view of one
 // of the entry's byte blobs (weights, arena, gradients) at a constant offset,
@@ -48,8 +48,7 @@ std::optional<Address> addressOf(Value buffer, Block &entry) {
     }
     Operation *op = buffer.getDefiningOp();
     if (auto view = dyn_cast<memref::ViewOp>(op)) {
-      std::optional<int64_t> shift =
-          getConstantIntValue(view.getByteShift());
+      std::optional<int64_t> shift = getConstantIntValue(view.getByteShift());
       if (!shift)
         return std::nullopt;
       bytes += *shift;
@@ -85,10 +84,8 @@ void resolve(func::FuncOp fn) {
     if (!ptr) {
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(&entry);
-      Value index =
-          memref::ExtractAlignedPointerAsIndexOp::create(b, loc, arg);
-      Value address =
-          arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
+      Value index = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, arg);
+      Value address = arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
       ptr = LLVM::IntToPtrOp::create(b, loc, ptrType, address);
     }
     return ptr;

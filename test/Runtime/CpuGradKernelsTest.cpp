@@ -787,7 +787,8 @@ TEST(CpuGradKernels, SwigluLongerThanOneRowBlock) {
   const size_t wSize = size_t(inter) * hidden;
   Floats xF = randomVector(gen, rows * hidden, -2.0f, 2.0f);
   Floats gateF = randomVector(gen, wSize), upF = randomVector(gen, wSize);
-  Floats downF = randomVector(gen, wSize), dyF = randomVector(gen, rows * hidden);
+  Floats downF = randomVector(gen, wSize),
+         dyF = randomVector(gen, rows * hidden);
   Doubles x = toDoubles(xF), gate = toDoubles(gateF), up = toDoubles(upF);
   Doubles down = toDoubles(downF), dy = toDoubles(dyF);
 
@@ -823,8 +824,8 @@ TEST(CpuGradKernels, SwigluLongerThanOneRowBlock) {
   expectSame(out, y, "groupedSwiGLU");
   Floats gdx = garbage(rows * hidden), gdgate = garbage(2 * wSize),
          gdup = garbage(2 * wSize), gddown = garbage(2 * wSize);
-  cpu::groupedSwiGLUSegmentsGrad(dyF.data(), xF.data(), rows, offsets.data(),
-                                 2, 2, hidden, inter, gate2.data(), up2.data(),
+  cpu::groupedSwiGLUSegmentsGrad(dyF.data(), xF.data(), rows, offsets.data(), 2,
+                                 2, hidden, inter, gate2.data(), up2.data(),
                                  down2.data(), gdx.data(), gdgate.data(),
                                  gdup.data(), gddown.data());
   expectClose(gdx, want.dx, kTol, "groupedSwiGLUGrad dpermuted");

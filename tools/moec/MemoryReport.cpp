@@ -66,7 +66,8 @@ std::optional<moe::RankProgram> rankProgram(const json::Object &manifest,
     p.trainArenaBytes = integer(*step, "arena_bytes");
     p.trainCommBytes = step->getInteger("comm_bytes").value_or(0);
   }
-  std::optional<uint64_t> logits = tensorElements(manifest, "outputs", "logits");
+  std::optional<uint64_t> logits =
+      tensorElements(manifest, "outputs", "logits");
   std::optional<uint64_t> tokens = tensorElements(manifest, "inputs", "tokens");
   if ((!logits || !tokens) && error.empty())
     error = "the manifest has no logits output or tokens input";
@@ -77,9 +78,8 @@ std::optional<moe::RankProgram> rankProgram(const json::Object &manifest,
   return p;
 }
 
-void printMemoryReport(const json::Object &manifest,
-                       const moe::RankMemory &m, bool asJson,
-                       raw_ostream &os) {
+void printMemoryReport(const json::Object &manifest, const moe::RankMemory &m,
+                       bool asJson, raw_ostream &os) {
   const json::Object *mesh = manifest.getObject("mesh");
   auto axis = [&](StringRef name) {
     return mesh ? mesh->getInteger(name).value_or(1) : 1;
@@ -99,26 +99,24 @@ void printMemoryReport(const json::Object &manifest,
           {"comm", m.comm},
           {"total", m.total},
       });
-    os << formatv("{0:2}", json::Value(json::Object{
-                               {"mesh", json::Object{{"dp", dp},
-                                                     {"cp", cp},
-                                                     {"tp", tp},
-                                                     {"ep", ep}}},
-                               {"storage", manifest.getString("storage")
-                                               .value_or("F32")
-                                               .str()},
-                               {"ranks", std::move(perRank)},
-                           }))
+    os << formatv("{0:2}",
+                  json::Value(json::Object{
+                      {"mesh",
+                       json::Object{
+                           {"dp", dp}, {"cp", cp}, {"tp", tp}, {"ep", ep}}},
+                      {"storage",
+                       manifest.getString("storage").value_or("F32").str()},
+                      {"ranks", std::move(perRank)},
+                  }))
        << "\n";
     return;
   }
   os << "memory per rank: mesh dp=" << dp << " cp=" << cp << " tp=" << tp
      << " ep=" << ep << " (" << ranks << (ranks == 1 ? " rank" : " ranks")
-     << "), storage "
-     << manifest.getString("storage").value_or("F32").lower() << "\n";
-  const char *columns[] = {"ranks",        "weights",   "gradients",
-                           "optimizer",    "act. fwd",  "act. train",
-                           "comm",         "total"};
+     << "), storage " << manifest.getString("storage").value_or("F32").lower()
+     << "\n";
+  const char *columns[] = {"ranks",    "weights",    "gradients", "optimizer",
+                           "act. fwd", "act. train", "comm",      "total"};
   std::string who = ranks == 1 ? "0" : "0-" + std::to_string(ranks - 1);
   std::string cells[] = {who,
                          moe::formatBytes(m.weights),
@@ -140,9 +138,9 @@ void printMemoryReport(const json::Object &manifest,
 }
 
 std::optional<uint64_t> parseByteSize(StringRef text) {
-  StringRef number = text.take_while(
-      [](char c) { return isDigit(c) || c == '.' || c == 'e' || c == 'E' ||
-                          c == '+'; });
+  StringRef number = text.take_while([](char c) {
+    return isDigit(c) || c == '.' || c == 'e' || c == 'E' || c == '+';
+  });
   StringRef unit = text.drop_front(number.size()).trim();
   double value;
   if (number.empty() || number.getAsDouble(value) || !(value >= 0))
@@ -151,11 +149,20 @@ std::optional<uint64_t> parseByteSize(StringRef text) {
     const char *name;
     double scale;
   };
-  static const Unit units[] = {
-      {"", 1},        {"B", 1},         {"KB", 1e3},   {"MB", 1e6},
-      {"GB", 1e9},    {"TB", 1e12},     {"K", 1e3},    {"M", 1e6},
-      {"G", 1e9},     {"T", 1e12},      {"KiB", 1024.0},
-      {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+  static const Unit units[] = {{"", 1},
+                               {"B", 1},
+                               {"KB", 1e3},
+                               {"MB", 1e6},
+                               {"GB", 1e9},
+                               {"TB", 1e12},
+                               {"K", 1e3},
+                               {"M", 1e6},
+                               {"G", 1e9},
+                               {"T", 1e12},
+                               {"KiB", 1024.0},
+                               {"MiB", 1048576.0},
+                               {"GiB", 1073741824.0},
+                               {"TiB", 1099511627776.0}};
   for (const Unit &u : units)
     if (unit.equals_insensitive(u.name)) {
       double bytes = value * u.scale;

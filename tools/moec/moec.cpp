@@ -188,7 +188,7 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context,
            !(*module)->hasAttr(mlir::moe::MoEDialect::getPartitionedAttrName()))
     mlir::moe::buildPartitionPipeline(pm, /*mesh=*/"", replicaSlots);
   mlir::moe::buildLowerToLLVMPipeline(pm, trainStep && returnsLoss(*module),
-                                storage);
+                                      storage);
   if (failed(pm.run(*module)))
     return nullptr;
   return module;
@@ -310,8 +310,7 @@ int main(int argc, char **argv) {
     return fail("--memory-report: unknown format '" + memoryReport +
                 "' (expected text or json)");
   std::optional<uint64_t> memoryLimit;
-  if (!maxMemory.empty() &&
-      !(memoryLimit = moec::parseByteSize(maxMemory)))
+  if (!maxMemory.empty() && !(memoryLimit = moec::parseByteSize(maxMemory)))
     return fail("--max-memory: cannot read '" + maxMemory +
                 "' as a byte count (e.g. 80GB, 141GiB, 5e9)");
 
@@ -340,7 +339,8 @@ int main(int argc, char **argv) {
                               llvm::outs());
     if (memoryLimit && memory.total > *memoryLimit)
       return fail("a rank needs " + ::moe::formatBytes(memory.total) +
-                  ", more than --max-memory " + ::moe::formatBytes(*memoryLimit) +
+                  ", more than --max-memory " +
+                  ::moe::formatBytes(*memoryLimit) +
                   " (--memory-report shows where); its largest buffer is " +
                   moec::largestBuffer(*manifest));
     // Asked for the report alone: nothing to write.

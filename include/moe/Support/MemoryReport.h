@@ -1,4 +1,4 @@
-//===- MemoryReport.h - The bytes one rank holds to run a model --*- C++ -*-===//
+//===- MemoryReport.h - The bytes one rank holds ----------------*- C++ -*-===//
 //
 // Plain C++ (no LLVM/MLIR): moec --memory-report computes it from the
 // compiled model's manifest, and its tests check it against an independent

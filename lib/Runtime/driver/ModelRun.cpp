@@ -432,8 +432,7 @@ void ModelRunner::uploadWeights(const AlignedBuffer &host, uint64_t offset,
   storedStale_ = true;
 }
 
-void ModelRunner::downloadWeights(void *host, uint64_t offset,
-                                  uint64_t bytes) {
+void ModelRunner::downloadWeights(void *host, uint64_t offset, uint64_t bytes) {
   checkRange(offset, bytes, weights_);
   backend_->download(host, weights_.data() + offset, bytes);
 }

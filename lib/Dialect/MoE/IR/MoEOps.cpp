@@ -151,8 +151,7 @@ std::string ParamOp::getExpertName(int64_t expert) {
 /// the block (unique names) run once, from that op: every op's scan stops at
 /// the previous op of its kind, so a block of n ops costs O(n) in all, where
 /// a scan of the whole block from each op cost O(n^2) on deep models.
-template <typename OpT>
-static bool firstOfKindInBlock(Operation *op) {
+template <typename OpT> static bool firstOfKindInBlock(Operation *op) {
   for (Operation *prev = op->getPrevNode(); prev; prev = prev->getPrevNode())
     if (isa<OpT>(prev))
       return false;
@@ -182,9 +181,8 @@ LogicalResult ParamOp::verify() {
     auto [it, inserted] = declared.try_emplace(param.getNameAttr(), param);
     if (inserted)
       continue;
-    InFlightDiagnostic diag = param.emitOpError()
-                              << "redeclares parameter '" << param.getName()
-                              << "'";
+    InFlightDiagnostic diag = param.emitOpError() << "redeclares parameter '"
+                                                  << param.getName() << "'";
     diag.attachNote(it->second.getLoc()) << "first declared here";
     return diag;
   }
@@ -840,12 +838,12 @@ LogicalResult ParamGradOp::verify() {
   llvm::SmallDenseSet<StringAttr, 64> seen;
   for (auto grad : block.getOps<ParamGradOp>()) {
     if (!seen.insert(grad.getNameAttr()).second)
-      return grad.emitOpError() << "repeats the gradient of weight \""
-                                << grad.getName() << "\"";
+      return grad.emitOpError()
+             << "repeats the gradient of weight \"" << grad.getName() << "\"";
     ParamOp param = params.lookup(grad.getNameAttr());
     if (!param)
-      return grad.emitOpError() << "names no moe.param of its block: \""
-                                << grad.getName() << "\"";
+      return grad.emitOpError()
+             << "names no moe.param of its block: \"" << grad.getName() << "\"";
     if (failed(expectGradTypes(
             grad, {{grad.getGrad(), param.getResult(), "the weight"}})))
       return failure();

@@ -18,6 +18,7 @@
 #include "driver/Weights.h"
 #include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/Safetensors.h"
+#include "moe/Support/MemoryReport.h"
 
 #include <algorithm>
 #include <cinttypes>
@@ -298,6 +299,27 @@ void printSpecs(const char *title, const std::vector<TensorSpec> &specs) {
   }
 }
 
+/// What one rank of this program holds (moec --memory-report, from the same
+/// manifest fields).
+moe::RankMemory rankMemory(const Manifest &m) {
+  moe::RankProgram p;
+  p.bf16 = m.bf16Storage();
+  p.weightsBytes = m.storageWeightsBytes;
+  p.fp32WeightsBytes = m.weightsBytes;
+  p.forwardArenaBytes = m.arenaBytes;
+  p.forwardCommBytes = m.commBytes;
+  if (m.trainStep) {
+    p.trains = true;
+    p.trainArenaBytes = m.trainStep->arenaBytes;
+    p.trainCommBytes = m.trainStep->commBytes;
+  }
+  p.logitsElements = static_cast<uint64_t>(m.batch * m.seq * m.vocab);
+  p.inputElements = 1;
+  for (int64_t d : m.inputs[0].shape)
+    p.inputElements *= static_cast<uint64_t>(d);
+  return moe::rankMemory(p);
+}
+
 int runInfo(const Manifest &m) {
   std::printf("function     %s (entry %s)\n", m.function.c_str(),
               m.entry.c_str());
@@ -319,6 +341,18 @@ int runInfo(const Manifest &m) {
   std::printf("arena        %s bytes (%s without buffer reuse)\n",
               withThousands(m.arenaBytes).c_str(),
               withThousands(m.unplannedBytes).c_str());
+  moe::RankMemory memory = rankMemory(m);
+  std::printf("memory       %s bytes a rank to %s: weights %s, gradients %s, "
+              "optimizer %s, activations %s, collective scratch %s\n",
+              withThousands(memory.total).c_str(),
+              m.trainStep ? "train" : "run the forward",
+              withThousands(memory.weights).c_str(),
+              withThousands(memory.gradients).c_str(),
+              withThousands(memory.optimizer).c_str(),
+              withThousands(m.trainStep ? memory.activationsTrain
+                                        : memory.activationsForward)
+                  .c_str(),
+              withThousands(memory.comm).c_str());
   printSpecs("inputs", m.inputs);
   printSpecs("outputs", m.outputs);
   std::printf("mesh         %s (%lld ranks)\n", m.mesh.str().c_str(),

@@ -430,6 +430,8 @@ TrainStepInfo parseTrainStep(const Json &root, const Manifest &m) {
          "is \"" + step.entry + "\", expected \"moe_entry_train_step\"");
   step.arenaBytes = getSize(object, "train_step", "arena_bytes");
   step.unplannedBytes = getSize(object, "train_step", "unplanned_bytes");
+  if (object.contains("comm_bytes"))
+    step.commBytes = getSize(object, "train_step", "comm_bytes");
   for (const char *key : {"inputs", "outputs"})
     if (!member(object, "train_step", key).is_array())
       fail(std::string("train_step.") + key,
@@ -515,6 +517,8 @@ Manifest parseManifest(const std::string &text) {
   m.weightsBytes = getSize(root, "", "weights_bytes");
   m.arenaBytes = getSize(root, "", "arena_bytes");
   m.unplannedBytes = getSize(root, "", "unplanned_bytes");
+  if (root.contains("comm_bytes"))
+    m.commBytes = getSize(root, "", "comm_bytes");
 
   if (root.contains("storage")) {
     m.storage = getString(root, "", "storage");

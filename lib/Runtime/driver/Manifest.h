@@ -87,6 +87,8 @@ struct TrainStepInfo {
   std::string entry;
   uint64_t arenaBytes = 0;
   uint64_t unplannedBytes = 0;
+  /// The largest scratch one of its collectives allocates (0 if unknown).
+  uint64_t commBytes = 0;
 };
 
 struct Manifest {
@@ -104,6 +106,9 @@ struct Manifest {
   uint64_t storageWeightsBytes = 0;
   uint64_t arenaBytes = 0;
   uint64_t unplannedBytes = 0;
+  /// The largest scratch one of the forward's collectives allocates (0 if
+  /// the manifest does not say).
+  uint64_t commBytes = 0;
   int64_t ignoreIndex = -100;
   /// Character-level models: token i is vocabChars[i] (one UTF-8 character
   /// each); empty when the manifest has no "vocab_chars".

@@ -399,6 +399,25 @@ TEST_F(CudaMoEKernels, PermuteByExpertAndGatherRows) {
   checkPermute(*dev, Ids{}, 0, 2, 4, 3, 609);
 }
 
+// A row whose slot is past the slots (tokens * topK) gathers a zero row, as a
+// dropped one does, instead of reading past x.
+TEST_F(CudaMoEKernels, GatherRowsIgnoresSlotsPastTheEnd) {
+  const int64_t tokens = 3, topK = 2, hidden = 4, slots = tokens * topK;
+  Floats x = randomFloats(tokens * hidden, 610);
+  Ids rowToSlot = {5, 0, int32_t(slots), -1, 1 << 30, 2};
+  DeviceBuffer<float> dX(x), dPermuted(Floats(slots * hidden, kGarbage));
+  DeviceBuffer<int32_t> dRowToSlot(rowToSlot);
+  cuda::gatherRows<float>(*dev, dX, dRowToSlot, slots, topK, hidden, dPermuted);
+  Floats got = dPermuted.download();
+  for (int64_t r = 0; r < slots; ++r)
+    for (int64_t c = 0; c < hidden; ++c) {
+      int32_t slot = rowToSlot[r];
+      float want = slot >= 0 && slot < slots ? x[(slot / topK) * hidden + c]
+                                             : 0.0f;
+      EXPECT_EQ(got[r * hidden + c], want) << "row " << r << " column " << c;
+    }
+}
+
 /// unpermuteCombine, permuteGrad and unpermuteCombineGrad on the routing
 /// `indices` (which may hold dropped slots).
 void checkCombine(cuda::Device &dev, const Ids &indices, int64_t tokens,

@@ -467,8 +467,11 @@ __global__ void gatherRowsKernel(const T *x, const int32_t *rowToSlot,
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t r = i / hidden, c = i % hidden;
+    // A row without a slot (a dropped one, or an index past the slots that
+    // would read past x) is zero.
     int32_t slot = rowToSlot[r];
-    permuted[i] = slot >= 0 ? x[(slot / topK) * hidden + c] : fromF32<T>(0.0f);
+    permuted[i] = slot >= 0 && slot < rows ? x[(slot / topK) * hidden + c]
+                                           : fromF32<T>(0.0f);
   }
 }
 

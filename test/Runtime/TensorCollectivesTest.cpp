@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <random>
 #include <vector>
@@ -29,6 +30,9 @@ public:
   void *allocate(size_t bytes) override {
     ++live;
     ++allocations;
+    // New memory is zeroed asynchronously until fence(), as a device
+    // backend's cudaMemsetAsync on its stream.
+    unfenced = true;
     return hostBufferOps().allocate(bytes);
   }
   void release(void *ptr) override {
@@ -45,6 +49,63 @@ public:
 
   int live = 0, allocations = 0, copies = 0;
   bool unfenced = false;
+};
+
+// A rank's communicator that checks, at every call that moves data, that the
+// rank's TrackingOps has nothing pending: on a device backend the copies and
+// the zeroing of new scratch run on the backend's stream, the communicator
+// (NCCL) on its own, so a collective must not start before a fence.
+class FenceCheckedComm final : public Communicator {
+public:
+  FenceCheckedComm(Communicator &inner, const TrackingOps &ops)
+      : inner_(inner), ops_(ops) {}
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  const char *backend() const override { return inner_.backend(); }
+  void allReduceSum(void *buf, int64_t count, CommDType dtype) override {
+    check("allReduceSum");
+    inner_.allReduceSum(buf, count, dtype);
+  }
+  void allGather(const void *send, void *recv, int64_t countPerRank,
+                 CommDType dtype) override {
+    check("allGather");
+    inner_.allGather(send, recv, countPerRank, dtype);
+  }
+  void reduceScatterSum(const void *send, void *recv, int64_t countPerRank,
+                        CommDType dtype) override {
+    check("reduceScatterSum");
+    inner_.reduceScatterSum(send, recv, countPerRank, dtype);
+  }
+  void allToAll(const void *send, void *recv, int64_t countPerRank,
+                CommDType dtype) override {
+    check("allToAll");
+    inner_.allToAll(send, recv, countPerRank, dtype);
+  }
+  void allToAllV(const void *send, const int64_t *sendCounts,
+                 const int64_t *sendOffsets, void *recv,
+                 const int64_t *recvCounts, const int64_t *recvOffsets,
+                 CommDType dtype) override {
+    check("allToAllV");
+    inner_.allToAllV(send, sendCounts, sendOffsets, recv, recvCounts,
+                     recvOffsets, dtype);
+  }
+  void broadcast(void *buf, int64_t count, CommDType dtype,
+                 int root) override {
+    check("broadcast");
+    inner_.broadcast(buf, count, dtype, root);
+  }
+  void barrier() override { inner_.barrier(); }
+  std::unique_ptr<Communicator> split(int colour, int key) override {
+    return inner_.split(colour, key);
+  }
+
+private:
+  void check(const char *op) const {
+    EXPECT_FALSE(ops_.unfenced)
+        << op << " started with buffer work still pending (no fence)";
+  }
+  Communicator &inner_;
+  const TrackingOps &ops_;
 };
 
 // Rank r's slice of a [outer, n * mid, inner] tensor along axis 1.
@@ -216,7 +277,11 @@ void checkPlacedDispatch(const ExpertPlacement &placement,
     // Each dispatch gets its own policy object on each rank, as in a run.
     std::unique_ptr<DispatchPolicy> mine = makeDispatchPolicy(policySpec);
     BufferOps &memory = ops ? (*ops)[r] : hostBufferOps();
-    dispatchTokens(ep, rows.data(), offsets.data(), hidden, recv.data(),
+    std::optional<FenceCheckedComm> checked;
+    if (ops)
+      checked.emplace(ep, (*ops)[r]);
+    Communicator &comm = ops ? *checked : ep;
+    dispatchTokens(comm, rows.data(), offsets.data(), hidden, recv.data(),
                    capacity, recvOffsets.data(), placement, mine.get(),
                    nullptr, memory);
     for (int s = 0; s < n; ++s)
@@ -242,8 +307,8 @@ void checkPlacedDispatch(const ExpertPlacement &placement,
     for (float &v : recv)
       v *= 2.0f;
     std::vector<float> out(rows.size(), 0.0f);
-    combineTokens(ep, recv.data(), recvOffsets.data(), offsets.data(), hidden,
-                  out.data(), placement, mine.get(), memory);
+    combineTokens(comm, recv.data(), recvOffsets.data(), offsets.data(),
+                  hidden, out.data(), placement, mine.get(), memory);
     for (size_t i = 0; i < rows.size(); ++i)
       EXPECT_EQ(out[i], 2.0f * rows[i]) << "rank " << r << " element " << i;
   });
@@ -286,9 +351,10 @@ TEST(TensorCollectives, BuffersGoThroughBufferOps) {
   for (size_t i = 0; i < whole.size(); ++i)
     whole[i] = static_cast<float>(i);
   std::vector<TrackingOps> ops(n);
-  runLocal(n, [&](Communicator &comm) {
-    int r = comm.rank();
+  runLocal(n, [&](Communicator &local) {
+    int r = local.rank();
     TrackingOps &mine = ops[r];
+    FenceCheckedComm comm(local, mine);
     std::vector<float> part = slice(whole, outer, mid, inner, n, r);
     std::vector<float> gathered(whole.size());
     allGatherAxis(comm, part.data(), gathered.data(), {outer, mid, inner},

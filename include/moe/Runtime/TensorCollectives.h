@@ -35,6 +35,7 @@ struct AxisLayout {
 class BufferOps {
 public:
   virtual ~BufferOps();
+  /// New memory; its initialisation may be asynchronous until fence().
   virtual void *allocate(size_t bytes) = 0;
   virtual void release(void *ptr) = 0;
   /// `rows` rows of `width` bytes: row r from src + r * srcPitch to dst +

@@ -28,11 +28,16 @@ public:
   }
 };
 
-/// A scratch buffer of `ops`, released with the object.
+/// A scratch buffer of `ops`, released with the object. Fenced once made:
+/// its initialisation may be queued on the memory's own stream (a device
+/// backend's), while the communicator may write it from another (NCCL's).
 class Scratch {
 public:
   Scratch(BufferOps &ops, size_t bytes)
-      : ops_(ops), ptr_(bytes ? ops.allocate(bytes) : nullptr) {}
+      : ops_(ops), ptr_(bytes ? ops.allocate(bytes) : nullptr) {
+    if (ptr_)
+      ops_.fence();
+  }
   ~Scratch() {
     if (ptr_)
       ops_.release(ptr_);

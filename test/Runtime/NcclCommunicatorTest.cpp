@@ -265,7 +265,7 @@ public:
   std::vector<std::string>
   run(bool native, const std::function<std::string(Communicator &)> &check) {
     std::vector<std::string> outcomes(ranks_.size());
-    auto body = [&](size_t r) {
+    onEveryRank([&](size_t r) {
       try {
         moe::cuda::check(cudaSetDevice(ranks_[r].device), "cudaSetDevice");
         Communicator &comm =
@@ -274,23 +274,37 @@ public:
       } catch (const std::exception &e) {
         outcomes[r] = std::string("threw: ") + e.what();
       }
-    };
+    });
+    return outcomes;
+  }
+
+  /// Destroys the communicators (before MPI or CUDA go away), every rank's
+  /// at once: ncclCommDestroy is collective over the ranks of a node, so
+  /// destroying them one after another on one thread could hang.
+  void reset() {
+    onEveryRank([&](size_t r) {
+      cudaSetDevice(ranks_[r].device);
+      ranks_[r].native.reset();
+      ranks_[r].deterministic.reset();
+    });
+    ranks_.clear();
+  }
+
+private:
+  /// body(r) for every rank of this process, each on its own thread (on
+  /// this one when there is a single rank).
+  void onEveryRank(const std::function<void(size_t)> &body) {
     if (ranks_.size() == 1) {
       body(0);
-      return outcomes;
+      return;
     }
     std::vector<std::thread> threads;
     for (size_t r = 0; r < ranks_.size(); ++r)
       threads.emplace_back(body, r);
     for (auto &thread : threads)
       thread.join();
-    return outcomes;
   }
 
-  /// Destroys the communicators (before MPI or CUDA go away).
-  void reset() { ranks_.clear(); }
-
-private:
   bool created_ = false;
   std::string error_;
   std::vector<Rank> ranks_;

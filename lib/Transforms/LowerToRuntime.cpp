@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "BufferBytes.h"
+#include "BufferPointer.h"
 #include "ShardingSpec.h"
 
 #include "moe/Dialect/MoE/IR/MoEOps.h"
@@ -459,18 +460,12 @@ FailureOr<Value> EntryBuilder::resultBuffer(Value tensor) {
 
 LogicalResult EntryBuilder::call(StringRef callee, ValueRange buffers,
                                  ValueRange scalars, unsigned leadingScalars) {
-  auto ptrType = LLVM::LLVMPointerType::get(b.getContext());
   SmallVector<Value> args = {ctx};
   llvm::append_range(args, scalars.take_front(leadingScalars));
   scalars = scalars.drop_front(leadingScalars);
-  for (Value buffer : buffers) {
-    // Runtime functions take bare pointers to dense row-major data.
-    Value index =
-        memref::ExtractAlignedPointerAsIndexOp::create(b, loc, buffer);
-    Value address =
-        arith::IndexCastOp::create(b, loc, b.getI64Type(), index).getResult();
-    args.push_back(LLVM::IntToPtrOp::create(b, loc, ptrType, address));
-  }
+  // Runtime functions take bare pointers to dense row-major data.
+  for (Value buffer : buffers)
+    args.push_back(bufferPointer(b, loc, buffer));
   llvm::append_range(args, scalars);
 
   auto module = entry->getParentOfType<ModuleOp>();

@@ -10,6 +10,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "BufferPointer.h"
+
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -62,17 +64,6 @@ std::optional<Address> addressOf(Value buffer, Block &entry) {
   }
 }
 
-/// The buffer whose aligned pointer `op` is, when `op` is the inttoptr of
-/// an index_cast of a memref.extract_aligned_pointer_as_index.
-Value pointedBuffer(LLVM::IntToPtrOp op) {
-  auto cast = op.getArg().getDefiningOp<arith::IndexCastOp>();
-  if (!cast)
-    return {};
-  auto extract =
-      cast.getIn().getDefiningOp<memref::ExtractAlignedPointerAsIndexOp>();
-  return extract ? extract.getSource() : Value();
-}
-
 void resolve(func::FuncOp fn) {
   Block &entry = fn.getBody().front();
   OpBuilder b(fn.getContext());
@@ -84,9 +75,7 @@ void resolve(func::FuncOp fn) {
     if (!ptr) {
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(&entry);
-      Value index = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, arg);
-      Value address = arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
-      ptr = LLVM::IntToPtrOp::create(b, loc, ptrType, address);
+      ptr = bufferPointer(b, loc, arg);
     }
     return ptr;
   };

@@ -127,7 +127,7 @@ void printMemoryReport(const json::Object &manifest, const moe::RankMemory &m,
                          moe::formatBytes(m.comm),
                          moe::formatBytes(m.total)};
   for (auto [i, column] : llvm::enumerate(columns))
-    os << (i ? "  " : "  ") << left_justify(column, i ? 10 : 6);
+    os << "  " << left_justify(column, i ? 10 : 6);
   os << "\n";
   for (auto [i, cell] : llvm::enumerate(cells))
     os << "  " << left_justify(cell, i ? 10 : 6);

@@ -99,6 +99,15 @@ CONFIGS: List[Config] = [
         head_dim=48, experts=8, top_k=2, moe_inter=1536, batch=128, seq=256,
         rope_theta=1e6, eps=1e-5, aux_coef=1e-2, vocab_chars=SHAKESPEARE_CHARS),
     Config(
+        name="qwen3_moe_gpu_bench",
+        description="A Qwen3-MoE shaped model for the GPU training-step benchmark "
+        "(bench/gpu/run.sh): hidden 1024, 8 layers, 16 heads of 64 (4 KV), 64 experts top-8 "
+        "of FFN 384, batch 8 x 1024; read as characters (65). Not committed.",
+        naming="qwen3", vocab=65, hidden=1024, layers=8, heads=16, kv_heads=4,
+        head_dim=64, experts=64, top_k=8, moe_inter=384, batch=8, seq=1024,
+        rope_theta=1e6, qk_norm=True, aux_coef=1e-3, vocab_chars=SHAKESPEARE_CHARS,
+        committed=False),
+    Config(
         name="qwen3_30b_a3b",
         description="Qwen3-30B-A3B at full size (for compile-time benchmarks; not committed).",
         naming="qwen3", vocab=151936, hidden=2048, layers=48, heads=32, kv_heads=4,
@@ -128,6 +137,24 @@ CONFIGS: List[Config] = [
         shared_inter=2048, first_dense_layers=3, dense_inter=18432, aux_coef=1e-4,
         committed=False),
 ]
+
+
+def qwen3_moe_hf_fields(cfg: Config) -> dict:
+    """The fields of a Hugging Face Qwen3MoeConfig with this config's
+    architecture (for the tests and benchmarks that build the transformers
+    model beside the compiled one). Only plain Qwen3-MoE configs have one."""
+    if cfg.naming != "qwen3" or cfg.scoring != "softmax" or cfg.shared_inter \
+            or cfg.first_dense_layers or cfg.expert_bias or cfg.z_coef or not cfg.qk_norm:
+        raise ValueError(f"{cfg.name} is not a plain Qwen3-MoE (Qwen3MoeForCausalLM)")
+    return dict(
+        vocab_size=cfg.vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
+        head_dim=cfg.head_dim, num_experts=cfg.experts, num_experts_per_tok=cfg.top_k,
+        moe_intermediate_size=cfg.moe_inter, intermediate_size=4 * cfg.hidden,
+        decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=cfg.norm_topk_prob,
+        rms_norm_eps=cfg.eps, rope_theta=cfg.rope_theta,
+        max_position_embeddings=max(cfg.seq, 64), tie_word_embeddings=False,
+        attention_bias=False, router_aux_loss_coef=cfg.aux_coef)
 
 
 def tensor(shape: List[int], elem: str = "f32") -> str:

@@ -7,6 +7,13 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
 
 bash "$root/scripts/build.sh"
+# The transformers parity tests run under a Python with PyPI's torch and
+# transformers; without one they are reported unsupported, loudly.
+if peer="$(bash "$root/scripts/peer_python.sh")"; then
+  export MOE_PEER_PYTHON="$peer"
+else
+  echo "test.sh: WARNING: no PyPI torch/transformers; the transformers parity tests will be unsupported" >&2
+fi
 ctest --test-dir "$build" --output-on-failure
 if [ "${SANITIZE:-1}" != 0 ]; then
   bash "$root/scripts/sanitize.sh"

@@ -23,7 +23,7 @@ project's scripts/peer_python.sh makes one); runs on the CPU or, with
 --device cuda, on a GPU (the executable then gets --backend cuda).
 
   hf_parity.py --model-exe EXE [--backend cpu|cuda] [--seed 1] [--rtol 1e-4]
-               [--workdir DIR] [--model qwen3_moe_tiny]
+               [--workdir DIR] [--model qwen3_moe_tiny] [--tamper]
 
 Prints the errors and PASS, or FAIL and exits 1.
 """
@@ -46,20 +46,11 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 
 def hf_config(cfg):
     from transformers import Qwen3MoeConfig
-    if cfg.naming != "qwen3" or cfg.scoring != "softmax" or cfg.shared_inter \
-            or cfg.first_dense_layers or cfg.expert_bias or cfg.z_coef:
-        raise SystemExit(f"error: {cfg.name} is not a plain Qwen3-MoE (this check builds "
-                         "Qwen3MoeForCausalLM)")
-    return Qwen3MoeConfig(
-        vocab_size=cfg.vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-        num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
-        head_dim=cfg.head_dim, num_experts=cfg.experts, num_experts_per_tok=cfg.top_k,
-        moe_intermediate_size=cfg.moe_inter, intermediate_size=4 * cfg.hidden,
-        decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=cfg.norm_topk_prob,
-        rms_norm_eps=cfg.eps, rope_theta=cfg.rope_theta,
-        max_position_embeddings=max(cfg.seq, 64), tie_word_embeddings=False,
-        attention_bias=False, router_aux_loss_coef=cfg.aux_coef,
-        output_router_logits=True, attn_implementation="eager")
+    try:
+        fields = gen_models.qwen3_moe_hf_fields(cfg)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    return Qwen3MoeConfig(**fields, output_router_logits=True, attn_implementation="eager")
 
 
 def randomise(model, seed, std):
@@ -135,6 +126,10 @@ def main():
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--workdir")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--tamper", action="store_true",
+                    help="scale one routed expert's down projection in the file the "
+                         "executable reads (transformers keeps the original): the check "
+                         "must then FAIL, showing it can")
     args = ap.parse_args()
 
     import transformers
@@ -151,6 +146,13 @@ def main():
     model.save_pretrained(saved, safe_serialization=True)
     weights, converted = per_expert_file(saved, os.path.join(workdir, "per-expert.safetensors"),
                                          cfg)
+    if args.tamper:
+        tensors = load_file(weights)
+        key = "model.layers.0.mlp.experts.0.down_proj.weight"
+        tensors[key] = tensors[key] * np.float32(1.5)
+        weights = os.path.join(workdir, "tampered.safetensors")
+        save_file(tensors, weights)
+        print(f"tampered: {key} scaled by 1.5 in the executable's weights")
     print(f"transformers {transformers.__version__}, torch {torch.__version__}: "
           f"{cfg.name} saved with save_pretrained"
           + (" (fused experts split into per-expert tensors)" if converted else ""))

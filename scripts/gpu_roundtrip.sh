@@ -113,7 +113,7 @@ run)
     local name="$1"
     shift
     if [ $SECONDS -ge $deadline ]; then
-      results+=("$name|SKIP: past the deadline")
+      results+=("$name|FAIL (not run: past the deadline)")
       return
     fi
     echo "== $name"

@@ -150,7 +150,7 @@ double medianMs(Device &dev, int repeats, const std::function<void()> &fn) {
 void fillRandom(Device &dev, void *dst, bool bf16, int64_t n, float scale,
                 std::mt19937_64 &rng) {
   std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> host(size_t(n));
+  std::vector<float> host(static_cast<size_t>(n));
   for (float &x : host)
     x = dist(rng);
   DeviceArray staging(size_t(n) * sizeof(float));

@@ -96,7 +96,7 @@ int runAll() {
     failed += !report(name, *world,
                       [&] { return runCommunicatorCheck(name, *world); });
 
-  MpiOptions fast;
+  CommOptions fast;
   fast.deterministicSums = false;
   fast.checkAllToAllVCounts = false;
   auto native = mpiWorld(fast);

@@ -176,8 +176,8 @@ struct Rank {
   std::unique_ptr<Communicator> native;        ///< deterministicSums = false
 };
 
-NcclOptions nativeOptions() {
-  NcclOptions options;
+CommOptions nativeOptions() {
+  CommOptions options;
   options.deterministicSums = false;
   return options;
 }

@@ -63,6 +63,8 @@ def main():
     p.add_argument("--routing", choices=["random", "zero-gate"], default="random")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--run-arg", action="append", default=[],
+                   help="an extra flag for every mesh executable's run (repeatable)")
     args = p.parse_args()
 
     os.makedirs(args.workdir, exist_ok=True)
@@ -103,10 +105,10 @@ def main():
         for backend in args.backend:
             out = work(os.path.basename(exe) + "_" + backend + ".safetensors")
             if backend == "local":
-                logits, loss = forward(exe, out, extra=["--comm", "local"])
+                logits, loss = forward(exe, out, extra=["--comm", "local"] + args.run_arg)
             else:
                 launcher = args.mpirun.split() + ["-np", str(ranks)]
-                logits, loss = forward(exe, out, launcher=launcher)
+                logits, loss = forward(exe, out, launcher=launcher, extra=args.run_arg)
             e_logits = rel_err(logits, ref_logits)
             e_loss = abs(loss - ref_loss) / max(abs(ref_loss), 1e-30)
             ok = logits.shape == ref_logits.shape and e_logits <= args.rtol and e_loss <= args.rtol

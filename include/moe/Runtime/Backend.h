@@ -37,6 +37,7 @@
 namespace moe::rt {
 
 class Communicator;
+struct CommOptions;
 
 using RouterConfig = moe::cpu::RouterConfig;
 
@@ -240,7 +241,7 @@ void registerCudaBackend(BackendFactory factory);
 /// main() in builds that have it (MOE_HAVE_NCCL), so that MoERuntime never
 /// names an NCCL symbol. Collective over bootstrap.
 using DeviceCommFactory = std::unique_ptr<Communicator> (*)(
-    Communicator &bootstrap, int device);
+    Communicator &bootstrap, int device, const CommOptions &options);
 void registerDeviceCommunicator(DeviceCommFactory factory);
 /// The registered factory, or null.
 DeviceCommFactory deviceCommunicatorFactory();

@@ -175,20 +175,25 @@ std::vector<std::unique_ptr<Communicator>> makeLocalCommunicators(int n);
 /// their next collective rather than wait for the failed rank).
 void runLocal(int n, const std::function<void(Communicator &)> &body);
 
+/// How the MPI and NCCL communicators (and their splits) run; the driver
+/// sets them from --sums and --check-collectives.
+struct CommOptions {
+  /// true: f32 sums as documented above, bit-identical across the backends
+  /// (all-to-all, sum in rank order, then all-gather). false: the library's
+  /// own reduction (MPI_Allreduce / MPI_Reduce_scatter_block, ncclAllReduce
+  /// / ncclReduceScatter), whose summation order is its own: faster, not
+  /// bit-reproducible.
+  bool deterministicSums = true;
+  /// Check that allToAllV's counts agree across ranks (two small extra
+  /// collectives) and throw on every rank if they do not. Without the check
+  /// a mismatch is undefined (MPI may truncate, NCCL may hang or corrupt the
+  /// receive buffers).
+  bool checkAllToAllVCounts = true;
+};
+
 //===----------------------------------------------------------------------===//
 // MPI backend (MoERuntimeMPI; declared always, defined when MOE_HAVE_MPI)
 //===----------------------------------------------------------------------===//
-
-struct MpiOptions {
-  /// true: sums as documented above (all-to-all, sum in rank order, then
-  /// all-gather). false: MPI_Allreduce / MPI_Reduce_scatter_block, whose
-  /// summation order is the MPI library's (faster on large groups, not
-  /// bit-reproducible).
-  bool deterministicSums = true;
-  /// Check that allToAllV's counts agree across ranks (two small extra
-  /// collectives) and throw on every rank if they do not.
-  bool checkAllToAllVCounts = true;
-};
 
 /// Initialises MPI (MPI_Init_thread, MPI_THREAD_FUNNELED) unless it already
 /// is, and finalises it on destruction if it initialised it. Destroy every
@@ -209,7 +214,7 @@ private:
 
 /// A communicator over a duplicate of MPI_COMM_WORLD (MPI must be
 /// initialised). MPI errors on it are returned and thrown, not fatal.
-std::unique_ptr<Communicator> mpiWorld(const MpiOptions &options = {});
+std::unique_ptr<Communicator> mpiWorld(const CommOptions &options = {});
 
 /// MPI_Abort on MPI_COMM_WORLD: ends every process of the job. For a failure
 /// that only some ranks see, after which the others would wait forever.

@@ -77,16 +77,6 @@
 
 namespace moe::rt {
 
-struct NcclOptions {
-  /// true: f32 sums in rank order, bit-identical to the local and MPI
-  /// backends (see above). false: NCCL's own summation order.
-  bool deterministicSums = true;
-  /// Check that allToAllV's counts agree across ranks (two small extra
-  /// collectives) and throw on every rank if they do not. Without the check
-  /// a mismatch is undefined (NCCL may hang or corrupt the receive buffers).
-  bool checkAllToAllVCounts = true;
-};
-
 /// Collective over `bootstrap`: an NCCL communicator spanning its ranks (rank
 /// r of the result is rank r of bootstrap), on GPU `device` of this rank
 /// (each rank its own GPU; NCCL refuses two ranks on one GPU). Rank 0 creates
@@ -96,7 +86,7 @@ struct NcclOptions {
 /// with the same device and options; bootstrap is not needed after this call
 /// returns.
 std::unique_ptr<Communicator> ncclWorld(Communicator &bootstrap, int device,
-                                        const NcclOptions &options = {});
+                                        const CommOptions &options = {});
 
 /// The NCCL library's version, e.g. "2.28.3" (never throws; "unknown" if the
 /// library does not say).

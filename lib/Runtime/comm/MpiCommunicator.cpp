@@ -1,7 +1,7 @@
 //===- MpiCommunicator.cpp - The communicator over MPI --------------------===//
 //
 // One rank per process. Sums are computed here, not by MPI_SUM, unless the
-// caller opts out (MpiOptions::deterministicSums): MPI libraries choose their
+// caller opts out (CommOptions::deterministicSums): MPI libraries choose their
 // reduction order by message size and process count, so MPI_Allreduce may
 // differ in the last bit between ranks' runs, job sizes and library versions,
 // and from the local backend. An all-to-all of chunks, a sum in rank order
@@ -79,7 +79,7 @@ void throwIf(const std::string &error, const char *op) {
 class MpiCommunicator final : public Communicator {
 public:
   /// Takes ownership of `comm` (freed on destruction).
-  MpiCommunicator(MPI_Comm comm, const MpiOptions &options)
+  MpiCommunicator(MPI_Comm comm, const CommOptions &options)
       : comm_(comm), options_(options) {
     check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "create",
           "MPI_Comm_set_errhandler", -1);
@@ -295,7 +295,7 @@ private:
   }
 
   MPI_Comm comm_;
-  MpiOptions options_;
+  CommOptions options_;
   int rank_ = -1, size_ = 0;
 };
 
@@ -321,7 +321,7 @@ MpiSession::~MpiSession() {
     MPI_Finalize();
 }
 
-std::unique_ptr<Communicator> mpiWorld(const MpiOptions &options) {
+std::unique_ptr<Communicator> mpiWorld(const CommOptions &options) {
   int initialised = 0;
   MPI_Initialized(&initialised);
   if (!initialised)

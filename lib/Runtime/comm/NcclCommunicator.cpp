@@ -114,7 +114,7 @@ size_t roundUp(size_t bytes, size_t granule) {
 class NcclCommunicator final : public Communicator {
 public:
   /// Takes ownership of `comm` (aborted if this constructor throws).
-  NcclCommunicator(ncclComm_t comm, int device, const NcclOptions &options)
+  NcclCommunicator(ncclComm_t comm, int device, const CommOptions &options)
       : comm_(comm), device_(device), options_(options) {
     const char *op = "create";
     try {
@@ -607,7 +607,7 @@ private:
 
   ncclComm_t comm_ = nullptr;
   int device_ = 0;
-  NcclOptions options_;
+  CommOptions options_;
   int rank_ = -1, size_ = 0;
   bool broken_ = false;
   cudaStream_t stream_ = nullptr;
@@ -632,7 +632,7 @@ int firstFlagged(Communicator &bootstrap, bool flag) {
 } // namespace
 
 std::unique_ptr<Communicator> ncclWorld(Communicator &bootstrap, int device,
-                                        const NcclOptions &options) {
+                                        const CommOptions &options) {
   const char *op = "world";
   const int rank = bootstrap.rank(), n = bootstrap.size();
 

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -85,13 +86,26 @@ moe::rt::Communicator *directGroup(moert_context *ctx, int32_t id) {
   return nullptr;
 }
 
+/// The context's scratch pool, made on first use over its backend.
+moe::rt::ScratchPool &scratchPool(moert_context *ctx) {
+  if (!ctx->scratch) {
+    moe::rt::Backend *b = &backend(ctx);
+    ctx->scratch = std::make_unique<moe::rt::ScratchPool>(
+        [b](size_t bytes) { return b->allocate(bytes); },
+        [b](void *ptr) { b->release(ptr); });
+  }
+  return *ctx->scratch;
+}
+
 /// The backend's memory as a collective's buffer memory: scratch from the
-/// backend, copies queued on it, fenced by synchronising it.
+/// context's pool (reused blocks, no allocation per collective), copies
+/// queued on the backend, fenced by synchronising it.
 class BackendBufferOps final : public moe::rt::BufferOps {
 public:
-  explicit BackendBufferOps(moe::rt::Backend &backend) : backend_(backend) {}
-  void *allocate(size_t bytes) override { return backend_.allocate(bytes); }
-  void release(void *ptr) override { backend_.release(ptr); }
+  explicit BackendBufferOps(moert_context *ctx)
+      : backend_(backend(ctx)), pool_(scratchPool(ctx)) {}
+  void *allocate(size_t bytes) override { return pool_.acquire(bytes); }
+  void release(void *ptr) override { pool_.release(ptr); }
   void copy2D(void *dst, size_t dstPitch, const void *src, size_t srcPitch,
               size_t width, size_t rows) override {
     backend_.copy2D(dst, dstPitch, src, srcPitch, width, rows);
@@ -100,6 +114,7 @@ public:
 
 private:
   moe::rt::Backend &backend_;
+  moe::rt::ScratchPool &pool_;
 };
 
 moe::rt::CommDType dtypeOf(int32_t dtype) {
@@ -473,7 +488,7 @@ void moert_all_gather(moert_context *ctx, int32_t groupId, int32_t dtype,
     moe::rt::CommDType type = dtypeOf(dtype);
     moe::rt::Backend &b = backend(ctx);
     if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
-      BackendBufferOps ops(b);
+      BackendBufferOps ops(ctx);
       b.synchronize();
       moe::rt::allGatherAxis(*direct, in, out, {outer, mid, inner}, type, ops);
       return;
@@ -493,7 +508,7 @@ void moert_all_slice(moert_context *ctx, int32_t groupId, int32_t dtype,
                      int64_t inner) {
   guarded(ctx, [&] {
     // No communication: a strided copy in the backend's memory.
-    BackendBufferOps ops(backend(ctx));
+    BackendBufferOps ops(ctx);
     moe::rt::allSliceAxis(group(ctx, groupId), in, out, {outer, mid, inner},
                           dtypeOf(dtype), ops);
   });
@@ -509,7 +524,7 @@ void moert_all_to_all(moert_context *ctx, int32_t groupId, int32_t dtype,
     moe::rt::AxisLayout concat{concatOuter, concatMid, concatInner};
     moe::rt::Backend &b = backend(ctx);
     if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
-      BackendBufferOps ops(b);
+      BackendBufferOps ops(ctx);
       b.synchronize();
       moe::rt::allToAllAxes(*direct, in, out, split, concat, type, ops);
       return;
@@ -549,7 +564,7 @@ void moert_dispatch(moert_context *ctx, int32_t groupId, int64_t placement,
     moe::rt::CommDType rowType = rowTypeOf(b);
     size_t rowBytes = hidden * moe::rt::commDTypeSize(rowType);
     if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
-      BackendBufferOps ops(b);
+      BackendBufferOps ops(ctx);
       b.synchronize();
       moe::rt::dispatchTokens(*direct, rows, hostOffsets, hidden, recv,
                               recvCapacity, hostRecvOffsets, place,
@@ -594,7 +609,7 @@ void moert_combine(moert_context *ctx, int32_t groupId, int64_t placement,
         stage.in(offsets, (experts + 1) * sizeof(int64_t)));
     moe::rt::CommDType rowType = rowTypeOf(b);
     if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
-      BackendBufferOps ops(b);
+      BackendBufferOps ops(ctx);
       b.synchronize();
       moe::rt::combineTokens(*direct, expertOut, hostRecvOffsets, hostOffsets,
                              hidden, out, place, ctx->dispatchPolicy.get(), ops,

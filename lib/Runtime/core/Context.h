@@ -3,6 +3,7 @@
 #ifndef MOE_RUNTIME_CORE_CONTEXT_H
 #define MOE_RUNTIME_CORE_CONTEXT_H
 
+#include "ScratchPool.h"
 #include "moe/Runtime/Backend.h"
 #include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/ExpertPlacement.h"
@@ -34,6 +35,10 @@ struct moert_context {
   /// keeps the routing statistics of the calls (tokens per expert of every
   /// permute, slots dropped by every capacity drop) until they are taken.
   std::unique_ptr<moe::rt::Backend> backend;
+  /// The collectives' scratch blocks in the backend's memory, kept for
+  /// reuse (made on first use; declared after `backend`, which it frees
+  /// into, so destroyed before it).
+  std::unique_ptr<moe::rt::ScratchPool> scratch;
   /// Expert placement tables by id (moe.dispatch's `placement`, the MoE
   /// layer), installed by the driver; a call whose table is not installed
   /// installs the static split. The policy splits rows over replicas.
@@ -60,6 +65,7 @@ inline void setDeviceMeshGroups(moert_context *ctx, MeshGroups *groups) {
 
 /// Makes `ctx` run on `backend` (the context owns it from then on).
 inline void setBackend(moert_context *ctx, std::unique_ptr<Backend> backend) {
+  ctx->scratch.reset();
   ctx->backend = std::move(backend);
 }
 

@@ -48,6 +48,8 @@ const FlagSpec kInitStd = initStdFlag();
 const FlagSpec kComm = commFlag();
 const FlagSpec kBackend = backendFlag();
 const FlagSpec kGpuComm = gpuCommFlag();
+const FlagSpec kSums = sumsFlag();
+const FlagSpec kCheckCollectives = checkCollectivesFlag();
 
 const CommandSpec kForward{
     "forward",
@@ -70,7 +72,7 @@ const CommandSpec kForward{
      {"save-weights", "PATH",
       "Write the weights used (e.g. those of --init-random) as safetensors "
       "(1-rank models)."},
-     kComm, kBackend, kGpuComm}};
+     kComm, kBackend, kGpuComm, kSums, kCheckCollectives}};
 
 const CommandSpec kGenerate{
     "generate",
@@ -91,7 +93,7 @@ const CommandSpec kGenerate{
      {"top-k", "K",
       "Sample only among the K most likely tokens (default 0: all)."},
      {"seed", "S", "Seed of the sampler (default 0)."},
-     kComm, kBackend, kGpuComm}};
+     kComm, kBackend, kGpuComm, kSums, kCheckCollectives}};
 
 const CommandSpec kInit{
     "init",

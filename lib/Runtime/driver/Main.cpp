@@ -30,8 +30,9 @@ moe_entry_train_step(moert_context *ctx, uint8_t *weights, uint8_t *arena,
 
 #ifdef MOE_HAVE_NCCL
 static std::unique_ptr<moe::rt::Communicator>
-ncclOver(moe::rt::Communicator &bootstrap, int device) {
-  return moe::rt::ncclWorld(bootstrap, device);
+ncclOver(moe::rt::Communicator &bootstrap, int device,
+         const moe::rt::CommOptions &options) {
+  return moe::rt::ncclWorld(bootstrap, device, options);
 }
 #endif
 

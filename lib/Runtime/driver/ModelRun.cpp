@@ -56,6 +56,27 @@ const FlagSpec &gpuCommFlag() {
   return flag;
 }
 
+const FlagSpec &sumsFlag() {
+  static const FlagSpec flag{
+      "sums", "deterministic|native",
+      "How the MPI and NCCL collectives add floats: 'deterministic' (the "
+      "default on host memory) adds in rank order, the same bits on every "
+      "backend and mesh; 'native' (the default for NCCL on the GPUs) leaves "
+      "the order to the library, faster (NCCL then reduces on the GPUs "
+      "instead of through the host)."};
+  return flag;
+}
+
+const FlagSpec &checkCollectivesFlag() {
+  static const FlagSpec flag{
+      "check-collectives", "",
+      "Debug mode: every variable all-to-all first checks that all ranks "
+      "agree on the counts (two small extra collectives), and fails on every "
+      "rank naming the mismatch instead of hanging or corrupting memory.",
+      true};
+  return flag;
+}
+
 const FlagSpec &commFlag() {
   static const FlagSpec flag{
       "comm", "mpi|local",
@@ -185,6 +206,21 @@ bool gpuCommIsNccl(const ParsedFlags &flags, const std::string &backend,
   return applies;
 }
 
+/// --sums and --check-collectives for the MPI or (`nccl`) NCCL world.
+rt::CommOptions commOptionsFromFlags(const ParsedFlags &flags, bool nccl) {
+  rt::CommOptions options;
+  options.deterministicSums = !nccl;
+  if (flags.has("sums")) {
+    std::string value = flags.get("sums");
+    if (value != "deterministic" && value != "native")
+      throw UsageError("--sums is '" + value +
+                       "', expected deterministic or native");
+    options.deterministicSums = value == "deterministic";
+  }
+  options.checkAllToAllVCounts = flags.has("check-collectives");
+  return options;
+}
+
 } // namespace
 
 int runOnMesh(const Manifest &m, const ParsedFlags &flags,
@@ -203,6 +239,9 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
                          : "--comm is '" + comm + "', expected mpi or local");
   std::string backend = backendFromFlags(flags);
   bool nccl = gpuCommIsNccl(flags, backend, comm);
+  [[maybe_unused]] rt::CommOptions hostOptions =
+      commOptionsFromFlags(flags, false);
+  rt::CommOptions deviceOptions = commOptionsFromFlags(flags, true);
   if (comm == "none") {
     RankEnv env;
     env.backend = backend;
@@ -219,7 +258,8 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
     std::unique_ptr<rt::Communicator> deviceWorld;
     rt::MeshGroups deviceGroups;
     if (nccl) {
-      deviceWorld = rt::deviceCommunicatorFactory()(world, env.device);
+      deviceWorld =
+          rt::deviceCommunicatorFactory()(world, env.device, deviceOptions);
       deviceGroups = rt::makeMeshGroups(*deviceWorld, m.mesh);
       env.deviceGroups = &deviceGroups;
     }
@@ -243,7 +283,7 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
   }
 #ifdef MOE_HAVE_MPI
   rt::MpiSession session;
-  std::unique_ptr<rt::Communicator> world = rt::mpiWorld();
+  std::unique_ptr<rt::Communicator> world = rt::mpiWorld(hostOptions);
   if (world->size() != ranks) {
     // Every rank sees the mismatch itself: no communication, no hang.
     if (world->rank() != 0)

@@ -38,6 +38,10 @@ const FlagSpec &initStdFlag();
 const FlagSpec &commFlag();
 const FlagSpec &backendFlag();
 const FlagSpec &gpuCommFlag();
+/// --sums deterministic|native and --check-collectives: the MPI and NCCL
+/// communicators' CommOptions (runOnMesh reads them).
+const FlagSpec &sumsFlag();
+const FlagSpec &checkCollectivesFlag();
 
 /// Where the weights come from.
 struct WeightSource {

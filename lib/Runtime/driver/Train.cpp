@@ -118,7 +118,8 @@ const CommandSpec &trainCommand() {
         "How the rows of an expert with replicas are split over them: "
         "least-loaded (default: level the rows each rank receives), first, "
         "or plugin:LIB.so (moe_split_tokens)."},
-       commFlag(), backendFlag(), gpuCommFlag()}};
+       commFlag(), backendFlag(), gpuCommFlag(), sumsFlag(),
+       checkCollectivesFlag()}};
   return command;
 }
 

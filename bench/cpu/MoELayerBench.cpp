@@ -88,8 +88,8 @@ template <typename F> double medianMs(int repeats, F run) {
     run();
     auto stop = std::chrono::steady_clock::now();
     if (r > 0) // the first call warms caches and BLAS threads
-      ms.push_back(std::chrono::duration<double, std::milli>(stop - start)
-                       .count());
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(stop - start).count());
   }
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];

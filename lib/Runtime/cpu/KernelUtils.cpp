@@ -233,8 +233,8 @@ Scratch::Scratch(const char *kernel, size_t bytes)
     ::operator delete(arena.base, std::align_val_t(kAlign));
     arena.base = nullptr;
     arena.capacity = 0;
-    arena.base = static_cast<char *>(
-        ::operator new(bytes, std::align_val_t(kAlign)));
+    arena.base =
+        static_cast<char *>(::operator new(bytes, std::align_val_t(kAlign)));
     arena.capacity = bytes;
   }
   arena.open = true;

@@ -285,14 +285,14 @@ void experts(const float *x, const float *weights, const int32_t *indices,
     for (int64_t b = 0, blocks = rowBlockCount(counts[e]); b < blocks; ++b) {
       const int32_t *blockSlots =
           rowToSlot + offsets[e] + rowBlockBegin(counts[e], b);
-      int64_t rows = rowBlockBegin(counts[e], b + 1) -
-                     rowBlockBegin(counts[e], b);
+      int64_t rows =
+          rowBlockBegin(counts[e], b + 1) - rowBlockBegin(counts[e], b);
       for (int64_t r = 0; r < rows; ++r)
         std::copy_n(x + blockSlots[r] / topK * hidden, hidden,
                     rowsIn + r * hidden);
       swigluBlock(kernel, rowsIn, rows, hidden, gate + e * weightSize,
-                  up + e * weightSize, down + e * weightSize, inter, act,
-                  upOut, rowsOut);
+                  up + e * weightSize, down + e * weightSize, inter, act, upOut,
+                  rowsOut);
       // A token's slots are summed in expert order: the same as slot order
       // up to fp32 rounding, and exactly the same for topK <= 2.
       for (int64_t r = 0; r < rows; ++r) {

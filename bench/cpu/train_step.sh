@@ -8,8 +8,9 @@
 #   bench/cpu/train_step.sh [THREADS]   (default 1)
 #
 # Row 1: one rank with THREADS OpenBLAS threads against torch with THREADS
-# threads. Row 2: two MPI ranks (mesh dp=2, one OpenBLAS thread each) against
-# torch with 2 threads. Both sides start from the same weights (the
+# threads. Row 2: processes against processes: two MPI ranks (mesh dp=2, one
+# OpenBLAS thread each) against two PyTorch DistributedDataParallel processes
+# over gloo (one thread each, each on half of the batch). Both sides start from the same weights (the
 # executable's `init --init-random 1`) and see the same batches (the corpus's
 # (seed, step) sampler), so their first-step losses agree (and the next few
 # steps' too, until a near-tie in the top-k routing flips on one side).
@@ -74,6 +75,14 @@ peer_once() { # THREADS [ENV...]
     --warmup-steps "$skip" --threads "$t" --weights "$out/init.safetensors"
 }
 
+# Two DDP processes (gloo) of one thread each: the peer of the dp=2 ranks.
+peer_ddp() {
+  OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 /usr/bin/python3 \
+    "$root/bench/cpu/train_step_torch.py" --data "$corpus" --steps "$steps" \
+    --warmup-steps "$skip" --threads 1 --processes 2 \
+    --weights "$out/init.safetensors" 2>"$out/ddp.err"
+}
+
 # With more than one thread, torch's OpenMP pool spins while it waits by
 # default, which on a small, shared machine can make a step many times slower:
 # run it as it comes and with OMP_WAIT_POLICY=PASSIVE, and keep the faster.
@@ -107,20 +116,23 @@ median_ms=$(echo "$4" | field median_ms) omp_wait_policy=$(echo "$4" | field omp
 $(echo "$4" | sed -n 's/.*\( (.*)\)$/\1/p')")
 }
 
-printf '| model | batch | threads | ours tok/s | torch tok/s | speed-up |\n|---|---|---|---|---|---|\n'
+printf '| model | batch | processes x threads | ours tok/s | torch tok/s | speed-up |\n|---|---|---|---|---|---|\n'
 
 export OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads"
 a=$(ours "$out/metrics-1rank.jsonl" "$out/$name")
 b=$(peer "$threads")
-row "1 rank" "$threads" "$a" "$b"
+row "1 rank" "1 x $threads" "$a" "$b"
 
 if "$build/bin/moec" "$model" --mesh dp=2 -o "$out/${name}_dp2" 2>"$out/dp2.err" &&
    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
      ours "$out/metrics-dp2.jsonl" "$out/${name}_dp2" "${launcher[@]}" 2>>"$out/dp2.err" >"$out/dp2.txt"; then
-  b=$(peer 2)
-  row "dp=2" "2 (dp=2 x 1)" "$(cat "$out/dp2.txt")" "$b"
+  if b=$(peer_ddp); then
+    row "dp=2" "2 processes x 1" "$(cat "$out/dp2.txt")" "$b"
+  else
+    echo "| $name | $batch | 2 processes x 1 | $(cat "$out/dp2.txt" | field tokens_per_s) | failed: see $out/ddp.err | |"
+  fi
 else
-  echo "| $name | $batch | 2 (dp=2 x 1) | failed: see $out/dp2.err | | |"
+  echo "| $name | $batch | 2 processes x 1 | failed: see $out/dp2.err | | |"
 fi
 
 echo

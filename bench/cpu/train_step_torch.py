@@ -17,6 +17,12 @@ Weights are drawn like `--init-random` (normal(0, std) matrices, norm weights
 start near ln(vocab); with --weights (the executable's `init` output) both
 start from the same weights and see the same batches.
 
+With --processes N (N > 1) it runs as N processes of PyTorch's
+DistributedDataParallel over gloo (the peer of an executable compiled for
+dp=N on N MPI ranks): each process takes its 1/N of the global batch's
+sequences and --threads threads, and DDP averages the gradients in backward.
+Rank 0 reports.
+
 Prints the parameter count, the first step's loss and the median step time
 over the steps after --warmup-steps as "key=value" pairs.
 """
@@ -77,7 +83,10 @@ def main():
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup-steps", type=int, default=5,
                    help="steps left out of the median (default 5)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="threads per process")
+    p.add_argument("--processes", type=int, default=1,
+                   help="DDP processes (gloo), each on 1/N of the batch")
+    p.add_argument("--port", type=int, default=29571, help="DDP rendezvous port")
     p.add_argument("--seed", type=int, default=0, help="data order, as `train --seed`")
     p.add_argument("--init-seed", type=int, default=1)
     p.add_argument("--init-std", type=float, default=0.02)
@@ -91,6 +100,20 @@ def main():
     a = p.parse_args()
     if a.steps <= a.warmup_steps:
         raise SystemExit("error: --steps must exceed --warmup-steps")
+    if a.processes < 1:
+        raise SystemExit("error: --processes must be positive")
+    if a.processes == 1:
+        run(0, a)
+        return
+    # Environment first: OpenBLAS reads its thread count when torch loads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(a.threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    import torch.multiprocessing as mp
+    mp.spawn(run, args=(a,), nprocs=a.processes)
+
+
+def run(rank, a):
+    """One process: the whole run when a.processes == 1, else DDP rank `rank`."""
 
     # Debian's torch does its GEMMs in OpenBLAS, which reads its thread count
     # from the environment when it is loaded: default it to --threads before
@@ -103,6 +126,9 @@ def main():
     torch.set_num_threads(a.threads)
 
     cfg = ref.get_config(a.model)
+    if cfg.batch % a.processes != 0:
+        raise SystemExit(f"error: batch {cfg.batch} does not split over {a.processes} processes")
+    local_batch = cfg.batch // a.processes
     if not cfg.vocab_chars:
         raise SystemExit(f"error: {a.model} is not a character-level model")
     index = {c: i for i, c in enumerate(cfg.vocab_chars)}
@@ -129,6 +155,26 @@ def main():
         params[name] = torch.nn.Parameter(t)
     n_params = sum(t.numel() for t in params.values())
 
+    # DDP needs a Module: the same Parameters, names with "." spelled "/".
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = torch.nn.ParameterDict(
+                {name.replace(".", "/"): t for name, t in params.items()})
+
+        def forward(self, tokens, labels):
+            return ref.reference_forward(cfg, None, tokens, labels, leaves=params)["loss"]
+
+    model = Model()
+    if a.processes > 1:
+        import torch.distributed as dist
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{a.port}",
+                                rank=rank, world_size=a.processes)
+        # An expert that gets no token of a batch has no gradient in the HF
+        # loop over experts: DDP must look for unused parameters.
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=True)
+
     matrices = [t for t in params.values() if t.dim() >= 2]
     vectors = [t for t in params.values() if t.dim() < 2]
     opt = torch.optim.AdamW([{"params": matrices, "weight_decay": a.weight_decay},
@@ -140,11 +186,11 @@ def main():
     for step in range(1, a.steps + 1):
         start = time.perf_counter()
         starts = train_window_starts(a.seed, step, cfg.batch, train_size, cfg.seq)
+        starts = starts[rank * local_batch:(rank + 1) * local_batch]
         windows = np.stack([ids[s:s + cfg.seq + 1] for s in starts])
         tokens, labels = windows[:, :-1], windows[:, 1:]
         opt.zero_grad(set_to_none=True)
-        out = ref.reference_forward(cfg, None, tokens, labels, leaves=params)
-        loss = out["loss"]
+        loss = model(tokens, labels)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(list(params.values()), a.clip)
         lr = lr_at(step, a.steps, warmup, a.lr, a.lr / 10)
@@ -152,15 +198,22 @@ def main():
             group["lr"] = lr
         opt.step()
         times.append((time.perf_counter() - start) * 1e3)
+        if a.processes > 1:  # the global batch's loss, outside the timing
+            loss = loss.detach().clone()
+            dist.all_reduce(loss)
+            loss /= a.processes
         losses.append((float(loss), float(norm)))
 
+    if rank != 0:
+        return
     if a.losses:
         with open(a.losses, "w") as f:
             for step, (loss, norm) in enumerate(losses, 1):
                 f.write(f"{step} {loss:.6f} {norm:.6f}\n")
     median = statistics.median(times[a.warmup_steps:])
     tokens_per_step = cfg.batch * cfg.seq
-    print(f"impl=torch model={a.model} params={n_params} threads={a.threads} "
+    print(f"impl=torch model={a.model} params={n_params} processes={a.processes} "
+          f"threads={a.threads} "
           f"openblas_threads={os.environ['OPENBLAS_NUM_THREADS']} "
           f"omp_wait_policy={os.environ.get('OMP_WAIT_POLICY', 'default')} "
           f"first_loss={losses[0][0]:.4f} last_loss={losses[-1][0]:.4f} "

@@ -778,7 +778,7 @@ SwigluGrads swigluGradD(const Doubles &dy, const Doubles &x, int rows,
   return out;
 }
 
-// More rows than the kernels compute at once (kSwigluRowBlock = 512, and not
+// More rows than the kernels compute at once (kSwigluRowBlock = 1024, and not
 // a multiple of it): the blocks cover every row once and the weight
 // gradients sum over all of them, forward and backward, dense and grouped.
 TEST(CpuGradKernels, SwigluLongerThanOneRowBlock) {

@@ -400,6 +400,26 @@ TEST(CpuKernels, AttentionGqaAndMhaCausalAndNot) {
                std::invalid_argument);
 }
 
+// The SiLU's vectorised exp over the whole float range the activations can
+// take, element by element: x silu(x) for x from -120 to 120 (hidden = inter
+// = 1 and unit weights, so the projections are exact).
+TEST(CpuKernels, SwigluMlpSiluAcrossTheRange) {
+  const int rows = 24001;
+  Floats x(rows);
+  for (int r = 0; r < rows; ++r)
+    x[r] = -120.0f + 0.01f * float(r);
+  Floats one = {1.0f}, out(rows);
+  cpu::swigluMlp(x.data(), rows, 1, one.data(), one.data(), one.data(), 1,
+                 out.data());
+  for (int r = 0; r < rows; ++r) {
+    double ref = double(x[r]) * sigmoidRef(x[r]) * double(x[r]);
+    // A few ulps, or nothing visible next to the other terms of a sum where
+    // the exact result is below float's normal range.
+    EXPECT_LE(std::abs(out[r] - ref), 1e-6 * std::abs(ref) + 1e-30)
+        << "x = " << x[r] << ": " << out[r] << " instead of " << ref;
+  }
+}
+
 TEST(CpuKernels, SwigluMlpAndSharedExperts) {
   std::mt19937 gen(6);
   const int rows = 5, hidden = 16, inter = 24;
@@ -660,6 +680,23 @@ TEST(CpuKernels, ExpertsTopKEqualsNumExperts) {
   const int tokens = 9, numExperts = 4;
   checkExperts(gen, distinctRouting(gen, tokens, numExperts, {0, 1, 2, 3}),
                tokens, numExperts, numExperts);
+}
+
+// An expert with more rows than the FFN computes at once (1024: here 1300
+// rows, run as two blocks of 650), and top-3, whose slots the fused combine
+// adds in expert order rather than slot order.
+TEST(CpuKernels, ExpertsLongerThanOneRowBlock) {
+  std::mt19937 gen(15);
+  const int tokens = 1300, topK = 3, numExperts = 5;
+  // Expert 0 takes every token's first slot; the other two are spread.
+  Ids indices = distinctRouting(gen, tokens, topK - 1, {1, 2, 3, 4});
+  Ids routed;
+  for (int t = 0; t < tokens; ++t) {
+    routed.push_back(0);
+    routed.insert(routed.end(), indices.begin() + t * (topK - 1),
+                  indices.begin() + (t + 1) * (topK - 1));
+  }
+  checkExperts(gen, routed, tokens, topK, numExperts);
 }
 
 TEST(CpuKernels, ExpertsRejectBadExpertId) {

@@ -101,9 +101,10 @@ void swigluMlp(const float *x, int64_t rows, int64_t hidden, const float *gate,
   checkSize("swigluMlp", "rows", rows);
   checkSize("swigluMlp", "hidden", hidden);
   checkSize("swigluMlp", "inter", inter);
-  std::vector<float> scratch(2 * swigluBlockRows(rows) * inter);
+  int64_t blockSize = 2 * swigluBlockRows(rows) * inter;
+  Scratch scratch("swigluMlp", Scratch::bytes<float>(blockSize));
   swigluRows("swigluMlp", x, rows, hidden, gate, up, down, inter,
-             scratch.data(), out);
+             scratch.take<float>(blockSize), out);
 }
 
 void add(const float *a, const float *b, int64_t n, float *out) {

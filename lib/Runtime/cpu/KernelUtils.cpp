@@ -9,7 +9,9 @@
 #include <cblas.h>
 #endif
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <new>
 #include <stdexcept>
 #include <vector>
 
@@ -151,20 +153,103 @@ void rotateHalf(const char *kernel, const float *x, const int32_t *positions,
   }
 }
 
+void swigluBlock(const char *kernel, const float *x, int64_t rows,
+                 int64_t hidden, const float *gate, const float *up,
+                 const float *down, int64_t inter, float *act, float *upOut,
+                 float *out) {
+  project(kernel, x, rows, hidden, gate, inter, act);
+  project(kernel, x, rows, hidden, up, inter, upOut);
+  siluMul(act, upOut, rows * inter);
+  project(kernel, act, rows, inter, down, hidden, out);
+}
+
 void swigluRows(const char *kernel, const float *x, int64_t rows,
                 int64_t hidden, const float *gate, const float *up,
                 const float *down, int64_t inter, float *scratch, float *out) {
   float *act = scratch;
   float *upOut = scratch + swigluBlockRows(rows) * inter;
-  for (int64_t first = 0; first < rows; first += kSwigluRowBlock) {
-    int64_t block = swigluBlockRows(rows - first);
-    const float *xb = x + first * hidden;
-    project(kernel, xb, block, hidden, gate, inter, act);
-    project(kernel, xb, block, hidden, up, inter, upOut);
-    for (int64_t i = 0, e = block * inter; i < e; ++i)
-      act[i] = silu(act[i]) * upOut[i];
-    project(kernel, act, block, inter, down, hidden, out + first * hidden);
+  for (int64_t b = 0, blocks = rowBlockCount(rows); b < blocks; ++b) {
+    int64_t first = rowBlockBegin(rows, b);
+    swigluBlock(kernel, x + first * hidden, rowBlockBegin(rows, b + 1) - first,
+                hidden, gate, up, down, inter, act, upOut,
+                out + first * hidden);
   }
+}
+
+namespace {
+
+/// e^x, branch-free so that the loops calling it vectorise: Cephes' expf
+/// (2^n times a degree-7 polynomial on [-ln2/2, ln2/2]), about 2 ulp; x is
+/// clamped to [-87, 88], where 2^n stays a normal float.
+inline float expVectorisable(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  // Adding 1.5 * 2^23 rounds to an integer in the low mantissa bits.
+  const float roundMagic = 12582912.0f;
+  float n = (x * 1.44269504088896341f + roundMagic) - roundMagic;
+  // r = x - n ln2, with ln2 split in two so that n * high part is exact.
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = (int32_t(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+/// Scratch's per-thread memory.
+struct ScratchArena {
+  char *base = nullptr;
+  size_t capacity = 0;
+  bool open = false;
+  ~ScratchArena() { ::operator delete(base, std::align_val_t(64)); }
+};
+thread_local ScratchArena scratchArena;
+
+} // namespace
+
+// One copy per instruction set, picked when the library loads: the runtime is
+// built for baseline x86-64, where SSE2 would do 4 lanes instead of 16.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void siluMul(float *act, const float *up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    act[i] = act[i] / (1.0f + expVectorisable(-act[i])) * up[i];
+}
+
+Scratch::Scratch(const char *kernel, size_t bytes)
+    : kernel(kernel), size(bytes) {
+  ScratchArena &arena = scratchArena;
+  if (arena.open)
+    throw std::logic_error(std::string("moe::cpu::") + kernel +
+                           ": opens a Scratch while one is open");
+  if (arena.capacity < bytes) {
+    ::operator delete(arena.base, std::align_val_t(kAlign));
+    arena.base = nullptr;
+    arena.capacity = 0;
+    arena.base =
+        static_cast<char *>(::operator new(bytes, std::align_val_t(kAlign)));
+    arena.capacity = bytes;
+  }
+  arena.open = true;
+  base = arena.base;
+}
+
+Scratch::~Scratch() { scratchArena.open = false; }
+
+void *Scratch::takeBytes(size_t bytes) {
+  if (used + bytes > size)
+    throw std::logic_error(std::string("moe::cpu::") + kernel +
+                           ": takes more Scratch than it asked for");
+  void *p = base + used;
+  used += bytes;
+  return p;
 }
 
 double logSumExp(const float *x, int64_t n) {

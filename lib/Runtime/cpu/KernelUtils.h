@@ -72,17 +72,74 @@ inline void project(const char *kernel, const float *x, int64_t rows,
 /// 4 in the backward, [rows, inter] blocks) fit a workspace of this many rows
 /// however many tokens an expert or a dense FFN receives, so that memory stays
 /// what the compiler planned (moec --memory-report) plus this bounded block.
-constexpr int64_t kSwigluRowBlock = 512;
+/// Large enough that an expert of a Mixtral-sized batch (a few hundred to a
+/// thousand rows) is one GEMM per projection: every block packs the weights
+/// again inside the BLAS.
+constexpr int64_t kSwigluRowBlock = 1024;
 inline int64_t swigluBlockRows(int64_t rows) {
   return rows < kSwigluRowBlock ? rows : kSwigluRowBlock;
 }
 
-/// SwiGLU FFN of one weight set on `rows` contiguous rows: out = (silu(x g^T)
-/// * (x u^T)) d^T, kSwigluRowBlock rows at a time. `scratch` holds
-/// 2 * swigluBlockRows(rows) * inter floats.
+/// The forward splits `rows` into the fewest blocks of at most
+/// kSwigluRowBlock rows, of even sizes (1100 rows: 550 + 550, not 1024 + 76,
+/// whose small GEMMs would pack the whole weights for a few rows). Block b of
+/// rowBlockCount(rows) covers [rowBlockBegin(rows, b), rowBlockBegin(rows,
+/// b + 1)); no block has more than swigluBlockRows(rows) rows.
+inline int64_t rowBlockCount(int64_t rows) {
+  return (rows + kSwigluRowBlock - 1) / kSwigluRowBlock;
+}
+inline int64_t rowBlockBegin(int64_t rows, int64_t b) {
+  return rows * b / rowBlockCount(rows);
+}
+
+/// One block of the SwiGLU FFN: out [rows, hidden] = (silu(x g^T) * (x u^T))
+/// d^T for x [rows, hidden]; `act` and `upOut` hold rows * inter floats each.
+void swigluBlock(const char *kernel, const float *x, int64_t rows,
+                 int64_t hidden, const float *gate, const float *up,
+                 const float *down, int64_t inter, float *act, float *upOut,
+                 float *out);
+
+/// SwiGLU FFN of one weight set on `rows` contiguous rows, in the blocks of
+/// rowBlockCount. `scratch` holds 2 * swigluBlockRows(rows) * inter floats.
 void swigluRows(const char *kernel, const float *x, int64_t rows,
                 int64_t hidden, const float *gate, const float *up,
                 const float *down, int64_t inter, float *scratch, float *out);
+
+/// act[i] = silu(act[i]) * up[i] for i < n, vectorised (an exp accurate to
+/// about 2 ulp in place of libm's scalar expf, which took more time than the
+/// GEMMs at small widths).
+void siluMul(float *act, const float *up, int64_t n);
+
+/// Per-thread memory that the kernels reuse from call to call instead of
+/// allocating (and page-faulting in) fresh buffers every time. A kernel opens
+/// one Scratch for its whole call, with the bytes of all its buffers
+/// (Scratch::bytes), and takes them in turn; the memory stays with the
+/// thread, at the size of the largest call so far. One Scratch at a time per
+/// thread: a kernel holding one must not call a kernel that opens one
+/// (checked: that is a logic_error).
+class Scratch {
+public:
+  Scratch(const char *kernel, size_t bytes);
+  ~Scratch();
+  Scratch(const Scratch &) = delete;
+  Scratch &operator=(const Scratch &) = delete;
+
+  /// Bytes that take<T>(n) uses: n elements, rounded up to a cache line.
+  template <typename T> static size_t bytes(int64_t n) {
+    return (size_t(n) * sizeof(T) + kAlign - 1) / kAlign * kAlign;
+  }
+  /// The next n elements of T, 64-byte aligned, uninitialised.
+  template <typename T> T *take(int64_t n) {
+    return static_cast<T *>(takeBytes(bytes<T>(n)));
+  }
+
+private:
+  static constexpr size_t kAlign = 64;
+  void *takeBytes(size_t bytes);
+  const char *kernel;
+  size_t size, used = 0;
+  char *base;
+};
 
 /// log(sum_i exp(x[i])) with max subtraction, accumulated in double so that
 /// the result does not depend on the length of the row.

@@ -134,11 +134,14 @@ void permuteByExpert(const int32_t *indices, int64_t tokens, int64_t topK,
   offsets[0] = 0;
   for (int64_t e = 0; e < experts; ++e)
     offsets[e + 1] = offsets[e] + counts[e];
-  // Visiting slots in order keeps each expert's rows in token order.
-  std::vector<int64_t> cursor(offsets, offsets + experts);
+  // Visiting slots in order keeps each expert's rows in token order. counts
+  // serves as each expert's cursor (its next row), then is restored.
+  std::copy_n(offsets, experts, counts);
   for (int64_t s = 0; s < slots; ++s)
     if (indices[s] != kDroppedSlot)
-      rowToSlot[cursor[indices[s]]++] = int32_t(s);
+      rowToSlot[counts[indices[s]]++] = int32_t(s);
+  for (int64_t e = 0; e < experts; ++e)
+    counts[e] = offsets[e + 1] - offsets[e];
   // Dropped slots leave padding rows at the end.
   std::fill(rowToSlot + offsets[experts], rowToSlot + slots, kDroppedSlot);
 }
@@ -190,17 +193,24 @@ void groupedSwiGLUSegments(const float *permuted, int64_t rows,
   checkSize(kernel, "hidden", hidden);
   checkSize(kernel, "inter", inter);
   int64_t maxRows = checkSegments(kernel, offsets, segments, rows);
-  std::vector<float> scratch(2 * swigluBlockRows(maxRows) * inter);
+  int64_t blockSize = swigluBlockRows(maxRows) * inter;
+  Scratch scratch(kernel, 2 * Scratch::bytes<float>(blockSize));
+  float *act = scratch.take<float>(blockSize);
+  float *upOut = scratch.take<float>(blockSize);
   int64_t weightSize = inter * hidden;
   for (int64_t g = 0; g < segments; ++g) {
     int64_t segmentRows = offsets[g + 1] - offsets[g];
     if (segmentRows == 0)
       continue;
     int64_t e = g % experts;
-    swigluRows(kernel, permuted + offsets[g] * hidden, segmentRows, hidden,
-               gate + e * weightSize, up + e * weightSize,
-               down + e * weightSize, inter, scratch.data(),
-               out + offsets[g] * hidden);
+    for (int64_t b = 0, blocks = rowBlockCount(segmentRows); b < blocks; ++b) {
+      int64_t first = offsets[g] + rowBlockBegin(segmentRows, b);
+      int64_t last = offsets[g] + rowBlockBegin(segmentRows, b + 1);
+      swigluBlock(kernel, permuted + first * hidden, last - first, hidden,
+                  gate + e * weightSize, up + e * weightSize,
+                  down + e * weightSize, inter, act, upOut,
+                  out + first * hidden);
+    }
   }
 }
 
@@ -241,23 +251,59 @@ void experts(const float *x, const float *weights, const int32_t *indices,
              int64_t tokens, int64_t topK, int64_t hidden, int64_t numExperts,
              int64_t inter, const float *gate, const float *up,
              const float *down, float *out) {
-  checkSize("experts", "tokens", tokens);
-  checkSize("experts", "topK", topK, /*positive=*/true);
-  checkSize("experts", "hidden", hidden);
-  checkSize("experts", "numExperts", numExperts, /*positive=*/true);
-  checkSize("experts", "inter", inter);
+  const char *kernel = "experts";
+  checkSize(kernel, "tokens", tokens);
+  checkSize(kernel, "topK", topK, /*positive=*/true);
+  checkSize(kernel, "hidden", hidden);
+  checkSize(kernel, "numExperts", numExperts, /*positive=*/true);
+  checkSize(kernel, "inter", inter);
   int64_t slots = tokens * topK;
-  std::vector<int64_t> counts(numExperts), offsets(numExperts + 1);
-  std::vector<int32_t> rowToSlot(slots);
-  permuteByExpert(indices, tokens, topK, numExperts, counts.data(),
-                  offsets.data(), rowToSlot.data());
-  int64_t rows = offsets[numExperts];
-  std::vector<float> permuted(rows * hidden), expertOut(rows * hidden);
-  gatherRows(x, rowToSlot.data(), rows, topK, hidden, permuted.data());
-  groupedSwiGLU(permuted.data(), offsets.data(), numExperts, hidden, inter,
-                gate, up, down, expertOut.data());
-  unpermuteCombine(expertOut.data(), rowToSlot.data(), weights, tokens, topK,
-                   hidden, out);
+  // permuteByExpert's sort checks the ids; the expert FFN then runs block by
+  // block (rowBlockCount) on rows gathered into a cache-sized buffer, and
+  // each block's result is added to its tokens at once: no [slots, hidden]
+  // permuted input or expert output, and no inverse permutation.
+  // No expert has more rows than there are slots.
+  int64_t blockRows = swigluBlockRows(slots);
+  Scratch scratch(kernel, Scratch::bytes<int64_t>(numExperts) +
+                              Scratch::bytes<int64_t>(numExperts + 1) +
+                              Scratch::bytes<int32_t>(slots) +
+                              2 * Scratch::bytes<float>(blockRows * hidden) +
+                              2 * Scratch::bytes<float>(blockRows * inter));
+  int64_t *counts = scratch.take<int64_t>(numExperts);
+  int64_t *offsets = scratch.take<int64_t>(numExperts + 1);
+  int32_t *rowToSlot = scratch.take<int32_t>(slots);
+  float *rowsIn = scratch.take<float>(blockRows * hidden);
+  float *rowsOut = scratch.take<float>(blockRows * hidden);
+  float *act = scratch.take<float>(blockRows * inter);
+  float *upOut = scratch.take<float>(blockRows * inter);
+  permuteByExpert(indices, tokens, topK, numExperts, counts, offsets,
+                  rowToSlot);
+
+  std::fill_n(out, tokens * hidden, 0.0f);
+  int64_t weightSize = inter * hidden;
+  for (int64_t e = 0; e < numExperts; ++e) {
+    for (int64_t b = 0, blocks = rowBlockCount(counts[e]); b < blocks; ++b) {
+      const int32_t *blockSlots =
+          rowToSlot + offsets[e] + rowBlockBegin(counts[e], b);
+      int64_t rows =
+          rowBlockBegin(counts[e], b + 1) - rowBlockBegin(counts[e], b);
+      for (int64_t r = 0; r < rows; ++r)
+        std::copy_n(x + blockSlots[r] / topK * hidden, hidden,
+                    rowsIn + r * hidden);
+      swigluBlock(kernel, rowsIn, rows, hidden, gate + e * weightSize,
+                  up + e * weightSize, down + e * weightSize, inter, act, upOut,
+                  rowsOut);
+      // A token's slots are summed in expert order: the same as slot order
+      // up to fp32 rounding, and exactly the same for topK <= 2.
+      for (int64_t r = 0; r < rows; ++r) {
+        float w = weights[blockSlots[r]];
+        float *o = out + blockSlots[r] / topK * hidden;
+        const float *y = rowsOut + r * hidden;
+        for (int64_t i = 0; i < hidden; ++i)
+          o[i] += w * y[i];
+      }
+    }
+  }
 }
 
 void sharedExperts(const float *x, int64_t rows, int64_t hidden,

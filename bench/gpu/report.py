@@ -59,15 +59,26 @@ def main():
 
     print("\n### Grouped expert FFN, bf16, Qwen3-30B-A3B layer (128 experts, hidden 2048, "
           "FFN 768, 16384 tokens x top-8)\n")
-    print("| routing | ours ms | ours TFLOP/s | torch._grouped_mm ms | ours / grouped_mm "
+    print("| routing, path | ours ms | ours TFLOP/s | torch._grouped_mm ms | ours / grouped_mm "
           "(aim >= 1.1x) | dense cuBLAS ms | ours vs dense (aim >= 80%) |")
     print("|---|---|---|---|---|---|---|")
     for routing in ("uniform", "skewed"):
         ours = num(f, f"ours-layer-{routing}", "expert_ms")
         gmm = num(f, f"torch-layer-{routing}", "grouped_mm_ms")
         dense = num(f, f"torch-layer-{routing}", "dense_ms")
-        print(f"| {routing} | {fmt(ours, 3)} | {fmt(num(f, f'ours-layer-{routing}', 'expert_tflops'), 0)}"
+        print(f"| {routing}, cuBLAS grouped batched | {fmt(ours, 3)} | "
+              f"{fmt(num(f, f'ours-layer-{routing}', 'expert_tflops'), 0)}"
               f" | {fmt(gmm, 3)} | {fmt(ratio(gmm, ours), unit='x')} | {fmt(dense, 3)} | "
+              f"{fmt(100 * ratio(dense, ours), 0, '%')} |")
+
+    for path, what in (("cublas", "one cuBLAS GEMM per expert"),
+                       ("tiled", "tiled fp32-FMA kernels")):
+        ours = num(f, f"ours-layer-uniform-{path}", "expert_ms")
+        gmm = num(f, "torch-layer-uniform", "grouped_mm_ms")
+        dense = num(f, "torch-layer-uniform", "dense_ms")
+        print(f"| uniform, {what} | {fmt(ours, 3)} | "
+              f"{fmt(num(f, f'ours-layer-uniform-{path}', 'expert_tflops'), 0)} | "
+              f"{fmt(gmm, 3)} | {fmt(ratio(gmm, ours), unit='x')} | {fmt(dense, 3)} | "
               f"{fmt(100 * ratio(dense, ours), 0, '%')} |")
 
     print("\n### Permutation and the routed block\n")

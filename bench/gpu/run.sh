@@ -54,6 +54,13 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
 fi
 
 measure torch-ceilings "$python" "$root/bench/gpu/moe_layer_torch.py" ceilings
+# The bf16 expert FFN on each of its paths (GroupedCublas.h): the default,
+# cuBLAS's grouped batched GEMM, then one cuBLAS call per expert and the tiled
+# fp32-FMA kernels.
+for path in cublas tiled; do
+  measure "ours-layer-uniform-$path" env MOE_CUDA_EXPERT_GEMM=$path \
+    "$build/bin/moe-gpu-bench" "${shape[@]}" --routing uniform --dtype bf16 || status=1
+done
 for routing in uniform skewed; do
   measure "ours-layer-$routing" "$build/bin/moe-gpu-bench" "${shape[@]}" \
     --routing "$routing" --dtype bf16 || status=1

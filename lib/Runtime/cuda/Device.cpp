@@ -2,6 +2,7 @@
 
 #include "Device.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -73,6 +74,8 @@ Device::~Device() {
     cudaFreeAsync(scratch_, stream_);
   if (stream_)
     cudaStreamSynchronize(stream_);
+  if (pinned_)
+    cudaFreeHost(pinned_);
   if (cublas_)
     cublasDestroy(cublas_);
   if (stream_)
@@ -99,6 +102,24 @@ void *Device::scratch(size_t bytes) {
 
 void Device::synchronize() {
   check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+}
+
+const int64_t *Device::readToHost(const int64_t *src, int64_t n) {
+  if (n > pinnedCount_) {
+    if (pinned_)
+      check(cudaFreeHost(pinned_), "cudaFreeHost");
+    pinned_ = nullptr;
+    pinnedCount_ = 0;
+    int64_t grown = std::max<int64_t>(n, 1024);
+    check(cudaMallocHost(&pinned_, size_t(grown) * sizeof(int64_t)),
+          "cudaMallocHost");
+    pinnedCount_ = grown;
+  }
+  check(cudaMemcpyAsync(pinned_, src, size_t(n) * sizeof(int64_t),
+                        cudaMemcpyDeviceToHost, stream_),
+        "cudaMemcpyAsync (to host)");
+  synchronize();
+  return pinned_;
 }
 
 } // namespace moe::cuda

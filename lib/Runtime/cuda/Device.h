@@ -87,6 +87,12 @@ public:
   /// Waits for all queued work; throws on a fault of any of it.
   void synchronize();
 
+  /// The `n` int64 values at device pointer `src`, once the work queued
+  /// before has written them: copied into pinned host memory, which stays
+  /// valid until the next call (a host synchronisation; the cuBLAS expert
+  /// GEMMs need their row counts on the host).
+  const int64_t *readToHost(const int64_t *src, int64_t n);
+
 private:
   int ordinal_ = 0;
   cudaStream_t stream_ = nullptr;
@@ -94,6 +100,8 @@ private:
   int smCount_ = 0;
   void *scratch_ = nullptr;
   size_t scratchBytes_ = 0;
+  int64_t *pinned_ = nullptr;
+  int64_t pinnedCount_ = 0;
 };
 
 inline size_t alignUp(size_t bytes, size_t alignment = 256) {

@@ -13,15 +13,19 @@
 //   - groupedSwiGLUSegments(Grad): the segmented GEMMs of GroupedGemm.h,
 //     which read the offsets on the device; the forward fuses the gate and
 //     up projections with SwiGLU, the backward recomputes them separately
-//     (it needs both) and runs elementwise SwiGLU kernels.
-// Nothing here synchronises with the host; temporaries come from one
-// dev.scratch() block per call.
+//     (it needs both) and runs elementwise SwiGLU kernels. Under bf16
+//     storage they run on the tensor cores through cuBLAS instead
+//     (GroupedCublas.h), unless MOE_CUDA_EXPERT_GEMM=tiled.
+// Nothing here synchronises with the host (except the cuBLAS expert GEMMs,
+// which read their offsets back); temporaries come from one dev.scratch()
+// block per call.
 //
 //===----------------------------------------------------------------------===//
 
 #include "CudaKernels.h"
 #include "DenseGemm.h"
 #include "DeviceMath.cuh"
+#include "GroupedCublas.h"
 #include "GroupedGemm.h"
 
 #include <cub/device/device_radix_sort.cuh>
@@ -769,6 +773,14 @@ void groupedSwiGLUSegments(Device &dev, const T *permuted, int64_t rows,
   checkGrouped(kernel, rows, segments, experts, hidden, inter);
   if (rows == 0 || hidden == 0)
     return; // out is empty
+  if constexpr (std::is_same_v<T, bf16>) {
+    grouped::ExpertGemm path = grouped::bf16ExpertGemm();
+    if (path != grouped::ExpertGemm::Tiled)
+      return grouped::swigluCublas(
+          dev, kernel, permuted, rows, offsets, segments, experts, hidden,
+          inter, gate, up, down, out,
+          path == grouped::ExpertGemm::CublasGrouped);
+  }
   ScratchCarver carve(dev.scratch(alignUp(grouped::tileMapBytes(segments)) +
                                   ScratchCarver::bytes<float>(rows * inter)));
   auto *tileStart = carve.take<int64_t>(segments + 1);
@@ -887,6 +899,14 @@ void groupedSwiGLUSegmentsGrad(Device &dev, const T *dout, const T *permuted,
                                T *dgate, T *dup, T *ddown) {
   const char *kernel = "groupedSwiGLUSegmentsGrad";
   checkGrouped(kernel, rows, segments, experts, hidden, inter);
+  if constexpr (std::is_same_v<T, bf16>) {
+    grouped::ExpertGemm path = grouped::bf16ExpertGemm();
+    if (path != grouped::ExpertGemm::Tiled && rows > 0 && hidden > 0)
+      return grouped::swigluGradCublas(
+          dev, kernel, dout, permuted, rows, offsets, segments, experts,
+          hidden, inter, gate, up, down, dpermuted, dgate, dup, ddown,
+          path == grouped::ExpertGemm::CublasGrouped);
+  }
   const int64_t size = rows * inter;
   ScratchCarver carve(dev.scratch(alignUp(grouped::tileMapBytes(segments)) +
                                   4 * ScratchCarver::bytes<float>(size) +

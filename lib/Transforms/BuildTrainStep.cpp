@@ -567,6 +567,13 @@ struct BuildTrainStepPass
   void runOnOperation() override {
     ModuleOp module = getOperation();
     auto forward = module.lookupSymbol<func::FuncOp>(fromFunction);
+    if (ifLoss && !(forward && !forward.isExternal() &&
+                    llvm::any_of(forward.getResultTypes(), [](Type type) {
+                      auto tensor = dyn_cast<RankedTensorType>(type);
+                      return tensor && tensor.getRank() == 0 &&
+                             isa<FloatType>(tensor.getElementType());
+                    })))
+      return; // nothing to train on: the forward alone is compiled
     if (!forward || forward.isExternal()) {
       module.emitError() << "moe-build-train-step: no model function @"
                          << fromFunction;

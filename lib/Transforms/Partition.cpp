@@ -451,6 +451,9 @@ struct PartitionPass : mlir::moe::impl::PartitionBase<PartitionPass> {
   using PartitionBase::PartitionBase;
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (ifMeshed && (!module->hasAttr(MoEDialect::getMeshAttrName()) ||
+                     module->hasAttr(MoEDialect::getPartitionedAttrName())))
+      return; // one rank, or partitioned already
     for (func::FuncOp fn : modelFunctions(module)) {
       if (!fn.getBody().hasOneBlock()) {
         fn.emitOpError("a model function must have a single block");

@@ -7,17 +7,47 @@
 #include "mlir/Conversion/MemRefToLLVM/MemRefToLLVM.h"
 #include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/DialectRegistry.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassOptions.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
+void mlir::moe::registerCompilerDialects(DialectRegistry &registry) {
+  registry.insert<MoEDialect, arith::ArithDialect, func::FuncDialect,
+                  LLVM::LLVMDialect, memref::MemRefDialect,
+                  tensor::TensorDialect, shard::ShardDialect>();
+}
+
+void mlir::moe::buildCompilerPipeline(OpPassManager &pm,
+                                       const CompilerPipelineOptions &options) {
+  pm.addPass(createCanonicalizerPass());
+  if (!options.mesh.empty()) {
+    AssignMeshOptions assign;
+    assign.mesh = options.mesh;
+    pm.addPass(createAssignMesh(assign));
+  }
+  pm.addPass(createExpandCapacity());
+  ShardOptions shard;
+  shard.ifMeshed = true;
+  pm.addPass(createShard(shard));
+  PartitionOptions partition;
+  partition.replicaSlots = options.replicaSlots;
+  partition.ifMeshed = true;
+  pm.addPass(createPartition(partition));
+  buildLowerToLLVMPipeline(pm, options.trainStep, options.storage);
+}
+
 void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
                                           StringRef storage) {
   pm.addPass(createExpandCapacity());
   pm.addPass(createLowerExperts());
-  if (trainStep)
-    pm.addPass(createBuildTrainStep());
+  if (trainStep) {
+    BuildTrainStepOptions train;
+    train.ifLoss = true;
+    pm.addPass(createBuildTrainStep(train));
+  }
   LowerToRuntimeOptions lowering;
   lowering.storage = storage.str();
   pm.addPass(createLowerToRuntime(lowering));
@@ -39,20 +69,6 @@ void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
   pm.addPass(createCanonicalizerPass());
 }
 
-void mlir::moe::buildPartitionPipeline(OpPassManager &pm, StringRef mesh,
-                                        int64_t replicaSlots) {
-  if (!mesh.empty()) {
-    AssignMeshOptions options;
-    options.mesh = mesh.str();
-    pm.addPass(createAssignMesh(options));
-  }
-  pm.addPass(createExpandCapacity());
-  pm.addPass(createShard());
-  PartitionOptions partition;
-  partition.replicaSlots = replicaSlots;
-  pm.addPass(createPartition(partition));
-}
-
 namespace {
 struct MoEPipelineOptions
     : public mlir::PassPipelineOptions<MoEPipelineOptions> {
@@ -67,8 +83,10 @@ struct MoEPipelineOptions
       llvm::cl::init(0)};
   Option<bool> trainStep{
       *this, "train-step",
-      llvm::cl::desc("Also build the training step (moe-build-train-step)"),
-      llvm::cl::init(false)};
+      llvm::cl::desc("Build the training step when the model returns a "
+                     "scalar loss (moe-build-train-step; default true, as "
+                     "moec)"),
+      llvm::cl::init(true)};
   Option<std::string> storage{
       *this, "storage",
       llvm::cl::desc("Storage type of floating-point tensors: f32 or bf16 "
@@ -80,15 +98,18 @@ struct MoEPipelineOptions
 void mlir::moe::registerMoEPipelines(const std::string *defaultMesh) {
   PassPipelineRegistration<MoEPipelineOptions>(
       "moe-pipeline",
-      "The whole compiler: record the mesh, choose shardings, partition into "
-      "the per-rank program, then lower it to the LLVM dialect "
-      "(moe-lower-to-llvm)",
+      "The whole compiler, exactly as moec runs it: record the mesh, "
+      "partition a model with a mesh into the per-rank program, build the "
+      "training step, lower to the LLVM dialect (moe-lower-to-llvm)",
       [defaultMesh](OpPassManager &pm, const MoEPipelineOptions &options) {
-        std::string mesh = options.mesh;
-        if (mesh.empty() && defaultMesh)
-          mesh = *defaultMesh;
-        buildPartitionPipeline(pm, mesh, options.replicaSlots);
-        buildLowerToLLVMPipeline(pm, options.trainStep, options.storage);
+        CompilerPipelineOptions compiler;
+        compiler.mesh = options.mesh;
+        if (compiler.mesh.empty() && defaultMesh)
+          compiler.mesh = *defaultMesh;
+        compiler.replicaSlots = options.replicaSlots;
+        compiler.trainStep = options.trainStep;
+        compiler.storage = options.storage;
+        buildCompilerPipeline(pm, compiler);
       });
   PassPipelineRegistration<>(
       "moe-lower-to-llvm",

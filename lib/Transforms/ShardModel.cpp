@@ -363,9 +363,14 @@ void ShardingChooser::materialize(func::FuncOp fn) {
 }
 
 struct ShardPass : mlir::moe::impl::ShardBase<ShardPass> {
+  using ShardBase::ShardBase;
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
     auto mesh = module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName());
+    if (ifMeshed &&
+        (!mesh || module->hasAttr(MoEDialect::getPartitionedAttrName())))
+      return; // one rank, or partitioned already
     if (!mesh) {
       emitError(module.getLoc(), "the module has no moe.mesh; run "
                                  "moe-assign-mesh first");

@@ -8,13 +8,7 @@
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 #include "moe/Transforms/Passes.h"
 
-#include "mlir/Dialect/Arith/IR/Arith.h"
-#include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
-#include "mlir/Dialect/MemRef/IR/MemRef.h"
-#include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/Dialect/Shard/Transforms/Passes.h"
-#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "mlir/Transforms/Passes.h"
@@ -28,10 +22,7 @@ static llvm::cl::opt<std::string>
 
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
-  registry.insert<mlir::moe::MoEDialect, mlir::arith::ArithDialect,
-                  mlir::func::FuncDialect, mlir::LLVM::LLVMDialect,
-                  mlir::memref::MemRefDialect, mlir::tensor::TensorDialect,
-                  mlir::shard::ShardDialect>();
+  mlir::moe::registerCompilerDialects(registry);
 
   mlir::registerTransformsPasses(); // canonicalize, cse, ...
   mlir::shard::registerShardPasses();

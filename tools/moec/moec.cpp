@@ -16,12 +16,7 @@
 
 #include "MemoryReport.h"
 
-#include "mlir/Dialect/Arith/IR/Arith.h"
-#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
-#include "mlir/Dialect/MemRef/IR/MemRef.h"
-#include "mlir/Dialect/Shard/IR/ShardDialect.h"
-#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
@@ -149,16 +144,6 @@ std::string defaultOutput() {
 }
 
 /// True if `@forward` returns a scalar f32 (a loss to train on).
-bool returnsLoss(ModuleOp module) {
-  auto forward = module.lookupSymbol<func::FuncOp>("forward");
-  if (!forward)
-    return false;
-  return llvm::any_of(forward.getResultTypes(), [](Type type) {
-    auto tensor = dyn_cast<RankedTensorType>(type);
-    return tensor && tensor.getRank() == 0 && tensor.getElementType().isF32();
-  });
-}
-
 /// Parses, verifies and lowers the model to the LLVM dialect.
 OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context,
                                            TimingScope &timing) {
@@ -180,15 +165,12 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context,
   PassManager pm(&context);
   TimingScope pipelineTiming = timing.nest("pass pipeline");
   pm.enableTiming(pipelineTiming);
-  pm.addPass(createCanonicalizerPass());
-  // A mesh given here, or recorded in the model, is partitioned for.
-  if (!mesh.empty())
-    mlir::moe::buildPartitionPipeline(pm, mesh, replicaSlots);
-  else if ((*module)->hasAttr(mlir::moe::MoEDialect::getMeshAttrName()) &&
-           !(*module)->hasAttr(mlir::moe::MoEDialect::getPartitionedAttrName()))
-    mlir::moe::buildPartitionPipeline(pm, /*mesh=*/"", replicaSlots);
-  mlir::moe::buildLowerToLLVMPipeline(pm, trainStep && returnsLoss(*module),
-                                      storage);
+  mlir::moe::CompilerPipelineOptions options;
+  options.mesh = mesh;
+  options.replicaSlots = replicaSlots;
+  options.trainStep = trainStep;
+  options.storage = storage;
+  mlir::moe::buildCompilerPipeline(pm, options);
   if (failed(pm.run(*module)))
     return nullptr;
   return module;
@@ -289,9 +271,7 @@ int main(int argc, char **argv) {
       "inspected with moe-opt (e.g. --moe-lower-to-runtime).\n");
 
   DialectRegistry registry;
-  registry.insert<mlir::moe::MoEDialect, arith::ArithDialect, func::FuncDialect,
-                  LLVM::LLVMDialect, memref::MemRefDialect,
-                  tensor::TensorDialect, shard::ShardDialect>();
+  mlir::moe::registerCompilerDialects(registry);
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
   MLIRContext context(registry);
@@ -355,6 +335,7 @@ int main(int argc, char **argv) {
     if (!out)
       return fail(error);
     module->print(out->os());
+    out->os() << "\n"; // as moe-opt prints it
     out->keep();
     return 0;
   }

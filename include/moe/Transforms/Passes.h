@@ -20,23 +20,45 @@ namespace mlir::moe {
 #define GEN_PASS_REGISTRATION
 #include "moe/Transforms/Passes.h.inc"
 
-/// moe-lower-experts, moe-build-train-step (with `trainStep`),
-/// moe-lower-to-runtime, moe-plan-memory, moe-export-manifest, then the
-/// upstream conversions to the LLVM dialect (memrefs passed as bare
-/// pointers): the module is ready for translation to LLVM IR.
+/// What the compiler pipeline is asked for; everything else it decides from
+/// the module, the same way in moec and in moe-opt's --moe-pipeline.
+struct CompilerPipelineOptions {
+  /// A mesh to record (moe-assign-mesh); empty: the module's moe.mesh, if
+  /// any. A module with a mesh is partitioned unless it is already.
+  std::string mesh;
+  /// Spare expert slots per EP rank (moe-partition).
+  int64_t replicaSlots = 0;
+  /// Build the training step when the model returns a scalar loss.
+  bool trainStep = true;
+  /// Storage type of floating-point tensors: "f32" or "bf16".
+  std::string storage = "f32";
+};
+
+/// The whole compiler, the one pipeline moec runs: canonicalize; record the
+/// mesh when one is given; partition a module with a mesh into the per-rank
+/// program (moe-expand-capacity, moe-shard, moe-partition, each leaving a
+/// module without a mesh or already partitioned as it is); then
+/// buildLowerToLLVMPipeline.
+void buildCompilerPipeline(OpPassManager &pm,
+                           const CompilerPipelineOptions &options);
+
+/// moe-expand-capacity, moe-lower-experts, moe-build-train-step (with
+/// `trainStep`, when the model returns a scalar loss),
+/// moe-lower-to-runtime, moe-plan-memory, moe-export-manifest,
+/// moe-resolve-addresses, then the upstream conversions to the LLVM dialect
+/// (memrefs passed as bare pointers): the module is ready for translation
+/// to LLVM IR.
 void buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep = false,
                               llvm::StringRef storage = "f32");
 
-/// moe-assign-mesh (with `mesh`; skipped when `mesh` is empty, keeping the
-/// module's moe.mesh), moe-shard, moe-partition (with `replicaSlots` spare
-/// expert slots per EP rank): the per-rank program.
-void buildPartitionPipeline(OpPassManager &pm, llvm::StringRef mesh,
-                            int64_t replicaSlots = 0);
+/// Every dialect the compiler reads or produces, for both tools.
+void registerCompilerDialects(DialectRegistry &registry);
 
 /// Registers the named pipelines with the pass registry, for moe-opt:
-/// `moe-lower-to-llvm`, and `moe-pipeline{mesh=...}` (partition, then lower
-/// to LLVM). `defaultMesh`, when given, is the mesh of a `moe-pipeline`
-/// without one (moe-opt's `--mesh`); it is read when the pipeline is built.
+/// `moe-pipeline` (buildCompilerPipeline: exactly what moec runs, with the
+/// same defaults) and `moe-lower-to-llvm`. `defaultMesh`, when given, is the
+/// mesh of a `moe-pipeline` without one (moe-opt's `--mesh`, as moec's); it
+/// is read when the pipeline is built.
 void registerMoEPipelines(const std::string *defaultMesh = nullptr);
 
 } // namespace mlir::moe

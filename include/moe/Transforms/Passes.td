@@ -64,8 +64,15 @@ def Shard : Pass<"moe-shard", "::mlir::ModuleOp"> {
     Guarantees: every non-scalar value has exactly one produced annotation,
     and every operand is annotated with the sharding its op computes on; the
     annotated program computes what the original does. An op without a rule
-    is a diagnostic. Needs `moe.mesh` and the grids (moe-assign-mesh).
+    is a diagnostic. Needs `moe.mesh` and the grids (moe-assign-mesh),
+    unless `if-meshed`, which leaves a module without `moe.mesh`, or one
+    already partitioned (`moe.partitioned`), as it is.
   }];
+  let options = [
+    Option<"ifMeshed", "if-meshed", "bool", /*default=*/"false",
+           "Do nothing to a module without moe.mesh or already partitioned "
+           "(the compiler pipeline's policy)">
+  ];
   let dependentDialects = ["::mlir::shard::ShardDialect"];
 }
 
@@ -100,12 +107,16 @@ def Partition : Pass<"moe-partition", "::mlir::ModuleOp"> {
     the global program (up to the order of floating-point sums); all
     annotations are consumed. A value without an annotation, a split that
     does not divide its dimension, or a resharding other than the above is a
-    diagnostic.
+    diagnostic. With `if-meshed`, a module without `moe.mesh`, or one
+    already partitioned, is left as it is.
   }];
   let options = [
     Option<"replicaSlots", "replica-slots", "int64_t", /*default=*/"0",
            "Expert slots per EP rank beyond E/n, for replicas of hot "
-           "experts (per MoE layer)">
+           "experts (per MoE layer)">,
+    Option<"ifMeshed", "if-meshed", "bool", /*default=*/"false",
+           "Do nothing to a module without moe.mesh or already partitioned "
+           "(the compiler pipeline's policy)">
   ];
   let dependentDialects = ["::mlir::shard::ShardDialect",
                            "::mlir::tensor::TensorDialect"];
@@ -182,13 +193,18 @@ def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
 
     Guarantees: on every rank, each `moe.param_grad` is the rank's shard of
     the gradient of the global loss (the same loss on every rank) with
-    respect to that weight. An op without a gradient rule is a diagnostic.
+    respect to that weight. An op without a gradient rule is a diagnostic;
+    so is a model function without a scalar loss, unless `if-loss`, which
+    then leaves the module as it is.
   }];
   let options = [
     Option<"fromFunction", "from", "std::string", /*default=*/"\"forward\"",
            "The model function to differentiate">,
     Option<"stepFunction", "name", "std::string", /*default=*/"\"train_step\"",
            "The name of the training-step function to create">,
+    Option<"ifLoss", "if-loss", "bool", /*default=*/"false",
+           "Do nothing when the model function returns no scalar loss (the "
+           "compiler pipeline's policy)">,
   ];
   let dependentDialects = ["::mlir::shard::ShardDialect",
                            "::mlir::tensor::TensorDialect"];

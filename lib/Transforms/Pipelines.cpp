@@ -51,6 +51,7 @@ void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
   LowerToRuntimeOptions lowering;
   lowering.storage = storage.str();
   pm.addPass(createLowerToRuntime(lowering));
+  pm.addPass(createCheckRuntimeCalls());
   pm.addPass(createPlanMemory());
   pm.addPass(createExportManifest());
   pm.addPass(createResolveAddresses());

@@ -275,6 +275,20 @@ def PlanMemory : Pass<"moe-plan-memory", "::mlir::ModuleOp"> {
   ];
 }
 
+def CheckRuntimeCalls : Pass<"moe-check-runtime-calls", "::mlir::ModuleOp"> {
+  let summary = "Check every runtime call against the table of calls";
+  let description = [{
+    Every `func.call` of a runtime function (`moert_*`) and every declaration
+    of one must have exactly the operand types of its entry in
+    include/moe/Runtime/CApiCalls.def (the context and each buffer an
+    `!llvm.ptr`, then i64 / i32 / f32 / f64 scalars) and no results; the
+    runtime's CApi.h is checked against the same table when the runtime is
+    built. A call the table lacks, or with other operands, is a diagnostic:
+    a lowering that passes the wrong operands fails when the model is
+    compiled, not when it runs. Runs right after moe-lower-to-runtime.
+  }];
+}
+
 def ResolveAddresses : Pass<"moe-resolve-addresses", "::mlir::ModuleOp"> {
   let summary = "Turn planned buffers into offsets of the entry's arguments";
   let description = [{

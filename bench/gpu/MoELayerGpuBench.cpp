@@ -188,9 +188,9 @@ template <typename T> int run(const Shape &s) {
   fillRandom(dev, routeWeights.ptr, s.bf16, rows, 0.3f, rng);
 
   DeviceArray offsets(size_t(E + 1) * sizeof(int64_t)),
-      rowToSlot(size_t(rows) * sizeof(int32_t)), permuted(size_t(rows * H) * el),
-      expertOut(size_t(rows * H) * el), out(size_t(T_ * H) * el),
-      copyDst(size_t(rows * H) * el);
+      rowToSlot(size_t(rows) * sizeof(int32_t)),
+      permuted(size_t(rows * H) * el), expertOut(size_t(rows * H) * el),
+      out(size_t(T_ * H) * el), copyDst(size_t(rows * H) * el);
   DeviceArray dout(size_t(T_ * H) * el), dexpertOut(size_t(rows * H) * el),
       dweights(size_t(rows) * el), dpermuted(size_t(rows * H) * el),
       dx(size_t(T_ * H) * el), dgate(size_t(E * F * H) * el),
@@ -206,7 +206,8 @@ template <typename T> int run(const Shape &s) {
   cfg.normTopkProb = true;
   auto routerFwd = [&] {
     router<T>(dev, x.as<T>(), T_, H, routerW.as<T>(), nullptr, cfg,
-              routeWeights.as<T>(), routerIndices.as<int32_t>(), logits.as<T>());
+              routeWeights.as<T>(), routerIndices.as<int32_t>(),
+              logits.as<T>());
   };
   // The drawn routing, not the router's, decides the load below.
   auto permute = [&] {

@@ -46,8 +46,8 @@ TEST(ScratchPool, ClassesRoundUpByAtMostAQuarter) {
   EXPECT_EQ(ScratchPool::classBytes(257), 512u);
   EXPECT_EQ(ScratchPool::classBytes(4096), 4096u);
   EXPECT_EQ(ScratchPool::classBytes(4097), 5120u); // 4096 + 4096 / 4
-  for (size_t bytes : {4097ul, 10000ul, 1ul << 20, (1ul << 20) + 1, 3ul << 30,
-                       123456789ul}) {
+  for (size_t bytes :
+       {4097ul, 10000ul, 1ul << 20, (1ul << 20) + 1, 3ul << 30, 123456789ul}) {
     size_t c = ScratchPool::classBytes(bytes);
     EXPECT_GE(c, bytes);
     EXPECT_LE(double(c), double(bytes) * 1.25 + 256) << bytes;

@@ -1,4 +1,4 @@
-//===- RuntimeCalls.h - The runtime calls' prototypes, for the compiler -*- C++ -*-===//
+//===- RuntimeCalls.h - The runtime calls, for the compiler ----*- C++ -*-===//
 //
 // The compiler's reading of include/moe/Runtime/CApiCalls.def, the table of
 // runtime calls that the runtime's CApi.h is checked against too: the

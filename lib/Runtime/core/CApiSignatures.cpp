@@ -21,10 +21,9 @@ namespace {
 #define MOERT_F32(name) float
 #define MOERT_F64(name) double
 #define MOERT_CALL(name, ...)                                                  \
-  static_assert(std::is_same_v<decltype(&name),                               \
-                               void (*)(moert_context *, __VA_ARGS__)>,        \
-                "CApi.h declares " #name                                       \
-                " unlike its entry in CApiCalls.def");
+  static_assert(                                                               \
+      std::is_same_v<decltype(&name), void (*)(moert_context *, __VA_ARGS__)>, \
+      "CApi.h declares " #name " unlike its entry in CApiCalls.def");
 #include "moe/Runtime/CApiCalls.def"
 #undef MOERT_CALL
 #undef MOERT_IN

@@ -118,8 +118,8 @@ void runProducts(Device &dev, const char *kernel,
   check(cublasSetPointerMode(dev.cublas(), CUBLAS_POINTER_MODE_HOST),
         "cublasSetPointerMode");
   check(cublasGemmGroupedBatchedEx(
-            dev.cublas(), opW.data(), opX.data(), m.data(), n.data(),
-            k.data(), alpha.data(), devPointers, CUDA_R_16BF, ldw.data(),
+            dev.cublas(), opW.data(), opX.data(), m.data(), n.data(), k.data(),
+            alpha.data(), devPointers, CUDA_R_16BF, ldw.data(),
             devPointers + count, CUDA_R_16BF, ldx.data(), beta.data(),
             const_cast<void **>(devPointers + 2 * count), CUDA_R_16BF,
             ldy.data(), int(count), groupSize.data(), CUBLAS_COMPUTE_32F),
@@ -142,16 +142,15 @@ void weightGrad(Device &dev, const char *kernel,
     bf16 *out = dw + e * n * k;
     const auto &mine = byExpert[size_t(e)];
     if (mine.empty()) {
-      check(cudaMemsetAsync(out, 0, size_t(n * k) * sizeof(bf16),
-                            dev.stream()),
+      check(cudaMemsetAsync(out, 0, size_t(n * k) * sizeof(bf16), dev.stream()),
             "cudaMemsetAsync");
       continue;
     }
     if (mine.size() == 1) {
       const SegmentRun &r = *mine[0];
       gemm<bf16, bf16>(dev, kernel, /*transA=*/true, /*transB=*/false, n, k,
-                       r.rows, 1.0f, a + r.row0 * n, n, b + r.row0 * k, k,
-                       0.0f, out, k);
+                       r.rows, 1.0f, a + r.row0 * n, n, b + r.row0 * k, k, 0.0f,
+                       out, k);
       continue;
     }
     for (size_t i = 0; i < mine.size(); ++i) {
@@ -241,11 +240,10 @@ void swigluCublas(Device &dev, const char *kernel, const bf16 *permuted,
 
 void swigluGradCublas(Device &dev, const char *kernel, const bf16 *dout,
                       const bf16 *permuted, int64_t rows,
-                      const int64_t *offsets, int64_t segments,
-                      int64_t experts, int64_t hidden, int64_t inter,
-                      const bf16 *gate, const bf16 *up, const bf16 *down,
-                      bf16 *dpermuted, bf16 *dgate, bf16 *dup, bf16 *ddown,
-                      bool grouped) {
+                      const int64_t *offsets, int64_t segments, int64_t experts,
+                      int64_t hidden, int64_t inter, const bf16 *gate,
+                      const bf16 *up, const bf16 *down, bf16 *dpermuted,
+                      bf16 *dgate, bf16 *dup, bf16 *ddown, bool grouped) {
   const int64_t *host = dev.readToHost(offsets, segments + 1);
   std::vector<SegmentRun> runs =
       planSegments(kernel, host, segments, experts, rows);
@@ -255,10 +253,10 @@ void swigluGradCublas(Device &dev, const char *kernel, const bf16 *dout,
     return;
   }
   const int64_t size = end * inter;
-  ScratchCarver carve(dev.scratch(
-      pointerBytes(2 * runs.size()) + 4 * ScratchCarver::bytes<bf16>(size) +
-      ScratchCarver::bytes<float>(end * hidden) +
-      ScratchCarver::bytes<float>(inter * hidden)));
+  ScratchCarver carve(dev.scratch(pointerBytes(2 * runs.size()) +
+                                  4 * ScratchCarver::bytes<bf16>(size) +
+                                  ScratchCarver::bytes<float>(end * hidden) +
+                                  ScratchCarver::bytes<float>(inter * hidden)));
   auto **pointers = carve.take<const void *>(int64_t(6 * runs.size()));
   bf16 *hg = carve.take<bf16>(size), *hu = carve.take<bf16>(size);
   bf16 *act = carve.take<bf16>(size), *dact = carve.take<bf16>(size);
@@ -281,8 +279,7 @@ void swigluGradCublas(Device &dev, const char *kernel, const bf16 *dout,
     dacts.push_back({dout + r.row0 * hidden, down + r.expert * hidden * inter,
                      dact + r.row0 * inter, r.rows, inter, hidden, false});
   runProducts(dev, kernel, dacts, grouped, pointers);
-  weightGrad(dev, kernel, runs, experts, dout, hidden, act, inter, ddown,
-             wAcc);
+  weightGrad(dev, kernel, runs, experts, dout, hidden, act, inter, ddown, wAcc);
   // dact becomes d(gate out), act d(up out).
   if (size > 0) {
     swigluGradBf16Kernel<<<blocksFor(dev, size), kThreads, 0, dev.stream()>>>(

@@ -50,11 +50,10 @@ void swigluCublas(Device &dev, const char *kernel, const bf16 *permuted,
 /// groupedSwiGLUSegmentsGrad<bf16> through cuBLAS.
 void swigluGradCublas(Device &dev, const char *kernel, const bf16 *dout,
                       const bf16 *permuted, int64_t rows,
-                      const int64_t *offsets, int64_t segments,
-                      int64_t experts, int64_t hidden, int64_t inter,
-                      const bf16 *gate, const bf16 *up, const bf16 *down,
-                      bf16 *dpermuted, bf16 *dgate, bf16 *dup, bf16 *ddown,
-                      bool grouped);
+                      const int64_t *offsets, int64_t segments, int64_t experts,
+                      int64_t hidden, int64_t inter, const bf16 *gate,
+                      const bf16 *up, const bf16 *down, bf16 *dpermuted,
+                      bf16 *dgate, bf16 *dup, bf16 *ddown, bool grouped);
 
 } // namespace moe::cuda::grouped
 

@@ -50,8 +50,7 @@ inline std::vector<SegmentRun> planSegments(const char *kernel,
           ")");
     if (end > rows)
       bad("segment " + std::to_string(g) + " ends at row " +
-          std::to_string(end) + ", past the " + std::to_string(rows) +
-          " rows");
+          std::to_string(end) + ", past the " + std::to_string(rows) + " rows");
     if (end > begin)
       runs.push_back({g, begin, end - begin, g % experts});
   }

@@ -179,6 +179,23 @@ std::vector<Product> gateUpProducts(const std::vector<SegmentRun> &runs,
   return products;
 }
 
+/// hg / hu = the gate and up projections of every run, then act =
+/// silu(hg) * hu over the `size` elements they cover (act may be hg).
+void gateUpSwiGLU(Device &dev, const char *kernel,
+                  const std::vector<SegmentRun> &runs, const bf16 *x,
+                  int64_t hidden, const bf16 *gate, const bf16 *up,
+                  int64_t inter, bf16 *hg, bf16 *hu, bf16 *act, int64_t size,
+                  bool grouped, const void **pointers) {
+  runProducts(dev, kernel,
+              gateUpProducts(runs, x, hidden, gate, up, inter, hg, hu), grouped,
+              pointers);
+  if (size > 0) {
+    swigluBf16Kernel<<<blocksFor(dev, size), kThreads, 0, dev.stream()>>>(
+        hg, hu, act, size);
+    checkLaunch("swigluBf16Kernel");
+  }
+}
+
 void zeroRows(Device &dev, bf16 *base, int64_t from, int64_t to,
               int64_t width) {
   if (to > from && width > 0)
@@ -222,14 +239,8 @@ void swigluCublas(Device &dev, const char *kernel, const bf16 *permuted,
   auto **pointers = carve.take<const void *>(int64_t(6 * runs.size()));
   bf16 *hg = carve.take<bf16>(size), *hu = carve.take<bf16>(size);
 
-  runProducts(dev, kernel,
-              gateUpProducts(runs, permuted, hidden, gate, up, inter, hg, hu),
-              grouped, pointers);
-  if (size > 0) {
-    swigluBf16Kernel<<<blocksFor(dev, size), kThreads, 0, dev.stream()>>>(
-        hg, hu, hg, size);
-    checkLaunch("swigluBf16Kernel");
-  }
+  gateUpSwiGLU(dev, kernel, runs, permuted, hidden, gate, up, inter, hg, hu,
+               /*act=*/hg, size, grouped, pointers);
   std::vector<Product> downs;
   for (const SegmentRun &r : runs)
     downs.push_back({hg + r.row0 * inter, down + r.expert * hidden * inter,
@@ -264,14 +275,8 @@ void swigluGradCublas(Device &dev, const char *kernel, const bf16 *dout,
   float *wAcc = carve.take<float>(inter * hidden);
 
   // Recompute the forward: gate and up outputs, act = silu(g) * u.
-  runProducts(dev, kernel,
-              gateUpProducts(runs, permuted, hidden, gate, up, inter, hg, hu),
-              grouped, pointers);
-  if (size > 0) {
-    swigluBf16Kernel<<<blocksFor(dev, size), kThreads, 0, dev.stream()>>>(
-        hg, hu, act, size);
-    checkLaunch("swigluBf16Kernel");
-  }
+  gateUpSwiGLU(dev, kernel, runs, permuted, hidden, gate, up, inter, hg, hu,
+               act, size, grouped, pointers);
   // d act = dout @ down_e (down_e stored [hidden, inter]); ddown_e =
   // sum dout^T @ act.
   std::vector<Product> dacts;

@@ -1,8 +1,9 @@
 //===- Dense.cpp - Lowering of the dense layers ---------------------------===//
 //
-// Embedding, RMSNorm, linear (with and without bias), the dense SwiGLU MLP
-// and elementwise add, and their gradients: one runtime call each, with the
-// row count folded from the leading dimensions.
+// Embedding, RMSNorm, linear (with and without bias), the SwiGLU FFNs
+// applied to every token (the dense MLP and the shared experts, with or
+// without their sigmoid gate) and elementwise add, and their gradients: one
+// runtime call each, with the row count folded from the leading dimensions.
 //
 //===----------------------------------------------------------------------===//
 
@@ -86,32 +87,75 @@ LogicalResult lowerLinearGrad(EntryBuilder &e, LinearGradOp op) {
                  e.i64(dimSize(op.getWeight(), 0))});
 }
 
-LogicalResult lowerMLP(EntryBuilder &e, MLPOp op) {
+/// The operands every SwiGLU FFN call takes (the dense MLP and the shared
+/// experts): x, the gate, up and down weights, the shared gate when there is
+/// one; and its sizes: rows, hidden, inter.
+SmallVector<Value> ffnOperands(EntryBuilder &e, Value x, Value gate, Value up,
+                               Value down, Value sharedGate = Value()) {
+  SmallVector<Value> buffers = {e.buffer(x), e.buffer(gate), e.buffer(up),
+                                e.buffer(down)};
+  if (sharedGate)
+    buffers.push_back(e.buffer(sharedGate));
+  return buffers;
+}
+SmallVector<Value> ffnSizes(EntryBuilder &e, Value x, Value gate) {
+  int64_t hidden = dimSize(x, -1);
+  return {e.i64(numElements(x) / hidden), e.i64(hidden),
+          e.i64(dimSize(gate, 0))};
+}
+
+/// The forward: the FFN's operands, then its output.
+template <typename Op>
+LogicalResult lowerFFN(EntryBuilder &e, Op op, StringRef callee,
+                       Value sharedGate = Value()) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
     return failure();
-  int64_t hidden = dimSize(op.getInput(), -1);
-  return e.call("moert_mlp",
-                {e.buffer(op.getInput()), e.buffer(op.getGateWeight()),
-                 e.buffer(op.getUpWeight()), e.buffer(op.getDownWeight()),
-                 *out},
-                {e.i64(numElements(op.getInput()) / hidden), e.i64(hidden),
-                 e.i64(dimSize(op.getGateWeight(), 0))});
+  SmallVector<Value> buffers =
+      ffnOperands(e, op.getInput(), op.getGateWeight(), op.getUpWeight(),
+                  op.getDownWeight(), sharedGate);
+  buffers.push_back(*out);
+  return e.call(callee, buffers,
+                ffnSizes(e, op.getInput(), op.getGateWeight()));
 }
 
-LogicalResult lowerMLPGrad(EntryBuilder &e, MLPGradOp op) {
+/// The gradient: d output, the FFN's operands, then one gradient each.
+template <typename Op>
+LogicalResult lowerFFNGrad(EntryBuilder &e, Op op, StringRef callee,
+                           Value sharedGate = Value()) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();
-  int64_t hidden = dimSize(op.getInput(), -1);
-  SmallVector<Value> buffers = {
-      e.buffer(op.getResultGrad()), e.buffer(op.getInput()),
-      e.buffer(op.getGateWeight()), e.buffer(op.getUpWeight()),
-      e.buffer(op.getDownWeight())};
+  SmallVector<Value> buffers = {e.buffer(op.getResultGrad())};
+  llvm::append_range(buffers, ffnOperands(e, op.getInput(), op.getGateWeight(),
+                                          op.getUpWeight(), op.getDownWeight(),
+                                          sharedGate));
   llvm::append_range(buffers, *out);
-  return e.call("moert_mlp_grad", buffers,
-                {e.i64(numElements(op.getInput()) / hidden), e.i64(hidden),
-                 e.i64(dimSize(op.getGateWeight(), 0))});
+  return e.call(callee, buffers,
+                ffnSizes(e, op.getInput(), op.getGateWeight()));
+}
+
+LogicalResult lowerMLP(EntryBuilder &e, MLPOp op) {
+  return lowerFFN(e, op, "moert_mlp");
+}
+
+LogicalResult lowerMLPGrad(EntryBuilder &e, MLPGradOp op) {
+  return lowerFFNGrad(e, op, "moert_mlp_grad");
+}
+
+LogicalResult lowerSharedExperts(EntryBuilder &e, SharedExpertsOp op) {
+  Value gate = op.getSharedGate();
+  return lowerFFN(e, op,
+                  gate ? "moert_shared_experts_gated" : "moert_shared_experts",
+                  gate);
+}
+
+LogicalResult lowerSharedExpertsGrad(EntryBuilder &e, SharedExpertsGradOp op) {
+  Value gate = op.getSharedGate();
+  return lowerFFNGrad(e, op,
+                      gate ? "moert_shared_experts_gated_grad"
+                           : "moert_shared_experts_grad",
+                      gate);
 }
 
 LogicalResult lowerAdd(EntryBuilder &e, AddOp op) {
@@ -136,6 +180,8 @@ void populateDenseLowerings(LoweringTable &table) {
   table.add(lowerLinearGrad);
   table.add(lowerMLP);
   table.add(lowerMLPGrad);
+  table.add(lowerSharedExperts);
+  table.add(lowerSharedExpertsGrad);
   table.add(lowerAdd);
 }
 

@@ -6,10 +6,11 @@
 // per tensor; each op is lowered by the function a family file registered
 // for it in the LoweringTable:
 //
-//   Dense.cpp        embedding, RMSNorm, linear, MLP, add (and gradients)
+//   Dense.cpp        embedding, RMSNorm, linear, the dense MLP and the
+//                    shared experts, add (and gradients)
 //   Attention.cpp    RoPE, attention (and gradients)
 //   Experts.cpp      router, capacity drop, permute, grouped SwiGLU,
-//                    unpermute, shared experts (and gradients)
+//                    unpermute (and gradients)
 //   Collectives.cpp  all-reduce, all-gather, all-slice, all-to-all,
 //                    dispatch, combine
 //   Losses.cpp       cross-entropy, aux and z losses (and gradients)

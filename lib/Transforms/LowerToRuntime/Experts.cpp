@@ -1,8 +1,8 @@
 //===- Experts.cpp - Lowering of routing and the experts ------------------===//
 //
 // The router (with or without expert bias), the capacity drop, the
-// permutation by expert, the grouped SwiGLU over expert segments, the
-// weighted unpermute and the shared experts, and their gradients. A
+// permutation by expert, the grouped SwiGLU over expert segments and the
+// weighted unpermute, and their gradients. A
 // moe.experts op reaching this pass is an error: moe-lower-experts expands
 // it first.
 //
@@ -166,44 +166,6 @@ LogicalResult lowerUnpermuteGrad(EntryBuilder &e, UnpermuteGradOp op) {
                  e.i64(dimSize(op.getExpertOut(), 1))});
 }
 
-LogicalResult lowerSharedExperts(EntryBuilder &e, SharedExpertsOp op) {
-  auto out = e.resultBuffer(op.getResult());
-  if (failed(out))
-    return failure();
-  int64_t hidden = dimSize(op.getInput(), -1);
-  SmallVector<Value> sizes = {e.i64(numElements(op.getInput()) / hidden),
-                              e.i64(hidden),
-                              e.i64(dimSize(op.getGateWeight(), 0))};
-  SmallVector<Value> buffers = {
-      e.buffer(op.getInput()), e.buffer(op.getGateWeight()),
-      e.buffer(op.getUpWeight()), e.buffer(op.getDownWeight())};
-  if (Value gate = op.getSharedGate()) {
-    buffers.append({e.buffer(gate), *out});
-    return e.call("moert_shared_experts_gated", buffers, sizes);
-  }
-  buffers.push_back(*out);
-  return e.call("moert_shared_experts", buffers, sizes);
-}
-
-LogicalResult lowerSharedExpertsGrad(EntryBuilder &e, SharedExpertsGradOp op) {
-  auto out = e.resultBuffers(op);
-  if (failed(out))
-    return failure();
-  int64_t hidden = dimSize(op.getInput(), -1);
-  SmallVector<Value> buffers = {
-      e.buffer(op.getResultGrad()), e.buffer(op.getInput()),
-      e.buffer(op.getGateWeight()), e.buffer(op.getUpWeight()),
-      e.buffer(op.getDownWeight())};
-  if (Value gate = op.getSharedGate())
-    buffers.push_back(e.buffer(gate));
-  llvm::append_range(buffers, *out);
-  return e.call(op.getSharedGate() ? "moert_shared_experts_gated_grad"
-                                   : "moert_shared_experts_grad",
-                buffers,
-                {e.i64(numElements(op.getInput()) / hidden), e.i64(hidden),
-                 e.i64(dimSize(op.getGateWeight(), 0))});
-}
-
 } // namespace
 
 void populateExpertLowerings(LoweringTable &table) {
@@ -217,8 +179,6 @@ void populateExpertLowerings(LoweringTable &table) {
   table.add(lowerGroupedSwiGLUGrad);
   table.add(lowerUnpermute);
   table.add(lowerUnpermuteGrad);
-  table.add(lowerSharedExperts);
-  table.add(lowerSharedExpertsGrad);
 }
 
 } // namespace mlir::moe::lowering

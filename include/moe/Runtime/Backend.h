@@ -4,7 +4,7 @@
 // CPU backend (built into MoERuntime, fp32 kernels of CpuKernels.h) or the
 // CUDA backend (library MoERuntimeCUDA, kernels on one GPU). The methods take
 // the C API's arguments in the C API's order, without the context, and a
-// RouterConfig for the router's flat attributes. Every pointer points into
+// RouterConfig (KernelTypes.h) for the router's flat attributes. Every pointer points into
 // the backend's memory: host memory for the CPU, device memory for CUDA.
 // Scalar results (losses, sums of squares) are written through a pointer
 // into that memory.
@@ -26,7 +26,7 @@
 #ifndef MOE_RUNTIME_BACKEND_H
 #define MOE_RUNTIME_BACKEND_H
 
-#include "moe/Runtime/CpuKernels.h"
+#include "moe/Runtime/KernelTypes.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -39,7 +39,7 @@ namespace moe::rt {
 class Communicator;
 struct CommOptions;
 
-using RouterConfig = moe::cpu::RouterConfig;
+using RouterConfig = moe::RouterConfig;
 
 enum class StorageType { F32, BF16 };
 

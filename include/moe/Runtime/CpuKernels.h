@@ -17,6 +17,8 @@
 #ifndef MOE_RUNTIME_CPUKERNELS_H
 #define MOE_RUNTIME_CPUKERNELS_H
 
+#include "moe/Runtime/KernelTypes.h"
+
 #include <cstdint>
 
 namespace moe::cpu {
@@ -61,16 +63,7 @@ void add(const float *a, const float *b, int64_t n, float *out);
 // Mixture of experts
 //===----------------------------------------------------------------------===//
 
-/// The attributes of moe.router.
-struct RouterConfig {
-  int64_t experts = 0;
-  int64_t topK = 1;
-  bool sigmoid = false; ///< sigmoid scores instead of softmax
-  bool normTopkProb = false;
-  float routeScale = 1.0f;
-  int64_t nGroup = 1;
-  int64_t topkGroup = 1;
-};
+using moe::RouterConfig; // KernelTypes.h
 
 /// moe.router for x [tokens, hidden] and gate [experts, hidden]: writes
 /// logits [tokens, experts], indices [tokens, topK] (best first, ties to the
@@ -80,9 +73,7 @@ void router(const float *x, int64_t tokens, int64_t hidden, const float *gate,
             const float *expertBias, const RouterConfig &cfg, float *weights,
             int32_t *indices, float *logits);
 
-/// The expert id of a token-slot dropped over capacity, and the rowToSlot of
-/// a padding row.
-inline constexpr int32_t kDroppedSlot = -1;
+using moe::kDroppedSlot; // KernelTypes.h
 
 /// Drop by position: each expert keeps its first `capacity` token-slots
 /// s = t * topK + k in slot order; kept [tokens * topK] is indices with the

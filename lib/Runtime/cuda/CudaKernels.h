@@ -34,13 +34,13 @@
 #define MOE_LIB_RUNTIME_CUDA_CUDAKERNELS_H
 
 #include "Device.h"
-#include "moe/Runtime/CpuKernels.h" // RouterConfig, kDroppedSlot
+#include "moe/Runtime/KernelTypes.h"
 
 #include <cstdint>
 
 namespace moe::cuda {
 
-using moe::cpu::RouterConfig;
+using moe::RouterConfig;
 
 // --- Dense layers (DenseKernels.cu) -----------------------------------------
 template <typename T>

@@ -41,7 +41,7 @@ namespace moe::cuda {
 
 namespace {
 
-using moe::cpu::kDroppedSlot;
+using moe::kDroppedSlot;
 
 constexpr int kThreads = 256;
 constexpr int kWarp = 32;

@@ -1,0 +1,33 @@
+//===- KernelTypes.h - Types every backend's kernels share ------*- C++ -*-===//
+//
+// Backend-neutral: the router's attributes and the id of a dropped slot,
+// used alike by the CPU kernels (CpuKernels.h), the CUDA kernels
+// (lib/Runtime/cuda) and the Backend interface between them and the C API.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_RUNTIME_KERNELTYPES_H
+#define MOE_RUNTIME_KERNELTYPES_H
+
+#include <cstdint>
+
+namespace moe {
+
+/// The attributes of moe.router.
+struct RouterConfig {
+  int64_t experts = 0;
+  int64_t topK = 1;
+  bool sigmoid = false; ///< sigmoid scores instead of softmax
+  bool normTopkProb = false;
+  float routeScale = 1.0f;
+  int64_t nGroup = 1;
+  int64_t topkGroup = 1;
+};
+
+/// The expert id of a token-slot dropped over capacity, and the rowToSlot of
+/// a padding row.
+inline constexpr int32_t kDroppedSlot = -1;
+
+} // namespace moe
+
+#endif // MOE_RUNTIME_KERNELTYPES_H

@@ -46,7 +46,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CudaTestUtil.h"
-#include "cuda/CudaBackend.h"
+#include "moe/Runtime/CudaBackend.h"
 
 #include "moe/Runtime/BFloat16.h"
 #include "moe/Runtime/Backend.h"

@@ -21,7 +21,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CudaTestUtil.h"
-#include "cuda/CudaBackend.h"
+#include "moe/Runtime/CudaBackend.h"
 #include "cuda/CudaKernels.h"
 
 #include "moe/Runtime/CpuGradKernels.h"

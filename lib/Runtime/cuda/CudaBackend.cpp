@@ -13,7 +13,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "cuda/CudaBackend.h"
+#include "moe/Runtime/CudaBackend.h"
 #include "cuda/CudaKernels.h"
 
 #include <algorithm>

@@ -12,7 +12,7 @@
 
 #include "driver/Driver.h"
 #ifdef MOE_HAVE_CUDA
-#include "cuda/CudaBackend.h"
+#include "moe/Runtime/CudaBackend.h"
 #endif
 #ifdef MOE_HAVE_NCCL
 #include "moe/Runtime/NcclCommunicator.h"

@@ -2,8 +2,10 @@
 # One training step of the Shakespeare MoE on the CPU: the compiled executable's
 # `train` (forward + backward of the compiled training step, global gradient-norm
 # clipping, AdamW) against bench/cpu/train_step_torch.py (the same model, loss,
-# batches, clipping and AdamW in PyTorch: Debian's torch, /usr/bin/python3), in
-# tokens per second, measured side by side; prints a table with the speed ratio.
+# batches, clipping and AdamW in PyTorch), in tokens per second, measured side
+# by side; prints a table with the speed ratio. The peer is the faster of two
+# PyTorch builds: Debian's 1.13 (/usr/bin/python3) and PyPI's current one
+# (scripts/peer_python.sh; left out, with a note, when it cannot be had).
 #
 #   bench/cpu/train_step.sh [THREADS]   (default 1)
 #
@@ -67,39 +69,62 @@ print(f"impl=ours params={sys.argv[3] or '?'} first_loss={rows[0]['loss']:.4f} "
 PY
 }
 
-peer_once() { # THREADS [ENV...]
-  local t="$1"
-  shift
-  env OPENBLAS_NUM_THREADS="$t" OMP_NUM_THREADS="$t" "$@" /usr/bin/python3 \
+# The PyTorch builds to measure; the faster of them is the peer.
+pythons=(/usr/bin/python3)
+if pypi=$(bash "$root/scripts/peer_python.sh" 2>"$out/peer_python.err"); then
+  pythons+=("$pypi")
+else
+  echo "train_step: no PyPI torch ($(tail -1 "$out/peer_python.err")); Debian's torch only" >&2
+fi
+
+# The line (of those given) with the most tokens per second, naming the
+# torch it came from and the others' figures.
+fastest() {
+  python3 - "$@" <<'PY'
+import re, sys
+def tps(line):
+    m = re.search(r" tokens_per_s=([0-9.]+)", " " + line)
+    return float(m.group(1)) if m else -1.0
+lines = [l for l in sys.argv[1:] if l]
+best = max(lines, key=tps)
+def torch_of(line):
+    m = re.search(r"torch=(\S+)", line)
+    return m.group(1) if m else "?"
+others = ["%s: %.0f tok/s" % (torch_of(l), tps(l)) for l in lines if l is not best]
+print(best + (" (also %s)" % ", ".join(others) if others else ""))
+PY
+}
+
+peer_once() { # PYTHON THREADS [ENV...]
+  local py="$1" t="$2"
+  shift 2
+  env OPENBLAS_NUM_THREADS="$t" OMP_NUM_THREADS="$t" MKL_NUM_THREADS="$t" "$@" "$py" \
     "$root/bench/cpu/train_step_torch.py" --data "$corpus" --steps "$steps" \
     --warmup-steps "$skip" --threads "$t" --weights "$out/init.safetensors"
 }
 
 # Two DDP processes (gloo) of one thread each: the peer of the dp=2 ranks.
 peer_ddp() {
-  OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 /usr/bin/python3 \
-    "$root/bench/cpu/train_step_torch.py" --data "$corpus" --steps "$steps" \
-    --warmup-steps "$skip" --threads 1 --processes 2 \
-    --weights "$out/init.safetensors" 2>"$out/ddp.err"
+  local py lines=()
+  for py in "${pythons[@]}"; do
+    lines+=("$(OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$py" \
+      "$root/bench/cpu/train_step_torch.py" --data "$corpus" --steps "$steps" \
+      --warmup-steps "$skip" --threads 1 --processes 2 \
+      --weights "$out/init.safetensors" 2>>"$out/ddp.err")")
+  done
+  fastest "${lines[@]}"
 }
 
 # With more than one thread, torch's OpenMP pool spins while it waits by
 # default, which on a small, shared machine can make a step many times slower:
 # run it as it comes and with OMP_WAIT_POLICY=PASSIVE, and keep the faster.
 peer() { # THREADS
-  if [ "$1" = 1 ]; then
-    peer_once 1
-    return
-  fi
-  local a b
-  a=$(peer_once "$1")
-  b=$(peer_once "$1" OMP_WAIT_POLICY=PASSIVE)
-  if python3 -c "import sys; sys.exit(not float(sys.argv[1]) >= float(sys.argv[2]))" \
-       "$(echo "$a" | field tokens_per_s)" "$(echo "$b" | field tokens_per_s)"; then
-    echo "$a (OMP_WAIT_POLICY=PASSIVE: $(echo "$b" | field tokens_per_s) tok/s)"
-  else
-    echo "$b (default OMP wait policy: $(echo "$a" | field tokens_per_s) tok/s)"
-  fi
+  local py lines=()
+  for py in "${pythons[@]}"; do
+    lines+=("$(peer_once "$py" "$1")")
+    [ "$1" = 1 ] || lines+=("$(peer_once "$py" "$1" OMP_WAIT_POLICY=PASSIVE)")
+  done
+  fastest "${lines[@]}"
 }
 
 notes=()
@@ -112,7 +137,7 @@ row() { # LABEL THREADS OURS PEER
   notes+=("$1: ours params=$(echo "$3" | field params) first_loss=$(echo "$3" | field first_loss) \
 last_loss=$(echo "$3" | field last_loss); torch params=$(echo "$4" | field params) \
 first_loss=$(echo "$4" | field first_loss) last_loss=$(echo "$4" | field last_loss) \
-median_ms=$(echo "$4" | field median_ms) omp_wait_policy=$(echo "$4" | field omp_wait_policy)\
+median_ms=$(echo "$4" | field median_ms) torch=$(echo "$4" | field torch) omp_wait_policy=$(echo "$4" | field omp_wait_policy)\
 $(echo "$4" | sed -n 's/.*\( (.*)\)$/\1/p')")
 }
 

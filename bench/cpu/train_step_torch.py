@@ -202,7 +202,7 @@ def run(rank, a):
             loss = loss.detach().clone()
             dist.all_reduce(loss)
             loss /= a.processes
-        losses.append((float(loss), float(norm)))
+        losses.append((float(loss.detach()), float(norm)))
 
     if rank != 0:
         return
@@ -212,7 +212,8 @@ def run(rank, a):
                 f.write(f"{step} {loss:.6f} {norm:.6f}\n")
     median = statistics.median(times[a.warmup_steps:])
     tokens_per_step = cfg.batch * cfg.seq
-    print(f"impl=torch model={a.model} params={n_params} processes={a.processes} "
+    print(f"impl=torch torch={torch.__version__} model={a.model} params={n_params} "
+          f"processes={a.processes} "
           f"threads={a.threads} "
           f"openblas_threads={os.environ['OPENBLAS_NUM_THREADS']} "
           f"omp_wait_policy={os.environ.get('OMP_WAIT_POLICY', 'default')} "

@@ -23,10 +23,12 @@
 //
 // The gradient of a value the same on all ranks of an axis is therefore the
 // whole gradient on each of them; the loss, computed from gathered inputs,
-// is the same everywhere and seeds the backward with 1.
+// is the same everywhere and seeds the backward with 1. Each op's own rule
+// (which gradient ops it needs) lives with its family in Gradients/.
 //
 //===----------------------------------------------------------------------===//
 
+#include "Gradients/GradientRules.h"
 #include "ShardingSpec.h"
 
 #include "moe/Dialect/MoE/IR/MoEOps.h"
@@ -39,7 +41,6 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/StringSwitch.h"
-#include "llvm/ADT/TypeSwitch.h"
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_BUILDTRAINSTEP
@@ -252,46 +253,28 @@ Value TrainStepBuilder::gradient(Value primal) {
 LogicalResult TrainStepBuilder::backward(Operation *op) {
   loc = op->getLoc();
   unsigned bits = vary.lookup(op->getResult(0));
+  auto give = [&](Value primal, Value grad) { contribute(primal, grad, bits); };
+  // A collective's transpose already delivers the whole gradient.
+  auto giveExact = [&](Value primal, Value grad) {
+    contribute(primal, grad, vary.lookup(primal));
+  };
+  const gradients::GradientRules::Rule *rule =
+      gradients::allGradientRules().lookup(op);
 
   // Scalar losses: sums of loss ops, each with gradient 1.
   if (op->getNumResults() == 1 && isScalar(op->getResult(0))) {
     if (!lossTerms.contains(op->getResult(0)))
       return success();
-    return llvm::TypeSwitch<Operation *, LogicalResult>(op)
-        .Case([&](AddOp add) {
-          lossTerms.insert(add.getLhs());
-          lossTerms.insert(add.getRhs());
-          return success();
-        })
-        .Case([&](CrossEntropyOp ce) {
-          contribute(ce.getLogits(),
-                     CrossEntropyGradOp::create(b, loc, ce.getLogits().getType(),
-                                                ce.getLogits(), ce.getLabels(),
-                                                ce.getIgnoreIndexAttr()),
-                     bits);
-          return success();
-        })
-        .Case([&](AuxLossOp aux) {
-          contribute(aux.getLogits(),
-                     AuxLossGradOp::create(b, loc, aux.getLogits().getType(),
-                                           aux.getLogits(), aux.getIndices(),
-                                           aux.getScoringAttr(),
-                                           aux.getCoefficientAttr()),
-                     bits);
-          return success();
-        })
-        .Case([&](ZLossOp z) {
-          contribute(z.getLogits(),
-                     ZLossGradOp::create(b, loc, z.getLogits().getType(),
-                                         z.getLogits(),
-                                         z.getCoefficientAttr()),
-                     bits);
-          return success();
-        })
-        .Default([&](Operation *op) {
-          return op->emitOpError("is not differentiable: a loss must be a "
-                                 "sum of moe loss ops");
-        });
+    if (auto add = dyn_cast<AddOp>(op)) {
+      lossTerms.insert(add.getLhs());
+      lossTerms.insert(add.getRhs());
+      return success();
+    }
+    if (!rule || !isa<CrossEntropyOp, AuxLossOp, ZLossOp>(op))
+      return op->emitOpError("is not differentiable: a loss must be a "
+                             "sum of moe loss ops");
+    gradients::GradientContext ctx{b, loc, {}, give, giveExact};
+    return (*rule)(op, ctx);
   }
 
   if (auto param = dyn_cast<ParamOp>(op)) {
@@ -308,192 +291,10 @@ LogicalResult TrainStepBuilder::backward(Operation *op) {
   }
   if (!any)
     return success();
-  Value dy = grads[0];
-  auto give = [&](Value primal, Value grad) {
-    contribute(primal, grad, bits);
-  };
-  // A collective's transpose already delivers the whole gradient.
-  auto giveExact = [&](Value primal, Value grad) {
-    contribute(primal, grad, vary.lookup(primal));
-  };
-
-  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
-      .Case([&](EmbeddingOp e) {
-        give(e.getTable(),
-             EmbeddingGradOp::create(b, loc, e.getTable().getType(), dy,
-                                     e.getTokens()));
-        return success();
-      })
-      .Case([&](RMSNormOp n) {
-        auto g = RMSNormGradOp::create(
-            b, loc, n.getInput().getType(), n.getWeight().getType(), dy,
-            n.getInput(), n.getWeight(), n.getEpsAttr());
-        give(n.getInput(), g.getInputGrad());
-        give(n.getWeight(), g.getWeightGrad());
-        return success();
-      })
-      .Case([&](LinearOp l) -> LogicalResult {
-        if (l.getBias())
-          return l.emitOpError("with a bias has no gradient yet");
-        auto g = LinearGradOp::create(b, loc, l.getInput().getType(),
-                                      l.getWeight().getType(), dy,
-                                      l.getInput(), l.getWeight());
-        give(l.getInput(), g.getInputGrad());
-        give(l.getWeight(), g.getWeightGrad());
-        return success();
-      })
-      .Case([&](RopeOp r) {
-        give(r.getInput(),
-             RopeGradOp::create(b, loc, r.getInput().getType(), dy,
-                                r.getPositions(), r.getThetaAttr()));
-        return success();
-      })
-      .Case([&](AttentionOp a) {
-        auto g = AttentionGradOp::create(
-            b, loc, a.getQ().getType(), a.getK().getType(),
-            a.getV().getType(), dy, a.getQ(), a.getK(), a.getV(),
-            a.getCausalAttr(), a.getScaleAttr());
-        give(a.getQ(), g.getQGrad());
-        give(a.getK(), g.getKGrad());
-        give(a.getV(), g.getVGrad());
-        return success();
-      })
-      .Case([&](MLPOp m) {
-        auto g = MLPGradOp::create(
-            b, loc, m.getInput().getType(), m.getGateWeight().getType(),
-            m.getUpWeight().getType(), m.getDownWeight().getType(), dy,
-            m.getInput(), m.getGateWeight(), m.getUpWeight(),
-            m.getDownWeight());
-        give(m.getInput(), g.getInputGrad());
-        give(m.getGateWeight(), g.getGateWeightGrad());
-        give(m.getUpWeight(), g.getUpWeightGrad());
-        give(m.getDownWeight(), g.getDownWeightGrad());
-        return success();
-      })
-      .Case([&](SharedExpertsOp s) {
-        Value gate = s.getSharedGate();
-        auto g = SharedExpertsGradOp::create(
-            b, loc, s.getInput().getType(), s.getGateWeight().getType(),
-            s.getUpWeight().getType(), s.getDownWeight().getType(),
-            gate ? gate.getType() : Type(), dy, s.getInput(),
-            s.getGateWeight(), s.getUpWeight(), s.getDownWeight(), gate);
-        give(s.getInput(), g.getInputGrad());
-        give(s.getGateWeight(), g.getGateWeightGrad());
-        give(s.getUpWeight(), g.getUpWeightGrad());
-        give(s.getDownWeight(), g.getDownWeightGrad());
-        if (gate)
-          give(gate, g.getSharedGateGrad());
-        return success();
-      })
-      .Case([&](AddOp a) {
-        give(a.getLhs(), dy);
-        give(a.getRhs(), dy);
-        return success();
-      })
-      .Case([&](RouterOp r) -> LogicalResult {
-        Value dWeights = grads[0], dLogits = grads[2];
-        if (!dWeights)
-          return r.emitOpError("has no gradient of its weights: the routed "
-                               "experts must use them");
-        auto g = RouterGradOp::create(
-            b, loc, r.getInput().getType(), r.getGateWeight().getType(),
-            dWeights, r.getInput(), r.getGateWeight(), r.getLogits(),
-            r.getIndices(), dLogits, r.getScoringAttr(),
-            r.getNormTopkProbAttr(), r.getRouteScaleAttr());
-        give(r.getInput(), g.getInputGrad());
-        give(r.getGateWeight(), g.getGateWeightGrad());
-        return success();
-      })
-      .Case([&](PermuteOp p) {
-        int64_t topK = p.getIndices().getType().getShape().back();
-        give(p.getInput(),
-             PermuteGradOp::create(b, loc, p.getInput().getType(), dy,
-                                   p.getRowToSlot(),
-                                   b.getI64IntegerAttr(topK)));
-        return success();
-      })
-      .Case([&](GroupedSwiGLUOp s) {
-        auto g = GroupedSwiGLUGradOp::create(
-            b, loc, s.getPermuted().getType(), s.getGateWeight().getType(),
-            s.getUpWeight().getType(), s.getDownWeight().getType(), dy,
-            s.getPermuted(), s.getOffsets(), s.getGateWeight(),
-            s.getUpWeight(), s.getDownWeight());
-        give(s.getPermuted(), g.getPermutedGrad());
-        give(s.getGateWeight(), g.getGateWeightGrad());
-        give(s.getUpWeight(), g.getUpWeightGrad());
-        give(s.getDownWeight(), g.getDownWeightGrad());
-        return success();
-      })
-      .Case([&](UnpermuteOp u) {
-        auto g = UnpermuteGradOp::create(
-            b, loc, u.getExpertOut().getType(), u.getWeights().getType(), dy,
-            u.getExpertOut(), u.getRowToSlot(), u.getWeights());
-        give(u.getExpertOut(), g.getExpertOutGrad());
-        give(u.getWeights(), g.getWeightsGrad());
-        return success();
-      })
-      .Case([&](DispatchOp d) {
-        // The rows went out through the dispatch; their gradients come back
-        // through the combine with the same counts.
-        giveExact(d.getPermuted(),
-             CombineOp::create(b, loc, d.getPermuted().getType(), dy,
-                               d.getReceivedOffsets(), d.getOffsets(),
-                               d.getGridAttr(), d.getGridAxesAttr(),
-                               d.getPlacementAttr()));
-        return success();
-      })
-      .Case([&](CombineOp c) {
-        auto back = DispatchOp::create(
-            b, loc, c.getExpertOut().getType(),
-            c.getReceivedOffsets().getType(), dy, c.getOffsets(),
-            c.getGridAttr(), c.getGridAxesAttr(), c.getPlacementAttr());
-        giveExact(c.getExpertOut(), back.getReceived());
-        return success();
-      })
-      .Case([&](shard::AllGatherOp g) {
-        giveExact(g.getInput(),
-             shard::AllSliceOp::create(b, loc, g.getInput().getType(),
-                                       g.getGrid(), g.getGridAxes(), dy,
-                                       g.getGatherAxis()));
-        return success();
-      })
-      .Case([&](shard::AllSliceOp s) {
-        giveExact(s.getInput(),
-             shard::AllGatherOp::create(b, loc, s.getInput().getType(),
-                                        s.getGrid(), s.getGridAxes(), dy,
-                                        s.getSliceAxis()));
-        return success();
-      })
-      .Case([&](shard::AllToAllOp a) {
-        giveExact(a.getInput(),
-             shard::AllToAllOp::create(b, loc, a.getInput().getType(),
-                                       a.getGrid(), a.getGridAxes(), dy,
-                                       a.getConcatAxis(), a.getSplitAxis()));
-        return success();
-      })
-      .Case([&](shard::AllReduceOp r) {
-        giveExact(r.getInput(), dy);
-        return success();
-      })
-      .Case([&](tensor::ExpandShapeOp e) {
-        give(e.getSrc(),
-             tensor::CollapseShapeOp::create(b, loc, e.getSrcType(), dy,
-                                             e.getReassociationIndices()));
-        return success();
-      })
-      .Case([&](tensor::CollapseShapeOp c) {
-        give(c.getSrc(),
-             tensor::ExpandShapeOp::create(b, loc, c.getSrcType(), dy,
-                                           c.getReassociationIndices()));
-        return success();
-      })
-      .Case([&](ExpertsOp e) {
-        return e.emitOpError("must be expanded by moe-expand-capacity and "
-                             "moe-lower-experts before moe-build-train-step");
-      })
-      .Default([&](Operation *op) {
-        return op->emitOpError("has no gradient (moe-build-train-step)");
-      });
+  if (!rule)
+    return op->emitOpError("has no gradient (moe-build-train-step)");
+  gradients::GradientContext ctx{b, loc, grads, give, giveExact};
+  return (*rule)(op, ctx);
 }
 
 FailureOr<func::FuncOp> TrainStepBuilder::build() {
@@ -532,8 +333,8 @@ FailureOr<func::FuncOp> TrainStepBuilder::build() {
   for (auto [from, to] :
        llvm::zip(forward.getArguments(), body->getArguments())) {
     mapping.map(from, to);
-    vary[to] = varyingOfSplit(
-        forward.getArgAttr(from.getArgNumber(), MoEDialect::getSplitAttrName()));
+    vary[to] = varyingOfSplit(forward.getArgAttr(
+        from.getArgNumber(), MoEDialect::getSplitAttrName()));
   }
   b.setInsertionPointToEnd(body);
   SmallVector<Operation *> cloned;

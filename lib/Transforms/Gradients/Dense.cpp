@@ -1,0 +1,151 @@
+//===- Dense.cpp - Gradient rules of the dense ops ------------------------===//
+//
+// Embedding, RMSNorm, linear (without bias), RoPE, attention, the dense MLP
+// and the shared experts: each its gradient op; add passes its gradient to
+// both operands; a reshape's gradient is the inverse reshape.
+//
+//===----------------------------------------------------------------------===//
+
+#include "GradientRules.h"
+
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
+namespace mlir::moe::gradients {
+namespace {
+
+LogicalResult gradEmbedding(EmbeddingOp e, GradientContext &ctx) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value dy = ctx.dy();
+  ctx.give(e.getTable(), EmbeddingGradOp::create(b, loc, e.getTable().getType(),
+                                                 dy, e.getTokens()));
+  return success();
+}
+
+LogicalResult gradRMSNorm(RMSNormOp n, GradientContext &ctx) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value dy = ctx.dy();
+  auto g = RMSNormGradOp::create(b, loc, n.getInput().getType(),
+                                 n.getWeight().getType(), dy, n.getInput(),
+                                 n.getWeight(), n.getEpsAttr());
+  ctx.give(n.getInput(), g.getInputGrad());
+  ctx.give(n.getWeight(), g.getWeightGrad());
+  return success();
+}
+
+LogicalResult gradLinear(LinearOp l, GradientContext &ctx) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value dy = ctx.dy();
+  if (l.getBias())
+    return l.emitOpError("with a bias has no gradient yet");
+  auto g = LinearGradOp::create(b, loc, l.getInput().getType(),
+                                l.getWeight().getType(), dy, l.getInput(),
+                                l.getWeight());
+  ctx.give(l.getInput(), g.getInputGrad());
+  ctx.give(l.getWeight(), g.getWeightGrad());
+  return success();
+}
+
+LogicalResult gradRope(RopeOp r, GradientContext &ctx) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value dy = ctx.dy();
+  ctx.give(r.getInput(),
+           RopeGradOp::create(b, loc, r.getInput().getType(), dy,
+                              r.getPositions(), r.getThetaAttr()));
+  return success();
+}
+
+LogicalResult gradAttention(AttentionOp a, GradientContext &ctx) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value dy = ctx.dy();
+  auto g = AttentionGradOp::create(
+      b, loc, a.getQ().getType(), a.getK().getType(), a.getV().getType(), dy,
+      a.getQ(), a.getK(), a.getV(), a.getCausalAttr(), a.getScaleAttr());
+  ctx.give(a.getQ(), g.getQGrad());
+  ctx.give(a.getK(), g.getKGrad());
+  ctx.give(a.getV(), g.getVGrad());
+  return success();
+}
+
+LogicalResult gradMLP(MLPOp m, GradientContext &ctx) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value dy = ctx.dy();
+  auto g = MLPGradOp::create(
+      b, loc, m.getInput().getType(), m.getGateWeight().getType(),
+      m.getUpWeight().getType(), m.getDownWeight().getType(), dy, m.getInput(),
+      m.getGateWeight(), m.getUpWeight(), m.getDownWeight());
+  ctx.give(m.getInput(), g.getInputGrad());
+  ctx.give(m.getGateWeight(), g.getGateWeightGrad());
+  ctx.give(m.getUpWeight(), g.getUpWeightGrad());
+  ctx.give(m.getDownWeight(), g.getDownWeightGrad());
+  return success();
+}
+
+LogicalResult gradSharedExperts(SharedExpertsOp s, GradientContext &ctx) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value dy = ctx.dy();
+  Value gate = s.getSharedGate();
+  auto g = SharedExpertsGradOp::create(
+      b, loc, s.getInput().getType(), s.getGateWeight().getType(),
+      s.getUpWeight().getType(), s.getDownWeight().getType(),
+      gate ? gate.getType() : Type(), dy, s.getInput(), s.getGateWeight(),
+      s.getUpWeight(), s.getDownWeight(), gate);
+  ctx.give(s.getInput(), g.getInputGrad());
+  ctx.give(s.getGateWeight(), g.getGateWeightGrad());
+  ctx.give(s.getUpWeight(), g.getUpWeightGrad());
+  ctx.give(s.getDownWeight(), g.getDownWeightGrad());
+  if (gate)
+    ctx.give(gate, g.getSharedGateGrad());
+  return success();
+}
+
+LogicalResult gradAdd(AddOp a, GradientContext &ctx) {
+  Value dy = ctx.dy();
+  ctx.give(a.getLhs(), dy);
+  ctx.give(a.getRhs(), dy);
+  return success();
+}
+
+LogicalResult gradExpandShape(tensor::ExpandShapeOp e, GradientContext &ctx) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value dy = ctx.dy();
+  ctx.give(e.getSrc(),
+           tensor::CollapseShapeOp::create(b, loc, e.getSrcType(), dy,
+                                           e.getReassociationIndices()));
+  return success();
+}
+
+LogicalResult gradCollapseShape(tensor::CollapseShapeOp c,
+                                GradientContext &ctx) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value dy = ctx.dy();
+  ctx.give(c.getSrc(),
+           tensor::ExpandShapeOp::create(b, loc, c.getSrcType(), dy,
+                                         c.getReassociationIndices()));
+  return success();
+}
+
+} // namespace
+
+void populateDenseGradients(GradientRules &rules) {
+  rules.add(gradEmbedding);
+  rules.add(gradRMSNorm);
+  rules.add(gradLinear);
+  rules.add(gradRope);
+  rules.add(gradAttention);
+  rules.add(gradMLP);
+  rules.add(gradSharedExperts);
+  rules.add(gradAdd);
+  rules.add(gradExpandShape);
+  rules.add(gradCollapseShape);
+}
+
+} // namespace mlir::moe::gradients

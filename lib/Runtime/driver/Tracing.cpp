@@ -64,6 +64,8 @@ std::optional<TraceOptions> parseTraceOptions(const ParsedFlags &flags) {
 }
 
 StepWindow traceWindow(int64_t begin, int64_t end, int64_t count) {
+  if (begin > end)
+    return {begin, end}; // a resumed run with nothing left to train
   int64_t first = std::min(begin + 1, end);
   return {first, std::min(first + count - 1, end)};
 }

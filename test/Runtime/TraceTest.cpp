@@ -38,7 +38,7 @@ TEST(TraceTest, JsonStringEscapesWhatJsonForbids) {
   // Valid UTF-8 stays as it is; invalid bytes become U+FFFD.
   EXPECT_EQ(moe::rt::jsonString("caf\xc3\xa9"), "\"caf\xc3\xa9\"");
   EXPECT_EQ(moe::rt::jsonString("\xff"), "\"\\ufffd\"");
-  EXPECT_EQ(moe::rt::jsonString("a\xc3"), "\"a\\ufffd\"");         // cut short
+  EXPECT_EQ(moe::rt::jsonString("a\xc3"), "\"a\\ufffd\"");          // cut short
   EXPECT_EQ(moe::rt::jsonString("\xc0\xaf"), "\"\\ufffd\\ufffd\""); // overlong
   EXPECT_EQ(moe::rt::jsonString("\xed\xa0\x80"),
             "\"\\ufffd\\ufffd\\ufffd\""); // a surrogate
@@ -91,8 +91,8 @@ TEST(TraceTest, MergesTheRanksInOneDocument) {
   for (int rank = 0; rank < 3; ++rank) {
     Tracer tracer(rank);
     for (int i = 0; i <= rank; ++i)
-      tracer.complete("op" + std::to_string(i), "op", Tracer::RuntimeTrack,
-                      i, i + 0.5);
+      tracer.complete("op" + std::to_string(i), "op", Tracer::RuntimeTrack, i,
+                      i + 0.5);
     parts.push_back(tracer.eventsJson());
   }
   parts.insert(parts.begin() + 1, ""); // a rank with nothing to say
@@ -119,13 +119,13 @@ TEST(TraceTest, GathersEveryRanksTextOnLocalRanks) {
                                           std::string(1001, 'x')};
   std::mutex mutex;
   std::vector<std::vector<std::string>> got(texts.size());
-  moe::rt::runLocal(static_cast<int>(texts.size()),
-                    [&](moe::rt::Communicator &world) {
-                      std::vector<std::string> all = moe::driver::allGatherText(
-                          world, texts[world.rank()]);
-                      std::lock_guard<std::mutex> lock(mutex);
-                      got[world.rank()] = all;
-                    });
+  moe::rt::runLocal(
+      static_cast<int>(texts.size()), [&](moe::rt::Communicator &world) {
+        std::vector<std::string> all =
+            moe::driver::allGatherText(world, texts[world.rank()]);
+        std::lock_guard<std::mutex> lock(mutex);
+        got[world.rank()] = all;
+      });
   for (const std::vector<std::string> &all : got)
     EXPECT_EQ(all, texts);
 }
@@ -147,8 +147,10 @@ class TraceFlagsTest : public moe::test::TempDirTest {
 protected:
   moe::driver::ParsedFlags flags(std::vector<std::string> args) {
     static const moe::driver::CommandSpec command{
-        "train", "", "", {moe::driver::traceFlag(),
-                          moe::driver::traceStepsFlag()}};
+        "train",
+        "",
+        "",
+        {moe::driver::traceFlag(), moe::driver::traceStepsFlag()}};
     return moe::driver::parseFlags(command, args);
   }
   size_t filesInDir() const {

@@ -309,7 +309,8 @@ void moert_embedding(moert_context *ctx, const int32_t *tokens,
 
 void moert_rms_norm(moert_context *ctx, const float *x, const float *weight,
                     float *out, int64_t rows, int64_t dim, float eps) {
-  guarded(ctx, __func__, [&] { backend(ctx).rmsNorm(x, weight, out, rows, dim, eps); });
+  guarded(ctx, __func__,
+          [&] { backend(ctx).rmsNorm(x, weight, out, rows, dim, eps); });
 }
 
 void moert_linear(moert_context *ctx, const float *x, const float *weight,

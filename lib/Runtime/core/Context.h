@@ -172,8 +172,7 @@ inline void resolveTimings(moert_context *ctx) {
         args.push_back({"group", std::string(span.group)});
         args.push_back({"bytes", span.bytes});
       }
-      ctx->tracer->complete(std::move(name),
-                            span.group ? "collective" : "op",
+      ctx->tracer->complete(std::move(name), span.group ? "collective" : "op",
                             Tracer::RuntimeTrack, times[span.begin],
                             times[span.end], std::move(args));
     }

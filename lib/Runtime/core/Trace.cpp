@@ -25,11 +25,11 @@ namespace {
 size_t utf8Length(std::string_view text, size_t i) {
   auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
   unsigned char lead = byte(i);
-  size_t n = lead < 0x80             ? 1
-             : (lead >> 5) == 0x6    ? 2
-             : (lead >> 4) == 0xe    ? 3
-             : (lead >> 3) == 0x1e   ? 4
-                                     : 0;
+  size_t n = lead < 0x80           ? 1
+             : (lead >> 5) == 0x6  ? 2
+             : (lead >> 4) == 0xe  ? 3
+             : (lead >> 3) == 0x1e ? 4
+                                   : 0;
   if (n == 0 || i + n > text.size())
     return 0;
   for (size_t k = 1; k < n; ++k)
@@ -53,8 +53,9 @@ std::string number(double value) {
 
 std::string metadata(int pid, int tid, const char *what,
                      const std::string &name) {
-  return "{\"name\":\"" + std::string(what) + "\",\"ph\":\"M\",\"pid\":" +
-         std::to_string(pid) + ",\"tid\":" + std::to_string(tid) +
+  return "{\"name\":\"" + std::string(what) +
+         "\",\"ph\":\"M\",\"pid\":" + std::to_string(pid) +
+         ",\"tid\":" + std::to_string(tid) +
          ",\"args\":{\"name\":" + jsonString(name) + "}}";
 }
 
@@ -94,14 +95,14 @@ std::string Tracer::eventsJson() const {
   std::string out = metadata(rank_, DriverTrack, "process_name",
                              "rank " + std::to_string(rank_));
   out += ",{\"name\":\"process_sort_index\",\"ph\":\"M\",\"pid\":" +
-         std::to_string(rank_) + ",\"tid\":0,\"args\":{\"sort_index\":" +
-         std::to_string(rank_) + "}}";
+         std::to_string(rank_) +
+         ",\"tid\":0,\"args\":{\"sort_index\":" + std::to_string(rank_) + "}}";
   out += "," + metadata(rank_, DriverTrack, "thread_name", "driver");
   out += "," + metadata(rank_, RuntimeTrack, "thread_name", "runtime calls");
   for (const Event &e : events_) {
     out += ",{\"name\":" + jsonString(e.name) +
-           ",\"cat\":" + jsonString(e.category) + ",\"ph\":\"X\",\"ts\":" +
-           number((e.begin - origin_) * 1e6) +
+           ",\"cat\":" + jsonString(e.category) +
+           ",\"ph\":\"X\",\"ts\":" + number((e.begin - origin_) * 1e6) +
            ",\"dur\":" + number((e.end - e.begin) * 1e6) +
            ",\"pid\":" + std::to_string(rank_) +
            ",\"tid\":" + std::to_string(e.track) + ",\"args\":{";

@@ -45,8 +45,8 @@ std::optional<TraceOptions> parseTraceOptions(const ParsedFlags &flags) {
   if (options.path.empty())
     throw UsageError("--trace is empty");
   if (flags.has("trace-steps"))
-    options.steps = parseInteger("trace-steps", flags.get("trace-steps"), 1,
-                                 1000000000);
+    options.steps =
+        parseInteger("trace-steps", flags.get("trace-steps"), 1, 1000000000);
   if (std::filesystem::is_directory(options.path))
     throw std::runtime_error("--trace " + options.path +
                              ": is a directory, expected a file to write");
@@ -138,8 +138,9 @@ std::vector<std::string> allGatherText(rt::Communicator &comm,
                  rt::CommDType::I32);
   std::vector<std::string> texts(n);
   for (int r = 0; r < n; ++r)
-    texts[r].assign(reinterpret_cast<const char *>(all.data() + r * mine.size()),
-                    static_cast<size_t>(lengths[r]));
+    texts[r].assign(
+        reinterpret_cast<const char *>(all.data() + r * mine.size()),
+        static_cast<size_t>(lengths[r]));
   return texts;
 }
 

@@ -1,4 +1,4 @@
-//===- Tracing.h - train/forward --trace: a Chrome trace of a run -*- C++ -*-===//
+//===- Tracing.h - A Chrome trace of a run (--trace) -----------*- C++ -*-===//
 //
 // `--trace FILE` records, on every rank, the driver's spans (a "step N" span
 // per recorded training step, the training entry, the optimizer, ...) and

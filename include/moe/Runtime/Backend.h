@@ -219,8 +219,22 @@ public:
                      int64_t n, float lr, float beta1, float beta2, float eps,
                      float weightDecay, float gradScale, int64_t step) = 0;
 
+  // --- Timing ---------------------------------------------------------------
+  /// Records a point in the order of the work queued so far; returns its
+  /// index among the marks since the last resolveMarks(). The default reads
+  /// the host clock; a GPU records an event on its stream, so that two marks
+  /// time the device's work between them, not its queuing.
+  virtual uint32_t mark();
+  /// The time of every mark since the last call, in order, in seconds of
+  /// steadySeconds() (moe/Runtime/Trace.h; on a GPU, when the stream reached
+  /// the mark), and forgets them. Waits for the queued work.
+  virtual std::vector<double> resolveMarks();
+
 protected:
   StorageType storage_ = StorageType::F32;
+
+private:
+  std::vector<double> hostMarks_;
 };
 
 /// The fp32 CPU backend (OpenBLAS GEMMs).

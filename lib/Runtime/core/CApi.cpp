@@ -67,6 +67,34 @@ moe::rt::Communicator &groupIn(moe::rt::MeshGroups *g, moert_context *ctx,
   return *ctx->self;
 }
 
+const char *groupName(int32_t id) {
+  switch (id) {
+  case MOERT_GROUP_DP:
+    return "dp";
+  case MOERT_GROUP_CP:
+    return "cp";
+  case MOERT_GROUP_TP:
+    return "tp";
+  case MOERT_GROUP_EP:
+    return "ep";
+  case MOERT_GROUP_EDP:
+    return "edp";
+  case MOERT_GROUP_DP_CP:
+    return "dp_cp";
+  default:
+    return "unknown";
+  }
+}
+
+/// Tells the trace, when it records, that the running call is a collective
+/// over group `id` that sends `bytes` from this rank.
+void noteCollective(moert_context *ctx, int32_t id, size_t bytes) {
+  if (ctx->tracer) {
+    ctx->callGroup = groupName(id);
+    ctx->callBytes = static_cast<int64_t>(bytes);
+  }
+}
+
 moe::rt::Communicator &group(moert_context *ctx, int32_t id) {
   return groupIn(ctx->groups, ctx, id);
 }
@@ -247,7 +275,7 @@ void moert_context_reset_error(moert_context *ctx) {
 }
 
 void moert_set_storage(moert_context *ctx, int32_t dtype) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     switch (dtype) {
     case MOERT_DTYPE_F32:
       return backend(ctx).setStorage(moe::rt::StorageType::F32);
@@ -262,7 +290,7 @@ void moert_set_storage(moert_context *ctx, int32_t dtype) {
 
 void moert_copy(moert_context *ctx, const void *src, void *dst,
                 int64_t bytes) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     if (bytes < 0)
       throw std::invalid_argument("copy: negative byte count " +
                                   std::to_string(bytes));
@@ -274,19 +302,20 @@ void moert_copy(moert_context *ctx, const void *src, void *dst,
 void moert_embedding(moert_context *ctx, const int32_t *tokens,
                      const float *table, float *out, int64_t n, int64_t vocab,
                      int64_t hidden) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).embedding(tokens, table, out, n, vocab, hidden);
   });
 }
 
 void moert_rms_norm(moert_context *ctx, const float *x, const float *weight,
                     float *out, int64_t rows, int64_t dim, float eps) {
-  guarded(ctx, [&] { backend(ctx).rmsNorm(x, weight, out, rows, dim, eps); });
+  guarded(ctx, __func__,
+          [&] { backend(ctx).rmsNorm(x, weight, out, rows, dim, eps); });
 }
 
 void moert_linear(moert_context *ctx, const float *x, const float *weight,
                   float *out, int64_t rows, int64_t in, int64_t outFeatures) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).linear(x, weight, nullptr, out, rows, in, outFeatures);
   });
 }
@@ -294,14 +323,14 @@ void moert_linear(moert_context *ctx, const float *x, const float *weight,
 void moert_linear_bias(moert_context *ctx, const float *x, const float *weight,
                        const float *bias, float *out, int64_t rows, int64_t in,
                        int64_t outFeatures) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).linear(x, weight, bias, out, rows, in, outFeatures);
   });
 }
 
 void moert_rope(moert_context *ctx, const float *x, float *out, int64_t batch,
                 int64_t seq, int64_t heads, int64_t headDim, double theta) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).rope(x, nullptr, out, batch, seq, heads, headDim, theta);
   });
 }
@@ -310,7 +339,7 @@ void moert_rope_positions(moert_context *ctx, const float *x,
                           const int32_t *positions, float *out, int64_t batch,
                           int64_t seq, int64_t heads, int64_t headDim,
                           double theta) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).rope(x, positions, out, batch, seq, heads, headDim, theta);
   });
 }
@@ -319,7 +348,7 @@ void moert_attention(moert_context *ctx, const float *q, const float *k,
                      const float *v, float *out, int64_t batch, int64_t seq,
                      int64_t heads, int64_t kvHeads, int64_t headDim,
                      int32_t causal, float scale) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).attention(q, k, v, out, batch, seq, heads, kvHeads, headDim,
                            causal != 0, scale);
   });
@@ -328,19 +357,19 @@ void moert_attention(moert_context *ctx, const float *q, const float *k,
 void moert_mlp(moert_context *ctx, const float *x, const float *gate,
                const float *up, const float *down, float *out, int64_t rows,
                int64_t hidden, int64_t inter) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).mlp(x, gate, up, down, out, rows, hidden, inter);
   });
 }
 
 void moert_add(moert_context *ctx, const float *a, const float *b, float *out,
                int64_t n) {
-  guarded(ctx, [&] { backend(ctx).add(a, b, out, n); });
+  guarded(ctx, __func__, [&] { backend(ctx).add(a, b, out, n); });
 }
 
 void moert_add_f32(moert_context *ctx, const float *a, const float *b,
                    float *out, int64_t n) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     // fp32 for this call only, however it ends.
     struct Fp32Scope {
       moe::rt::Backend &backend;
@@ -368,7 +397,7 @@ void moert_router_bias(moert_context *ctx, const float *x, const float *gate,
                        int64_t hidden, int64_t experts, int64_t topK,
                        int32_t sigmoid, int32_t normTopkProb, float routeScale,
                        int64_t nGroup, int64_t topkGroup) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).router(x, gate, expertBias, weights, indices, logits, tokens,
                         hidden,
                         routerConfig(experts, topK, sigmoid, normTopkProb,
@@ -379,7 +408,7 @@ void moert_router_bias(moert_context *ctx, const float *x, const float *gate,
 void moert_drop_over_capacity(moert_context *ctx, const int32_t *indices,
                               int32_t *kept, int64_t tokens, int64_t topK,
                               int64_t experts, int64_t capacity) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).dropOverCapacity(indices, kept, tokens, topK, experts,
                                   capacity);
   });
@@ -389,7 +418,7 @@ void moert_permute(moert_context *ctx, const float *x, const int32_t *indices,
                    float *permuted, int64_t *offsets, int32_t *rowToSlot,
                    int64_t tokens, int64_t topK, int64_t hidden,
                    int64_t experts) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).permute(x, indices, permuted, offsets, rowToSlot, tokens, topK,
                          hidden, experts);
   });
@@ -400,7 +429,7 @@ void moert_grouped_swiglu(moert_context *ctx, const float *permuted,
                           const float *up, const float *down, float *out,
                           int64_t rows, int64_t segments, int64_t experts,
                           int64_t hidden, int64_t inter) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     moe::rt::LayerTimer timer(ctx, &moe::rt::LayerStats::expert);
     backend(ctx).groupedSwiglu(permuted, offsets, gate, up, down, out, rows,
                                segments, experts, hidden, inter);
@@ -411,7 +440,7 @@ void moert_unpermute_combine(moert_context *ctx, const float *expertOut,
                              const int32_t *rowToSlot, const float *weights,
                              float *out, int64_t tokens, int64_t topK,
                              int64_t hidden) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).unpermuteCombine(expertOut, rowToSlot, weights, out, tokens,
                                   topK, hidden);
   });
@@ -429,7 +458,7 @@ void moert_shared_experts_gated(moert_context *ctx, const float *x,
                                 const float *down, const float *sharedGate,
                                 float *out, int64_t rows, int64_t hidden,
                                 int64_t inter) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).sharedExperts(x, gate, up, down, sharedGate, out, rows, hidden,
                                inter);
   });
@@ -438,7 +467,7 @@ void moert_shared_experts_gated(moert_context *ctx, const float *x,
 void moert_cross_entropy(moert_context *ctx, const float *logits,
                          const int32_t *labels, float *out, int64_t n,
                          int64_t vocab, int64_t ignoreIndex) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).crossEntropy(logits, labels, out, n, vocab, ignoreIndex);
   });
 }
@@ -447,7 +476,7 @@ void moert_aux_loss(moert_context *ctx, const float *logits,
                     const int32_t *indices, float *out, int64_t tokens,
                     int64_t experts, int64_t topK, int32_t sigmoid,
                     float coefficient) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).auxLoss(logits, indices, out, tokens, experts, topK,
                          sigmoid != 0, coefficient);
   });
@@ -455,16 +484,17 @@ void moert_aux_loss(moert_context *ctx, const float *logits,
 
 void moert_z_loss(moert_context *ctx, const float *logits, float *out,
                   int64_t tokens, int64_t experts, float coefficient) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     backend(ctx).zLoss(logits, out, tokens, experts, coefficient);
   });
 }
 
 void moert_all_reduce_sum(moert_context *ctx, int32_t groupId, int32_t dtype,
                           const void *in, void *out, int64_t count) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     moe::rt::CommDType type = dtypeOf(dtype);
     size_t bytes = count * moe::rt::commDTypeSize(type);
+    noteCollective(ctx, groupId, bytes);
     moe::rt::Backend &b = backend(ctx);
     if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
       if (in != out)
@@ -483,17 +513,18 @@ void moert_all_reduce_sum(moert_context *ctx, int32_t groupId, int32_t dtype,
 void moert_all_gather(moert_context *ctx, int32_t groupId, int32_t dtype,
                       const void *in, void *out, int64_t outer, int64_t mid,
                       int64_t inner) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     moe::rt::Communicator &comm = group(ctx, groupId);
     moe::rt::CommDType type = dtypeOf(dtype);
     moe::rt::Backend &b = backend(ctx);
+    size_t inBytes = outer * mid * inner * moe::rt::commDTypeSize(type);
+    noteCollective(ctx, groupId, inBytes);
     if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
       BackendBufferOps ops(ctx);
       b.synchronize();
       moe::rt::allGatherAxis(*direct, in, out, {outer, mid, inner}, type, ops);
       return;
     }
-    size_t inBytes = outer * mid * inner * moe::rt::commDTypeSize(type);
     size_t outBytes = inBytes * comm.size();
     HostStage stage(b);
     const void *src = stage.in(in, inBytes);
@@ -506,7 +537,7 @@ void moert_all_gather(moert_context *ctx, int32_t groupId, int32_t dtype,
 void moert_all_slice(moert_context *ctx, int32_t groupId, int32_t dtype,
                      const void *in, void *out, int64_t outer, int64_t mid,
                      int64_t inner) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     // No communication: a strided copy in the backend's memory.
     BackendBufferOps ops(ctx);
     moe::rt::allSliceAxis(group(ctx, groupId), in, out, {outer, mid, inner},
@@ -518,19 +549,20 @@ void moert_all_to_all(moert_context *ctx, int32_t groupId, int32_t dtype,
                       const void *in, void *out, int64_t splitOuter,
                       int64_t splitMid, int64_t splitInner, int64_t concatOuter,
                       int64_t concatMid, int64_t concatInner) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     moe::rt::CommDType type = dtypeOf(dtype);
     moe::rt::AxisLayout split{splitOuter, splitMid, splitInner};
     moe::rt::AxisLayout concat{concatOuter, concatMid, concatInner};
     moe::rt::Backend &b = backend(ctx);
+    size_t size = moe::rt::commDTypeSize(type);
+    size_t inBytes = splitOuter * splitMid * splitInner * size;
+    noteCollective(ctx, groupId, inBytes);
     if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
       BackendBufferOps ops(ctx);
       b.synchronize();
       moe::rt::allToAllAxes(*direct, in, out, split, concat, type, ops);
       return;
     }
-    size_t size = moe::rt::commDTypeSize(type);
-    size_t inBytes = splitOuter * splitMid * splitInner * size;
     size_t outBytes = concatOuter * concatMid * concatInner * size;
     HostStage stage(b);
     const void *src = stage.in(in, inBytes);
@@ -548,7 +580,7 @@ void moert_dispatch(moert_context *ctx, int32_t groupId, int64_t placement,
                     const float *rows, const int64_t *offsets, float *recv,
                     int64_t *recvOffsets, int64_t experts, int64_t slots,
                     int64_t hidden, int64_t recvCapacity) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     moe::rt::Communicator &ep = group(ctx, groupId);
     const moe::rt::ExpertPlacement &place =
         placementFor(ctx, placement, ep.size(), experts, slots);
@@ -563,6 +595,8 @@ void moert_dispatch(moert_context *ctx, int32_t groupId, int64_t placement,
     std::vector<int64_t> rankRows(ep.size());
     moe::rt::CommDType rowType = rowTypeOf(b);
     size_t rowBytes = hidden * moe::rt::commDTypeSize(rowType);
+    noteCollective(ctx, groupId,
+                   std::max<int64_t>(hostOffsets[experts], 0) * rowBytes);
     if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
       BackendBufferOps ops(ctx);
       b.synchronize();
@@ -596,7 +630,7 @@ void moert_combine(moert_context *ctx, int32_t groupId, int64_t placement,
                    const float *expertOut, const int64_t *recvOffsets,
                    const int64_t *offsets, float *out, int64_t experts,
                    int64_t slots, int64_t hidden) {
-  guarded(ctx, [&] {
+  guarded(ctx, __func__, [&] {
     moe::rt::Communicator &ep = group(ctx, groupId);
     const moe::rt::ExpertPlacement &place =
         placementFor(ctx, placement, ep.size(), experts, slots);
@@ -608,6 +642,10 @@ void moert_combine(moert_context *ctx, int32_t groupId, int64_t placement,
     auto *hostOffsets = static_cast<const int64_t *>(
         stage.in(offsets, (experts + 1) * sizeof(int64_t)));
     moe::rt::CommDType rowType = rowTypeOf(b);
+    size_t rowBytes = hidden * moe::rt::commDTypeSize(rowType);
+    // Combine sends back the rows this rank's experts received.
+    noteCollective(ctx, groupId,
+                   std::max<int64_t>(hostRecvOffsets[slots], 0) * rowBytes);
     if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
       BackendBufferOps ops(ctx);
       b.synchronize();
@@ -616,7 +654,6 @@ void moert_combine(moert_context *ctx, int32_t groupId, int64_t placement,
                              rowType);
       return;
     }
-    size_t rowBytes = hidden * moe::rt::commDTypeSize(rowType);
     size_t received = hostRecvOffsets[slots] * rowBytes;
     size_t sent = hostOffsets[experts] * rowBytes;
     const void *hostExpertOut = stage.in(expertOut, received);

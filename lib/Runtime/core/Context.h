@@ -8,14 +8,30 @@
 #include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/ExpertPlacement.h"
 #include "moe/Runtime/ModelABI.h"
+#include "moe/Runtime/Trace.h"
 
-#include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+namespace moe::rt {
+
+/// The time between two backend marks (Backend::mark), waiting for
+/// resolveTimings(): a traced runtime call (`call` set), a layer statistic
+/// (`field` set), or both.
+struct TimedSpan {
+  uint32_t begin = 0, end = 0;
+  const char *call = nullptr;  ///< the entry point (__func__)
+  const char *group = nullptr; ///< a collective's mesh group ("ep", ...)
+  int64_t bytes = -1;          ///< what a collective sends from this rank
+  int64_t layer = -1;
+  double LayerStats::*field = nullptr;
+};
+
+} // namespace moe::rt
 
 struct moert_context {
   /// The first error recorded since the last reset; empty when none.
@@ -48,6 +64,14 @@ struct moert_context {
   /// of the last dispatch or combine (-1 before any).
   std::vector<moe::rt::LayerStats> layerStats;
   int64_t currentLayer = -1;
+  /// The driver's tracer while it records (a traced step), else null: then
+  /// the only cost of tracing is one branch per call (guarded()).
+  moe::rt::Tracer *tracer = nullptr;
+  /// Spans timed on the backend's timeline since the last resolveTimings().
+  std::vector<moe::rt::TimedSpan> timedSpans;
+  /// What the traced collective running now moves (noteCollective()).
+  const char *callGroup = nullptr;
+  int64_t callBytes = -1;
 };
 
 namespace moe::rt {
@@ -92,16 +116,29 @@ inline LayerStats *currentLayerStats(moert_context *ctx) {
   return &ctx->layerStats[layer];
 }
 
-/// Adds the wall time of its scope to `field` of the current layer.
+/// Adds the time of the backend's work in its scope (between two backend
+/// marks, so on a GPU the kernels' time, not their queuing) to `field` of
+/// the current layer, once resolveTimings() runs.
 class LayerTimer {
 public:
   LayerTimer(moert_context *ctx, double LayerStats::*field)
-      : ctx(ctx), field(field), start(std::chrono::steady_clock::now()) {}
+      : ctx(ctx), field(field), layer(ctx->currentLayer) {
+    if (layer >= 0)
+      begin = ctx->backend->mark();
+  }
   ~LayerTimer() {
-    if (LayerStats *stats = currentLayerStats(ctx))
-      stats->*field += std::chrono::duration<double>(
-                           std::chrono::steady_clock::now() - start)
-                           .count();
+    if (layer < 0)
+      return;
+    try {
+      TimedSpan span;
+      span.begin = begin;
+      span.end = ctx->backend->mark();
+      span.layer = layer;
+      span.field = field;
+      ctx->timedSpans.push_back(span);
+    } catch (...) {
+      // A device fault: the call that follows reports it.
+    }
   }
   LayerTimer(const LayerTimer &) = delete;
   LayerTimer &operator=(const LayerTimer &) = delete;
@@ -109,8 +146,45 @@ public:
 private:
   moert_context *ctx;
   double LayerStats::*field;
-  std::chrono::steady_clock::time_point start;
+  int64_t layer;
+  uint32_t begin = 0;
 };
+
+/// Turns the spans timed since the last call into seconds (waiting for the
+/// backend): layer statistics, and trace events when a tracer records.
+inline void resolveTimings(moert_context *ctx) {
+  std::vector<double> times = ctx->backend->resolveMarks();
+  for (const TimedSpan &span : ctx->timedSpans) {
+    if (span.begin >= times.size() || span.end >= times.size())
+      continue; // marks of a call that failed in the middle
+    if (span.field) {
+      if (ctx->layerStats.size() <= static_cast<size_t>(span.layer))
+        ctx->layerStats.resize(span.layer + 1);
+      ctx->layerStats[span.layer].*span.field +=
+          times[span.end] - times[span.begin];
+    }
+    if (span.call && ctx->tracer) {
+      std::string name = span.call;
+      if (name.rfind("moert_", 0) == 0)
+        name.erase(0, std::strlen("moert_"));
+      std::vector<TraceArg> args;
+      if (span.group) {
+        args.push_back({"group", std::string(span.group)});
+        args.push_back({"bytes", span.bytes});
+      }
+      ctx->tracer->complete(std::move(name), span.group ? "collective" : "op",
+                            Tracer::RuntimeTrack, times[span.begin],
+                            times[span.end], std::move(args));
+    }
+  }
+  ctx->timedSpans.clear();
+}
+
+/// Records every runtime call in `tracer` from now on, or none (null).
+inline void setTracer(moert_context *ctx, Tracer *tracer) {
+  resolveTimings(ctx);
+  ctx->tracer = tracer;
+}
 
 /// Makes placement table `id` `placement` from the next call on.
 inline void setExpertPlacement(moert_context *ctx, int64_t id,
@@ -123,8 +197,10 @@ inline void setDispatchPolicy(moert_context *ctx,
   ctx->dispatchPolicy = std::move(policy);
 }
 
-/// The time per MoE layer recorded since the last take.
+/// The time per MoE layer recorded since the last take (resolving the
+/// timings, so traced calls reach the tracer too).
 inline std::vector<LayerStats> takeLayerStats(moert_context *ctx) {
+  resolveTimings(ctx);
   std::vector<LayerStats> taken;
   taken.swap(ctx->layerStats);
   return taken;

@@ -11,6 +11,7 @@
 #include "moe/Runtime/BFloat16.h"
 #include "moe/Runtime/CpuGradKernels.h"
 #include "moe/Runtime/CpuKernels.h"
+#include "moe/Runtime/Trace.h"
 
 #include <cstdlib>
 #include <deque>
@@ -23,6 +24,15 @@
 namespace moe::rt {
 
 Backend::~Backend() = default;
+
+uint32_t Backend::mark() {
+  hostMarks_.push_back(steadySeconds());
+  return static_cast<uint32_t>(hostMarks_.size() - 1);
+}
+
+std::vector<double> Backend::resolveMarks() {
+  return std::exchange(hostMarks_, {});
+}
 
 void Backend::copy2D(void *dst, size_t dstPitch, const void *src,
                      size_t srcPitch, size_t width, size_t rows) {

@@ -1,8 +1,9 @@
 //===- Guarded.h - Shared pieces of the C entry points ----------*- C++ -*-===//
 //
 // Private to lib/Runtime/core: every moert_* entry point runs its work inside
-// guarded(), and the router's entry points build a RouterConfig from their
-// flat attributes.
+// guarded(ctx, __func__, ...), which also records the call in the trace while
+// the driver traces, and the router's entry points build a RouterConfig from
+// their flat attributes.
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,14 +17,35 @@
 
 namespace moe::rt {
 
-/// Runs fn unless ctx already failed. Exceptions must not unwind into
-/// compiled code (it has no unwind tables): the first failure is recorded in
-/// the context and later calls return at once.
-template <typename Fn> void guarded(moert_context *ctx, Fn &&fn) {
+/// Runs fn between two backend marks and queues the span for the trace,
+/// with what noteCollective() says it moved.
+template <typename Fn>
+void traced(moert_context *ctx, const char *call, Fn &fn) {
+  TimedSpan span;
+  span.call = call;
+  ctx->callGroup = nullptr;
+  ctx->callBytes = -1;
+  span.begin = ctx->backend->mark();
+  fn();
+  span.end = ctx->backend->mark();
+  span.group = ctx->callGroup;
+  span.bytes = ctx->callBytes;
+  ctx->timedSpans.push_back(span);
+}
+
+/// Runs fn unless ctx already failed; `call` names the entry point
+/// (`__func__`) in the trace. Exceptions must not unwind into compiled code
+/// (it has no unwind tables): the first failure is recorded in the context
+/// and later calls return at once.
+template <typename Fn>
+void guarded(moert_context *ctx, const char *call, Fn &&fn) {
   if (ctx->failed)
     return;
   try {
-    fn();
+    if (ctx->tracer)
+      traced(ctx, call, fn);
+    else
+      fn();
   } catch (const std::exception &e) {
     ctx->failed = true;
     ctx->error = e.what();

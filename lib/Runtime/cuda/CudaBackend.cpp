@@ -10,11 +10,14 @@
 // Routing statistics need no synchronisation either: permute queues a copy
 // of its offsets (and a capacity drop one of its count) into pinned host
 // memory; takeExpertCounts() waits for the stream once and reads them all.
+// Timing marks (Backend::mark) are events recorded on the stream, read the
+// same way: resolveMarks() waits once and places them on the host clock.
 //
 //===----------------------------------------------------------------------===//
 
 #include "moe/Runtime/CudaBackend.h"
 #include "cuda/CudaKernels.h"
+#include "moe/Runtime/Trace.h"
 
 #include <algorithm>
 #include <stdexcept>
@@ -36,6 +39,10 @@ public:
       cudaFreeHost(pinned_);
     if (dropDevice_)
       cudaFree(dropDevice_);
+    for (cudaEvent_t event : events_)
+      cudaEventDestroy(event);
+    if (now_)
+      cudaEventDestroy(now_);
   }
 
   const char *name() const override { return "cuda"; }
@@ -373,6 +380,41 @@ public:
                 weightDecay, gradScale, step);
   }
 
+  uint32_t mark() override {
+    dev_.makeCurrent();
+    if (marksUsed_ == events_.size()) {
+      cudaEvent_t event = nullptr;
+      check(cudaEventCreate(&event), "cudaEventCreate (timing mark)");
+      events_.push_back(event);
+    }
+    check(cudaEventRecord(events_[marksUsed_], dev_.stream()),
+          "cudaEventRecord (timing mark)");
+    return static_cast<uint32_t>(marksUsed_++);
+  }
+  std::vector<double> resolveMarks() override {
+    std::vector<double> times(marksUsed_);
+    if (marksUsed_ == 0)
+      return times;
+    dev_.makeCurrent();
+    dev_.synchronize();
+    // The stream is idle now: an event recorded on it completes at once, at
+    // (just before) the host time read after waiting for it. Every mark is
+    // placed on the host clock by its distance to that event.
+    if (!now_)
+      check(cudaEventCreate(&now_), "cudaEventCreate (timing mark)");
+    check(cudaEventRecord(now_, dev_.stream()), "cudaEventRecord");
+    check(cudaEventSynchronize(now_), "cudaEventSynchronize");
+    double host = rt::steadySeconds();
+    for (size_t i = 0; i < marksUsed_; ++i) {
+      float ms = 0.0f;
+      check(cudaEventElapsedTime(&ms, events_[i], now_),
+            "cudaEventElapsedTime");
+      times[i] = host - double(ms) * 1e-3;
+    }
+    marksUsed_ = 0;
+    return times;
+  }
+
 private:
   /// Local ranks are threads sharing one GPU: every call makes the device
   /// current on the calling thread first.
@@ -473,6 +515,11 @@ private:
   std::vector<PendingStat> pending_;
   std::vector<std::vector<int64_t>> expertCounts_;
   std::vector<int64_t> droppedSlots_;
+  // Timing marks: events_[0, marksUsed_) are recorded and not yet resolved;
+  // the events are reused after each resolveMarks().
+  std::vector<cudaEvent_t> events_;
+  size_t marksUsed_ = 0;
+  cudaEvent_t now_ = nullptr;
 };
 
 } // namespace

@@ -53,7 +53,8 @@ void fsyncPath(const std::string &path, bool directory) {
     ioFailure(path, "cannot sync");
 }
 
-/// Writes `text` to `path` atomically: temporary file, fsync, rename.
+} // namespace
+
 void writeFileAtomically(const std::string &path, const std::string &text) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -80,6 +81,8 @@ void writeFileAtomically(const std::string &path, const std::string &text) {
     ioFailure(path, "cannot rename " + tmp + " to it");
   }
 }
+
+namespace {
 
 std::string readText(const std::string &path) {
   std::ifstream in(path, std::ios::binary);

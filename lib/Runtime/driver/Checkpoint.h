@@ -48,6 +48,10 @@ struct TrainState {
 /// "step-000200".
 std::string checkpointName(int64_t step);
 
+/// Writes `text` to `path` atomically: a temporary file beside it, fsync,
+/// rename (std::runtime_error naming the file on failure).
+void writeFileAtomically(const std::string &path, const std::string &text);
+
 /// Collective over env.world: writes `state` at `step` into `dir` as
 /// described above. `train` (a JSON object) goes into index.json as is.
 void saveCheckpoint(const std::string &dir, int64_t step, const Manifest &m,

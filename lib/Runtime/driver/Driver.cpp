@@ -14,6 +14,7 @@
 #include "driver/ModelRun.h"
 #include "driver/Sampling.h"
 #include "driver/Tokens.h"
+#include "driver/Tracing.h"
 #include "driver/Train.h"
 #include "driver/Weights.h"
 #include "moe/Runtime/Communicator.h"
@@ -54,7 +55,7 @@ const FlagSpec kCheckCollectives = checkCollectivesFlag();
 const CommandSpec kForward{
     "forward",
     "(--weights PATH | --init-random SEED) --tokens IDS [--labels IDS] "
-    "[--output PATH] [--save-weights PATH]",
+    "[--output PATH] [--save-weights PATH] [--trace FILE]",
     "Runs the model once on one batch; prints the loss and a summary of the "
     "logits.",
     {kWeights,
@@ -72,7 +73,12 @@ const CommandSpec kForward{
      {"save-weights", "PATH",
       "Write the weights used (e.g. those of --init-random) as safetensors "
       "(1-rank models)."},
-     kComm, kBackend, kGpuComm, kSums, kCheckCollectives}};
+     traceFlag(),
+     kComm,
+     kBackend,
+     kGpuComm,
+     kSums,
+     kCheckCollectives}};
 
 const CommandSpec kGenerate{
     "generate",
@@ -158,7 +164,8 @@ void printLogitsSummary(const Manifest &m, const ModelRunner &runner) {
 }
 
 int runForward(const Manifest &m, ForwardEntry forward,
-               const ParsedFlags &flags, RankEnv &env) {
+               const ParsedFlags &flags,
+               const std::optional<TraceOptions> &traceOptions, RankEnv &env) {
   WeightSource source = parseWeightSource(flags, /*allowPath=*/true);
   if (flags.has("save-weights") && env.place)
     throw UsageError("--save-weights needs a model compiled for one rank");
@@ -169,7 +176,16 @@ int runForward(const Manifest &m, ForwardEntry forward,
   env.agreeOnSetup([&] { weights = obtainWeights(m, source, env.placePtr()); });
   ModelRunner runner(m, forward, env);
   runner.setWeights(*weights);
+  std::optional<RunTrace> trace;
+  if (traceOptions) {
+    trace.emplace(*traceOptions, env, runner);
+    trace->begin("forward");
+  }
   runner.run(tokens, labels);
+  if (trace) {
+    trace->end();
+    trace->write();
+  }
   if (!env.root)
     return 0;
 
@@ -413,10 +429,12 @@ int dispatch(const std::string &program, const std::vector<std::string> &args,
   try {
     ParsedFlags flags = parseFlags(*command, rest);
     Manifest manifest = loadManifest(manifestText);
-    if (command == &kForward)
+    if (command == &kForward) {
+      std::optional<TraceOptions> trace = parseTraceOptions(flags);
       return runOnMesh(manifest, flags, [&](RankEnv &env) {
-        return runForward(manifest, forward, flags, env);
+        return runForward(manifest, forward, flags, trace, env);
       });
+    }
     if (command == &kGenerate)
       return runOnMesh(manifest, flags, [&](RankEnv &env) {
         return runGenerate(manifest, forward, flags, env);

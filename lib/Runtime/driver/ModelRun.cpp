@@ -441,6 +441,10 @@ void ModelRunner::check() {
     throw std::runtime_error(error);
 }
 
+void ModelRunner::setTracer(rt::Tracer *tracer) {
+  rt::setTracer(context_.get(), tracer);
+}
+
 void ModelRunner::checkRange(uint64_t offset, uint64_t bytes,
                              const AlignedBuffer &host,
                              const BackendBuffer &mine) const {

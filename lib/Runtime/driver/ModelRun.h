@@ -18,6 +18,7 @@
 #include "driver/Tokens.h"
 #include "moe/Runtime/Backend.h"
 #include "moe/Runtime/Communicator.h"
+#include "moe/Runtime/Trace.h"
 
 #include <cstdint>
 #include <exception>
@@ -194,6 +195,10 @@ public:
   /// The time and rows per EP rank of each expert-parallel MoE layer in
   /// this rank's last call.
   const std::vector<rt::LayerStats> &layerStats() const { return layerStats_; }
+
+  /// Records every runtime call of the runner's context in `tracer` from
+  /// now on, or none (null); waits for the backend's pending timings first.
+  void setTracer(rt::Tracer *tracer);
 
 private:
   void check();

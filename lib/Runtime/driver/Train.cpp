@@ -37,7 +37,7 @@ const CommandSpec &trainCommand() {
       "train",
       "--data FILE --steps N (--init-random SEED | --weights PATH | --resume) "
       "[--lr LR] [--checkpoint-dir D [--save-every K] [--resume]] "
-      "[--metrics FILE] [--plot FILE.png] [flags]",
+      "[--metrics FILE] [--plot FILE.png] [--trace FILE] [flags]",
       "Trains the model on a text file (character-level models compiled with "
       "a training step): AdamW, gradient clipping, warm-up then cosine "
       "learning rate; evaluates, checkpoints, and samples text at the end.",
@@ -118,7 +118,12 @@ const CommandSpec &trainCommand() {
         "How the rows of an expert with replicas are split over them: "
         "least-loaded (default: level the rows each rank receives), first, "
         "or plugin:LIB.so (moe_split_tokens)."},
-       commFlag(), backendFlag(), gpuCommFlag(), sumsFlag(),
+       traceFlag(),
+       traceStepsFlag(),
+       commFlag(),
+       backendFlag(),
+       gpuCommFlag(),
+       sumsFlag(),
        checkCollectivesFlag()}};
   return command;
 }
@@ -533,6 +538,7 @@ TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
       throw UsageError("--plot is '" + *o.plot +
                        "', expected a file name ending in .png");
   }
+  o.trace = parseTraceOptions(flags);
   return o;
 }
 
@@ -633,6 +639,19 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     placementPolicy = rt::makePlacementPolicy(o.placementPolicy);
   }
   LoadWindow window;
+  // Declared after the runner, whose calls it records while a step is traced.
+  std::optional<RunTrace> trace;
+  StepWindow traced{1, 0};
+  if (o.trace) {
+    trace.emplace(*o.trace, env, runner);
+    traced = traceWindow(first, o.steps, o.trace->steps);
+  }
+  auto phase = [&](const char *name, auto &&fn) {
+    if (trace)
+      trace->phase(name, fn);
+    else
+      fn();
+  };
   // A resumed run's curves go on from the records it kept.
   Curve trainCurve, valCurve;
   if (metrics) {
@@ -650,9 +669,13 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
                  first - 1, o.steps);
 
   for (int64_t step = first; step <= o.steps; ++step) {
+    if (traced.contains(step))
+      trace->begin("step " + std::to_string(step), {{"step", step}});
     Clock::time_point stepStart = Clock::now();
     Batch batch = corpus->trainBatch(o.seed, step, m.batch);
-    float loss = runner.trainStep(batch.tokens, batch.labels);
+    float loss = 0.0f;
+    phase("train_step",
+          [&] { loss = runner.trainStep(batch.tokens, batch.labels); });
     if (hasReplicas(env)) {
       // Only the expert weights' gradients travel to the host and back.
       for (const ParamInfo &p : m.params)
@@ -663,11 +686,14 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
         if (p.placement)
           runner.uploadGrads(grads, p.offset, p.bytes());
     }
-    double norm = std::sqrt(sumOverRanks(
-        adam.localGradNormSquared(runner.grads(), env.placePtr()), env.world));
-    double lr = o.schedule.at(step);
-    adam.step(runner.weights(), runner.grads(), lr,
-              clipScale(norm, o.adamw.clip), step, env.placePtr());
+    double norm = 0.0, lr = o.schedule.at(step);
+    phase("optimizer", [&] {
+      norm = std::sqrt(sumOverRanks(
+          adam.localGradNormSquared(runner.grads(), env.placePtr()),
+          env.world));
+      adam.step(runner.weights(), runner.grads(), lr,
+                clipScale(norm, o.adamw.clip), step, env.placePtr());
+    });
     bool last = step == o.steps;
     bool logNow = step % o.logEvery == 0 || last;
     bool evalNow = (o.evalEvery > 0 && step % o.evalEvery == 0) || last;
@@ -749,7 +775,9 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     }
 
     if (evalNow) {
-      double valLoss = evaluate(m, *corpus, o.evalBatches, runner);
+      double valLoss = 0.0;
+      phase("evaluate",
+            [&] { valLoss = evaluate(m, *corpus, o.evalBatches, runner); });
       if (env.root) {
         std::printf("eval step %" PRId64 "  val loss %.4f\n", step, valLoss);
         printExpertCounts(counts, dropped);
@@ -763,16 +791,26 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
 
     if (o.checkpointDir &&
         ((o.saveEvery > 0 && step % o.saveEvery == 0) || last)) {
-      pullState();
-      saveCheckpoint(*o.checkpointDir, step, m, env, state, train);
-      releaseState();
+      phase("checkpoint", [&] {
+        pullState();
+        saveCheckpoint(*o.checkpointDir, step, m, env, state, train);
+        releaseState();
+      });
       if (env.root) {
         std::printf("checkpoint %s\n",
                     (*o.checkpointDir + "/" + checkpointName(step)).c_str());
         std::fflush(stdout);
       }
     }
+
+    if (traced.contains(step)) {
+      trace->end();
+      if (step == traced.last)
+        trace->write();
+    }
   }
+  if (trace)
+    trace->write(); // nothing to train: an empty trace
 
   if (o.sampleChars > 0)
     sample(m, *corpus, o.sampleChars, o.seed, runner, env);

@@ -17,6 +17,7 @@
 #include "driver/Manifest.h"
 #include "driver/ModelRun.h"
 #include "driver/Optimizer.h"
+#include "driver/Tracing.h"
 
 #include <cstdint>
 #include <optional>
@@ -56,6 +57,8 @@ struct TrainOptions {
   std::string placementPolicy = "static";
   std::string dispatchPolicy = "least-loaded";
   int64_t replaceEvery = 0;
+  /// --trace: a Chrome trace of a few steps.
+  std::optional<TraceOptions> trace;
 };
 
 /// Checks that the model can train (a training step, a character

@@ -8,6 +8,7 @@
 #include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/ExpertPlacement.h"
 #include "moe/Runtime/ModelABI.h"
+#include "moe/Runtime/RunContext.h"
 #include "moe/Runtime/Trace.h"
 
 #include <cstdint>
@@ -75,36 +76,6 @@ struct moert_context {
 };
 
 namespace moe::rt {
-
-/// Runs compiled code of `ctx` with the mesh groups `groups` (may be null).
-inline void setMeshGroups(moert_context *ctx, MeshGroups *groups) {
-  ctx->groups = groups;
-}
-
-/// Gives `ctx` mesh groups that work on its backend's device memory (may be
-/// null: collectives of a device backend then stage through the host).
-inline void setDeviceMeshGroups(moert_context *ctx, MeshGroups *groups) {
-  ctx->deviceGroups = groups;
-}
-
-/// Makes `ctx` run on `backend` (the context owns it from then on).
-inline void setBackend(moert_context *ctx, std::unique_ptr<Backend> backend) {
-  ctx->scratch.reset();
-  ctx->backend = std::move(backend);
-}
-
-inline Backend &backendOf(moert_context *ctx) { return *ctx->backend; }
-
-/// The per-expert counts recorded since the last take or clear; leaves
-/// none behind.
-inline std::vector<std::vector<int64_t>> takeExpertCounts(moert_context *ctx) {
-  return ctx->backend->takeExpertCounts();
-}
-
-/// The dropped-slot counts recorded since the last take or clear.
-inline std::vector<int64_t> takeDroppedSlots(moert_context *ctx) {
-  return ctx->backend->takeDroppedSlots();
-}
 
 /// The statistics of the layer of the last dispatch or combine, or null.
 inline LayerStats *currentLayerStats(moert_context *ctx) {
@@ -178,37 +149,6 @@ inline void resolveTimings(moert_context *ctx) {
     }
   }
   ctx->timedSpans.clear();
-}
-
-/// Records every runtime call in `tracer` from now on, or none (null).
-inline void setTracer(moert_context *ctx, Tracer *tracer) {
-  resolveTimings(ctx);
-  ctx->tracer = tracer;
-}
-
-/// Makes placement table `id` `placement` from the next call on.
-inline void setExpertPlacement(moert_context *ctx, int64_t id,
-                               ExpertPlacement placement) {
-  ctx->placements[id] = std::move(placement);
-}
-
-inline void setDispatchPolicy(moert_context *ctx,
-                              std::shared_ptr<DispatchPolicy> policy) {
-  ctx->dispatchPolicy = std::move(policy);
-}
-
-/// The time per MoE layer recorded since the last take (resolving the
-/// timings, so traced calls reach the tracer too).
-inline std::vector<LayerStats> takeLayerStats(moert_context *ctx) {
-  resolveTimings(ctx);
-  std::vector<LayerStats> taken;
-  taken.swap(ctx->layerStats);
-  return taken;
-}
-
-inline void clearExpertCounts(moert_context *ctx) {
-  ctx->backend->takeExpertCounts();
-  ctx->backend->takeDroppedSlots();
 }
 
 } // namespace moe::rt

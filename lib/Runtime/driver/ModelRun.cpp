@@ -2,7 +2,7 @@
 
 #include "driver/ModelRun.h"
 
-#include "core/Context.h"
+#include "moe/Runtime/RunContext.h"
 #include "driver/Placement.h"
 #include "driver/Weights.h"
 

@@ -1,0 +1,205 @@
+//===- DenseOps.cpp - Verifiers of the dense ops --------------------------===//
+//
+// Embedding, RMSNorm, linear, RoPE, attention, the dense MLP and add, and
+// their gradient ops (the forward's shape rules on the primal operands, each
+// cotangent of its primal's type).
+//
+//===----------------------------------------------------------------------===//
+
+#include "VerifyUtils.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/PatternMatch.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::detail;
+
+//===----------------------------------------------------------------------===//
+// Dense layers
+//===----------------------------------------------------------------------===//
+
+static LogicalResult verifyEmbedding(Operation *op, Value tokens, Value table,
+                                     Value result) {
+  if (failed(expectRank(op, "table", table, 2, "[vocab, hidden]")))
+    return failure();
+  auto tableType = cast<ShapedType>(table.getType());
+  SmallVector<int64_t> want =
+      withLastDim(shapeOf(tokens), tableType.getShape()[1]);
+  if (failed(expectShape(op, "result", result, want,
+                         "the tokens' shape followed by the hidden size")))
+    return failure();
+  Type resultElement = cast<ShapedType>(result.getType()).getElementType();
+  if (resultElement != tableType.getElementType())
+    return op->emitOpError()
+           << "expects the result element type to equal the table's "
+           << tableType.getElementType() << ", but got " << resultElement;
+  return success();
+}
+
+LogicalResult EmbeddingOp::verify() {
+  return verifyEmbedding(*this, getTokens(), getTable(), getResult());
+}
+
+static LogicalResult verifyRMSNorm(Operation *op, Value input, Value weight,
+                                   APFloat eps, Value result) {
+  if (failed(expectAtLeastRank1(op, "input", input)) ||
+      failed(expectShape(op, "weight", weight, {shapeOf(input).back()},
+                         "the last dimension of input")) ||
+      failed(expectPositive(op, "eps", eps.convertToDouble())))
+    return failure();
+  return expectSameType(op, result, input, "input");
+}
+
+LogicalResult RMSNormOp::verify() {
+  return verifyRMSNorm(*this, getInput(), getWeight(), getEps(), getResult());
+}
+
+static LogicalResult verifyLinear(Operation *op, Value input, Value weight,
+                                  Value bias, Value result) {
+  if (failed(expectAtLeastRank1(op, "input", input)) ||
+      failed(expectRank(op, "weight", weight, 2, "[out, in]")))
+    return failure();
+  ArrayRef<int64_t> in = shapeOf(input);
+  ArrayRef<int64_t> w = shapeOf(weight);
+  if (in.back() != w[1])
+    return op->emitOpError() << "expects the input's last dimension to equal "
+                                "the weight's in dimension "
+                             << w[1] << ", but got " << in.back();
+  if (bias && failed(expectShape(op, "bias", bias, {w[0]},
+                                 "the weight's out dimension")))
+    return failure();
+  return expectShape(op, "result", result, withLastDim(in.drop_back(), w[0]),
+                     "the input's leading dimensions followed by out");
+}
+
+LogicalResult LinearOp::verify() {
+  return verifyLinear(*this, getInput(), getWeight(), getBias(), getResult());
+}
+
+static LogicalResult verifyRope(Operation *op, Value input, Value positions,
+                                APFloat theta, Value result) {
+  if (failed(
+          expectRank(op, "input", input, 4, "[batch, seq, heads, head_dim]")))
+    return failure();
+  ArrayRef<int64_t> x = shapeOf(input);
+  if (x[3] % 2 != 0)
+    return op->emitOpError() << "expects an even head_dim, but got " << x[3];
+  if (positions && failed(expectShape(op, "positions", positions, {x[0], x[1]},
+                                      "[batch, seq] of input")))
+    return failure();
+  if (failed(expectPositive(op, "theta", theta.convertToDouble())))
+    return failure();
+  return expectSameType(op, result, input, "input");
+}
+
+LogicalResult RopeOp::verify() {
+  return verifyRope(*this, getInput(), getPositions(), getTheta(), getResult());
+}
+
+static LogicalResult verifyAttention(Operation *op, Value qv, Value kv,
+                                     Value vv, std::optional<APFloat> scale,
+                                     Value result) {
+  if (failed(expectRank(op, "q", qv, 4, "[batch, seq, heads, head_dim]")) ||
+      failed(expectRank(op, "k", kv, 4, "[batch, seq, kv_heads, head_dim]")))
+    return failure();
+  ArrayRef<int64_t> q = shapeOf(qv);
+  ArrayRef<int64_t> k = shapeOf(kv);
+  if (failed(expectShape(op, "k", kv, {q[0], q[1], k[2], q[3]},
+                         "batch, seq and head_dim of q")) ||
+      failed(expectShape(op, "v", vv, k, "the shape of k")))
+    return failure();
+  if (q[2] % k[2] != 0)
+    return op->emitOpError()
+           << "expects the number of query heads (" << q[2]
+           << ") to be a multiple of the number of key/value heads (" << k[2]
+           << ")";
+  if (scale && failed(expectPositive(op, "scale", scale->convertToDouble())))
+    return failure();
+  return expectSameType(op, result, qv, "q");
+}
+
+/// `scale` if set, else 1/sqrt(head_dim of q).
+static double effectiveScale(std::optional<APFloat> scale, Value q) {
+  if (scale)
+    return scale->convertToDouble();
+  return 1.0 / std::sqrt(static_cast<double>(shapeOf(q)[3]));
+}
+
+LogicalResult AttentionOp::verify() {
+  return verifyAttention(*this, getQ(), getK(), getV(), getScale(),
+                         getResult());
+}
+
+double AttentionOp::getEffectiveScale() {
+  return effectiveScale(getScale(), getQ());
+}
+
+LogicalResult MLPOp::verify() {
+  return verifySwiGLU(*this, getInput(), getGateWeight(), getUpWeight(),
+                      getDownWeight(), getResult());
+}
+
+OpFoldResult AddOp::fold(FoldAdaptor adaptor) {
+  // Commutative: a constant operand is canonicalised to the right.
+  auto rhs = dyn_cast_if_present<SplatElementsAttr>(adaptor.getRhs());
+  if (rhs && rhs.getSplatValue<APFloat>().isZero())
+    return getLhs();
+  return {};
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingGradOp::verify() {
+  return verifyEmbedding(*this, getTokens(), getTableGrad(), getResultGrad());
+}
+
+LogicalResult RMSNormGradOp::verify() {
+  if (failed(verifyRMSNorm(*this, getInput(), getWeight(), getEps(),
+                           getResultGrad())))
+    return failure();
+  return expectGradTypes(*this, {{getInputGrad(), getInput(), "input"},
+                                 {getWeightGrad(), getWeight(), "weight"}});
+}
+
+LogicalResult LinearGradOp::verify() {
+  if (failed(verifyLinear(*this, getInput(), getWeight(), Value(),
+                          getResultGrad())))
+    return failure();
+  return expectGradTypes(*this, {{getInputGrad(), getInput(), "input"},
+                                 {getWeightGrad(), getWeight(), "weight"}});
+}
+
+LogicalResult RopeGradOp::verify() {
+  return verifyRope(*this, getResultGrad(), getPositions(), getTheta(),
+                    getInputGrad());
+}
+
+LogicalResult AttentionGradOp::verify() {
+  if (failed(verifyAttention(*this, getQ(), getK(), getV(), getScale(),
+                             getResultGrad())))
+    return failure();
+  return expectGradTypes(*this, {{getQGrad(), getQ(), "q"},
+                                 {getKGrad(), getK(), "k"},
+                                 {getVGrad(), getV(), "v"}});
+}
+
+double AttentionGradOp::getEffectiveScale() {
+  return effectiveScale(getScale(), getQ());
+}
+
+LogicalResult MLPGradOp::verify() {
+  if (failed(verifySwiGLU(*this, getInput(), getGateWeight(), getUpWeight(),
+                          getDownWeight(), getResultGrad())))
+    return failure();
+  return expectGradTypes(
+      *this, {{getInputGrad(), getInput(), "input"},
+              {getGateWeightGrad(), getGateWeight(), "gate_weight"},
+              {getUpWeightGrad(), getUpWeight(), "up_weight"},
+              {getDownWeightGrad(), getDownWeight(), "down_weight"}});
+}

@@ -9,14 +9,9 @@
 
 #include "Guarded.h"
 
+using moe::rt::backend;
 using moe::rt::guarded;
 using moe::rt::routerConfig;
-
-namespace {
-moe::rt::Backend &backend(moert_context *ctx) {
-  return moe::rt::backendOf(ctx);
-}
-} // namespace
 
 extern "C" {
 

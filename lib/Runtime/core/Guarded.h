@@ -11,11 +11,14 @@
 #define MOE_LIB_RUNTIME_CORE_GUARDED_H
 
 #include "Context.h"
-#include "moe/Runtime/CpuKernels.h"
+#include "moe/Runtime/KernelTypes.h"
 
 #include <exception>
 
 namespace moe::rt {
+
+/// The backend the context's calls run on.
+inline Backend &backend(moert_context *ctx) { return *ctx->backend; }
 
 /// Runs fn between two backend marks and queues the span for the trace,
 /// with what noteCollective() says it moved.
@@ -55,12 +58,10 @@ void guarded(moert_context *ctx, const char *call, Fn &&fn) {
   }
 }
 
-inline moe::cpu::RouterConfig routerConfig(int64_t experts, int64_t topK,
-                                           int32_t sigmoid,
-                                           int32_t normTopkProb,
-                                           float routeScale, int64_t nGroup,
-                                           int64_t topkGroup) {
-  moe::cpu::RouterConfig cfg;
+inline RouterConfig routerConfig(int64_t experts, int64_t topK, int32_t sigmoid,
+                                 int32_t normTopkProb, float routeScale,
+                                 int64_t nGroup, int64_t topkGroup) {
+  RouterConfig cfg;
   cfg.experts = experts;
   cfg.topK = topK;
   cfg.sigmoid = sigmoid != 0;

@@ -8,10 +8,10 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moe/Runtime/Trace.h"
 #include "driver/CommandLine.h"
 #include "driver/Tracing.h"
 #include "moe/Runtime/Communicator.h"
-#include "moe/Runtime/Trace.h"
 
 #include "TempDirTest.h"
 
@@ -169,6 +169,8 @@ TEST_F(TraceFlagsTest, ChecksThePathBeforeTheRun) {
   ASSERT_TRUE(options);
   EXPECT_EQ(options->path, file("t.json"));
   EXPECT_EQ(options->steps, 3);
+  moe::driver::checkTraceTarget(*options, 0);
+  moe::driver::checkTraceTarget(*options, 1);
   EXPECT_EQ(filesInDir(), 0u) << "the check leaves nothing behind";
 
   EXPECT_THROW(moe::driver::parseTraceOptions(flags({"--trace-steps", "3"})),
@@ -178,13 +180,15 @@ TEST_F(TraceFlagsTest, ChecksThePathBeforeTheRun) {
                moe::driver::UsageError);
   std::string missing = file("missing/t.json");
   try {
-    moe::driver::parseTraceOptions(flags({"--trace", missing}));
+    moe::driver::checkTraceTarget(
+        *moe::driver::parseTraceOptions(flags({"--trace", missing})), 0);
     ADD_FAILURE() << "no error for " << missing;
   } catch (const std::runtime_error &e) {
     EXPECT_NE(std::string(e.what()).find(missing), std::string::npos)
         << e.what();
   }
-  EXPECT_THROW(moe::driver::parseTraceOptions(flags({"--trace", dir})),
+  EXPECT_THROW(moe::driver::checkTraceTarget(
+                   *moe::driver::parseTraceOptions(flags({"--trace", dir})), 0),
                std::runtime_error);
 }
 

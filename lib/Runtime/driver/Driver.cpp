@@ -173,7 +173,11 @@ int runForward(const Manifest &m, ForwardEntry forward,
   const std::vector<int32_t> &tokens = batch.tokens, &labels = batch.labels;
 
   std::optional<AlignedBuffer> weights;
-  env.agreeOnSetup([&] { weights = obtainWeights(m, source, env.placePtr()); });
+  env.agreeOnSetup([&] {
+    if (traceOptions)
+      checkTraceTarget(*traceOptions, env.rank());
+    weights = obtainWeights(m, source, env.placePtr());
+  });
   ModelRunner runner(m, forward, env);
   runner.setWeights(*weights);
   std::optional<RunTrace> trace;

@@ -47,12 +47,16 @@ std::optional<TraceOptions> parseTraceOptions(const ParsedFlags &flags) {
   if (flags.has("trace-steps"))
     options.steps =
         parseInteger("trace-steps", flags.get("trace-steps"), 1, 1000000000);
+  return options;
+}
+
+void checkTraceTarget(const TraceOptions &options, int rank) {
   if (std::filesystem::is_directory(options.path))
     throw std::runtime_error("--trace " + options.path +
                              ": is a directory, expected a file to write");
   // The file is written at the end by a rename from beside it: try now.
-  std::string probe =
-      options.path + ".tmp." + std::to_string(::getpid()) + ".check";
+  std::string probe = options.path + ".tmp." + std::to_string(::getpid()) +
+                      "." + std::to_string(rank) + ".check";
   int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
   if (fd < 0)
     throw std::runtime_error("--trace " + options.path +
@@ -60,7 +64,6 @@ std::optional<TraceOptions> parseTraceOptions(const ParsedFlags &flags) {
                              ")");
   ::close(fd);
   ::unlink(probe.c_str());
-  return options;
 }
 
 StepWindow traceWindow(int64_t begin, int64_t end, int64_t count) {

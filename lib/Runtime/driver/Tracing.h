@@ -33,10 +33,15 @@ struct TraceOptions {
 };
 
 /// --trace FILE and --trace-steps N; nothing without --trace (then
-/// --trace-steps is a UsageError). Checks now, before anything runs, that
-/// FILE can be written (std::runtime_error naming it otherwise), by creating
-/// and removing a file beside it.
+/// --trace-steps is a UsageError).
 std::optional<TraceOptions> parseTraceOptions(const ParsedFlags &flags);
+
+/// Throws std::runtime_error naming FILE unless it can be written, found by
+/// creating and removing a file beside it (named for `rank`, so that thread
+/// ranks do not collide). Every rank calls it in its agreed set-up, before
+/// anything runs: under a launcher, ranks that fail before MPI is up could
+/// end the job before rank 0 has said why.
+void checkTraceTarget(const TraceOptions &options, int rank);
 
 /// The training steps a trace records: [first, last] (empty when first >
 /// last): the `count` steps after `begin`, the first step of the run, or

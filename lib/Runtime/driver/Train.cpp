@@ -568,6 +568,8 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
   Json train = trainJson(o, m);
 
   env.agreeOnSetup([&] {
+    if (o.trace)
+      checkTraceTarget(*o.trace, env.rank());
     corpus = Corpus::readFile(o.data, m.vocabChars, m.seq);
     std::optional<std::string> checkpoint;
     if (o.resume)

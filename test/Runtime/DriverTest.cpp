@@ -7,12 +7,12 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "driver/AlignedBuffer.h"
-#include "driver/CommandLine.h"
-#include "driver/Manifest.h"
-#include "driver/Sampling.h"
-#include "driver/Tokens.h"
-#include "driver/Weights.h"
+#include "driver/model/AlignedBuffer.h"
+#include "driver/cli/CommandLine.h"
+#include "driver/model/Manifest.h"
+#include "driver/model/Sampling.h"
+#include "driver/model/Tokens.h"
+#include "driver/model/Weights.h"
 #include "moe/Runtime/Safetensors.h"
 
 #include "TempDirTest.h"

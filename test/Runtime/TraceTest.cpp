@@ -9,8 +9,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Runtime/Trace.h"
-#include "driver/CommandLine.h"
-#include "driver/Tracing.h"
+#include "driver/cli/CommandLine.h"
+#include "driver/train/Tracing.h"
 #include "moe/Runtime/Communicator.h"
 
 #include "TempDirTest.h"

@@ -6,13 +6,13 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "driver/Train.h"
-#include "driver/Checkpoint.h"
-#include "driver/Corpus.h"
-#include "driver/Manifest.h"
-#include "driver/Optimizer.h"
-#include "driver/Placement.h"
-#include "driver/Plot.h"
+#include "driver/train/Train.h"
+#include "driver/train/Checkpoint.h"
+#include "driver/train/Corpus.h"
+#include "driver/model/Manifest.h"
+#include "driver/train/Optimizer.h"
+#include "driver/model/Placement.h"
+#include "driver/train/Plot.h"
 
 #include "TempDirTest.h"
 

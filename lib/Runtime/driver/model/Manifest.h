@@ -12,7 +12,7 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_MANIFEST_H
 #define MOE_LIB_RUNTIME_DRIVER_MANIFEST_H
 
-#include "driver/Shard.h"
+#include "driver/model/Shard.h"
 #include "moe/Support/MeshShape.h"
 
 #include <cstdint>

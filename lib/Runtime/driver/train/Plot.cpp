@@ -1,6 +1,6 @@
 //===- Plot.cpp - Loss curves as a PNG image ------------------------------===//
 
-#include "driver/Plot.h"
+#include "driver/train/Plot.h"
 
 #include <algorithm>
 #include <cerrno>

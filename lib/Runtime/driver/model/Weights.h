@@ -11,8 +11,8 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_WEIGHTS_H
 #define MOE_LIB_RUNTIME_DRIVER_WEIGHTS_H
 
-#include "driver/AlignedBuffer.h"
-#include "driver/Manifest.h"
+#include "driver/model/AlignedBuffer.h"
+#include "driver/model/Manifest.h"
 #include "moe/Runtime/Safetensors.h"
 
 #include <cstdint>

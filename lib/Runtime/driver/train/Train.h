@@ -12,12 +12,12 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_TRAIN_H
 #define MOE_LIB_RUNTIME_DRIVER_TRAIN_H
 
-#include "driver/CommandLine.h"
-#include "driver/Driver.h"
-#include "driver/Manifest.h"
-#include "driver/ModelRun.h"
-#include "driver/Optimizer.h"
-#include "driver/Tracing.h"
+#include "driver/cli/CommandLine.h"
+#include "driver/cli/Driver.h"
+#include "driver/model/Manifest.h"
+#include "driver/model/ModelRun.h"
+#include "driver/train/Optimizer.h"
+#include "driver/train/Tracing.h"
 
 #include <cstdint>
 #include <optional>

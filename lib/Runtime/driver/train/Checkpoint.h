@@ -24,10 +24,10 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_CHECKPOINT_H
 #define MOE_LIB_RUNTIME_DRIVER_CHECKPOINT_H
 
-#include "driver/AlignedBuffer.h"
-#include "driver/Manifest.h"
-#include "driver/ModelRun.h"
-#include "driver/Shard.h"
+#include "driver/model/AlignedBuffer.h"
+#include "driver/model/Manifest.h"
+#include "driver/model/ModelRun.h"
+#include "driver/model/Shard.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,8 +1,8 @@
 //===- Checkpoint.cpp - Sharded training checkpoints ----------------------===//
 
-#include "driver/Checkpoint.h"
+#include "driver/train/Checkpoint.h"
 
-#include "driver/Placement.h"
+#include "driver/model/Placement.h"
 
 #include "moe/Runtime/Safetensors.h"
 

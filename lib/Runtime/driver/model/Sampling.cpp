@@ -1,6 +1,6 @@
 //===- Sampling.cpp - Pick the next token from logits ---------------------===//
 
-#include "driver/Sampling.h"
+#include "driver/model/Sampling.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,8 +1,8 @@
 //===- Weights.cpp - The weights blob of a compiled model -----------------===//
 
-#include "driver/Weights.h"
+#include "driver/model/Weights.h"
 
-#include "driver/Placement.h"
+#include "driver/model/Placement.h"
 
 #include "moe/Runtime/Safetensors.h"
 

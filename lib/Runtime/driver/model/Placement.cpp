@@ -1,8 +1,8 @@
 //===- Placement.cpp - Expert placement in the driver ---------------------===//
 
-#include "driver/Placement.h"
+#include "driver/model/Placement.h"
 
-#include "driver/ModelRun.h"
+#include "driver/model/ModelRun.h"
 
 #include <cstring>
 #include <map>

@@ -10,9 +10,9 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_OPTIMIZER_H
 #define MOE_LIB_RUNTIME_DRIVER_OPTIMIZER_H
 
-#include "driver/AlignedBuffer.h"
-#include "driver/BackendBuffer.h"
-#include "driver/Manifest.h"
+#include "driver/model/AlignedBuffer.h"
+#include "driver/model/BackendBuffer.h"
+#include "driver/model/Manifest.h"
 #include "moe/Runtime/Communicator.h"
 
 #include <cstdint>

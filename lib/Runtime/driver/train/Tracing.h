@@ -12,8 +12,8 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_TRACING_H
 #define MOE_LIB_RUNTIME_DRIVER_TRACING_H
 
-#include "driver/CommandLine.h"
-#include "driver/ModelRun.h"
+#include "driver/cli/CommandLine.h"
+#include "driver/model/ModelRun.h"
 #include "moe/Runtime/Trace.h"
 
 #include <cstdint>

@@ -6,17 +6,17 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "driver/Driver.h"
+#include "driver/cli/Driver.h"
 
-#include "driver/AlignedBuffer.h"
-#include "driver/CommandLine.h"
-#include "driver/Manifest.h"
-#include "driver/ModelRun.h"
-#include "driver/Sampling.h"
-#include "driver/Tokens.h"
-#include "driver/Tracing.h"
-#include "driver/Train.h"
-#include "driver/Weights.h"
+#include "driver/model/AlignedBuffer.h"
+#include "driver/cli/CommandLine.h"
+#include "driver/model/Manifest.h"
+#include "driver/model/ModelRun.h"
+#include "driver/model/Sampling.h"
+#include "driver/model/Tokens.h"
+#include "driver/train/Tracing.h"
+#include "driver/train/Train.h"
+#include "driver/model/Weights.h"
 #include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/Safetensors.h"
 #include "moe/Support/MemoryReport.h"

@@ -1,6 +1,6 @@
 //===- Metrics.cpp - Training metrics as JSON lines or CSV ----------------===//
 
-#include "driver/Metrics.h"
+#include "driver/train/Metrics.h"
 
 #include <nlohmann/json.hpp>
 

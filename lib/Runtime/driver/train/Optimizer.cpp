@@ -1,8 +1,8 @@
 //===- Optimizer.cpp - Learning rate, clipping and AdamW ------------------===//
 
-#include "driver/Optimizer.h"
+#include "driver/train/Optimizer.h"
 
-#include "driver/Placement.h"
+#include "driver/model/Placement.h"
 
 #include "moe/Runtime/CpuGradKernels.h"
 

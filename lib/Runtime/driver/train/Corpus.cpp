@@ -1,8 +1,8 @@
 //===- Corpus.cpp - The training text of a character-level model ----------===//
 
-#include "driver/Corpus.h"
+#include "driver/train/Corpus.h"
 
-#include "driver/Tokens.h"
+#include "driver/model/Tokens.h"
 
 #include <cerrno>
 #include <cstring>

@@ -1,6 +1,6 @@
 //===- Shard.cpp - The block of a tensor one rank holds -------------------===//
 
-#include "driver/Shard.h"
+#include "driver/model/Shard.h"
 
 #include <cstring>
 #include <stdexcept>

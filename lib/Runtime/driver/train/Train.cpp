@@ -11,14 +11,14 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "driver/Train.h"
+#include "driver/train/Train.h"
 
-#include "driver/Checkpoint.h"
-#include "driver/Corpus.h"
-#include "driver/Metrics.h"
-#include "driver/Placement.h"
-#include "driver/Plot.h"
-#include "driver/Weights.h"
+#include "driver/train/Checkpoint.h"
+#include "driver/train/Corpus.h"
+#include "driver/train/Metrics.h"
+#include "driver/model/Placement.h"
+#include "driver/train/Plot.h"
+#include "driver/model/Weights.h"
 #include "moe/Runtime/Safetensors.h"
 
 #include <algorithm>

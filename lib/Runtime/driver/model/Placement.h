@@ -18,8 +18,8 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_PLACEMENT_H
 #define MOE_LIB_RUNTIME_DRIVER_PLACEMENT_H
 
-#include "driver/AlignedBuffer.h"
-#include "driver/Manifest.h"
+#include "driver/model/AlignedBuffer.h"
+#include "driver/model/Manifest.h"
 
 #include <cstdint>
 #include <vector>

@@ -10,7 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "driver/Driver.h"
+#include "driver/cli/Driver.h"
 #ifdef MOE_HAVE_CUDA
 #include "moe/Runtime/CudaBackend.h"
 #endif

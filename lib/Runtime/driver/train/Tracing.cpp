@@ -1,8 +1,8 @@
 //===- Tracing.cpp - train/forward --trace: a Chrome trace of a run -------===//
 
-#include "driver/Tracing.h"
+#include "driver/train/Tracing.h"
 
-#include "driver/Checkpoint.h"
+#include "driver/train/Checkpoint.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -9,13 +9,13 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_MODELRUN_H
 #define MOE_LIB_RUNTIME_DRIVER_MODELRUN_H
 
-#include "driver/AlignedBuffer.h"
-#include "driver/BackendBuffer.h"
-#include "driver/CommandLine.h"
-#include "driver/Driver.h"
-#include "driver/Manifest.h"
-#include "driver/Sampling.h"
-#include "driver/Tokens.h"
+#include "driver/model/AlignedBuffer.h"
+#include "driver/model/BackendBuffer.h"
+#include "driver/cli/CommandLine.h"
+#include "driver/cli/Driver.h"
+#include "driver/model/Manifest.h"
+#include "driver/model/Sampling.h"
+#include "driver/model/Tokens.h"
 #include "moe/Runtime/Backend.h"
 #include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/Trace.h"

@@ -1,6 +1,6 @@
 //===- CommandLine.cpp - Flags of the model executable's commands ---------===//
 
-#include "driver/CommandLine.h"
+#include "driver/cli/CommandLine.h"
 
 #include <algorithm>
 #include <cctype>

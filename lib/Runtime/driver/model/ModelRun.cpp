@@ -1,10 +1,10 @@
 //===- ModelRun.cpp - Running a model on the ranks of its mesh ------------===//
 
-#include "driver/ModelRun.h"
+#include "driver/model/ModelRun.h"
 
 #include "moe/Runtime/RunContext.h"
-#include "driver/Placement.h"
-#include "driver/Weights.h"
+#include "driver/model/Placement.h"
+#include "driver/model/Weights.h"
 
 #include <algorithm>
 #include <cinttypes>

@@ -1,8 +1,8 @@
 //===- Tokens.cpp - Token ids and characters on the command line ----------===//
 
-#include "driver/Tokens.h"
+#include "driver/model/Tokens.h"
 
-#include "driver/CommandLine.h"
+#include "driver/cli/CommandLine.h"
 
 #include <cctype>
 #include <charconv>

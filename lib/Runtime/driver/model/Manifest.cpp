@@ -7,9 +7,9 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "driver/Manifest.h"
+#include "driver/model/Manifest.h"
 
-#include "driver/Tokens.h"
+#include "driver/model/Tokens.h"
 #include "moe/Runtime/ModelABI.h"
 
 #include <nlohmann/json.hpp>

@@ -13,7 +13,7 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_CORPUS_H
 #define MOE_LIB_RUNTIME_DRIVER_CORPUS_H
 
-#include "driver/Tokens.h"
+#include "driver/model/Tokens.h"
 
 #include <cstdint>
 #include <string>

@@ -150,6 +150,9 @@ print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__
     [ -n "$extra" ] && export LD_LIBRARY_PATH="$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi
 
+  # compute-sanitizer from the PATH, else the CUDA toolkit's own folder.
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+
   # The carried tree when its binaries run here; else build one.
   if [ -r "$bundle/build.tar.xz" ] && [ ! -d "$bundle/build" ]; then
     mkdir -p "$bundle/build"
@@ -196,9 +199,9 @@ print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__
   # transformers itself as the oracle, the executable on the GPU.
   step hf-parity python3 "$root/test/e2e/hf_parity.py" --model-exe "$build/bin/qwen3_tiny" \
     --backend cuda --rtol 1e-4 --workdir "$out/hf_parity"
-  if command -v compute-sanitizer >/dev/null; then
+  if [ -n "$sanitizer" ]; then
     for t in CudaDenseKernelsTest CudaAttentionTest CudaMoEKernelsTest CudaBf16StorageTest; do
-      STEP_TIMEOUT=120 step "memcheck-$t" compute-sanitizer --tool memcheck \
+      STEP_TIMEOUT=120 step "memcheck-$t" "$sanitizer" --tool memcheck \
         --error-exitcode 3 "$build/bin/$t"
     done
   else
@@ -221,9 +224,9 @@ print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__
     skip bench "no corpus in the bundle"
   fi
   # Racecheck is the slowest tool: last, with what time is left.
-  if command -v compute-sanitizer >/dev/null; then
+  if [ -n "$sanitizer" ]; then
     for t in CudaMoEKernelsTest CudaAttentionTest CudaDenseKernelsTest; do
-      STEP_TIMEOUT=90 step "racecheck-$t" compute-sanitizer --tool racecheck \
+      STEP_TIMEOUT=90 step "racecheck-$t" "$sanitizer" --tool racecheck \
         --racecheck-report hazard --error-exitcode 3 "$build/bin/$t"
     done
   else

@@ -61,9 +61,13 @@ struct TrainOptions {
   std::optional<TraceOptions> trace;
 };
 
+/// Throws std::runtime_error unless the model was compiled with a training
+/// step.
+void checkTrainable(const Manifest &m, TrainStepEntry trainStep);
+
 /// Checks that the model can train (a training step, a character
 /// vocabulary; std::runtime_error otherwise), then validates the flags
-/// (UsageError).
+/// (UsageError). In TrainOptions.cpp, with the commands' flags.
 TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
                                TrainStepEntry trainStep);
 

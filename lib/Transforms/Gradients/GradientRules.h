@@ -22,6 +22,7 @@
 #ifndef MOE_LIB_TRANSFORMS_GRADIENTS_GRADIENTRULES_H
 #define MOE_LIB_TRANSFORMS_GRADIENTS_GRADIENTRULES_H
 
+#include "../OpRules.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/IR/Builders.h"
@@ -51,25 +52,7 @@ struct GradientContext {
 };
 
 /// Op -> its gradient rule, filled by the family files.
-class GradientRules {
-public:
-  using Rule = std::function<LogicalResult(Operation *, GradientContext &)>;
-
-  template <typename Op>
-  void add(LogicalResult (*rule)(Op, GradientContext &)) {
-    rules[TypeID::get<Op>()] = [rule](Operation *op, GradientContext &g) {
-      return rule(cast<Op>(op), g);
-    };
-  }
-  /// The rule of `op`, or null.
-  const Rule *lookup(Operation *op) const {
-    auto it = rules.find(op->getName().getTypeID());
-    return it == rules.end() ? nullptr : &it->second;
-  }
-
-private:
-  DenseMap<TypeID, Rule> rules;
-};
+using GradientRules = OpRules<GradientContext>;
 
 void populateDenseGradients(GradientRules &rules);
 void populateExpertGradients(GradientRules &rules);

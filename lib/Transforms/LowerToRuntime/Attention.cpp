@@ -10,7 +10,7 @@
 namespace mlir::moe::lowering {
 namespace {
 
-LogicalResult lowerRope(EntryBuilder &e, RopeOp op) {
+LogicalResult lowerRope(RopeOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
     return failure();
@@ -24,7 +24,7 @@ LogicalResult lowerRope(EntryBuilder &e, RopeOp op) {
   return e.call("moert_rope", {e.buffer(x), *out}, sizes);
 }
 
-LogicalResult lowerRopeGrad(EntryBuilder &e, RopeGradOp op) {
+LogicalResult lowerRopeGrad(RopeGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();
@@ -38,7 +38,7 @@ LogicalResult lowerRopeGrad(EntryBuilder &e, RopeGradOp op) {
   return e.call("moert_rope_grad", {e.buffer(dy), (*out)[0]}, sizes);
 }
 
-LogicalResult lowerAttention(EntryBuilder &e, AttentionOp op) {
+LogicalResult lowerAttention(AttentionOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
     return failure();
@@ -51,7 +51,7 @@ LogicalResult lowerAttention(EntryBuilder &e, AttentionOp op) {
                  e.f32(op.getEffectiveScale())});
 }
 
-LogicalResult lowerAttentionGrad(EntryBuilder &e, AttentionGradOp op) {
+LogicalResult lowerAttentionGrad(AttentionGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();

@@ -91,7 +91,7 @@ int64_t placementOf(std::optional<uint64_t> placement) {
   return placement ? static_cast<int64_t>(*placement) : -1;
 }
 
-LogicalResult lowerAllReduce(EntryBuilder &e, shard::AllReduceOp op) {
+LogicalResult lowerAllReduce(shard::AllReduceOp op, EntryBuilder &e) {
   if (op.getReduction() != shard::ReductionKind::Sum ||
       op.getInput().getType() != op.getResult().getType())
     return op.emitOpError("only sums without a change of type reach the "
@@ -106,7 +106,7 @@ LogicalResult lowerAllReduce(EntryBuilder &e, shard::AllReduceOp op) {
       /*scalarsFirst=*/2);
 }
 
-LogicalResult lowerAllGather(EntryBuilder &e, shard::AllGatherOp op) {
+LogicalResult lowerAllGather(shard::AllGatherOp op, EntryBuilder &e) {
   // Gathered into scratch, then reordered, unless the gathered dimension is
   // the outermost.
   int64_t axis = op.getGatherAxis().getSExtValue();
@@ -117,12 +117,12 @@ LogicalResult lowerAllGather(EntryBuilder &e, shard::AllGatherOp op) {
   return lowerAxisCollective(e, op, "moert_all_gather", axis);
 }
 
-LogicalResult lowerAllSlice(EntryBuilder &e, shard::AllSliceOp op) {
+LogicalResult lowerAllSlice(shard::AllSliceOp op, EntryBuilder &e) {
   return lowerAxisCollective(e, op, "moert_all_slice",
                              op.getSliceAxis().getSExtValue());
 }
 
-LogicalResult lowerAllToAll(EntryBuilder &e, shard::AllToAllOp op) {
+LogicalResult lowerAllToAll(shard::AllToAllOp op, EntryBuilder &e) {
   e.needCommScratch(op.getInput(), /*copies=*/2); // packed and received pieces
   auto out = e.resultBuffer(op.getResult());
   auto g = groupOf(e, op, op.getGrid(), op.getGridAxes());
@@ -137,7 +137,7 @@ LogicalResult lowerAllToAll(EntryBuilder &e, shard::AllToAllOp op) {
                 2);
 }
 
-LogicalResult lowerDispatch(EntryBuilder &e, DispatchOp op) {
+LogicalResult lowerDispatch(DispatchOp op, EntryBuilder &e) {
   // Rows leave in slot order, staged when a placement reorders them.
   e.needCommScratch(op.getPermuted());
   auto received = e.resultBuffer(op.getReceived());
@@ -156,7 +156,7 @@ LogicalResult lowerDispatch(EntryBuilder &e, DispatchOp op) {
                 2);
 }
 
-LogicalResult lowerCombine(EntryBuilder &e, CombineOp op) {
+LogicalResult lowerCombine(CombineOp op, EntryBuilder &e) {
   e.needCommScratch(op.getResult());
   auto out = e.resultBuffer(op.getResult());
   auto g = groupOf(e, op, op.getGrid(), op.getGridAxes());

@@ -12,7 +12,7 @@
 namespace mlir::moe::lowering {
 namespace {
 
-LogicalResult lowerEmbedding(EntryBuilder &e, EmbeddingOp op) {
+LogicalResult lowerEmbedding(EmbeddingOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
     return failure();
@@ -23,7 +23,7 @@ LogicalResult lowerEmbedding(EntryBuilder &e, EmbeddingOp op) {
                  e.i64(dimSize(op.getTable(), 1))});
 }
 
-LogicalResult lowerEmbeddingGrad(EntryBuilder &e, EmbeddingGradOp op) {
+LogicalResult lowerEmbeddingGrad(EmbeddingGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();
@@ -35,7 +35,7 @@ LogicalResult lowerEmbeddingGrad(EntryBuilder &e, EmbeddingGradOp op) {
        e.i64(dimSize(table, 1))});
 }
 
-LogicalResult lowerRMSNorm(EntryBuilder &e, RMSNormOp op) {
+LogicalResult lowerRMSNorm(RMSNormOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
     return failure();
@@ -46,7 +46,7 @@ LogicalResult lowerRMSNorm(EntryBuilder &e, RMSNormOp op) {
                  e.f32(op.getEps().convertToDouble())});
 }
 
-LogicalResult lowerRMSNormGrad(EntryBuilder &e, RMSNormGradOp op) {
+LogicalResult lowerRMSNormGrad(RMSNormGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();
@@ -58,7 +58,7 @@ LogicalResult lowerRMSNormGrad(EntryBuilder &e, RMSNormGradOp op) {
                  e.f32(op.getEps().convertToDouble())});
 }
 
-LogicalResult lowerLinear(EntryBuilder &e, LinearOp op) {
+LogicalResult lowerLinear(LinearOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
     return failure();
@@ -75,7 +75,7 @@ LogicalResult lowerLinear(EntryBuilder &e, LinearOp op) {
                 sizes);
 }
 
-LogicalResult lowerLinearGrad(EntryBuilder &e, LinearGradOp op) {
+LogicalResult lowerLinearGrad(LinearGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();
@@ -135,22 +135,22 @@ LogicalResult lowerFFNGrad(EntryBuilder &e, Op op, StringRef callee,
                 ffnSizes(e, op.getInput(), op.getGateWeight()));
 }
 
-LogicalResult lowerMLP(EntryBuilder &e, MLPOp op) {
+LogicalResult lowerMLP(MLPOp op, EntryBuilder &e) {
   return lowerFFN(e, op, "moert_mlp");
 }
 
-LogicalResult lowerMLPGrad(EntryBuilder &e, MLPGradOp op) {
+LogicalResult lowerMLPGrad(MLPGradOp op, EntryBuilder &e) {
   return lowerFFNGrad(e, op, "moert_mlp_grad");
 }
 
-LogicalResult lowerSharedExperts(EntryBuilder &e, SharedExpertsOp op) {
+LogicalResult lowerSharedExperts(SharedExpertsOp op, EntryBuilder &e) {
   Value gate = op.getSharedGate();
   return lowerFFN(e, op,
                   gate ? "moert_shared_experts_gated" : "moert_shared_experts",
                   gate);
 }
 
-LogicalResult lowerSharedExpertsGrad(EntryBuilder &e, SharedExpertsGradOp op) {
+LogicalResult lowerSharedExpertsGrad(SharedExpertsGradOp op, EntryBuilder &e) {
   Value gate = op.getSharedGate();
   return lowerFFNGrad(e, op,
                       gate ? "moert_shared_experts_gated_grad"
@@ -158,7 +158,7 @@ LogicalResult lowerSharedExpertsGrad(EntryBuilder &e, SharedExpertsGradOp op) {
                       gate);
 }
 
-LogicalResult lowerAdd(EntryBuilder &e, AddOp op) {
+LogicalResult lowerAdd(AddOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
     return failure();

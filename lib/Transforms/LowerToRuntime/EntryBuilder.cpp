@@ -249,8 +249,8 @@ LogicalResult EntryBuilder::lowerOp(Operation *op) {
   loc = op->getLoc();
   if (auto ret = dyn_cast<func::ReturnOp>(op))
     return lowerReturn(ret);
-  if (const LoweringTable::Lowering *lower = lowerings.lookup(op))
-    return (*lower)(*this, op);
+  if (const LoweringTable::Rule *lower = lowerings.lookup(op))
+    return (*lower)(op, *this);
   return op->emitOpError(
       "has no lowering to runtime calls (moe-lower-to-runtime)");
 }
@@ -383,7 +383,7 @@ LogicalResult EntryBuilder::lowerReturn(func::ReturnOp op) {
 
 namespace {
 
-LogicalResult lowerParam(EntryBuilder &e, ParamOp op) {
+LogicalResult lowerParam(ParamOp op, EntryBuilder &e) {
   Location loc = e.location();
   if (failed(e.bufferTypeFor(op.getType(), loc)))
     return failure();
@@ -394,7 +394,7 @@ LogicalResult lowerParam(EntryBuilder &e, ParamOp op) {
 
 /// Most gradients are computed straight into their slot of the gradients
 /// blob (resultBuffer); one that is not (a reshape, an input) is copied.
-LogicalResult lowerParamGrad(EntryBuilder &e, ParamGradOp op) {
+LogicalResult lowerParamGrad(ParamGradOp op, EntryBuilder &e) {
   if (!e.hasWeight(op.getName()))
     return op.emitOpError("names no weight of the function");
   Value grad = e.buffer(op.getGrad());
@@ -406,7 +406,7 @@ LogicalResult lowerParamGrad(EntryBuilder &e, ParamGradOp op) {
 }
 
 // Reshapes are views: no copy, and the buffer stays live while they are.
-LogicalResult lowerExpandShape(EntryBuilder &e, tensor::ExpandShapeOp op) {
+LogicalResult lowerExpandShape(tensor::ExpandShapeOp op, EntryBuilder &e) {
   OpBuilder &b = e.builder();
   Location loc = e.location();
   auto type = e.bufferTypeFor(op.getType(), loc);
@@ -419,7 +419,7 @@ LogicalResult lowerExpandShape(EntryBuilder &e, tensor::ExpandShapeOp op) {
   return success();
 }
 
-LogicalResult lowerCollapseShape(EntryBuilder &e, tensor::CollapseShapeOp op) {
+LogicalResult lowerCollapseShape(tensor::CollapseShapeOp op, EntryBuilder &e) {
   OpBuilder &b = e.builder();
   Location loc = e.location();
   auto type = e.bufferTypeFor(op.getType(), loc);

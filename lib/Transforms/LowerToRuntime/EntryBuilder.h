@@ -26,6 +26,7 @@
 #ifndef MOE_LIB_TRANSFORMS_LOWERTORUNTIME_ENTRYBUILDER_H
 #define MOE_LIB_TRANSFORMS_LOWERTORUNTIME_ENTRYBUILDER_H
 
+#include "../OpRules.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -56,24 +57,7 @@ FailureOr<MemRefType> storageBufferType(Type type, Location loc,
 class EntryBuilder;
 
 /// Op -> the function that lowers it, filled by the family files.
-class LoweringTable {
-public:
-  using Lowering = std::function<LogicalResult(EntryBuilder &, Operation *)>;
-
-  template <typename Op> void add(LogicalResult (*lower)(EntryBuilder &, Op)) {
-    lowerings[TypeID::get<Op>()] = [lower](EntryBuilder &e, Operation *op) {
-      return lower(e, cast<Op>(op));
-    };
-  }
-  /// The lowering of `op`, or null.
-  const Lowering *lookup(Operation *op) const {
-    auto it = lowerings.find(op->getName().getTypeID());
-    return it == lowerings.end() ? nullptr : &it->second;
-  }
-
-private:
-  DenseMap<TypeID, Lowering> lowerings;
-};
+using LoweringTable = OpRules<EntryBuilder>;
 
 void populateDenseLowerings(LoweringTable &table);
 void populateAttentionLowerings(LoweringTable &table);

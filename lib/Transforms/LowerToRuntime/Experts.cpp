@@ -13,7 +13,7 @@
 namespace mlir::moe::lowering {
 namespace {
 
-LogicalResult lowerRouter(EntryBuilder &e, RouterOp op) {
+LogicalResult lowerRouter(RouterOp op, EntryBuilder &e) {
   auto weightsOut = e.resultBuffer(op.getWeights());
   auto indicesOut = e.resultBuffer(op.getIndices());
   auto logitsOut = e.resultBuffer(op.getLogits());
@@ -41,7 +41,7 @@ LogicalResult lowerRouter(EntryBuilder &e, RouterOp op) {
   return e.call(callee, buffers, scalars);
 }
 
-LogicalResult lowerRouterGrad(EntryBuilder &e, RouterGradOp op) {
+LogicalResult lowerRouterGrad(RouterGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();
@@ -64,7 +64,7 @@ LogicalResult lowerRouterGrad(EntryBuilder &e, RouterGradOp op) {
 }
 
 /// Only the expert pipeline of moe-lower-experts reaches the runtime.
-LogicalResult lowerExperts(EntryBuilder &e, ExpertsOp op) {
+LogicalResult lowerExperts(ExpertsOp op, EntryBuilder &e) {
   if (op.getCapacityFactor())
     return op.emitOpError("has a capacity_factor: run moe-expand-capacity "
                           "and moe-lower-experts before moe-lower-to-runtime");
@@ -72,7 +72,7 @@ LogicalResult lowerExperts(EntryBuilder &e, ExpertsOp op) {
                         "moe-lower-to-runtime");
 }
 
-LogicalResult lowerDropOverCapacity(EntryBuilder &e, DropOverCapacityOp op) {
+LogicalResult lowerDropOverCapacity(DropOverCapacityOp op, EntryBuilder &e) {
   auto kept = e.resultBuffer(op.getKept());
   if (failed(kept))
     return failure();
@@ -82,7 +82,7 @@ LogicalResult lowerDropOverCapacity(EntryBuilder &e, DropOverCapacityOp op) {
                  e.i64(op.getNumExperts()), e.i64(op.getCapacity())});
 }
 
-LogicalResult lowerPermute(EntryBuilder &e, PermuteOp op) {
+LogicalResult lowerPermute(PermuteOp op, EntryBuilder &e) {
   auto permuted = e.resultBuffer(op.getPermuted());
   auto offsets = e.resultBuffer(op.getOffsets());
   auto rowToSlot = e.resultBuffer(op.getRowToSlot());
@@ -97,7 +97,7 @@ LogicalResult lowerPermute(EntryBuilder &e, PermuteOp op) {
                  e.i64(op.getNumExperts())});
 }
 
-LogicalResult lowerPermuteGrad(EntryBuilder &e, PermuteGradOp op) {
+LogicalResult lowerPermuteGrad(PermuteGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();
@@ -109,7 +109,7 @@ LogicalResult lowerPermuteGrad(EntryBuilder &e, PermuteGradOp op) {
        e.i64(static_cast<int64_t>(op.getTopK())), e.i64(hidden)});
 }
 
-LogicalResult lowerGroupedSwiGLU(EntryBuilder &e, GroupedSwiGLUOp op) {
+LogicalResult lowerGroupedSwiGLU(GroupedSwiGLUOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
     return failure();
@@ -124,7 +124,7 @@ LogicalResult lowerGroupedSwiGLU(EntryBuilder &e, GroupedSwiGLUOp op) {
                  e.i64(dimSize(op.getGateWeight(), 1))});
 }
 
-LogicalResult lowerGroupedSwiGLUGrad(EntryBuilder &e, GroupedSwiGLUGradOp op) {
+LogicalResult lowerGroupedSwiGLUGrad(GroupedSwiGLUGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();
@@ -141,7 +141,7 @@ LogicalResult lowerGroupedSwiGLUGrad(EntryBuilder &e, GroupedSwiGLUGradOp op) {
                  e.i64(dimSize(op.getGateWeight(), 1))});
 }
 
-LogicalResult lowerUnpermute(EntryBuilder &e, UnpermuteOp op) {
+LogicalResult lowerUnpermute(UnpermuteOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
     return failure();
@@ -153,7 +153,7 @@ LogicalResult lowerUnpermute(EntryBuilder &e, UnpermuteOp op) {
                  e.i64(dimSize(op.getExpertOut(), 1))});
 }
 
-LogicalResult lowerUnpermuteGrad(EntryBuilder &e, UnpermuteGradOp op) {
+LogicalResult lowerUnpermuteGrad(UnpermuteGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();

@@ -11,7 +11,7 @@
 namespace mlir::moe::lowering {
 namespace {
 
-LogicalResult lowerCrossEntropy(EntryBuilder &e, CrossEntropyOp op) {
+LogicalResult lowerCrossEntropy(CrossEntropyOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getLoss());
   if (failed(out))
     return failure();
@@ -24,7 +24,7 @@ LogicalResult lowerCrossEntropy(EntryBuilder &e, CrossEntropyOp op) {
                  e.i64(dimSize(op.getLogits(), -1)), e.i64(ignore)});
 }
 
-LogicalResult lowerCrossEntropyGrad(EntryBuilder &e, CrossEntropyGradOp op) {
+LogicalResult lowerCrossEntropyGrad(CrossEntropyGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();
@@ -35,7 +35,7 @@ LogicalResult lowerCrossEntropyGrad(EntryBuilder &e, CrossEntropyGradOp op) {
                  e.i64(static_cast<int64_t>(op.getIgnoreIndex()))});
 }
 
-LogicalResult lowerAuxLoss(EntryBuilder &e, AuxLossOp op) {
+LogicalResult lowerAuxLoss(AuxLossOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getLoss());
   if (failed(out))
     return failure();
@@ -48,7 +48,7 @@ LogicalResult lowerAuxLoss(EntryBuilder &e, AuxLossOp op) {
                  e.f32(op.getCoefficient().convertToDouble())});
 }
 
-LogicalResult lowerAuxLossGrad(EntryBuilder &e, AuxLossGradOp op) {
+LogicalResult lowerAuxLossGrad(AuxLossGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();
@@ -62,7 +62,7 @@ LogicalResult lowerAuxLossGrad(EntryBuilder &e, AuxLossGradOp op) {
        e.f32(op.getCoefficient().convertToDouble())});
 }
 
-LogicalResult lowerZLoss(EntryBuilder &e, ZLossOp op) {
+LogicalResult lowerZLoss(ZLossOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getLoss());
   if (failed(out))
     return failure();
@@ -72,7 +72,7 @@ LogicalResult lowerZLoss(EntryBuilder &e, ZLossOp op) {
                  e.f32(op.getCoefficient().convertToDouble())});
 }
 
-LogicalResult lowerZLossGrad(EntryBuilder &e, ZLossGradOp op) {
+LogicalResult lowerZLossGrad(ZLossGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();

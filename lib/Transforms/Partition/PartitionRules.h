@@ -21,6 +21,7 @@
 #ifndef MOE_LIB_TRANSFORMS_PARTITION_PARTITIONRULES_H
 #define MOE_LIB_TRANSFORMS_PARTITION_PARTITIONRULES_H
 
+#include "../OpRules.h"
 #include "../ShardingSpec.h"
 
 #include "moe/Dialect/MoE/IR/MoEOps.h"
@@ -34,7 +35,9 @@
 
 namespace mlir::moe::partition {
 
-class PartitionRules;
+class Partitioner;
+/// Op -> its rule of this pass, filled by the family files.
+using PartitionRules = OpRules<Partitioner>;
 
 /// Rewrites one model function into its per-rank program.
 class Partitioner {
@@ -95,26 +98,6 @@ private:
   llvm::StringMap<SmallVector<int64_t>> grids;
   SmallVector<Type> resultTypes;
   SmallVector<Attribute> resultSplits;
-};
-
-/// Op -> its partition rule, filled by the family files.
-class PartitionRules {
-public:
-  using Rule = std::function<LogicalResult(Operation *, Partitioner &)>;
-
-  template <typename Op> void add(LogicalResult (*rule)(Op, Partitioner &)) {
-    rules[TypeID::get<Op>()] = [rule](Operation *op, Partitioner &p) {
-      return rule(cast<Op>(op), p);
-    };
-  }
-  /// The rule of `op`, or null.
-  const Rule *lookup(Operation *op) const {
-    auto it = rules.find(op->getName().getTypeID());
-    return it == rules.end() ? nullptr : &it->second;
-  }
-
-private:
-  DenseMap<TypeID, Rule> rules;
 };
 
 /// The rule of an op whose local computation is the global one on local

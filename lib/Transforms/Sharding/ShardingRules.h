@@ -21,6 +21,7 @@
 #ifndef MOE_LIB_TRANSFORMS_SHARDING_SHARDINGRULES_H
 #define MOE_LIB_TRANSFORMS_SHARDING_SHARDINGRULES_H
 
+#include "../OpRules.h"
 #include "../ShardingSpec.h"
 
 #include "moe/Dialect/MoE/IR/MoEOps.h"
@@ -39,7 +40,9 @@ inline int64_t rankOf(Value v) {
   return cast<ShapedType>(v.getType()).getRank();
 }
 
-class ShardingRules;
+class ShardingChooser;
+/// Op -> its rule of this pass, filled by the family files.
+using ShardingRules = OpRules<ShardingChooser>;
 
 /// The choices of one model function, made op by op.
 class ShardingChooser {
@@ -104,27 +107,6 @@ private:
     ShardingSpec spec;
   };
   SmallVector<Need> needs;
-};
-
-/// Op -> its sharding rule, filled by the family files.
-class ShardingRules {
-public:
-  using Rule = std::function<LogicalResult(Operation *, ShardingChooser &)>;
-
-  template <typename Op>
-  void add(LogicalResult (*rule)(Op, ShardingChooser &)) {
-    rules[TypeID::get<Op>()] = [rule](Operation *op, ShardingChooser &s) {
-      return rule(cast<Op>(op), s);
-    };
-  }
-  /// The rule of `op`, or null.
-  const Rule *lookup(Operation *op) const {
-    auto it = rules.find(op->getName().getTypeID());
-    return it == rules.end() ? nullptr : &it->second;
-  }
-
-private:
-  DenseMap<TypeID, Rule> rules;
 };
 
 void populateDenseShardings(ShardingRules &rules);

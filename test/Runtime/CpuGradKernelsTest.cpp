@@ -337,12 +337,8 @@ TEST(CpuGradKernels, RopeWithAndWithoutPositions) {
 
     Context ctx;
     Floats dx2 = garbage(size);
-    if (withPositions)
-      moert_rope_positions_grad(ctx, dyF.data(), pos, dx2.data(), batch, seq,
-                                heads, dim, theta);
-    else
-      moert_rope_grad(ctx, dyF.data(), dx2.data(), batch, seq, heads, dim,
-                      theta);
+    moert_rope_grad(ctx, dyF.data(), pos, dx2.data(), batch, seq, heads, dim,
+                    theta);
     ctx.expectNoError();
     expectSame(dx2, dx, "ropeGrad");
   }
@@ -467,7 +463,7 @@ TEST(CpuGradKernels, SwigluMlpAndSharedExperts) {
              dup2 = garbage(wSize), ddown2 = garbage(wSize),
              dsg2 = garbage(hidden);
       if (gated)
-        moert_shared_experts_gated_grad(
+        moert_shared_experts_grad(
             ctx, dyF.data(), xF.data(), gateF.data(), upF.data(), downF.data(),
             sgF.data(), dx2.data(), dgate2.data(), dup2.data(), ddown2.data(),
             dsg2.data(), rows, hidden, inter);
@@ -477,9 +473,9 @@ TEST(CpuGradKernels, SwigluMlpAndSharedExperts) {
                        ddown2.data(), rows, hidden, inter);
       else
         moert_shared_experts_grad(ctx, dyF.data(), xF.data(), gateF.data(),
-                                  upF.data(), downF.data(), dx2.data(),
+                                  upF.data(), downF.data(), nullptr, dx2.data(),
                                   dgate2.data(), dup2.data(), ddown2.data(),
-                                  rows, hidden, inter);
+                                  nullptr, rows, hidden, inter);
       ctx.expectNoError();
       expectSame(dx2, dx, "dx");
       expectSame(dgate2, dgate, "dgate");
@@ -567,16 +563,10 @@ TEST(CpuGradKernels, RouterThroughTheSelectedScores) {
 
     Context ctx;
     Floats dx2 = garbage(dx.size()), dgate2 = garbage(dgate.size());
-    if (c.withDlogits)
-      moert_router_grad_logits(
-          ctx, dwF.data(), dlF.data(), xF.data(), gateF.data(), logits.data(),
-          indices.data(), dx2.data(), dgate2.data(), tokens, hidden, experts,
-          topK, c.sigmoid, c.normTopkProb, c.routeScale);
-    else
-      moert_router_grad(ctx, dwF.data(), xF.data(), gateF.data(), logits.data(),
-                        indices.data(), dx2.data(), dgate2.data(), tokens,
-                        hidden, experts, topK, c.sigmoid, c.normTopkProb,
-                        c.routeScale);
+    moert_router_grad(ctx, dwF.data(), c.withDlogits ? dlF.data() : nullptr,
+                      xF.data(), gateF.data(), logits.data(), indices.data(),
+                      dx2.data(), dgate2.data(), tokens, hidden, experts, topK,
+                      c.sigmoid, c.normTopkProb, c.routeScale);
     ctx.expectNoError();
     expectSame(dx2, dx, "routerGrad dx");
     expectSame(dgate2, dgate, "routerGrad dgate");
@@ -1010,3 +1000,72 @@ TEST(CpuGradKernels, AdamWThreeStepsWithDecayAndClipping) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// The entry points' checks (CApiForward.cpp, from the kinds in CApiCalls.def)
+//===----------------------------------------------------------------------===//
+
+TEST(CApiEntryPoints, CheckOperandKindsBeforeTheBackendRuns) {
+  const int rows = 2, in = 3, outFeatures = 4;
+  Floats x(rows * in, 1.0f), w(outFeatures * in, 0.5f), bias(outFeatures, 2.0f);
+  Floats out(rows * outFeatures, -7.0f);
+  auto error = [](moert_context *ctx) {
+    const char *message = moert_context_error(ctx);
+    return std::string(message ? message : "");
+  };
+
+  // An optional operand may be null; a given one is used.
+  {
+    Context ctx;
+    moert_linear(ctx, x.data(), w.data(), nullptr, out.data(), rows, in,
+                 outFeatures);
+    ctx.expectNoError();
+    EXPECT_FLOAT_EQ(out[0], 1.5f);
+    moert_linear(ctx, x.data(), w.data(), bias.data(), out.data(), rows, in,
+                 outFeatures);
+    ctx.expectNoError();
+    EXPECT_FLOAT_EQ(out[0], 3.5f);
+  }
+  // A required buffer that is null names the call and the operand, and
+  // nothing is written.
+  {
+    Context ctx;
+    std::fill(out.begin(), out.end(), -7.0f);
+    moert_linear(ctx, x.data(), nullptr, nullptr, out.data(), rows, in,
+                 outFeatures);
+    EXPECT_EQ(error(ctx), "moert_linear: operand weight is null");
+    EXPECT_EQ(out[0], -7.0f);
+  }
+  // A negative size likewise; an integer that is not a size (ignoreIndex)
+  // may be negative.
+  {
+    Context ctx;
+    moert_rms_norm(ctx, x.data(), w.data(), out.data(), -1, in, 1e-6f);
+    EXPECT_EQ(error(ctx), "moert_rms_norm: operand rows is a size but is -1");
+  }
+  {
+    Context ctx;
+    Floats logits(2 * 3, 0.0f);
+    Ids labels = {-100, 1};
+    float loss = -1.0f;
+    moert_cross_entropy(ctx, logits.data(), labels.data(), &loss, 2, 3, -100);
+    ctx.expectNoError();
+    EXPECT_NEAR(loss, std::log(3.0f), 1e-6f);
+  }
+  // The optional gradient of an absent operand may be null too, but a
+  // required output may not.
+  {
+    Context ctx;
+    Floats dy(rows * in, 1.0f), g(outFeatures * in, 0.1f);
+    Floats dx(rows * in), dg(g.size()), du(g.size()), dd(g.size());
+    moert_shared_experts_grad(ctx, dy.data(), x.data(), g.data(), g.data(),
+                              g.data(), nullptr, dx.data(), dg.data(),
+                              du.data(), dd.data(), nullptr, rows, in,
+                              outFeatures);
+    ctx.expectNoError();
+    moert_shared_experts_grad(ctx, dy.data(), x.data(), g.data(), g.data(),
+                              g.data(), nullptr, nullptr, dg.data(), du.data(),
+                              dd.data(), nullptr, rows, in, outFeatures);
+    EXPECT_EQ(error(ctx), "moert_shared_experts_grad: operand dx is null");
+  }
+}

@@ -292,7 +292,7 @@ struct SwigluInputs {
         sharedGate(randomFloats(hidden, seed + 5)) {}
 };
 
-std::string routerName(const rt::RouterConfig &cfg) {
+std::string routerName(const moe::RouterConfig &cfg) {
   return "experts " + std::to_string(cfg.experts) + " topK " +
          std::to_string(cfg.topK) + (cfg.sigmoid ? " sigmoid" : " softmax") +
          (cfg.normTopkProb ? " norm" : "") + " routeScale " +
@@ -320,7 +320,7 @@ protected:
 
   /// router on 37 tokens of hidden size 8: indices and logits bit for bit,
   /// weights within kGemmTol.
-  void checkRouter(const rt::RouterConfig &cfg, bool withBias, uint64_t seed) {
+  void checkRouter(const moe::RouterConfig &cfg, bool withBias, uint64_t seed) {
     const int64_t tokens = 37, hidden = 8;
     const int64_t experts = cfg.experts, topK = cfg.topK;
     std::string what = routerName(cfg) + (withBias ? " bias" : "");
@@ -340,7 +340,9 @@ protected:
     Tensor<float> logits = call.output(tokens * experts);
     call.run([&](rt::Backend &b, const Pointers &at) {
       b.router(at(xT), at(gate), withBias ? at(bias) : nullptr, at(weights),
-               at(indices), at(logits), tokens, hidden, cfg);
+               at(indices), at(logits), tokens, hidden, cfg.experts, cfg.topK,
+               cfg.sigmoid, cfg.normTopkProb, cfg.routeScale, cfg.nGroup,
+               cfg.topkGroup);
     });
     call.expectEqual(indices, "router indices " + what);
     call.expectEqual(logits, "router logits " + what);
@@ -566,7 +568,7 @@ TEST_F(CudaBf16Storage, RouterSoftmaxAndSigmoidWithAndWithoutBias) {
   for (bool sigmoid : {false, true})
     for (bool withBias : {false, true})
       for (bool norm : {false, true}) {
-        rt::RouterConfig cfg;
+        moe::RouterConfig cfg;
         cfg.experts = 8;
         cfg.topK = 2;
         cfg.sigmoid = sigmoid;
@@ -575,7 +577,7 @@ TEST_F(CudaBf16Storage, RouterSoftmaxAndSigmoidWithAndWithoutBias) {
         checkRouter(cfg, withBias, seed++);
       }
   // DeepSeek-V3-like: 2 of 4 groups eligible.
-  rt::RouterConfig cfg;
+  moe::RouterConfig cfg;
   cfg.experts = 8;
   cfg.topK = 3;
   cfg.sigmoid = true;
@@ -938,7 +940,7 @@ TEST_F(CudaBf16Storage, RouterGradWithAndWithoutDlogits) {
   for (bool sigmoid : {false, true})
     for (bool norm : {false, true})
       for (bool withDlogits : {false, true}) {
-        rt::RouterConfig cfg;
+        moe::RouterConfig cfg;
         cfg.experts = 8;
         cfg.topK = 3;
         cfg.sigmoid = sigmoid;
@@ -966,7 +968,8 @@ TEST_F(CudaBf16Storage, RouterGradWithAndWithoutDlogits) {
         call.run([&](rt::Backend &b, const Pointers &at) {
           b.routerGrad(at(dweights), withDlogits ? at(dlogits) : nullptr,
                        at(xT), at(gateT), at(logitsT), at(indicesT), at(dx),
-                       at(dgate), tokens, hidden, cfg);
+                       at(dgate), tokens, hidden, cfg.experts, cfg.topK,
+                       cfg.sigmoid, cfg.normTopkProb, cfg.routeScale);
         });
         std::string what = routerName(cfg) + (withDlogits ? " dlogits" : "");
         call.expectClose(dx, kGemmTol, "routerGrad dx " + what);

@@ -1,6 +1,6 @@
 // moe-check-runtime-calls holds every runtime call against its entry in
-// include/moe/Runtime/CApiCalls.def (the table CApi.h is checked against when
-// the runtime builds): a call with other operands, an unknown call, or a
+// include/moe/Runtime/CApiCalls.def (the table CApi.h declares its prototypes
+// from): a call with other operands, an unknown call, or a
 // declaration with results is a compile-time error.
 // RUN: moe-opt %s -split-input-file --moe-check-runtime-calls -verify-diagnostics
 
@@ -30,7 +30,8 @@ func.func private @moert_rms_norm(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i6
 
 // -----
 
-// One buffer short (the weight left out).
+// Two buffers short: the weight, and the optional bias (absent is a null
+// pointer, never a missing operand).
 func.func @missing_buffer(%ctx: !llvm.ptr, %x: !llvm.ptr, %out: !llvm.ptr) {
   %n = arith.constant 4 : i64
   // expected-error @+1 {{passes runtime call 'moert_linear' operands}}

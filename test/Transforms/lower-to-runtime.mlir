@@ -42,11 +42,13 @@
 // CHECK: call @moert_embedding(%[[CTX]], {{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64) -> ()
 // CHECK: call @moert_rms_norm(%[[CTX]], {{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, f32) -> ()
 // The router: three result buffers, 8 tokens of hidden 8, 4 experts, top 2,
-// softmax (0), renormalised (1), route scale 1, one group.
+// softmax (0), renormalised (1), route scale 1, one group; no expert bias
+// (a null pointer).
 // CHECK: %[[RW:.*]] = memref.alloc() {{.*}} : memref<2x4x2xf32>
 // CHECK: %[[RI:.*]] = memref.alloc() {{.*}} : memref<2x4x2xi32>
 // CHECK: %[[RL:.*]] = memref.alloc() {{.*}} : memref<2x4x4xf32>
-// CHECK: call @moert_router(%[[CTX]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c8_i64{{.*}}, %c8_i64{{.*}}, %c4_i64{{.*}}, %c2_i64{{.*}}, %c0_i32{{.*}}, %c1_i32{{.*}}, %cst{{.*}}, %c1_i64{{.*}}, %c1_i64{{.*}})
+// CHECK: %[[NOBIAS:.*]] = llvm.mlir.zero : !llvm.ptr
+// CHECK: call @moert_router(%[[CTX]], %{{.*}}, %{{.*}}, %[[NOBIAS]], %{{.*}}, %{{.*}}, %{{.*}}, %c8_i64{{.*}}, %c8_i64{{.*}}, %c4_i64{{.*}}, %c2_i64{{.*}}, %c0_i32{{.*}}, %c1_i32{{.*}}, %cst{{.*}}, %c1_i64{{.*}}, %c1_i64{{.*}})
 // The dropless experts pipeline and its buffers (8 tokens x top 2 = 16 rows).
 // CHECK: memref.alloc() {{.*}} : memref<16x8xf32>
 // CHECK: memref.alloc() {{.*}} : memref<5xi64>
@@ -59,8 +61,9 @@
 // CHECK: memref.expand_shape %{{.*}} {{\[\[}}0], [1], [2, 3]] output_shape [2, 4, 2, 4] : memref<2x4x8xf32> into memref<2x4x2x4xf32>
 // CHECK: memref.collapse_shape
 // The logits and the loss go straight into the output buffers: no copies.
+// CHECK: %[[NOLMBIAS:.*]] = llvm.mlir.zero : !llvm.ptr
 // CHECK: %[[LOGITSPTR:.*]] = memref.extract_aligned_pointer_as_index %[[LOGITS]]
-// CHECK: call @moert_linear(
+// CHECK: call @moert_linear(%[[CTX]], %{{.*}}, %{{.*}}, %[[NOLMBIAS]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64)
 // CHECK: call @moert_cross_entropy(
 // CHECK: %[[LOSSPTR:.*]] = memref.extract_aligned_pointer_as_index %[[LOSS]]
 // The loss terms are f32 scalars whatever the storage.
@@ -93,7 +96,8 @@ func.func @forward(%tokens: tensor<2x4xi32>, %labels: tensor<2x4xi32>) -> (tenso
 
 // -----
 
-// Optional operands select the other entry points; a returned weight and a
+// Optional operands that are given are passed as buffers, not null
+// pointers; a returned weight and a
 // value returned twice are copied into their output buffers. Functions other
 // than @forward name their inputs and outputs by position.
 // CHECK-LABEL: func.func @moe_entry_block(
@@ -101,10 +105,14 @@ func.func @forward(%tokens: tensor<2x4xi32>, %labels: tensor<2x4xi32>) -> (tenso
 // CHECK-SAME: %[[O0:.*]]: memref<2x3x8xf32>, %[[O1:.*]]: memref<8xf32>, %[[O2:.*]]: memref<2x3x8xf32>)
 // CHECK-SAME: inputs = [{dtype = "F32", name = "input0"{{.*}}}, {dtype = "I32", name = "input1"
 // CHECK-SAME: outputs = [{dtype = "F32", name = "output0"{{.*}}}, {dtype = "F32", name = "output1"{{.*}}}, {dtype = "F32", name = "output2"
-// CHECK: call @moert_linear_bias(
-// CHECK: call @moert_rope_positions(
-// CHECK: call @moert_shared_experts_gated(
-// CHECK: call @moert_router_bias(
+// CHECK-NOT: llvm.mlir.zero
+// CHECK: call @moert_linear(%[[CTX]], {{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64)
+// CHECK-NOT: llvm.mlir.zero
+// CHECK: call @moert_rope(
+// CHECK-NOT: llvm.mlir.zero
+// CHECK: call @moert_shared_experts(%[[CTX]], {{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64)
+// CHECK-NOT: llvm.mlir.zero
+// CHECK: call @moert_router(
 // CHECK: call @moert_z_loss(
 // CHECK: call @moert_mlp(%[[CTX]], {{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64)
 // Returned values not computed in place are copied by the runtime (the

@@ -3,8 +3,8 @@
 // Every moert_* call of CApi.h forwards to the Backend of its context: the
 // CPU backend (built into MoERuntime, fp32 kernels of CpuKernels.h) or the
 // CUDA backend (library MoERuntimeCUDA, kernels on one GPU). The methods take
-// the C API's arguments in the C API's order, without the context, and a
-// RouterConfig (KernelTypes.h) for the router's flat attributes. Every pointer points into
+// the C API's arguments in the C API's order, without the context: they are
+// declared from the table of calls, CApiCalls.def. Every pointer points into
 // the backend's memory: host memory for the CPU, device memory for CUDA.
 // Scalar results (losses, sums of squares) are written through a pointer
 // into that memory.
@@ -26,8 +26,6 @@
 #ifndef MOE_RUNTIME_BACKEND_H
 #define MOE_RUNTIME_BACKEND_H
 
-#include "moe/Runtime/KernelTypes.h"
-
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -38,8 +36,6 @@ namespace moe::rt {
 
 class Communicator;
 struct CommOptions;
-
-using RouterConfig = moe::RouterConfig;
 
 enum class StorageType { F32, BF16 };
 
@@ -93,131 +89,21 @@ public:
   /// Slots dropped by every capacity drop since the last take.
   virtual std::vector<int64_t> takeDroppedSlots() = 0;
 
-  // --- Dense layers ---------------------------------------------------------
-  virtual void embedding(const int32_t *tokens, const float *table, float *out,
-                         int64_t n, int64_t vocab, int64_t hidden) = 0;
-  virtual void rmsNorm(const float *x, const float *weight, float *out,
-                       int64_t rows, int64_t dim, float eps) = 0;
-  /// bias may be null.
-  virtual void linear(const float *x, const float *weight, const float *bias,
-                      float *out, int64_t rows, int64_t in,
-                      int64_t outFeatures) = 0;
-  /// positions may be null (position = index in the sequence).
-  virtual void rope(const float *x, const int32_t *positions, float *out,
-                    int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
-                    double theta) = 0;
-  virtual void attention(const float *q, const float *k, const float *v,
-                         float *out, int64_t batch, int64_t seq, int64_t heads,
-                         int64_t kvHeads, int64_t headDim, bool causal,
-                         float scale) = 0;
-  virtual void mlp(const float *x, const float *gate, const float *up,
-                   const float *down, float *out, int64_t rows, int64_t hidden,
-                   int64_t inter) = 0;
-  virtual void add(const float *a, const float *b, float *out, int64_t n) = 0;
-
-  // --- Router and experts
-  // -----------------------------------------------------
-  /// expertBias may be null.
-  virtual void router(const float *x, const float *gate,
-                      const float *expertBias, float *weights, int32_t *indices,
-                      float *logits, int64_t tokens, int64_t hidden,
-                      const RouterConfig &cfg) = 0;
-  virtual void dropOverCapacity(const int32_t *indices, int32_t *kept,
-                                int64_t tokens, int64_t topK, int64_t experts,
-                                int64_t capacity) = 0;
-  virtual void permute(const float *x, const int32_t *indices, float *permuted,
-                       int64_t *offsets, int32_t *rowToSlot, int64_t tokens,
-                       int64_t topK, int64_t hidden, int64_t experts) = 0;
-  virtual void groupedSwiglu(const float *permuted, const int64_t *offsets,
-                             const float *gate, const float *up,
-                             const float *down, float *out, int64_t rows,
-                             int64_t segments, int64_t experts, int64_t hidden,
-                             int64_t inter) = 0;
-  virtual void unpermuteCombine(const float *expertOut,
-                                const int32_t *rowToSlot, const float *weights,
-                                float *out, int64_t tokens, int64_t topK,
-                                int64_t hidden) = 0;
-  /// sharedGate may be null.
-  virtual void sharedExperts(const float *x, const float *gate, const float *up,
-                             const float *down, const float *sharedGate,
-                             float *out, int64_t rows, int64_t hidden,
-                             int64_t inter) = 0;
-
-  // --- Losses
-  // -------------------------------------------------------------------
-  virtual void crossEntropy(const float *logits, const int32_t *labels,
-                            float *out, int64_t n, int64_t vocab,
-                            int64_t ignoreIndex) = 0;
-  virtual void auxLoss(const float *logits, const int32_t *indices, float *out,
-                       int64_t tokens, int64_t experts, int64_t topK,
-                       bool sigmoid, float coefficient) = 0;
-  virtual void zLoss(const float *logits, float *out, int64_t tokens,
-                     int64_t experts, float coefficient) = 0;
-
-  // --- Backward -------------------------------------------------------------
-  virtual void embeddingGrad(const float *dy, const int32_t *tokens,
-                             float *dtable, int64_t n, int64_t vocab,
-                             int64_t hidden) = 0;
-  virtual void rmsNormGrad(const float *dy, const float *x, const float *weight,
-                           float *dx, float *dweight, int64_t rows, int64_t dim,
-                           float eps) = 0;
-  virtual void linearGrad(const float *dy, const float *x, const float *weight,
-                          float *dx, float *dweight, int64_t rows, int64_t in,
-                          int64_t outFeatures) = 0;
-  virtual void ropeGrad(const float *dy, const int32_t *positions, float *dx,
-                        int64_t batch, int64_t seq, int64_t heads,
-                        int64_t headDim, double theta) = 0;
-  virtual void attentionGrad(const float *dout, const float *q, const float *k,
-                             const float *v, float *dq, float *dk, float *dv,
-                             int64_t batch, int64_t seq, int64_t heads,
-                             int64_t kvHeads, int64_t headDim, bool causal,
-                             float scale) = 0;
-  virtual void mlpGrad(const float *dy, const float *x, const float *gate,
-                       const float *up, const float *down, float *dx,
-                       float *dgate, float *dup, float *ddown, int64_t rows,
-                       int64_t hidden, int64_t inter) = 0;
-  /// sharedGate and dsharedGate are both null or both not.
-  virtual void sharedExpertsGrad(const float *dy, const float *x,
-                                 const float *gate, const float *up,
-                                 const float *down, const float *sharedGate,
-                                 float *dx, float *dgate, float *dup,
-                                 float *ddown, float *dsharedGate, int64_t rows,
-                                 int64_t hidden, int64_t inter) = 0;
-  /// dlogits may be null.
-  virtual void routerGrad(const float *dweights, const float *dlogits,
-                          const float *x, const float *gate,
-                          const float *logits, const int32_t *indices,
-                          float *dx, float *dgate, int64_t tokens,
-                          int64_t hidden, const RouterConfig &cfg) = 0;
-  virtual void permuteGrad(const float *dpermuted, const int32_t *rowToSlot,
-                           float *dx, int64_t tokens, int64_t topK,
-                           int64_t hidden) = 0;
-  virtual void unpermuteGrad(const float *dout, const float *expertOut,
-                             const int32_t *rowToSlot, const float *weights,
-                             float *dexpertOut, float *dweights, int64_t tokens,
-                             int64_t topK, int64_t hidden) = 0;
-  virtual void groupedSwigluGrad(const float *dout, const float *permuted,
-                                 const int64_t *offsets, const float *gate,
-                                 const float *up, const float *down,
-                                 float *dpermuted, float *dgate, float *dup,
-                                 float *ddown, int64_t rows, int64_t segments,
-                                 int64_t experts, int64_t hidden,
-                                 int64_t inter) = 0;
-  virtual void crossEntropyGrad(const float *logits, const int32_t *labels,
-                                float *dlogits, int64_t n, int64_t vocab,
-                                int64_t ignoreIndex) = 0;
-  virtual void auxLossGrad(const float *logits, const int32_t *indices,
-                           float *dlogits, int64_t tokens, int64_t experts,
-                           int64_t topK, bool sigmoid, float coefficient) = 0;
-  virtual void zLossGrad(const float *logits, float *dlogits, int64_t tokens,
-                         int64_t experts, float coefficient) = 0;
-
-  // --- Optimizer
-  // --------------------------------------------------------------
-  virtual void sumSquares(const float *x, double *out, int64_t n) = 0;
-  virtual void adamw(float *param, const float *grad, float *m, float *v,
-                     int64_t n, float lr, float beta1, float beta2, float eps,
-                     float weightDecay, float gradScale, int64_t step) = 0;
+  // --- The runtime calls ---------------------------------------------------
+  /// One method per MOERT_KERNEL entry of CApiCalls.def, named there, with
+  /// the call's operands in the call's order (a flag as a bool; an optional
+  /// buffer null when absent). The entry points have checked the operands'
+  /// kinds (no null required buffer, no negative size) before a method runs.
+#define MOERT_IN(T, name) const T *name
+#define MOERT_OUT(T, name) T *name
+#define MOERT_FLAG(name) bool name
+#define MOERT_I64(name) int64_t name
+#define MOERT_I32(name) int32_t name
+#define MOERT_F32(name) float name
+#define MOERT_F64(name) double name
+#define MOERT_CALL(cname, ...)
+#define MOERT_KERNEL(cname, method, ...) virtual void method(__VA_ARGS__) = 0;
+#include "moe/Runtime/CApiCalls.def"
 
   // --- Timing ---------------------------------------------------------------
   /// Records a point in the order of the work queued so far; returns its

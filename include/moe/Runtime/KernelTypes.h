@@ -26,6 +26,21 @@ struct RouterConfig {
 
 /// The expert id of a token-slot dropped over capacity, and the rowToSlot of
 /// a padding row.
+/// The router's attributes as the runtime call moert_router passes them.
+inline RouterConfig routerConfig(int64_t experts, int64_t topK, bool sigmoid,
+                                 bool normTopkProb, float routeScale,
+                                 int64_t nGroup = 1, int64_t topkGroup = 1) {
+  RouterConfig cfg;
+  cfg.experts = experts;
+  cfg.topK = topK;
+  cfg.sigmoid = sigmoid;
+  cfg.normTopkProb = normTopkProb;
+  cfg.routeScale = routeScale;
+  cfg.nGroup = nGroup;
+  cfg.topkGroup = topkGroup;
+  return cfg;
+}
+
 inline constexpr int32_t kDroppedSlot = -1;
 
 } // namespace moe

@@ -89,11 +89,12 @@ inline LayerStats *currentLayerStats(moert_context *ctx) {
 
 /// Adds the time of the backend's work in its scope (between two backend
 /// marks, so on a GPU the kernels' time, not their queuing) to `field` of
-/// the current layer, once resolveTimings() runs.
+/// the current layer, once resolveTimings() runs; a null `field` times
+/// nothing.
 class LayerTimer {
 public:
   LayerTimer(moert_context *ctx, double LayerStats::*field)
-      : ctx(ctx), field(field), layer(ctx->currentLayer) {
+      : ctx(ctx), field(field), layer(field ? ctx->currentLayer : -1) {
     if (layer >= 0)
       begin = ctx->backend->mark();
   }

@@ -2,8 +2,7 @@
 //
 // Private to lib/Runtime/core: every moert_* entry point runs its work inside
 // guarded(ctx, __func__, ...), which also records the call in the trace while
-// the driver traces, and the router's entry points build a RouterConfig from
-// their flat attributes.
+// the driver traces.
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,7 +10,6 @@
 #define MOE_LIB_RUNTIME_CORE_GUARDED_H
 
 #include "Context.h"
-#include "moe/Runtime/KernelTypes.h"
 
 #include <exception>
 
@@ -56,20 +54,6 @@ void guarded(moert_context *ctx, const char *call, Fn &&fn) {
     ctx->failed = true;
     ctx->error = "unknown error in a runtime call";
   }
-}
-
-inline RouterConfig routerConfig(int64_t experts, int64_t topK, int32_t sigmoid,
-                                 int32_t normTopkProb, float routeScale,
-                                 int64_t nGroup, int64_t topkGroup) {
-  RouterConfig cfg;
-  cfg.experts = experts;
-  cfg.topK = topK;
-  cfg.sigmoid = sigmoid != 0;
-  cfg.normTopkProb = normTopkProb != 0;
-  cfg.routeScale = routeScale;
-  cfg.nGroup = nGroup;
-  cfg.topkGroup = topkGroup;
-  return cfg;
 }
 
 } // namespace moe::rt

@@ -195,7 +195,11 @@ public:
 
   void router(const float *x, const float *gate, const float *expertBias,
               float *weights, int32_t *indices, float *logits, int64_t tokens,
-              int64_t hidden, const RouterConfig &cfg) override {
+              int64_t hidden, int64_t experts, int64_t topK, bool sigmoid,
+              bool normTopkProb, float routeScale, int64_t nGroup,
+              int64_t topkGroup) override {
+    RouterConfig cfg = routerConfig(experts, topK, sigmoid, normTopkProb,
+                                    routeScale, nGroup, topkGroup);
     Widened w(storage_);
     cpu::router(w.in(x, tokens * hidden), tokens, hidden,
                 w.in(gate, cfg.experts * hidden), w.in(expertBias, cfg.experts),
@@ -349,8 +353,11 @@ public:
   void routerGrad(const float *dweights, const float *dlogits, const float *x,
                   const float *gate, const float *logits,
                   const int32_t *indices, float *dx, float *dgate,
-                  int64_t tokens, int64_t hidden,
-                  const RouterConfig &cfg) override {
+                  int64_t tokens, int64_t hidden, int64_t experts,
+                  int64_t topK, bool sigmoid, bool normTopkProb,
+                  float routeScale) override {
+    RouterConfig cfg =
+        routerConfig(experts, topK, sigmoid, normTopkProb, routeScale);
     Widened w(storage_);
     int64_t nl = tokens * cfg.experts, nw = cfg.experts * hidden;
     cpu::routerGrad(w.in(dweights, tokens * cfg.topK), w.in(dlogits, nl),

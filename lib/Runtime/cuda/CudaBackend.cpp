@@ -174,7 +174,11 @@ public:
 
   void router(const float *x, const float *gate, const float *expertBias,
               float *weights, int32_t *indices, float *logits, int64_t tokens,
-              int64_t hidden, const rt::RouterConfig &cfg) override {
+              int64_t hidden, int64_t experts, int64_t topK, bool sigmoid,
+              bool normTopkProb, float routeScale, int64_t nGroup,
+              int64_t topkGroup) override {
+    RouterConfig cfg = routerConfig(experts, topK, sigmoid, normTopkProb,
+                                    routeScale, nGroup, topkGroup);
     onStorage([&](Device &d, auto s) {
       cuda::router(d, s(x), tokens, hidden, s(gate), s(expertBias), cfg,
                    s(weights), indices, s(logits));
@@ -310,8 +314,11 @@ public:
   void routerGrad(const float *dweights, const float *dlogits, const float *x,
                   const float *gate, const float *logits,
                   const int32_t *indices, float *dx, float *dgate,
-                  int64_t tokens, int64_t hidden,
-                  const rt::RouterConfig &cfg) override {
+                  int64_t tokens, int64_t hidden, int64_t experts,
+                  int64_t topK, bool sigmoid, bool normTopkProb,
+                  float routeScale) override {
+    RouterConfig cfg =
+        routerConfig(experts, topK, sigmoid, normTopkProb, routeScale);
     onStorage([&](Device &d, auto s) {
       cuda::routerGrad(d, s(dweights), s(dlogits), s(x), tokens, hidden,
                        s(gate), s(logits), indices, cfg, s(dx), s(dgate));

@@ -18,10 +18,9 @@ LogicalResult lowerRope(RopeOp op, EntryBuilder &e) {
   SmallVector<Value> sizes = {e.i64(dimSize(x, 0)), e.i64(dimSize(x, 1)),
                               e.i64(dimSize(x, 2)), e.i64(dimSize(x, 3)),
                               e.f64(op.getTheta().convertToDouble())};
-  if (Value positions = op.getPositions())
-    return e.call("moert_rope_positions",
-                  {e.buffer(x), e.buffer(positions), *out}, sizes);
-  return e.call("moert_rope", {e.buffer(x), *out}, sizes);
+  return e.call("moert_rope",
+                {e.buffer(x), e.optionalBuffer(op.getPositions()), *out},
+                sizes);
 }
 
 LogicalResult lowerRopeGrad(RopeGradOp op, EntryBuilder &e) {
@@ -32,10 +31,9 @@ LogicalResult lowerRopeGrad(RopeGradOp op, EntryBuilder &e) {
   SmallVector<Value> sizes = {e.i64(dimSize(dy, 0)), e.i64(dimSize(dy, 1)),
                               e.i64(dimSize(dy, 2)), e.i64(dimSize(dy, 3)),
                               e.f64(op.getTheta().convertToDouble())};
-  if (Value positions = op.getPositions())
-    return e.call("moert_rope_positions_grad",
-                  {e.buffer(dy), e.buffer(positions), (*out)[0]}, sizes);
-  return e.call("moert_rope_grad", {e.buffer(dy), (*out)[0]}, sizes);
+  return e.call("moert_rope_grad",
+                {e.buffer(dy), e.optionalBuffer(op.getPositions()), (*out)[0]},
+                sizes);
 }
 
 LogicalResult lowerAttention(AttentionOp op, EntryBuilder &e) {

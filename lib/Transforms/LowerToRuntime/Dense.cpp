@@ -9,6 +9,8 @@
 
 #include "EntryBuilder.h"
 
+#include <optional>
+
 namespace mlir::moe::lowering {
 namespace {
 
@@ -65,13 +67,9 @@ LogicalResult lowerLinear(LinearOp op, EntryBuilder &e) {
   int64_t in = dimSize(op.getInput(), -1);
   SmallVector<Value> sizes = {e.i64(numElements(op.getInput()) / in), e.i64(in),
                               e.i64(dimSize(op.getWeight(), 0))};
-  if (Value bias = op.getBias())
-    return e.call("moert_linear_bias",
-                  {e.buffer(op.getInput()), e.buffer(op.getWeight()),
-                   e.buffer(bias), *out},
-                  sizes);
   return e.call("moert_linear",
-                {e.buffer(op.getInput()), e.buffer(op.getWeight()), *out},
+                {e.buffer(op.getInput()), e.buffer(op.getWeight()),
+                 e.optionalBuffer(op.getBias()), *out},
                 sizes);
 }
 
@@ -88,14 +86,14 @@ LogicalResult lowerLinearGrad(LinearGradOp op, EntryBuilder &e) {
 }
 
 /// The operands every SwiGLU FFN call takes (the dense MLP and the shared
-/// experts): x, the gate, up and down weights, the shared gate when there is
-/// one; and its sizes: rows, hidden, inter.
+/// experts): x, the gate, up and down weights, and for the shared experts
+/// their optional gate; and its sizes: rows, hidden, inter.
 SmallVector<Value> ffnOperands(EntryBuilder &e, Value x, Value gate, Value up,
-                               Value down, Value sharedGate = Value()) {
+                               Value down, std::optional<Value> sharedGate) {
   SmallVector<Value> buffers = {e.buffer(x), e.buffer(gate), e.buffer(up),
                                 e.buffer(down)};
   if (sharedGate)
-    buffers.push_back(e.buffer(sharedGate));
+    buffers.push_back(e.optionalBuffer(*sharedGate));
   return buffers;
 }
 SmallVector<Value> ffnSizes(EntryBuilder &e, Value x, Value gate) {
@@ -107,7 +105,7 @@ SmallVector<Value> ffnSizes(EntryBuilder &e, Value x, Value gate) {
 /// The forward: the FFN's operands, then its output.
 template <typename Op>
 LogicalResult lowerFFN(EntryBuilder &e, Op op, StringRef callee,
-                       Value sharedGate = Value()) {
+                       std::optional<Value> sharedGate = std::nullopt) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
     return failure();
@@ -122,7 +120,7 @@ LogicalResult lowerFFN(EntryBuilder &e, Op op, StringRef callee,
 /// The gradient: d output, the FFN's operands, then one gradient each.
 template <typename Op>
 LogicalResult lowerFFNGrad(EntryBuilder &e, Op op, StringRef callee,
-                           Value sharedGate = Value()) {
+                           std::optional<Value> sharedGate = std::nullopt) {
   auto out = e.resultBuffers(op);
   if (failed(out))
     return failure();
@@ -131,6 +129,8 @@ LogicalResult lowerFFNGrad(EntryBuilder &e, Op op, StringRef callee,
                                           op.getUpWeight(), op.getDownWeight(),
                                           sharedGate));
   llvm::append_range(buffers, *out);
+  if (sharedGate && !*sharedGate)
+    buffers.push_back(e.absent()); // no shared gate, no gradient of it
   return e.call(callee, buffers,
                 ffnSizes(e, op.getInput(), op.getGateWeight()));
 }
@@ -144,18 +144,11 @@ LogicalResult lowerMLPGrad(MLPGradOp op, EntryBuilder &e) {
 }
 
 LogicalResult lowerSharedExperts(SharedExpertsOp op, EntryBuilder &e) {
-  Value gate = op.getSharedGate();
-  return lowerFFN(e, op,
-                  gate ? "moert_shared_experts_gated" : "moert_shared_experts",
-                  gate);
+  return lowerFFN(e, op, "moert_shared_experts", op.getSharedGate());
 }
 
 LogicalResult lowerSharedExpertsGrad(SharedExpertsGradOp op, EntryBuilder &e) {
-  Value gate = op.getSharedGate();
-  return lowerFFNGrad(e, op,
-                      gate ? "moert_shared_experts_gated_grad"
-                           : "moert_shared_experts_grad",
-                      gate);
+  return lowerFFNGrad(e, op, "moert_shared_experts_grad", op.getSharedGate());
 }
 
 LogicalResult lowerAdd(AddOp op, EntryBuilder &e) {

@@ -286,7 +286,9 @@ LogicalResult EntryBuilder::call(StringRef callee, ValueRange buffers,
   scalars = scalars.drop_front(leadingScalars);
   // Runtime functions take bare pointers to dense row-major data.
   for (Value buffer : buffers)
-    args.push_back(bufferPointer(b, loc, buffer));
+    args.push_back(isa<LLVM::LLVMPointerType>(buffer.getType())
+                       ? buffer
+                       : bufferPointer(b, loc, buffer));
   llvm::append_range(args, scalars);
 
   auto module = entry->getParentOfType<ModuleOp>();
@@ -304,6 +306,10 @@ LogicalResult EntryBuilder::call(StringRef callee, ValueRange buffers,
   }
   func::CallOp::create(b, loc, decl, args);
   return success();
+}
+
+Value EntryBuilder::absent() {
+  return LLVM::ZeroOp::create(b, loc, LLVM::LLVMPointerType::get(b.getContext()));
 }
 
 FailureOr<SmallVector<Value>> EntryBuilder::resultBuffers(Operation *op) {

@@ -91,6 +91,13 @@ public:
 
   /// The buffer of `tensor` (an operand: already lowered).
   Value buffer(Value tensor) { return mapping.lookup(tensor); }
+  /// The buffer of `tensor`, or the null pointer a runtime call reads as an
+  /// absent optional operand when `tensor` is null.
+  Value optionalBuffer(Value tensor) {
+    return tensor ? buffer(tensor) : absent();
+  }
+  /// The null pointer of an absent optional operand.
+  Value absent();
   /// Makes `buffer` the buffer of `tensor` (a view, a reshape).
   void map(Value tensor, Value buffer) { mapping.map(tensor, buffer); }
   /// The buffer of result `tensor`: the caller's output buffer when the
@@ -118,7 +125,8 @@ public:
   Value f64(double v);
 
   /// Calls runtime function `callee` with the context, the pointers of
-  /// `buffers` (inputs then outputs) and `scalars`, of which the first
+  /// `buffers` (inputs then outputs; a pointer, such as absent(), passes as
+  /// it is) and `scalars`, of which the first
   /// `leadingScalars` (a collective's group and element type) go before the
   /// pointers.
   LogicalResult call(StringRef callee, ValueRange buffers, ValueRange scalars,

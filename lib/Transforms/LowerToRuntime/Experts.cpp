@@ -30,15 +30,11 @@ LogicalResult lowerRouter(RouterOp op, EntryBuilder &e) {
       e.f32(op.getRouteScale().convertToDouble()),
       e.i64(op.getNGroup()),
       e.i64(op.getTopkGroup())};
-  SmallVector<Value> buffers = {e.buffer(op.getInput()),
-                                e.buffer(op.getGateWeight())};
-  StringRef callee = "moert_router";
-  if (Value bias = op.getExpertBias()) {
-    buffers.push_back(e.buffer(bias));
-    callee = "moert_router_bias";
-  }
-  buffers.append({*weightsOut, *indicesOut, *logitsOut});
-  return e.call(callee, buffers, scalars);
+  return e.call("moert_router",
+                {e.buffer(op.getInput()), e.buffer(op.getGateWeight()),
+                 e.optionalBuffer(op.getExpertBias()), *weightsOut, *indicesOut,
+                 *logitsOut},
+                scalars);
 }
 
 LogicalResult lowerRouterGrad(RouterGradOp op, EntryBuilder &e) {
@@ -46,15 +42,11 @@ LogicalResult lowerRouterGrad(RouterGradOp op, EntryBuilder &e) {
   if (failed(out))
     return failure();
   int64_t hidden = dimSize(op.getInput(), -1);
-  SmallVector<Value> buffers = {e.buffer(op.getWeightsGrad())};
-  if (Value dLogits = op.getLogitsGrad())
-    buffers.push_back(e.buffer(dLogits));
-  buffers.append({e.buffer(op.getInput()), e.buffer(op.getGateWeight()),
-                  e.buffer(op.getLogits()), e.buffer(op.getIndices()),
-                  (*out)[0], (*out)[1]});
-  return e.call(op.getLogitsGrad() ? "moert_router_grad_logits"
-                                   : "moert_router_grad",
-                buffers,
+  return e.call("moert_router_grad",
+                {e.buffer(op.getWeightsGrad()),
+                 e.optionalBuffer(op.getLogitsGrad()), e.buffer(op.getInput()),
+                 e.buffer(op.getGateWeight()), e.buffer(op.getLogits()),
+                 e.buffer(op.getIndices()), (*out)[0], (*out)[1]},
                 {e.i64(numElements(op.getInput()) / hidden), e.i64(hidden),
                  e.i64(dimSize(op.getGateWeight(), 0)),
                  e.i64(dimSize(op.getIndices(), -1)),

@@ -4,7 +4,7 @@
 // backend and on the CPU backend, both after setStorage(StorageType::BF16),
 // on the same bf16 inputs, and CUDA's outputs are compared with the CPU's.
 // The CPU backend is the reference of bf16 storage (Backend.h,
-// CpuBackend.cpp): it widens its inputs, runs the fp32 kernel and rounds each
+// cpu/CpuBackend.h): it widens its inputs, runs the fp32 kernel and rounds each
 // output once to nearest even. The CUDA kernels load bf16, compute and
 // accumulate in fp32 and round where they store; they may also round an
 // intermediate that feeds a GEMM (the SwiGLU activation, a gradient) to bf16.

@@ -1,7 +1,15 @@
-//===- DenseKernels.cpp - Embedding, norms, projections, attention --------===//
+//===- DenseKernels.cpp - Embedding, RMSNorm, linear, add -----------------===//
+//
+// The fp32 kernels of the dense calls and their gradients (per-row loops,
+// GEMMs through OpenBLAS), and the CPU backend's methods for the calls
+// (CpuBackend.h: under bf16 storage they widen around the fp32 kernel).
+//
+//===----------------------------------------------------------------------===//
 
+#include "moe/Runtime/CpuGradKernels.h"
 #include "moe/Runtime/CpuKernels.h"
 
+#include "CpuBackend.h"
 #include "KernelUtils.h"
 
 #include <algorithm>
@@ -53,64 +61,138 @@ void linear(const float *x, int64_t rows, int64_t in, const float *weight,
       out[r * outFeatures + o] += bias[o];
 }
 
-void rope(const float *x, const int32_t *positions, int64_t batch, int64_t seq,
-          int64_t heads, int64_t headDim, double theta, float *out) {
-  rotateHalf("rope", x, positions, batch, seq, heads, headDim, theta,
-             /*inverse=*/false, out);
-}
-
-void attention(const float *q, const float *k, const float *v, int64_t batch,
-               int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
-               bool causal, float scale, float *out) {
-  checkSize("attention", "batch", batch);
-  checkSize("attention", "seq", seq);
-  checkSize("attention", "heads", heads, /*positive=*/true);
-  checkSize("attention", "kvHeads", kvHeads, /*positive=*/true);
-  checkSize("attention", "headDim", headDim);
-  if (heads % kvHeads != 0)
-    fail("attention", "heads (" + std::to_string(heads) +
-                          ") is not a multiple of kvHeads (" +
-                          std::to_string(kvHeads) + ")");
-  int64_t group = heads / kvHeads;
-  int64_t qStride = heads * headDim, kvStride = kvHeads * headDim;
-  // One [seq, seq] score matrix per (b, h): two GEMMs with strided heads.
-  std::vector<float> scores(seq * seq);
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t h = 0; h < heads; ++h) {
-      int64_t kvh = h / group;
-      const float *qh = q + b * seq * qStride + h * headDim;
-      const float *kh = k + b * seq * kvStride + kvh * headDim;
-      const float *vh = v + b * seq * kvStride + kvh * headDim;
-      float *oh = out + b * seq * qStride + h * headDim;
-      gemm("attention", /*transB=*/true, seq, seq, headDim, scale, qh, qStride,
-           kh, kvStride, 0.0f, scores.data(), seq);
-      for (int64_t s = 0; s < seq; ++s) {
-        float *row = scores.data() + s * seq;
-        int64_t visible = causal ? s + 1 : seq;
-        softmaxRow(row, visible, row);
-        std::fill(row + visible, row + seq, 0.0f);
-      }
-      gemm("attention", /*transB=*/false, seq, headDim, seq, 1.0f,
-           scores.data(), seq, vh, kvStride, 0.0f, oh, qStride);
-    }
-  }
-}
-
-void swigluMlp(const float *x, int64_t rows, int64_t hidden, const float *gate,
-               const float *up, const float *down, int64_t inter, float *out) {
-  checkSize("swigluMlp", "rows", rows);
-  checkSize("swigluMlp", "hidden", hidden);
-  checkSize("swigluMlp", "inter", inter);
-  int64_t blockSize = 2 * swigluBlockRows(rows) * inter;
-  Scratch scratch("swigluMlp", Scratch::bytes<float>(blockSize));
-  swigluRows("swigluMlp", x, rows, hidden, gate, up, down, inter,
-             scratch.take<float>(blockSize), out);
-}
-
 void add(const float *a, const float *b, int64_t n, float *out) {
   checkSize("add", "n", n);
   for (int64_t i = 0; i < n; ++i)
     out[i] = a[i] + b[i];
 }
 
+void embeddingGrad(const float *dy, const int32_t *tokens, int64_t n,
+                   int64_t vocab, int64_t hidden, float *dtable) {
+  const char *kernel = "embeddingGrad";
+  checkSize(kernel, "n", n);
+  checkSize(kernel, "vocab", vocab);
+  checkSize(kernel, "hidden", hidden);
+  for (int64_t i = 0; i < n; ++i)
+    checkId(kernel, "token id", tokens[i], vocab, i);
+  std::fill_n(dtable, vocab * hidden, 0.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    float *row = dtable + int64_t(tokens[i]) * hidden;
+    const float *g = dy + i * hidden;
+    for (int64_t j = 0; j < hidden; ++j)
+      row[j] += g[j];
+  }
+}
+
+void rmsNormGrad(const float *dy, const float *x, const float *weight,
+                 int64_t rows, int64_t dim, float eps, float *dx,
+                 float *dweight) {
+  const char *kernel = "rmsNormGrad";
+  checkSize(kernel, "rows", rows);
+  checkSize(kernel, "dim", dim, /*positive=*/true);
+  std::vector<double> dw(dim, 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x + r * dim, *gr = dy + r * dim;
+    double sumSquares = 0.0, dot = 0.0;
+    for (int64_t i = 0; i < dim; ++i) {
+      sumSquares += double(xr[i]) * xr[i];
+      dot += double(gr[i]) * weight[i] * xr[i];
+    }
+    // y = x * inv * w with inv = (mean(x^2) + eps)^(-1/2), so
+    // d inv / d x_i = -inv^3 x_i / dim.
+    double inv = 1.0 / std::sqrt(sumSquares / double(dim) + double(eps));
+    double coef = inv * inv * inv * dot / double(dim);
+    for (int64_t i = 0; i < dim; ++i) {
+      dx[r * dim + i] = float(inv * gr[i] * weight[i] - coef * xr[i]);
+      dw[i] += double(gr[i]) * xr[i] * inv;
+    }
+  }
+  for (int64_t i = 0; i < dim; ++i)
+    dweight[i] = float(dw[i]);
+}
+
+void linearGrad(const float *dy, const float *x, int64_t rows, int64_t in,
+                const float *weight, int64_t outFeatures, float *dx,
+                float *dweight) {
+  const char *kernel = "linearGrad";
+  checkSize(kernel, "rows", rows);
+  checkSize(kernel, "in", in);
+  checkSize(kernel, "outFeatures", outFeatures);
+  gemmT(kernel, /*transA=*/false, /*transB=*/false, rows, in, outFeatures, 1.0f,
+        dy, outFeatures, weight, in, 0.0f, dx, in);
+  gemmT(kernel, /*transA=*/true, /*transB=*/false, outFeatures, in, rows, 1.0f,
+        dy, outFeatures, x, in, 0.0f, dweight, in);
+}
+
 } // namespace moe::cpu
+
+//===----------------------------------------------------------------------===//
+// The backend methods of these calls
+//===----------------------------------------------------------------------===//
+
+namespace moe::rt {
+
+void CpuBackend::embedding(const int32_t *tokens, const float *table,
+                           float *out, int64_t n, int64_t vocab,
+                           int64_t hidden) {
+  Widened w(storage_);
+  cpu::embedding(tokens, n, w.in(table, vocab * hidden), vocab, hidden,
+                 w.out(out, n * hidden));
+  w.store();
+}
+
+void CpuBackend::rmsNorm(const float *x, const float *weight, float *out,
+                         int64_t rows, int64_t dim, float eps) {
+  Widened w(storage_);
+  cpu::rmsNorm(w.in(x, rows * dim), w.in(weight, dim), rows, dim, eps,
+               w.out(out, rows * dim));
+  w.store();
+}
+
+void CpuBackend::linear(const float *x, const float *weight, const float *bias,
+                        float *out, int64_t rows, int64_t in,
+                        int64_t outFeatures) {
+  Widened w(storage_);
+  cpu::linear(w.in(x, rows * in), rows, in, w.in(weight, outFeatures * in),
+              outFeatures, w.in(bias, outFeatures),
+              w.out(out, rows * outFeatures));
+  w.store();
+}
+
+void CpuBackend::add(const float *a, const float *b, float *out, int64_t n) {
+  Widened w(storage_);
+  cpu::add(w.in(a, n), w.in(b, n), n, w.out(out, n));
+  w.store();
+}
+
+void CpuBackend::embeddingGrad(const float *dy, const int32_t *tokens,
+                               float *dtable, int64_t n, int64_t vocab,
+                               int64_t hidden) {
+  Widened w(storage_);
+  cpu::embeddingGrad(w.in(dy, n * hidden), tokens, n, vocab, hidden,
+                     w.out(dtable, vocab * hidden));
+  w.store();
+}
+
+void CpuBackend::rmsNormGrad(const float *dy, const float *x,
+                             const float *weight, float *dx, float *dweight,
+                             int64_t rows, int64_t dim, float eps) {
+  Widened w(storage_);
+  int64_t n = rows * dim;
+  cpu::rmsNormGrad(w.in(dy, n), w.in(x, n), w.in(weight, dim), rows, dim, eps,
+                   w.out(dx, n), w.out(dweight, dim));
+  w.store();
+}
+
+void CpuBackend::linearGrad(const float *dy, const float *x,
+                            const float *weight, float *dx, float *dweight,
+                            int64_t rows, int64_t in, int64_t outFeatures) {
+  Widened w(storage_);
+  int64_t nw = outFeatures * in;
+  cpu::linearGrad(w.in(dy, rows * outFeatures), w.in(x, rows * in), rows, in,
+                  w.in(weight, nw), outFeatures, w.out(dx, rows * in),
+                  w.out(dweight, nw));
+  w.store();
+}
+
+} // namespace moe::rt

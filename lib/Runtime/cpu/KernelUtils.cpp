@@ -46,7 +46,8 @@ std::vector<int64_t> invertRowToSlot(const char *kernel,
       continue;
     checkId(kernel, "slot", rowToSlot[r], slots, r);
     if (slotToRow[rowToSlot[r]] >= 0)
-      fail(kernel, "slot " + std::to_string(rowToSlot[r]) + " is held by rows " +
+      fail(kernel, "slot " + std::to_string(rowToSlot[r]) +
+                       " is held by rows " +
                        std::to_string(slotToRow[rowToSlot[r]]) + " and " +
                        std::to_string(r) + ": rowToSlot is not a permutation");
     slotToRow[rowToSlot[r]] = r;
@@ -270,6 +271,61 @@ void softmaxRow(const float *x, int64_t n, float *out) {
   float inv = float(1.0 / sum);
   for (int64_t i = 0; i < n; ++i)
     out[i] *= inv;
+}
+
+/// Backward of swigluRows for one weight set on `rows` contiguous rows
+/// (at most kSwigluRowBlock: swigluRowsGrad below splits longer runs): dx is
+/// overwritten; the weight gradients become weightBeta * themselves + these
+/// rows' (0: overwrite, 1: accumulate). `scratch` holds 4 * rows * inter
+/// floats.
+void swigluBlockGrad(const char *kernel, const float *dy, const float *x,
+                     int64_t rows, int64_t hidden, const float *gate,
+                     const float *up, const float *down, int64_t inter,
+                     float weightBeta, float *scratch, float *dx, float *dgate,
+                     float *dup, float *ddown) {
+  int64_t size = rows * inter;
+  float *gateOut = scratch, *upOut = scratch + size;
+  float *act = scratch + 2 * size, *dact = scratch + 3 * size;
+  project(kernel, x, rows, hidden, gate, inter, gateOut);
+  project(kernel, x, rows, hidden, up, inter, upOut);
+  for (int64_t i = 0; i < size; ++i)
+    act[i] = silu(gateOut[i]) * upOut[i];
+  // ddown [hidden, inter] = dy^T @ act; dact = dy @ down.
+  gemmT(kernel, /*transA=*/true, /*transB=*/false, hidden, inter, rows, 1.0f,
+        dy, hidden, act, inter, weightBeta, ddown, inter);
+  gemmT(kernel, false, false, rows, inter, hidden, 1.0f, dy, hidden, down,
+        inter, 0.0f, dact, inter);
+  // In place: act becomes d(up out), dact becomes d(gate out).
+  for (int64_t i = 0; i < size; ++i) {
+    float g = gateOut[i], s = sigmoid(g);
+    act[i] = dact[i] * g * s;
+    dact[i] = dact[i] * upOut[i] * s * (1.0f + g * (1.0f - s));
+  }
+  gemmT(kernel, true, false, inter, hidden, rows, 1.0f, dact, inter, x, hidden,
+        weightBeta, dgate, hidden);
+  gemmT(kernel, true, false, inter, hidden, rows, 1.0f, act, inter, x, hidden,
+        weightBeta, dup, hidden);
+  gemmT(kernel, false, false, rows, hidden, inter, 1.0f, dact, inter, gate,
+        hidden, 0.0f, dx, hidden);
+  gemmT(kernel, false, false, rows, hidden, inter, 1.0f, act, inter, up, hidden,
+        1.0f, dx, hidden);
+}
+
+/// swigluBlockGrad over any number of rows, kSwigluRowBlock at a time (the
+/// weight gradients accumulate over the blocks). `scratch` holds
+/// 4 * swigluBlockRows(rows) * inter floats.
+void swigluRowsGrad(const char *kernel, const float *dy, const float *x,
+                    int64_t rows, int64_t hidden, const float *gate,
+                    const float *up, const float *down, int64_t inter,
+                    float weightBeta, float *scratch, float *dx, float *dgate,
+                    float *dup, float *ddown) {
+  for (int64_t first = 0; first < rows; first += kSwigluRowBlock) {
+    int64_t at = first * hidden;
+    swigluBlockGrad(kernel, dy + at, x + at, swigluBlockRows(rows - first),
+                    hidden, gate, up, down, inter,
+                    first == 0 ? weightBeta : 1.0f, scratch, dx + at, dgate,
+                    dup, ddown);
+  }
 }
 
 } // namespace moe::cpu::detail

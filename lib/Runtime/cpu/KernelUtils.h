@@ -50,8 +50,8 @@ inline void gemm(const char *kernel, bool transB, int64_t m, int64_t n,
                  int64_t k, float alpha, const float *a, int64_t lda,
                  const float *b, int64_t ldb, float beta, float *c,
                  int64_t ldc) {
-  gemmT(kernel, /*transA=*/false, transB, m, n, k, alpha, a, lda, b, ldb,
-        beta, c, ldc);
+  gemmT(kernel, /*transA=*/false, transB, m, n, k, alpha, a, lda, b, ldb, beta,
+        c, ldc);
 }
 
 /// RoPE's rotation of x [batch, seq, heads, headDim] (rotate-half pairs,
@@ -140,6 +140,25 @@ private:
   size_t size, used = 0;
   char *base;
 };
+
+/// Backward of swigluRows for one weight set on `rows` contiguous rows (at
+/// most kSwigluRowBlock): dx is overwritten; the weight gradients become
+/// weightBeta * themselves + these rows' (0: overwrite, 1: accumulate).
+/// `scratch` holds 4 * rows * inter floats.
+void swigluBlockGrad(const char *kernel, const float *dy, const float *x,
+                     int64_t rows, int64_t hidden, const float *gate,
+                     const float *up, const float *down, int64_t inter,
+                     float weightBeta, float *scratch, float *dx, float *dgate,
+                     float *dup, float *ddown);
+
+/// swigluBlockGrad over any number of rows, kSwigluRowBlock at a time (the
+/// weight gradients accumulate over the blocks). `scratch` holds
+/// 4 * swigluBlockRows(rows) * inter floats.
+void swigluRowsGrad(const char *kernel, const float *dy, const float *x,
+                    int64_t rows, int64_t hidden, const float *gate,
+                    const float *up, const float *down, int64_t inter,
+                    float weightBeta, float *scratch, float *dx, float *dgate,
+                    float *dup, float *ddown);
 
 /// log(sum_i exp(x[i])) with max subtraction, accumulated in double so that
 /// the result does not depend on the length of the row.

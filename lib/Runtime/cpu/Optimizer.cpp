@@ -1,13 +1,15 @@
-//===- Optimizer.cpp - AdamW and the gradient norm ------------------------===//
+//===- Optimizer.cpp - Gradient norms and AdamW ---------------------------===//
 //
-// AdamW follows torch.optim.AdamW's single-tensor path step for step (fp32
-// elementwise arithmetic, bias corrections from double scalars), so that a
-// training run can be compared with PyTorch's.
+// The sum of squares behind the global gradient norm and the AdamW step,
+// and the CPU backend's methods for the calls; their operands are fp32
+// whatever the storage.
 //
 //===----------------------------------------------------------------------===//
 
 #include "moe/Runtime/CpuGradKernels.h"
+#include "moe/Runtime/CpuKernels.h"
 
+#include "CpuBackend.h"
 #include "KernelUtils.h"
 
 #include <cmath>
@@ -52,3 +54,23 @@ void adamw(float *param, const float *grad, float *m, float *v, int64_t n,
 }
 
 } // namespace moe::cpu
+
+//===----------------------------------------------------------------------===//
+// The backend methods of these calls
+//===----------------------------------------------------------------------===//
+
+namespace moe::rt {
+
+// The optimizer's operands are fp32 whatever the storage.
+void CpuBackend::sumSquares(const float *x, double *out, int64_t n) {
+  *out = cpu::sumSquares(x, n);
+}
+
+void CpuBackend::adamw(float *param, const float *grad, float *m, float *v,
+                       int64_t n, float lr, float beta1, float beta2, float eps,
+                       float weightDecay, float gradScale, int64_t step) {
+  cpu::adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weightDecay,
+             gradScale, step);
+}
+
+} // namespace moe::rt

@@ -1,0 +1,192 @@
+//===- AttentionKernels.cpp - RoPE and attention --------------------------===//
+//
+// Rotary embeddings and softmax attention (causal or not, grouped-query),
+// their gradients, and the CPU backend's methods for the calls. The
+// backward recomputes the attention probabilities instead of keeping them.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Runtime/CpuGradKernels.h"
+#include "moe/Runtime/CpuKernels.h"
+
+#include "CpuBackend.h"
+#include "KernelUtils.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+using namespace moe::cpu::detail;
+
+namespace moe::cpu {
+
+void rope(const float *x, const int32_t *positions, int64_t batch, int64_t seq,
+          int64_t heads, int64_t headDim, double theta, float *out) {
+  rotateHalf("rope", x, positions, batch, seq, heads, headDim, theta,
+             /*inverse=*/false, out);
+}
+
+void attention(const float *q, const float *k, const float *v, int64_t batch,
+               int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
+               bool causal, float scale, float *out) {
+  checkSize("attention", "batch", batch);
+  checkSize("attention", "seq", seq);
+  checkSize("attention", "heads", heads, /*positive=*/true);
+  checkSize("attention", "kvHeads", kvHeads, /*positive=*/true);
+  checkSize("attention", "headDim", headDim);
+  if (heads % kvHeads != 0)
+    fail("attention", "heads (" + std::to_string(heads) +
+                          ") is not a multiple of kvHeads (" +
+                          std::to_string(kvHeads) + ")");
+  int64_t group = heads / kvHeads;
+  int64_t qStride = heads * headDim, kvStride = kvHeads * headDim;
+  // One [seq, seq] score matrix per (b, h): two GEMMs with strided heads.
+  std::vector<float> scores(seq * seq);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      int64_t kvh = h / group;
+      const float *qh = q + b * seq * qStride + h * headDim;
+      const float *kh = k + b * seq * kvStride + kvh * headDim;
+      const float *vh = v + b * seq * kvStride + kvh * headDim;
+      float *oh = out + b * seq * qStride + h * headDim;
+      gemm("attention", /*transB=*/true, seq, seq, headDim, scale, qh, qStride,
+           kh, kvStride, 0.0f, scores.data(), seq);
+      for (int64_t s = 0; s < seq; ++s) {
+        float *row = scores.data() + s * seq;
+        int64_t visible = causal ? s + 1 : seq;
+        softmaxRow(row, visible, row);
+        std::fill(row + visible, row + seq, 0.0f);
+      }
+      gemm("attention", /*transB=*/false, seq, headDim, seq, 1.0f,
+           scores.data(), seq, vh, kvStride, 0.0f, oh, qStride);
+    }
+  }
+}
+
+void ropeGrad(const float *dy, const int32_t *positions, int64_t batch,
+              int64_t seq, int64_t heads, int64_t headDim, double theta,
+              float *dx) {
+  // A rotation's transpose is the rotation by the opposite angle.
+  rotateHalf("ropeGrad", dy, positions, batch, seq, heads, headDim, theta,
+             /*inverse=*/true, dx);
+}
+
+void attentionGrad(const float *dout, const float *q, const float *k,
+                   const float *v, int64_t batch, int64_t seq, int64_t heads,
+                   int64_t kvHeads, int64_t headDim, bool causal, float scale,
+                   float *dq, float *dk, float *dv) {
+  const char *kernel = "attentionGrad";
+  checkSize(kernel, "batch", batch);
+  checkSize(kernel, "seq", seq);
+  checkSize(kernel, "heads", heads, /*positive=*/true);
+  checkSize(kernel, "kvHeads", kvHeads, /*positive=*/true);
+  checkSize(kernel, "headDim", headDim);
+  if (heads % kvHeads != 0)
+    fail(kernel, "heads (" + std::to_string(heads) +
+                     ") is not a multiple of kvHeads (" +
+                     std::to_string(kvHeads) + ")");
+  int64_t group = heads / kvHeads;
+  int64_t qStride = heads * headDim, kvStride = kvHeads * headDim;
+  // The query heads of a kv head accumulate into dk and dv.
+  std::fill_n(dk, batch * seq * kvStride, 0.0f);
+  std::fill_n(dv, batch * seq * kvStride, 0.0f);
+  std::vector<float> probs(seq * seq), dprobs(seq * seq);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      int64_t kvh = h / group;
+      int64_t qOff = b * seq * qStride + h * headDim;
+      int64_t kvOff = b * seq * kvStride + kvh * headDim;
+      const float *qh = q + qOff, *doh = dout + qOff;
+      const float *kh = k + kvOff, *vh = v + kvOff;
+      float *dqh = dq + qOff, *dkh = dk + kvOff, *dvh = dv + kvOff;
+      // P = softmax(scale q k^T), masked as in the forward.
+      gemmT(kernel, false, /*transB=*/true, seq, seq, headDim, scale, qh,
+            qStride, kh, kvStride, 0.0f, probs.data(), seq);
+      for (int64_t s = 0; s < seq; ++s) {
+        float *row = probs.data() + s * seq;
+        int64_t visible = causal ? s + 1 : seq;
+        softmaxRow(row, visible, row);
+        std::fill(row + visible, row + seq, 0.0f);
+      }
+      // dP = dout v^T; dv += P^T dout.
+      gemmT(kernel, false, true, seq, seq, headDim, 1.0f, doh, qStride, vh,
+            kvStride, 0.0f, dprobs.data(), seq);
+      gemmT(kernel, /*transA=*/true, false, seq, headDim, seq, 1.0f,
+            probs.data(), seq, doh, qStride, 1.0f, dvh, kvStride);
+      // dS = P * (dP - rowsum(P * dP)), in place in dP; masked entries 0.
+      for (int64_t s = 0; s < seq; ++s) {
+        const float *p = probs.data() + s * seq;
+        float *dp = dprobs.data() + s * seq;
+        int64_t visible = causal ? s + 1 : seq;
+        double rowDot = 0.0;
+        for (int64_t j = 0; j < visible; ++j)
+          rowDot += double(p[j]) * dp[j];
+        for (int64_t j = 0; j < visible; ++j)
+          dp[j] = float(p[j] * (dp[j] - rowDot));
+        std::fill(dp + visible, dp + seq, 0.0f);
+      }
+      // dq = scale dS k; dk += scale dS^T q.
+      gemmT(kernel, false, false, seq, headDim, seq, scale, dprobs.data(), seq,
+            kh, kvStride, 0.0f, dqh, qStride);
+      gemmT(kernel, true, false, seq, headDim, seq, scale, dprobs.data(), seq,
+            qh, qStride, 1.0f, dkh, kvStride);
+    }
+  }
+}
+
+} // namespace moe::cpu
+
+//===----------------------------------------------------------------------===//
+// The backend methods of these calls
+//===----------------------------------------------------------------------===//
+
+namespace moe::rt {
+
+void CpuBackend::rope(const float *x, const int32_t *positions, float *out,
+                      int64_t batch, int64_t seq, int64_t heads,
+                      int64_t headDim, double theta) {
+  Widened w(storage_);
+  int64_t n = batch * seq * heads * headDim;
+  cpu::rope(w.in(x, n), positions, batch, seq, heads, headDim, theta,
+            w.out(out, n));
+  w.store();
+}
+
+void CpuBackend::attention(const float *q, const float *k, const float *v,
+                           float *out, int64_t batch, int64_t seq,
+                           int64_t heads, int64_t kvHeads, int64_t headDim,
+                           bool causal, float scale) {
+  Widened w(storage_);
+  int64_t nq = batch * seq * heads * headDim;
+  int64_t nkv = batch * seq * kvHeads * headDim;
+  cpu::attention(w.in(q, nq), w.in(k, nkv), w.in(v, nkv), batch, seq, heads,
+                 kvHeads, headDim, causal, scale, w.out(out, nq));
+  w.store();
+}
+
+void CpuBackend::ropeGrad(const float *dy, const int32_t *positions, float *dx,
+                          int64_t batch, int64_t seq, int64_t heads,
+                          int64_t headDim, double theta) {
+  Widened w(storage_);
+  int64_t n = batch * seq * heads * headDim;
+  cpu::ropeGrad(w.in(dy, n), positions, batch, seq, heads, headDim, theta,
+                w.out(dx, n));
+  w.store();
+}
+
+void CpuBackend::attentionGrad(const float *dout, const float *q,
+                               const float *k, const float *v, float *dq,
+                               float *dk, float *dv, int64_t batch, int64_t seq,
+                               int64_t heads, int64_t kvHeads, int64_t headDim,
+                               bool causal, float scale) {
+  Widened w(storage_);
+  int64_t nq = batch * seq * heads * headDim;
+  int64_t nkv = batch * seq * kvHeads * headDim;
+  cpu::attentionGrad(w.in(dout, nq), w.in(q, nq), w.in(k, nkv), w.in(v, nkv),
+                     batch, seq, heads, kvHeads, headDim, causal, scale,
+                     w.out(dq, nq), w.out(dk, nkv), w.out(dv, nkv));
+  w.store();
+}
+
+} // namespace moe::rt

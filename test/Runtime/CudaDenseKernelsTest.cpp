@@ -1,6 +1,7 @@
 //===- CudaDenseKernelsTest.cpp - Dense, loss and optimizer CUDA kernels --===//
 //
-// Every kernel of DenseKernels.cu, LossKernels.cu and Optimizer.cu against
+// Every kernel of DenseKernels.cu, FfnKernels.cu, LossKernels.cu and
+// Optimizer.cu against
 // its moe::cpu twin on the same random inputs: odd sizes (rows not a
 // multiple of the block size, hidden sizes 1, 3, 64, 130), RoPE with and
 // without positions and an odd number of heads, cross entropy with ignored

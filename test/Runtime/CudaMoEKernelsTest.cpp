@@ -1,6 +1,7 @@
 //===- CudaMoEKernelsTest.cpp - CUDA MoE kernels vs their CPU twins -------===//
 //
-// Each moe::cuda kernel of MoEKernels.cu runs on random inputs and is
+// Each moe::cuda kernel of RouterKernels.cu, ExpertKernels.cu and
+// GroupedSwigluKernels.cu runs on random inputs and is
 // compared with the moe::cpu kernel of the same name (and the grouped GEMM of
 // GroupedGemm.h with a naive host loop in double). Integer outputs (expert
 // indices, offsets, rowToSlot, kept ids, drop counts) must be exactly equal;

@@ -1,9 +1,9 @@
 //===- ExpertKernels.cpp - The dropless expert pipeline -------------------===//
 //
-// Permute (counting sort of token-slots by expert, then the row gather), the
-// grouped SwiGLU over expert segments, the weighted unpermute, the whole
-// experts block as one reference, their gradients, and the CPU backend's
-// methods for the calls.
+// The capacity drop, permute (counting sort of token-slots by expert, then
+// the row gather), the grouped SwiGLU over expert segments, the weighted
+// unpermute, the whole experts block as one reference, their gradients, and
+// the CPU backend's methods for the calls.
 //
 //===----------------------------------------------------------------------===//
 
@@ -23,6 +23,24 @@
 using namespace moe::cpu::detail;
 
 namespace moe::cpu {
+
+int64_t dropOverCapacity(const int32_t *indices, int64_t tokens, int64_t topK,
+                         int64_t experts, int64_t capacity, int32_t *kept) {
+  const char *kernel = "dropOverCapacity";
+  checkSize(kernel, "tokens", tokens);
+  checkSize(kernel, "topK", topK, /*positive=*/true);
+  checkSize(kernel, "experts", experts, /*positive=*/true);
+  checkSize(kernel, "capacity", capacity);
+  std::vector<int64_t> taken(experts, 0);
+  int64_t dropped = 0;
+  for (int64_t s = 0; s < tokens * topK; ++s) {
+    checkId(kernel, "expert id", indices[s], experts, s);
+    bool keep = taken[indices[s]]++ < capacity;
+    kept[s] = keep ? indices[s] : kDroppedSlot;
+    dropped += keep ? 0 : 1;
+  }
+  return dropped;
+}
 
 void permuteByExpert(const int32_t *indices, int64_t tokens, int64_t topK,
                      int64_t experts, int64_t *counts, int64_t *offsets,
@@ -282,8 +300,14 @@ void groupedSwiGLUSegmentsGrad(const float *dout, const float *permuted,
 //===----------------------------------------------------------------------===//
 // The backend methods of these calls
 //===----------------------------------------------------------------------===//
-
 namespace moe::rt {
+
+void CpuBackend::dropOverCapacity(const int32_t *indices, int32_t *kept,
+                                  int64_t tokens, int64_t topK, int64_t experts,
+                                  int64_t capacity) {
+  droppedSlots_.push_back(
+      cpu::dropOverCapacity(indices, tokens, topK, experts, capacity, kept));
+}
 
 void CpuBackend::permute(const float *x, const int32_t *indices,
                          float *permuted, int64_t *offsets, int32_t *rowToSlot,

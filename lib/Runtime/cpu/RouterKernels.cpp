@@ -1,9 +1,9 @@
 //===- RouterKernels.cpp - Routing and capacity ---------------------------===//
 //
 // The router (softmax or sigmoid scores, expert bias, group-limited top-k,
-// renormalisation and route scale), its gradient, the capacity drop, and
-// the CPU backend's methods for the calls. The gradient flows through the
-// selected scores only; the choice itself has none.
+// renormalisation and route scale), its gradient, and the CPU backend's
+// methods for the calls. The gradient flows through the selected scores
+// only; the choice itself has none.
 //
 //===----------------------------------------------------------------------===//
 
@@ -126,24 +126,6 @@ void router(const float *x, int64_t tokens, int64_t hidden, const float *gate,
   }
 }
 
-int64_t dropOverCapacity(const int32_t *indices, int64_t tokens, int64_t topK,
-                         int64_t experts, int64_t capacity, int32_t *kept) {
-  const char *kernel = "dropOverCapacity";
-  checkSize(kernel, "tokens", tokens);
-  checkSize(kernel, "topK", topK, /*positive=*/true);
-  checkSize(kernel, "experts", experts, /*positive=*/true);
-  checkSize(kernel, "capacity", capacity);
-  std::vector<int64_t> taken(experts, 0);
-  int64_t dropped = 0;
-  for (int64_t s = 0; s < tokens * topK; ++s) {
-    checkId(kernel, "expert id", indices[s], experts, s);
-    bool keep = taken[indices[s]]++ < capacity;
-    kept[s] = keep ? indices[s] : kDroppedSlot;
-    dropped += keep ? 0 : 1;
-  }
-  return dropped;
-}
-
 void routerGrad(const float *dweights, const float *dlogits, const float *x,
                 int64_t tokens, int64_t hidden, const float *gate,
                 const float *logits, const int32_t *indices,
@@ -232,13 +214,6 @@ void CpuBackend::router(const float *x, const float *gate,
               cfg, w.out(weights, tokens * cfg.topK), indices,
               w.out(logits, tokens * cfg.experts));
   w.store();
-}
-
-void CpuBackend::dropOverCapacity(const int32_t *indices, int32_t *kept,
-                                  int64_t tokens, int64_t topK, int64_t experts,
-                                  int64_t capacity) {
-  droppedSlots_.push_back(
-      cpu::dropOverCapacity(indices, tokens, topK, experts, capacity, kept));
 }
 
 void CpuBackend::routerGrad(const float *dweights, const float *dlogits,

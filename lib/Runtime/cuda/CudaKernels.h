@@ -42,7 +42,7 @@ namespace moe::cuda {
 
 using moe::RouterConfig;
 
-// --- Dense layers (DenseKernels.cu) -----------------------------------------
+// --- Dense layers (DenseKernels.cu, FfnKernels.cu) --------------------------
 template <typename T>
 void embedding(Device &dev, const int32_t *tokens, int64_t n, const T *table,
                int64_t vocab, int64_t hidden, T *out);
@@ -89,7 +89,7 @@ void sharedExpertsGrad(Device &dev, const T *dy, const T *x, int64_t rows,
                        const T *down, int64_t inter, const T *sharedGate, T *dx,
                        T *dgate, T *dup, T *ddown, T *dsharedGate);
 
-// --- Attention (Attention.cu): tiled, causal or not, grouped-query ---------
+// --- Attention (AttentionKernels.cu): tiled, causal or not, grouped-query --
 template <typename T>
 void attention(Device &dev, const T *q, const T *k, const T *v, int64_t batch,
                int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
@@ -100,7 +100,8 @@ void attentionGrad(Device &dev, const T *dout, const T *q, const T *k,
                    int64_t kvHeads, int64_t headDim, bool causal, float scale,
                    T *dq, T *dk, T *dv);
 
-// --- Router and experts (MoEKernels.cu) -------------------------------------
+// --- Router and experts (RouterKernels.cu, ExpertKernels.cu,
+// GroupedSwigluKernels.cu) ----------------------------------------------------
 template <typename T>
 void router(Device &dev, const T *x, int64_t tokens, int64_t hidden,
             const T *gate, const T *expertBias, const RouterConfig &cfg,

@@ -1,7 +1,7 @@
 //===- GroupedCublas.h - bf16 expert FFN on the tensor cores ----*- C++ -*-===//
 //
 // Private to lib/Runtime/cuda. Under bf16 storage the grouped expert FFN
-// (groupedSwiGLUSegments and its gradient, MoEKernels.cu) runs its GEMMs
+// (groupedSwiGLUSegments and its gradient, GroupedSwigluKernels.cu) runs its GEMMs
 // through cuBLAS on the tensor cores instead of the tiled fp32-FMA kernels of
 // GroupedGemm.h. cuBLAS takes problem sizes on the host, so the segment
 // offsets are read back first (one host synchronisation per call; the tiled

@@ -1,6 +1,7 @@
 //===- LossKernels.cu - Cross-entropy and router losses, and gradients ----===//
 //
-// The CUDA twins of lib/Runtime/cpu/LossKernels.cpp and LossGradKernels.cpp,
+// The CUDA twins of the losses of lib/Runtime/cpu/LossKernels.cpp and their
+// gradients,
 // formula for formula. Every row (a token's logits) is one block: the
 // row's max in fp32 and its sum of exponentials in double (the CPU's
 // logSumExp), block reductions from DeviceMath.cuh. Scalar losses are
@@ -18,6 +19,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CudaBackendImpl.h"
 #include "CudaKernels.h"
 #include "DeviceMath.cuh"
 
@@ -508,5 +510,58 @@ void zLossGrad(Device &dev, const T *logits, int64_t tokens, int64_t experts,
 MOE_INSTANTIATE_LOSS_KERNELS(float)
 MOE_INSTANTIATE_LOSS_KERNELS(bf16)
 #undef MOE_INSTANTIATE_LOSS_KERNELS
+
+//===----------------------------------------------------------------------===//
+// The backend methods of these calls
+//===----------------------------------------------------------------------===//
+
+void CudaBackend::crossEntropy(const float *logits, const int32_t *labels,
+                               float *out, int64_t n, int64_t vocab,
+                               int64_t ignoreIndex) {
+  onStorage([&](Device &d, auto s) {
+    cuda::crossEntropy(d, s(logits), labels, n, vocab, ignoreIndex, out);
+  });
+}
+
+void CudaBackend::auxLoss(const float *logits, const int32_t *indices,
+                          float *out, int64_t tokens, int64_t experts,
+                          int64_t topK, bool sigmoid, float coefficient) {
+  onStorage([&](Device &d, auto s) {
+    cuda::auxLoss(d, s(logits), indices, tokens, experts, topK, sigmoid,
+                  coefficient, out);
+  });
+}
+
+void CudaBackend::zLoss(const float *logits, float *out, int64_t tokens,
+                        int64_t experts, float coefficient) {
+  onStorage([&](Device &d, auto s) {
+    cuda::zLoss(d, s(logits), tokens, experts, coefficient, out);
+  });
+}
+
+void CudaBackend::crossEntropyGrad(const float *logits, const int32_t *labels,
+                                   float *dlogits, int64_t n, int64_t vocab,
+                                   int64_t ignoreIndex) {
+  onStorage([&](Device &d, auto s) {
+    cuda::crossEntropyGrad(d, s(logits), labels, n, vocab, ignoreIndex,
+                           s(dlogits));
+  });
+}
+
+void CudaBackend::auxLossGrad(const float *logits, const int32_t *indices,
+                              float *dlogits, int64_t tokens, int64_t experts,
+                              int64_t topK, bool sigmoid, float coefficient) {
+  onStorage([&](Device &d, auto s) {
+    cuda::auxLossGrad(d, s(logits), indices, tokens, experts, topK, sigmoid,
+                      coefficient, s(dlogits));
+  });
+}
+
+void CudaBackend::zLossGrad(const float *logits, float *dlogits, int64_t tokens,
+                            int64_t experts, float coefficient) {
+  onStorage([&](Device &d, auto s) {
+    cuda::zLossGrad(d, s(logits), tokens, experts, coefficient, s(dlogits));
+  });
+}
 
 } // namespace moe::cuda

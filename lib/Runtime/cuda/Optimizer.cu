@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CudaBackendImpl.h"
 #include "CudaKernels.h"
 #include "DeviceMath.cuh"
 
@@ -157,6 +158,22 @@ void adamw(Device &dev, float *param, const float *grad, float *m, float *v,
       param, grad, m, v, n, decay, stepSize, biasCorrection2Sqrt, beta2,
       oneMinusBeta1, oneMinusBeta2, eps, gradScale);
   checkLaunch("adamwKernel");
+}
+
+//===----------------------------------------------------------------------===//
+// The backend methods of these calls
+//===----------------------------------------------------------------------===//
+
+void CudaBackend::sumSquares(const float *x, double *out, int64_t n) {
+  cuda::sumSquares(current(), x, n, out);
+}
+
+void CudaBackend::adamw(float *param, const float *grad, float *m, float *v,
+                        int64_t n, float lr, float beta1, float beta2,
+                        float eps, float weightDecay, float gradScale,
+                        int64_t step) {
+  cuda::adamw(current(), param, grad, m, v, n, lr, beta1, beta2, eps,
+              weightDecay, gradScale, step);
 }
 
 } // namespace moe::cuda

@@ -1,4 +1,4 @@
-//===- Attention.cu - Tiled scaled dot-product attention and backward -----===//
+//===- AttentionKernels.cu - Tiled dot-product attention and backward -----===//
 //
 // The CUDA twins of moe::cpu::attention and moe::cpu::attentionGrad:
 // q/out/dout/dq [batch, seq, heads, headDim], k/v/dk/dv [batch, seq, kvHeads,
@@ -33,6 +33,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CudaBackendImpl.h"
 #include "CudaKernels.h"
 #include "DeviceMath.cuh"
 
@@ -563,5 +564,30 @@ void attentionGrad(Device &dev, const T *dout, const T *q, const T *k,
 MOE_INSTANTIATE_ATTENTION(float)
 MOE_INSTANTIATE_ATTENTION(bf16)
 #undef MOE_INSTANTIATE_ATTENTION
+
+//===----------------------------------------------------------------------===//
+// The backend methods of these calls
+//===----------------------------------------------------------------------===//
+
+void CudaBackend::attention(const float *q, const float *k, const float *v,
+                            float *out, int64_t batch, int64_t seq,
+                            int64_t heads, int64_t kvHeads, int64_t headDim,
+                            bool causal, float scale) {
+  onStorage([&](Device &d, auto s) {
+    cuda::attention(d, s(q), s(k), s(v), batch, seq, heads, kvHeads, headDim,
+                    causal, scale, s(out));
+  });
+}
+
+void CudaBackend::attentionGrad(const float *dout, const float *q,
+                                const float *k, const float *v, float *dq,
+                                float *dk, float *dv, int64_t batch,
+                                int64_t seq, int64_t heads, int64_t kvHeads,
+                                int64_t headDim, bool causal, float scale) {
+  onStorage([&](Device &d, auto s) {
+    cuda::attentionGrad(d, s(dout), s(q), s(k), s(v), batch, seq, heads,
+                        kvHeads, headDim, causal, scale, s(dq), s(dk), s(dv));
+  });
+}
 
 } // namespace moe::cuda

@@ -3,7 +3,7 @@
 // Private to lib/Transforms. Each pass that treats ops one by one (moe-shard,
 // moe-partition, moe-build-train-step, moe-lower-to-runtime) keeps its
 // per-op rules in one of these tables, filled by the op families' files
-// (`rules.add(shardRMSNorm)`), instead of a central switch; the pass looks
+// (`rules.add(shardLinear)`), instead of a central switch; the pass looks
 // the op up and reports an op without a rule by name.
 //
 //===----------------------------------------------------------------------===//

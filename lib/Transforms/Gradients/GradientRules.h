@@ -5,12 +5,11 @@
 // only walks the program and routes the gradients (BuildTrainStep.cpp: which
 // gradients are shares to be summed over which mesh axes):
 //
-//   Dense.cpp        embedding, RMSNorm, linear, RoPE, attention, the dense
-//                    MLP and the shared experts, add, reshapes
-//   Experts.cpp      router, permute, grouped SwiGLU, unpermute, dispatch and
-//                    combine (each other's transpose)
+//   Dense.cpp        the ops of DenseOps.td, the shared experts, reshapes
+//   Experts.cpp      the routing and expert ops of ExpertOps.td (dispatch
+//                    and combine are each other's transpose)
 //   Collectives.cpp  all_gather <-> all_slice, all_to_all, all_reduce
-//   Losses.cpp       cross-entropy, aux and z losses (gradient 1 seeds them)
+//   Losses.cpp       the ops of LossOps.td (gradient 1 seeds them)
 //
 // A rule builds the gradient ops of one forward op at the end of the
 // backward (GradientContext::b) and hands each operand's gradient to give()

@@ -6,14 +6,12 @@
 // per tensor; each op is lowered by the function a family file registered
 // for it in the LoweringTable:
 //
-//   Dense.cpp        embedding, RMSNorm, linear, the dense MLP and the
-//                    shared experts, add (and gradients)
-//   Attention.cpp    RoPE, attention (and gradients)
-//   Experts.cpp      router, capacity drop, permute, grouped SwiGLU,
-//                    unpermute (and gradients)
-//   Collectives.cpp  all-reduce, all-gather, all-slice, all-to-all,
-//                    dispatch, combine
-//   Losses.cpp       cross-entropy, aux and z losses (and gradients)
+//   Dense.cpp        the ops of DenseOps.td but attention, the shared
+//                    experts (with their gradients)
+//   Attention.cpp    RoPE and attention (with their gradients)
+//   Experts.cpp      the routing and expert ops of ExpertOps.td
+//   Collectives.cpp  the shard collectives, dispatch and combine
+//   Losses.cpp       the ops of LossOps.td
 //   EntryBuilder.cpp weights, their gradients, reshapes; the builder itself
 //
 // An op lowers to calls of the runtime's C API (include/moe/Runtime/CApi.h,

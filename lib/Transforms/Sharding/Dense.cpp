@@ -16,6 +16,19 @@
 namespace mlir::moe::sharding {
 namespace {
 
+/// Whether `v` (a [..., heads * head_dim] projection reshaped to heads)
+/// reaches a moe.attention through head-wise ops (the q/k norms, RoPE).
+bool feedsAttention(Value v) {
+  for (Operation *user : v.getUsers()) {
+    if (isa<AttentionOp>(user))
+      return true;
+    if (isa<RMSNormOp, RopeOp>(user) && user->getOperand(0) == v &&
+        feedsAttention(user->getResult(0)))
+      return true;
+  }
+  return false;
+}
+
 LogicalResult shardParam(ParamOp, ShardingChooser &) {
   return success(); // decided by the weight's first user
 }
@@ -58,7 +71,7 @@ LogicalResult shardLinear(LinearOp op, ShardingChooser &s) {
   int64_t features = cast<ShapedType>(op.getType()).getShape().back();
   for (Operation *user : op.getResult().getUsers())
     if (auto expand = dyn_cast<tensor::ExpandShapeOp>(user))
-      if (s.getMesh().getTp() > 1 && s.feedsAttention(expand.getResult()) &&
+      if (s.getMesh().getTp() > 1 && feedsAttention(expand.getResult()) &&
           features % s.getMesh().getTp() == 0)
         out = s.tpAxes();
   ShardingSpec w = s.replicated(weight);
@@ -85,7 +98,7 @@ LogicalResult shardExpandShape(tensor::ExpandShapeOp op, ShardingChooser &s) {
   // attention see whole sequences.
   int64_t rank = out.dims.size();
   if (s.getMesh().getCp() > 1 && rank == 4 &&
-      s.feedsAttention(op.getResult()) &&
+      feedsAttention(op.getResult()) &&
       llvm::is_contained(out.dims[1], kCpAxis)) {
     ShardingSpec heads = out;
     llvm::erase(heads.dims[1], kCpAxis);

@@ -32,17 +32,6 @@ ShardingSpec ShardingChooser::tokenLayout(int64_t rank) const {
   return spec;
 }
 
-bool ShardingChooser::feedsAttention(Value v) {
-  for (Operation *user : v.getUsers()) {
-    if (isa<AttentionOp>(user))
-      return true;
-    if (isa<RMSNormOp, RopeOp>(user) && user->getOperand(0) == v &&
-        feedsAttention(user->getResult(0)))
-      return true;
-  }
-  return false;
-}
-
 LogicalResult ShardingChooser::run(func::FuncOp fn) {
   for (BlockArgument arg : fn.getArguments())
     produce(arg, tokenLayout(rankOf(arg)));

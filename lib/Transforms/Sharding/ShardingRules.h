@@ -6,11 +6,11 @@
 // operands' shardings (Megatron-Core and torchtitan layouts, see the pass
 // description in Passes.td):
 //
-//   Dense.cpp        weights, embedding, RMSNorm, linear (column or row
-//                    parallel), reshapes (Ulysses), RoPE, attention, add,
-//                    the dense MLP and the shared experts
-//   Experts.cpp      router, routed experts, capacity drop
-//   Losses.cpp       losses and the function's results (whole everywhere)
+//   Dense.cpp        the ops of DenseOps.td, weights and reshapes (column or
+//                    row parallel projections, Ulysses head splits)
+//   Experts.cpp      the ops of ExpertOps.td
+//   Losses.cpp       the ops of LossOps.td and the function's results
+//                    (whole everywhere)
 //
 // An op without a rule is a diagnostic naming it. ShardingChooser.cpp holds
 // the walk, the writing of the choices as shard.shard annotations, and the
@@ -88,10 +88,6 @@ public:
     if (!produced.count(weight))
       produce(weight, s);
   }
-
-  /// Whether `v` (a [..., heads * head_dim] projection reshaped to heads)
-  /// reaches a moe.attention through head-wise ops.
-  static bool feedsAttention(Value v);
 
 private:
   LogicalResult visit(Operation *op);

@@ -11,7 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "moe/Runtime/CpuGradKernels.h"
+#include "moe/Runtime/CpuKernels.h"
 #include "moe/Runtime/CApi.h"
 
 #include <gtest/gtest.h>

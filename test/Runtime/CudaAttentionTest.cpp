@@ -22,7 +22,6 @@
 #include "cuda/CudaKernels.h"
 
 #include "CudaTestUtil.h"
-#include "moe/Runtime/CpuGradKernels.h"
 #include "moe/Runtime/CpuKernels.h"
 
 #include <algorithm>

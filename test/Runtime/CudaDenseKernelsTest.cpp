@@ -25,7 +25,6 @@
 #include "moe/Runtime/CudaBackend.h"
 #include "cuda/CudaKernels.h"
 
-#include "moe/Runtime/CpuGradKernels.h"
 #include "moe/Runtime/CpuKernels.h"
 
 #include <stdexcept>

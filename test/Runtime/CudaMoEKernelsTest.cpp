@@ -18,7 +18,6 @@
 
 #include "cuda/CudaKernels.h"
 #include "cuda/GroupedGemm.h"
-#include "moe/Runtime/CpuGradKernels.h"
 #include "moe/Runtime/CpuKernels.h"
 
 #include <gtest/gtest.h>

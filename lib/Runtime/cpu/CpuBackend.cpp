@@ -1,8 +1,8 @@
 //===- CpuBackend.cpp - The CPU backend -----------------------------------===//
 //
 // The CPU backend (CpuBackend.h): 64-byte aligned host memory and the fp32
-// kernels of CpuKernels.h and CpuGradKernels.h, each call's method defined
-// beside its kernel in the family's file.
+// kernels of CpuKernels.h, each call's method defined beside its kernel in
+// the family's file.
 //
 //===----------------------------------------------------------------------===//
 

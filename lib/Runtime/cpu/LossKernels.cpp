@@ -6,7 +6,6 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "moe/Runtime/CpuGradKernels.h"
 #include "moe/Runtime/CpuKernels.h"
 
 #include "CpuBackend.h"

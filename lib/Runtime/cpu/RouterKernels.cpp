@@ -7,7 +7,6 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "moe/Runtime/CpuGradKernels.h"
 #include "moe/Runtime/CpuKernels.h"
 
 #include "CpuBackend.h"

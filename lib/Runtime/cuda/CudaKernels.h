@@ -1,9 +1,9 @@
 //===- CudaKernels.h - The CUDA kernels of the runtime ops ------*- C++ -*-===//
 //
 // One function per model-level op and its backward, each the CUDA twin of
-// the moe::cpu kernel of the same name (include/moe/Runtime/CpuKernels.h and
-// CpuGradKernels.h state the semantics; they are the reference the CUDA
-// tests compare against). Differences from the CPU signatures:
+// the moe::cpu kernel of the same name (include/moe/Runtime/CpuKernels.h
+// states the semantics; they are the reference the CUDA tests compare
+// against). Differences from the CPU signatures:
 //   - the Device comes first; every pointer is device memory;
 //   - the work is queued on dev.stream() and the function returns at once
 //     (no device-to-host synchronisation anywhere in this file's kernels);

@@ -284,10 +284,14 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
 #ifdef MOE_HAVE_MPI
   rt::MpiSession session;
   std::unique_ptr<rt::Communicator> world = rt::mpiWorld(hostOptions);
+  // A failure every rank knows of (a mismatch each sees, or one agree()
+  // shared) is reported by one rank, whose status is the job's; the others
+  // leave with status 0, because a launcher that sees a non-zero status ends
+  // the job and could kill the reporting rank before it has printed.
   if (world->size() != ranks) {
     // Every rank sees the mismatch itself: no communication, no hang.
     if (world->rank() != 0)
-      return 1;
+      return 0;
     throw std::runtime_error(
         "the model is compiled for mesh " + m.mesh.str() + " (" +
         std::to_string(ranks) + " ranks) but runs on " +
@@ -298,7 +302,7 @@ int runOnMesh(const Manifest &m, const ParsedFlags &flags,
   try {
     return runRank(*world, env);
   } catch (const SilentFailure &) {
-    return 1;
+    return 0;
   } catch (const std::exception &e) {
     int status = dynamic_cast<const UsageError *>(&e) ? 2 : 1;
     // Before setup every rank fails alike and rank 0 speaks for all (the

@@ -4,7 +4,7 @@
 
 #include "driver/model/Placement.h"
 
-#include "moe/Runtime/CpuGradKernels.h"
+#include "moe/Runtime/CpuKernels.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,8 +1,9 @@
-//===- AttentionKernels.cpp - RoPE and attention --------------------------===//
+//===- AttentionKernels.cpp - Softmax attention ---------------------------===//
+//----------------------------===//
 //
-// Rotary embeddings and softmax attention (causal or not, grouped-query),
-// their gradients, and the CPU backend's methods for the calls. The
-// backward recomputes the attention probabilities instead of keeping them.
+// Softmax attention (causal or not, grouped-query), its gradient, and the
+// CPU backend's methods for the calls. The backward recomputes the attention
+// probabilities instead of keeping them.
 //
 //===----------------------------------------------------------------------===//
 
@@ -19,12 +20,6 @@
 using namespace moe::cpu::detail;
 
 namespace moe::cpu {
-
-void rope(const float *x, const int32_t *positions, int64_t batch, int64_t seq,
-          int64_t heads, int64_t headDim, double theta, float *out) {
-  rotateHalf("rope", x, positions, batch, seq, heads, headDim, theta,
-             /*inverse=*/false, out);
-}
 
 void attention(const float *q, const float *k, const float *v, int64_t batch,
                int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
@@ -61,14 +56,6 @@ void attention(const float *q, const float *k, const float *v, int64_t batch,
            scores.data(), seq, vh, kvStride, 0.0f, oh, qStride);
     }
   }
-}
-
-void ropeGrad(const float *dy, const int32_t *positions, int64_t batch,
-              int64_t seq, int64_t heads, int64_t headDim, double theta,
-              float *dx) {
-  // A rotation's transpose is the rotation by the opposite angle.
-  rotateHalf("ropeGrad", dy, positions, batch, seq, heads, headDim, theta,
-             /*inverse=*/true, dx);
 }
 
 void attentionGrad(const float *dout, const float *q, const float *k,
@@ -142,16 +129,6 @@ void attentionGrad(const float *dout, const float *q, const float *k,
 
 namespace moe::rt {
 
-void CpuBackend::rope(const float *x, const int32_t *positions, float *out,
-                      int64_t batch, int64_t seq, int64_t heads,
-                      int64_t headDim, double theta) {
-  Widened w(storage_);
-  int64_t n = batch * seq * heads * headDim;
-  cpu::rope(w.in(x, n), positions, batch, seq, heads, headDim, theta,
-            w.out(out, n));
-  w.store();
-}
-
 void CpuBackend::attention(const float *q, const float *k, const float *v,
                            float *out, int64_t batch, int64_t seq,
                            int64_t heads, int64_t kvHeads, int64_t headDim,
@@ -161,16 +138,6 @@ void CpuBackend::attention(const float *q, const float *k, const float *v,
   int64_t nkv = batch * seq * kvHeads * headDim;
   cpu::attention(w.in(q, nq), w.in(k, nkv), w.in(v, nkv), batch, seq, heads,
                  kvHeads, headDim, causal, scale, w.out(out, nq));
-  w.store();
-}
-
-void CpuBackend::ropeGrad(const float *dy, const int32_t *positions, float *dx,
-                          int64_t batch, int64_t seq, int64_t heads,
-                          int64_t headDim, double theta) {
-  Widened w(storage_);
-  int64_t n = batch * seq * heads * headDim;
-  cpu::ropeGrad(w.in(dy, n), positions, batch, seq, heads, headDim, theta,
-                w.out(dx, n));
   w.store();
 }
 

@@ -1,8 +1,9 @@
-//===- DenseKernels.cpp - Embedding, RMSNorm, linear, add -----------------===//
+//===- DenseKernels.cpp - Embedding, RMSNorm, linear, add, RoPE -----------===//
 //
-// The fp32 kernels of the dense calls and their gradients (per-row loops,
-// GEMMs through OpenBLAS), and the CPU backend's methods for the calls
-// (CpuBackend.h: under bf16 storage they widen around the fp32 kernel).
+// The fp32 kernels of the dense calls (RoPE rotate-half with fp32 angles as
+// in Hugging Face) and their gradients (per-row loops, GEMMs through
+// OpenBLAS), and the CPU backend's methods for the calls (CpuBackend.h:
+// under bf16 storage they widen around the fp32 kernel).
 //
 //===----------------------------------------------------------------------===//
 
@@ -123,6 +124,20 @@ void linearGrad(const float *dy, const float *x, int64_t rows, int64_t in,
         dy, outFeatures, x, in, 0.0f, dweight, in);
 }
 
+void rope(const float *x, const int32_t *positions, int64_t batch, int64_t seq,
+          int64_t heads, int64_t headDim, double theta, float *out) {
+  rotateHalf("rope", x, positions, batch, seq, heads, headDim, theta,
+             /*inverse=*/false, out);
+}
+
+void ropeGrad(const float *dy, const int32_t *positions, int64_t batch,
+              int64_t seq, int64_t heads, int64_t headDim, double theta,
+              float *dx) {
+  // A rotation's transpose is the rotation by the opposite angle.
+  rotateHalf("ropeGrad", dy, positions, batch, seq, heads, headDim, theta,
+             /*inverse=*/true, dx);
+}
+
 } // namespace moe::cpu
 
 //===----------------------------------------------------------------------===//
@@ -191,6 +206,26 @@ void CpuBackend::linearGrad(const float *dy, const float *x,
   cpu::linearGrad(w.in(dy, rows * outFeatures), w.in(x, rows * in), rows, in,
                   w.in(weight, nw), outFeatures, w.out(dx, rows * in),
                   w.out(dweight, nw));
+  w.store();
+}
+
+void CpuBackend::rope(const float *x, const int32_t *positions, float *out,
+                      int64_t batch, int64_t seq, int64_t heads,
+                      int64_t headDim, double theta) {
+  Widened w(storage_);
+  int64_t n = batch * seq * heads * headDim;
+  cpu::rope(w.in(x, n), positions, batch, seq, heads, headDim, theta,
+            w.out(out, n));
+  w.store();
+}
+
+void CpuBackend::ropeGrad(const float *dy, const int32_t *positions, float *dx,
+                          int64_t batch, int64_t seq, int64_t heads,
+                          int64_t headDim, double theta) {
+  Widened w(storage_);
+  int64_t n = batch * seq * heads * headDim;
+  cpu::ropeGrad(w.in(dy, n), positions, batch, seq, heads, headDim, theta,
+                w.out(dx, n));
   w.store();
 }
 

@@ -2,8 +2,10 @@
 //
 // Embedding, RMSNorm, linear (with and without bias), the SwiGLU FFNs
 // applied to every token (the dense MLP and the shared experts, with or
-// without their sigmoid gate) and elementwise add, and their gradients: one
-// runtime call each, with the row count folded from the leading dimensions.
+// without their sigmoid gate), elementwise add, rotary embeddings and
+// attention on [batch, seq, heads, headDim] buffers, and their gradients:
+// one runtime call each, with the row count folded from the leading
+// dimensions.
 //
 //===----------------------------------------------------------------------===//
 
@@ -162,6 +164,59 @@ LogicalResult lowerAdd(AddOp op, EntryBuilder &e) {
                 {e.i64(numElements(op.getResult()))});
 }
 
+LogicalResult lowerRope(RopeOp op, EntryBuilder &e) {
+  auto out = e.resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  Value x = op.getInput();
+  SmallVector<Value> sizes = {e.i64(dimSize(x, 0)), e.i64(dimSize(x, 1)),
+                              e.i64(dimSize(x, 2)), e.i64(dimSize(x, 3)),
+                              e.f64(op.getTheta().convertToDouble())};
+  return e.call("moert_rope",
+                {e.buffer(x), e.optionalBuffer(op.getPositions()), *out},
+                sizes);
+}
+
+LogicalResult lowerRopeGrad(RopeGradOp op, EntryBuilder &e) {
+  auto out = e.resultBuffers(op);
+  if (failed(out))
+    return failure();
+  Value dy = op.getResultGrad();
+  SmallVector<Value> sizes = {e.i64(dimSize(dy, 0)), e.i64(dimSize(dy, 1)),
+                              e.i64(dimSize(dy, 2)), e.i64(dimSize(dy, 3)),
+                              e.f64(op.getTheta().convertToDouble())};
+  return e.call("moert_rope_grad",
+                {e.buffer(dy), e.optionalBuffer(op.getPositions()), (*out)[0]},
+                sizes);
+}
+
+LogicalResult lowerAttention(AttentionOp op, EntryBuilder &e) {
+  auto out = e.resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  Value q = op.getQ();
+  return e.call("moert_attention",
+                {e.buffer(q), e.buffer(op.getK()), e.buffer(op.getV()), *out},
+                {e.i64(dimSize(q, 0)), e.i64(dimSize(q, 1)),
+                 e.i64(dimSize(q, 2)), e.i64(dimSize(op.getK(), 2)),
+                 e.i64(dimSize(q, 3)), e.i32(op.getCausal() ? 1 : 0),
+                 e.f32(op.getEffectiveScale())});
+}
+
+LogicalResult lowerAttentionGrad(AttentionGradOp op, EntryBuilder &e) {
+  auto out = e.resultBuffers(op);
+  if (failed(out))
+    return failure();
+  Value q = op.getQ();
+  return e.call("moert_attention_grad",
+                {e.buffer(op.getResultGrad()), e.buffer(q), e.buffer(op.getK()),
+                 e.buffer(op.getV()), (*out)[0], (*out)[1], (*out)[2]},
+                {e.i64(dimSize(q, 0)), e.i64(dimSize(q, 1)),
+                 e.i64(dimSize(q, 2)), e.i64(dimSize(op.getK(), 2)),
+                 e.i64(dimSize(q, 3)), e.i32(op.getCausal() ? 1 : 0),
+                 e.f32(op.getEffectiveScale())});
+}
+
 } // namespace
 
 void populateDenseLowerings(LoweringTable &table) {
@@ -176,6 +231,10 @@ void populateDenseLowerings(LoweringTable &table) {
   table.add(lowerSharedExperts);
   table.add(lowerSharedExpertsGrad);
   table.add(lowerAdd);
+  table.add(lowerRope);
+  table.add(lowerRopeGrad);
+  table.add(lowerAttention);
+  table.add(lowerAttentionGrad);
 }
 
 } // namespace mlir::moe::lowering

@@ -452,7 +452,6 @@ const LoweringTable &allLowerings() {
     LoweringTable t;
     populateEntryLowerings(t);
     populateDenseLowerings(t);
-    populateAttentionLowerings(t);
     populateExpertLowerings(t);
     populateCollectiveLowerings(t);
     populateLossLowerings(t);

@@ -6,9 +6,8 @@
 // per tensor; each op is lowered by the function a family file registered
 // for it in the LoweringTable:
 //
-//   Dense.cpp        the ops of DenseOps.td but attention, the shared
-//                    experts (with their gradients)
-//   Attention.cpp    RoPE and attention (with their gradients)
+//   Dense.cpp        the ops of DenseOps.td and the shared experts (with
+//                    their gradients)
 //   Experts.cpp      the routing and expert ops of ExpertOps.td
 //   Collectives.cpp  the shard collectives, dispatch and combine
 //   Losses.cpp       the ops of LossOps.td
@@ -58,7 +57,6 @@ class EntryBuilder;
 using LoweringTable = OpRules<EntryBuilder>;
 
 void populateDenseLowerings(LoweringTable &table);
-void populateAttentionLowerings(LoweringTable &table);
 void populateExpertLowerings(LoweringTable &table);
 void populateCollectiveLowerings(LoweringTable &table);
 void populateLossLowerings(LoweringTable &table);

@@ -1,0 +1,266 @@
+//===- ModelRunner.cpp - One rank's context, arena and entry calls --------===//
+//
+// The ModelRunner of ModelRun.h: the runtime context on the rank's backend,
+// the arena, the weights (and gradients) in backend memory, and the calls of
+// the compiled entry points with the rank's inputs; BackendBuffer, the
+// backend memory it owns.
+//
+//===----------------------------------------------------------------------===//
+
+#include "driver/model/ModelRun.h"
+
+#include "moe/Runtime/RunContext.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <utility>
+
+namespace moe::driver {
+
+BackendBuffer::BackendBuffer(rt::Backend &backend, uint64_t bytes)
+    : backend_(&backend), ptr_(backend.allocate(bytes)), bytes_(bytes) {}
+
+BackendBuffer::~BackendBuffer() {
+  if (backend_ && ptr_) {
+    try {
+      backend_->release(ptr_);
+    } catch (...) {
+      // A device fault already reported elsewhere: nothing to free.
+    }
+  }
+}
+
+BackendBuffer::BackendBuffer(BackendBuffer &&other) noexcept
+    : backend_(std::exchange(other.backend_, nullptr)),
+      ptr_(std::exchange(other.ptr_, nullptr)),
+      bytes_(std::exchange(other.bytes_, 0)) {}
+
+BackendBuffer &BackendBuffer::operator=(BackendBuffer &&other) noexcept {
+  if (this != &other) {
+    BackendBuffer old(std::move(*this));
+    backend_ = std::exchange(other.backend_, nullptr);
+    ptr_ = std::exchange(other.ptr_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
+                         const RankEnv &env, TrainStepEntry trainStep)
+    : manifest_(manifest), forward_(forward), trainStep_(trainStep), env_(env),
+      context_(moert_context_create(), &moert_context_destroy),
+      logits_(static_cast<uint64_t>(manifest.batch * manifest.seq *
+                                    manifest.vocab) *
+              sizeof(float)) {
+  if (!context_)
+    throw std::runtime_error("cannot create the runtime context");
+  rt::setMeshGroups(context_.get(), env.groups);
+  rt::setDeviceMeshGroups(context_.get(), env.deviceGroups);
+  if (env.backend != "cpu")
+    rt::setBackend(context_.get(), rt::makeBackend(env.backend, env.device));
+  backend_ = &rt::backendOf(context_.get());
+  uint64_t arenaBytes =
+      std::max(manifest.arenaBytes, trainStep && manifest.trainStep
+                                        ? manifest.trainStep->arenaBytes
+                                        : uint64_t(0));
+  arena_ = BackendBuffer(*backend_, arenaBytes);
+  weights_ = BackendBuffer(*backend_, manifest.weightsBytes);
+  if (trainStep && manifest.trainStep)
+    grads_ = BackendBuffer(*backend_, manifest.weightsBytes);
+  if (manifest.bf16Storage()) {
+    storedWeights_ = BackendBuffer(*backend_, manifest.storageWeightsBytes);
+    if (trainStep && manifest.trainStep)
+      storedGrads_ = BackendBuffer(*backend_, manifest.storageWeightsBytes);
+    storedLogits_ = BackendBuffer(*backend_, logits_.size() / 2);
+  }
+  if (backend_->deviceMemory()) {
+    uint64_t inputBytes = localInputElements() * sizeof(int32_t);
+    deviceTokens_ = BackendBuffer(*backend_, inputBytes);
+    deviceLabels_ = BackendBuffer(*backend_, inputBytes);
+    deviceLogits_ = BackendBuffer(*backend_, logits_.size());
+    deviceLoss_ = BackendBuffer(*backend_, sizeof(float));
+  }
+}
+
+uint64_t ModelRunner::localInputElements() const {
+  uint64_t n = 1;
+  for (int64_t d : manifest_.inputs[0].shape)
+    n *= static_cast<uint64_t>(d);
+  return n;
+}
+
+void ModelRunner::check() {
+  expertCounts_ = rt::takeExpertCounts(context_.get());
+  droppedSlots_ = rt::takeDroppedSlots(context_.get());
+  layerStats_ = rt::takeLayerStats(context_.get());
+  if (const char *error = moert_context_error(context_.get()))
+    throw std::runtime_error(error);
+}
+
+void ModelRunner::setTracer(rt::Tracer *tracer) {
+  rt::setTracer(context_.get(), tracer);
+}
+
+void ModelRunner::checkRange(uint64_t offset, uint64_t bytes,
+                             const AlignedBuffer &host,
+                             const BackendBuffer &mine) const {
+  if (host.size() != mine.size())
+    throw std::logic_error("ModelRunner: a copy outside the weights blob");
+  checkRange(offset, bytes, mine);
+}
+
+void ModelRunner::checkRange(uint64_t offset, uint64_t bytes,
+                             const BackendBuffer &mine) const {
+  if (offset > mine.size() || bytes > mine.size() - offset)
+    throw std::logic_error("ModelRunner: a copy outside the weights blob");
+}
+
+void ModelRunner::setWeights(const AlignedBuffer &weights) {
+  uploadWeights(weights, 0, weights.size());
+}
+
+void ModelRunner::downloadWeights(AlignedBuffer &host, uint64_t offset,
+                                  uint64_t bytes) {
+  checkRange(offset, bytes, host, weights_);
+  backend_->download(host.data() + offset, weights_.data() + offset, bytes);
+}
+
+void ModelRunner::uploadWeights(const AlignedBuffer &host, uint64_t offset,
+                                uint64_t bytes) {
+  checkRange(offset, bytes, host, weights_);
+  backend_->upload(weights_.data() + offset, host.data() + offset, bytes);
+  storedStale_ = true;
+}
+
+void ModelRunner::downloadWeights(void *host, uint64_t offset, uint64_t bytes) {
+  checkRange(offset, bytes, weights_);
+  backend_->download(host, weights_.data() + offset, bytes);
+}
+
+void ModelRunner::uploadWeights(const void *host, uint64_t offset,
+                                uint64_t bytes) {
+  checkRange(offset, bytes, weights_);
+  backend_->upload(weights_.data() + offset, host, bytes);
+  storedStale_ = true;
+}
+
+void ModelRunner::downloadGrads(AlignedBuffer &host, uint64_t offset,
+                                uint64_t bytes) {
+  checkRange(offset, bytes, host, grads_);
+  backend_->download(host.data() + offset, grads_.data() + offset, bytes);
+}
+
+void ModelRunner::uploadGrads(const AlignedBuffer &host, uint64_t offset,
+                              uint64_t bytes) {
+  checkRange(offset, bytes, host, grads_);
+  backend_->upload(grads_.data() + offset, host.data() + offset, bytes);
+}
+
+void ModelRunner::convertParams(uint8_t *fp32, uint8_t *stored,
+                                bool toStorage) {
+  for (const ParamInfo &p : manifest_.params) {
+    if (toStorage)
+      backend_->convert(stored + p.storageOffset, rt::StorageType::BF16,
+                        fp32 + p.offset, rt::StorageType::F32,
+                        p.numElements());
+    else
+      backend_->convert(fp32 + p.offset, rt::StorageType::F32,
+                        stored + p.storageOffset, rt::StorageType::BF16,
+                        p.numElements());
+  }
+}
+
+uint8_t *ModelRunner::entryWeights() {
+  if (!manifest_.bf16Storage())
+    return weights_.data();
+  // The master weights may have changed since the last call (an optimizer
+  // step, a load, a re-placement): round them again.
+  if (storedStale_)
+    convertParams(weights_.data(), storedWeights_.data(), /*toStorage=*/true);
+  storedStale_ = false;
+  return storedWeights_.data();
+}
+
+void ModelRunner::widenGrads() {
+  if (manifest_.bf16Storage())
+    convertParams(grads_.data(), storedGrads_.data(), /*toStorage=*/false);
+}
+
+ModelRunner::EntryArgs
+ModelRunner::prepare(const std::vector<int32_t> &tokens,
+                     const std::vector<int32_t> &labels, bool zeroGrads) {
+  localTokens_ = localInput(manifest_.inputs[0], tokens, env_);
+  localLabels_ = localInput(manifest_.inputs[1], labels, env_);
+  rt::clearExpertCounts(context_.get());
+  if (env_.place)
+    for (size_t l = 0; l < env_.place->placements.size(); ++l)
+      rt::setExpertPlacement(context_.get(), static_cast<int64_t>(l),
+                             env_.place->placements[l]);
+  rt::setDispatchPolicy(context_.get(), env_.dispatchPolicy);
+  // The training step writes only the slots of the parameters the loss
+  // depends on: the others must read zero.
+  if (zeroGrads) {
+    backend_->zero(grads_.data(), grads_.size());
+    if (manifest_.bf16Storage())
+      backend_->zero(storedGrads_.data(), storedGrads_.size());
+  }
+  // Under bf16 storage the logits come in bf16 and are widened after.
+  float *logits = manifest_.bf16Storage()
+                      ? reinterpret_cast<float *>(storedLogits_.data())
+                      : nullptr;
+  if (!backend_->deviceMemory())
+    return {localTokens_.data(), localLabels_.data(),
+            logits ? logits : logits_.f32(), &loss_};
+  backend_->upload(deviceTokens_.data(), localTokens_.data(),
+                   localTokens_.size() * sizeof(int32_t));
+  backend_->upload(deviceLabels_.data(), localLabels_.data(),
+                   localLabels_.size() * sizeof(int32_t));
+  return {reinterpret_cast<const int32_t *>(deviceTokens_.data()),
+          reinterpret_cast<const int32_t *>(deviceLabels_.data()),
+          logits ? logits : reinterpret_cast<float *>(deviceLogits_.data()),
+          reinterpret_cast<float *>(deviceLoss_.data())};
+}
+
+void ModelRunner::run(const std::vector<int32_t> &tokens,
+                      const std::vector<int32_t> &labels) {
+  EntryArgs args = prepare(tokens, labels, /*zeroGrads=*/false);
+  forward_(context_.get(), entryWeights(), arena_.data(), args.tokens,
+           args.labels, args.logits, args.loss);
+  if (!moert_context_error(context_.get())) {
+    float *logits = args.logits;
+    if (manifest_.bf16Storage()) {
+      // Widened in backend memory (the host's own on the CPU).
+      logits = backend_->deviceMemory()
+                   ? reinterpret_cast<float *>(deviceLogits_.data())
+                   : logits_.f32();
+      backend_->convert(logits, rt::StorageType::F32, args.logits,
+                        rt::StorageType::BF16, numLogits());
+    }
+    if (backend_->deviceMemory()) {
+      backend_->download(logits_.data(), logits, logits_.size());
+      backend_->download(&loss_, args.loss, sizeof(float));
+    }
+  }
+  check();
+}
+
+float ModelRunner::trainStep(const std::vector<int32_t> &tokens,
+                             const std::vector<int32_t> &labels) {
+  if (!trainStep_ || !manifest_.trainStep)
+    throw std::logic_error("ModelRunner: no training step");
+  EntryArgs args = prepare(tokens, labels, /*zeroGrads=*/true);
+  trainStep_(context_.get(), entryWeights(), arena_.data(),
+             manifest_.bf16Storage() ? storedGrads_.data() : grads_.data(),
+             args.tokens, args.labels, args.loss);
+  if (!moert_context_error(context_.get())) {
+    widenGrads();
+    if (backend_->deviceMemory())
+      backend_->download(&loss_, args.loss, sizeof(float));
+  }
+  check();
+  return loss_;
+}
+
+} // namespace moe::driver

@@ -203,3 +203,40 @@ LogicalResult MLPGradOp::verify() {
               {getUpWeightGrad(), getUpWeight(), "up_weight"},
               {getDownWeightGrad(), getDownWeight(), "down_weight"}});
 }
+
+//===----------------------------------------------------------------------===//
+// What the mesh must divide (MeshFitOpInterface)
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::verifyFitsMesh(MeshAttr mesh) {
+  ArrayRef<int64_t> tokens = getTokens().getType().getShape();
+  bool ok = true;
+  if (!tokens.empty())
+    ok &= succeeded(expectDivisible(*this, "the batch size", tokens[0], "dp",
+                                    mesh.getDp()));
+  if (tokens.size() >= 2)
+    ok &= succeeded(expectDivisible(*this, "the sequence length", tokens[1],
+                                    "cp", mesh.getCp()));
+  return success(ok);
+}
+
+LogicalResult AttentionOp::verifyFitsMesh(MeshAttr mesh) {
+  if (!hasRank(getQ(), 4) || !hasRank(getK(), 4))
+    return success();
+  ArrayRef<int64_t> q = getQ().getType().getShape();
+  ArrayRef<int64_t> k = getK().getType().getShape();
+  // TP splits heads; Ulysses CP then splits each rank's heads again.
+  int64_t headShards = mesh.getTp() * mesh.getCp();
+  bool ok = succeeded(
+      expectDivisible(*this, "the sequence length", q[1], "cp", mesh.getCp()));
+  ok &= succeeded(expectDivisible(*this, "the number of query heads", q[2],
+                                  "tp * cp", headShards));
+  ok &= succeeded(expectDivisible(*this, "the number of key/value heads", k[2],
+                                  "tp * cp", headShards));
+  return success(ok);
+}
+
+LogicalResult MLPOp::verifyFitsMesh(MeshAttr mesh) {
+  return expectFFNFitsMesh(*this, getGateWeight(), "the MLP intermediate size",
+                           mesh);
+}

@@ -466,3 +466,19 @@ LogicalResult CombineOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
                            getPlacement().has_value(),
                            shapeOf(getReceivedOffsets())[0]);
 }
+
+//===----------------------------------------------------------------------===//
+// What the mesh must divide (MeshFitOpInterface)
+//===----------------------------------------------------------------------===//
+
+LogicalResult ExpertsOp::verifyFitsMesh(MeshAttr mesh) {
+  if (!hasRank(getGateWeight(), 3))
+    return success();
+  return expectDivisible(*this, "the number of experts", getNumExperts(), "ep",
+                         mesh.getEp());
+}
+
+LogicalResult SharedExpertsOp::verifyFitsMesh(MeshAttr mesh) {
+  return expectFFNFitsMesh(*this, getGateWeight(),
+                           "the shared-expert intermediate size", mesh);
+}

@@ -29,6 +29,8 @@ void MoEDialect::initialize() {
       >();
 }
 
+#include "moe/Dialect/MoE/IR/MoEInterfaces.cpp.inc"
+
 Operation *MoEDialect::materializeConstant(OpBuilder &builder, Attribute value,
                                            Type type, Location loc) {
   return arith::ConstantOp::materialize(builder, value, type, loc);
@@ -47,72 +49,12 @@ LogicalResult MeshAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
-/// Emits "<what> (<count>) ... divisible by <axis> = <size>" at `op` unless
-/// `size` divides `count`.
-static LogicalResult expectDivisible(Operation *op, StringRef what,
-                                     int64_t count, StringRef axis,
-                                     int64_t size) {
-  if (count % size == 0)
-    return success();
-  return emitError(op->getLoc())
-         << "cannot shard over the mesh: " << what << " (" << count
-         << ") is not divisible by " << axis << " = " << size;
-}
-
-static bool hasRank(Value v, size_t rank) {
-  return cast<ShapedType>(v.getType()).getShape().size() == rank;
-}
-
 LogicalResult mlir::moe::verifyModelFitsMesh(Operation *module, MeshAttr mesh) {
   // Runs before the nested ops' own verifiers (the module attribute is
-  // checked on entry), so every shape access is guarded by a rank check.
+  // checked on entry): each op's check guards its shape accesses.
   bool ok = true;
-  auto check = [&](LogicalResult r) { ok &= succeeded(r); };
-  auto checkFFN = [&](Operation *op, Value gate, StringRef what) {
-    if (hasRank(gate, 2))
-      check(expectDivisible(op, what,
-                            cast<ShapedType>(gate.getType()).getShape()[0],
-                            "tp", mesh.getTp()));
-  };
-  module->walk([&](Operation *op) {
-    llvm::TypeSwitch<Operation *>(op)
-        .Case([&](EmbeddingOp emb) {
-          ArrayRef<int64_t> tokens = emb.getTokens().getType().getShape();
-          if (!tokens.empty())
-            check(expectDivisible(op, "the batch size", tokens[0], "dp",
-                                  mesh.getDp()));
-          if (tokens.size() >= 2)
-            check(expectDivisible(op, "the sequence length", tokens[1], "cp",
-                                  mesh.getCp()));
-        })
-        .Case([&](AttentionOp attn) {
-          if (!hasRank(attn.getQ(), 4) || !hasRank(attn.getK(), 4))
-            return;
-          ArrayRef<int64_t> q = attn.getQ().getType().getShape();
-          ArrayRef<int64_t> k = attn.getK().getType().getShape();
-          // TP splits heads; Ulysses CP then splits each rank's heads again.
-          int64_t headShards = mesh.getTp() * mesh.getCp();
-          check(expectDivisible(op, "the sequence length", q[1], "cp",
-                                mesh.getCp()));
-          check(expectDivisible(op, "the number of query heads", q[2],
-                                "tp * cp", headShards));
-          check(expectDivisible(op, "the number of key/value heads", k[2],
-                                "tp * cp", headShards));
-        })
-        // Dense and shared-expert FFNs are column- then row-parallel over tp.
-        .Case([&](MLPOp mlp) {
-          checkFFN(op, mlp.getGateWeight(), "the MLP intermediate size");
-        })
-        .Case([&](SharedExpertsOp shared) {
-          checkFFN(op, shared.getGateWeight(),
-                   "the shared-expert intermediate size");
-        })
-        .Case([&](ExpertsOp experts) {
-          if (!hasRank(experts.getGateWeight(), 3))
-            return;
-          check(expectDivisible(op, "the number of experts",
-                                experts.getNumExperts(), "ep", mesh.getEp()));
-        });
+  module->walk([&](MeshFitOpInterface op) {
+    ok &= succeeded(op.verifyFitsMesh(mesh));
   });
   return success(ok);
 }

@@ -129,6 +129,33 @@ template <typename OpT> inline bool firstOfKindInBlock(Operation *op) {
   return true;
 }
 
+/// Emits "cannot shard over the mesh: <what> (<count>) is not divisible by
+/// <axis> = <size>" at `op` unless `size` divides `count`.
+inline LogicalResult expectDivisible(Operation *op, StringRef what,
+                                     int64_t count, StringRef axis,
+                                     int64_t size) {
+  if (count % size == 0)
+    return success();
+  return emitError(op->getLoc())
+         << "cannot shard over the mesh: " << what << " (" << count
+         << ") is not divisible by " << axis << " = " << size;
+}
+
+inline bool hasRank(Value v, size_t rank) {
+  return cast<ShapedType>(v.getType()).getShape().size() == rank;
+}
+
+/// A SwiGLU FFN whose gate weight is [inter, hidden] is column- then
+/// row-parallel over tp: tp must divide inter.
+inline LogicalResult expectFFNFitsMesh(Operation *op, Value gate,
+                                       StringRef what, MeshAttr mesh) {
+  if (!hasRank(gate, 2))
+    return success();
+  return expectDivisible(op, what,
+                         cast<ShapedType>(gate.getType()).getShape()[0], "tp",
+                         mesh.getTp());
+}
+
 } // namespace mlir::moe::detail
 
 #endif // MOE_LIB_DIALECT_MOE_IR_VERIFYUTILS_H

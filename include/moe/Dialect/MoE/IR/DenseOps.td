@@ -9,7 +9,8 @@
 #ifndef MOE_DIALECT_MOE_IR_DENSEOPS_TD
 #define MOE_DIALECT_MOE_IR_DENSEOPS_TD
 
-def MoE_EmbeddingOp : MoE_Op<"embedding", [Pure]> {
+def MoE_EmbeddingOp : MoE_Op<"embedding", [Pure,
+    DeclareOpInterfaceMethods<MoE_MeshFitOpInterface>]> {
   let summary = "Token embedding lookup";
   let description = [{
     `result[i..., :] = table[tokens[i...], :]` for a table of shape
@@ -146,7 +147,8 @@ def MoE_RopeGradOp : MoE_Op<"rope_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
-def MoE_AttentionOp : MoE_Op<"attention", [Pure]> {
+def MoE_AttentionOp : MoE_Op<"attention", [Pure,
+    DeclareOpInterfaceMethods<MoE_MeshFitOpInterface>]> {
   let summary = "Scaled dot-product attention with grouped-query heads";
   let description = [{
     `q` is [B, S, H, D]; `k` and `v` are [B, S, KV, D] with H a multiple of
@@ -198,7 +200,8 @@ def MoE_AttentionGradOp : MoE_Op<"attention_grad", [Pure]> {
   }];
 }
 
-def MoE_MLPOp : MoE_Op<"mlp", [Pure]> {
+def MoE_MLPOp : MoE_Op<"mlp", [Pure,
+    DeclareOpInterfaceMethods<MoE_MeshFitOpInterface>]> {
   let summary = "Dense SwiGLU feed-forward block";
   let description = [{
     `result = (silu(x @ gate^T) * (x @ up^T)) @ down^T` with `gate` and `up`

@@ -91,7 +91,8 @@ def MoE_RouterGradOp : MoE_Op<"router_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
-def MoE_ExpertsOp : MoE_Op<"experts", [Pure]> {
+def MoE_ExpertsOp : MoE_Op<"experts", [Pure,
+    DeclareOpInterfaceMethods<MoE_MeshFitOpInterface>]> {
   let summary = "Routed experts: grouped SwiGLU FFN and weighted combine";
   let description = [{
     For `input` [..., H], router `weights` and `indices` [..., K] and
@@ -408,7 +409,8 @@ def MoE_CombineOp : MoE_Op<"combine", [
   let hasVerifier = 1;
 }
 
-def MoE_SharedExpertsOp : MoE_Op<"shared_experts", [Pure]> {
+def MoE_SharedExpertsOp : MoE_Op<"shared_experts", [Pure,
+    DeclareOpInterfaceMethods<MoE_MeshFitOpInterface>]> {
   let summary = "Shared experts: a dense SwiGLU FFN every token takes";
   let description = [{
     `result = g * ((silu(x @ gate^T) * (x @ up^T)) @ down^T)` for `x` [..., H],

@@ -13,15 +13,18 @@
 #include "moe/Dialect/MoE/IR/MoEAttrs.h"
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 
+#include "moe/Dialect/MoE/IR/MoEInterfaces.h.inc"
+
 #define GET_OP_CLASSES
 #include "moe/Dialect/MoE/IR/MoEOps.h.inc"
 
 namespace mlir::moe {
 
-/// Checks that `module`'s model can be sharded over `mesh`: ep divides every
-/// experts op's expert count, tp divides attention heads and KV heads, cp
-/// divides sequence lengths, dp divides batch sizes. Emits one diagnostic per
-/// violation at the offending op.
+/// Checks that `module`'s model can be sharded over `mesh` by asking each op
+/// that implements MeshFitOpInterface (ep divides every experts op's expert
+/// count, tp divides attention heads and KV heads, cp divides sequence
+/// lengths, dp divides batch sizes, ...). Emits one diagnostic per violation
+/// at the offending op.
 LogicalResult verifyModelFitsMesh(Operation *module, MeshAttr mesh);
 
 } // namespace mlir::moe

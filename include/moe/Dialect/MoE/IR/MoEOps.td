@@ -24,6 +24,7 @@
 
 include "moe/Dialect/MoE/IR/MoEBase.td"
 include "moe/Dialect/MoE/IR/MoEAttrs.td"
+include "moe/Dialect/MoE/IR/MoEInterfaces.td"
 include "mlir/IR/CommonAttrConstraints.td"
 include "mlir/IR/CommonTypeConstraints.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"

@@ -8,6 +8,50 @@
 
 namespace moe {
 
+const char *axisName(MeshAxis axis) {
+  switch (axis) {
+  case MeshAxis::DP:
+    return "dp";
+  case MeshAxis::CP:
+    return "cp";
+  case MeshAxis::TP:
+    return "tp";
+  case MeshAxis::EP:
+    return "ep";
+  case MeshAxis::EDP:
+    return "edp";
+  }
+  return "?";
+}
+
+std::optional<MeshAxis> parseAxis(std::string_view name) {
+  for (MeshAxis axis : {MeshAxis::DP, MeshAxis::CP, MeshAxis::TP, MeshAxis::EP,
+                        MeshAxis::EDP})
+    if (name == axisName(axis))
+      return axis;
+  return std::nullopt;
+}
+
+int64_t MeshShape::size(MeshAxis axis) const {
+  return axis == MeshAxis::EDP ? expertDataParallelSize()
+                               : const_cast<MeshShape *>(this)->size(axis);
+}
+
+int64_t &MeshShape::size(MeshAxis axis) {
+  switch (axis) {
+  case MeshAxis::CP:
+    return cp;
+  case MeshAxis::TP:
+    return tp;
+  case MeshAxis::EP:
+    return ep;
+  case MeshAxis::DP:
+  case MeshAxis::EDP: // not settable: derived from the others
+    break;
+  }
+  return dp;
+}
+
 std::optional<MeshShape> MeshShape::parse(const std::string &text,
                                           std::string &error) {
   MeshShape mesh;
@@ -29,12 +73,8 @@ std::optional<MeshShape> MeshShape::parse(const std::string &text,
       return std::nullopt;
     }
     std::string axis = item.substr(0, eq), value = item.substr(eq + 1);
-    static const char *const names[] = {"dp", "cp", "tp", "ep"};
-    int64_t *fields[] = {&mesh.dp, &mesh.cp, &mesh.tp, &mesh.ep};
-    int index = -1;
-    for (int i = 0; i < 4; ++i)
-      if (axis == names[i])
-        index = i;
+    std::optional<MeshAxis> named = parseAxis(axis);
+    int index = named && *named != MeshAxis::EDP ? static_cast<int>(*named) : -1;
     if (index < 0) {
       error = "unknown mesh axis '" + axis + "' (expected dp, cp, tp or ep)";
       return std::nullopt;
@@ -53,18 +93,17 @@ std::optional<MeshShape> MeshShape::parse(const std::string &text,
               "', which is not an integer";
       return std::nullopt;
     }
-    *fields[index] = size;
+    mesh.size(*named) = size;
   }
   return mesh;
 }
 
 std::string MeshShape::validate(int64_t worldSize) const {
-  const std::pair<const char *, int64_t> axes[] = {
-      {"dp", dp}, {"cp", cp}, {"tp", tp}, {"ep", ep}};
-  for (const auto &[name, size] : axes)
-    if (size < 1)
-      return std::string("mesh axis '") + name +
-             "' must have a positive size, but got " + std::to_string(size);
+  for (MeshAxis axis : kMeshAxes)
+    if (size(axis) < 1)
+      return std::string("mesh axis '") + axisName(axis) +
+             "' must have a positive size, but got " +
+             std::to_string(size(axis));
   if ((dp * cp) % ep != 0)
     return "mesh ep=" + std::to_string(ep) +
            " must divide dp*cp=" + std::to_string(dp * cp) +

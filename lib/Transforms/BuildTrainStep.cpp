@@ -32,6 +32,7 @@
 #include "ShardingSpec.h"
 
 #include "moe/Dialect/MoE/IR/MoEOps.h"
+#include "moe/Support/MeshShape.h"
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -40,7 +41,6 @@
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/MapVector.h"
-#include "llvm/ADT/StringSwitch.h"
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_BUILDTRAINSTEP
@@ -56,12 +56,22 @@ namespace {
 enum Vary : unsigned { kDp = 1, kCp = 2, kTp = 4, kEp = 8 };
 
 unsigned varyBit(StringRef axisName) {
-  return llvm::StringSwitch<unsigned>(axisName)
-      .Case("dp", kDp)
-      .Case("cp", kCp)
-      .Case("tp", kTp)
-      .Case("ep", kEp)
-      .Default(0);
+  std::optional<::moe::MeshAxis> axis = ::moe::parseAxis(axisName);
+  if (!axis)
+    return 0;
+  switch (*axis) {
+  case ::moe::MeshAxis::DP:
+    return kDp;
+  case ::moe::MeshAxis::CP:
+    return kCp;
+  case ::moe::MeshAxis::TP:
+    return kTp;
+  case ::moe::MeshAxis::EP:
+    return kEp;
+  case ::moe::MeshAxis::EDP:
+    break; // the replicas of an expert: nothing is split over edp
+  }
+  return 0;
 }
 
 unsigned varyBit(StringRef grid, int16_t axis) {

@@ -10,6 +10,7 @@
 #include "moe/Dialect/MoE/IR/MoEAttrs.h"
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 #include "moe/Runtime/ModelABI.h"
+#include "moe/Support/MeshShape.h"
 #include "moe/Transforms/Passes.h"
 #include "moe/Transforms/RuntimeABI.h"
 
@@ -163,12 +164,13 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
           MoEDialect::getVocabCharsAttrName()))
     manifest["vocab_chars"] = chars.getValue().str();
   MeshAttr mesh = module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName());
-  manifest["mesh"] = llvm::json::Object{
-      {"dp", mesh ? mesh.getDp() : 1},
-      {"cp", mesh ? mesh.getCp() : 1},
-      {"tp", mesh ? mesh.getTp() : 1},
-      {"ep", mesh ? mesh.getEp() : 1},
-  };
+  ::moe::MeshShape shape;
+  if (mesh)
+    shape = {mesh.getDp(), mesh.getCp(), mesh.getTp(), mesh.getEp()};
+  llvm::json::Object meshSizes;
+  for (::moe::MeshAxis axis : ::moe::kMeshAxes)
+    meshSizes[::moe::axisName(axis)] = shape.size(axis);
+  manifest["mesh"] = std::move(meshSizes);
   std::string text;
   llvm::raw_string_ostream os(text);
   os << llvm::json::Value(std::move(manifest));

@@ -3,6 +3,7 @@
 #include "ShardingSpec.h"
 
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
+#include "moe/Support/MeshShape.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/SymbolTable.h"
@@ -11,14 +12,12 @@ using namespace mlir;
 using namespace mlir::moe;
 
 StringRef mlir::moe::meshAxisName(StringRef grid, int16_t axis) {
-  static const char *const dense[] = {"dp", "cp", "tp"};
-  static const char *const expert[] = {"edp", "ep", "tp"};
   if (axis < 0 || axis > 2)
     return "";
   if (grid == kDenseGrid)
-    return dense[axis];
+    return ::moe::axisName(::moe::kDenseGridAxes[axis]);
   if (grid == kExpertGrid)
-    return expert[axis];
+    return ::moe::axisName(::moe::kExpertGridAxes[axis]);
   return "";
 }
 

@@ -4,7 +4,12 @@
 
 #include <gtest/gtest.h>
 
+using moe::axisName;
+using moe::kDenseGridAxes;
+using moe::kExpertGridAxes;
+using moe::MeshAxis;
 using moe::MeshShape;
+using moe::parseAxis;
 
 namespace {
 
@@ -88,3 +93,26 @@ TEST(MeshShape, ChecksTheWorldSize) {
 }
 
 } // namespace
+
+TEST(MeshAxis, NamesParseAndSizes) {
+  for (MeshAxis axis : {MeshAxis::DP, MeshAxis::CP, MeshAxis::TP, MeshAxis::EP,
+                        MeshAxis::EDP})
+    EXPECT_EQ(parseAxis(axisName(axis)), axis) << axisName(axis);
+  EXPECT_STREQ(axisName(MeshAxis::EDP), "edp");
+  EXPECT_FALSE(parseAxis("pp").has_value());
+  EXPECT_FALSE(parseAxis("").has_value());
+  EXPECT_FALSE(parseAxis("DP").has_value());
+
+  MeshShape mesh{4, 2, 3, 4};
+  EXPECT_EQ(mesh.size(MeshAxis::DP), 4);
+  EXPECT_EQ(mesh.size(MeshAxis::CP), 2);
+  EXPECT_EQ(mesh.size(MeshAxis::TP), 3);
+  EXPECT_EQ(mesh.size(MeshAxis::EP), 4);
+  EXPECT_EQ(mesh.size(MeshAxis::EDP), 2); // dp * cp / ep
+  mesh.size(MeshAxis::TP) = 1;
+  EXPECT_EQ(mesh.tp, 1);
+  // The grids name their axes in grid order.
+  EXPECT_STREQ(axisName(kDenseGridAxes[0]), "dp");
+  EXPECT_STREQ(axisName(kExpertGridAxes[0]), "edp");
+  EXPECT_STREQ(axisName(kExpertGridAxes[1]), "ep");
+}

@@ -2,6 +2,8 @@
 
 #include "MemoryReport.h"
 
+#include "moe/Support/MeshShape.h"
+
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Format.h"
 
@@ -84,8 +86,13 @@ void printMemoryReport(const json::Object &manifest, const moe::RankMemory &m,
   auto axis = [&](StringRef name) {
     return mesh ? mesh->getInteger(name).value_or(1) : 1;
   };
-  int64_t dp = axis("dp"), cp = axis("cp"), tp = axis("tp"), ep = axis("ep");
-  int64_t ranks = dp * cp * tp;
+  moe::MeshShape shape;
+  for (moe::MeshAxis a : moe::kMeshAxes)
+    shape.size(a) = axis(moe::axisName(a));
+  int64_t ranks = shape.worldSize();
+  json::Object meshSizes;
+  for (moe::MeshAxis a : moe::kMeshAxes)
+    meshSizes[moe::axisName(a)] = shape.size(a);
   if (asJson) {
     json::Array perRank;
     for (int64_t rank = 0; rank < ranks; ++rank)
@@ -101,9 +108,7 @@ void printMemoryReport(const json::Object &manifest, const moe::RankMemory &m,
       });
     os << formatv("{0:2}",
                   json::Value(json::Object{
-                      {"mesh",
-                       json::Object{
-                           {"dp", dp}, {"cp", cp}, {"tp", tp}, {"ep", ep}}},
+                      {"mesh", std::move(meshSizes)},
                       {"storage",
                        manifest.getString("storage").value_or("F32").str()},
                       {"ranks", std::move(perRank)},
@@ -111,8 +116,10 @@ void printMemoryReport(const json::Object &manifest, const moe::RankMemory &m,
        << "\n";
     return;
   }
-  os << "memory per rank: mesh dp=" << dp << " cp=" << cp << " tp=" << tp
-     << " ep=" << ep << " (" << ranks << (ranks == 1 ? " rank" : " ranks")
+  os << "memory per rank: mesh";
+  for (moe::MeshAxis a : moe::kMeshAxes)
+    os << " " << moe::axisName(a) << "=" << shape.size(a);
+  os << " (" << ranks << (ranks == 1 ? " rank" : " ranks")
      << "), storage " << manifest.getString("storage").value_or("F32").lower()
      << "\n";
   const char *columns[] = {"ranks",    "weights",    "gradients", "optimizer",

@@ -11,8 +11,34 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace moe {
+
+/// The axes a program is split over: the four axes of the device mesh and
+/// the expert data-parallel axis they imply (the dp * cp / ep ranks that
+/// hold the same experts). One vocabulary for the compiler (shardings, the
+/// manifest) and the runtime (placement, checkpoints, traces).
+enum class MeshAxis { DP, CP, TP, EP, EDP };
+
+/// The four axes a mesh is given by, in the order "dp=..,cp=..,tp=..,ep=..".
+inline constexpr MeshAxis kMeshAxes[] = {MeshAxis::DP, MeshAxis::CP,
+                                         MeshAxis::TP, MeshAxis::EP};
+
+/// "dp", "cp", "tp", "ep", "edp".
+const char *axisName(MeshAxis axis);
+
+/// The axis named `name` (any of axisName's), or nullopt.
+std::optional<MeshAxis> parseAxis(std::string_view name);
+
+/// The axes of the two device grids a partitioned program uses, in grid
+/// order: the dense grid (dp, cp, tp), over which dense weights and
+/// activations are split, and the expert grid (edp, ep, tp), over which
+/// expert weights are; the rank layout behind both is MeshCoordinates'.
+inline constexpr MeshAxis kDenseGridAxes[] = {MeshAxis::DP, MeshAxis::CP,
+                                              MeshAxis::TP};
+inline constexpr MeshAxis kExpertGridAxes[] = {MeshAxis::EDP, MeshAxis::EP,
+                                               MeshAxis::TP};
 
 /// Sizes of the four mesh axes. The world is dp * cp * tp ranks; ep borrows
 /// its ranks from the dp * cp plane (see #moe.mesh in the dialect docs).
@@ -24,6 +50,10 @@ struct MeshShape {
 
   int64_t worldSize() const { return dp * cp * tp; }
   int64_t expertDataParallelSize() const { return dp * cp / ep; }
+  /// The size of `axis` (edp: expertDataParallelSize()).
+  int64_t size(MeshAxis axis) const;
+  /// The size of one of the four kMeshAxes, to set.
+  int64_t &size(MeshAxis axis);
 
   /// Parses "dp=2,cp=1,tp=2,ep=4": comma-separated axis=size pairs in any
   /// order, each axis at most once, omitted axes 1; "" is the 1-rank mesh.

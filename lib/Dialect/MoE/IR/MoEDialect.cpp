@@ -76,8 +76,7 @@ static LogicalResult verifyShardRecord(Operation *op, NamedAttribute attr) {
     auto axes = dyn_cast<ArrayAttr>(dim);
     return axes && llvm::all_of(axes, [](Attribute axis) {
              auto s = dyn_cast<StringAttr>(axis);
-             return s && llvm::is_contained({"dp", "cp", "tp", "ep", "edp"},
-                                            s.getValue());
+             return s && ::moe::parseAxis(s.getValue().str()).has_value();
            });
   };
   if (!dims || !llvm::all_of(dims, isAxisList))

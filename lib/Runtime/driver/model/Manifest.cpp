@@ -400,16 +400,10 @@ void parseOptionalFields(const Json &root, Manifest &m) {
              "is " + shown(*axis) + ", expected a positive integer");
       int64_t size = axis->get<int64_t>();
       const std::string &key = axis.key();
-      if (key == "dp")
-        m.mesh.dp = size;
-      else if (key == "cp")
-        m.mesh.cp = size;
-      else if (key == "tp")
-        m.mesh.tp = size;
-      else if (key == "ep")
-        m.mesh.ep = size;
-      else
+      std::optional<MeshAxis> named = parseAxis(key);
+      if (!named || *named == MeshAxis::EDP)
         fail("mesh." + key, "is not a mesh axis (dp, cp, tp, ep)");
+      m.mesh.size(*named) = size;
     }
     if (std::string error = m.mesh.validate(0); !error.empty())
       fail("mesh", error);

@@ -12,19 +12,24 @@ namespace {
 /// (index of the rank on `axis`, size of `axis`).
 std::pair<int64_t, int64_t> axisPlace(const std::string &axis,
                                       const RankPlace &place) {
-  const MeshShape &m = place.mesh;
   const rt::MeshCoordinates &c = place.coords;
-  if (axis == "dp")
-    return {c.d, m.dp};
-  if (axis == "cp")
-    return {c.c, m.cp};
-  if (axis == "tp")
-    return {c.t, m.tp};
-  if (axis == "ep")
-    return {c.ep.rank, m.ep};
-  if (axis == "edp")
-    return {c.edp.rank, m.expertDataParallelSize()};
-  throw std::runtime_error("unknown mesh axis '" + axis + "'");
+  std::optional<MeshAxis> named = parseAxis(axis);
+  if (!named)
+    throw std::runtime_error("unknown mesh axis '" + axis + "'");
+  int64_t size = place.mesh.size(*named);
+  switch (*named) {
+  case MeshAxis::DP:
+    return {c.d, size};
+  case MeshAxis::CP:
+    return {c.c, size};
+  case MeshAxis::TP:
+    return {c.t, size};
+  case MeshAxis::EP:
+    return {c.ep.rank, size};
+  case MeshAxis::EDP:
+    return {c.edp.rank, size};
+  }
+  return {0, 1};
 }
 
 } // namespace

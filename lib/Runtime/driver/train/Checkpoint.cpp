@@ -142,8 +142,10 @@ std::string pieceTensor(const ParamInfo &param, const Piece &piece) {
 }
 
 Json meshJson(const MeshShape &mesh) {
-  return Json{
-      {"dp", mesh.dp}, {"cp", mesh.cp}, {"tp", mesh.tp}, {"ep", mesh.ep}};
+  Json json = Json::object();
+  for (MeshAxis axis : kMeshAxes)
+    json[axisName(axis)] = mesh.size(axis);
+  return json;
 }
 
 Json placementJson(const PlacementTables &tables) {

@@ -33,23 +33,38 @@ std::optional<MeshAxis> parseAxis(std::string_view name) {
 }
 
 int64_t MeshShape::size(MeshAxis axis) const {
-  return axis == MeshAxis::EDP ? expertDataParallelSize()
-                               : const_cast<MeshShape *>(this)->size(axis);
-}
-
-int64_t &MeshShape::size(MeshAxis axis) {
   switch (axis) {
+  case MeshAxis::DP:
+    return dp;
   case MeshAxis::CP:
     return cp;
   case MeshAxis::TP:
     return tp;
   case MeshAxis::EP:
     return ep;
-  case MeshAxis::DP:
-  case MeshAxis::EDP: // not settable: derived from the others
+  case MeshAxis::EDP:
     break;
   }
-  return dp;
+  return expertDataParallelSize();
+}
+
+void MeshShape::setSize(MeshAxis axis, int64_t size) {
+  switch (axis) {
+  case MeshAxis::DP:
+    dp = size;
+    return;
+  case MeshAxis::CP:
+    cp = size;
+    return;
+  case MeshAxis::TP:
+    tp = size;
+    return;
+  case MeshAxis::EP:
+    ep = size;
+    return;
+  case MeshAxis::EDP:
+    return; // derived from the others
+  }
 }
 
 std::optional<MeshShape> MeshShape::parse(const std::string &text,
@@ -93,7 +108,7 @@ std::optional<MeshShape> MeshShape::parse(const std::string &text,
               "', which is not an integer";
       return std::nullopt;
     }
-    mesh.size(*named) = size;
+    mesh.setSize(*named, size);
   }
   return mesh;
 }

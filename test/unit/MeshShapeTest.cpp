@@ -109,8 +109,10 @@ TEST(MeshAxis, NamesParseAndSizes) {
   EXPECT_EQ(mesh.size(MeshAxis::TP), 3);
   EXPECT_EQ(mesh.size(MeshAxis::EP), 4);
   EXPECT_EQ(mesh.size(MeshAxis::EDP), 2); // dp * cp / ep
-  mesh.size(MeshAxis::TP) = 1;
+  mesh.setSize(MeshAxis::TP, 1);
   EXPECT_EQ(mesh.tp, 1);
+  mesh.setSize(MeshAxis::EDP, 7); // derived: ignored
+  EXPECT_EQ(mesh.size(MeshAxis::EDP), 2);
   // The grids name their axes in grid order.
   EXPECT_STREQ(axisName(kDenseGridAxes[0]), "dp");
   EXPECT_STREQ(axisName(kExpertGridAxes[0]), "edp");

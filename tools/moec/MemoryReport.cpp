@@ -88,7 +88,7 @@ void printMemoryReport(const json::Object &manifest, const moe::RankMemory &m,
   };
   moe::MeshShape shape;
   for (moe::MeshAxis a : moe::kMeshAxes)
-    shape.size(a) = axis(moe::axisName(a));
+    shape.setSize(a, axis(moe::axisName(a)));
   int64_t ranks = shape.worldSize();
   json::Object meshSizes;
   for (moe::MeshAxis a : moe::kMeshAxes)

@@ -52,8 +52,8 @@ struct MeshShape {
   int64_t expertDataParallelSize() const { return dp * cp / ep; }
   /// The size of `axis` (edp: expertDataParallelSize()).
   int64_t size(MeshAxis axis) const;
-  /// The size of one of the four kMeshAxes, to set.
-  int64_t &size(MeshAxis axis);
+  /// Sets the size of one of the four kMeshAxes (edp is derived: ignored).
+  void setSize(MeshAxis axis, int64_t size);
 
   /// Parses "dp=2,cp=1,tp=2,ep=4": comma-separated axis=size pairs in any
   /// order, each axis at most once, omitted axes 1; "" is the 1-rank mesh.

@@ -403,7 +403,7 @@ void parseOptionalFields(const Json &root, Manifest &m) {
       std::optional<MeshAxis> named = parseAxis(key);
       if (!named || *named == MeshAxis::EDP)
         fail("mesh." + key, "is not a mesh axis (dp, cp, tp, ep)");
-      m.mesh.size(*named) = size;
+      m.mesh.setSize(*named, size);
     }
     if (std::string error = m.mesh.validate(0); !error.empty())
       fail("mesh", error);

@@ -94,13 +94,7 @@ public:
   /// the call's operands in the call's order (a flag as a bool; an optional
   /// buffer null when absent). The entry points have checked the operands'
   /// kinds (no null required buffer, no negative size) before a method runs.
-#define MOERT_IN(T, name) const T *name
-#define MOERT_OUT(T, name) T *name
-#define MOERT_FLAG(name) bool name
-#define MOERT_I64(name) int64_t name
-#define MOERT_I32(name) int32_t name
-#define MOERT_F32(name) float name
-#define MOERT_F64(name) double name
+#define MOERT_AS_CXX_PARAMETERS
 #define MOERT_CALL(cname, ...)
 #define MOERT_KERNEL(cname, method, ...) virtual void method(__VA_ARGS__) = 0;
 #include "moe/Runtime/CApiCalls.def"

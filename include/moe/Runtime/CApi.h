@@ -45,12 +45,7 @@ enum {
 
 /* One prototype per entry of the table, in its order (CApiCalls.def states
  * what each call computes). */
-#define MOERT_IN(T, name) const T *name
-#define MOERT_OUT(T, name) T *name
-#define MOERT_I64(name) int64_t name
-#define MOERT_I32(name) int32_t name
-#define MOERT_F32(name) float name
-#define MOERT_F64(name) double name
+#define MOERT_AS_C_PARAMETERS
 #define MOERT_CALL(cname, ...) void cname(moert_context *ctx, __VA_ARGS__);
 #include "moe/Runtime/CApiCalls.def"
 

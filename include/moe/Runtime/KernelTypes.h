@@ -10,6 +10,7 @@
 #define MOE_RUNTIME_KERNELTYPES_H
 
 #include <cstdint>
+#include <string>
 
 namespace moe {
 
@@ -22,6 +23,26 @@ struct RouterConfig {
   float routeScale = 1.0f;
   int64_t nGroup = 1;
   int64_t topkGroup = 1;
+
+  /// "" when the attributes make sense together, else one sentence naming
+  /// the first one that does not: every backend's router checks this.
+  std::string problem() const {
+    if (experts < 1)
+      return "experts must be positive, got " + std::to_string(experts);
+    if (nGroup < 1)
+      return "nGroup must be positive, got " + std::to_string(nGroup);
+    if (experts % nGroup != 0)
+      return "experts (" + std::to_string(experts) +
+             ") is not divisible by nGroup (" + std::to_string(nGroup) + ")";
+    if (topkGroup < 1 || topkGroup > nGroup)
+      return "topkGroup " + std::to_string(topkGroup) + " is outside [1, " +
+             std::to_string(nGroup) + "]";
+    int64_t eligible = topkGroup * (experts / nGroup);
+    if (topK < 1 || topK > eligible)
+      return "topK " + std::to_string(topK) + " is outside [1, " +
+             std::to_string(eligible) + "] (the eligible experts)";
+    return "";
+  }
 };
 
 /// The expert id of a token-slot dropped over capacity, and the rowToSlot of

@@ -117,13 +117,7 @@ public:
                    static_cast<uint16_t *>(dst), n);
   }
 
-#define MOERT_IN(T, name) const T *name
-#define MOERT_OUT(T, name) T *name
-#define MOERT_FLAG(name) bool name
-#define MOERT_I64(name) int64_t name
-#define MOERT_I32(name) int32_t name
-#define MOERT_F32(name) float name
-#define MOERT_F64(name) double name
+#define MOERT_AS_CXX_PARAMETERS
 #define MOERT_CALL(cname, ...)
 #define MOERT_KERNEL(cname, method, ...) void method(__VA_ARGS__) override;
 #include "moe/Runtime/CApiCalls.def"

@@ -26,20 +26,8 @@ namespace moe::cpu {
 namespace {
 
 void checkRouterConfig(const RouterConfig &cfg) {
-  const char *kernel = "router";
-  checkSize(kernel, "experts", cfg.experts, /*positive=*/true);
-  checkSize(kernel, "nGroup", cfg.nGroup, /*positive=*/true);
-  if (cfg.experts % cfg.nGroup != 0)
-    fail(kernel, "experts (" + std::to_string(cfg.experts) +
-                     ") is not divisible by nGroup (" +
-                     std::to_string(cfg.nGroup) + ")");
-  if (cfg.topkGroup < 1 || cfg.topkGroup > cfg.nGroup)
-    fail(kernel, "topkGroup " + std::to_string(cfg.topkGroup) +
-                     " is outside [1, " + std::to_string(cfg.nGroup) + "]");
-  int64_t eligible = cfg.topkGroup * (cfg.experts / cfg.nGroup);
-  if (cfg.topK < 1 || cfg.topK > eligible)
-    fail(kernel, "topK " + std::to_string(cfg.topK) + " is outside [1, " +
-                     std::to_string(eligible) + "] (the eligible experts)");
+  if (std::string problem = cfg.problem(); !problem.empty())
+    fail("router", problem);
 }
 
 /// The topkGroup groups with the highest group scores (ties to the lower

@@ -28,22 +28,10 @@ constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
 
 void checkRouterConfig(const RouterConfig &cfg) {
-  const char *kernel = "router";
-  checkSize(kernel, "experts", cfg.experts, /*positive=*/true);
-  checkSize(kernel, "nGroup", cfg.nGroup, /*positive=*/true);
+  if (std::string problem = cfg.problem(); !problem.empty())
+    fail("router", problem);
   if (cfg.experts > kMaxInt32)
-    fail(kernel, "experts " + std::to_string(cfg.experts) + " is too large");
-  if (cfg.experts % cfg.nGroup != 0)
-    fail(kernel, "experts (" + std::to_string(cfg.experts) +
-                     ") is not divisible by nGroup (" +
-                     std::to_string(cfg.nGroup) + ")");
-  if (cfg.topkGroup < 1 || cfg.topkGroup > cfg.nGroup)
-    fail(kernel, "topkGroup " + std::to_string(cfg.topkGroup) +
-                     " is outside [1, " + std::to_string(cfg.nGroup) + "]");
-  int64_t eligible = cfg.topkGroup * (cfg.experts / cfg.nGroup);
-  if (cfg.topK < 1 || cfg.topK > eligible)
-    fail(kernel, "topK " + std::to_string(cfg.topK) + " is outside [1, " +
-                     std::to_string(eligible) + "] (the eligible experts)");
+    fail("router", "experts " + std::to_string(cfg.experts) + " is too large");
 }
 
 /// Scores, group limit, top-k and weights of one token per warp, from the

@@ -10,6 +10,8 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_COMMANDLINE_H
 #define MOE_LIB_RUNTIME_DRIVER_COMMANDLINE_H
 
+#include "driver/model/Errors.h"
+
 #include <cstdint>
 #include <map>
 #include <stdexcept>
@@ -17,13 +19,6 @@
 #include <vector>
 
 namespace moe::driver {
-
-/// The command line cannot be understood: unknown command or flag, missing
-/// value, a value that is not a number, missing or conflicting flags.
-class UsageError : public std::runtime_error {
-public:
-  using std::runtime_error::runtime_error;
-};
 
 struct FlagSpec {
   std::string name;      ///< Without the dashes: "weights".

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "driver/cli/Driver.h"
+#include "driver/cli/RunFlags.h"
 
 #include "driver/model/AlignedBuffer.h"
 #include "driver/cli/CommandLine.h"
@@ -435,17 +436,17 @@ int dispatch(const std::string &program, const std::vector<std::string> &args,
     Manifest manifest = loadManifest(manifestText);
     if (command == &kForward) {
       std::optional<TraceOptions> trace = parseTraceOptions(flags);
-      return runOnMesh(manifest, flags, [&](RankEnv &env) {
+      return runOnMesh(manifest, meshRunFromFlags(manifest, flags), [&](RankEnv &env) {
         return runForward(manifest, forward, flags, trace, env);
       });
     }
     if (command == &kGenerate)
-      return runOnMesh(manifest, flags, [&](RankEnv &env) {
+      return runOnMesh(manifest, meshRunFromFlags(manifest, flags), [&](RankEnv &env) {
         return runGenerate(manifest, forward, flags, env);
       });
     if (command == &trainCommand()) {
       TrainOptions options = parseTrainOptions(flags, manifest, trainStep);
-      return runOnMesh(manifest, flags, [&](RankEnv &env) {
+      return runOnMesh(manifest, meshRunFromFlags(manifest, flags), [&](RankEnv &env) {
         return runTrain(manifest, forward, trainStep, options, env);
       });
     }

@@ -9,24 +9,12 @@
 #ifndef MOE_LIB_RUNTIME_DRIVER_DRIVER_H
 #define MOE_LIB_RUNTIME_DRIVER_DRIVER_H
 
-#include "moe/Runtime/ModelABI.h"
+#include "driver/model/Entries.h"
 
 #include <cstdint>
 
 namespace moe::driver {
 
-/// The signature of moe_entry_forward (ModelABI.h).
-using ForwardEntry = void (*)(moert_context *ctx, uint8_t *weights,
-                              uint8_t *arena, const int32_t *tokens,
-                              const int32_t *labels, float *logits,
-                              float *loss);
-
-/// The signature of moe_entry_train_step (ModelABI.h): `grads` is laid out
-/// like `weights`; `loss` receives the global mean loss.
-using TrainStepEntry = void (*)(moert_context *ctx, uint8_t *weights,
-                                uint8_t *arena, uint8_t *grads,
-                                const int32_t *tokens, const int32_t *labels,
-                                float *loss);
 
 /// Runs the command in argv (forward, generate, train, grad, init, info,
 /// --help) against the model that `manifestText` describes; `trainStep` is

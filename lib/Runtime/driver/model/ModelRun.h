@@ -11,8 +11,8 @@
 
 #include "driver/model/AlignedBuffer.h"
 #include "driver/model/BackendBuffer.h"
-#include "driver/cli/CommandLine.h"
-#include "driver/cli/Driver.h"
+#include "driver/model/Entries.h"
+#include "driver/model/Errors.h"
 #include "driver/model/Manifest.h"
 #include "driver/model/Sampling.h"
 #include "driver/model/Tokens.h"
@@ -31,28 +31,12 @@
 
 namespace moe::driver {
 
-/// The flags several commands share (functions, so that other files' static
-/// command tables can copy them whatever the order of initialisation).
-const FlagSpec &weightsFlag();
-const FlagSpec &initRandomFlag();
-const FlagSpec &initStdFlag();
-const FlagSpec &commFlag();
-const FlagSpec &backendFlag();
-const FlagSpec &gpuCommFlag();
-/// --sums deterministic|native and --check-collectives: the MPI and NCCL
-/// communicators' CommOptions (runOnMesh reads them).
-const FlagSpec &sumsFlag();
-const FlagSpec &checkCollectivesFlag();
-
 /// Where the weights come from.
 struct WeightSource {
   std::optional<std::string> path;
   uint64_t seed = 0;
   double std = 0.02;
 };
-
-/// --weights / --init-random / --init-std; throws UsageError.
-WeightSource parseWeightSource(const ParsedFlags &flags, bool allowPath);
 
 /// This rank's weights blob from `source` (a note on stderr for tensors of
 /// the file that the model does not use).
@@ -107,19 +91,26 @@ struct RankEnv {
 /// driver prints errors that every process meets alike on rank 0 only.
 int launcherRank();
 
-/// --backend (default cpu); throws UsageError for an unknown one.
-std::string backendFromFlags(const ParsedFlags &flags);
+/// Whether this process runs under an MPI launcher (mpirun, srun).
+bool underMpiLauncher();
 
-/// Runs `command` on every rank of the model's mesh: directly for a 1-rank
-/// model, else as threads (--comm local) or MPI processes (--comm mpi).
-/// Returns rank 0's status.
-int runOnMesh(const Manifest &m, const ParsedFlags &flags,
+/// How the ranks of a model run and communicate.
+struct MeshRun {
+  /// "none" (a 1-rank model in this process), "local" (every rank a thread
+  /// of this process) or "mpi" (one process per rank under a launcher).
+  std::string comm = "none";
+  /// "cpu" or "cuda".
+  std::string backend = "cpu";
+  /// The collectives of a cuda backend under mpi run over NCCL.
+  bool nccl = false;
+  /// The options of the host (MPI) and device (NCCL) communicators.
+  rt::CommOptions hostOptions, deviceOptions;
+};
+
+/// Runs `command` on every rank of the model's mesh as `run` says. Returns
+/// rank 0's status.
+int runOnMesh(const Manifest &m, const MeshRun &run,
               const std::function<int(RankEnv &)> &command);
-
-/// --tokens and --labels (default: the tokens shifted left in each row) as
-/// whole [batch, seq] inputs; malformed text is a UsageError, ids that do
-/// not fit the model a std::runtime_error.
-Batch batchFromFlags(const Manifest &m, const ParsedFlags &flags);
 
 /// The block of a whole [batch, seq] input this rank takes.
 std::vector<int32_t> localInput(const TensorSpec &spec,

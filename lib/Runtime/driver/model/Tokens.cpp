@@ -2,7 +2,7 @@
 
 #include "driver/model/Tokens.h"
 
-#include "driver/cli/CommandLine.h"
+#include "driver/model/Errors.h"
 
 #include <cctype>
 #include <charconv>

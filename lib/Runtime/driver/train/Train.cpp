@@ -12,6 +12,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "driver/train/Train.h"
+#include "driver/cli/RunFlags.h"
 
 #include "driver/model/Placement.h"
 #include "driver/model/Weights.h"

@@ -13,7 +13,7 @@
 #define MOE_LIB_RUNTIME_DRIVER_TRAIN_H
 
 #include "driver/cli/CommandLine.h"
-#include "driver/cli/Driver.h"
+#include "driver/model/Entries.h"
 #include "driver/model/Manifest.h"
 #include "driver/model/ModelRun.h"
 #include "driver/train/Optimizer.h"

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "driver/train/Train.h"
+#include "driver/cli/RunFlags.h"
 
 #include "driver/model/ModelRun.h"
 #include "driver/train/Metrics.h"

@@ -1,0 +1,32 @@
+//===- Entries.h - The compiled model's entry points ------------*- C++ -*-===//
+//
+// The signatures of the entry points moec compiles into an executable
+// (include/moe/Runtime/ModelABI.h states their contract).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_RUNTIME_DRIVER_ENTRIES_H
+#define MOE_LIB_RUNTIME_DRIVER_ENTRIES_H
+
+#include "moe/Runtime/ModelABI.h"
+
+#include <cstdint>
+
+namespace moe::driver {
+
+/// The signature of moe_entry_forward (ModelABI.h).
+using ForwardEntry = void (*)(moert_context *ctx, uint8_t *weights,
+                              uint8_t *arena, const int32_t *tokens,
+                              const int32_t *labels, float *logits,
+                              float *loss);
+
+/// The signature of moe_entry_train_step (ModelABI.h): `grads` is laid out
+/// like `weights`; `loss` receives the global mean loss.
+using TrainStepEntry = void (*)(moert_context *ctx, uint8_t *weights,
+                                uint8_t *arena, uint8_t *grads,
+                                const int32_t *tokens, const int32_t *labels,
+                                float *loss);
+
+} // namespace moe::driver
+
+#endif // MOE_LIB_RUNTIME_DRIVER_ENTRIES_H

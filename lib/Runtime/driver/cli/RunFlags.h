@@ -1,4 +1,4 @@
-//===- RunFlags.h - Flags of the commands that run the model ---*- C++ -*-===//
+//===- RunFlags.h - Flags of the commands that run the model ----*- C++ -*-===//
 //
 // The flags every running command shares (functions, so that other files'
 // static command tables can copy them whatever the order of

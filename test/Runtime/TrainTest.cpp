@@ -7,11 +7,11 @@
 //===----------------------------------------------------------------------===//
 
 #include "driver/train/Train.h"
+#include "driver/model/Manifest.h"
+#include "driver/model/Placement.h"
 #include "driver/train/Checkpoint.h"
 #include "driver/train/Corpus.h"
-#include "driver/model/Manifest.h"
 #include "driver/train/Optimizer.h"
-#include "driver/model/Placement.h"
 #include "driver/train/Plot.h"
 
 #include "TempDirTest.h"
@@ -114,6 +114,65 @@ TEST_F(CorpusTest, TooShortForAWindowInEitherSplit) {
       Corpus::readFile(write("ok.txt", std::string(69, 'a')), kAbc, 5));
   EXPECT_THROW(Corpus::readFile(file("absent.txt"), kAbc, 5),
                std::runtime_error);
+}
+
+/// `ids` as little-endian unsigned integers of `bytes` bytes each, written
+/// byte by byte (independently of the reader's decoding).
+std::string littleEndian(const std::vector<uint32_t> &ids, int bytes) {
+  std::string out;
+  for (uint32_t id : ids)
+    for (int b = 0; b < bytes; ++b)
+      out += static_cast<char>((id >> (8 * b)) & 0xff);
+  return out;
+}
+
+TEST_F(CorpusTest, ReadsLittleEndianTokenIdsOfSixteenAndThirtyTwoBits) {
+  std::vector<uint32_t> ids;
+  for (uint32_t i = 0; i < 100; ++i)
+    ids.push_back((i * 7919u + 258u) % 60000u); // high bytes set too
+  Corpus u16 =
+      Corpus::readTokenFile(write("t.u16", littleEndian(ids, 2)), 2, 60000, 4);
+  EXPECT_EQ(u16.trainSize(), 90);
+  ASSERT_EQ(u16.validationSize(), 10);
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(u16.validation()[i], int32_t(ids[90 + i])) << i;
+
+  ids[95] = 150000; // needs 32 bits
+  Corpus u32 =
+      Corpus::readTokenFile(write("t.u32", littleEndian(ids, 4)), 4, 151936, 4);
+  EXPECT_EQ(u32.validation()[5], 150000);
+  EXPECT_EQ(u32.validation()[0], int32_t(ids[90]));
+}
+
+TEST_F(CorpusTest, TokenFileErrorsNameTheFileAndTheId) {
+  std::vector<uint32_t> ids(100, 3);
+  ids[42] = 64;
+  std::string path = write("bad.u16", littleEndian(ids, 2));
+  try {
+    Corpus::readTokenFile(path, 2, 64, 4);
+    FAIL() << "no error";
+  } catch (const std::runtime_error &e) {
+    EXPECT_EQ(std::string(e.what()),
+              path + ": token id 64 at index 42 is not below the model's "
+                     "vocabulary size 64");
+  }
+  std::string odd = write("odd.u32", littleEndian(ids, 4) + "xy");
+  try {
+    Corpus::readTokenFile(odd, 4, 100, 4);
+    FAIL() << "no error";
+  } catch (const std::runtime_error &e) {
+    EXPECT_EQ(std::string(e.what()),
+              odd + ": 402 bytes is not a whole number of 32-bit token ids "
+                    "(--data-format u32)");
+  }
+  EXPECT_THROW(Corpus::readTokenFile(file("absent.u16"), 2, 64, 4),
+               std::runtime_error);
+  // 20 ids: too short for windows of seq + 1 = 5 in the validation split.
+  EXPECT_THROW(
+      Corpus::readTokenFile(
+          write("short.u16", littleEndian(std::vector<uint32_t>(20, 1), 2)), 2,
+          64, 4),
+      std::runtime_error);
 }
 
 TEST(CorpusBatchTest, WindowsAreShiftedAndDependOnSeedAndStepOnly) {

@@ -83,8 +83,8 @@ const CommandSpec kForward{
 
 const CommandSpec kGenerate{
     "generate",
-    "(--weights PATH | --init-random SEED) --prompt TEXT "
-    "[--max-new-tokens N] [--temperature T] [--top-k K] [--seed S]",
+    "(--weights PATH | --init-random SEED) (--prompt TEXT | --prompt-ids "
+    "IDS) [--max-new-tokens N] [--temperature T] [--top-k K] [--seed S]",
     "Continues a prompt one token at a time and streams it to stdout. The "
     "model sees the last seq tokens in row 0 of its fixed [batch, seq] input.",
     {kWeights,
@@ -94,6 +94,9 @@ const CommandSpec kGenerate{
       "Text for a character-level model (every character must be in "
       "vocab_chars), else token ids separated by commas and/or whitespace. "
       "Empty: generation starts after token 0 (which is not printed)."},
+     {"prompt-ids", "IDS",
+      "The prompt as token ids separated by commas and/or whitespace, for "
+      "any model (a tokenizer's output)."},
      {"max-new-tokens", "N", "Tokens to generate (default 64)."},
      {"temperature", "T",
       "Softmax temperature (default 1.0); 0 is greedy (argmax)."},
@@ -217,6 +220,8 @@ int runForward(const Manifest &m, ForwardEntry forward,
 struct GenerateOptions {
   WeightSource source;
   std::string prompt;
+  bool promptIsIds = false; ///< --prompt-ids
+
   int64_t maxNewTokens = 64;
   SamplingOptions sampling;
   uint64_t seed = 0;
@@ -225,9 +230,10 @@ struct GenerateOptions {
 GenerateOptions parseGenerateOptions(const ParsedFlags &flags) {
   GenerateOptions options;
   options.source = parseWeightSource(flags, /*allowPath=*/true);
-  if (!flags.has("prompt"))
-    throw UsageError("give --prompt TEXT");
-  options.prompt = flags.get("prompt");
+  if (flags.has("prompt") == flags.has("prompt-ids"))
+    throw UsageError("give --prompt TEXT or --prompt-ids IDS (one of them)");
+  options.promptIsIds = flags.has("prompt-ids");
+  options.prompt = flags.get(options.promptIsIds ? "prompt-ids" : "prompt");
   const int64_t maxInt = std::numeric_limits<int32_t>::max();
   if (flags.has("max-new-tokens"))
     options.maxNewTokens =
@@ -243,17 +249,19 @@ GenerateOptions parseGenerateOptions(const ParsedFlags &flags) {
   return options;
 }
 
-std::vector<int32_t> encodePrompt(const Manifest &m, const std::string &text) {
-  if (m.hasVocabChars())
-    return encodeChars("prompt", text, m.vocabChars);
-  return checkIds("prompt", parseIds("prompt", text), m.vocab, false,
+std::vector<int32_t> encodePrompt(const Manifest &m,
+                                  const GenerateOptions &options) {
+  if (m.hasVocabChars() && !options.promptIsIds)
+    return encodeChars("prompt", options.prompt, m.vocabChars);
+  const char *flag = options.promptIsIds ? "prompt-ids" : "prompt";
+  return checkIds(flag, parseIds(flag, options.prompt), m.vocab, false,
                   m.ignoreIndex);
 }
 
 int runGenerate(const Manifest &m, ForwardEntry forward,
                 const ParsedFlags &flags, RankEnv &env) {
   GenerateOptions options = parseGenerateOptions(flags);
-  std::vector<int32_t> context = encodePrompt(m, options.prompt);
+  std::vector<int32_t> context = encodePrompt(m, options);
   std::optional<AlignedBuffer> weights;
   env.agreeOnSetup(
       [&] { weights = obtainWeights(m, options.source, env.placePtr()); });

@@ -1,4 +1,4 @@
-//===- Corpus.cpp - The training text of a character-level model ----------===//
+//===- Corpus.cpp - The tokens a model trains on --------------------------===//
 
 #include "driver/train/Corpus.h"
 
@@ -38,12 +38,12 @@ Corpus::Corpus(std::vector<int32_t> ids, int64_t seq, const std::string &what)
   if (trainSize_ < seq + 1 || validationSize() < seq + 1)
     throw std::runtime_error(
         what + " has " + std::to_string(ids_.size()) +
-        " characters: too short for one window of seq + 1 = " +
+        " tokens: too short for one window of seq + 1 = " +
         std::to_string(seq + 1) +
         " in both the training split (90%: " + std::to_string(trainSize_) +
         ") and the validation split (10%: " + std::to_string(validationSize()) +
         "); need at least " + std::to_string(10 * (seq + 1) + 9) +
-        " characters");
+        " tokens");
 }
 
 Corpus Corpus::readFile(const std::string &path,
@@ -72,6 +72,36 @@ Corpus Corpus::readFile(const std::string &path,
                                "(vocab_chars)");
     ids.push_back(it->second);
     offset += c.size();
+  }
+  return Corpus(std::move(ids), seq, path);
+}
+
+Corpus Corpus::readTokenFile(const std::string &path, int idBytes,
+                             int64_t vocab, int64_t seq) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw std::runtime_error(path + ": cannot open the data file (" +
+                             std::strerror(errno) + ")");
+  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  if (in.bad())
+    throw std::runtime_error(path + ": cannot read the data file");
+  if (bytes.size() % idBytes != 0)
+    throw std::runtime_error(
+        path + ": " + std::to_string(bytes.size()) +
+        " bytes is not a whole number of " + std::to_string(8 * idBytes) +
+        "-bit token ids (--data-format u" + std::to_string(8 * idBytes) + ")");
+  std::vector<int32_t> ids(bytes.size() / idBytes);
+  const auto *data = reinterpret_cast<const unsigned char *>(bytes.data());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    uint64_t id = 0;
+    for (int b = idBytes - 1; b >= 0; --b) // little-endian
+      id = (id << 8) | data[i * idBytes + b];
+    if (id >= static_cast<uint64_t>(vocab))
+      throw std::runtime_error(path + ": token id " + std::to_string(id) +
+                               " at index " + std::to_string(i) +
+                               " is not below the model's vocabulary size " +
+                               std::to_string(vocab));
+    ids[i] = static_cast<int32_t>(id);
   }
   return Corpus(std::move(ids), seq, path);
 }

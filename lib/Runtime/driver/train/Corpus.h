@@ -1,8 +1,9 @@
-//===- Corpus.h - The training text of a character-level model --*- C++ -*-===//
+//===- Corpus.h - The tokens a model trains on ------------------*- C++ -*-===//
 //
 // `train --data FILE` reads the file as characters of the model's vocabulary
-// (vocab_chars): the first 90% of them are the training split, the rest the
-// validation split. A batch is `batch` windows of seq + 1 characters: tokens
+// (vocab_chars) or, with --data-format u16|u32, as a flat little-endian array
+// of token ids (the layout nanoGPT and many data pipelines write): the first
+// 90% of the tokens are the training split, the rest the validation split. A batch is `batch` windows of seq + 1 characters: tokens
 // are a window's first seq, labels its last seq. The training windows of a
 // step start at positions drawn from a generator seeded by (seed, step)
 // alone, so a resumed run sees exactly the batches an uninterrupted one
@@ -32,6 +33,13 @@ public:
   static Corpus readFile(const std::string &path,
                          const std::vector<std::string> &vocabChars,
                          int64_t seq);
+
+  /// Reads the file at `path` as little-endian token ids of `idBytes` (2 or
+  /// 4) bytes each; a file that is not a whole number of ids, or an id that
+  /// is not below `vocab`, throws std::runtime_error naming the file (and
+  /// the id's index and value).
+  static Corpus readTokenFile(const std::string &path, int idBytes,
+                              int64_t vocab, int64_t seq);
 
   int64_t trainSize() const { return trainSize_; }
   int64_t validationSize() const {

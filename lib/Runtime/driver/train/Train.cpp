@@ -111,13 +111,15 @@ double evaluate(const Manifest &m, const Corpus &corpus, int64_t batches,
   return total / static_cast<double>(batches);
 }
 
-/// The first line of the validation split (at most seq characters).
+/// The first line of the validation split (at most seq characters), or its
+/// first tokens (at most seq / 2) for a model without characters.
 std::vector<int32_t> samplePrompt(const Manifest &m, const Corpus &corpus) {
   std::vector<int32_t> prompt;
   const int32_t *text = corpus.validation();
-  for (int64_t i = 0; i < std::min(m.seq, corpus.validationSize()); ++i) {
+  int64_t limit = m.hasVocabChars() ? m.seq : std::max<int64_t>(1, m.seq / 2);
+  for (int64_t i = 0; i < std::min(limit, corpus.validationSize()); ++i) {
     prompt.push_back(text[i]);
-    if (m.vocabChars[text[i]] == "\n")
+    if (m.hasVocabChars() && m.vocabChars[text[i]] == "\n")
       break;
   }
   return prompt;
@@ -312,7 +314,9 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
   env.agreeOnSetup([&] {
     if (o.trace)
       checkTraceTarget(*o.trace, env.rank());
-    corpus = Corpus::readFile(o.data, m.vocabChars, m.seq);
+    corpus = o.dataIdBytes
+                 ? Corpus::readTokenFile(o.data, o.dataIdBytes, m.vocab, m.seq)
+                 : Corpus::readFile(o.data, m.vocabChars, m.seq);
     std::optional<std::string> checkpoint;
     if (o.resume)
       checkpoint = latestCheckpoint(*o.checkpointDir);

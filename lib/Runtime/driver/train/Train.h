@@ -31,6 +31,9 @@ const CommandSpec &gradCommand();
 /// Everything `train` needs from its flags, validated.
 struct TrainOptions {
   std::string data;
+  /// How --data is read: 0 as text (characters of vocab_chars), else the
+  /// bytes of one little-endian token id (2: u16, 4: u32).
+  int dataIdBytes = 0;
   int64_t steps = 0;
   LrSchedule schedule;
   AdamWConfig adamw;

@@ -26,13 +26,18 @@ const CommandSpec &trainCommand() {
       "--data FILE --steps N (--init-random SEED | --weights PATH | --resume) "
       "[--lr LR] [--checkpoint-dir D [--save-every K] [--resume]] "
       "[--metrics FILE] [--plot FILE.png] [--trace FILE] [flags]",
-      "Trains the model on a text file (character-level models compiled with "
-      "a training step): AdamW, gradient clipping, warm-up then cosine "
-      "learning rate; evaluates, checkpoints, and samples text at the end.",
+      "Trains the model on a text file (character-level models) or a file "
+      "of token ids (any model compiled with a training step): AdamW, "
+      "gradient clipping, warm-up then cosine learning rate; evaluates, "
+      "checkpoints, and samples at the end.",
       {{"data", "FILE",
-        "The text to train on: the first 90% of its characters train, the "
-        "last 10% validate. Every character must be in the model's "
-        "vocabulary."},
+        "What to train on: the first 90% of its tokens train, the last 10% "
+        "validate. Every token must be in the model's vocabulary."},
+       {"data-format", "text|u16|u32",
+        "How --data is read: 'text' (the default; characters of a "
+        "character-level model's vocabulary) or a flat array of "
+        "little-endian unsigned 16- or 32-bit token ids, as nanoGPT's "
+        "prepare scripts write (numpy: ids.astype(np.uint16).tofile(path))."},
        {"steps", "N",
         "Training steps, counted from 1 (a resumed run goes on "
         "up to N)."},
@@ -89,8 +94,9 @@ const CommandSpec &trainCommand() {
         "Draw the train and validation loss curves as a PNG (after every "
         "evaluation; a resumed run draws the kept --metrics records too)."},
        {"sample-chars", "N",
-        "Characters to generate from the trained model at the end (default "
-        "200; temperature 0.8, seeded by --seed)."},
+        "Tokens (characters of a character-level model) to generate from "
+        "the trained model at the end (default 200; temperature 0.8, seeded "
+        "by --seed)."},
        {"placement-policy", "P",
         "Expert placement of expert-parallel models (moec --mesh with ep): "
         "static (default: rank j holds experts [j*E/n, (j+1)*E/n)), "
@@ -169,13 +175,22 @@ bool endsWith(const std::string &text, const std::string &suffix) {
 TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
                                TrainStepEntry trainStep) {
   checkTrainable(m, trainStep);
-  if (!m.hasVocabChars())
-    throw std::runtime_error("train reads a text file, but this model has no "
-                             "character vocabulary (vocab_chars)");
   TrainOptions o;
   if (!flags.has("data"))
     throw UsageError("give --data FILE");
   o.data = flags.get("data");
+  std::string format = flags.has("data-format") ? flags.get("data-format")
+                                                : std::string("text");
+  if (format == "u16" || format == "u32")
+    o.dataIdBytes = format == "u16" ? 2 : 4;
+  else if (format != "text")
+    throw UsageError("--data-format is '" + format +
+                     "', expected text, u16 or u32");
+  if (o.dataIdBytes == 0 && !m.hasVocabChars())
+    throw std::runtime_error(
+        "train reads --data as text, but this model has no character "
+        "vocabulary (vocab_chars): give its token ids with --data-format "
+        "u16 or u32");
   if (!flags.has("steps"))
     throw UsageError("give --steps N");
   o.steps = parseInteger("steps", flags.get("steps"), 1, 1000000000);

@@ -42,7 +42,6 @@ float bitsF32(uint32_t bits) {
 // Each test writes into its own directory (TempDirTest).
 class SafetensorsTest : public moe::test::TempDirTest {
 protected:
-
   // Writes the 8-byte little-endian length of `header`, `header`, `data`.
   std::string writeRaw(const std::string &name, const std::string &header,
                        const std::string &data = "") const {
@@ -61,7 +60,6 @@ protected:
       result.push_back(entry.path().filename().string());
     return result;
   }
-
 };
 
 // Expects open(path) to throw a SafetensorsError whose message names the file
@@ -574,3 +572,117 @@ TEST_F(SafetensorsTest, ReaderIsMovable) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// Sharded checkpoints (SafetensorsCheckpoint)
+//===----------------------------------------------------------------------===//
+
+class ShardedCheckpointTest : public moe::test::TempDirTest {
+protected:
+  /// Two shards as save_pretrained names them, and their index.
+  void writeShards(const std::string &folder) {
+    std::filesystem::create_directories(folder);
+    writeSafetensors(folder + "/model-00001-of-00002.safetensors",
+                     {{"a", DType::F32, {2}, a}, {"b", DType::F32, {3}, b}});
+    writeSafetensors(folder + "/model-00002-of-00002.safetensors",
+                     {{"c", DType::F32, {1}, c}});
+    writeIndex(folder, R"({"metadata": {"total_size": 24}, "weight_map": {
+      "a": "model-00001-of-00002.safetensors",
+      "b": "model-00001-of-00002.safetensors",
+      "c": "model-00002-of-00002.safetensors"}})");
+  }
+  void writeIndex(const std::string &folder, const std::string &json) {
+    std::ofstream(folder + "/model.safetensors.index.json") << json;
+  }
+  std::string errorOf(const std::string &path) {
+    try {
+      SafetensorsCheckpoint::open(path);
+    } catch (const SafetensorsError &e) {
+      return e.what();
+    }
+    return "no error";
+  }
+  const float a[2] = {1, 2};
+  const float b[3] = {3, 4, 5};
+  const float c[1] = {6};
+};
+
+TEST_F(ShardedCheckpointTest, ReadsEachTensorFromItsShard) {
+  std::string folder = file("hf");
+  writeShards(folder);
+  for (const std::string &path :
+       {folder, folder + "/model.safetensors.index.json"}) {
+    SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(path);
+    EXPECT_EQ(ckpt.path(), folder + "/model.safetensors.index.json");
+    EXPECT_EQ(ckpt.names(), (std::vector<std::string>{"a", "b", "c"}));
+    EXPECT_TRUE(ckpt.contains("c"));
+    EXPECT_FALSE(ckpt.contains("d"));
+    float got[3] = {0, 0, 0};
+    ckpt.readF32("c", {1}, got);
+    EXPECT_EQ(got[0], 6.0f);
+    ckpt.readF32("b", {3}, got);
+    EXPECT_EQ(std::vector<float>(got, got + 3), (std::vector<float>{3, 4, 5}));
+    EXPECT_THROW(ckpt.readF32("d", {1}, got), SafetensorsError);
+    EXPECT_THROW(ckpt.readF32("a", {3}, got), SafetensorsError); // shape
+  }
+}
+
+TEST_F(ShardedCheckpointTest, ASingleFileOrAFolderHoldingIt) {
+  std::string folder = file("one");
+  std::filesystem::create_directories(folder);
+  writeSafetensors(folder + "/model.safetensors", {{"a", DType::F32, {2}, a}});
+  for (const std::string &path : {folder, folder + "/model.safetensors"}) {
+    SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(path);
+    float got[2] = {0, 0};
+    ckpt.readF32("a", {2}, got);
+    EXPECT_EQ(got[1], 2.0f);
+    EXPECT_EQ(ckpt.names(), std::vector<std::string>{"a"});
+  }
+}
+
+TEST_F(ShardedCheckpointTest, BadIndexesAreOneLineErrorsNamingTheFiles) {
+  std::string folder = file("bad");
+  writeShards(folder);
+  std::string index = folder + "/model.safetensors.index.json";
+
+  std::filesystem::remove(folder + "/model-00002-of-00002.safetensors");
+  EXPECT_EQ(errorOf(folder),
+            index +
+                ": names shard 'model-00002-of-00002.safetensors' (of "
+                "tensor 'c'), which is not a file in " +
+                folder);
+
+  writeIndex(folder, R"({"weight_map": {"a": "model-00001-of-00002.safe)");
+  EXPECT_NE(errorOf(folder).find(index + ": is not valid JSON"),
+            std::string::npos);
+  writeIndex(folder, R"({"metadata": {}})");
+  EXPECT_EQ(errorOf(index), index + ": has no \"weight_map\" object (tensor "
+                                    "name -> shard file)");
+  writeIndex(folder, R"({"weight_map": {"a": 7}})");
+  EXPECT_EQ(errorOf(index), index + ": weight_map['a'] is not a file name");
+  writeIndex(folder, R"({"weight_map": {"a": "../elsewhere.safetensors"}})");
+  EXPECT_NE(errorOf(index).find("expected a file name beside the index"),
+            std::string::npos);
+
+  // Listed in a shard that does not hold it: found when read.
+  writeIndex(folder, R"({"weight_map": {
+      "a": "model-00001-of-00002.safetensors",
+      "z": "model-00001-of-00002.safetensors"}})");
+  SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(folder);
+  float got[2];
+  try {
+    ckpt.readF32("z", {2}, got);
+    FAIL() << "no error";
+  } catch (const SafetensorsError &e) {
+    EXPECT_EQ(std::string(e.what()),
+              index + ": lists tensor 'z' in shard "
+                      "'model-00001-of-00002.safetensors', which does not "
+                      "hold it");
+  }
+
+  std::string empty = file("empty");
+  std::filesystem::create_directories(empty);
+  EXPECT_EQ(errorOf(empty),
+            empty + ": is a folder without model.safetensors.index.json or "
+                    "model.safetensors");
+}

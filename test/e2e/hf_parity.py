@@ -29,6 +29,7 @@ Prints the errors and PASS, or FAIL and exits 1.
 """
 
 import argparse
+import shutil
 import json
 import os
 import subprocess
@@ -63,8 +64,10 @@ def randomise(model, seed, std):
             p.copy_(1.0 + noise if name.endswith("norm.weight") else noise)
 
 
-def per_expert_file(saved_dir, out_path, cfg):
-    """The saved weights as one file of per-expert tensors. transformers 5
+def per_expert_file(saved_dir, out_path, cfg, merge=False):
+    """What the executable's --weights reads: the saved folder itself (one
+    file, or shards and their index) when its experts are per-expert tensors,
+    else (or with `merge`) one file of per-expert tensors. transformers 5
     keeps the experts fused in memory and writes them back in the published
     per-expert layout; should a version write the fused layout instead
     (gate_up_proj [E, 2F, H], down_proj [E, H, F]), it is split here."""
@@ -85,8 +88,8 @@ def per_expert_file(saved_dir, out_path, cfg):
             tensors[f"{prefix}{e}.gate_proj.weight"] = np.ascontiguousarray(gate)
             tensors[f"{prefix}{e}.up_proj.weight"] = np.ascontiguousarray(up)
             tensors[f"{prefix}{e}.down_proj.weight"] = np.ascontiguousarray(down[e])
-    if len(files) == 1 and not fused:
-        return files[0], False
+    if not fused and not merge:
+        return saved_dir, False
     save_file(tensors, out_path)
     return out_path, bool(fused)
 
@@ -126,6 +129,9 @@ def main():
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--workdir")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--max-shard-size",
+                    help="save_pretrained's max_shard_size (e.g. 40KB): a sharded "
+                         "checkpoint, which the executable reads through its index")
     ap.add_argument("--tamper", action="store_true",
                     help="scale one routed expert's down projection in the file the "
                          "executable reads (transformers keeps the original): the check "
@@ -143,9 +149,12 @@ def main():
     model = Qwen3MoeForCausalLM(hf_config(cfg)).eval()
     randomise(model, args.seed, args.std)
     saved = os.path.join(workdir, "hf-model")
-    model.save_pretrained(saved, safe_serialization=True)
+    shutil.rmtree(saved, ignore_errors=True)  # no shards of an earlier run
+    shard_args = {"max_shard_size": args.max_shard_size} if args.max_shard_size else {}
+    model.save_pretrained(saved, safe_serialization=True, **shard_args)
+    shards = len([f for f in os.listdir(saved) if f.endswith(".safetensors")])
     weights, converted = per_expert_file(saved, os.path.join(workdir, "per-expert.safetensors"),
-                                         cfg)
+                                         cfg, merge=args.tamper)
     if args.tamper:
         tensors = load_file(weights)
         key = "model.layers.0.mlp.experts.0.down_proj.weight"
@@ -154,7 +163,7 @@ def main():
         save_file(tensors, weights)
         print(f"tampered: {key} scaled by 1.5 in the executable's weights")
     print(f"transformers {transformers.__version__}, torch {torch.__version__}: "
-          f"{cfg.name} saved with save_pretrained"
+          f"{cfg.name} saved with save_pretrained in {shards} file(s)"
           + (" (fused experts split into per-expert tensors)" if converted else ""))
 
     g = torch.Generator().manual_seed(1000 + args.seed)

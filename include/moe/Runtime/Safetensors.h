@@ -135,6 +135,40 @@ private:
   std::map<std::string, std::string> metadata_;
 };
 
+/// A Hugging Face checkpoint: one safetensors file, or the shards a
+/// `model.safetensors.index.json` names ("weight_map": tensor name -> shard
+/// file, relative to the index's folder), as save_pretrained writes them.
+/// open() takes a safetensors file, an index, or a folder holding
+/// model.safetensors.index.json or model.safetensors. Every shard must exist
+/// when it opens; a shard's header is read on the first read of one of its
+/// tensors, so a rank that reads only its experts opens only their shards.
+/// Not for concurrent use (one per thread). Move-only.
+class SafetensorsCheckpoint {
+public:
+  static SafetensorsCheckpoint open(const std::string &path);
+
+  /// The file or index that was opened.
+  const std::string &path() const { return path_; }
+  bool contains(const std::string &name) const;
+  /// Every tensor name, sorted.
+  std::vector<std::string> names() const;
+  /// SafetensorsReader::readF32 on the shard holding `name`; an index that
+  /// lists a tensor its shard lacks, or a missing tensor, throws naming the
+  /// files.
+  void readF32(const std::string &name,
+               const std::vector<int64_t> &expectedShape, float *dst) const;
+
+private:
+  SafetensorsCheckpoint() = default;
+  const SafetensorsReader &shardOf(const std::string &name) const;
+
+  std::string path_;
+  std::string folder_;
+  /// Tensor name -> shard file; empty for a single file.
+  std::map<std::string, std::string> weightMap_;
+  mutable std::map<std::string, SafetensorsReader> shards_;
+};
+
 /// One tensor for writeSafetensors; `data` holds product(shape) elements of
 /// `dtype`, row-major, little-endian (may be null when that is zero).
 struct TensorToWrite {

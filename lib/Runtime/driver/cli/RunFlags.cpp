@@ -21,7 +21,9 @@ const FlagSpec &weightsFlag() {
   static const FlagSpec flag{
       "weights", "PATH",
       "Safetensors checkpoint holding every parameter under its Hugging Face "
-      "name (F32, or BF16/F16 converted); tensors the model does not use are "
+      "name (F32, or BF16/F16 converted): one file, a sharded checkpoint's "
+      "model.safetensors.index.json, or a folder holding either (as "
+      "save_pretrained writes it); tensors the model does not use are "
       "ignored."};
   return flag;
 }

@@ -100,7 +100,7 @@ void forEachLocalSlice(const ParamInfo &param, const RankPlace *place,
 
 LoadedWeights loadWeights(const Manifest &manifest, const std::string &path,
                           const RankPlace *place) {
-  io::SafetensorsReader reader = io::SafetensorsReader::open(path);
+  io::SafetensorsCheckpoint reader = io::SafetensorsCheckpoint::open(path);
   LoadedWeights result{AlignedBuffer(manifest.weightsBytes), {}};
   std::set<std::string> used;
   for (const ParamInfo &param : manifest.params)

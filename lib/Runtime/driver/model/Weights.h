@@ -28,8 +28,11 @@ struct LoadedWeights {
   std::vector<std::string> unusedTensors;
 };
 
-/// Reads every parameter from the safetensors file at `path`: F32, or BF16 /
-/// F16 converted, with exactly the parameter's (slice) shape. A missing
+/// Reads every parameter from the checkpoint at `path` (a safetensors file, a
+/// model.safetensors.index.json and its shards, or a folder holding either;
+/// io::SafetensorsCheckpoint): F32, or BF16 / F16 converted, with exactly
+/// the parameter's (slice) shape. Only the shards holding this rank's
+/// tensors are opened. A missing
 /// tensor, another shape, another dtype or a truncated file throws
 /// moe::io::SafetensorsError, whose one-line message names file and tensor.
 ///

@@ -686,3 +686,68 @@ TEST_F(ShardedCheckpointTest, BadIndexesAreOneLineErrorsNamingTheFiles) {
             empty + ": is a folder without model.safetensors.index.json or "
                     "model.safetensors");
 }
+
+TEST_F(ShardedCheckpointTest, WritesShardsAndAnIndexThatReadBack) {
+  std::vector<float> big(10, 1.5f), small = {7, 8};
+  std::vector<TensorToWrite> tensors = {
+      {"a", DType::F32, {2}, a},
+      {"big", DType::F32, {10}, big.data()},
+      {"small", DType::F32, {2}, small.data()},
+      {"c", DType::F32, {1}, c}};
+  // 12 bytes per shard at most: a (8) | big (40, alone) | small + c (12).
+  std::string folder = file("written");
+  writeCheckpoint(folder, tensors, {12, DType::F32});
+  for (const char *shard :
+       {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors", "model.safetensors.index.json"})
+    EXPECT_TRUE(std::filesystem::exists(folder + "/" + shard)) << shard;
+  EXPECT_EQ(
+      SafetensorsReader::open(folder + "/model-00002-of-00003.safetensors")
+          .names(),
+      std::vector<std::string>{"big"});
+  SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(folder);
+  std::vector<float> got(10);
+  ckpt.readF32("big", {10}, got.data());
+  EXPECT_EQ(got, big);
+  ckpt.readF32("c", {1}, got.data());
+  EXPECT_EQ(got[0], 6.0f);
+  std::ifstream index(folder + "/model.safetensors.index.json");
+  std::string text((std::istreambuf_iterator<char>(index)), {});
+  EXPECT_NE(text.find("\"total_size\": 60"), std::string::npos) << text;
+
+  // Rewritten as one file, the earlier index goes (the reader would prefer
+  // it), and back as shards, the single file goes (transformers prefers it).
+  std::vector<float> changed(10, -2.0f);
+  tensors[1].data = changed.data();
+  writeCheckpoint(folder, tensors, {1000, DType::F32});
+  EXPECT_FALSE(
+      std::filesystem::exists(folder + "/model.safetensors.index.json"));
+  SafetensorsCheckpoint::open(folder).readF32("big", {10}, got.data());
+  EXPECT_EQ(got, changed);
+  writeCheckpoint(folder, tensors, {12, DType::F32});
+  EXPECT_FALSE(std::filesystem::exists(folder + "/model.safetensors"));
+  EXPECT_TRUE(
+      std::filesystem::exists(folder + "/model.safetensors.index.json"));
+
+  // Everything fits: one model.safetensors, here in bf16.
+  std::string one = file("one-file");
+  writeCheckpoint(one, tensors, {1000, DType::BF16});
+  SafetensorsReader reader =
+      SafetensorsReader::open(one + "/model.safetensors");
+  EXPECT_EQ(reader.info("big").dtype, DType::BF16);
+  EXPECT_FALSE(std::filesystem::exists(one + "/model.safetensors.index.json"));
+  reader.readF32("small", {2}, got.data());
+  EXPECT_EQ(got[1], 8.0f); // exact in bf16
+
+  // A .safetensors target must hold everything.
+  try {
+    writeCheckpoint(file("x.safetensors"), tensors, {12, DType::F32});
+    FAIL() << "no error";
+  } catch (const SafetensorsError &e) {
+    EXPECT_NE(std::string(e.what()).find("60 bytes of tensors do not fit in "
+                                         "one file of at most 12 bytes"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(file("x.safetensors")));
+}

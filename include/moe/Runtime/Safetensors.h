@@ -190,6 +190,29 @@ void writeSafetensors(const std::string &path,
                       const std::vector<TensorToWrite> &tensors,
                       const std::map<std::string, std::string> &metadata = {});
 
+/// How a Hugging Face checkpoint is written.
+struct CheckpointLayout {
+  /// At most this many bytes of tensor data per file (a larger tensor gets a
+  /// file of its own, as save_pretrained does); 5 GB like save_pretrained's
+  /// default.
+  uint64_t maxShardBytes = 5'000'000'000ull;
+  /// F32, or BF16 (rounded to nearest even) for F32 tensors.
+  DType dtype = DType::F32;
+};
+
+/// Writes `tensors` as Hugging Face does: to `target` itself when it ends in
+/// ".safetensors" (the tensors must fit in one shard), else into the folder
+/// `target` (created if needed) as model.safetensors, or, when they do not
+/// fit in one shard, as model-00001-of-0000N.safetensors ... in the given
+/// order plus model.safetensors.index.json ({"metadata": {"total_size"},
+/// "weight_map"}), which from_pretrained and SafetensorsCheckpoint read.
+/// Each file is written atomically, the index last; then an earlier
+/// checkpoint's model.safetensors or index (whichever was not written now)
+/// is removed so that no loader picks it. Other files are left alone.
+void writeCheckpoint(const std::string &target,
+                     const std::vector<TensorToWrite> &tensors,
+                     const CheckpointLayout &layout = {});
+
 } // namespace moe::io
 
 #endif // MOE_RUNTIME_SAFETENSORS_H

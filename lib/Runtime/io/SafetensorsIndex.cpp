@@ -4,7 +4,8 @@
 // shards of a model.safetensors.index.json. The index is parsed with
 // nlohmann::json and validated whole when it opens (a JSON object with a
 // "weight_map" object of tensor name -> shard file name, every shard a file
-// beside the index); shards open on first use.
+// beside the index); shards open on first use. writeCheckpoint writes the
+// same layout.
 //
 //===----------------------------------------------------------------------===//
 
@@ -13,10 +14,14 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <set>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace moe::io {
 
@@ -136,6 +141,108 @@ SafetensorsCheckpoint::shardOf(const std::string &name) const {
     fail(path_, "lists tensor '" + name + "' in shard '" + entry->second +
                     "', which does not hold it");
   return open->second;
+}
+
+namespace {
+
+uint64_t dataBytes(const TensorToWrite &tensor, DType dtype) {
+  uint64_t elements = 1;
+  for (int64_t d : tensor.shape)
+    elements *= static_cast<uint64_t>(d);
+  return elements * dtypeSize(dtype);
+}
+
+/// Writes `text` to `path` atomically (beside it, then renamed).
+void writeTextFile(const std::string &path, const std::string &text) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      std::remove(tmp.c_str());
+      fail(path, "cannot write the index");
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::string error = std::strerror(errno);
+    std::remove(tmp.c_str());
+    fail(path, "cannot write the index: " + error);
+  }
+}
+
+} // namespace
+
+void writeCheckpoint(const std::string &target,
+                     const std::vector<TensorToWrite> &tensors,
+                     const CheckpointLayout &layout) {
+  if (layout.dtype != DType::F32 && layout.dtype != DType::BF16)
+    fail(target, "checkpoints are written as F32 or BF16");
+  // The tensors in the layout's dtype (BF16 copies of F32 tensors).
+  std::vector<std::vector<uint16_t>> narrowed;
+  std::vector<TensorToWrite> converted;
+  for (const TensorToWrite &tensor : tensors) {
+    if (layout.dtype != DType::BF16 || tensor.dtype != DType::F32) {
+      converted.push_back(tensor);
+      continue;
+    }
+    uint64_t n = dataBytes(tensor, DType::F32) / 4;
+    std::vector<uint16_t> &bits = narrowed.emplace_back(n);
+    const auto *src = static_cast<const float *>(tensor.data);
+    for (uint64_t i = 0; i < n; ++i)
+      bits[i] = f32ToBf16(src[i]);
+    converted.push_back({tensor.name, DType::BF16, tensor.shape, bits.data()});
+  }
+
+  // Shards in order, each at most maxShardBytes unless one tensor is larger.
+  std::vector<std::vector<TensorToWrite>> shards(1);
+  uint64_t shardBytes = 0, totalBytes = 0;
+  for (const TensorToWrite &tensor : converted) {
+    uint64_t bytes = dataBytes(tensor, tensor.dtype);
+    if (!shards.back().empty() && shardBytes + bytes > layout.maxShardBytes) {
+      shards.emplace_back();
+      shardBytes = 0;
+    }
+    shards.back().push_back(tensor);
+    shardBytes += bytes;
+    totalBytes += bytes;
+  }
+  const std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  if (endsWith(target, ".safetensors")) {
+    if (shards.size() > 1)
+      fail(target, std::to_string(totalBytes) +
+                       " bytes of tensors do not fit in one file of at most " +
+                       std::to_string(layout.maxShardBytes) +
+                       " bytes: give a folder to write shards into");
+    writeSafetensors(target, converted, metadata);
+    return;
+  }
+  if (!isFolder(target) && ::mkdir(target.c_str(), 0755) != 0)
+    fail(target,
+         std::string("cannot create the folder: ") + std::strerror(errno));
+  // A loader picks one of model.safetensors and the index (this project
+  // the index, transformers the single file), so the one not written now
+  // is removed once the new checkpoint is complete.
+  std::string single = target + "/" + kSingleName;
+  std::string indexPath = target + "/" + kIndexName;
+  if (shards.size() == 1) {
+    writeSafetensors(single, converted, metadata);
+    std::remove(indexPath.c_str());
+    return;
+  }
+  nlohmann::json weightMap = nlohmann::json::object();
+  char name[64];
+  for (size_t s = 0; s < shards.size(); ++s) {
+    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1,
+                  shards.size());
+    writeSafetensors(target + "/" + name, shards[s], metadata);
+    for (const TensorToWrite &tensor : shards[s])
+      weightMap[tensor.name] = name;
+  }
+  nlohmann::json index = {{"metadata", {{"total_size", totalBytes}}},
+                          {"weight_map", weightMap}};
+  writeTextFile(indexPath, index.dump(2) + "\n");
+  std::remove(single.c_str());
 }
 
 void SafetensorsCheckpoint::readF32(const std::string &name,

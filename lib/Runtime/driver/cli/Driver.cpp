@@ -56,7 +56,8 @@ const FlagSpec kCheckCollectives = checkCollectivesFlag();
 const CommandSpec kForward{
     "forward",
     "(--weights PATH | --init-random SEED) --tokens IDS [--labels IDS] "
-    "[--output PATH] [--save-weights PATH] [--trace FILE]",
+    "[--output PATH] [--save-weights PATH [--max-shard-size SIZE] "
+    "[--save-dtype f32|bf16]] [--trace FILE]",
     "Runs the model once on one batch; prints the loss and a summary of the "
     "logits.",
     {kWeights,
@@ -72,8 +73,11 @@ const CommandSpec kForward{
       "Write \"logits\" [batch, seq, vocab] and \"loss\" [] as F32 "
       "safetensors."},
      {"save-weights", "PATH",
-      "Write the weights used (e.g. those of --init-random) as safetensors "
-      "(1-rank models)."},
+      "Write the weights used (e.g. those of --init-random) as a Hugging "
+      "Face checkpoint (1-rank models): a .safetensors file, or a folder "
+      "that from_pretrained reads."},
+     maxShardSizeFlag(),
+     saveDtypeFlag(),
      traceFlag(),
      kComm,
      kBackend,
@@ -107,13 +111,19 @@ const CommandSpec kGenerate{
 
 const CommandSpec kInit{
     "init",
-    "--init-random SEED --output PATH [--init-std STD]",
-    "Writes random weights (see --init-random) as a safetensors checkpoint "
-    "of whole tensors that --weights loads: the same file whatever mesh the "
-    "model is compiled for.",
+    "--init-random SEED --output PATH [--init-std STD] [--max-shard-size "
+    "SIZE] [--save-dtype f32|bf16]",
+    "Writes random weights (see --init-random) as a checkpoint of whole "
+    "tensors that --weights loads: the same whatever mesh the model is "
+    "compiled for.",
     {kInitRandom,
      kInitStd,
-     {"output", "PATH", "The checkpoint to write (replaced atomically)."}}};
+     {"output", "PATH",
+      "The checkpoint to write: a .safetensors file, or a folder of "
+      "model.safetensors or of shards and their index, as save_pretrained "
+      "writes (each file replaced atomically)."},
+     maxShardSizeFlag(),
+     saveDtypeFlag()}};
 
 const CommandSpec kInfo{"info",
                         "",
@@ -173,6 +183,7 @@ int runForward(const Manifest &m, ForwardEntry forward,
   WeightSource source = parseWeightSource(flags, /*allowPath=*/true);
   if (flags.has("save-weights") && env.place)
     throw UsageError("--save-weights needs a model compiled for one rank");
+  io::CheckpointLayout layout = checkpointLayoutFromFlags(flags);
   Batch batch = batchFromFlags(m, flags);
   const std::vector<int32_t> &tokens = batch.tokens, &labels = batch.labels;
 
@@ -209,7 +220,7 @@ int runForward(const Manifest &m, ForwardEntry forward,
         {{"format", "pt"}});
   }
   if (flags.has("save-weights"))
-    saveWeights(m, *weights, flags.get("save-weights"));
+    saveWeights(m, *weights, flags.get("save-weights"), layout);
   return 0;
 }
 
@@ -315,7 +326,8 @@ int runInit(const Manifest &m, const ParsedFlags &flags) {
   WeightSource source = parseWeightSource(flags, /*allowPath=*/false);
   if (!flags.has("output"))
     throw UsageError("give --output PATH");
-  saveRandomWeights(m, source.seed, source.std, flags.get("output"));
+  io::CheckpointLayout layout = checkpointLayoutFromFlags(flags);
+  saveRandomWeights(m, source.seed, source.std, flags.get("output"), layout);
   return 0;
 }
 

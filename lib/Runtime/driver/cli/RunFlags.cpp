@@ -89,6 +89,60 @@ const FlagSpec &commFlag() {
   return flag;
 }
 
+const FlagSpec &maxShardSizeFlag() {
+  static const FlagSpec flag{
+      "max-shard-size", "SIZE",
+      "Largest file of a checkpoint written into a folder, as "
+      "save_pretrained's max_shard_size: bytes, or with KB, MB, GB (powers of "
+      "1000) or KiB, MiB, GiB (default 5GB); larger checkpoints are written "
+      "as shards plus model.safetensors.index.json."};
+  return flag;
+}
+
+const FlagSpec &saveDtypeFlag() {
+  static const FlagSpec flag{"save-dtype", "f32|bf16",
+                             "Element type of the weights written (default "
+                             "f32; bf16 rounds to nearest even)."};
+  return flag;
+}
+
+io::CheckpointLayout checkpointLayoutFromFlags(const ParsedFlags &flags) {
+  io::CheckpointLayout layout;
+  if (flags.has("max-shard-size")) {
+    std::string text = flags.get("max-shard-size");
+    static const std::pair<const char *, uint64_t> units[] = {
+        {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30},
+        {"KB", 1000ull},     {"MB", 1000000ull},  {"GB", 1000000000ull},
+        {"B", 1ull}};
+    uint64_t unit = 1;
+    std::string number = text;
+    for (const auto &[suffix, scale] : units) {
+      std::string s = suffix;
+      if (text.size() > s.size() &&
+          text.compare(text.size() - s.size(), s.size(), s) == 0) {
+        number = text.substr(0, text.size() - s.size());
+        unit = scale;
+        break;
+      }
+    }
+    bool digits = !number.empty() && number.size() <= 15 &&
+                  number.find_first_not_of("0123456789") == std::string::npos;
+    uint64_t count = digits ? std::stoull(number) : 0;
+    if (count == 0)
+      throw UsageError("--max-shard-size is '" + text +
+                       "', expected a positive number of bytes, optionally "
+                       "with KB, MB, GB, KiB, MiB or GiB");
+    layout.maxShardBytes = count * unit;
+  }
+  if (flags.has("save-dtype")) {
+    std::string dtype = flags.get("save-dtype");
+    if (dtype != "f32" && dtype != "bf16")
+      throw UsageError("--save-dtype is '" + dtype + "', expected f32 or bf16");
+    layout.dtype = dtype == "bf16" ? io::DType::BF16 : io::DType::F32;
+  }
+  return layout;
+}
+
 WeightSource parseWeightSource(const ParsedFlags &flags, bool allowPath) {
   bool fromFile = allowPath && flags.has("weights");
   bool random = flags.has("init-random");

@@ -11,6 +11,7 @@
 
 #include "driver/cli/CommandLine.h"
 #include "driver/model/ModelRun.h"
+#include "moe/Runtime/Safetensors.h"
 
 #include <string>
 
@@ -26,6 +27,12 @@ const FlagSpec &gpuCommFlag();
 /// communicators' CommOptions.
 const FlagSpec &sumsFlag();
 const FlagSpec &checkCollectivesFlag();
+
+/// --max-shard-size and --save-dtype: how the commands that write weights
+/// lay the checkpoint out.
+const FlagSpec &maxShardSizeFlag();
+const FlagSpec &saveDtypeFlag();
+io::CheckpointLayout checkpointLayoutFromFlags(const ParsedFlags &flags);
 
 /// --weights / --init-random / --init-std; throws UsageError.
 WeightSource parseWeightSource(const ParsedFlags &flags, bool allowPath);

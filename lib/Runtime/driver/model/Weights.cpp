@@ -129,8 +129,8 @@ std::vector<io::TensorToWrite> hfTensors(const Manifest &manifest,
 }
 
 void saveWeights(const Manifest &manifest, const AlignedBuffer &blob,
-                 const std::string &path) {
-  io::writeSafetensors(path, hfTensors(manifest, blob), {{"format", "pt"}});
+                 const std::string &path, const io::CheckpointLayout &layout) {
+  io::writeCheckpoint(path, hfTensors(manifest, blob), layout);
 }
 
 void initRandomTensor(const std::string &name, int64_t rank,
@@ -171,7 +171,8 @@ void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
 }
 
 void saveRandomWeights(const Manifest &manifest, uint64_t seed, double std,
-                       const std::string &path) {
+                       const std::string &path,
+                       const io::CheckpointLayout &layout) {
   // Whole tensors at their global shapes: a partitioned model's manifest
   // holds one rank's blocks, which are not what a checkpoint names.
   std::vector<std::vector<float>> storage;
@@ -192,7 +193,7 @@ void saveRandomWeights(const Manifest &manifest, uint64_t seed, double std,
       tensors.push_back({name, io::DType::F32, shape, values.data()});
     }
   }
-  io::writeSafetensors(path, tensors, {{"format", "pt"}});
+  io::writeCheckpoint(path, tensors, layout);
 }
 
 } // namespace moe::driver

@@ -42,11 +42,13 @@ struct LoadedWeights {
 LoadedWeights loadWeights(const Manifest &manifest, const std::string &path,
                           const RankPlace *place = nullptr);
 
-/// Writes every parameter as F32 under its HF names (one tensor per expert
-/// for stacked parameters), atomically, with metadata {"format": "pt"} so
-/// that Hugging Face's loaders accept the file.
+/// Writes every parameter under its HF names (one tensor per expert for
+/// stacked parameters) as io::writeCheckpoint does: one file, or a folder of
+/// shards and their index, F32 or BF16 as `layout` says, each file atomic,
+/// with metadata {"format": "pt"} so that from_pretrained accepts it.
 void saveWeights(const Manifest &manifest, const AlignedBuffer &blob,
-                 const std::string &path);
+                 const std::string &path,
+                 const io::CheckpointLayout &layout = {});
 
 /// Every parameter of `blob` (weights_bytes, e.g. weights or gradients) as
 /// F32 tensors under its HF names: one tensor per expert for stacked
@@ -73,7 +75,8 @@ void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
 /// checkpoint of whole tensors under their HF names, whatever mesh the model
 /// is compiled for: a partitioned model's file equals the one-rank model's.
 void saveRandomWeights(const Manifest &manifest, uint64_t seed, double std,
-                       const std::string &path);
+                       const std::string &path,
+                       const io::CheckpointLayout &layout = {});
 
 /// One HF tensor of `numElements` values, by the rules above. The normal
 /// draws: a splitmix64 stream starting at splitmix64(seed) ^ fnv1a64(name);

@@ -6,7 +6,11 @@ Compiles one character-level model (an .mlir file) for one rank and with
 on the same corpus from the same seeded random weights (`train --metrics
 FILE.jsonl`), and compares the loss of every step with the 1-rank run:
 |a - b| / |b| <= rtol. Sharded programs sum in another order, so the
-trajectories agree to rounding, step after step.
+trajectories agree to rounding, step after step. Under bf16 storage a
+rounding difference can flip a routing decision and the trajectories then
+wander apart by a few percent at a step and back (how far depends on the
+CPU's BLAS kernels): --close-steps K applies --rtol to the first K steps
+only, and --mean-rtol bounds the mean relative difference over all steps.
 
 Prints one line per run and PASS at the end, or FAIL lines and exits 1.
 """
@@ -51,6 +55,10 @@ def main():
     parser.add_argument("--mesh", action="append", default=[], help="a mesh, e.g. dp=2,ep=2")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rtol", type=float, default=1e-4)
+    parser.add_argument("--close-steps", type=int,
+                        help="apply --rtol to the first K steps only (default: all)")
+    parser.add_argument("--mean-rtol", type=float,
+                        help="bound the mean relative difference over all steps")
     parser.add_argument("--train-arg", action="append", default=[],
                         help="one more argument for every train run, e.g. --train-arg=--clip=0")
     parser.add_argument("--compile-arg", action="append", default=[],
@@ -94,11 +102,16 @@ def main():
         run([args.compiler, args.model, "--mesh", mesh, "-o", exe] + args.compile_arg)
         launcher = args.mpirun.split() + ["-np", str(ranks)]
         steps = trajectory(os.path.basename(exe), exe, launcher, mpi=True)
-        worst = max(abs(steps[s] - reference[s]) / abs(reference[s]) for s in reference)
-        good = worst <= args.rtol
+        diff = {s: abs(steps[s] - reference[s]) / abs(reference[s]) for s in reference}
+        close = args.close_steps or args.steps
+        worst = max(diff[s] for s in range(1, close + 1))
+        mean = sum(diff.values()) / len(diff)
+        good = worst <= args.rtol and (args.mean_rtol is None or mean <= args.mean_rtol)
         ok &= good
+        where = f" over the first {close} steps" if close < args.steps else ""
         print(f"{mesh} ({ranks} MPI ranks): {args.steps} steps, loss {steps[1]:.6f} -> "
-              f"{steps[args.steps]:.6f}, max relative difference {worst:.3g}: "
+              f"{steps[args.steps]:.6f}, max relative difference{where} {worst:.3g}"
+              + (f", mean {mean:.3g}" if args.mean_rtol is not None else "") + ": "
               + ("ok" if good else "FAIL"))
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1

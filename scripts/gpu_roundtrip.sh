@@ -73,7 +73,8 @@ pack)
     --emit=obj -o "$m/qwen3_tiny_ep8_bf16.o"
   "$moec" "$root/models/shakespeare_moe.mlir" --storage bf16 --emit=obj \
     -o "$m/shakespeare_bf16.o"
-  python3 "$root/models/gen_models.py" --print qwen3_moe_gpu_bench >"$m/qwen3_gpu_bench.mlir"
+  "${BUILD_DIR:-$root/build}/bin/moe-import" "$root/models/configs/qwen3_moe_gpu_bench.json" \
+    -o "$m/qwen3_gpu_bench.mlir"
   "$moec" "$m/qwen3_gpu_bench.mlir" --emit=obj -o "$m/qwen3_gpu_bench.o"
   "$moec" "$m/qwen3_gpu_bench.mlir" --storage bf16 --emit=obj -o "$m/qwen3_gpu_bench_bf16.o"
   cp -r /usr/include/nlohmann "$bundle/third_party/include/"

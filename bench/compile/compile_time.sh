@@ -40,8 +40,8 @@ for mesh in "" "dp=8,ep=8"; do
   base=""
   for layers in 8 16 32 64 94; do
     model="$work/qwen3_235b_${layers}.mlir"
-    python3 "$root/models/gen_models.py" --print qwen3_235b_a22b \
-      --set "layers=$layers" >"$model"
+    "$build/bin/moe-import" "$root/models/configs/qwen3_235b_a22b.json" --batch 8 \
+      --seq 4096 --set "num_hidden_layers=$layers" -o "$model"
     ops=$(grep -c ' = \(moe\|tensor\)\.' "$model")
     if [ -n "$mesh" ]; then
       seconds=$(median_seconds "$model" --mesh "$mesh")

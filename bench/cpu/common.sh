@@ -10,7 +10,7 @@ bench_build_moec() {
       -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
       -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit >/dev/null
   fi
-  cmake --build "$build" --target moec -- -j "${JOBS:-$(nproc)}" >/dev/null
+  cmake --build "$build" --target moec moe-import -- -j "${JOBS:-$(nproc)}" >/dev/null
 }
 
 # Sets the array `launcher` to run 2 MPI ranks (Open MPI: oversubscribed,

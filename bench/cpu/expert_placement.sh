@@ -54,8 +54,9 @@ bench_build_moec
 out="$build/bench-expert-placement"
 rm -rf "$out"
 mkdir -p "$out"
-python3 "$root/models/gen_models.py" --print shakespeare_moe --set expert_bias=1 \
-  --set aux_coef=0 --set moe_inter="$inter" >"$out/model.mlir"
+"$build/bin/moe-import" "$root/models/configs/shakespeare_moe.json" \
+  --set moec_expert_bias=true --set output_router_logits=false \
+  --set moe_intermediate_size="$inter" -o "$out/model.mlir"
 "$build/bin/moec" "$out/model.mlir" --mesh "$mesh" -o "$out/r0"
 "$build/bin/moec" "$out/model.mlir" --mesh "$mesh" --replica-slots 2 -o "$out/r2"
 "$out/r0" init --init-random 1 --output "$out/init.safetensors" >/dev/null

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The training step of a models/gen_models.py config in PyTorch (the peer of
+"""The training step of a zoo config (models/configs/) in PyTorch (the peer of
 the compiled executable's `train` command in bench/cpu/train_step.sh).
 
 The model is test/e2e/qwen3_moe_ref.py's reference_forward, run on torch

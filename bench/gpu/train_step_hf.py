@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hugging Face transformers' side of the GPU training-step benchmark
 (bench/gpu/run.sh): Qwen3MoeForCausalLM with the architecture of a model-zoo
-config (models/gen_models.py, default qwen3_moe_gpu_bench), trained with
+config (models/configs/, default qwen3_moe_gpu_bench), trained with
 AdamW on random token batches of the config's batch x seq, the loss being
 cross-entropy plus the router's load-balancing loss, as the compiled model's.
 
@@ -23,7 +23,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "models"))
-import gen_models  # noqa: E402
+import zoo  # noqa: E402
 
 
 def flops_per_token(cfg):
@@ -52,7 +52,7 @@ def main():
     ap.add_argument("--flops-only", action="store_true",
                     help="print the FLOPs per token and exit")
     args = ap.parse_args()
-    cfg = {c.name: c for c in gen_models.CONFIGS}[args.model]
+    cfg = zoo.load(args.model)
     if args.flops_only:
         print(f"flops_per_token={flops_per_token(cfg)}")
         return 0
@@ -65,10 +65,12 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
 
     import transformers
-    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-    hf = Qwen3MoeConfig(**gen_models.qwen3_moe_hf_fields(cfg), output_router_logits=True)
+    from transformers import AutoConfig, AutoModelForCausalLM
+    fields = cfg.hf_fields()
+    fields.pop("architectures", None)
+    hf = AutoConfig.for_model(fields.pop("model_type"), **fields, output_router_logits=True)
     torch.manual_seed(1)
-    model = Qwen3MoeForCausalLM(hf).to(device).train()
+    model = AutoModelForCausalLM.from_config(hf).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1,
                             fused=device.type == "cuda")
     g = torch.Generator().manual_seed(2)

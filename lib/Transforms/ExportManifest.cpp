@@ -163,7 +163,11 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
   if (auto chars = module->getAttrOfType<StringAttr>(
           MoEDialect::getVocabCharsAttrName()))
     manifest["vocab_chars"] = chars.getValue().str();
-  MeshAttr mesh = module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName());
+  if (auto config =
+          module->getAttrOfType<StringAttr>(MoEDialect::getHFConfigAttrName()))
+    manifest["hf_config"] = config.getValue().str();
+  MeshAttr mesh =
+      module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName());
   ::moe::MeshShape shape;
   if (mesh)
     shape = {mesh.getDp(), mesh.getCp(), mesh.getTp(), mesh.getEp()};

@@ -134,17 +134,34 @@ TEST(CpuGradKernels, Linear) {
 
   Floats dx = garbage(rows * in), dw = garbage(out * in);
   cpu::linearGrad(dyF.data(), xF.data(), rows, in, wF.data(), out, dx.data(),
-                  dw.data());
+                  dw.data(), /*dbias=*/nullptr);
   expectClose(dx, numericGrad(x, loss), kTol, "linearGrad dx");
   expectClose(dw, numericGrad(w, loss), kTol, "linearGrad dweight");
 
+  // With a bias b, y = x w^T + b and the loss dy . y has d/db = dy summed
+  // over the rows.
+  Doubles b = toDoubles(randomVector(gen, out));
+  auto biasLoss = [&] {
+    Doubles y = linearD(x.data(), rows, in, w.data(), out);
+    for (int r = 0; r < rows; ++r)
+      for (int o = 0; o < out; ++o)
+        y[r * out + o] += b[o];
+    return dot(dy, y);
+  };
+  Floats db = garbage(out), dxb = garbage(rows * in), dwb = garbage(out * in);
+  cpu::linearGrad(dyF.data(), xF.data(), rows, in, wF.data(), out, dxb.data(),
+                  dwb.data(), db.data());
+  expectClose(db, numericGrad(b, biasLoss), kTol, "linearGrad dbias");
+  expectSame(dxb, dx, "linearGrad dx with a bias");
+
   Context ctx;
-  Floats dx2 = garbage(dx.size()), dw2 = garbage(dw.size());
+  Floats dx2 = garbage(dx.size()), dw2 = garbage(dw.size()), db2 = garbage(out);
   moert_linear_grad(ctx, dyF.data(), xF.data(), wF.data(), dx2.data(),
-                    dw2.data(), rows, in, out);
+                    dw2.data(), db2.data(), rows, in, out);
   ctx.expectNoError();
   expectSame(dx2, dx, "linearGrad dx");
   expectSame(dw2, dw, "linearGrad dweight");
+  expectSame(db2, db, "linearGrad dbias");
 }
 
 TEST(CpuGradKernels, RopeWithAndWithoutPositions) {

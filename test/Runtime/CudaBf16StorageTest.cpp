@@ -839,7 +839,7 @@ TEST_F(CudaBf16Storage, LinearGrad) {
       Tensor<float> dx = call.output(rows * in),
                     dw = call.output(outFeatures * in);
       call.run([&](rt::Backend &b, const Pointers &at) {
-        b.linearGrad(at(dy), at(x), at(w), at(dx), at(dw), rows, in,
+        b.linearGrad(at(dy), at(x), at(w), at(dx), at(dw), nullptr, rows, in,
                      outFeatures);
       });
       std::string what = shape({rows, in, outFeatures});

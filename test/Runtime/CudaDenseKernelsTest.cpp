@@ -22,8 +22,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "CudaTestUtil.h"
-#include "moe/Runtime/CudaBackend.h"
 #include "cuda/CudaKernels.h"
+#include "moe/Runtime/CudaBackend.h"
 
 #include "moe/Runtime/CpuKernels.h"
 
@@ -262,14 +262,16 @@ TEST_F(CudaDenseKernels, LinearGrad) {
         Floats x = randomFloats(rows * in, 22 + in);
         Floats w = randomFloats(out * in, 23 + out);
         Floats dy = randomFloats(rows * out, 24 + rows);
-        Floats dx(rows * in), dw(out * in);
+        Floats dx(rows * in), dw(out * in), db(out);
         cpu::linearGrad(dy.data(), x.data(), rows, in, w.data(), out, dx.data(),
-                        dw.data());
+                        dw.data(), db.data());
         DeviceBuffer<float> dX(x), dW(w), dDy(dy), dDx(garbage(rows * in)),
-            dDw(garbage(out * in));
-        linearGrad<float>(*dev, dDy, dX, rows, in, dW, out, dDx, dDw);
+            dDw(garbage(out * in)), dDb(garbage(out));
+        linearGrad<float>(*dev, dDy, dX, rows, in, dW, out, dDx, dDw, dDb);
         expectClose(dDx.download(), dx, kGemmTol, "linearGrad dx " + what);
         expectClose(dDw.download(), dw, kGemmTol, "linearGrad dweight " + what);
+        expectClose(dDb.download(), db, kDoubleSumTol,
+                    "linearGrad dbias " + what);
       }
 }
 

@@ -464,7 +464,8 @@ TEST_F(TrainCliTest, LossDecreasesAndEveryOutputIsWritten) {
   EXPECT_LT(records[14]["val_loss"].get<double>(),
             records[4]["val_loss"].get<double>());
 
-  // The PNG: signature, and (with a Python) IDAT inflates to its pixels.
+  // The PNG (gnuplot's): signature, and (with a Python) its chunks' CRCs
+  // hold and IDAT inflates to a picture of many values.
   std::string png = moe::test::readFile(plot);
   ASSERT_GT(png.size(), 8u);
   EXPECT_EQ(png.compare(0, 8, "\x89PNG\r\n\x1a\n"), 0);
@@ -485,11 +486,10 @@ TEST_F(TrainCliTest, LossDecreasesAndEveryOutputIsWritten) {
          "    at += 12 + n\n"
          "w, h = size\n"
          "raw = zlib.decompress(idat)\n"
-         "assert len(raw) == w * h * 3 + h, len(raw)\n"
-         "print(w, h, len(set(raw[1:w * 3 * 10])) > 1)\n";
+         "print(w, h, len(set(raw)) > 16)\n";
   Result decoded = run({script, plot}, PYTHON3);
   EXPECT_EQ(decoded.status, 0) << decoded.err;
-  EXPECT_EQ(decoded.out, "640 400 True\n") << decoded.err;
+  EXPECT_EQ(decoded.out, "800 500 True\n") << decoded.err;
 }
 
 TEST_F(TrainCliTest, CsvMetricsHaveOneColumnPerValue) {

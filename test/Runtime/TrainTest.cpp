@@ -2,7 +2,7 @@
 //
 // The learning-rate schedule, the corpus and its batches, the clipping norm's
 // replica weighting, the block intersection that lets a checkpoint load onto
-// another mesh, checkpoint atomicity, and the PNG encoder.
+// another mesh, checkpoint atomicity, and the loss plot (gnuplot).
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,6 +22,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <numeric>
 #include <set>
 #include <stdexcept>
@@ -589,71 +590,50 @@ uint32_t bigEndian(const std::string &s, size_t at) {
          uint32_t(uint8_t(s[at + 2])) << 8 | uint32_t(uint8_t(s[at + 3]));
 }
 
-// A bitwise CRC-32, independent of the table-driven one under test.
-uint32_t slowCrc(const std::string &bytes) {
-  uint32_t c = 0xffffffffu;
-  for (unsigned char b : bytes) {
-    c ^= b;
-    for (int k = 0; k < 8; ++k)
-      c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
-  }
-  return ~c;
+TEST(PlotTest, ScriptHasAxesLegendTitleAndTheFinitePoints) {
+  Curve train = {{1, 4.5}, {2, NAN}, {3, 3.25}};
+  Curve validation = {{3, 3.5}};
+  std::string script =
+      lossPlotScript("out dir/it's.png", "m (X): mesh dp=2", train, validation);
+  for (const char *part :
+       {"set terminal pngcairo size 800,500", "set output 'out dir/it''s.png'",
+        "set title 'm (X): mesh dp=2' noenhanced", "set xlabel 'step'",
+        "set ylabel 'loss", "title 'train loss'", "title 'validation loss'",
+        "$train << EOD\n1 4.5\n3 3.25\nEOD\n",
+        "$validation << EOD\n3 3.5\nEOD\n"})
+    EXPECT_NE(script.find(part), std::string::npos) << part << "\n" << script;
+  // No validation yet: one curve, no empty one in the legend.
+  EXPECT_EQ(lossPlotScript("p.png", "t", train, {}).find("validation loss"),
+            std::string::npos);
 }
 
-TEST(PngTest, ChecksumsMatchKnownValues) {
-  const char *text = "123456789";
-  EXPECT_EQ(crc32(reinterpret_cast<const uint8_t *>(text), 9), 0xcbf43926u);
-  EXPECT_EQ(adler32(reinterpret_cast<const uint8_t *>("Wikipedia"), 9),
-            0x11e60398u);
-}
-
-TEST(PngTest, ChunksAndStoredDeflateDecode) {
-  const int w = 300, h = 250; // > 65535 bytes of scanlines: several blocks
-  std::vector<uint8_t> rgb(w * h * 3);
-  for (size_t i = 0; i < rgb.size(); ++i)
-    rgb[i] = uint8_t(i * 7);
-  std::string png = encodePng(w, h, rgb);
-  ASSERT_EQ(png.compare(0, 8, "\x89PNG\r\n\x1a\n"), 0);
-
-  std::string idat;
-  std::vector<std::string> types;
-  for (size_t at = 8; at < png.size();) {
-    uint32_t length = bigEndian(png, at);
-    std::string type = png.substr(at + 4, 4);
-    std::string data = png.substr(at + 8, length);
-    EXPECT_EQ(bigEndian(png, at + 8 + length), slowCrc(type + data)) << type;
-    types.push_back(type);
-    if (type == "IHDR") {
-      EXPECT_EQ(bigEndian(data, 0), uint32_t(w));
-      EXPECT_EQ(bigEndian(data, 4), uint32_t(h));
-      EXPECT_EQ(data.substr(8), std::string("\x08\x02\0\0\0", 5));
-    }
-    if (type == "IDAT")
-      idat += data;
-    at += 12 + length;
-  }
-  EXPECT_EQ(types, (std::vector<std::string>{"IHDR", "IDAT", "IEND"}));
-
-  // Inflate the stored blocks by hand.
-  ASSERT_EQ((uint8_t(idat[0]) * 256 + uint8_t(idat[1])) % 31, 0);
-  std::string raw;
-  size_t at = 2;
-  for (bool last = false; !last;) {
-    last = idat[at] & 1;
-    ASSERT_EQ(idat[at] & 6, 0) << "stored block";
-    size_t len = uint8_t(idat[at + 1]) | uint8_t(idat[at + 2]) << 8;
-    size_t nlen = uint8_t(idat[at + 3]) | uint8_t(idat[at + 4]) << 8;
-    ASSERT_EQ(len ^ 0xffff, nlen);
-    raw += idat.substr(at + 5, len);
-    at += 5 + len;
-  }
-  ASSERT_EQ(raw.size(), size_t(w * h * 3 + h));
-  EXPECT_EQ(bigEndian(idat, at),
-            adler32(reinterpret_cast<const uint8_t *>(raw.data()), raw.size()));
-  for (int y = 0; y < h; ++y) {
-    EXPECT_EQ(raw[y * (w * 3 + 1)], 0);
-    EXPECT_EQ(std::memcmp(&raw[y * (w * 3 + 1) + 1], &rgb[y * w * 3], w * 3),
-              0);
+TEST(PlotTest, GnuplotWritesThePngAtomically) {
+  if (std::string why = gnuplotProblem(); !why.empty())
+    GTEST_SKIP() << why;
+  std::string dir = ::testing::TempDir();
+  std::string path = dir + "/plot-test.png";
+  std::remove(path.c_str());
+  plotLossCurves(path, "title", {{1, 2.0}, {2, 1.5}, {3, 1.2}}, {{3, 1.3}});
+  std::ifstream in(path, std::ios::binary);
+  std::string png((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_GT(png.size(), 24u);
+  EXPECT_EQ(png.compare(0, 8, "\x89PNG\r\n\x1a\n"), 0);
+  EXPECT_EQ(png.compare(12, 4, "IHDR"), 0);
+  EXPECT_EQ(bigEndian(png, 16), 800u);
+  EXPECT_EQ(bigEndian(png, 20), 500u);
+  // Nothing left beside it.
+  size_t files = 0;
+  for (const auto &entry : std::filesystem::directory_iterator(dir))
+    files += entry.path().filename().string().rfind("plot-test.png", 0) == 0;
+  EXPECT_EQ(files, 1u);
+  // A directory that does not exist: one error naming the file.
+  try {
+    plotLossCurves(dir + "/no/such/p.png", "t", {{1, 1.0}}, {});
+    FAIL() << "no error";
+  } catch (const std::runtime_error &e) {
+    EXPECT_NE(std::string(e.what()).find("--plot " + dir + "/no/such/p.png"),
+              std::string::npos)
+        << e.what();
   }
 }
 

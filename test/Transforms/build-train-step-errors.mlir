@@ -8,18 +8,6 @@ func.func @forward(%x: tensor<2x4xf32>) -> tensor<2x4xf32> {
 
 // -----
 
-func.func @forward(%x: tensor<2x4xf32>) -> tensor<f32> {
-  %w = moe.param "w" : tensor<3x4xf32>
-  %b = moe.param "b" : tensor<3xf32>
-  // expected-error @+1 {{with a bias has no gradient yet}}
-  %y = moe.linear %x, %w bias %b : (tensor<2x4xf32>, tensor<3x4xf32>, tensor<3xf32>) -> tensor<2x3xf32>
-  %l = arith.constant dense<[0, 1]> : tensor<2xi32>
-  %loss = moe.cross_entropy %y, %l : (tensor<2x3xf32>, tensor<2xi32>) -> tensor<f32>
-  return %loss : tensor<f32>
-}
-
-// -----
-
 // expected-error @+1 {{returns more than one scalar loss; the training step needs exactly one}}
 func.func @forward(%x: tensor<2x3xf32>, %l: tensor<2xi32>) -> (tensor<f32>, tensor<f32>) {
   %a = moe.cross_entropy %x, %l : (tensor<2x3xf32>, tensor<2xi32>) -> tensor<f32>

@@ -8,6 +8,17 @@
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=4,ep=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=EP
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=TP
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=cp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=CP
+// RUN: moe-opt %models/qwen2_moe_tiny.mlir --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=BIAS
+// RUN: moe-opt %models/qwen2_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=BIASTP
+
+// A linear with a bias (Qwen2-MoE's q/k/v): its gradient op also gives the
+// bias's gradient, which becomes the bias's param_grad; under tp=2 the bias
+// is split with the projection's rows, and so is its gradient.
+// BIAS: %{{.*}}, %[[DW:.*]], %[[DB:.*]] = moe.linear_grad %{{.*}}, %{{.*}}, %{{.*}} bias %{{.*}} : (tensor<2x16x32xf32>, tensor<2x16x64xf32>, tensor<32x64xf32>, tensor<32xf32>) -> (tensor<2x16x64xf32>, tensor<32x64xf32>, tensor<32xf32>)
+// BIAS-NEXT: moe.param_grad "model.layers.2.self_attn.v_proj.bias", %[[DB]] : tensor<32xf32>
+// BIAS: moe.param_grad "model.layers.2.self_attn.q_proj.bias", %{{.*}} : tensor<64xf32>
+// BIASTP: %{{.*}}, %{{.*}}, %[[DB:.*]] = moe.linear_grad {{.*}} bias {{.*}} -> (tensor<2x16x64xf32>, tensor<16x64xf32>, tensor<16xf32>)
+// BIASTP-NEXT: moe.param_grad "model.layers.2.self_attn.v_proj.bias", %[[DB]] : tensor<16xf32>
 
 // One rank: the loss is the forward's, the logits output is gone, and the
 // backward starts at the loss ops (gradient 1) and ends at the embedding.

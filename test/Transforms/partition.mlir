@@ -13,7 +13,7 @@
 // slots of placement table 0, the first MoE layer); tokens dispatched over
 // @expert_mesh axis 1 (ep) into room for 2 ranks x 32 tokens x min(top_k, 4)
 // rows; router logits gathered over dp for the aux loss.
-// EP: module attributes {moe.mesh = #moe.mesh<dp = 2, ep = 2>, moe.partitioned}
+// EP: module attributes {{{.*}}moe.mesh = #moe.mesh<dp = 2, ep = 2>, moe.partitioned}
 // EP: func.func @forward(%arg0: tensor<2x16xi32> {moe.global_shape = array<i64: 4, 16>, moe.split = {{\[}}["dp"], []]}
 // EP-SAME: -> (tensor<4x16x128xf32> {moe.split = {{\[}}[], [], []]}, tensor<f32> {moe.split = []})
 // EP: moe.param "model.layers.0.mlp.experts.{e}.gate_proj.weight" {moe.global_shape = array<i64: 8, 32, 64>, moe.placement = 0 : i64, moe.split = {{\[}}["ep"], [], []]} : tensor<4x32x64xf32>

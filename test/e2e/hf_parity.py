@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""The compiled tiny Qwen3-MoE against Hugging Face transformers itself.
+"""A compiled zoo model against Hugging Face transformers itself.
 
-Builds `Qwen3MoeForCausalLM` from a config written from the model zoo's
-shapes (models/gen_models.py), with seeded random weights, saves it with
-`save_pretrained` (safetensors), runs the compiled executable's `forward` on
-that very file, and compares its logits and loss with what transformers
-computes for the same tokens:
+Builds the transformers model (AutoModelForCausalLM: Qwen3MoeForCausalLM,
+Qwen2MoeForCausalLM, MixtralForCausalLM, ...) from the very config.json the
+executable was imported from (models/configs/NAME.json, read by
+transformers' own configuration class), with seeded random weights, saves it
+with `save_pretrained` (safetensors), runs the compiled executable's
+`forward` on that folder, and compares its logits and loss with what
+transformers computes for the same tokens:
 
   logits: transformers' own forward (eager attention, fp32);
   loss:   cross-entropy from transformers (labels = the tokens shifted left,
@@ -16,14 +18,16 @@ computes for the same tokens:
           routed slots (MoEOps.td, `moe.aux_loss`, 1 when balanced), where
           transformers counts f_e per token (top-k when balanced). The script
           checks that relation on the run's own router logits against a
-          direct formula before it relies on it.
+          direct formula before it relies on it. The coefficient is the
+          config's router_aux_loss_coef when output_router_logits is set
+          (transformers adds the loss only then), else 0.
 
 Needs torch, transformers and safetensors (a current PyTorch from PyPI: the
 project's scripts/peer_python.sh makes one); runs on the CPU or, with
 --device cuda, on a GPU (the executable then gets --backend cuda).
 
-  hf_parity.py --model-exe EXE [--backend cpu|cuda] [--seed 1] [--rtol 1e-4]
-               [--workdir DIR] [--model qwen3_moe_tiny] [--tamper]
+  hf_parity.py --model-exe EXE [--config qwen3_moe_tiny|PATH] [--backend cpu|cuda]
+               [--seed 1] [--rtol 1e-4] [--workdir DIR] [--tamper]
 
 Prints the errors and PASS, or FAIL and exits 1.
 """
@@ -38,7 +42,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "models"))
-import gen_models  # noqa: E402  (the zoo's shapes, never repeated here)
+import zoo  # noqa: E402  (the zoo's config.json files, never repeated here)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -46,12 +50,17 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 
 
 def hf_config(cfg):
-    from transformers import Qwen3MoeConfig
-    try:
-        fields = gen_models.qwen3_moe_hf_fields(cfg)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}")
-    return Qwen3MoeConfig(**fields, output_router_logits=True, attn_implementation="eager")
+    """transformers' configuration class for the config, from its own fields."""
+    from transformers import AutoConfig
+    fields = cfg.hf_fields()
+    fields.pop("architectures", None)
+    fields.update(output_router_logits=True, attn_implementation="eager")
+    return AutoConfig.for_model(fields.pop("model_type"), **fields)
+
+
+def hf_model(config):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_config(config, attn_implementation="eager")
 
 
 def randomise(model, seed, std):
@@ -94,10 +103,11 @@ def per_expert_file(saved_dir, out_path, cfg, merge=False):
     return out_path, bool(fused)
 
 
-def hf_layer_aux(layer_logits, cfg):
+def hf_layer_aux(layer_logits, cfg, grad=False):
     """transformers' load balancing loss of one layer's router logits."""
-    from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss_func
-    return float(load_balancing_loss_func((layer_logits,), cfg.experts, cfg.top_k))
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+    loss = load_balancing_loss_func((layer_logits,), cfg.experts, cfg.top_k)
+    return loss if grad else float(loss)
 
 
 def ir_aux_loss(logits, top_k, experts):
@@ -119,10 +129,12 @@ def rel_error(a, b):
 
 
 def main():
+    global args  # the options, read by the helpers below
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-exe", required=True)
-    ap.add_argument("--model", default="qwen3_moe_tiny")
+    ap.add_argument("--config", default="qwen3_moe_tiny",
+                    help="a zoo config name (models/configs/NAME.json) or a config.json path")
     ap.add_argument("--backend", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--std", type=float, default=0.1)
@@ -132,6 +144,30 @@ def main():
     ap.add_argument("--max-shard-size",
                     help="save_pretrained's max_shard_size (e.g. 40KB): a sharded "
                          "checkpoint, which the executable reads through its index")
+    ap.add_argument("--from-exe", action="store_true",
+                    help="the other way round: the executable writes the weights "
+                         "(init --output FOLDER, with --max-shard-size and --save-dtype), "
+                         "transformers loads them with from_pretrained")
+    ap.add_argument("--save-dtype", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--grad", action="store_true",
+                    help="also compare the executable's gradients (grad --output) with "
+                         "transformers' autograd of the same loss, tensor by tensor under "
+                         "the checkpoint's names, within --grad-rtol of each tensor's "
+                         "largest element")
+    ap.add_argument("--grad-rtol", type=float, default=1e-4)
+    ap.add_argument("--train-steps", type=int, default=0,
+                    help="the round trip: train the save_pretrained checkpoint for this many "
+                         "steps on a file of token ids (train --data-format u32), export the "
+                         "training checkpoint in the Hugging Face layout (export), load that "
+                         "with from_pretrained and compare it with the executable's forward "
+                         "on the exported files")
+    ap.add_argument("--train-exe", help="the executable that trains (default --model-exe: "
+                                        "e.g. one compiled for a mesh)")
+    ap.add_argument("--train-arg", action="append", default=[],
+                    help="an extra argument for train (e.g. --comm, local)")
+    ap.add_argument("--exe-arg", action="append", default=[],
+                    help="an extra argument for the executable's forward (e.g. --comm, "
+                         "local for a model compiled for a mesh)")
     ap.add_argument("--tamper", action="store_true",
                     help="scale one routed expert's down projection in the file the "
                          "executable reads (transformers keeps the original): the check "
@@ -139,14 +175,16 @@ def main():
     args = ap.parse_args()
 
     import transformers
-    from transformers import Qwen3MoeForCausalLM
-    cfg = {c.name: c for c in gen_models.CONFIGS}.get(args.model)
-    if cfg is None:
-        raise SystemExit(f"error: unknown model '{args.model}'")
+    try:
+        cfg = zoo.load(args.config)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"error: --config {args.config}: {e}")
     workdir = args.workdir or tempfile.mkdtemp(prefix="moe-hf-")
     os.makedirs(workdir, exist_ok=True)
     torch.manual_seed(args.seed)
-    model = Qwen3MoeForCausalLM(hf_config(cfg)).eval()
+    if args.from_exe:
+        return compare(cfg, workdir, *exe_written(cfg, workdir))
+    model = hf_model(hf_config(cfg)).eval()
     randomise(model, args.seed, args.std)
     saved = os.path.join(workdir, "hf-model")
     shutil.rmtree(saved, ignore_errors=True)  # no shards of an earlier run
@@ -166,17 +204,165 @@ def main():
           f"{cfg.name} saved with save_pretrained in {shards} file(s)"
           + (" (fused experts split into per-expert tensors)" if converted else ""))
 
+    if args.train_steps:
+        model, weights = trained_and_exported(cfg, workdir, weights)
+    status = compare(cfg, workdir, model, weights)
+    if args.grad:
+        status = max(status, compare_gradients(cfg, workdir, model, weights))
+    return status
+
+
+def hf_loss_of(cfg, model, tokens, labels):
+    """transformers' forward and the loss the model's IR defines: mean
+    cross-entropy plus, per MoE layer, the coefficient times transformers'
+    load-balancing loss of that layer over top-k (see the module's doc)."""
+    out = model(input_ids=tokens, output_router_logits=True)
+    ce = torch.nn.functional.cross_entropy(
+        out.logits.reshape(-1, cfg.vocab).double(), labels.reshape(-1), ignore_index=-100)
+    aux = sum(cfg.aux_coef * hf_layer_aux(l, cfg, grad=True) / cfg.top_k
+              for l in out.router_logits)
+    return out, ce, ce + aux
+
+
+def compare_gradients(cfg, workdir, model, weights):
+    """The executable's gradients against transformers' autograd. Each
+    gradient is put in its parameter's place and the model saved with
+    save_pretrained, so that transformers itself names and lays out the
+    gradients as the checkpoint the executable read (per-expert tensors)."""
+    tokens, labels = batch_of(cfg)
+    model.zero_grad()
+    with torch.enable_grad():
+        _, _, loss = hf_loss_of(cfg, model, tokens, labels)
+        loss.backward()
+    saved = os.path.join(workdir, "hf-grads")
+    shutil.rmtree(saved, ignore_errors=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.grad if p.grad is not None else torch.zeros_like(p))
+    model.save_pretrained(saved, safe_serialization=True)
+    ref = {}
+    for f in os.listdir(saved):
+        if f.endswith(".safetensors"):
+            ref.update(load_file(os.path.join(saved, f)))
+
+    opath = os.path.join(workdir, "grads.safetensors")
+    ids = ",".join(str(int(t)) for t in tokens.reshape(-1))
+    cmd = [args.model_exe, "grad", "--weights", weights, "--tokens", ids, "--output", opath,
+           "--backend", args.backend]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=args.timeout)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stdout.decode(errors="replace"))
+        print(f"FAIL: grad exited with {proc.returncode}")
+        return 1
+    got = load_file(opath)
+    got.pop("loss", None)
+    missing = sorted(set(ref) ^ set(got))
+    worst, worst_name = 0.0, ""
+    for name in sorted(set(ref) & set(got)):
+        e = rel_error(got[name], ref[name])
+        if e > worst:
+            worst, worst_name = e, name
+    print(f"gradients: {len(got)} tensors, max relative error {worst:.3g} ({worst_name})")
+    ok = not missing and worst <= args.grad_rtol
+    if missing:
+        print("gradient names differ: " + ", ".join(missing[:6]))
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def batch_of(cfg):
+    """The run's tokens (seeded) and labels (the tokens shifted left)."""
     g = torch.Generator().manual_seed(1000 + args.seed)
     tokens = torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq), generator=g)
     labels = torch.full_like(tokens, -100)
     labels[:, :-1] = tokens[:, 1:]
+    return tokens, labels
+
+
+def run_exe(cmd, what):
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=args.timeout)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stdout.decode(errors="replace"))
+        raise SystemExit(f"FAIL: {what} exited with {proc.returncode}")
+    return proc.stdout.decode(errors="replace")
+
+
+def trained_and_exported(cfg, workdir, saved):
+    """Trains from the checkpoint `saved` on random token ids, exports the
+    training checkpoint as Hugging Face shards, and loads them back with
+    from_pretrained; the trained weights must differ from `saved`'s."""
+    from transformers import AutoModelForCausalLM
+    rng = np.random.default_rng(args.seed)
+    ids_path = os.path.join(workdir, "ids.u32")
+    rng.integers(0, cfg.vocab, size=40 * cfg.batch * (cfg.seq + 1)).astype("<u4").tofile(ids_path)
+    ckpt = os.path.join(workdir, "train-ckpt")
+    out = os.path.join(workdir, "exported")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    n = str(args.train_steps)
+    log = run_exe([args.train_exe or args.model_exe, "train", "--data", ids_path,
+                   "--data-format", "u32", "--steps", n, "--weights", saved, "--lr", "1e-2",
+                   "--checkpoint-dir", ckpt, "--save-every", n, "--eval-every", n,
+                   "--sample-chars", "0"] + args.train_arg, "train")
+    losses = [line for line in log.splitlines() if line.startswith("step ")]
+    print(f"trained {n} steps from the save_pretrained checkpoint: "
+          f"{losses[0] if losses else ''} ... {losses[-1] if losses else ''}")
+    shard_args = ["--max-shard-size", args.max_shard_size] if args.max_shard_size else []
+    print(run_exe([args.train_exe or args.model_exe, "export", "--checkpoint", ckpt, "--output", out]
+                  + shard_args, "export").strip().replace(workdir + "/", ""))
+    before = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    moved = max(float((a - b).abs().max()) for a, b in
+                zip(before.parameters(), model.parameters()))
+    files = len([f for f in os.listdir(out) if f.endswith(".safetensors")])
+    print(f"exported in {files} file(s), loaded with from_pretrained; the weights "
+          f"moved by up to {moved:.3g} in training")
+    if moved == 0.0:
+        raise SystemExit("FAIL: the exported weights equal the initial ones")
+    return model, out
+
+
+def exe_written(cfg, workdir):
+    """The executable's random init written as a Hugging Face checkpoint
+    (init --output FOLDER, config.json included), then loaded by
+    from_pretrained."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+    saved = os.path.join(workdir, "exe-model")
+    shutil.rmtree(saved, ignore_errors=True)
+    cmd = [args.model_exe, "init", "--init-random", str(args.seed), "--init-std",
+           str(args.std), "--output", saved, "--save-dtype", args.save_dtype]
+    if args.max_shard_size:
+        cmd += ["--max-shard-size", args.max_shard_size]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=args.timeout)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stdout.decode(errors="replace"))
+        raise SystemExit(f"FAIL: init exited with {proc.returncode}")
+    # The config.json beside the weights is the executable's own (the
+    # model's moe.hf_config), not one written here.
+    if not os.path.exists(os.path.join(saved, "config.json")):
+        raise SystemExit("FAIL: the executable wrote no config.json")
+    shards = len([f for f in os.listdir(saved) if f.endswith(".safetensors")])
+    model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}: "
+          f"{cfg.name} written by the executable ({args.save_dtype}, {shards} file(s)), "
+          "loaded with from_pretrained")
+    return model, saved
+
+
+def compare(cfg, workdir, model, weights):
+    """The executable's forward on `weights` against transformers' `model`."""
+    tokens, labels = batch_of(cfg)
     with torch.no_grad():
-        out = model(input_ids=tokens, output_router_logits=True)
+        out, ce, loss = hf_loss_of(cfg, model, tokens, labels)
     hf_logits = out.logits.float().numpy()
-    ce = torch.nn.functional.cross_entropy(
-        out.logits.reshape(-1, cfg.vocab).double(), labels.reshape(-1), ignore_index=-100)
-    aux = sum(cfg.aux_coef * hf_layer_aux(l, cfg) / cfg.top_k for l in out.router_logits)
-    hf_loss = float(ce) + aux
+    hf_loss = float(loss)
+    aux = hf_loss - float(ce)
 
     # The relation between the two definitions, checked before it is used.
     agree = max(abs(hf_layer_aux(l, cfg) / cfg.top_k - ir_aux_loss(l, cfg.top_k, cfg.experts))
@@ -186,7 +372,7 @@ def main():
     opath = os.path.join(workdir, "out.safetensors")
     ids = ",".join(str(int(t)) for t in tokens.reshape(-1))
     cmd = [args.model_exe, "forward", "--weights", weights, "--tokens", ids,
-           "--output", opath, "--backend", args.backend]
+           "--output", opath, "--backend", args.backend] + args.exe_arg
     print("running: " + " ".join(cmd[:3]) + " ... --backend " + args.backend)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           timeout=args.timeout)

@@ -2,7 +2,11 @@
 """Checks `moec --memory-report=json` against a count made here, from the
 model's architecture config and the mesh's sharding rules alone.
 
-    memory_report_check.py MOEC GEN_MODELS MODEL MESH [--storage bf16] [--set F=V ...]
+    memory_report_check.py MOEC MOE_IMPORT MODEL MESH [--storage bf16] [--set F=V ...]
+                           [--batch B --seq S]
+
+MODEL is a zoo config (models/configs/MODEL.json), read here by models/zoo.py
+and imported by MOE_IMPORT for moec.
 
 The count: every parameter of the architecture (Qwen3-MoE, Mixtral and
 DeepSeek-V3 naming: embedding, per-layer norms, q/k/v/o projections, q/k
@@ -17,25 +21,22 @@ optimizer two f32 AdamW moments (plus the f32 master copy under bf16).
 """
 
 import argparse
+import dataclasses
 import json
+import os
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models"))
+import zoo  # noqa: E402 (the zoo's architecture configs)
 
 
 def align(n):
     return (n + 63) // 64 * 64
 
 
-def config(gen_models, model, sets):
-    sys.path.insert(0, gen_models.rsplit("/", 1)[0])
-    import gen_models as g  # noqa: E402 (the zoo's architecture configs)
-    cfg = {c.name: c for c in g.CONFIGS}[model]
-    values = dict(vars(cfg))
-    for item in sets:
-        field, _, value = item.partition("=")
-        values[field] = type(values[field])(float(value)) if not isinstance(
-            values[field], bool) else bool(int(value))
-    return values
+def config(model, sets, batch, seq):
+    return dataclasses.asdict(zoo.load(model, zoo.parse_sets(sets), batch, seq))
 
 
 def local_params(c, mesh):
@@ -66,11 +67,14 @@ def local_params(c, mesh):
         column(c["heads"] * D, H)
         column(c["kv_heads"] * D, H)
         column(c["kv_heads"] * D, H)
+        if c["qkv_bias"]:  # split over tp like the projections' rows
+            for rows in (c["heads"] * D, c["kv_heads"] * D, c["kv_heads"] * D):
+                add([rows], [rows // tp])
         row(H, c["heads"] * D)
         if c["qk_norm"]:
             add([D])
             add([D])
-        if layer < c["first_dense_layers"]:
+        if layer in c["dense_layers"]:
             swiglu(c["dense_inter"])
             continue
         E, F = c["experts"], c["moe_inter"]
@@ -98,14 +102,16 @@ def elements(shape):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("moec")
-    parser.add_argument("gen_models")
+    parser.add_argument("moe_import")
     parser.add_argument("model")
     parser.add_argument("mesh")
     parser.add_argument("--storage", default="f32")
     parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--seq", type=int)
     args = parser.parse_args()
 
-    c = config(args.gen_models, args.model, args.set)
+    c = config(args.model, args.set, args.batch, args.seq)
     mesh = {"dp": 1, "cp": 1, "tp": 1, "ep": 1}
     for item in args.mesh.split(","):
         axis, _, size = item.partition("=")
@@ -123,8 +129,10 @@ def main():
         "optimizer": 2 * fp32 + (fp32 if bf16 else 0),
     }
 
+    shape = (["--batch", str(args.batch)] if args.batch else []) + (
+        ["--seq", str(args.seq)] if args.seq else [])
     model_text = subprocess.run(
-        [sys.executable, args.gen_models, "--print", args.model]
+        [args.moe_import, zoo.config_path(args.model)] + shape
         + sum((["--set", s] for s in args.set), []),
         check=True, stdout=subprocess.PIPE).stdout
     report = json.loads(subprocess.run(

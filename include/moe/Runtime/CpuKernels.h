@@ -182,11 +182,12 @@ void rmsNormGrad(const float *dy, const float *x, const float *weight,
                  int64_t rows, int64_t dim, float eps, float *dx,
                  float *dweight);
 
-/// Backward of linear (no bias): dx [rows, in] = dy @ weight, dweight
-/// [outFeatures, in] = dy^T @ x; dy is [rows, outFeatures].
+/// Backward of linear: dx [rows, in] = dy @ weight, dweight [outFeatures,
+/// in] = dy^T @ x; dy is [rows, outFeatures]; dbias [outFeatures] (null for
+/// a linear without a bias) = dy summed over the rows, in double.
 void linearGrad(const float *dy, const float *x, int64_t rows, int64_t in,
                 const float *weight, int64_t outFeatures, float *dx,
-                float *dweight);
+                float *dweight, float *dbias);
 
 /// Backward of rope: the inverse rotation of dy [batch, seq, heads,
 /// headDim]; `positions` as in rope (null: position s).

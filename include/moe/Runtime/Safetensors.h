@@ -198,6 +198,9 @@ struct CheckpointLayout {
   uint64_t maxShardBytes = 5'000'000'000ull;
   /// F32, or BF16 (rounded to nearest even) for F32 tensors.
   DType dtype = DType::F32;
+  /// The text of a config.json to write into a folder beside the weights
+  /// (empty: none; not written beside a lone .safetensors file).
+  std::string config;
 };
 
 /// Writes `tensors` as Hugging Face does: to `target` itself when it ends in
@@ -206,7 +209,8 @@ struct CheckpointLayout {
 /// fit in one shard, as model-00001-of-0000N.safetensors ... in the given
 /// order plus model.safetensors.index.json ({"metadata": {"total_size"},
 /// "weight_map"}), which from_pretrained and SafetensorsCheckpoint read.
-/// Each file is written atomically, the index last; then an earlier
+/// With layout.config, config.json is written too. Each file is written
+/// atomically, the index last; then an earlier
 /// checkpoint's model.safetensors or index (whichever was not written now)
 /// is removed so that no loader picks it. Other files are left alone.
 void writeCheckpoint(const std::string &target,

@@ -113,7 +113,7 @@ void rmsNormGrad(const float *dy, const float *x, const float *weight,
 
 void linearGrad(const float *dy, const float *x, int64_t rows, int64_t in,
                 const float *weight, int64_t outFeatures, float *dx,
-                float *dweight) {
+                float *dweight, float *dbias) {
   const char *kernel = "linearGrad";
   checkSize(kernel, "rows", rows);
   checkSize(kernel, "in", in);
@@ -122,6 +122,14 @@ void linearGrad(const float *dy, const float *x, int64_t rows, int64_t in,
         dy, outFeatures, weight, in, 0.0f, dx, in);
   gemmT(kernel, /*transA=*/true, /*transB=*/false, outFeatures, in, rows, 1.0f,
         dy, outFeatures, x, in, 0.0f, dweight, in);
+  if (dbias) {
+    std::vector<double> sum(outFeatures, 0.0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < outFeatures; ++o)
+        sum[o] += dy[r * outFeatures + o];
+    for (int64_t o = 0; o < outFeatures; ++o)
+      dbias[o] = float(sum[o]);
+  }
 }
 
 void rope(const float *x, const int32_t *positions, int64_t batch, int64_t seq,
@@ -200,12 +208,13 @@ void CpuBackend::rmsNormGrad(const float *dy, const float *x,
 
 void CpuBackend::linearGrad(const float *dy, const float *x,
                             const float *weight, float *dx, float *dweight,
-                            int64_t rows, int64_t in, int64_t outFeatures) {
+                            float *dbias, int64_t rows, int64_t in,
+                            int64_t outFeatures) {
   Widened w(storage_);
   int64_t nw = outFeatures * in;
   cpu::linearGrad(w.in(dy, rows * outFeatures), w.in(x, rows * in), rows, in,
                   w.in(weight, nw), outFeatures, w.out(dx, rows * in),
-                  w.out(dweight, nw));
+                  w.out(dweight, nw), w.out(dbias, outFeatures));
   w.store();
 }
 

@@ -75,7 +75,8 @@ void rmsNormGrad(Device &dev, const T *dy, const T *x, const T *weight,
                  int64_t rows, int64_t dim, float eps, T *dx, T *dweight);
 template <typename T>
 void linearGrad(Device &dev, const T *dy, const T *x, int64_t rows, int64_t in,
-                const T *weight, int64_t outFeatures, T *dx, T *dweight);
+                const T *weight, int64_t outFeatures, T *dx, T *dweight,
+                T *dbias);
 template <typename T>
 void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
               int64_t seq, int64_t heads, int64_t headDim, double theta, T *dx);

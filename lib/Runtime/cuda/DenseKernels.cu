@@ -251,6 +251,15 @@ template <typename T> struct RmsNormWeightTerm {
   }
 };
 
+/// dbias[j] terms: dy[r, j].
+template <typename T> struct RowTerm {
+  const T *dy;
+  int64_t cols;
+  __device__ double operator()(int64_t r, int64_t j) const {
+    return toF32(dy[r * cols + j]);
+  }
+};
+
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -391,7 +400,8 @@ void rmsNormGrad(Device &dev, const T *dy, const T *x, const T *weight,
 
 template <typename T>
 void linearGrad(Device &dev, const T *dy, const T *x, int64_t rows, int64_t in,
-                const T *weight, int64_t outFeatures, T *dx, T *dweight) {
+                const T *weight, int64_t outFeatures, T *dx, T *dweight,
+                T *dbias) {
   const char *kernel = "linearGrad";
   checkSize(kernel, "rows", rows);
   checkSize(kernel, "in", in);
@@ -402,6 +412,14 @@ void linearGrad(Device &dev, const T *dy, const T *x, int64_t rows, int64_t in,
   // dweight [out, in] = dy^T @ x [rows, in].
   gemm(dev, kernel, /*transA=*/true, /*transB=*/false, outFeatures, in, rows,
        1.0f, dy, outFeatures, x, in, 0.0f, dweight, in);
+  // dbias [out] = dy summed over rows (deterministic column sum).
+  if (dbias) {
+    ScratchCarver carve(dev.scratch(
+        ScratchCarver::bytes<double>(chunkCount(rows) * outFeatures)));
+    double *partial = carve.take<double>(chunkCount(rows) * outFeatures);
+    columnSum(dev, RowTerm<T>{dy, outFeatures}, rows, outFeatures, partial,
+              dbias);
+  }
 }
 
 template <typename T>
@@ -428,7 +446,7 @@ void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
   template void rmsNormGrad<T>(Device &, const T *, const T *, const T *,      \
                                int64_t, int64_t, float, T *, T *);             \
   template void linearGrad<T>(Device &, const T *, const T *, int64_t,         \
-                              int64_t, const T *, int64_t, T *, T *);          \
+                              int64_t, const T *, int64_t, T *, T *, T *);     \
   template void ropeGrad<T>(Device &, const T *, const int32_t *, int64_t,     \
                             int64_t, int64_t, int64_t, double, T *);
 MOE_INSTANTIATE_DENSE_KERNELS(float)
@@ -493,10 +511,11 @@ void CudaBackend::rmsNormGrad(const float *dy, const float *x,
 
 void CudaBackend::linearGrad(const float *dy, const float *x,
                              const float *weight, float *dx, float *dweight,
-                             int64_t rows, int64_t in, int64_t outFeatures) {
+                             float *dbias, int64_t rows, int64_t in,
+                             int64_t outFeatures) {
   onStorage([&](Device &d, auto s) {
     cuda::linearGrad(d, s(dy), s(x), rows, in, s(weight), outFeatures, s(dx),
-                     s(dweight));
+                     s(dweight), s(dbias));
   });
 }
 

@@ -161,13 +161,13 @@ void writeTextFile(const std::string &path, const std::string &text) {
     out.flush();
     if (!out) {
       std::remove(tmp.c_str());
-      fail(path, "cannot write the index");
+      fail(path, "cannot write the file");
     }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::string error = std::strerror(errno);
     std::remove(tmp.c_str());
-    fail(path, "cannot write the index: " + error);
+    fail(path, "cannot write the file: " + error);
   }
 }
 
@@ -225,6 +225,8 @@ void writeCheckpoint(const std::string &target,
   // is removed once the new checkpoint is complete.
   std::string single = target + "/" + kSingleName;
   std::string indexPath = target + "/" + kIndexName;
+  if (!layout.config.empty())
+    writeTextFile(target + "/config.json", layout.config);
   if (shards.size() == 1) {
     writeSafetensors(single, converted, metadata);
     std::remove(indexPath.c_str());

@@ -1,6 +1,6 @@
 //===- Dense.cpp - Gradient rules of the dense ops ------------------------===//
 //
-// Embedding, RMSNorm, linear (without bias), RoPE, attention, the dense MLP
+// Embedding, RMSNorm, linear (and its bias), RoPE, attention, the dense MLP
 // and the shared experts: each its gradient op; add passes its gradient to
 // both operands; a reshape's gradient is the inverse reshape.
 //
@@ -38,13 +38,14 @@ LogicalResult gradLinear(LinearOp l, GradientContext &ctx) {
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   Value dy = ctx.dy();
-  if (l.getBias())
-    return l.emitOpError("with a bias has no gradient yet");
-  auto g = LinearGradOp::create(b, loc, l.getInput().getType(),
-                                l.getWeight().getType(), dy, l.getInput(),
-                                l.getWeight());
+  Value bias = l.getBias();
+  auto g = LinearGradOp::create(
+      b, loc, l.getInput().getType(), l.getWeight().getType(),
+      bias ? bias.getType() : Type(), dy, l.getInput(), l.getWeight(), bias);
   ctx.give(l.getInput(), g.getInputGrad());
   ctx.give(l.getWeight(), g.getWeightGrad());
+  if (bias)
+    ctx.give(bias, g.getBiasGrad());
   return success();
 }
 

@@ -82,7 +82,8 @@ LogicalResult lowerLinearGrad(LinearGradOp op, EntryBuilder &e) {
   int64_t in = dimSize(op.getInput(), -1);
   return e.call("moert_linear_grad",
                 {e.buffer(op.getResultGrad()), e.buffer(op.getInput()),
-                 e.buffer(op.getWeight()), (*out)[0], (*out)[1]},
+                 e.buffer(op.getWeight()), (*out)[0], (*out)[1],
+                 op.getBiasGrad() ? (*out)[2] : e.absent()},
                 {e.i64(numElements(op.getInput()) / in), e.i64(in),
                  e.i64(dimSize(op.getWeight(), 0))});
 }

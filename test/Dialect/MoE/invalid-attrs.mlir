@@ -1,5 +1,6 @@
 // Every error of the dialect's other discardable attributes: the vocabulary
-// of character-level models and the description of a lowered entry point.
+// of character-level models, the Hugging Face config of an imported model
+// and the description of a lowered entry point.
 // RUN: moe-opt %s -split-input-file -verify-diagnostics
 
 // expected-error @+1 {{'moe.vocab_chars' must be a string on a builtin.module}}
@@ -18,6 +19,21 @@ module {
 
 // expected-error @+1 {{'moe.vocab_chars' must not be empty}}
 module attributes {moe.vocab_chars = ""} {}
+
+// -----
+
+// expected-error @+1 {{'moe.hf_config' must be a string on a builtin.module}}
+module attributes {moe.hf_config = {model_type = "qwen3_moe"}} {}
+
+// -----
+
+// expected-error @+1 {{'moe.hf_config' must hold a JSON object}}
+module attributes {moe.hf_config = "[1, 2]"} {}
+
+// -----
+
+// expected-error @+1 {{'moe.hf_config' must hold a JSON object}}
+module attributes {moe.hf_config = "{\"model_type\": "} {}
 
 // -----
 

@@ -42,6 +42,22 @@ func.func @f(%dy: tensor<4x12xf32>, %x: tensor<4x8xf32>, %w: tensor<16x8xf32>) {
 
 // -----
 
+func.func @f(%dy: tensor<4x16xf32>, %x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<16xf32>) {
+  // expected-error @+1 {{expects bias_grad exactly when bias is given}}
+  %dx, %dw = moe.linear_grad %dy, %x, %w bias %b : (tensor<4x16xf32>, tensor<4x8xf32>, tensor<16x8xf32>, tensor<16xf32>) -> (tensor<4x8xf32>, tensor<16x8xf32>)
+  return
+}
+
+// -----
+
+func.func @f(%dy: tensor<4x16xf32>, %x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<16xf32>) {
+  // expected-error @+1 {{expects the gradient of bias to have its type 'tensor<16xf32>', but got 'tensor<8xf32>'}}
+  %dx, %dw, %db = moe.linear_grad %dy, %x, %w bias %b : (tensor<4x16xf32>, tensor<4x8xf32>, tensor<16x8xf32>, tensor<16xf32>) -> (tensor<4x8xf32>, tensor<16x8xf32>, tensor<8xf32>)
+  return
+}
+
+// -----
+
 func.func @f(%dy: tensor<1x4x2x6xf32>) {
   // expected-error @+1 {{expects the result type to equal the input type 'tensor<1x4x2x6xf32>', but got 'tensor<1x4x2x8xf32>'}}
   %dx = moe.rope_grad %dy : (tensor<1x4x2x6xf32>) -> tensor<1x4x2x8xf32>

@@ -168,8 +168,13 @@ LogicalResult RMSNormGradOp::verify() {
 }
 
 LogicalResult LinearGradOp::verify() {
-  if (failed(verifyLinear(*this, getInput(), getWeight(), Value(),
+  if (failed(verifyLinear(*this, getInput(), getWeight(), getBias(),
                           getResultGrad())))
+    return failure();
+  if (static_cast<bool>(getBias()) != static_cast<bool>(getBiasGrad()))
+    return emitOpError("expects bias_grad exactly when bias is given");
+  if (getBias() &&
+      failed(expectGradTypes(*this, {{getBiasGrad(), getBias(), "bias"}})))
     return failure();
   return expectGradTypes(*this, {{getInputGrad(), getInput(), "input"},
                                  {getWeightGrad(), getWeight(), "weight"}});

@@ -8,6 +8,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/JSON.h"
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -53,9 +54,8 @@ LogicalResult mlir::moe::verifyModelFitsMesh(Operation *module, MeshAttr mesh) {
   // Runs before the nested ops' own verifiers (the module attribute is
   // checked on entry): each op's check guards its shape accesses.
   bool ok = true;
-  module->walk([&](MeshFitOpInterface op) {
-    ok &= succeeded(op.verifyFitsMesh(mesh));
-  });
+  module->walk(
+      [&](MeshFitOpInterface op) { ok &= succeeded(op.verifyFitsMesh(mesh)); });
   return success(ok);
 }
 
@@ -65,10 +65,10 @@ static LogicalResult verifyShardRecord(Operation *op, NamedAttribute attr) {
   StringRef name = attr.getName().getValue();
   if (name == MoEDialect::getGlobalShapeAttrName()) {
     auto shape = dyn_cast<DenseI64ArrayAttr>(attr.getValue());
-    if (!shape || llvm::any_of(shape.asArrayRef(),
-                               [](int64_t d) { return d < 0; }))
-      return op->emitError() << "'" << name
-                             << "' must be an array of non-negative sizes";
+    if (!shape ||
+        llvm::any_of(shape.asArrayRef(), [](int64_t d) { return d < 0; }))
+      return op->emitError()
+             << "'" << name << "' must be an array of non-negative sizes";
     return success();
   }
   auto dims = dyn_cast<ArrayAttr>(attr.getValue());
@@ -135,22 +135,34 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
   if (name == getVocabCharsAttrName()) {
     auto chars = dyn_cast<StringAttr>(attr.getValue());
     if (!isa<ModuleOp>(op) || !chars)
-      return op->emitError() << "'" << name
-                             << "' must be a string on a builtin.module";
+      return op->emitError()
+             << "'" << name << "' must be a string on a builtin.module";
     if (chars.getValue().empty())
       return op->emitError() << "'" << name << "' must not be empty";
     return success();
   }
+  if (name == getHFConfigAttrName()) {
+    auto text = dyn_cast<StringAttr>(attr.getValue());
+    if (!isa<ModuleOp>(op) || !text)
+      return op->emitError()
+             << "'" << name << "' must be a string on a builtin.module";
+    llvm::Expected<llvm::json::Value> config =
+        llvm::json::parse(text.getValue());
+    if (!config || !config->getAsObject()) {
+      if (!config)
+        llvm::consumeError(config.takeError());
+      return op->emitError() << "'" << name << "' must hold a JSON object";
+    }
+    return success();
+  }
   if (name == getEntryAttrName()) {
-    if (!isa<FunctionOpInterface>(op) ||
-        !isa<DictionaryAttr>(attr.getValue()))
-      return op->emitError() << "'" << name
-                             << "' must be a dictionary on a function";
+    if (!isa<FunctionOpInterface>(op) || !isa<DictionaryAttr>(attr.getValue()))
+      return op->emitError()
+             << "'" << name << "' must be a dictionary on a function";
     return success();
   }
   if (name != getMeshAttrName())
-    return op->emitError() << "unknown moe dialect attribute '" << name
-                           << "'";
+    return op->emitError() << "unknown moe dialect attribute '" << name << "'";
   if (!isa<ModuleOp>(op))
     return op->emitError() << "'" << getMeshAttrName()
                            << "' must be attached to a builtin.module";

@@ -9,20 +9,21 @@
 #include "driver/cli/Driver.h"
 #include "driver/cli/RunFlags.h"
 
-#include "driver/model/AlignedBuffer.h"
 #include "driver/cli/CommandLine.h"
+#include "driver/model/AlignedBuffer.h"
 #include "driver/model/Manifest.h"
 #include "driver/model/ModelRun.h"
 #include "driver/model/Sampling.h"
 #include "driver/model/Tokens.h"
+#include "driver/model/Weights.h"
 #include "driver/train/Tracing.h"
 #include "driver/train/Train.h"
-#include "driver/model/Weights.h"
 #include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/Safetensors.h"
 #include "moe/Support/MemoryReport.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -107,7 +108,11 @@ const CommandSpec kGenerate{
      {"top-k", "K",
       "Sample only among the K most likely tokens (default 0: all)."},
      {"seed", "S", "Seed of the sampler (default 0)."},
-     kComm, kBackend, kGpuComm, kSums, kCheckCollectives}};
+     kComm,
+     kBackend,
+     kGpuComm,
+     kSums,
+     kCheckCollectives}};
 
 const CommandSpec kInit{
     "init",
@@ -132,7 +137,8 @@ const CommandSpec kInfo{"info",
                         {}};
 
 const CommandSpec *const kCommands[] = {
-    &kForward, &kGenerate, &trainCommand(), &gradCommand(), &kInit, &kInfo};
+    &kForward,        &kGenerate, &trainCommand(), &gradCommand(),
+    &exportCommand(), &kInit,     &kInfo};
 
 std::string programHelp(const std::string &program) {
   std::string text = "usage: " + program +
@@ -300,8 +306,7 @@ int runGenerate(const Manifest &m, ForwardEntry forward,
   std::mt19937_64 rng(options.seed);
   try {
     for (int64_t i = 0; i < options.maxNewTokens; ++i) {
-      context.push_back(
-          nextToken(m, runner, context, options.sampling, rng));
+      context.push_back(nextToken(m, runner, context, options.sampling, rng));
       if (env.root)
         printer.print(context.back());
     }
@@ -372,15 +377,16 @@ int runInfo(const Manifest &m) {
   std::printf("parameters   %zu (%zu HF tensors), %s scalars\n",
               m.params.size(), tensors,
               withThousands(m.totalParameters()).c_str());
-  std::printf("storage      %s\n", m.bf16Storage()
-                                        ? "BF16 (fp32 master weights in the driver)"
-                                        : "F32");
+  std::printf("storage      %s\n",
+              m.bf16Storage() ? "BF16 (fp32 master weights in the driver)"
+                              : "F32");
   if (m.bf16Storage())
     std::printf("weights      %s bytes (bf16; fp32 master %s bytes)\n",
                 withThousands(m.storageWeightsBytes).c_str(),
                 withThousands(m.weightsBytes).c_str());
   else
-    std::printf("weights      %s bytes\n", withThousands(m.weightsBytes).c_str());
+    std::printf("weights      %s bytes\n",
+                withThousands(m.weightsBytes).c_str());
   std::printf("arena        %s bytes (%s without buffer reuse)\n",
               withThousands(m.arenaBytes).c_str(),
               withThousands(m.unplannedBytes).c_str());
@@ -456,22 +462,28 @@ int dispatch(const std::string &program, const std::vector<std::string> &args,
     Manifest manifest = loadManifest(manifestText);
     if (command == &kForward) {
       std::optional<TraceOptions> trace = parseTraceOptions(flags);
-      return runOnMesh(manifest, meshRunFromFlags(manifest, flags), [&](RankEnv &env) {
-        return runForward(manifest, forward, flags, trace, env);
-      });
+      return runOnMesh(
+          manifest, meshRunFromFlags(manifest, flags), [&](RankEnv &env) {
+            return runForward(manifest, forward, flags, trace, env);
+          });
     }
     if (command == &kGenerate)
-      return runOnMesh(manifest, meshRunFromFlags(manifest, flags), [&](RankEnv &env) {
-        return runGenerate(manifest, forward, flags, env);
-      });
+      return runOnMesh(manifest, meshRunFromFlags(manifest, flags),
+                       [&](RankEnv &env) {
+                         return runGenerate(manifest, forward, flags, env);
+                       });
     if (command == &trainCommand()) {
       TrainOptions options = parseTrainOptions(flags, manifest, trainStep);
-      return runOnMesh(manifest, meshRunFromFlags(manifest, flags), [&](RankEnv &env) {
-        return runTrain(manifest, forward, trainStep, options, env);
-      });
+      options.program = std::filesystem::path(program).filename().string();
+      return runOnMesh(
+          manifest, meshRunFromFlags(manifest, flags), [&](RankEnv &env) {
+            return runTrain(manifest, forward, trainStep, options, env);
+          });
     }
     if (command == &gradCommand())
       return runGrad(manifest, forward, trainStep, flags);
+    if (command == &exportCommand())
+      return runExport(manifest, flags);
     if (command == &kInit)
       return runInit(manifest, flags);
     return runInfo(manifest);

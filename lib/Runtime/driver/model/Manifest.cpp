@@ -154,13 +154,12 @@ void checkSplit(const std::string &path, const std::vector<int64_t> &shape,
     if (placed && d == 0) {
       if (globalShape[0] % parts != 0 || shape[0] < globalShape[0] / parts ||
           shape[0] > globalShape[0])
-        fail(path + ".shape", "has " + std::to_string(shape[0]) +
-                                  " expert slots, but " +
-                                  std::to_string(globalShape[0]) +
-                                  " experts on " + std::to_string(parts) +
-                                  " ranks need between " +
-                                  std::to_string(globalShape[0] / parts) +
-                                  " and " + std::to_string(globalShape[0]));
+        fail(path + ".shape",
+             "has " + std::to_string(shape[0]) + " expert slots, but " +
+                 std::to_string(globalShape[0]) + " experts on " +
+                 std::to_string(parts) + " ranks need between " +
+                 std::to_string(globalShape[0] / parts) + " and " +
+                 std::to_string(globalShape[0]));
       continue;
     }
     if (globalShape[d] != shape[d] * parts)
@@ -199,9 +198,8 @@ ParamInfo parseParam(const Json &entry, const std::string &path,
   parseShardFields(entry, path, param.shape, param.globalShape, param.split);
   if (entry.contains("placement")) {
     param.placement = static_cast<int64_t>(getSize(entry, path, "placement"));
-    bool onlyExperts = param.split.size() >= 1 && param.split[0] ==
-                                                      std::vector<std::string>{
-                                                          "ep"};
+    bool onlyExperts = param.split.size() >= 1 &&
+                       param.split[0] == std::vector<std::string>{"ep"};
     for (size_t d = 1; d < param.split.size(); ++d)
       onlyExperts = onlyExperts && param.split[d].empty();
     if (!param.stacked || !onlyExperts)
@@ -374,6 +372,12 @@ void parseOptionalFields(const Json &root, Manifest &m) {
                              ", which is a token id (vocab " +
                              std::to_string(m.vocab) + ")");
 
+  if (auto it = root.find("hf_config"); it != root.end()) {
+    if (!it->is_string() ||
+        !Json::parse(it->get<std::string>(), nullptr, false).is_object())
+      fail("hf_config", "is not a string holding a JSON object");
+    m.hfConfig = it->get<std::string>();
+  }
   if (auto it = root.find("vocab_chars"); it != root.end()) {
     if (!it->is_string())
       fail("vocab_chars", "is " + shown(*it) + ", expected a string");

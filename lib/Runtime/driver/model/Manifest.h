@@ -113,6 +113,9 @@ struct Manifest {
   /// Character-level models: token i is vocabChars[i] (one UTF-8 character
   /// each); empty when the manifest has no "vocab_chars".
   std::vector<std::string> vocabChars;
+  /// The Hugging Face config.json of an imported model (moe.hf_config, a
+  /// JSON object's text); empty when the manifest has no "hf_config".
+  std::string hfConfig;
   /// The mesh the model was compiled for (all 1 when the manifest has none).
   moe::MeshShape mesh;
   /// Present when the model was compiled with a training step.

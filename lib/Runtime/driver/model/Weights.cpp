@@ -6,6 +6,8 @@
 
 #include "moe/Runtime/Safetensors.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -128,9 +130,23 @@ std::vector<io::TensorToWrite> hfTensors(const Manifest &manifest,
   return tensors;
 }
 
+/// `layout` with the model's config.json, its torch_dtype the one written.
+static io::CheckpointLayout withHFConfig(const Manifest &manifest,
+                                         io::CheckpointLayout layout) {
+  if (manifest.hfConfig.empty())
+    return layout;
+  auto config = nlohmann::ordered_json::parse(manifest.hfConfig);
+  config.erase("dtype");
+  config["torch_dtype"] =
+      layout.dtype == io::DType::BF16 ? "bfloat16" : "float32";
+  layout.config = config.dump(2) + "\n";
+  return layout;
+}
+
 void saveWeights(const Manifest &manifest, const AlignedBuffer &blob,
                  const std::string &path, const io::CheckpointLayout &layout) {
-  io::writeCheckpoint(path, hfTensors(manifest, blob), layout);
+  io::writeCheckpoint(path, hfTensors(manifest, blob),
+                      withHFConfig(manifest, layout));
 }
 
 void initRandomTensor(const std::string &name, int64_t rank,
@@ -188,12 +204,12 @@ void saveRandomWeights(const Manifest &manifest, uint64_t seed, double std,
     for (int64_t e = 0; e < slices; ++e) {
       std::string name = param.sliceName(e);
       std::vector<float> &values = storage.emplace_back(elements);
-      initRandomTensor(name, static_cast<int64_t>(shape.size()), elements,
-                       seed, std, values.data());
+      initRandomTensor(name, static_cast<int64_t>(shape.size()), elements, seed,
+                       std, values.data());
       tensors.push_back({name, io::DType::F32, shape, values.data()});
     }
   }
-  io::writeCheckpoint(path, tensors, layout);
+  io::writeCheckpoint(path, tensors, withHFConfig(manifest, layout));
 }
 
 } // namespace moe::driver

@@ -45,7 +45,8 @@ LoadedWeights loadWeights(const Manifest &manifest, const std::string &path,
 /// Writes every parameter under its HF names (one tensor per expert for
 /// stacked parameters) as io::writeCheckpoint does: one file, or a folder of
 /// shards and their index, F32 or BF16 as `layout` says, each file atomic,
-/// with metadata {"format": "pt"} so that from_pretrained accepts it.
+/// with metadata {"format": "pt"} so that from_pretrained accepts it; into a
+/// folder, an imported model's config.json too (torch_dtype as written).
 void saveWeights(const Manifest &manifest, const AlignedBuffer &blob,
                  const std::string &path,
                  const io::CheckpointLayout &layout = {});

@@ -3,6 +3,7 @@
 #include "driver/train/Checkpoint.h"
 
 #include "driver/model/Placement.h"
+#include "driver/model/Weights.h"
 
 #include "moe/Runtime/Safetensors.h"
 
@@ -350,6 +351,39 @@ std::optional<std::string> latestCheckpoint(const std::string &dir) {
   return path;
 }
 
+std::string resolveCheckpoint(const std::string &path) {
+  std::error_code ec;
+  if (fs::is_regular_file(fs::path(path) / "index.json", ec))
+    return path;
+  if (std::optional<std::string> latest = latestCheckpoint(path))
+    return *latest;
+  throw std::runtime_error(path + ": is not a checkpoint (no index.json) nor "
+                                  "a checkpoint directory (no 'latest')");
+}
+
+int64_t exportCheckpoint(const std::string &path, const Manifest &m,
+                         const std::string &output,
+                         const io::CheckpointLayout &layout) {
+  std::string checkpoint = resolveCheckpoint(path);
+  // The same model on one rank: every parameter whole, in the same order.
+  Manifest whole = m;
+  uint64_t at = 0;
+  for (ParamInfo &param : whole.params) {
+    param.shape = param.globalShape;
+    param.split.clear();
+    param.placement.reset();
+    param.offset = at;
+    at += (param.bytes() + MOE_BUFFER_ALIGNMENT - 1) / MOE_BUFFER_ALIGNMENT *
+          MOE_BUFFER_ALIGNMENT;
+  }
+  whole.weightsBytes = at;
+  AlignedBuffer weights(whole.weightsBytes);
+  LoadedCheckpoint loaded =
+      loadCheckpoint(checkpoint, whole, nullptr, {&weights, nullptr, nullptr});
+  saveWeights(whole, weights, output, layout);
+  return loaded.step;
+}
+
 std::optional<Block> intersectBlocks(const Block &a, const Block &b) {
   Block out{std::vector<int64_t>(a.start.size()),
             std::vector<int64_t>(a.start.size())};
@@ -503,13 +537,15 @@ LoadedCheckpoint loadCheckpoint(const std::string &path, const Manifest &m,
                                       kMomentPrefixes[1]};
       int64_t copied = 0;
       for (int k = 0; k < 3; ++k) {
+        if (!targets[k])
+          continue;
         r.readF32(prefixes[k] + name, saved.size, scratch.data());
         copied = 0;
         for (const Piece &piece : mine)
-          copied += copyIntersection(
-              scratch.data(), saved,
-              targets[k]->f32(param.offset) + piece.offset, piece.block,
-              sizeof(float));
+          copied +=
+              copyIntersection(scratch.data(), saved,
+                               targets[k]->f32(param.offset) + piece.offset,
+                               piece.block, sizeof(float));
       }
       covered += copied;
     }

@@ -28,6 +28,7 @@
 #include "driver/model/Manifest.h"
 #include "driver/model/ModelRun.h"
 #include "driver/model/Shard.h"
+#include "moe/Runtime/Safetensors.h"
 
 #include <nlohmann/json.hpp>
 
@@ -38,7 +39,8 @@
 
 namespace moe::driver {
 
-/// The state a checkpoint holds, all laid out like the weights blob.
+/// The state a checkpoint holds, all laid out like the weights blob. When
+/// loading, null moments are not read (export wants the weights only).
 struct TrainState {
   AlignedBuffer *weights;
   AlignedBuffer *m;
@@ -76,6 +78,20 @@ struct LoadedCheckpoint {
 LoadedCheckpoint loadCheckpoint(const std::string &path, const Manifest &m,
                                 const RankPlace *place,
                                 const TrainState &state);
+
+/// The checkpoint `path` names: a checkpoint directory (with index.json),
+/// or a --checkpoint-dir whose `latest` names one. Throws
+/// std::runtime_error naming `path` when it is neither.
+std::string resolveCheckpoint(const std::string &path);
+
+/// Writes the weights of checkpoint `path` (see resolveCheckpoint), saved
+/// from any mesh, as a Hugging Face checkpoint of whole tensors (see
+/// io::writeCheckpoint); the model `m` may be compiled for any mesh. Holds
+/// the whole model's fp32 weights in memory, not the moments. Returns the
+/// checkpoint's step.
+int64_t exportCheckpoint(const std::string &path, const Manifest &m,
+                         const std::string &output,
+                         const io::CheckpointLayout &layout);
 
 /// The intersection of blocks `a` and `b` (of one tensor), nullopt when it
 /// is empty.

@@ -38,6 +38,21 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::ordered_json;
 
+/// "shakespeare_ep4 (Qwen3MoeForCausalLM): mesh dp=4 ep=4, batch 16 x 128".
+std::string plotTitle(const Manifest &m, const TrainOptions &o) {
+  std::string title = o.program.empty() ? "model" : o.program;
+  if (!m.hfConfig.empty()) {
+    Json config = Json::parse(m.hfConfig, nullptr, false);
+    if (config.is_object() && config.contains("architectures") &&
+        config["architectures"].is_array() &&
+        !config["architectures"].empty() &&
+        config["architectures"][0].is_string())
+      title += " (" + config["architectures"][0].get<std::string>() + ")";
+  }
+  return title + ": mesh " + m.mesh.str() + ", batch " +
+         std::to_string(m.batch) + " x " + std::to_string(m.seq);
+}
+
 /// The flags a resumed run should repeat, recorded in the checkpoint.
 Json trainJson(const TrainOptions &o, const Manifest &m) {
   return Json{{"data", o.data},
@@ -352,6 +367,8 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
       if (!parent.empty() && !std::filesystem::is_directory(parent))
         throw std::runtime_error("--plot " + *o.plot + ": directory " +
                                  parent.string() + " does not exist");
+      if (std::string why = gnuplotProblem(); !why.empty())
+        throw std::runtime_error("--plot " + *o.plot + ": " + why);
     }
   });
 
@@ -532,7 +549,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
         if (metrics)
           metrics->logEval(step, valLoss);
         if (o.plot)
-          plotLossCurves(*o.plot, trainCurve, valCurve);
+          plotLossCurves(*o.plot, plotTitle(m, o), trainCurve, valCurve);
       }
     }
 
@@ -561,6 +578,19 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
 
   if (o.sampleChars > 0)
     sample(m, *corpus, o.sampleChars, o.seed, runner, env);
+  return 0;
+}
+
+int runExport(const Manifest &m, const ParsedFlags &flags) {
+  if (!flags.has("checkpoint") || !flags.has("output"))
+    throw UsageError("give --checkpoint PATH and --output PATH");
+  io::CheckpointLayout layout = checkpointLayoutFromFlags(flags);
+  if (launcherRank() > 0)
+    return 0; // one writer: rank 0
+  int64_t step =
+      exportCheckpoint(flags.get("checkpoint"), m, flags.get("output"), layout);
+  std::printf("exported step %lld of %s to %s\n", static_cast<long long>(step),
+              flags.get("checkpoint").c_str(), flags.get("output").c_str());
   return 0;
 }
 

@@ -27,6 +27,7 @@ namespace moe::driver {
 
 const CommandSpec &trainCommand();
 const CommandSpec &gradCommand();
+const CommandSpec &exportCommand();
 
 /// Everything `train` needs from its flags, validated.
 struct TrainOptions {
@@ -49,6 +50,8 @@ struct TrainOptions {
   bool resume = false;
   std::optional<std::string> metrics;
   std::optional<std::string> plot;
+  /// The executable's name, for the plot's title.
+  std::string program;
   int64_t sampleChars = 200;
   /// Per-step expert-bias move of aux-loss-free balancing; 0 when the model
   /// has no router biases or --bias-update-rate 0.
@@ -81,6 +84,10 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
 /// `grad` (1-rank models).
 int runGrad(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
             const ParsedFlags &flags);
+
+/// `export`: a training checkpoint's weights as a Hugging Face checkpoint
+/// (one process whatever the mesh; under a launcher only rank 0 writes).
+int runExport(const Manifest &m, const ParsedFlags &flags);
 
 /// "45s", "1m23s", "2h03m".
 std::string durationText(double seconds);

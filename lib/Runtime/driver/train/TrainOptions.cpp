@@ -6,8 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "driver/train/Train.h"
 #include "driver/cli/RunFlags.h"
+#include "driver/train/Train.h"
 
 #include "driver/model/ModelRun.h"
 #include "driver/train/Metrics.h"
@@ -91,8 +91,9 @@ const CommandSpec &trainCommand() {
         "with per-expert token counts) or CSV (.csv); on --resume, the "
         "records up to the checkpoint's step are kept and the rest dropped."},
        {"plot", "FILE.png",
-        "Draw the train and validation loss curves as a PNG (after every "
-        "evaluation; a resumed run draws the kept --metrics records too)."},
+        "Draw the train and validation loss curves as a PNG with gnuplot "
+        "(Debian's gnuplot-nox) after every evaluation; a resumed run draws "
+        "the kept --metrics records too."},
        {"sample-chars", "N",
         "Tokens (characters of a character-level model) to generate from "
         "the trained model at the end (default 200; temperature 0.8, seeded "
@@ -142,6 +143,24 @@ const CommandSpec &gradCommand() {
   return command;
 }
 
+const CommandSpec &exportCommand() {
+  static const CommandSpec command{
+      "export",
+      "--checkpoint PATH --output PATH [--max-shard-size SIZE] [--save-dtype "
+      "f32|bf16]",
+      "Writes the weights of a training checkpoint (saved on any mesh) as a "
+      "Hugging Face checkpoint of whole tensors that --weights and "
+      "from_pretrained read. Runs as one process whatever the mesh.",
+      {{"checkpoint", "PATH",
+        "A checkpoint (D/step-000200) or a --checkpoint-dir D (its latest)."},
+       {"output", "PATH",
+        "A .safetensors file, or a folder of model.safetensors or of shards "
+        "and their index, as save_pretrained writes."},
+       maxShardSizeFlag(),
+       saveDtypeFlag()}};
+  return command;
+}
+
 namespace {
 
 double realFlag(const ParsedFlags &flags, const char *name, double fallback,
@@ -179,8 +198,8 @@ TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
   if (!flags.has("data"))
     throw UsageError("give --data FILE");
   o.data = flags.get("data");
-  std::string format = flags.has("data-format") ? flags.get("data-format")
-                                                : std::string("text");
+  std::string format =
+      flags.has("data-format") ? flags.get("data-format") : std::string("text");
   if (format == "u16" || format == "u32")
     o.dataIdBytes = format == "u16" ? 2 : 4;
   else if (format != "text")

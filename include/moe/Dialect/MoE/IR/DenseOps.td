@@ -88,17 +88,21 @@ def MoE_LinearOp : MoE_Op<"linear", [Pure]> {
 }
 
 def MoE_LinearGradOp : MoE_Op<"linear_grad", [Pure]> {
-  let summary = "Backward of a bias-free moe.linear";
+  let summary = "Backward of moe.linear";
   let description = [{
     `input_grad = result_grad @ weight`, `weight_grad = result_grad^T @
-    input` (summed over every token dimension).
+    input` (summed over every token dimension); for a linear with a `bias`
+    (given only for its shape), also `bias_grad = result_grad` summed over
+    every token dimension.
   }];
   let arguments = (ins MoE_FloatTensor:$result_grad, MoE_FloatTensor:$input,
-                       MoE_FloatTensor:$weight);
+                       MoE_FloatTensor:$weight,
+                       Optional<MoE_FloatTensor>:$bias);
   let results = (outs MoE_FloatTensor:$input_grad,
-                      MoE_FloatTensor:$weight_grad);
+                      MoE_FloatTensor:$weight_grad,
+                      Optional<MoE_FloatTensor>:$bias_grad);
   let assemblyFormat = [{
-    $result_grad `,` $input `,` $weight attr-dict `:`
+    $result_grad `,` $input `,` $weight (`bias` $bias^)? attr-dict `:`
     functional-type(operands, results)
   }];
   let hasVerifier = 1;

@@ -42,6 +42,12 @@ def MoE_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral getVocabCharsAttrName() {
       return ::llvm::StringLiteral("moe.vocab_chars");
     }
+    /// Name of the module attribute of an imported model: the Hugging Face
+    /// config.json it was built from (a JSON object, as a string), which
+    /// the executable writes beside the checkpoints it saves.
+    static constexpr ::llvm::StringLiteral getHFConfigAttrName() {
+      return ::llvm::StringLiteral("moe.hf_config");
+    }
     /// Name of the dictionary on a lowered entry point that describes it
     /// (moe-lower-to-runtime, moe-plan-memory; the manifest is made of it).
     static constexpr ::llvm::StringLiteral getEntryAttrName() {

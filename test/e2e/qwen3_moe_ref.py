@@ -1,16 +1,26 @@
 #!/usr/bin/python3
-"""An independent PyTorch reference of the model zoo's softmax-routed MoE
-decoders (Qwen3MoeForCausalLM, and Mixtral-style models), and the end-to-end
-check of a `moec`-compiled model executable against it.
+"""An independent PyTorch reference of the model zoo's MoE decoders
+(Qwen3MoeForCausalLM, Mixtral, Qwen2-MoE, and DeepSeek-V3's routing and
+layers on GQA attention), and the end-to-end check of a `moec`-compiled model
+executable against it.
 
 The reference follows Hugging Face transformers' modeling_qwen3_moe (eager
-attention) written from scratch, op by op, with the semantics of
-include/moe/Dialect/MoE/IR/MoEOps.td:
+attention) written from scratch, op by op, with the semantics of the ops in
+include/moe/Dialect/MoE/IR/ (DenseOps.td, ExpertOps.td, LossOps.td):
 
   embedding -> per layer:
-      h += o_proj(attention(rope(q_norm(q)), rope(k_norm(k)), v))   (GQA, causal)
-      h += experts(router(rms_norm(h)))                              (softmax top-k)
+      h += o_proj(attention(rope(q_norm(q)), rope(k_norm(k)), v))   (GQA, causal;
+                                                  q/k/v biases for Qwen2-MoE)
+      h += experts(router(rms_norm(h))) [+ shared experts]           (MoE layers)
+        or mlp(rms_norm(h))                                          (dense layers)
   -> model.norm -> lm_head -> logits; loss = cross-entropy + router losses
+
+The DeepSeek-V3 router follows DeepSeek-V3's published inference code: sigmoid
+scores, selection by score plus e_score_correction_bias (the weights use the
+unbiased scores), experts outside the topk_group best of n_group groups
+(group score: the sum of its two best) ineligible, renormalised top-k times
+routed_scaling_factor; its shared expert is added unscaled, Qwen2-MoE's is
+scaled by sigmoid(x . shared_expert_gate).
 
 It computes in float32 like HF (RMSNorm in fp32, inv_freq in fp32, attention
 and router softmax in fp32) or, with --double, everything in float64. The
@@ -101,16 +111,8 @@ def get_config(name: str, capacity_factor: float = 0.0) -> "zoo.Config":
         raise SystemExit(f"error: unknown model '{name}' ({e})")
     if capacity_factor:
         cfg = dataclasses.replace(cfg, capacity_factor=capacity_factor)
-    unsupported = []
-    if cfg.naming not in ("qwen3", "mixtral"):
-        unsupported.append(f"naming {cfg.naming}")
-    if cfg.scoring != "softmax":
-        unsupported.append(f"scoring {cfg.scoring}")
-    if cfg.expert_bias or cfg.n_group != 1 or cfg.shared_inter or cfg.dense_layers \
-            or cfg.qkv_bias:
-        unsupported.append("expert bias / group routing / shared experts / dense layers")
-    if unsupported:
-        raise SystemExit(f"error: the reference does not model {name}: " + ", ".join(unsupported))
+    if cfg.naming not in ("qwen3", "qwen2", "mixtral", "deepseek"):
+        raise SystemExit(f"error: the reference does not model {name} (naming {cfg.naming})")
     return cfg
 
 
@@ -126,13 +128,28 @@ def param_shapes(cfg) -> List[Tuple[str, Tuple[int, ...]]]:
                 (n["k"], (cfg.kv_heads * D, H)),
                 (n["v"], (cfg.kv_heads * D, H)),
                 (n["o"], (H, cfg.heads * D))]
+        if cfg.qkv_bias:
+            out += [(n["q_bias"], (cfg.heads * D,)), (n["k_bias"], (cfg.kv_heads * D,)),
+                    (n["v_bias"], (cfg.kv_heads * D,))]
         if cfg.qk_norm:
             out += [(n["q_norm"], (D,)), (n["k_norm"], (D,))]
-        out += [(n["ln2"], (H,)), (n["router"], (cfg.experts, H))]
+        out += [(n["ln2"], (H,))]
+        if i in cfg.dense_layers:
+            F = cfg.dense_inter
+            out += [(n["d_gate"], (F, H)), (n["d_up"], (F, H)), (n["d_down"], (H, F))]
+            continue
+        out += [(n["router"], (cfg.experts, H))]
+        if cfg.expert_bias:
+            out += [(n["bias"], (cfg.experts,))]
         for e in range(cfg.experts):
             out += [(n["e_gate"].format(e=e), (cfg.moe_inter, H)),
                     (n["e_up"].format(e=e), (cfg.moe_inter, H)),
                     (n["e_down"].format(e=e), (H, cfg.moe_inter))]
+        if cfg.shared_inter:
+            F = cfg.shared_inter
+            out += [(n["s_gate"], (F, H)), (n["s_up"], (F, H)), (n["s_down"], (H, F))]
+            if cfg.shared_gate:
+                out += [(n["s_sigmoid"], (1, H))]
     out += [("model.norm.weight", (H,)), ("lm_head.weight", (V, H))]
     return out
 
@@ -246,19 +263,45 @@ def linear(x, w):
     return torch.matmul(x, w.t())
 
 
-def route(router_logits, top_k: int, norm_topk_prob: bool, route_scale: float):
-    """Softmax over all experts (fp32 or wider), top-k with ties to the lower
-    expert index, optional renormalisation, route scale.
-    Returns (weights [T, K], indices [T, K], scores [T, E])."""
-    scores = torch.softmax(router_logits, dim=-1,
-                           dtype=torch.promote_types(router_logits.dtype, torch.float32))
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+def route(router_logits, top_k: int, norm_topk_prob: bool, route_scale: float,
+          sigmoid: bool = False, bias=None, n_group: int = 1, topk_group: int = 1):
+    """Scores (softmax over all experts, or DeepSeek-V3's sigmoid; fp32 or
+    wider), selection by score plus the expert bias when given (selection
+    only, as DeepSeek-V3's e_score_correction_bias), first among the
+    topk_group groups of highest top-2 score sum when n_group > 1 (the other
+    groups' experts ineligible, as -inf in DeepSeek-V3's own inference code),
+    top-k with ties to the lower index; the chosen experts' unbiased scores,
+    optionally renormalised, times the route scale.
+    Returns (weights [T, K], indices [T, K], scores [T, E], choice [T, E]
+    (the masked selection scores), group gap (the smallest margin of the
+    last kept group over the next, inf without groups))."""
+    wide = torch.promote_types(router_logits.dtype, torch.float32)
+    if sigmoid:
+        scores = torch.sigmoid(router_logits.to(wide))
+    else:
+        scores = torch.softmax(router_logits, dim=-1, dtype=wide)
+    choice = scores.detach()
+    if bias is not None:
+        choice = choice + bias.detach().to(wide)
+    group_gap = float("inf")
+    if n_group > 1:
+        T, E = choice.shape
+        per = E // n_group
+        grouped = choice.view(T, n_group, per)
+        group_scores = torch.sort(grouped, dim=-1, descending=True).values[..., :min(2, per)].sum(-1)
+        order = torch.sort(group_scores, dim=-1, descending=True, stable=True)
+        keep = order.indices[:, :topk_group]
+        if topk_group < n_group:
+            group_gap = float((order.values[:, topk_group - 1] - order.values[:, topk_group]).min())
+        eligible = torch.zeros(T, n_group, dtype=torch.bool).scatter(1, keep, True)
+        choice = choice.masked_fill(~eligible.repeat_interleave(per, dim=1), float("-inf"))
+    order = torch.sort(choice, dim=-1, descending=True, stable=True).indices
     indices = order[:, :top_k]
     weights = scores.gather(1, indices)
     if norm_topk_prob:
         weights = weights / weights.sum(dim=-1, keepdim=True)
     weights = weights * route_scale
-    return weights.to(router_logits.dtype), indices, scores
+    return weights.to(router_logits.dtype), indices, scores, choice, group_gap
 
 
 def drop_over_capacity(indices, num_experts: int, capacity_factor: float):
@@ -276,6 +319,11 @@ def drop_over_capacity(indices, num_experts: int, capacity_factor: float):
     return torch.tensor(kept, dtype=indices.dtype).view(T, K), dropped
 
 
+def swiglu(x, w_gate, w_up, w_down):
+    """A SwiGLU FFN: (silu(x W_gate^T) * (x W_up^T)) W_down^T."""
+    return linear(F.silu(linear(x, w_gate)) * linear(x, w_up), w_down)
+
+
 def experts_forward(x, weights, indices, experts, store=lambda t: t):
     """Naive routed experts: for each expert, gather its tokens, run SwiGLU,
     scale by the routing weight and add back. x [T, H]; experts: [(gate, up, down)].
@@ -291,8 +339,13 @@ def experts_forward(x, weights, indices, experts, store=lambda t: t):
     return out
 
 
-def aux_loss(scores, indices, num_experts: int, top_k: int, coefficient: float):
-    """moe.aux_loss (MoEOps.td): coefficient * E * sum_e f_e * P_e."""
+def aux_loss(scores, indices, num_experts: int, top_k: int, coefficient: float,
+             sigmoid: bool = False):
+    """moe.aux_loss (LossOps.td): coefficient * E * sum_e f_e * P_e; sigmoid
+    scores normalised to sum 1 per token first, as DeepSeek-V3's
+    sequence-wise balance loss does."""
+    if sigmoid:
+        scores = scores / scores.sum(dim=-1, keepdim=True)
     T = scores.shape[0]
     counts = torch.bincount(indices.reshape(-1), minlength=num_experts).to(scores.dtype)
     f = counts / (T * top_k)
@@ -363,9 +416,13 @@ def reference_forward(cfg, weights: Dict[str, np.ndarray], tokens: np.ndarray,
     for i in range(cfg.layers):
         n = zoo.names(cfg, i)
         x = store(rms_norm(h, W[n["ln1"]], cfg.eps))
-        q = store(linear(x, W[n["q"]])).view(B, S, cfg.heads, D)
-        k = store(linear(x, W[n["k"]])).view(B, S, cfg.kv_heads, D)
-        v = store(linear(x, W[n["v"]])).view(B, S, cfg.kv_heads, D)
+        qkv = []
+        for part, heads in (("q", cfg.heads), ("k", cfg.kv_heads), ("v", cfg.kv_heads)):
+            y = linear(x, W[n[part]])
+            if cfg.qkv_bias:
+                y = y + W[n[part + "_bias"]]
+            qkv.append(store(y).view(B, S, heads, D))
+        q, k, v = qkv
         if cfg.qk_norm:
             q = store(rms_norm(q, W[n["q_norm"]], cfg.eps))
             k = store(rms_norm(k, W[n["k_norm"]], cfg.eps))
@@ -374,19 +431,32 @@ def reference_forward(cfg, weights: Dict[str, np.ndarray], tokens: np.ndarray,
         h = store(h + store(linear(a, W[n["o"]])))
 
         x = store(rms_norm(h, W[n["ln2"]], cfg.eps)).reshape(B * S, Hd)
+        if i in cfg.dense_layers:
+            mlp = swiglu(x, W[n["d_gate"]], W[n["d_up"]], W[n["d_down"]])
+            h = store(h + store(mlp).view(B, S, Hd))
+            continue
         router_logits = store(linear(x, W[n["router"]]))  # [T, E]
-        rw, ri, scores = route(router_logits, K, cfg.norm_topk_prob, cfg.route_scale)
+        sigmoid = cfg.scoring == "sigmoid"
+        rw, ri, scores, choice, group_gap = route(
+            router_logits, K, cfg.norm_topk_prob, cfg.route_scale, sigmoid,
+            W[n["bias"]] if cfg.expert_bias else None, cfg.n_group, cfg.topk_group)
         rw = store(rw)
         experts = [(W[n["e_gate"].format(e=e)], W[n["e_up"].format(e=e)],
                     W[n["e_down"].format(e=e)]) for e in range(E)]
         kept = ri
         if cfg.capacity_factor:
-            kept, n = drop_over_capacity(ri, E, cfg.capacity_factor)
-            dropped.append(n)
-        h = store(h + store(experts_forward(x, rw, kept, experts, store)).view(B, S, Hd))
-        routing.append((scores, ri, router_logits))
+            kept, n_dropped = drop_over_capacity(ri, E, cfg.capacity_factor)
+            dropped.append(n_dropped)
+        ffn = store(experts_forward(x, rw, kept, experts, store))
+        if cfg.shared_inter:
+            shared = swiglu(x, W[n["s_gate"]], W[n["s_up"]], W[n["s_down"]])
+            if cfg.shared_gate:  # Qwen2-MoE: scaled by sigmoid(x . shared_expert_gate)
+                shared = shared * torch.sigmoid(linear(x, W[n["s_sigmoid"]]))
+            ffn = store(ffn + store(shared))
+        h = store(h + ffn.view(B, S, Hd))
+        routing.append((choice, ri, router_logits, group_gap))
         if cfg.aux_coef:
-            aux.append(aux_loss(scores, ri, E, K, cfg.aux_coef))
+            aux.append(aux_loss(scores, ri, E, K, cfg.aux_coef, sigmoid))
         if cfg.z_coef:
             zl.append(z_loss(router_logits, cfg.z_coef))
 
@@ -469,14 +539,16 @@ def rel_error(actual: np.ndarray, reference: np.ndarray) -> float:
 
 
 def routing_stats(cfg, ref: dict) -> Tuple[List[int], float]:
-    """(number of experts that receive tokens per layer, smallest gap between the
-    k-th and (k+1)-th highest router score over all tokens and layers)."""
+    """(number of experts that receive tokens per MoE layer, smallest gap
+    between the k-th and (k+1)-th highest selection score, or between the
+    last kept group and the next, over all tokens and layers)."""
     used, gap = [], float("inf")
     K = cfg.top_k
-    for scores, indices, _ in ref["routing"]:
+    for choice, indices, _, group_gap in ref["routing"]:
         used.append(int(torch.unique(indices).numel()))
+        gap = min(gap, group_gap)
         if K < cfg.experts:
-            top = torch.sort(scores, dim=-1, descending=True).values
+            top = torch.sort(choice, dim=-1, descending=True).values
             gap = min(gap, float((top[:, K - 1] - top[:, K]).min()))
     return used, gap
 
@@ -582,7 +654,7 @@ def run_check(args) -> int:
     cmd = [args.model_exe, "forward", "--weights", wpath, "--tokens", ids_text(tokens)]
     if args.labels != "default":
         cmd += ["--labels", ids_text(labels)]
-    cmd += ["--output", opath]
+    cmd += ["--output", opath] + args.exe_arg
     out, stdout = run_executable(cmd, opath, args.timeout)
     if out is None:
         return 1
@@ -775,17 +847,33 @@ def selftest() -> int:
     # Router: ties go to the lower index; renormalisation; route scale.
     logits = torch.log(torch.tensor([[0.1, 0.3, 0.3, 0.2, 0.1],
                                      [0.25, 0.25, 0.25, 0.25, 0.0 + 1e-30]], dtype=torch.float64))
-    wts, idx, sc = route(logits, 2, True, 1.0)
+    wts, idx, sc, _, _ = route(logits, 2, True, 1.0)
     expect(idx.tolist() == [[1, 2], [0, 1]], "top-k ties go to the lower expert index")
     expect(close(wts, [[0.5, 0.5], [0.5, 0.5]]), "norm_topk_prob renormalises the chosen scores")
-    wts, _, _ = route(logits, 2, False, 2.5)
+    wts, _, _, _, _ = route(logits, 2, False, 2.5)
     expect(close(wts, [[0.75, 0.75], [0.625, 0.625]]), "without norm_topk_prob: raw scores x route_scale")
+
+    # DeepSeek-V3 routing by hand: sigmoid scores p, 4 groups of 2, the 2 best
+    # groups by top-2 sum (g1 1.2, g0 1.0; not g2 0.95 although it holds the
+    # best expert), top-2 of those (0.9, then 0.6 of experts 2 and 3: the
+    # lower index), weights renormalised and scaled.
+    p = torch.tensor([[0.9, 0.1, 0.6, 0.6, 0.95, 0.0001, 0.3, 0.3]], dtype=torch.float64)
+    logit = torch.log(p / (1 - p))
+    wts, idx, _, choice, gap = route(logit, 2, True, 2.5, sigmoid=True, n_group=4, topk_group=2)
+    expect(idx.tolist() == [[0, 2]], "group-limited top-k skips the best expert of a dropped group")
+    expect(close(wts, [[1.5, 1.0]]), "sigmoid weights renormalised (0.9, 0.6)/1.5 x 2.5")
+    expect(bool(torch.isinf(choice[0, 4])) and abs(gap - (1.0 - 0.9501)) < 1e-9,
+           "dropped groups' experts are ineligible; the group margin is 1.0 - 0.9501")
+    bias = torch.tensor([0.0, 0.85, 0, 0, 0, 0, 0, 0], dtype=torch.float64)
+    wts, idx, _, _, _ = route(logit, 2, True, 1.0, sigmoid=True, bias=bias, n_group=4, topk_group=2)
+    expect(idx.tolist() == [[1, 0]] and close(wts, [[0.1, 0.9]]),
+           "the expert bias changes the choice (0.1 + 0.85 > 0.9) but not the weights")
 
     # Experts: the naive loop against computing every expert for every token.
     T, Hd, Fd, E, K = 7, 6, 5, 4, 2
     x = rnd(T, Hd)
     ex = [(rnd(Fd, Hd), rnd(Fd, Hd), rnd(Hd, Fd)) for _ in range(E)]
-    wts, idx, _ = route(rnd(T, E), K, True, 1.0)
+    wts, idx, _, _, _ = route(rnd(T, E), K, True, 1.0)
     dense = torch.stack([linear(F.silu(linear(x, a)) * linear(x, b), c) for a, b, c in ex], 1)  # [T, E, H]
     ref = (dense.gather(1, idx[:, :, None].expand(T, K, Hd)) * wts[:, :, None]).sum(1)
     expect(close(experts_forward(x, wts, idx, ex), ref), "experts loop = dense all-experts gather")
@@ -806,6 +894,8 @@ def selftest() -> int:
     skew_scores = torch.tensor([[0.5, 0.5, 0.0, 0.0]] * 8, dtype=torch.float64)
     expect(close(aux_loss(skew_scores, skew, Eb, Kb, 1.0), 2.0),
            "aux_loss with all slots and scores on 2 of 4 experts = 2 (E * 2 * 0.5 * 0.5)")
+    expect(close(aux_loss(skew_scores * 0.3, skew, Eb, Kb, 1.0, sigmoid=True), 2.0),
+           "sigmoid aux_loss normalises each token's scores to sum 1 first")
 
     # safetensors round trip, every dtype, rank 0, metadata, BF16 rounding.
     with tempfile.TemporaryDirectory() as d:
@@ -831,7 +921,8 @@ def selftest() -> int:
 
         # make-weights: names/shapes = the model's params (from the generated IR),
         # reader round trip, BF16, and each --break kind.
-        for cfg in (get_config("qwen3_moe_tiny"), get_config("mixtral_tiny")):
+        for cfg in map(get_config, ("qwen3_moe_tiny", "mixtral_tiny", "qwen2_moe_tiny",
+                                    "deepseek_v3_tiny")):
             with open(os.path.join(zoo.HERE, cfg.name + ".mlir")) as f:
                 ir = f.read()
             ir_params = {}
@@ -950,6 +1041,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="which reference the executable is compared with (bf16-storage: "
                         "fp32 compute rounded to bf16 where a --storage bf16 model stores)")
     p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--exe-arg", action="append", default=[],
+                   help="an extra argument for the executable's forward (e.g. --comm, local "
+                        "for a model compiled for a mesh)")
     p.add_argument("--capacity-factor", type=float, default=0.0,
                    help="the model has experts with this capacity factor (0: dropless)")
     p.add_argument("--timeout", type=float, default=300)

@@ -269,7 +269,8 @@ def route(router_logits, top_k: int, norm_topk_prob: bool, route_scale: float,
     wider), selection by score plus the expert bias when given (selection
     only, as DeepSeek-V3's e_score_correction_bias), first among the
     topk_group groups of highest top-2 score sum when n_group > 1 (the other
-    groups' experts ineligible, as -inf in DeepSeek-V3's own inference code),
+    groups' experts ineligible: -inf, as DeepSeek-V3's inference code and
+    transformers mask them),
     top-k with ties to the lower index; the chosen experts' unbiased scores,
     optionally renormalised, times the route scale.
     Returns (weights [T, K], indices [T, K], scores [T, E], choice [T, E]

@@ -247,14 +247,8 @@ def compare_gradients(cfg, workdir, model, weights):
 
     opath = os.path.join(workdir, "grads.safetensors")
     ids = ",".join(str(int(t)) for t in tokens.reshape(-1))
-    cmd = [args.model_exe, "grad", "--weights", weights, "--tokens", ids, "--output", opath,
-           "--backend", args.backend]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=args.timeout)
-    if proc.returncode != 0:
-        sys.stdout.write(proc.stdout.decode(errors="replace"))
-        print(f"FAIL: grad exited with {proc.returncode}")
-        return 1
+    run_exe([args.model_exe, "grad", "--weights", weights, "--tokens", ids, "--output", opath,
+             "--backend", args.backend], "grad")
     got = load_file(opath)
     got.pop("loss", None)
     missing = sorted(set(ref) ^ set(got))
@@ -281,11 +275,13 @@ def batch_of(cfg):
 
 
 def run_exe(cmd, what):
+    """Runs an executable; its output, or FAIL (on stdout) and exit 1."""
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           timeout=args.timeout)
     if proc.returncode != 0:
         sys.stdout.write(proc.stdout.decode(errors="replace"))
-        raise SystemExit(f"FAIL: {what} exited with {proc.returncode}")
+        print(f"FAIL: {what} exited with {proc.returncode}", flush=True)
+        raise SystemExit(1)
     return proc.stdout.decode(errors="replace")
 
 
@@ -337,11 +333,7 @@ def exe_written(cfg, workdir):
            str(args.std), "--output", saved, "--save-dtype", args.save_dtype]
     if args.max_shard_size:
         cmd += ["--max-shard-size", args.max_shard_size]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=args.timeout)
-    if proc.returncode != 0:
-        sys.stdout.write(proc.stdout.decode(errors="replace"))
-        raise SystemExit(f"FAIL: init exited with {proc.returncode}")
+    run_exe(cmd, "init")
     # The config.json beside the weights is the executable's own (the
     # model's moe.hf_config), not one written here.
     if not os.path.exists(os.path.join(saved, "config.json")):
@@ -374,12 +366,7 @@ def compare(cfg, workdir, model, weights):
     cmd = [args.model_exe, "forward", "--weights", weights, "--tokens", ids,
            "--output", opath, "--backend", args.backend] + args.exe_arg
     print("running: " + " ".join(cmd[:3]) + " ... --backend " + args.backend)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=args.timeout)
-    if proc.returncode != 0:
-        sys.stdout.write(proc.stdout.decode(errors="replace"))
-        print(f"FAIL: the model executable exited with {proc.returncode}")
-        return 1
+    run_exe(cmd, "the model executable")
     result = load_file(opath)
     e_logits = rel_error(result["logits"], hf_logits)
     e_loss = rel_error(result["loss"], np.array(hf_loss))

@@ -146,6 +146,72 @@ public:
   std::optional<std::string> error;
 };
 
+/// YaRN's frequency ramp and cos/sin scale from a rope_scaling (or 5.x
+/// rope_parameters) object, as transformers' _compute_yarn_parameters
+/// derives them; any other scaling is refused.
+void readYarn(Reader &r, ModelSpec &s, const char *key,
+              const llvm::json::Object &scaling) {
+  llvm::StringRef type = scaling.getString("rope_type")
+                             .value_or(scaling.getString("type").value_or(""));
+  if (type != "yarn") {
+    r.unsupported(key, "of scaled RoPE only YaRN (rope_type \"yarn\") is "
+                       "supported");
+    return;
+  }
+  if (scaling.getNumber("partial_rotary_factor").value_or(1.0) != 1.0) {
+    r.unsupported(key, "partial rotary embeddings are not supported");
+    return;
+  }
+  int64_t maxPositions = r.integer("max_position_embeddings", 0);
+  double original = scaling.getNumber("original_max_position_embeddings")
+                        .value_or(double(maxPositions));
+  std::optional<double> factor = scaling.getNumber("factor");
+  if (!factor && original > 0)
+    factor = maxPositions / original;
+  if (!factor || *factor < 1.0 || !(original > 0)) {
+    r.unsupported(key, "YaRN needs a factor >= 1 and "
+                       "original_max_position_embeddings");
+    return;
+  }
+  auto mscale = [](double scale, double m) {
+    return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
+  };
+  double attention = 0.0;
+  if (std::optional<double> given = scaling.getNumber("attention_factor"))
+    attention = *given;
+  else if (scaling.getNumber("mscale").value_or(0.0) != 0.0 &&
+           scaling.getNumber("mscale_all_dim").value_or(0.0) != 0.0)
+    attention = mscale(*factor, *scaling.getNumber("mscale")) /
+                mscale(*factor, *scaling.getNumber("mscale_all_dim"));
+  else
+    attention = mscale(*factor, 1.0);
+  double betaFast = scaling.getNumber("beta_fast").value_or(32.0);
+  double betaSlow = scaling.getNumber("beta_slow").value_or(1.0);
+  if (!betaFast)
+    betaFast = 32.0;
+  if (!betaSlow)
+    betaSlow = 1.0;
+  bool truncate = scaling.getBoolean("truncate").value_or(true);
+  // The pair index at which a frequency turns `rotations` times over the
+  // original context.
+  double dim = double(s.headDim);
+  auto correctionDim = [&](double rotations) {
+    return dim * std::log(original / (rotations * 2 * M_PI)) /
+           (2 * std::log(s.ropeTheta));
+  };
+  double low = correctionDim(betaFast), high = correctionDim(betaSlow);
+  if (truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  s.yarnFactor = *factor;
+  s.yarnLow = std::max(low, 0.0);
+  s.yarnHigh = std::min(high, dim - 1);
+  s.yarnScale = attention;
+  if (!(s.yarnHigh >= s.yarnLow) || !(attention > 0))
+    r.unsupported(key, "gives an empty YaRN ramp or a non-positive scale");
+}
+
 /// The fields every supported family shares: sizes, norms, RoPE, the head.
 void readDecoder(Reader &r, ModelSpec &s, double epsDefault,
                  double thetaDefault) {
@@ -164,23 +230,32 @@ void readDecoder(Reader &r, ModelSpec &s, double epsDefault,
     r.fail("field 'rms_norm_eps' must be positive");
 
   // RoPE: transformers 4.x writes rope_theta and rope_scaling, 5.x may write
-  // rope_parameters {rope_type, rope_theta}; only plain RoPE exists here.
+  // rope_parameters {rope_type, rope_theta, ...}; plain RoPE and YaRN exist.
   s.ropeTheta = r.number("rope_theta", thetaDefault);
+  const char *scalingKey = nullptr;
+  const llvm::json::Object *scaling = nullptr;
   if (const llvm::json::Value *p = r.get("rope_parameters")) {
     const llvm::json::Object *params = p->getAsObject();
-    std::optional<llvm::StringRef> type =
-        params ? params->getString("rope_type") : std::nullopt;
-    if (!params || (type && *type != "default"))
-      r.unsupported("rope_parameters", "only plain RoPE (rope_type "
-                                       "\"default\") is supported");
+    if (!params)
+      r.unsupported("rope_parameters", "expected an object");
     else if (std::optional<double> theta = params->getNumber("rope_theta"))
       s.ropeTheta = *theta;
+    if (params &&
+        params->getString("rope_type").value_or("default") != "default") {
+      scalingKey = "rope_parameters";
+      scaling = params;
+    }
   }
-  if (r.has("rope_scaling"))
-    r.unsupported("rope_scaling", "scaled RoPE (YaRN, linear, dynamic) is not "
-                                  "supported yet");
+  if (const llvm::json::Value *p = r.get("rope_scaling")) {
+    scalingKey = "rope_scaling";
+    scaling = p->getAsObject();
+    if (!scaling)
+      r.unsupported("rope_scaling", "expected an object");
+  }
   if (s.ropeTheta <= 0)
     r.fail("the RoPE theta must be positive");
+  if (scaling)
+    readYarn(r, s, scalingKey, *scaling);
 
   r.require("hidden_act", "silu", "the FFNs are SwiGLU (silu) only");
   r.require("tie_word_embeddings", false,

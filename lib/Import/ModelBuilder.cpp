@@ -93,8 +93,11 @@ Value Builder::attention(const LayerNames &n, Value x) {
       if (spec.qkNorm)
         split =
             rmsNorm(split, n.attn(std::string(kinds[kind]) + "_norm.weight"));
-      split = RopeOp::create(b, loc, split.getType(), split, Value(),
-                             b.getF64FloatAttr(spec.ropeTheta));
+      split = RopeOp::create(
+          b, loc, split.getType(), split, Value(),
+          b.getF64FloatAttr(spec.ropeTheta), b.getF64FloatAttr(spec.yarnFactor),
+          b.getF64FloatAttr(spec.yarnLow), b.getF64FloatAttr(spec.yarnHigh),
+          b.getF64FloatAttr(spec.yarnScale));
     }
     heads[kind] = split;
   }

@@ -202,7 +202,7 @@ TEST(CpuGradKernels, RopeWithAndWithoutPositions) {
     Context ctx;
     Floats dx2 = garbage(size);
     moert_rope_grad(ctx, dyF.data(), pos, dx2.data(), batch, seq, heads, dim,
-                    theta);
+                    theta, 1.0, 0.0, 0.0, 1.0);
     ctx.expectNoError();
     expectSame(dx2, dx, "ropeGrad");
   }

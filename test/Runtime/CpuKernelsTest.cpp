@@ -123,6 +123,54 @@ TEST(CpuKernels, RopeWithAndWithoutPositions) {
               "rope(positions)");
 }
 
+TEST(CpuKernels, RopeYarnBlendsFrequenciesAndScales) {
+  // YaRN (arXiv 2309.00071), written here in double: pair i's frequency is
+  // theta^(-2i/D), divided by the factor F below the ramp's low end, kept
+  // above its high end, blended linearly between; cos and sin times m.
+  const int batch = 1, seq = 40, heads = 2, dim = 16;
+  const double theta = 10000.0, F = 4.0, low = 2.0, high = 5.0, m = 1.25;
+  std::mt19937 gen(9);
+  Floats x = randomVector(gen, batch * seq * heads * dim);
+  Doubles want(x.size());
+  for (int s = 0; s < seq; ++s)
+    for (int h = 0; h < heads; ++h)
+      for (int i = 0; i < dim / 2; ++i) {
+        double f = std::pow(theta, -2.0 * i / dim);
+        double r = std::clamp((i - low) / (high - low), 0.0, 1.0);
+        double angle = s * (f / F * r + f * (1 - r));
+        size_t base = (size_t(s) * heads + h) * dim;
+        double lo = x[base + i], hi = x[base + i + dim / 2];
+        want[base + i] = m * (lo * std::cos(angle) - hi * std::sin(angle));
+        want[base + i + dim / 2] =
+            m * (hi * std::cos(angle) + lo * std::sin(angle));
+      }
+  Floats out(x.size());
+  cpu::rope(x.data(), nullptr, batch, seq, heads, dim, theta, out.data(),
+            {F, low, high, m});
+  expectClose(out, want, kTol, "rope with YaRN");
+
+  // The backward is the transpose: <rope(x), y> = <x, ropeGrad(y)>.
+  Floats y = randomVector(gen, x.size()), back(x.size());
+  cpu::ropeGrad(y.data(), nullptr, batch, seq, heads, dim, theta, back.data(),
+                {F, low, high, m});
+  double lhs = 0, rhs = 0;
+  for (size_t k = 0; k < x.size(); ++k) {
+    lhs += double(out[k]) * y[k];
+    rhs += double(x[k]) * back[k];
+  }
+  EXPECT_NEAR(lhs, rhs, 1e-4 * std::abs(lhs));
+
+  // Factor 1 is plain RoPE, bit for bit; a bad factor is an error.
+  Floats plain(x.size()), one(x.size());
+  cpu::rope(x.data(), nullptr, batch, seq, heads, dim, theta, plain.data());
+  cpu::rope(x.data(), nullptr, batch, seq, heads, dim, theta, one.data(),
+            {1.0, low, high, 1.0});
+  EXPECT_EQ(plain, one);
+  EXPECT_THROW(cpu::rope(x.data(), nullptr, batch, seq, heads, dim, theta,
+                         out.data(), {0.5, 0.0, 1.0, 1.0}),
+               std::invalid_argument);
+}
+
 TEST(CpuKernels, RopePairsFirstAndSecondHalf) {
   // One head of dim 4 at position 1: pairs (0, 2) and (1, 3) rotate by angles
   // 1 and 10000^(-1/2) = 0.01.

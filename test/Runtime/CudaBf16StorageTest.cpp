@@ -488,8 +488,10 @@ TEST_F(CudaBf16Storage, RopeAndRopeGradWithAndWithoutPositions) {
       Tensor<float> out = call.output(n), dx = call.output(n);
       call.run([&](rt::Backend &b, const Pointers &at) {
         const int32_t *pos = withPositions ? at(positions) : nullptr;
-        b.rope(at(x), pos, at(out), batch, seq, heads, headDim, 1e4);
-        b.ropeGrad(at(x), pos, at(dx), batch, seq, heads, headDim, 1e4);
+        b.rope(at(x), pos, at(out), batch, seq, heads, headDim, 1e4, 1.0, 0.0,
+               0.0, 1.0);
+        b.ropeGrad(at(x), pos, at(dx), batch, seq, heads, headDim, 1e4, 1.0,
+                   0.0, 0.0, 1.0);
       });
       call.expectClose(out, kRoundTol, "rope " + what);
       call.expectClose(dx, kRoundTol, "ropeGrad " + what);

@@ -108,7 +108,12 @@ func.func @forward(%tokens: tensor<2x4xi32>, %labels: tensor<2x4xi32>) -> (tenso
 // CHECK-NOT: llvm.mlir.zero
 // CHECK: call @moert_linear(%[[CTX]], {{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64)
 // CHECK-NOT: llvm.mlir.zero
-// CHECK: call @moert_rope(
+// CHECK: %[[THETA:.*]] = arith.constant 1.000000e+04 : f64
+// CHECK-NEXT: %[[YF:.*]] = arith.constant 4.000000e+00 : f64
+// CHECK-NEXT: %[[YL:.*]] = arith.constant 1.000000e+00 : f64
+// CHECK-NEXT: %[[YH:.*]] = arith.constant 2.000000e+00 : f64
+// CHECK-NEXT: %[[YS:.*]] = arith.constant 1.500000e+00 : f64
+// CHECK: call @moert_rope({{.*}}, %[[THETA]], %[[YF]], %[[YL]], %[[YH]], %[[YS]])
 // CHECK-NOT: llvm.mlir.zero
 // CHECK: call @moert_shared_experts(%[[CTX]], {{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64)
 // CHECK-NOT: llvm.mlir.zero
@@ -130,7 +135,7 @@ func.func @block(%x: tensor<2x3x8xf32>, %pos: tensor<2x3xi32>) -> (tensor<2x3x8x
   %b = moe.param "b" : tensor<8xf32>
   %y = moe.linear %x, %w bias %b : (tensor<2x3x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<2x3x8xf32>
   %y4 = tensor.expand_shape %y [[0], [1], [2, 3]] output_shape [2, 3, 2, 4] : tensor<2x3x8xf32> into tensor<2x3x2x4xf32>
-  %r = moe.rope %y4 positions %pos {theta = 10000.0} : (tensor<2x3x2x4xf32>, tensor<2x3xi32>) -> tensor<2x3x2x4xf32>
+  %r = moe.rope %y4 positions %pos {theta = 10000.0, yarn_factor = 4.0, yarn_low = 1.0, yarn_high = 2.0, yarn_scale = 1.5} : (tensor<2x3x2x4xf32>, tensor<2x3xi32>) -> tensor<2x3x2x4xf32>
   %r3 = tensor.collapse_shape %r [[0], [1], [2, 3]] : tensor<2x3x2x4xf32> into tensor<2x3x8xf32>
   %sg = moe.param "sg" : tensor<16x8xf32>
   %su = moe.param "su" : tensor<16x8xf32>

@@ -34,6 +34,8 @@ struct ModelSpec {
   // Attention: GQA with RoPE.
   int64_t heads = 0, kvHeads = 0, headDim = 0;
   double ropeTheta = 10000.0;
+  // YaRN (moe.rope's yarn_* attributes): factor 1 is plain RoPE.
+  double yarnFactor = 1.0, yarnLow = 0.0, yarnHigh = 0.0, yarnScale = 1.0;
   double eps = 1e-6;
   bool qkNorm = false;  // RMSNorm of each q and k head (Qwen3)
   bool qkvBias = false; // biases on the q, k and v projections (Qwen2)

@@ -19,6 +19,8 @@
 #ifndef MOE_RUNTIME_CPUKERNELS_H
 #define MOE_RUNTIME_CPUKERNELS_H
 
+#include "moe/Runtime/RopeFrequencies.h"
+
 #include "moe/Runtime/KernelTypes.h"
 
 #include <cstdint>
@@ -43,9 +45,11 @@ void linear(const float *x, int64_t rows, int64_t in, const float *weight,
             int64_t outFeatures, const float *bias, float *out);
 
 /// Rotate-half RoPE of x [batch, seq, heads, headDim]; the position of (b, s)
-/// is positions[b, s], or s when `positions` is null. fp32 angles, as HF.
+/// is positions[b, s], or s when `positions` is null. fp32 angles, as HF;
+/// YaRN frequencies and scale when `yarn` says (RopeFrequencies.h).
 void rope(const float *x, const int32_t *positions, int64_t batch, int64_t seq,
-          int64_t heads, int64_t headDim, double theta, float *out);
+          int64_t heads, int64_t headDim, double theta, float *out,
+          const RopeYarn &yarn = {});
 
 /// Scaled dot-product attention: q [B, S, H, D], k/v [B, S, KV, D] (query head
 /// h uses kv head h / (H / KV)), fp32 softmax, out [B, S, H, D].
@@ -193,7 +197,7 @@ void linearGrad(const float *dy, const float *x, int64_t rows, int64_t in,
 /// headDim]; `positions` as in rope (null: position s).
 void ropeGrad(const float *dy, const int32_t *positions, int64_t batch,
               int64_t seq, int64_t heads, int64_t headDim, double theta,
-              float *dx);
+              float *dx, const RopeYarn &yarn = {});
 
 /// Backward of attention: dq [B, S, H, D], dk/dv [B, S, KV, D]. The softmax
 /// is recomputed per (b, h); dk and dv sum over the query heads that share a

@@ -133,16 +133,18 @@ void linearGrad(const float *dy, const float *x, int64_t rows, int64_t in,
 }
 
 void rope(const float *x, const int32_t *positions, int64_t batch, int64_t seq,
-          int64_t heads, int64_t headDim, double theta, float *out) {
-  rotateHalf("rope", x, positions, batch, seq, heads, headDim, theta,
+          int64_t heads, int64_t headDim, double theta, float *out,
+          const RopeYarn &yarn) {
+  rotateHalf("rope", x, positions, batch, seq, heads, headDim, theta, yarn,
              /*inverse=*/false, out);
 }
 
 void ropeGrad(const float *dy, const int32_t *positions, int64_t batch,
               int64_t seq, int64_t heads, int64_t headDim, double theta,
-              float *dx) {
-  // A rotation's transpose is the rotation by the opposite angle.
-  rotateHalf("ropeGrad", dy, positions, batch, seq, heads, headDim, theta,
+              float *dx, const RopeYarn &yarn) {
+  // A rotation's transpose is the rotation by the opposite angle (times the
+  // same YaRN scale).
+  rotateHalf("ropeGrad", dy, positions, batch, seq, heads, headDim, theta, yarn,
              /*inverse=*/true, dx);
 }
 
@@ -220,21 +222,23 @@ void CpuBackend::linearGrad(const float *dy, const float *x,
 
 void CpuBackend::rope(const float *x, const int32_t *positions, float *out,
                       int64_t batch, int64_t seq, int64_t heads,
-                      int64_t headDim, double theta) {
+                      int64_t headDim, double theta, double yarnFactor,
+                      double yarnLow, double yarnHigh, double yarnScale) {
   Widened w(storage_);
   int64_t n = batch * seq * heads * headDim;
   cpu::rope(w.in(x, n), positions, batch, seq, heads, headDim, theta,
-            w.out(out, n));
+            w.out(out, n), {yarnFactor, yarnLow, yarnHigh, yarnScale});
   w.store();
 }
 
 void CpuBackend::ropeGrad(const float *dy, const int32_t *positions, float *dx,
                           int64_t batch, int64_t seq, int64_t heads,
-                          int64_t headDim, double theta) {
+                          int64_t headDim, double theta, double yarnFactor,
+                          double yarnLow, double yarnHigh, double yarnScale) {
   Widened w(storage_);
   int64_t n = batch * seq * heads * headDim;
   cpu::ropeGrad(w.in(dy, n), positions, batch, seq, heads, headDim, theta,
-                w.out(dx, n));
+                w.out(dx, n), {yarnFactor, yarnLow, yarnHigh, yarnScale});
   w.store();
 }
 

@@ -117,7 +117,7 @@ void gemmT(const char *kernel, bool transA, bool transB, int64_t m, int64_t n,
 
 void rotateHalf(const char *kernel, const float *x, const int32_t *positions,
                 int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
-                double theta, bool inverse, float *out) {
+                double theta, const RopeYarn &yarn, bool inverse, float *out) {
   checkSize(kernel, "batch", batch);
   checkSize(kernel, "seq", seq);
   checkSize(kernel, "heads", heads);
@@ -126,11 +126,15 @@ void rotateHalf(const char *kernel, const float *x, const int32_t *positions,
     fail(kernel, "headDim must be even, got " + std::to_string(headDim));
   if (!(theta > 0.0))
     fail(kernel, "theta must be positive, got " + std::to_string(theta));
+  if (!(yarn.factor >= 1.0) || !(yarn.scale > 0.0) || !(yarn.low >= 0.0) ||
+      !(yarn.high >= yarn.low))
+    fail(kernel, "YaRN needs factor >= 1, scale > 0 and 0 <= low <= high");
   int64_t half = headDim / 2;
   // HF computes inv_freq and the angles in fp32; so do we, to match it.
   std::vector<float> invFreq(half);
   for (int64_t i = 0; i < half; ++i)
-    invFreq[i] = 1.0f / std::pow(float(theta), float(2 * i) / float(headDim));
+    invFreq[i] = ropeInverseFrequency(i, headDim, theta, yarn);
+  float scale = float(yarn.scale);
   std::vector<float> cosA(half), sinA(half);
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t s = 0; s < seq; ++s) {
@@ -139,6 +143,10 @@ void rotateHalf(const char *kernel, const float *x, const int32_t *positions,
         float angle = pos * invFreq[i];
         cosA[i] = std::cos(angle);
         sinA[i] = inverse ? -std::sin(angle) : std::sin(angle);
+        if (scale != 1.0f) { // YaRN scales cos and sin (in fp32, as HF)
+          cosA[i] *= scale;
+          sinA[i] *= scale;
+        }
       }
       for (int64_t h = 0; h < heads; ++h) {
         int64_t base = ((b * seq + s) * heads + h) * headDim;

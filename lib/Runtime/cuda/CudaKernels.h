@@ -35,6 +35,7 @@
 
 #include "Device.h"
 #include "moe/Runtime/KernelTypes.h"
+#include "moe/Runtime/RopeFrequencies.h"
 
 #include <cstdint>
 
@@ -55,7 +56,8 @@ void linear(Device &dev, const T *x, int64_t rows, int64_t in, const T *weight,
             int64_t outFeatures, const T *bias, T *out);
 template <typename T>
 void rope(Device &dev, const T *x, const int32_t *positions, int64_t batch,
-          int64_t seq, int64_t heads, int64_t headDim, double theta, T *out);
+          int64_t seq, int64_t heads, int64_t headDim, double theta, T *out,
+          const RopeYarn &yarn = {});
 template <typename T>
 void swigluMlp(Device &dev, const T *x, int64_t rows, int64_t hidden,
                const T *gate, const T *up, const T *down, int64_t inter,
@@ -79,7 +81,8 @@ void linearGrad(Device &dev, const T *dy, const T *x, int64_t rows, int64_t in,
                 T *dbias);
 template <typename T>
 void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
-              int64_t seq, int64_t heads, int64_t headDim, double theta, T *dx);
+              int64_t seq, int64_t heads, int64_t headDim, double theta, T *dx,
+              const RopeYarn &yarn = {});
 template <typename T>
 void swigluMlpGrad(Device &dev, const T *dy, const T *x, int64_t rows,
                    int64_t hidden, const T *gate, const T *up, const T *down,

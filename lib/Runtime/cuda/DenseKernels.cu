@@ -48,7 +48,7 @@ __global__ void rotateHalfKernel(const T *x, const int32_t *positions,
                                  int64_t tokens, int64_t seq, int64_t heads,
                                  int64_t half, float theta, bool hostFreqs,
                                  const __grid_constant__ RopeFreqs freqs,
-                                 bool inverse, T *out) {
+                                 float scale, bool inverse, T *out) {
   extern __shared__ float trig[]; // cos [half], then sin [half]
   float *cosA = trig, *sinA = trig + half;
   int64_t headDim = 2 * half;
@@ -69,6 +69,10 @@ __global__ void rotateHalfKernel(const T *x, const int32_t *positions,
       sincos(double(angle), &s, &c);
       cosA[i] = float(c);
       sinA[i] = inverse ? -float(s) : float(s);
+      if (scale != 1.0f) { // YaRN scales cos and sin (in fp32, as the CPU)
+        cosA[i] = __fmul_rn(cosA[i], scale);
+        sinA[i] = __fmul_rn(sinA[i], scale);
+      }
     }
     __syncthreads();
     const T *xt = x + t * heads * headDim;
@@ -90,8 +94,8 @@ __global__ void rotateHalfKernel(const T *x, const int32_t *positions,
 template <typename T>
 void rotateHalf(Device &dev, const char *kernel, const T *x,
                 const int32_t *positions, int64_t batch, int64_t seq,
-                int64_t heads, int64_t headDim, double theta, bool inverse,
-                T *out) {
+                int64_t heads, int64_t headDim, double theta,
+                const RopeYarn &yarn, bool inverse, T *out) {
   checkSize(kernel, "batch", batch);
   checkSize(kernel, "seq", seq);
   checkSize(kernel, "heads", heads);
@@ -108,15 +112,21 @@ void rotateHalf(Device &dev, const char *kernel, const T *x,
   int64_t tokens = batch * seq;
   if (tokens == 0 || heads == 0)
     return;
+  if (!(yarn.factor >= 1.0) || !(yarn.scale > 0.0) || !(yarn.low >= 0.0) ||
+      !(yarn.high >= yarn.low))
+    fail(kernel, "YaRN needs factor >= 1, scale > 0 and 0 <= low <= high");
   RopeFreqs freqs{};
   bool hostFreqs = half <= kRopeHostFreqs;
+  if (!hostFreqs && !yarn.plain())
+    fail(kernel, "YaRN supports headDim up to " +
+                     std::to_string(2 * kRopeHostFreqs) + ", got " +
+                     std::to_string(headDim));
   if (hostFreqs)
     for (int64_t i = 0; i < half; ++i) // exactly the CPU's rotateHalf
-      freqs.invFreq[i] =
-          1.0f / std::pow(float(theta), float(2 * i) / float(headDim));
+      freqs.invFreq[i] = ropeInverseFrequency(i, headDim, theta, yarn);
   rotateHalfKernel<<<rowGrid(tokens), kThreads, sharedBytes, dev.stream()>>>(
       x, positions, tokens, seq, heads, half, float(theta), hostFreqs, freqs,
-      inverse, out);
+      float(yarn.scale), inverse, out);
   checkLaunch("rotateHalfKernel");
 }
 
@@ -315,8 +325,9 @@ void linear(Device &dev, const T *x, int64_t rows, int64_t in, const T *weight,
 
 template <typename T>
 void rope(Device &dev, const T *x, const int32_t *positions, int64_t batch,
-          int64_t seq, int64_t heads, int64_t headDim, double theta, T *out) {
-  rotateHalf(dev, "rope", x, positions, batch, seq, heads, headDim, theta,
+          int64_t seq, int64_t heads, int64_t headDim, double theta, T *out,
+          const RopeYarn &yarn) {
+  rotateHalf(dev, "rope", x, positions, batch, seq, heads, headDim, theta, yarn,
              /*inverse=*/false, out);
 }
 
@@ -424,11 +435,12 @@ void linearGrad(Device &dev, const T *dy, const T *x, int64_t rows, int64_t in,
 
 template <typename T>
 void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
-              int64_t seq, int64_t heads, int64_t headDim, double theta,
-              T *dx) {
-  // A rotation's transpose is the rotation by the opposite angle.
+              int64_t seq, int64_t heads, int64_t headDim, double theta, T *dx,
+              const RopeYarn &yarn) {
+  // A rotation's transpose is the rotation by the opposite angle (times the
+  // same YaRN scale).
   rotateHalf(dev, "ropeGrad", dy, positions, batch, seq, heads, headDim, theta,
-             /*inverse=*/true, dx);
+             yarn, /*inverse=*/true, dx);
 }
 
 #define MOE_INSTANTIATE_DENSE_KERNELS(T)                                       \
@@ -439,7 +451,8 @@ void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
   template void linear<T>(Device &, const T *, int64_t, int64_t, const T *,    \
                           int64_t, const T *, T *);                            \
   template void rope<T>(Device &, const T *, const int32_t *, int64_t,         \
-                        int64_t, int64_t, int64_t, double, T *);               \
+                        int64_t, int64_t, int64_t, double, T *,                \
+                        const RopeYarn &);                                     \
   template void add<T>(Device &, const T *, const T *, int64_t, T *);          \
   template void embeddingGrad<T>(Device &, const T *, const int32_t *,         \
                                  int64_t, int64_t, int64_t, T *);              \
@@ -448,7 +461,8 @@ void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
   template void linearGrad<T>(Device &, const T *, const T *, int64_t,         \
                               int64_t, const T *, int64_t, T *, T *, T *);     \
   template void ropeGrad<T>(Device &, const T *, const int32_t *, int64_t,     \
-                            int64_t, int64_t, int64_t, double, T *);
+                            int64_t, int64_t, int64_t, double, T *,            \
+                            const RopeYarn &);
 MOE_INSTANTIATE_DENSE_KERNELS(float)
 MOE_INSTANTIATE_DENSE_KERNELS(bf16)
 #undef MOE_INSTANTIATE_DENSE_KERNELS
@@ -482,9 +496,11 @@ void CudaBackend::linear(const float *x, const float *weight, const float *bias,
 
 void CudaBackend::rope(const float *x, const int32_t *positions, float *out,
                        int64_t batch, int64_t seq, int64_t heads,
-                       int64_t headDim, double theta) {
+                       int64_t headDim, double theta, double yarnFactor,
+                       double yarnLow, double yarnHigh, double yarnScale) {
   onStorage([&](Device &d, auto s) {
-    cuda::rope(d, s(x), positions, batch, seq, heads, headDim, theta, s(out));
+    cuda::rope(d, s(x), positions, batch, seq, heads, headDim, theta, s(out),
+               {yarnFactor, yarnLow, yarnHigh, yarnScale});
   });
 }
 
@@ -521,10 +537,11 @@ void CudaBackend::linearGrad(const float *dy, const float *x,
 
 void CudaBackend::ropeGrad(const float *dy, const int32_t *positions, float *dx,
                            int64_t batch, int64_t seq, int64_t heads,
-                           int64_t headDim, double theta) {
+                           int64_t headDim, double theta, double yarnFactor,
+                           double yarnLow, double yarnHigh, double yarnScale) {
   onStorage([&](Device &d, auto s) {
     cuda::ropeGrad(d, s(dy), positions, batch, seq, heads, headDim, theta,
-                   s(dx));
+                   s(dx), {yarnFactor, yarnLow, yarnHigh, yarnScale});
   });
 }
 

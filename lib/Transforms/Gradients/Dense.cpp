@@ -55,7 +55,9 @@ LogicalResult gradRope(RopeOp r, GradientContext &ctx) {
   Value dy = ctx.dy();
   ctx.give(r.getInput(),
            RopeGradOp::create(b, loc, r.getInput().getType(), dy,
-                              r.getPositions(), r.getThetaAttr()));
+                              r.getPositions(), r.getThetaAttr(),
+                              r.getYarnFactorAttr(), r.getYarnLowAttr(),
+                              r.getYarnHighAttr(), r.getYarnScaleAttr()));
   return success();
 }
 

@@ -165,17 +165,29 @@ LogicalResult lowerAdd(AddOp op, EntryBuilder &e) {
                 {e.i64(numElements(op.getResult()))});
 }
 
+/// The sizes and frequency parameters every rope call takes: batch, seq,
+/// heads, headDim, theta and the YaRN factor, ramp bounds and scale.
+template <typename Op>
+SmallVector<Value> ropeScalars(EntryBuilder &e, Op op, Value x) {
+  return {e.i64(dimSize(x, 0)),
+          e.i64(dimSize(x, 1)),
+          e.i64(dimSize(x, 2)),
+          e.i64(dimSize(x, 3)),
+          e.f64(op.getTheta().convertToDouble()),
+          e.f64(op.getYarnFactor().convertToDouble()),
+          e.f64(op.getYarnLow().convertToDouble()),
+          e.f64(op.getYarnHigh().convertToDouble()),
+          e.f64(op.getYarnScale().convertToDouble())};
+}
+
 LogicalResult lowerRope(RopeOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
     return failure();
   Value x = op.getInput();
-  SmallVector<Value> sizes = {e.i64(dimSize(x, 0)), e.i64(dimSize(x, 1)),
-                              e.i64(dimSize(x, 2)), e.i64(dimSize(x, 3)),
-                              e.f64(op.getTheta().convertToDouble())};
   return e.call("moert_rope",
                 {e.buffer(x), e.optionalBuffer(op.getPositions()), *out},
-                sizes);
+                ropeScalars(e, op, x));
 }
 
 LogicalResult lowerRopeGrad(RopeGradOp op, EntryBuilder &e) {
@@ -183,9 +195,7 @@ LogicalResult lowerRopeGrad(RopeGradOp op, EntryBuilder &e) {
   if (failed(out))
     return failure();
   Value dy = op.getResultGrad();
-  SmallVector<Value> sizes = {e.i64(dimSize(dy, 0)), e.i64(dimSize(dy, 1)),
-                              e.i64(dimSize(dy, 2)), e.i64(dimSize(dy, 3)),
-                              e.f64(op.getTheta().convertToDouble())};
+  SmallVector<Value> sizes = ropeScalars(e, op, dy);
   return e.call("moert_rope_grad",
                 {e.buffer(dy), e.optionalBuffer(op.getPositions()), (*out)[0]},
                 sizes);

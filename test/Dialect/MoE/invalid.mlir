@@ -179,6 +179,30 @@ func.func @f(%x: tensor<2x4x2x8xf32>) -> tensor<2x4x2x8xf32> {
 
 // -----
 
+func.func @f(%x: tensor<2x4x2x8xf32>) -> tensor<2x4x2x8xf32> {
+  // expected-error @+1 {{expects yarn_factor >= 1, but got 5.000000e-01}}
+  %y = moe.rope %x {yarn_factor = 0.5 : f64} : (tensor<2x4x2x8xf32>) -> tensor<2x4x2x8xf32>
+  return %y : tensor<2x4x2x8xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x4x2x8xf32>) -> tensor<2x4x2x8xf32> {
+  // expected-error @+1 {{expects 0 <= yarn_low <= yarn_high, but got 3.000000e+00 and 2.000000e+00}}
+  %y = moe.rope %x {yarn_factor = 4.0 : f64, yarn_low = 3.0 : f64, yarn_high = 2.0 : f64} : (tensor<2x4x2x8xf32>) -> tensor<2x4x2x8xf32>
+  return %y : tensor<2x4x2x8xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x4x2x8xf32>) -> tensor<2x4x2x8xf32> {
+  // expected-error @+1 {{expects yarn_scale > 0, but got 0}}
+  %y = moe.rope %x {yarn_scale = 0.0 : f64} : (tensor<2x4x2x8xf32>) -> tensor<2x4x2x8xf32>
+  return %y : tensor<2x4x2x8xf32>
+}
+
+// -----
+
 func.func @f(%x: tensor<2x4x2x8xf32>) -> tensor<2x4x2x8xf16> {
   // expected-error @+1 {{expects the result type to equal the input type 'tensor<2x4x2x8xf32>', but got 'tensor<2x4x2x8xf16>'}}
   %y = moe.rope %x : (tensor<2x4x2x8xf32>) -> tensor<2x4x2x8xf16>

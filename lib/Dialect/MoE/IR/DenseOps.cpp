@@ -81,7 +81,9 @@ LogicalResult LinearOp::verify() {
 }
 
 static LogicalResult verifyRope(Operation *op, Value input, Value positions,
-                                APFloat theta, Value result) {
+                                APFloat theta, double yarnFactor,
+                                double yarnLow, double yarnHigh,
+                                double yarnScale, Value result) {
   if (failed(
           expectRank(op, "input", input, 4, "[batch, seq, heads, head_dim]")))
     return failure();
@@ -91,13 +93,24 @@ static LogicalResult verifyRope(Operation *op, Value input, Value positions,
   if (positions && failed(expectShape(op, "positions", positions, {x[0], x[1]},
                                       "[batch, seq] of input")))
     return failure();
-  if (failed(expectPositive(op, "theta", theta.convertToDouble())))
+  if (failed(expectPositive(op, "theta", theta.convertToDouble())) ||
+      failed(expectPositive(op, "yarn_scale", yarnScale)))
     return failure();
+  if (!(yarnFactor >= 1.0))
+    return op->emitOpError()
+           << "expects yarn_factor >= 1, but got " << yarnFactor;
+  if (!(yarnLow >= 0.0 && yarnHigh >= yarnLow))
+    return op->emitOpError() << "expects 0 <= yarn_low <= yarn_high, but got "
+                             << yarnLow << " and " << yarnHigh;
   return expectSameType(op, result, input, "input");
 }
 
 LogicalResult RopeOp::verify() {
-  return verifyRope(*this, getInput(), getPositions(), getTheta(), getResult());
+  return verifyRope(*this, getInput(), getPositions(), getTheta(),
+                    getYarnFactor().convertToDouble(),
+                    getYarnLow().convertToDouble(),
+                    getYarnHigh().convertToDouble(),
+                    getYarnScale().convertToDouble(), getResult());
 }
 
 static LogicalResult verifyAttention(Operation *op, Value qv, Value kv,
@@ -182,7 +195,10 @@ LogicalResult LinearGradOp::verify() {
 
 LogicalResult RopeGradOp::verify() {
   return verifyRope(*this, getResultGrad(), getPositions(), getTheta(),
-                    getInputGrad());
+                    getYarnFactor().convertToDouble(),
+                    getYarnLow().convertToDouble(),
+                    getYarnHigh().convertToDouble(),
+                    getYarnScale().convertToDouble(), getInputGrad());
 }
 
 LogicalResult AttentionGradOp::verify() {

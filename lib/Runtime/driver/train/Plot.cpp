@@ -70,8 +70,8 @@ Exit runProgram(const std::vector<std::string> &args,
   posix_spawn_file_actions_destroy(&actions);
   Exit result;
   if (spawned != 0) {
-    result.messages = std::string("cannot run ") + argv[0] + ": " +
-                    std::strerror(spawned);
+    result.messages =
+        std::string("cannot run ") + argv[0] + ": " + std::strerror(spawned);
     std::remove(logPath.c_str());
     return result;
   }
@@ -126,9 +126,10 @@ std::string lossPlotScript(const std::string &output, const std::string &title,
 
 std::string gnuplotProblem() {
   std::string log = tempBeside("/tmp/moe-gnuplot-check", ".log");
-  Exit probe = runProgram(
-      {"gnuplot", "-e", "set terminal pngcairo; set output '/dev/null'; plot 1"},
-      log);
+  Exit probe =
+      runProgram({"gnuplot", "-e",
+                  "set terminal pngcairo; set output '/dev/null'; plot 1"},
+                 log);
   if (probe.status == 0)
     return "";
   return "gnuplot cannot draw PNGs here (" +
@@ -151,11 +152,10 @@ void plotLossCurves(const std::string &path, const std::string &title,
   std::remove(script.c_str());
   if (drawn.status != 0) {
     std::remove(image.c_str());
-    throw std::runtime_error("--plot " + path + ": gnuplot failed: " +
-                             (drawn.messages.empty() ? "exit status " +
-                                                           std::to_string(
-                                                               drawn.status)
-                                                     : drawn.messages));
+    throw std::runtime_error(
+        "--plot " + path + ": gnuplot failed: " +
+        (drawn.messages.empty() ? "exit status " + std::to_string(drawn.status)
+                                : drawn.messages));
   }
   if (std::rename(image.c_str(), path.c_str()) != 0) {
     std::string error = std::strerror(errno);

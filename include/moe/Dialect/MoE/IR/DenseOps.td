@@ -122,10 +122,28 @@ def MoE_RopeOp : MoE_Op<"rope", [Pure]> {
     (the "rotate half" pairing of Hugging Face Llama/Qwen/Mixtral, not the
     interleaved one). `pos` is `positions[b, s]` when given, else `s`; the
     partitioner passes global positions when it splits the sequence.
+
+    YaRN context extension (`yarn_factor` F > 1): the frequencies blend
+    interpolated `f / F` and original `f` by a linear ramp over the pair
+    index, and cos and sin are scaled by `yarn_scale`:
+
+    ```
+    r    = clamp((i - yarn_low) / (yarn_high - yarn_low), 0, 1)
+    f'   = (f / F) * r + f * (1 - r)
+    out  = yarn_scale * (rotation by pos * f')
+    ```
+
+    (`yarn_high` is taken as `yarn_low + 0.001` when they are equal), as
+    transformers' `_compute_yarn_parameters` and its rotary embedding do;
+    the importer computes the ramp bounds and the scale from the config.
   }];
   let arguments = (ins MoE_FloatTensor:$input,
                        Optional<MoE_IndexTensor>:$positions,
-                       DefaultValuedAttr<F64Attr, "10000.0">:$theta);
+                       DefaultValuedAttr<F64Attr, "10000.0">:$theta,
+                       DefaultValuedAttr<F64Attr, "1.0">:$yarn_factor,
+                       DefaultValuedAttr<F64Attr, "0.0">:$yarn_low,
+                       DefaultValuedAttr<F64Attr, "0.0">:$yarn_high,
+                       DefaultValuedAttr<F64Attr, "1.0">:$yarn_scale);
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
     $input (`positions` $positions^)? attr-dict `:`
@@ -142,7 +160,11 @@ def MoE_RopeGradOp : MoE_Op<"rope_grad", [Pure]> {
   }];
   let arguments = (ins MoE_FloatTensor:$result_grad,
                        Optional<MoE_IndexTensor>:$positions,
-                       DefaultValuedAttr<F64Attr, "10000.0">:$theta);
+                       DefaultValuedAttr<F64Attr, "10000.0">:$theta,
+                       DefaultValuedAttr<F64Attr, "1.0">:$yarn_factor,
+                       DefaultValuedAttr<F64Attr, "0.0">:$yarn_low,
+                       DefaultValuedAttr<F64Attr, "0.0">:$yarn_high,
+                       DefaultValuedAttr<F64Attr, "1.0">:$yarn_scale);
   let results = (outs MoE_FloatTensor:$input_grad);
   let assemblyFormat = [{
     $result_grad (`positions` $positions^)? attr-dict `:`

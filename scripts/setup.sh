@@ -10,8 +10,8 @@ PACKAGES=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   # runtime dependencies
   libopenblas-dev nlohmann-json3-dev openmpi-bin libopenmpi-dev
-  # train --plot draws with gnuplot
-  gnuplot-nox
+  # train --plot draws with gnuplot (and a font for its labels)
+  gnuplot-nox fonts-dejavu-core
   # tests
   libgtest-dev python3-torch python3-numpy
 )

@@ -26,13 +26,13 @@ CONFIG_DIR = os.path.join(HERE, "configs")
 # The models committed as .mlir (imported from configs/NAME.json); the other
 # configs are the published full-size ones and variants for benchmarks.
 COMMITTED = ["qwen3_moe_tiny", "shakespeare_moe", "mixtral_tiny", "qwen2_moe_tiny",
-             "deepseek_v3_tiny", "vescale_mixtral_shakespeare"]
+             "deepseek_v3_tiny", "olmoe_tiny", "vescale_mixtral_shakespeare"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     name: str
-    naming: str  # "qwen3", "qwen2", "mixtral" or "deepseek"
+    naming: str  # "qwen3", "qwen2", "mixtral", "deepseek" or "olmoe"
     vocab: int
     hidden: int
     layers: int
@@ -108,6 +108,13 @@ def from_hf(name: str, d: dict, batch: Optional[int] = None,
         else:
             shared = d.get("shared_expert_intermediate_size", 5632)
             f.update(qkv_bias=True, shared_inter=shared, shared_gate=shared > 0)
+    elif t == "olmoe":
+        f.update(naming="olmoe", eps=d.get("rms_norm_eps", 1e-5),
+                 rope_theta=d.get("rope_theta", 10000.0), experts=d.get("num_experts", 64),
+                 top_k=d.get("num_experts_per_tok", 8), moe_inter=d.get("intermediate_size", 1024),
+                 norm_topk_prob=d.get("norm_topk_prob", False),
+                 aux_coef=d.get("router_aux_loss_coef", 0.01) if d.get("output_router_logits")
+                 else 0.0)
     elif t == "mixtral":
         f.update(naming="mixtral", eps=d.get("rms_norm_eps", 1e-5),
                  rope_theta=d.get("rope_theta", 1e6), experts=d.get("num_local_experts", 8),

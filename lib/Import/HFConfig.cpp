@@ -2,8 +2,9 @@
 //
 // One reader per model_type, each reading the fields of its transformers
 // configuration class with that class's defaults (Qwen3MoeConfig,
-// Qwen2MoeConfig, MixtralConfig, DeepseekV3Config). A field's value the
-// project does not implement is an error naming the field and the value.
+// Qwen2MoeConfig, MixtralConfig, DeepseekV3Config, OlmoeConfig). A field's
+// value the project does not implement is an error naming the field and the
+// value.
 //
 //===----------------------------------------------------------------------===//
 
@@ -287,8 +288,8 @@ void readQwenSparseLayers(Reader &r, ModelSpec &s) {
 
 /// Hugging Face adds router_aux_loss_coef * load-balancing loss to the loss
 /// only when output_router_logits is set.
-double hfAuxLossCoef(Reader &r) {
-  double coef = r.number("router_aux_loss_coef", 0.001);
+double hfAuxLossCoef(Reader &r, double fallback = 0.001) {
+  double coef = r.number("router_aux_loss_coef", fallback);
   return r.boolean("output_router_logits", false) ? coef : 0.0;
 }
 
@@ -325,6 +326,27 @@ void readQwen2Moe(Reader &r, ModelSpec &s) {
   s.sharedGate = s.sharedInter > 0;
   readQwenSparseLayers(r, s);
   s.auxLossCoef = hfAuxLossCoef(r);
+}
+
+void readOlmoe(Reader &r, ModelSpec &s) {
+  s.naming = Naming::Qwen3Moe; // the same parameter names
+  readDecoder(r, s, 1e-5, 10000.0);
+  // OLMoE normalises the whole q and k projections (q_norm over
+  // hidden_size), which needs head_dim * heads == hidden_size.
+  s.qkNormFlat = true;
+  if (s.headDim * s.heads != s.hidden)
+    r.fail("OLMoE needs head_dim * num_attention_heads == hidden_size (its "
+           "q_norm spans hidden_size), got " +
+           std::to_string(s.headDim) + " * " + std::to_string(s.heads));
+  r.require("attention_bias", false,
+            "biased attention projections are not supported for OLMoE");
+  if (r.has("clip_qkv"))
+    r.unsupported("clip_qkv", "clipping q, k and v is not supported");
+  s.experts = r.positive("num_experts", 64);
+  s.topK = r.positive("num_experts_per_tok", 8);
+  s.moeInter = r.positive("intermediate_size", 1024);
+  s.normTopkProb = r.boolean("norm_topk_prob", false);
+  s.auxLossCoef = hfAuxLossCoef(r, 0.01);
 }
 
 void readMixtral(Reader &r, ModelSpec &s, int64_t seq) {
@@ -470,12 +492,14 @@ llvm::Expected<ModelSpec> specFromHFConfig(const std::string &configText,
     readMixtral(r, spec, seq);
   else if (type == "deepseek_v3")
     readDeepseekV3(r, spec);
+  else if (type == "olmoe")
+    readOlmoe(r, spec);
   else if (type.empty())
     r.fail("field 'model_type' is missing");
   else
     r.fail("model_type '" + type +
            "' is not supported (supported: "
-           "qwen3_moe, qwen2_moe, mixtral, deepseek_v3)");
+           "qwen3_moe, qwen2_moe, mixtral, deepseek_v3, olmoe)");
   if (!r.error) {
     if (spec.topK > spec.experts)
       r.fail("num_experts_per_tok (" + std::to_string(spec.topK) +

@@ -86,6 +86,8 @@ Value Builder::attention(const LayerNames &n, Value x) {
     std::string proj = n.attn(std::string(kinds[kind]) + "_proj");
     Value flat = linear(x, proj + ".weight", count * D,
                         spec.qkvBias ? proj + ".bias" : "");
+    if (spec.qkNormFlat && kind != 2)
+      flat = rmsNorm(flat, n.attn(std::string(kinds[kind]) + "_norm.weight"));
     Value split = tensor::ExpandShapeOp::create(
         b, loc, f32({B, S, count, D}), flat,
         ArrayRef<ReassociationIndices>{{0}, {1}, {2, 3}});

@@ -1,9 +1,9 @@
 //===- HFConfig.h - A ModelSpec from a Hugging Face config.json -*- C++ -*-===//
 //
 // Reads the config.json of a Hugging Face MoE model (Qwen3-MoE, Qwen2-MoE,
-// Mixtral, DeepSeek-V3) into a ModelSpec. Every field that changes the math is
-// read; one whose value the project does not implement is an error naming
-// the field and its value, never ignored. Fields that do not change the
+// Mixtral, DeepSeek-V3, OLMoE) into a ModelSpec. Every field that changes the
+// math is read; one whose value the project does not implement is an error
+// naming the field and its value, never ignored. Fields that do not change the
 // forward or training math (token ids, dtypes, versions) are ignored.
 //
 // Besides Hugging Face's fields the config may hold the project's own, all

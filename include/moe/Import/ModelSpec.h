@@ -37,8 +37,9 @@ struct ModelSpec {
   // YaRN (moe.rope's yarn_* attributes): factor 1 is plain RoPE.
   double yarnFactor = 1.0, yarnLow = 0.0, yarnHigh = 0.0, yarnScale = 1.0;
   double eps = 1e-6;
-  bool qkNorm = false;  // RMSNorm of each q and k head (Qwen3)
-  bool qkvBias = false; // biases on the q, k and v projections (Qwen2)
+  bool qkNorm = false;     // RMSNorm of each q and k head (Qwen3)
+  bool qkNormFlat = false; // RMSNorm of the whole q and k projections (OLMoE)
+  bool qkvBias = false;    // biases on the q, k and v projections (Qwen2)
   // Routed experts.
   int64_t experts = 0, topK = 0, moeInter = 0;
   bool sigmoidScores = false;

@@ -190,6 +190,18 @@ void writeSafetensors(const std::string &path,
                       const std::vector<TensorToWrite> &tensors,
                       const std::map<std::string, std::string> &metadata = {});
 
+/// Bytes to write.
+struct ByteSpan {
+  const void *data;
+  uint64_t size;
+};
+
+/// Writes `pieces`, in order, to `path` atomically: a temporary file beside
+/// it, fsynced, renamed over `path`, the directory fsynced (best effort).
+/// On failure SafetensorsError naming `path`, with the temporary file gone.
+void writeFileAtomically(const std::string &path,
+                         const std::vector<ByteSpan> &pieces);
+
 /// How a Hugging Face checkpoint is written.
 struct CheckpointLayout {
   /// At most this many bytes of tensor data per file (a larger tensor gets a

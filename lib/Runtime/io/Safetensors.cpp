@@ -552,6 +552,15 @@ void writeSafetensors(const std::string &path,
     lengthBytes[i] = static_cast<unsigned char>(
         static_cast<uint64_t>(headerText.size()) >> (8 * i));
 
+  std::vector<ByteSpan> pieces = {{lengthBytes, 8},
+                                  {headerText.data(), headerText.size()}};
+  for (const auto &[tensor, bytes] : layout)
+    pieces.push_back({tensor->data, bytes});
+  writeFileAtomically(path, pieces);
+}
+
+void writeFileAtomically(const std::string &path,
+                         const std::vector<ByteSpan> &pieces) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
@@ -563,11 +572,9 @@ void writeSafetensors(const std::string &path,
     ::unlink(tmp.c_str());
     fail(path, what + ": " + why);
   };
-  bool ok = writeAll(fd, lengthBytes, 8) &&
-            writeAll(fd, headerText.data(), headerText.size());
-  for (size_t i = 0; ok && i < layout.size(); ++i)
-    ok = writeAll(fd, layout[i].first->data,
-                  static_cast<size_t>(layout[i].second));
+  bool ok = true;
+  for (size_t i = 0; ok && i < pieces.size(); ++i)
+    ok = writeAll(fd, pieces[i].data, static_cast<size_t>(pieces[i].size));
   if (!ok)
     abandon("cannot write temporary file '" + tmp + "'");
   if (::fsync(fd) != 0)

@@ -21,7 +21,6 @@
 #include <iterator>
 #include <set>
 #include <sys/stat.h>
-#include <unistd.h>
 
 namespace moe::io {
 
@@ -152,23 +151,9 @@ uint64_t dataBytes(const TensorToWrite &tensor, DType dtype) {
   return elements * dtypeSize(dtype);
 }
 
-/// Writes `text` to `path` atomically (beside it, then renamed).
+/// Writes `text` to `path` atomically.
 void writeTextFile(const std::string &path, const std::string &text) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      fail(path, "cannot write the file");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string error = std::strerror(errno);
-    std::remove(tmp.c_str());
-    fail(path, "cannot write the file: " + error);
-  }
+  writeFileAtomically(path, {{text.data(), text.size()}});
 }
 
 } // namespace

@@ -20,6 +20,13 @@
 
 namespace moe::driver {
 
+/// `bytes` rounded up to a multiple of MOE_BUFFER_ALIGNMENT: the room a
+/// buffer takes in a blob of aligned buffers.
+inline uint64_t alignedSize(uint64_t bytes) {
+  return (bytes + MOE_BUFFER_ALIGNMENT - 1) / MOE_BUFFER_ALIGNMENT *
+         MOE_BUFFER_ALIGNMENT;
+}
+
 /// `bytes` zeroed bytes at a MOE_BUFFER_ALIGNMENT-aligned address; never
 /// null, even for zero bytes, so that entry points always get a valid pointer.
 /// A failed allocation throws std::runtime_error naming the size.
@@ -28,8 +35,7 @@ public:
   AlignedBuffer() : AlignedBuffer(0) {}
   explicit AlignedBuffer(uint64_t bytes) : bytes_(bytes) {
     // aligned_alloc wants a size that is a multiple of the alignment.
-    uint64_t rounded = (bytes + MOE_BUFFER_ALIGNMENT - 1) /
-                       MOE_BUFFER_ALIGNMENT * MOE_BUFFER_ALIGNMENT;
+    uint64_t rounded = alignedSize(bytes);
     if (rounded == 0)
       rounded = MOE_BUFFER_ALIGNMENT;
     void *p = rounded < bytes

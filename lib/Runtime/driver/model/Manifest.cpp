@@ -9,6 +9,7 @@
 
 #include "driver/model/Manifest.h"
 
+#include "driver/model/AlignedBuffer.h"
 #include "driver/model/Tokens.h"
 #include "moe/Runtime/ModelABI.h"
 
@@ -311,8 +312,7 @@ void layOutFp32Blob(Manifest &m) {
   uint64_t at = 0;
   for (size_t i : order) {
     m.params[i].offset = at;
-    at += (m.params[i].bytes() + MOE_BUFFER_ALIGNMENT - 1) /
-          MOE_BUFFER_ALIGNMENT * MOE_BUFFER_ALIGNMENT;
+    at += alignedSize(m.params[i].bytes());
   }
   m.weightsBytes = at;
 }

@@ -57,30 +57,7 @@ void fsyncPath(const std::string &path, bool directory) {
 } // namespace
 
 void writeFileAtomically(const std::string &path, const std::string &text) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0)
-    ioFailure(tmp, "cannot create");
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      ioFailure(tmp, "cannot write");
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    ioFailure(tmp, "cannot sync");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    ioFailure(path, "cannot rename " + tmp + " to it");
-  }
+  io::writeFileAtomically(path, {{text.data(), text.size()}});
 }
 
 namespace {
@@ -373,8 +350,7 @@ int64_t exportCheckpoint(const std::string &path, const Manifest &m,
     param.split.clear();
     param.placement.reset();
     param.offset = at;
-    at += (param.bytes() + MOE_BUFFER_ALIGNMENT - 1) / MOE_BUFFER_ALIGNMENT *
-          MOE_BUFFER_ALIGNMENT;
+    at += alignedSize(param.bytes());
   }
   whole.weightsBytes = at;
   AlignedBuffer weights(whole.weightsBytes);

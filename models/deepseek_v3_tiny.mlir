@@ -1,73 +1,93 @@
-// DeepSeek-V3 imported by moe-import from deepseek_v3_tiny.json: hidden 64, 2 layers, 4 heads (4 KV) x 16, 16 experts top-4, expert FFN 32, vocab 128, batch 2 x seq 16.
-module attributes {moe.hf_config = "{\22architectures\22:[\22DeepseekV3ForCausalLM\22],\22model_type\22:\22deepseek_v3\22,\22vocab_size\22:128,\22hidden_size\22:64,\22num_hidden_layers\22:2,\22num_attention_heads\22:4,\22num_key_value_heads\22:4,\22head_dim\22:16,\22hidden_act\22:\22silu\22,\22rms_norm_eps\22:1e-06,\22rope_theta\22:10000.0,\22rope_scaling\22:null,\22tie_word_embeddings\22:false,\22attention_dropout\22:0.0,\22max_position_embeddings\22:64,\22n_routed_experts\22:16,\22num_experts_per_tok\22:4,\22moe_intermediate_size\22:32,\22intermediate_size\22:96,\22first_k_dense_replace\22:1,\22moe_layer_freq\22:1,\22n_shared_experts\22:1,\22n_group\22:4,\22topk_group\22:2,\22topk_method\22:\22noaux_tc\22,\22scoring_func\22:\22sigmoid\22,\22routed_scaling_factor\22:2.5,\22norm_topk_prob\22:true,\22attention_bias\22:false}"} {
+// DeepSeek-V3 imported by moe-import from deepseek_v3_tiny.json: hidden 64, 2 layers, 4 heads (4 KV) x 8, 16 experts top-4, expert FFN 32, vocab 128, batch 2 x seq 16.
+module attributes {moe.hf_config = "{\22architectures\22:[\22DeepseekV3ForCausalLM\22],\22model_type\22:\22deepseek_v3\22,\22vocab_size\22:128,\22hidden_size\22:64,\22num_hidden_layers\22:2,\22num_attention_heads\22:4,\22num_key_value_heads\22:4,\22q_lora_rank\22:32,\22kv_lora_rank\22:24,\22qk_nope_head_dim\22:16,\22qk_rope_head_dim\22:8,\22v_head_dim\22:12,\22rope_interleave\22:true,\22hidden_act\22:\22silu\22,\22rms_norm_eps\22:1e-06,\22rope_theta\22:10000.0,\22rope_scaling\22:{\22type\22:\22yarn\22,\22factor\22:4.0,\22original_max_position_embeddings\22:16,\22beta_fast\22:32,\22beta_slow\22:1,\22mscale\22:1.0,\22mscale_all_dim\22:1.0},\22tie_word_embeddings\22:false,\22attention_dropout\22:0.0,\22max_position_embeddings\22:64,\22n_routed_experts\22:16,\22num_experts_per_tok\22:4,\22moe_intermediate_size\22:32,\22intermediate_size\22:96,\22first_k_dense_replace\22:1,\22moe_layer_freq\22:1,\22n_shared_experts\22:1,\22n_group\22:4,\22topk_group\22:2,\22topk_method\22:\22noaux_tc\22,\22scoring_func\22:\22sigmoid\22,\22routed_scaling_factor\22:2.5,\22norm_topk_prob\22:true,\22attention_bias\22:false}"} {
   func.func @forward(%arg0: tensor<2x16xi32>, %arg1: tensor<2x16xi32>) -> (tensor<2x16x128xf32>, tensor<f32>) {
     %0 = moe.param "model.embed_tokens.weight" : tensor<128x64xf32>
     %1 = moe.embedding %arg0, %0 : (tensor<2x16xi32>, tensor<128x64xf32>) -> tensor<2x16x64xf32>
     %2 = moe.param "model.layers.0.input_layernorm.weight" : tensor<64xf32>
     %3 = moe.rms_norm %1, %2 : (tensor<2x16x64xf32>, tensor<64xf32>) -> tensor<2x16x64xf32>
-    %4 = moe.param "model.layers.0.self_attn.q_proj.weight" : tensor<64x64xf32>
-    %5 = moe.linear %3, %4 : (tensor<2x16x64xf32>, tensor<64x64xf32>) -> tensor<2x16x64xf32>
-    %expanded = tensor.expand_shape %5 [[0], [1], [2, 3]] output_shape [2, 16, 4, 16] : tensor<2x16x64xf32> into tensor<2x16x4x16xf32>
-    %6 = moe.rope %expanded : (tensor<2x16x4x16xf32>) -> tensor<2x16x4x16xf32>
-    %7 = moe.param "model.layers.0.self_attn.k_proj.weight" : tensor<64x64xf32>
-    %8 = moe.linear %3, %7 : (tensor<2x16x64xf32>, tensor<64x64xf32>) -> tensor<2x16x64xf32>
-    %expanded_0 = tensor.expand_shape %8 [[0], [1], [2, 3]] output_shape [2, 16, 4, 16] : tensor<2x16x64xf32> into tensor<2x16x4x16xf32>
-    %9 = moe.rope %expanded_0 : (tensor<2x16x4x16xf32>) -> tensor<2x16x4x16xf32>
-    %10 = moe.param "model.layers.0.self_attn.v_proj.weight" : tensor<64x64xf32>
-    %11 = moe.linear %3, %10 : (tensor<2x16x64xf32>, tensor<64x64xf32>) -> tensor<2x16x64xf32>
-    %expanded_1 = tensor.expand_shape %11 [[0], [1], [2, 3]] output_shape [2, 16, 4, 16] : tensor<2x16x64xf32> into tensor<2x16x4x16xf32>
-    %12 = moe.attention %6, %9, %expanded_1 {causal} : (tensor<2x16x4x16xf32>, tensor<2x16x4x16xf32>, tensor<2x16x4x16xf32>) -> tensor<2x16x4x16xf32>
-    %collapsed = tensor.collapse_shape %12 [[0], [1], [2, 3]] : tensor<2x16x4x16xf32> into tensor<2x16x64xf32>
-    %13 = moe.param "model.layers.0.self_attn.o_proj.weight" : tensor<64x64xf32>
-    %14 = moe.linear %collapsed, %13 : (tensor<2x16x64xf32>, tensor<64x64xf32>) -> tensor<2x16x64xf32>
-    %15 = moe.add %1, %14 : tensor<2x16x64xf32>
-    %16 = moe.param "model.layers.0.post_attention_layernorm.weight" : tensor<64xf32>
-    %17 = moe.rms_norm %15, %16 : (tensor<2x16x64xf32>, tensor<64xf32>) -> tensor<2x16x64xf32>
-    %18 = moe.param "model.layers.0.mlp.gate_proj.weight" : tensor<96x64xf32>
-    %19 = moe.param "model.layers.0.mlp.up_proj.weight" : tensor<96x64xf32>
-    %20 = moe.param "model.layers.0.mlp.down_proj.weight" : tensor<64x96xf32>
-    %21 = moe.mlp %17, %18, %19, %20 : (tensor<2x16x64xf32>, tensor<96x64xf32>, tensor<96x64xf32>, tensor<64x96xf32>) -> tensor<2x16x64xf32>
-    %22 = moe.add %15, %21 : tensor<2x16x64xf32>
-    %23 = moe.param "model.layers.1.input_layernorm.weight" : tensor<64xf32>
-    %24 = moe.rms_norm %22, %23 : (tensor<2x16x64xf32>, tensor<64xf32>) -> tensor<2x16x64xf32>
-    %25 = moe.param "model.layers.1.self_attn.q_proj.weight" : tensor<64x64xf32>
-    %26 = moe.linear %24, %25 : (tensor<2x16x64xf32>, tensor<64x64xf32>) -> tensor<2x16x64xf32>
-    %expanded_2 = tensor.expand_shape %26 [[0], [1], [2, 3]] output_shape [2, 16, 4, 16] : tensor<2x16x64xf32> into tensor<2x16x4x16xf32>
-    %27 = moe.rope %expanded_2 : (tensor<2x16x4x16xf32>) -> tensor<2x16x4x16xf32>
-    %28 = moe.param "model.layers.1.self_attn.k_proj.weight" : tensor<64x64xf32>
-    %29 = moe.linear %24, %28 : (tensor<2x16x64xf32>, tensor<64x64xf32>) -> tensor<2x16x64xf32>
-    %expanded_3 = tensor.expand_shape %29 [[0], [1], [2, 3]] output_shape [2, 16, 4, 16] : tensor<2x16x64xf32> into tensor<2x16x4x16xf32>
-    %30 = moe.rope %expanded_3 : (tensor<2x16x4x16xf32>) -> tensor<2x16x4x16xf32>
-    %31 = moe.param "model.layers.1.self_attn.v_proj.weight" : tensor<64x64xf32>
-    %32 = moe.linear %24, %31 : (tensor<2x16x64xf32>, tensor<64x64xf32>) -> tensor<2x16x64xf32>
-    %expanded_4 = tensor.expand_shape %32 [[0], [1], [2, 3]] output_shape [2, 16, 4, 16] : tensor<2x16x64xf32> into tensor<2x16x4x16xf32>
-    %33 = moe.attention %27, %30, %expanded_4 {causal} : (tensor<2x16x4x16xf32>, tensor<2x16x4x16xf32>, tensor<2x16x4x16xf32>) -> tensor<2x16x4x16xf32>
-    %collapsed_5 = tensor.collapse_shape %33 [[0], [1], [2, 3]] : tensor<2x16x4x16xf32> into tensor<2x16x64xf32>
-    %34 = moe.param "model.layers.1.self_attn.o_proj.weight" : tensor<64x64xf32>
-    %35 = moe.linear %collapsed_5, %34 : (tensor<2x16x64xf32>, tensor<64x64xf32>) -> tensor<2x16x64xf32>
-    %36 = moe.add %22, %35 : tensor<2x16x64xf32>
-    %37 = moe.param "model.layers.1.post_attention_layernorm.weight" : tensor<64xf32>
-    %38 = moe.rms_norm %36, %37 : (tensor<2x16x64xf32>, tensor<64xf32>) -> tensor<2x16x64xf32>
-    %39 = moe.param "model.layers.1.mlp.gate.weight" : tensor<16x64xf32>
-    %40 = moe.param "model.layers.1.mlp.gate.e_score_correction_bias" : tensor<16xf32>
-    %weights, %indices, %logits = moe.router %38, %39 bias %40 sigmoid top 4 {n_group = 4 : i64, norm_topk_prob, route_scale = 2.500000e+00 : f64, topk_group = 2 : i64} : (tensor<2x16x64xf32>, tensor<16x64xf32>, tensor<16xf32>) -> (tensor<2x16x4xf32>, tensor<2x16x4xi32>, tensor<2x16x16xf32>)
-    %41 = moe.param "model.layers.1.mlp.experts.{e}.gate_proj.weight" : tensor<16x32x64xf32>
-    %42 = moe.param "model.layers.1.mlp.experts.{e}.up_proj.weight" : tensor<16x32x64xf32>
-    %43 = moe.param "model.layers.1.mlp.experts.{e}.down_proj.weight" : tensor<16x64x32xf32>
-    %44 = moe.experts %38, %weights, %indices, %41, %42, %43 : (tensor<2x16x64xf32>, tensor<2x16x4xf32>, tensor<2x16x4xi32>, tensor<16x32x64xf32>, tensor<16x32x64xf32>, tensor<16x64x32xf32>) -> tensor<2x16x64xf32>
-    %45 = moe.param "model.layers.1.mlp.shared_experts.gate_proj.weight" : tensor<32x64xf32>
-    %46 = moe.param "model.layers.1.mlp.shared_experts.up_proj.weight" : tensor<32x64xf32>
-    %47 = moe.param "model.layers.1.mlp.shared_experts.down_proj.weight" : tensor<64x32xf32>
-    %48 = moe.shared_experts %38, %45, %46, %47 : (tensor<2x16x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x32xf32>) -> tensor<2x16x64xf32>
-    %49 = moe.add %44, %48 : tensor<2x16x64xf32>
-    %50 = moe.aux_loss %logits, %indices sigmoid {coefficient = 1.000000e-04 : f64} : (tensor<2x16x16xf32>, tensor<2x16x4xi32>) -> tensor<f32>
-    %51 = moe.add %36, %49 : tensor<2x16x64xf32>
-    %52 = moe.param "model.norm.weight" : tensor<64xf32>
-    %53 = moe.rms_norm %51, %52 : (tensor<2x16x64xf32>, tensor<64xf32>) -> tensor<2x16x64xf32>
-    %54 = moe.param "lm_head.weight" : tensor<128x64xf32>
-    %55 = moe.linear %53, %54 : (tensor<2x16x64xf32>, tensor<128x64xf32>) -> tensor<2x16x128xf32>
-    %56 = moe.cross_entropy %55, %arg1 : (tensor<2x16x128xf32>, tensor<2x16xi32>) -> tensor<f32>
-    %57 = moe.add %56, %50 : tensor<f32>
-    return %55, %57 : tensor<2x16x128xf32>, tensor<f32>
+    %4 = moe.param "model.layers.0.self_attn.q_a_proj.weight" : tensor<32x64xf32>
+    %5 = moe.linear %3, %4 : (tensor<2x16x64xf32>, tensor<32x64xf32>) -> tensor<2x16x32xf32>
+    %6 = moe.param "model.layers.0.self_attn.q_a_layernorm.weight" : tensor<32xf32>
+    %7 = moe.rms_norm %5, %6 : (tensor<2x16x32xf32>, tensor<32xf32>) -> tensor<2x16x32xf32>
+    %8 = moe.param "model.layers.0.self_attn.q_b_proj.weight" : tensor<96x32xf32>
+    %9 = moe.linear %7, %8 : (tensor<2x16x32xf32>, tensor<96x32xf32>) -> tensor<2x16x96xf32>
+    %expanded = tensor.expand_shape %9 [[0], [1], [2, 3]] output_shape [2, 16, 4, 24] : tensor<2x16x96xf32> into tensor<2x16x4x24xf32>
+    %lhs, %rhs = moe.split %expanded : (tensor<2x16x4x24xf32>) -> (tensor<2x16x4x16xf32>, tensor<2x16x4x8xf32>)
+    %10 = moe.rope %rhs {interleaved, yarn_factor = 4.000000e+00 : f64, yarn_high = 1.000000e+00 : f64} : (tensor<2x16x4x8xf32>) -> tensor<2x16x4x8xf32>
+    %11 = moe.concat %lhs, %10 : (tensor<2x16x4x16xf32>, tensor<2x16x4x8xf32>) -> tensor<2x16x4x24xf32>
+    %12 = moe.param "model.layers.0.self_attn.kv_a_proj_with_mqa.weight" : tensor<32x64xf32>
+    %13 = moe.linear %3, %12 : (tensor<2x16x64xf32>, tensor<32x64xf32>) -> tensor<2x16x32xf32>
+    %lhs_0, %rhs_1 = moe.split %13 : (tensor<2x16x32xf32>) -> (tensor<2x16x24xf32>, tensor<2x16x8xf32>)
+    %14 = moe.param "model.layers.0.self_attn.kv_a_layernorm.weight" : tensor<24xf32>
+    %15 = moe.rms_norm %lhs_0, %14 : (tensor<2x16x24xf32>, tensor<24xf32>) -> tensor<2x16x24xf32>
+    %16 = moe.param "model.layers.0.self_attn.kv_b_proj.weight" : tensor<112x24xf32>
+    %17 = moe.linear %15, %16 : (tensor<2x16x24xf32>, tensor<112x24xf32>) -> tensor<2x16x112xf32>
+    %expanded_2 = tensor.expand_shape %17 [[0], [1], [2, 3]] output_shape [2, 16, 4, 28] : tensor<2x16x112xf32> into tensor<2x16x4x28xf32>
+    %lhs_3, %rhs_4 = moe.split %expanded_2 : (tensor<2x16x4x28xf32>) -> (tensor<2x16x4x16xf32>, tensor<2x16x4x12xf32>)
+    %expanded_5 = tensor.expand_shape %rhs_1 [[0], [1], [2, 3]] output_shape [2, 16, 1, 8] : tensor<2x16x8xf32> into tensor<2x16x1x8xf32>
+    %18 = moe.rope %expanded_5 {interleaved, yarn_factor = 4.000000e+00 : f64, yarn_high = 1.000000e+00 : f64} : (tensor<2x16x1x8xf32>) -> tensor<2x16x1x8xf32>
+    %19 = moe.concat %lhs_3, %18 : (tensor<2x16x4x16xf32>, tensor<2x16x1x8xf32>) -> tensor<2x16x4x24xf32>
+    %20 = moe.attention %11, %19, %rhs_4 {causal, scale = 0.26464225796422675 : f64} : (tensor<2x16x4x24xf32>, tensor<2x16x4x24xf32>, tensor<2x16x4x12xf32>) -> tensor<2x16x4x12xf32>
+    %collapsed = tensor.collapse_shape %20 [[0], [1], [2, 3]] : tensor<2x16x4x12xf32> into tensor<2x16x48xf32>
+    %21 = moe.param "model.layers.0.self_attn.o_proj.weight" : tensor<64x48xf32>
+    %22 = moe.linear %collapsed, %21 : (tensor<2x16x48xf32>, tensor<64x48xf32>) -> tensor<2x16x64xf32>
+    %23 = moe.add %1, %22 : tensor<2x16x64xf32>
+    %24 = moe.param "model.layers.0.post_attention_layernorm.weight" : tensor<64xf32>
+    %25 = moe.rms_norm %23, %24 : (tensor<2x16x64xf32>, tensor<64xf32>) -> tensor<2x16x64xf32>
+    %26 = moe.param "model.layers.0.mlp.gate_proj.weight" : tensor<96x64xf32>
+    %27 = moe.param "model.layers.0.mlp.up_proj.weight" : tensor<96x64xf32>
+    %28 = moe.param "model.layers.0.mlp.down_proj.weight" : tensor<64x96xf32>
+    %29 = moe.mlp %25, %26, %27, %28 : (tensor<2x16x64xf32>, tensor<96x64xf32>, tensor<96x64xf32>, tensor<64x96xf32>) -> tensor<2x16x64xf32>
+    %30 = moe.add %23, %29 : tensor<2x16x64xf32>
+    %31 = moe.param "model.layers.1.input_layernorm.weight" : tensor<64xf32>
+    %32 = moe.rms_norm %30, %31 : (tensor<2x16x64xf32>, tensor<64xf32>) -> tensor<2x16x64xf32>
+    %33 = moe.param "model.layers.1.self_attn.q_a_proj.weight" : tensor<32x64xf32>
+    %34 = moe.linear %32, %33 : (tensor<2x16x64xf32>, tensor<32x64xf32>) -> tensor<2x16x32xf32>
+    %35 = moe.param "model.layers.1.self_attn.q_a_layernorm.weight" : tensor<32xf32>
+    %36 = moe.rms_norm %34, %35 : (tensor<2x16x32xf32>, tensor<32xf32>) -> tensor<2x16x32xf32>
+    %37 = moe.param "model.layers.1.self_attn.q_b_proj.weight" : tensor<96x32xf32>
+    %38 = moe.linear %36, %37 : (tensor<2x16x32xf32>, tensor<96x32xf32>) -> tensor<2x16x96xf32>
+    %expanded_6 = tensor.expand_shape %38 [[0], [1], [2, 3]] output_shape [2, 16, 4, 24] : tensor<2x16x96xf32> into tensor<2x16x4x24xf32>
+    %lhs_7, %rhs_8 = moe.split %expanded_6 : (tensor<2x16x4x24xf32>) -> (tensor<2x16x4x16xf32>, tensor<2x16x4x8xf32>)
+    %39 = moe.rope %rhs_8 {interleaved, yarn_factor = 4.000000e+00 : f64, yarn_high = 1.000000e+00 : f64} : (tensor<2x16x4x8xf32>) -> tensor<2x16x4x8xf32>
+    %40 = moe.concat %lhs_7, %39 : (tensor<2x16x4x16xf32>, tensor<2x16x4x8xf32>) -> tensor<2x16x4x24xf32>
+    %41 = moe.param "model.layers.1.self_attn.kv_a_proj_with_mqa.weight" : tensor<32x64xf32>
+    %42 = moe.linear %32, %41 : (tensor<2x16x64xf32>, tensor<32x64xf32>) -> tensor<2x16x32xf32>
+    %lhs_9, %rhs_10 = moe.split %42 : (tensor<2x16x32xf32>) -> (tensor<2x16x24xf32>, tensor<2x16x8xf32>)
+    %43 = moe.param "model.layers.1.self_attn.kv_a_layernorm.weight" : tensor<24xf32>
+    %44 = moe.rms_norm %lhs_9, %43 : (tensor<2x16x24xf32>, tensor<24xf32>) -> tensor<2x16x24xf32>
+    %45 = moe.param "model.layers.1.self_attn.kv_b_proj.weight" : tensor<112x24xf32>
+    %46 = moe.linear %44, %45 : (tensor<2x16x24xf32>, tensor<112x24xf32>) -> tensor<2x16x112xf32>
+    %expanded_11 = tensor.expand_shape %46 [[0], [1], [2, 3]] output_shape [2, 16, 4, 28] : tensor<2x16x112xf32> into tensor<2x16x4x28xf32>
+    %lhs_12, %rhs_13 = moe.split %expanded_11 : (tensor<2x16x4x28xf32>) -> (tensor<2x16x4x16xf32>, tensor<2x16x4x12xf32>)
+    %expanded_14 = tensor.expand_shape %rhs_10 [[0], [1], [2, 3]] output_shape [2, 16, 1, 8] : tensor<2x16x8xf32> into tensor<2x16x1x8xf32>
+    %47 = moe.rope %expanded_14 {interleaved, yarn_factor = 4.000000e+00 : f64, yarn_high = 1.000000e+00 : f64} : (tensor<2x16x1x8xf32>) -> tensor<2x16x1x8xf32>
+    %48 = moe.concat %lhs_12, %47 : (tensor<2x16x4x16xf32>, tensor<2x16x1x8xf32>) -> tensor<2x16x4x24xf32>
+    %49 = moe.attention %40, %48, %rhs_13 {causal, scale = 0.26464225796422675 : f64} : (tensor<2x16x4x24xf32>, tensor<2x16x4x24xf32>, tensor<2x16x4x12xf32>) -> tensor<2x16x4x12xf32>
+    %collapsed_15 = tensor.collapse_shape %49 [[0], [1], [2, 3]] : tensor<2x16x4x12xf32> into tensor<2x16x48xf32>
+    %50 = moe.param "model.layers.1.self_attn.o_proj.weight" : tensor<64x48xf32>
+    %51 = moe.linear %collapsed_15, %50 : (tensor<2x16x48xf32>, tensor<64x48xf32>) -> tensor<2x16x64xf32>
+    %52 = moe.add %30, %51 : tensor<2x16x64xf32>
+    %53 = moe.param "model.layers.1.post_attention_layernorm.weight" : tensor<64xf32>
+    %54 = moe.rms_norm %52, %53 : (tensor<2x16x64xf32>, tensor<64xf32>) -> tensor<2x16x64xf32>
+    %55 = moe.param "model.layers.1.mlp.gate.weight" : tensor<16x64xf32>
+    %56 = moe.param "model.layers.1.mlp.gate.e_score_correction_bias" : tensor<16xf32>
+    %weights, %indices, %logits = moe.router %54, %55 bias %56 sigmoid top 4 {n_group = 4 : i64, norm_topk_prob, route_scale = 2.500000e+00 : f64, topk_group = 2 : i64} : (tensor<2x16x64xf32>, tensor<16x64xf32>, tensor<16xf32>) -> (tensor<2x16x4xf32>, tensor<2x16x4xi32>, tensor<2x16x16xf32>)
+    %57 = moe.param "model.layers.1.mlp.experts.{e}.gate_proj.weight" : tensor<16x32x64xf32>
+    %58 = moe.param "model.layers.1.mlp.experts.{e}.up_proj.weight" : tensor<16x32x64xf32>
+    %59 = moe.param "model.layers.1.mlp.experts.{e}.down_proj.weight" : tensor<16x64x32xf32>
+    %60 = moe.experts %54, %weights, %indices, %57, %58, %59 : (tensor<2x16x64xf32>, tensor<2x16x4xf32>, tensor<2x16x4xi32>, tensor<16x32x64xf32>, tensor<16x32x64xf32>, tensor<16x64x32xf32>) -> tensor<2x16x64xf32>
+    %61 = moe.param "model.layers.1.mlp.shared_experts.gate_proj.weight" : tensor<32x64xf32>
+    %62 = moe.param "model.layers.1.mlp.shared_experts.up_proj.weight" : tensor<32x64xf32>
+    %63 = moe.param "model.layers.1.mlp.shared_experts.down_proj.weight" : tensor<64x32xf32>
+    %64 = moe.shared_experts %54, %61, %62, %63 : (tensor<2x16x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x32xf32>) -> tensor<2x16x64xf32>
+    %65 = moe.add %60, %64 : tensor<2x16x64xf32>
+    %66 = moe.add %52, %65 : tensor<2x16x64xf32>
+    %67 = moe.param "model.norm.weight" : tensor<64xf32>
+    %68 = moe.rms_norm %66, %67 : (tensor<2x16x64xf32>, tensor<64xf32>) -> tensor<2x16x64xf32>
+    %69 = moe.param "lm_head.weight" : tensor<128x64xf32>
+    %70 = moe.linear %68, %69 : (tensor<2x16x64xf32>, tensor<128x64xf32>) -> tensor<2x16x128xf32>
+    %71 = moe.cross_entropy %70, %arg1 : (tensor<2x16x128xf32>, tensor<2x16xi32>) -> tensor<f32>
+    return %70, %71 : tensor<2x16x128xf32>, tensor<f32>
   }
 }

@@ -215,7 +215,8 @@ void readYarn(Reader &r, ModelSpec &s, const char *key,
 
 /// The fields every supported family shares: sizes, norms, RoPE, the head.
 void readDecoder(Reader &r, ModelSpec &s, double epsDefault,
-                 double thetaDefault) {
+                 double thetaDefault,
+                 std::optional<int64_t> ropeDim = std::nullopt) {
   s.vocab = r.positive("vocab_size", std::nullopt);
   s.hidden = r.positive("hidden_size", std::nullopt);
   s.layers = r.positive("num_hidden_layers", std::nullopt);
@@ -225,7 +226,10 @@ void readDecoder(Reader &r, ModelSpec &s, double epsDefault,
     r.fail("num_attention_heads (" + std::to_string(s.heads) +
            ") is not a multiple of num_key_value_heads (" +
            std::to_string(s.kvHeads) + ")");
-  s.headDim = r.positive("head_dim", s.hidden / std::max<int64_t>(s.heads, 1));
+  // The rotary head size: head_dim, or what the family fixes it to.
+  s.headDim = ropeDim ? *ropeDim
+                      : r.positive("head_dim",
+                                   s.hidden / std::max<int64_t>(s.heads, 1));
   s.eps = r.number("rms_norm_eps", epsDefault);
   if (s.eps <= 0)
     r.fail("field 'rms_norm_eps' must be positive");
@@ -366,20 +370,54 @@ void readMixtral(Reader &r, ModelSpec &s, int64_t seq) {
   s.auxLossCoef = hfAuxLossCoef(r);
 }
 
+/// DeepSeek's multi-head latent attention, with DeepseekV3Config's defaults:
+/// q_lora_rank null means a plain q_proj; the rotary part of each head is
+/// qk_rope_head_dim wide (transformers' head_dim, which YaRN's ramp uses);
+/// the softmax scale is 1/sqrt(qk head size), times mscale^2 from YaRN's
+/// mscale_all_dim.
+void readLatentAttention(Reader &r, ModelSpec &s) {
+  const llvm::json::Value *qLora = r.config.get("q_lora_rank");
+  s.qLoraRank = qLora && qLora->kind() == llvm::json::Value::Null
+                    ? 0
+                    : r.positive("q_lora_rank", 1536);
+  s.kvLoraRank = r.positive("kv_lora_rank", 512);
+  s.qkNopeDim = r.positive("qk_nope_head_dim", 128);
+  s.qkRopeDim = r.positive("qk_rope_head_dim", 64);
+  s.vHeadDim = r.positive("v_head_dim", 128);
+  s.ropeInterleave = r.boolean("rope_interleave", true);
+  if (s.qkRopeDim % 2 != 0)
+    r.fail("field 'qk_rope_head_dim' is " + std::to_string(s.qkRopeDim) +
+           ", expected an even number");
+  readDecoder(r, s, 1e-6, 10000.0, /*ropeDim=*/s.qkRopeDim);
+  if (s.kvHeads != s.heads)
+    r.unsupported("num_key_value_heads",
+                  "MLA has one key/value head per query head (" +
+                      std::to_string(s.heads) + ")");
+  double scale = 1.0 / std::sqrt(double(s.qkNopeDim + s.qkRopeDim));
+  if (s.yarnFactor > 1.0) {
+    const llvm::json::Object *scaling = nullptr;
+    for (const char *key : {"rope_scaling", "rope_parameters"})
+      if (const llvm::json::Value *v = r.get(key))
+        scaling = scaling ? scaling : v->getAsObject();
+    double all =
+        scaling ? scaling->getNumber("mscale_all_dim").value_or(0.0) : 0.0;
+    if (all != 0.0) {
+      double m = 0.1 * all * std::log(s.yarnFactor) + 1.0;
+      scale *= m * m;
+    }
+  }
+  s.attentionScale = scale;
+}
+
 void readDeepseekV3(Reader &r, ModelSpec &s) {
   s.naming = Naming::DeepseekV3;
-  if (r.string("moec_attention", "") != "gqa") {
-    if (r.has("moec_attention"))
-      r.unsupported("moec_attention", "expected \"gqa\"");
-    else
-      r.fail("field 'kv_lora_rank' is " +
-             (r.has("kv_lora_rank") ? show(*r.get("kv_lora_rank"))
-                                    : std::string("unset")) +
-             ": DeepSeek's multi-head latent attention (MLA) is not "
-             "supported yet (moec_attention = \"gqa\" builds DeepSeek-V3 "
-             "routing on GQA attention instead)");
-  }
-  readDecoder(r, s, 1e-6, 10000.0);
+  std::string attention = r.string("moec_attention", "mla");
+  if (attention == "mla")
+    readLatentAttention(r, s);
+  else if (attention == "gqa")
+    readDecoder(r, s, 1e-6, 10000.0);
+  else
+    r.unsupported("moec_attention", "expected \"mla\" or \"gqa\"");
   r.require("attention_bias", false,
             "biased attention projections are not supported");
   s.experts = r.positive("n_routed_experts", 256);

@@ -2,9 +2,10 @@
 //
 // Writes the decoder of a ModelSpec with the dialect's builders: embedding,
 // then per layer RMSNorm -> GQA attention with RoPE (q/k norms, qkv biases)
-// -> residual -> RMSNorm -> a dense SwiGLU or routed experts (with shared
-// experts and router losses) -> residual; final RMSNorm, LM head, cross
-// entropy plus the router losses. Parameters carry their Hugging Face names.
+// or DeepSeek's latent attention (MLA) -> residual -> RMSNorm -> a dense SwiGLU
+// or routed experts (with shared experts and router losses) -> residual; final
+// RMSNorm, LM head, cross entropy plus the router losses. Parameters carry
+// their Hugging Face names.
 //
 //===----------------------------------------------------------------------===//
 
@@ -50,10 +51,48 @@ private:
     return ParamOp::create(b, loc, f32(shape), b.getStringAttr(name));
   }
   Value rmsNorm(Value x, const std::string &weightName) {
+    return rmsNorm(x, weightName, spec.eps);
+  }
+  Value rmsNorm(Value x, const std::string &weightName, double eps) {
     int64_t width = cast<RankedTensorType>(x.getType()).getShape().back();
     Value w = param(weightName, {width});
-    return RMSNormOp::create(b, loc, x.getType(), x, w,
-                             b.getF64FloatAttr(spec.eps));
+    return RMSNormOp::create(b, loc, x.getType(), x, w, b.getF64FloatAttr(eps));
+  }
+  /// [B, S, count * dim] as [B, S, count, dim].
+  Value toHeads(Value x, int64_t count, int64_t dim) {
+    return tensor::ExpandShapeOp::create(
+        b, loc, f32({spec.batch, spec.seq, count, dim}), x,
+        ArrayRef<ReassociationIndices>{{0}, {1}, {2, 3}});
+  }
+  /// `x` cut after `width` features of its last dimension.
+  std::pair<Value, Value> split(Value x, int64_t width) {
+    auto type = cast<RankedTensorType>(x.getType());
+    SmallVector<int64_t> lhs(type.getShape()), rhs(type.getShape());
+    lhs.back() = width;
+    rhs.back() -= width;
+    auto op = SplitOp::create(b, loc, f32(lhs), f32(rhs), x);
+    return {op.getLhs(), op.getRhs()};
+  }
+  Value rope(Value x) {
+    return RopeOp::create(
+        b, loc, x.getType(), x, Value(), b.getF64FloatAttr(spec.ropeTheta),
+        b.getF64FloatAttr(spec.yarnFactor), b.getF64FloatAttr(spec.yarnLow),
+        b.getF64FloatAttr(spec.yarnHigh), b.getF64FloatAttr(spec.yarnScale),
+        spec.ropeInterleave ? b.getUnitAttr() : UnitAttr());
+  }
+  /// Causal attention, then the heads flattened back for o_proj.
+  Value attend(const LayerNames &n, Value q, Value k, Value v) {
+    auto qType = cast<RankedTensorType>(q.getType());
+    SmallVector<int64_t> shape(qType.getShape());
+    shape.back() = cast<RankedTensorType>(v.getType()).getShape().back();
+    FloatAttr scale = spec.attentionScale
+                          ? b.getF64FloatAttr(spec.attentionScale)
+                          : FloatAttr();
+    Value att = AttentionOp::create(b, loc, f32(shape), q, k, v,
+                                    b.getUnitAttr(), scale);
+    Value flat = tensor::CollapseShapeOp::create(
+        b, loc, att, ArrayRef<ReassociationIndices>{{0}, {1}, {2, 3}});
+    return linear(flat, n.attn("o_proj.weight"), spec.hidden);
   }
   Value linear(Value x, const std::string &weightName, int64_t out,
                const std::string &biasName = "") {
@@ -69,6 +108,7 @@ private:
   void swigluWeights(const std::string &prefix, int64_t inter,
                      Value (&weights)[3]);
   Value attention(const LayerNames &n, Value x);
+  Value latentAttention(const LayerNames &n, Value x);
   Value ffn(int64_t layer, const LayerNames &n, Value x,
             SmallVectorImpl<Value> &losses);
 
@@ -78,37 +118,56 @@ private:
 };
 
 Value Builder::attention(const LayerNames &n, Value x) {
-  const int64_t B = spec.batch, S = spec.seq, D = spec.headDim;
+  if (spec.isMLA())
+    return latentAttention(n, x);
   Value heads[3];
   const char *kinds[3] = {"q", "k", "v"};
   for (int kind = 0; kind < 3; ++kind) {
     int64_t count = kind == 0 ? spec.heads : spec.kvHeads;
     std::string proj = n.attn(std::string(kinds[kind]) + "_proj");
-    Value flat = linear(x, proj + ".weight", count * D,
+    Value flat = linear(x, proj + ".weight", count * spec.headDim,
                         spec.qkvBias ? proj + ".bias" : "");
     if (spec.qkNormFlat && kind != 2)
       flat = rmsNorm(flat, n.attn(std::string(kinds[kind]) + "_norm.weight"));
-    Value split = tensor::ExpandShapeOp::create(
-        b, loc, f32({B, S, count, D}), flat,
-        ArrayRef<ReassociationIndices>{{0}, {1}, {2, 3}});
+    Value split = toHeads(flat, count, spec.headDim);
     if (kind != 2) {
       if (spec.qkNorm)
         split =
             rmsNorm(split, n.attn(std::string(kinds[kind]) + "_norm.weight"));
-      split = RopeOp::create(
-          b, loc, split.getType(), split, Value(),
-          b.getF64FloatAttr(spec.ropeTheta), b.getF64FloatAttr(spec.yarnFactor),
-          b.getF64FloatAttr(spec.yarnLow), b.getF64FloatAttr(spec.yarnHigh),
-          b.getF64FloatAttr(spec.yarnScale));
+      split = rope(split);
     }
     heads[kind] = split;
   }
-  Value att =
-      AttentionOp::create(b, loc, heads[0].getType(), heads[0], heads[1],
-                          heads[2], b.getUnitAttr(), FloatAttr());
-  Value flat = tensor::CollapseShapeOp::create(
-      b, loc, att, ArrayRef<ReassociationIndices>{{0}, {1}, {2, 3}});
-  return linear(flat, n.attn("o_proj.weight"), spec.hidden);
+  return attend(n, heads[0], heads[1], heads[2]);
+}
+
+Value Builder::latentAttention(const LayerNames &n, Value x) {
+  const int64_t H = spec.heads, nope = spec.qkNopeDim, rot = spec.qkRopeDim;
+  // Queries: each head's non-rotary features, then its rotated ones.
+  Value q;
+  if (spec.qLoraRank) {
+    q = linear(x, n.attn("q_a_proj.weight"), spec.qLoraRank);
+    q = rmsNorm(q, n.attn("q_a_layernorm.weight"), spec.latentEps);
+    q = linear(q, n.attn("q_b_proj.weight"), H * (nope + rot));
+  } else {
+    q = linear(x, n.attn("q_proj.weight"), H * (nope + rot));
+  }
+  auto [qPass, qRot] = split(toHeads(q, H, nope + rot), nope);
+  Value query = ConcatOp::create(
+      b, loc, f32({spec.batch, spec.seq, H, nope + rot}), qPass, rope(qRot));
+  // Keys and values from the compressed latent; the rotary key is one head
+  // that every head's key shares.
+  Value compressed =
+      linear(x, n.attn("kv_a_proj_with_mqa.weight"), spec.kvLoraRank + rot);
+  auto [latent, kRot] = split(compressed, spec.kvLoraRank);
+  latent = rmsNorm(latent, n.attn("kv_a_layernorm.weight"), spec.latentEps);
+  Value kv =
+      linear(latent, n.attn("kv_b_proj.weight"), H * (nope + spec.vHeadDim));
+  auto [kPass, value] = split(toHeads(kv, H, nope + spec.vHeadDim), nope);
+  Value key =
+      ConcatOp::create(b, loc, f32({spec.batch, spec.seq, H, nope + rot}),
+                       kPass, rope(toHeads(kRot, 1, rot)));
+  return attend(n, query, key, value);
 }
 
 void Builder::swigluWeights(const std::string &prefix, int64_t inter,

@@ -202,7 +202,7 @@ TEST(CpuGradKernels, RopeWithAndWithoutPositions) {
     Context ctx;
     Floats dx2 = garbage(size);
     moert_rope_grad(ctx, dyF.data(), pos, dx2.data(), batch, seq, heads, dim,
-                    theta, 1.0, 0.0, 0.0, 1.0);
+                    theta, 1.0, 0.0, 0.0, 1.0, /*interleaved=*/0);
     ctx.expectNoError();
     expectSame(dx2, dx, "ropeGrad");
   }
@@ -210,64 +210,71 @@ TEST(CpuGradKernels, RopeWithAndWithoutPositions) {
 
 TEST(CpuGradKernels, AttentionGqaAndMhaCausalAndNot) {
   const int batch = 2, seq = 5, heads = 4, dim = 4;
-  for (int kvHeads : {2, 4}) {
-    for (bool causal : {false, true}) {
-      SCOPED_TRACE("kvHeads=" + std::to_string(kvHeads) +
-                   " causal=" + std::to_string(causal));
-      std::mt19937 gen(5 + kvHeads + causal);
-      size_t qSize = size_t(batch) * seq * heads * dim;
-      size_t kvSize = size_t(batch) * seq * kvHeads * dim;
-      Floats qF = randomVector(gen, qSize, -1.5f, 1.5f);
-      Floats kF = randomVector(gen, kvSize, -1.5f, 1.5f);
-      Floats vF = randomVector(gen, kvSize), doutF = randomVector(gen, qSize);
-      Doubles q = toDoubles(qF), k = toDoubles(kF), v = toDoubles(vF);
-      Doubles dout = toDoubles(doutF);
-      const float scale = 1.0f / std::sqrt(float(dim));
-      auto loss = [&] {
-        auto at = [&](int b, int s, int h, int nh) {
-          return ((size_t(b) * seq + s) * nh + h) * dim;
-        };
-        double total = 0.0;
-        for (int b = 0; b < batch; ++b)
-          for (int h = 0; h < heads; ++h) {
-            int kvh = h / (heads / kvHeads);
-            for (int s = 0; s < seq; ++s) {
-              int visible = causal ? s + 1 : seq;
-              Doubles scores(visible);
-              for (int j = 0; j < visible; ++j) {
-                double acc = 0.0;
-                for (int d = 0; d < dim; ++d)
-                  acc +=
-                      q[at(b, s, h, heads) + d] * k[at(b, j, kvh, kvHeads) + d];
-                scores[j] = acc * scale;
+  // Value heads as wide as the query/key heads, or wider (MLA's differ).
+  for (int vDim : {4, 6}) {
+    for (int kvHeads : {2, 4}) {
+      for (bool causal : {false, true}) {
+        SCOPED_TRACE("vDim=" + std::to_string(vDim) +
+                     " kvHeads=" + std::to_string(kvHeads) +
+                     " causal=" + std::to_string(causal));
+        std::mt19937 gen(5 + kvHeads + causal + vDim);
+        size_t qSize = size_t(batch) * seq * heads * dim;
+        size_t kSize = size_t(batch) * seq * kvHeads * dim;
+        size_t vSize = size_t(batch) * seq * kvHeads * vDim;
+        size_t outSize = size_t(batch) * seq * heads * vDim;
+        Floats qF = randomVector(gen, qSize, -1.5f, 1.5f);
+        Floats kF = randomVector(gen, kSize, -1.5f, 1.5f);
+        Floats vF = randomVector(gen, vSize),
+               doutF = randomVector(gen, outSize);
+        Doubles q = toDoubles(qF), k = toDoubles(kF), v = toDoubles(vF);
+        Doubles dout = toDoubles(doutF);
+        const float scale = 1.0f / std::sqrt(float(dim));
+        auto loss = [&] {
+          auto at = [&](int b, int s, int h, int nh, int d) {
+            return ((size_t(b) * seq + s) * nh + h) * d;
+          };
+          double total = 0.0;
+          for (int b = 0; b < batch; ++b)
+            for (int h = 0; h < heads; ++h) {
+              int kvh = h / (heads / kvHeads);
+              for (int s = 0; s < seq; ++s) {
+                int visible = causal ? s + 1 : seq;
+                Doubles scores(visible);
+                for (int j = 0; j < visible; ++j) {
+                  double acc = 0.0;
+                  for (int d = 0; d < dim; ++d)
+                    acc += q[at(b, s, h, heads, dim) + d] *
+                           k[at(b, j, kvh, kvHeads, dim) + d];
+                  scores[j] = acc * scale;
+                }
+                Doubles p = softmaxD(scores.data(), visible);
+                for (int j = 0; j < visible; ++j)
+                  for (int d = 0; d < vDim; ++d)
+                    total += dout[at(b, s, h, heads, vDim) + d] * p[j] *
+                             v[at(b, j, kvh, kvHeads, vDim) + d];
               }
-              Doubles p = softmaxD(scores.data(), visible);
-              for (int j = 0; j < visible; ++j)
-                for (int d = 0; d < dim; ++d)
-                  total += dout[at(b, s, h, heads) + d] * p[j] *
-                           v[at(b, j, kvh, kvHeads) + d];
             }
-          }
-        return total;
-      };
+          return total;
+        };
 
-      Floats dq = garbage(qSize), dk = garbage(kvSize), dv = garbage(kvSize);
-      cpu::attentionGrad(doutF.data(), qF.data(), kF.data(), vF.data(), batch,
-                         seq, heads, kvHeads, dim, causal, scale, dq.data(),
-                         dk.data(), dv.data());
-      expectClose(dq, numericGrad(q, loss), kTol, "attentionGrad dq");
-      expectClose(dk, numericGrad(k, loss), kTol, "attentionGrad dk");
-      expectClose(dv, numericGrad(v, loss), kTol, "attentionGrad dv");
+        Floats dq = garbage(qSize), dk = garbage(kSize), dv = garbage(vSize);
+        cpu::attentionGrad(doutF.data(), qF.data(), kF.data(), vF.data(), batch,
+                           seq, heads, kvHeads, dim, vDim, causal, scale,
+                           dq.data(), dk.data(), dv.data());
+        expectClose(dq, numericGrad(q, loss), kTol, "attentionGrad dq");
+        expectClose(dk, numericGrad(k, loss), kTol, "attentionGrad dk");
+        expectClose(dv, numericGrad(v, loss), kTol, "attentionGrad dv");
 
-      Context ctx;
-      Floats dq2 = garbage(qSize), dk2 = garbage(kvSize), dv2 = garbage(kvSize);
-      moert_attention_grad(ctx, doutF.data(), qF.data(), kF.data(), vF.data(),
-                           dq2.data(), dk2.data(), dv2.data(), batch, seq,
-                           heads, kvHeads, dim, causal, scale);
-      ctx.expectNoError();
-      expectSame(dq2, dq, "attentionGrad dq");
-      expectSame(dk2, dk, "attentionGrad dk");
-      expectSame(dv2, dv, "attentionGrad dv");
+        Context ctx;
+        Floats dq2 = garbage(qSize), dk2 = garbage(kSize), dv2 = garbage(vSize);
+        moert_attention_grad(ctx, doutF.data(), qF.data(), kF.data(), vF.data(),
+                             dq2.data(), dk2.data(), dv2.data(), batch, seq,
+                             heads, kvHeads, dim, vDim, causal, scale);
+        ctx.expectNoError();
+        expectSame(dq2, dq, "attentionGrad dq");
+        expectSame(dk2, dk, "attentionGrad dk");
+        expectSame(dv2, dv, "attentionGrad dv");
+      }
     }
   }
 }

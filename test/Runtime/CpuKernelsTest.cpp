@@ -186,10 +186,10 @@ TEST(CpuKernels, RopePairsFirstAndSecondHalf) {
 
 Doubles attentionRef(const Floats &q, const Floats &k, const Floats &v,
                      int batch, int seq, int heads, int kvHeads, int dim,
-                     bool causal, double scale) {
-  Doubles out(q.size(), 0.0);
-  auto at = [&](int b, int s, int h, int nh) {
-    return ((size_t(b) * seq + s) * nh + h) * dim;
+                     int vDim, bool causal, double scale) {
+  Doubles out(size_t(batch) * seq * heads * vDim, 0.0);
+  auto at = [&](int b, int s, int h, int nh, int d) {
+    return ((size_t(b) * seq + s) * nh + h) * d;
   };
   for (int b = 0; b < batch; ++b)
     for (int h = 0; h < heads; ++h) {
@@ -201,17 +201,17 @@ Doubles attentionRef(const Floats &q, const Floats &k, const Floats &v,
         for (int j = 0; j < visible; ++j) {
           double dot = 0.0;
           for (int d = 0; d < dim; ++d)
-            dot += double(q[at(b, s, h, heads) + d]) *
-                   k[at(b, j, kvh, kvHeads) + d];
+            dot += double(q[at(b, s, h, heads, dim) + d]) *
+                   k[at(b, j, kvh, kvHeads, dim) + d];
           p[j] = dot * scale;
           maxScore = std::max(maxScore, p[j]);
         }
         for (double &pj : p)
           sum += pj = std::exp(pj - maxScore);
         for (int j = 0; j < visible; ++j)
-          for (int d = 0; d < dim; ++d)
-            out[at(b, s, h, heads) + d] +=
-                p[j] / sum * v[at(b, j, kvh, kvHeads) + d];
+          for (int d = 0; d < vDim; ++d)
+            out[at(b, s, h, heads, vDim) + d] +=
+                p[j] / sum * v[at(b, j, kvh, kvHeads, vDim) + d];
       }
     }
   return out;
@@ -219,29 +219,111 @@ Doubles attentionRef(const Floats &q, const Floats &k, const Floats &v,
 
 TEST(CpuKernels, AttentionGqaAndMhaCausalAndNot) {
   const int batch = 2, seq = 7, dim = 8;
-  for (int kvHeads : {2, 4}) {
-    for (bool causal : {false, true}) {
-      const int heads = 4;
-      SCOPED_TRACE("kvHeads=" + std::to_string(kvHeads) +
-                   " causal=" + std::to_string(causal));
-      std::mt19937 gen(5 + kvHeads);
-      Floats q = randomVector(gen, batch * seq * heads * dim, -2.0f, 2.0f);
-      Floats k = randomVector(gen, batch * seq * kvHeads * dim, -2.0f, 2.0f);
-      Floats v = randomVector(gen, batch * seq * kvHeads * dim);
-      float scale = 1.0f / std::sqrt(float(dim));
-      Floats out(q.size());
-      cpu::attention(q.data(), k.data(), v.data(), batch, seq, heads, kvHeads,
-                     dim, causal, scale, out.data());
-      expectClose(
-          out,
-          attentionRef(q, k, v, batch, seq, heads, kvHeads, dim, causal, scale),
-          kTol, "attention");
+  // Value heads as wide as the query/key heads, narrower and wider (MLA).
+  for (int vDim : {8, 6, 12}) {
+    for (int kvHeads : {2, 4}) {
+      for (bool causal : {false, true}) {
+        const int heads = 4;
+        SCOPED_TRACE("vDim=" + std::to_string(vDim) +
+                     " kvHeads=" + std::to_string(kvHeads) +
+                     " causal=" + std::to_string(causal));
+        std::mt19937 gen(5 + kvHeads + vDim);
+        Floats q = randomVector(gen, batch * seq * heads * dim, -2.0f, 2.0f);
+        Floats k = randomVector(gen, batch * seq * kvHeads * dim, -2.0f, 2.0f);
+        Floats v = randomVector(gen, batch * seq * kvHeads * vDim);
+        float scale = 1.0f / std::sqrt(float(dim));
+        Floats out(size_t(batch) * seq * heads * vDim);
+        cpu::attention(q.data(), k.data(), v.data(), batch, seq, heads, kvHeads,
+                       dim, vDim, causal, scale, out.data());
+        expectClose(out,
+                    attentionRef(q, k, v, batch, seq, heads, kvHeads, dim, vDim,
+                                 causal, scale),
+                    kTol, "attention");
+      }
     }
   }
   Floats dummy(64);
   EXPECT_THROW(cpu::attention(dummy.data(), dummy.data(), dummy.data(), 1, 1, 4,
-                              3, 4, false, 1.0f, dummy.data()),
+                              3, 4, 4, false, 1.0f, dummy.data()),
                std::invalid_argument);
+}
+
+TEST(CpuKernels, ConcatBroadcastsAndSplitSumsBack) {
+  // [2, 3 heads, 4] beside [2, 1 head, 5] broadcast over the 3 heads.
+  const int tokens = 2, heads = 3, aWidth = 4, bWidth = 5;
+  const int rows = tokens * heads, width = aWidth + bWidth;
+  std::mt19937 gen(11);
+  Floats a = randomVector(gen, rows * aWidth);
+  Floats b = randomVector(gen, tokens * bWidth);
+  Floats out(rows * width);
+  cpu::concat(a.data(), b.data(), rows, aWidth, bWidth, 1, heads, out.data());
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < width; ++i)
+      EXPECT_EQ(out[r * width + i], i < aWidth
+                                        ? a[r * aWidth + i]
+                                        : b[(r / heads) * bWidth + i - aWidth])
+          << "row " << r << " feature " << i;
+
+  // Split is the transpose: a's part row by row, b's part summed over the
+  // heads it was broadcast over.
+  Floats x = randomVector(gen, rows * width);
+  Floats da(rows * aWidth), db(tokens * bWidth);
+  cpu::split(x.data(), rows, aWidth, bWidth, 1, heads, da.data(), db.data());
+  Doubles wantA(da.size()), wantB(db.size(), 0.0);
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < width; ++i) {
+      if (i < aWidth)
+        wantA[r * aWidth + i] = x[r * width + i];
+      else
+        wantB[(r / heads) * bWidth + i - aWidth] += x[r * width + i];
+    }
+  expectClose(da, wantA, 0.0, "split lhs");
+  expectClose(db, wantB, kTol, "split rhs (summed)");
+
+  EXPECT_THROW(
+      cpu::concat(a.data(), b.data(), rows, aWidth, bWidth, 1, 4, out.data()),
+      std::invalid_argument); // 4 does not divide 6 rows
+  EXPECT_THROW(
+      cpu::split(x.data(), rows, aWidth, bWidth, 0, 1, da.data(), db.data()),
+      std::invalid_argument);
+}
+
+TEST(CpuKernels, RopeInterleavedPairsAdjacentFeatures) {
+  // DeepSeek's layout: pair i is (x[2i], x[2i + 1]), written to (i, i + D/2).
+  const int batch = 1, seq = 6, heads = 2, dim = 8;
+  const double theta = 10000.0;
+  std::mt19937 gen(12);
+  Floats x = randomVector(gen, batch * seq * heads * dim);
+  Doubles want(x.size());
+  for (int s = 0; s < seq; ++s)
+    for (int h = 0; h < heads; ++h)
+      for (int i = 0; i < dim / 2; ++i) {
+        double angle = s * std::pow(theta, -2.0 * i / dim);
+        size_t base = (size_t(s) * heads + h) * dim;
+        double even = x[base + 2 * i], odd = x[base + 2 * i + 1];
+        want[base + i] = even * std::cos(angle) - odd * std::sin(angle);
+        want[base + i + dim / 2] =
+            odd * std::cos(angle) + even * std::sin(angle);
+      }
+  RopeVariant interleaved;
+  interleaved.interleaved = true;
+  Floats out(x.size());
+  cpu::rope(x.data(), nullptr, batch, seq, heads, dim, theta, out.data(),
+            interleaved);
+  expectClose(out, want, kTol, "interleaved rope");
+
+  // The backward is the transpose, with YaRN too.
+  RopeVariant yarn{4.0, 1.0, 3.0, 1.2, true};
+  cpu::rope(x.data(), nullptr, batch, seq, heads, dim, theta, out.data(), yarn);
+  Floats y = randomVector(gen, x.size()), back(x.size());
+  cpu::ropeGrad(y.data(), nullptr, batch, seq, heads, dim, theta, back.data(),
+                yarn);
+  double lhs = 0, rhs = 0;
+  for (size_t k = 0; k < x.size(); ++k) {
+    lhs += double(out[k]) * y[k];
+    rhs += double(x[k]) * back[k];
+  }
+  EXPECT_NEAR(lhs, rhs, 1e-5 * std::abs(lhs));
 }
 
 // The SiLU's vectorised exp over the whole float range the activations can

@@ -4,7 +4,9 @@
 // attentionGrad on the same random inputs: causal and not, MHA and GQA,
 // sequence lengths around the tile sizes (1, 17, 64, 130), head dimensions
 // of every bucket including ones that are not a multiple of 16 or 32 (8, 24,
-// 64, 128, plus 40 and 256), batch 1 and 3. Gradient outputs start as
+// 64, 128, plus 40 and 256), batch 1 and 3, and value heads narrower or
+// wider than the query/key heads (vDim 16 with headDim 24, 128 with 192 as
+// in DeepSeek's MLA, 40 with 16; and either dimension 0). Outputs start as
 // garbage, so a kernel that accumulates instead of overwriting fails.
 //
 // Tolerance: relative 1e-4 of the largest reference magnitude (expectClose).
@@ -58,12 +60,15 @@ struct Case {
   bool causal;
   float range = 2.0f; // q and k uniform in [-range, range]
   float scale = 0;    // 0: 1 / sqrt(headDim)
+  int vDim = -1;      // the width of v and out; -1: headDim
 
+  int valueDim() const { return vDim < 0 ? headDim : vDim; }
   std::string name() const {
     return "batch=" + std::to_string(batch) + " seq=" + std::to_string(seq) +
            " heads=" + std::to_string(heads) +
            " kvHeads=" + std::to_string(kvHeads) +
            " headDim=" + std::to_string(headDim) +
+           " vDim=" + std::to_string(valueDim()) +
            " causal=" + std::to_string(causal) +
            " range=" + std::to_string(range);
   }
@@ -71,36 +76,41 @@ struct Case {
 
 void runCase(Device &dev, const Case &c, uint64_t seed) {
   SCOPED_TRACE(c.name());
-  const size_t qSize = size_t(c.batch) * c.seq * c.heads * c.headDim;
-  const size_t kvSize = size_t(c.batch) * c.seq * c.kvHeads * c.headDim;
+  const int vDim = c.valueDim();
+  const size_t tokens = size_t(c.batch) * c.seq;
+  const size_t qSize = tokens * c.heads * c.headDim;
+  const size_t kSize = tokens * c.kvHeads * c.headDim;
+  const size_t vSize = tokens * c.kvHeads * vDim;
+  const size_t outSize = tokens * c.heads * vDim;
   const float scale =
       c.scale != 0 ? c.scale : 1.0f / std::sqrt(float(c.headDim));
   std::vector<float> q = randomFloats(qSize, seed, -c.range, c.range);
-  std::vector<float> k = randomFloats(kvSize, seed + 1, -c.range, c.range);
-  std::vector<float> v = randomFloats(kvSize, seed + 2);
-  std::vector<float> dout = randomFloats(qSize, seed + 3);
+  std::vector<float> k = randomFloats(kSize, seed + 1, -c.range, c.range);
+  std::vector<float> v = randomFloats(vSize, seed + 2);
+  std::vector<float> dout = randomFloats(outSize, seed + 3);
 
   // CPU reference.
-  std::vector<float> out(qSize), dq(qSize), dk(kvSize), dv(kvSize);
+  std::vector<float> out(outSize), dq(qSize), dk(kSize), dv(vSize);
   cpu::attention(q.data(), k.data(), v.data(), c.batch, c.seq, c.heads,
-                 c.kvHeads, c.headDim, c.causal, scale, out.data());
+                 c.kvHeads, c.headDim, vDim, c.causal, scale, out.data());
   cpu::attentionGrad(dout.data(), q.data(), k.data(), v.data(), c.batch, c.seq,
-                     c.heads, c.kvHeads, c.headDim, c.causal, scale, dq.data(),
-                     dk.data(), dv.data());
+                     c.heads, c.kvHeads, c.headDim, vDim, c.causal, scale,
+                     dq.data(), dk.data(), dv.data());
 
   DeviceBuffer<float> dQ(q), dK(k), dV(v), dDout(dout);
-  DeviceBuffer<float> dOut(std::vector<float>(qSize, kGarbage));
+  DeviceBuffer<float> dOut(std::vector<float>(outSize, kGarbage));
   DeviceBuffer<float> dDq(std::vector<float>(qSize, kGarbage));
-  DeviceBuffer<float> dDk(std::vector<float>(kvSize, kGarbage));
-  DeviceBuffer<float> dDv(std::vector<float>(kvSize, kGarbage));
+  DeviceBuffer<float> dDk(std::vector<float>(kSize, kGarbage));
+  DeviceBuffer<float> dDv(std::vector<float>(vSize, kGarbage));
   // The uploads ran on the legacy default stream, the kernels run on the
   // Device's non-blocking stream, which does not wait for it: finish them.
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 
   attention<float>(dev, dQ, dK, dV, c.batch, c.seq, c.heads, c.kvHeads,
-                   c.headDim, c.causal, scale, dOut);
+                   c.headDim, vDim, c.causal, scale, dOut);
   attentionGrad<float>(dev, dDout, dQ, dK, dV, c.batch, c.seq, c.heads,
-                       c.kvHeads, c.headDim, c.causal, scale, dDq, dDk, dDv);
+                       c.kvHeads, c.headDim, vDim, c.causal, scale, dDq, dDk,
+                       dDv);
   dev.synchronize();
 
   expectMatches(dOut.download(), out, "attention out");
@@ -134,6 +144,39 @@ TEST_F(CudaAttention, OtherHeadDimsAndGroups) {
   }
 }
 
+TEST_F(CudaAttention, ValueHeadsOfAnotherWidth) {
+  // v and out narrower than q and k (24 and 16: bucket 32; 192 and 128, the
+  // MLA shape: bucket 256) and wider (16 and 40: bucket 64); GQA and MHA,
+  // sequence lengths around the tile sizes.
+  uint64_t seed = 2000;
+  for (bool causal : {false, true})
+    for (int seq : {1, 17, 130}) {
+      Case narrow{2, seq, 8, 2, 24, causal};
+      narrow.vDim = 16;
+      runCase(*dev, narrow, seed += 10);
+      Case mla{1, seq, 4, 4, 192, causal};
+      mla.vDim = 128;
+      runCase(*dev, mla, seed += 10);
+      Case wide{2, seq, 6, 3, 16, causal};
+      wide.vDim = 40;
+      runCase(*dev, wide, seed += 10);
+    }
+}
+
+TEST_F(CudaAttention, OneDimensionZero) {
+  // vDim 0: out, dout and dv are empty, dq and dk are zeros. headDim 0: every
+  // score is 0 even with the scale 1 / sqrt(0) = inf, so out averages the
+  // visible v.
+  for (bool causal : {false, true}) {
+    Case noValues{2, 17, 4, 2, 24, causal};
+    noValues.vDim = 0;
+    runCase(*dev, noValues, 3000);
+    Case noKeys{2, 17, 4, 2, 0, causal};
+    noKeys.vDim = 16;
+    runCase(*dev, noKeys, 3010);
+  }
+}
+
 TEST_F(CudaAttention, LargeScoresNeedTheRunningMax) {
   // Scores up to 64 with scale 1: exp overflows fp32 without the max
   // subtraction, and the maximum moves between key tiles.
@@ -147,30 +190,46 @@ TEST_F(CudaAttention, LargeScoresNeedTheRunningMax) {
 TEST_F(CudaAttention, EmptyShapesAndInvalidSizes) {
   // Nothing to compute: no launch, no throw.
   EXPECT_NO_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 1, 0, 4, 2,
-                                   8, true, 1.0f, nullptr));
+                                   8, 8, true, 1.0f, nullptr));
   EXPECT_NO_THROW(attentionGrad<float>(*dev, nullptr, nullptr, nullptr, nullptr,
-                                       0, 5, 4, 2, 8, false, 1.0f, nullptr,
+                                       0, 5, 4, 2, 8, 8, false, 1.0f, nullptr,
                                        nullptr, nullptr));
   EXPECT_NO_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 2, 3, 4, 2,
-                                   0, false, 1.0f, nullptr));
+                                   0, 0, false, 1.0f, nullptr));
+  EXPECT_NO_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 2, 3, 4, 2,
+                                   8, 0, false, 1.0f, nullptr));
+  EXPECT_NO_THROW(attentionGrad<float>(*dev, nullptr, nullptr, nullptr, nullptr,
+                                       2, 3, 4, 2, 0, 0, false, 1.0f, nullptr,
+                                       nullptr, nullptr));
   dev->synchronize();
-  // heads not a multiple of kvHeads, headDim above 256, negative sizes.
+  // heads not a multiple of kvHeads, headDim or vDim above 256, negative
+  // sizes.
   EXPECT_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 1, 4, 4, 3, 8,
-                                false, 1.0f, nullptr),
+                                8, false, 1.0f, nullptr),
                std::invalid_argument);
   EXPECT_THROW(attentionGrad<float>(*dev, nullptr, nullptr, nullptr, nullptr, 1,
-                                    4, 4, 3, 8, false, 1.0f, nullptr, nullptr,
-                                    nullptr),
+                                    4, 4, 3, 8, 8, false, 1.0f, nullptr,
+                                    nullptr, nullptr),
                std::invalid_argument);
   EXPECT_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 1, 4, 4, 2,
+                                257, 8, false, 1.0f, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 1, 4, 4, 2, 8,
                                 257, false, 1.0f, nullptr),
                std::invalid_argument);
+  EXPECT_THROW(attentionGrad<float>(*dev, nullptr, nullptr, nullptr, nullptr, 1,
+                                    4, 4, 2, 8, 257, false, 1.0f, nullptr,
+                                    nullptr, nullptr),
+               std::invalid_argument);
   EXPECT_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 1, -1, 4, 2, 8,
-                                false, 1.0f, nullptr),
+                                8, false, 1.0f, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 1, 4, 4, 2, 8,
+                                -1, false, 1.0f, nullptr),
                std::invalid_argument);
   EXPECT_THROW(attentionGrad<float>(*dev, nullptr, nullptr, nullptr, nullptr, 1,
-                                    4, 0, 0, 8, false, 1.0f, nullptr, nullptr,
-                                    nullptr),
+                                    4, 0, 0, 8, 8, false, 1.0f, nullptr,
+                                    nullptr, nullptr),
                std::invalid_argument);
 }
 

@@ -13,27 +13,31 @@
 // host's (ties to even, signed zeros, subnormals, overflow to infinity).
 //
 // Inputs have odd sizes (37 tokens; hidden sizes from 3 to 130; head dims 16
-// and 40 with 4 query heads on 2 kv heads), routing leaves experts empty and
-// drops slots (padding rows), and the grouped SwiGLU runs over twice as many
-// segments as experts, one of them empty. Every output starts as the same
-// garbage on both sides, so a kernel that leaves an element unwritten, or
-// accumulates into it, fails. One exception: groupedSwiglu's rows past its
-// last segment, which the CPU leaves alone, may be left alone or zeroed.
+// and 40 with 4 query heads on 2 kv heads, and 24 with value heads of 16),
+// routing leaves experts empty and drops slots (padding rows), and the
+// grouped SwiGLU runs over twice as many segments as experts, one of them
+// empty. Every output starts as the same garbage on both sides, so a kernel
+// that leaves an element unwritten, or accumulates into it, fails. One
+// exception: groupedSwiglu's rows past its last segment, which the CPU
+// leaves alone, may be left alone or zeroed.
 //
 // Tolerances, relative to the largest magnitude of the CPU's output
 // (expectClose of CudaTestUtil.h). A bf16 value has 8 significant bits: its
 // ulp is 2^-7 of its leading power of two, so at most 2^-7 = 7.8e-3 of the
 // largest magnitude of its tensor.
-//   - Exact (bit for bit) for pure copies (embedding, the rows permute
-//     gathers), for integer outputs (router indices, kept ids, offsets,
-//     rowToSlot, expert counts, dropped slots), and for the router's logits,
-//     whose dyadic inputs make every partial sum exact in fp32 and in bf16.
+//   - Exact (bit for bit) for pure copies (embedding, concat, the rows
+//     permute gathers), for split (fp32 sums of the repeated rows in the
+//     CPU's order, rounded once), for integer outputs (router indices, kept
+//     ids, offsets, rowToSlot, expert counts, dropped slots), and for the
+//     router's logits, whose dyadic inputs make every partial sum exact in
+//     fp32 and in bf16.
 //   - kRoundTol = 8e-3, one ulp at the largest magnitude, for ops without a
-//     GEMM: rmsNorm, rope, add, attention, unpermuteCombine, the losses'
-//     gradients and rmsNormGrad, ropeGrad, embeddingGrad, permuteGrad,
-//     unpermuteGrad, attentionGrad. Both sides compute nearly the same fp32
-//     value (another summation order, another expf) and round it once; two
-//     roundings of values much closer than an ulp differ by at most one ulp.
+//     GEMM: rmsNorm, rope (interleaved too), add, attention,
+//     unpermuteCombine, the losses' gradients and rmsNormGrad, ropeGrad,
+//     embeddingGrad, permuteGrad, unpermuteGrad, attentionGrad. Both sides
+//     compute nearly the same fp32 value (another summation order, another
+//     expf) and round it once; two roundings of values much closer than an ulp
+//     differ by at most one ulp.
 //   - kGemmTol = 2e-2 for ops with GEMMs: linear, mlp, sharedExperts,
 //     groupedSwiglu, the router's weights, and their gradients (routerGrad
 //     included). The device may round the intermediates it feeds to a GEMM
@@ -489,42 +493,105 @@ TEST_F(CudaBf16Storage, RopeAndRopeGradWithAndWithoutPositions) {
       call.run([&](rt::Backend &b, const Pointers &at) {
         const int32_t *pos = withPositions ? at(positions) : nullptr;
         b.rope(at(x), pos, at(out), batch, seq, heads, headDim, 1e4, 1.0, 0.0,
-               0.0, 1.0);
+               0.0, 1.0, /*interleaved=*/false);
         b.ropeGrad(at(x), pos, at(dx), batch, seq, heads, headDim, 1e4, 1.0,
-                   0.0, 0.0, 1.0);
+                   0.0, 0.0, 1.0, /*interleaved=*/false);
       });
       call.expectClose(out, kRoundTol, "rope " + what);
       call.expectClose(dx, kRoundTol, "ropeGrad " + what);
     }
 }
 
-/// Grouped-query attention: 4 query heads on 2 kv heads, 37 positions.
+// Interleaved pairs in (the gradient: out), plain and with YaRN.
+TEST_F(CudaBf16Storage, InterleavedRopeWithAndWithoutYarn) {
+  const int64_t batch = 2, seq = 5, heads = 3;
+  for (int64_t headDim : {6, 64})
+    for (bool yarn : {false, true}) {
+      std::string what =
+          shape({batch, seq, heads, headDim}) + (yarn ? " yarn" : "");
+      const double factor = yarn ? 40.0 : 1.0, scale = yarn ? 1.25 : 1.0;
+      const double low = yarn ? 3.0 : 0.0, high = yarn ? 11.0 : 0.0;
+      const int64_t n = batch * seq * heads * headDim;
+      TwinCall call = twinCall();
+      Tensor<float> x = call.bf16(randomFloats(n, 17 + headDim));
+      Tensor<int32_t> positions =
+          call.raw(randomInts(batch * seq, 18, 0, 4095));
+      Tensor<float> out = call.output(n), dx = call.output(n);
+      call.run([&](rt::Backend &b, const Pointers &at) {
+        b.rope(at(x), at(positions), at(out), batch, seq, heads, headDim, 1e4,
+               factor, low, high, scale, /*interleaved=*/true);
+        b.ropeGrad(at(x), at(positions), at(dx), batch, seq, heads, headDim,
+                   1e4, factor, low, high, scale, /*interleaved=*/true);
+      });
+      call.expectClose(out, kRoundTol, "interleaved rope " + what);
+      call.expectClose(dx, kRoundTol, "interleaved ropeGrad " + what);
+    }
+}
+
+/// Grouped-query attention: 4 query heads on 2 kv heads, 37 positions; q
+/// and k heads of headDim, v and out heads of vDim.
 struct AttentionShape {
-  int64_t batch = 2, seq = 37, heads = 4, kvHeads = 2, headDim = 16;
+  int64_t batch = 2, seq = 37, heads = 4, kvHeads = 2, headDim = 16, vDim = 16;
   int64_t queries() const { return batch * seq * heads * headDim; }
   int64_t keys() const { return batch * seq * kvHeads * headDim; }
+  int64_t values() const { return batch * seq * kvHeads * vDim; }
+  int64_t outputs() const { return batch * seq * heads * vDim; }
   float scale() const { return 1.0f / std::sqrt(float(headDim)); }
   std::string name(bool causal) const {
-    return shape({batch, seq, heads, kvHeads, headDim}) +
+    return shape({batch, seq, heads, kvHeads, headDim, vDim}) +
            (causal ? " causal" : "");
   }
 };
 
+/// The (headDim, vDim) pairs the attention tests run: equal in two buckets,
+/// and value heads narrower than the query/key heads.
+const AttentionShape kAttentionShapes[] = {
+    {2, 37, 4, 2, 16, 16}, {2, 37, 4, 2, 40, 40}, {2, 37, 4, 2, 24, 16}};
+
 TEST_F(CudaBf16Storage, AttentionGroupedQuery) {
-  for (int64_t headDim : {16, 40})
+  for (const AttentionShape &s : kAttentionShapes)
     for (bool causal : {false, true}) {
-      AttentionShape s;
-      s.headDim = headDim;
       TwinCall call = twinCall();
       Tensor<float> q = call.bf16(randomFloats(s.queries(), 11, -2.f, 2.f));
       Tensor<float> k = call.bf16(randomFloats(s.keys(), 12, -2.f, 2.f));
-      Tensor<float> v = call.bf16(randomFloats(s.keys(), 13));
-      Tensor<float> out = call.output(s.queries());
+      Tensor<float> v = call.bf16(randomFloats(s.values(), 13));
+      Tensor<float> out = call.output(s.outputs());
       call.run([&](rt::Backend &b, const Pointers &at) {
         b.attention(at(q), at(k), at(v), at(out), s.batch, s.seq, s.heads,
-                    s.kvHeads, s.headDim, causal, s.scale());
+                    s.kvHeads, s.headDim, s.vDim, causal, s.scale());
       });
       call.expectClose(out, kRoundTol, "attention " + s.name(causal));
+    }
+}
+
+// concat broadcasts rows of a part over `repeat` rows of out; split sums
+// them back.
+TEST_F(CudaBf16Storage, ConcatAndSplitWithRepeats) {
+  const int64_t rows = 36;
+  struct Repeats {
+    int64_t a, b;
+  };
+  for (int64_t aWidth : {3, 130})
+    for (Repeats repeat : {Repeats{1, 1}, Repeats{4, 1}, Repeats{3, 6}}) {
+      const int64_t bWidth = 16, width = aWidth + bWidth;
+      const int64_t aSize = rows / repeat.a * aWidth;
+      const int64_t bSize = rows / repeat.b * bWidth;
+      std::string what = shape({rows, aWidth, bWidth, repeat.a, repeat.b});
+      TwinCall call = twinCall();
+      Tensor<float> a = call.bf16(randomFloats(aSize, 19 + aWidth));
+      Tensor<float> b = call.bf16(randomFloats(bSize, 20));
+      Tensor<float> x = call.bf16(randomFloats(rows * width, 21 + aWidth));
+      Tensor<float> out = call.output(rows * width);
+      Tensor<float> splitA = call.output(aSize), splitB = call.output(bSize);
+      call.run([&](rt::Backend &be, const Pointers &at) {
+        be.concat(at(a), at(b), at(out), rows, aWidth, bWidth, repeat.a,
+                  repeat.b);
+        be.split(at(x), at(splitA), at(splitB), rows, aWidth, bWidth, repeat.a,
+                 repeat.b);
+      });
+      call.expectEqual(out, "concat " + what);
+      call.expectEqual(splitA, "split a " + what);
+      call.expectEqual(splitB, "split b " + what);
     }
 }
 
@@ -851,21 +918,19 @@ TEST_F(CudaBf16Storage, LinearGrad) {
 }
 
 TEST_F(CudaBf16Storage, AttentionGradGroupedQuery) {
-  for (int64_t headDim : {16, 40})
+  for (const AttentionShape &s : kAttentionShapes)
     for (bool causal : {false, true}) {
-      AttentionShape s;
-      s.headDim = headDim;
       TwinCall call = twinCall();
-      Tensor<float> dout = call.bf16(randomFloats(s.queries(), 1200));
+      Tensor<float> dout = call.bf16(randomFloats(s.outputs(), 1200));
       Tensor<float> q = call.bf16(randomFloats(s.queries(), 1201, -2.f, 2.f));
       Tensor<float> k = call.bf16(randomFloats(s.keys(), 1202, -2.f, 2.f));
-      Tensor<float> v = call.bf16(randomFloats(s.keys(), 1203));
+      Tensor<float> v = call.bf16(randomFloats(s.values(), 1203));
       Tensor<float> dq = call.output(s.queries()), dk = call.output(s.keys()),
-                    dv = call.output(s.keys());
+                    dv = call.output(s.values());
       call.run([&](rt::Backend &b, const Pointers &at) {
         b.attentionGrad(at(dout), at(q), at(k), at(v), at(dq), at(dk), at(dv),
-                        s.batch, s.seq, s.heads, s.kvHeads, s.headDim, causal,
-                        s.scale());
+                        s.batch, s.seq, s.heads, s.kvHeads, s.headDim, s.vDim,
+                        causal, s.scale());
       });
       std::string what = s.name(causal);
       call.expectClose(dq, kRoundTol, "attentionGrad dq " + what);

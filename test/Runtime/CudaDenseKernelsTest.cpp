@@ -1,17 +1,18 @@
 //===- CudaDenseKernelsTest.cpp - Dense, loss and optimizer CUDA kernels --===//
 //
 // Every kernel of DenseKernels.cu, FfnKernels.cu, LossKernels.cu and
-// Optimizer.cu against
-// its moe::cpu twin on the same random inputs: odd sizes (rows not a
-// multiple of the block size, hidden sizes 1, 3, 64, 130), RoPE with and
-// without positions and an odd number of heads, cross entropy with ignored
-// labels and with all ignored, several AdamW steps. Outputs start as
-// garbage, so a kernel that accumulates instead of overwriting fails.
+// Optimizer.cu against its moe::cpu twin on the same random inputs: odd
+// sizes (rows not a multiple of the block size, hidden sizes 1, 3, 64, 130),
+// RoPE with and without positions and an odd number of heads, interleaved
+// RoPE with and without YaRN, concat and split with repeated rows, cross
+// entropy with ignored labels and with all ignored, several AdamW steps.
+// Outputs start as garbage, so a kernel that accumulates instead of
+// overwriting fails.
 //
 // Tolerances (relative to the largest reference magnitude, expectClose):
 //   - exact (0) where the device does the CPU's arithmetic in the CPU's
-//     order: embedding (copies), embeddingGrad (sums in ascending token
-//     order), add;
+//     order: embedding and concat (copies), embeddingGrad (sums in
+//     ascending token order), split (fp32 sums in ascending row order), add;
 //   - 1e-4 (the default of CudaTestUtil.h) where cuBLAS and OpenBLAS sum
 //     fp32 products in different orders: linear, SwiGLU, shared experts;
 //   - 1e-5 where the sums are in double on both sides and only the order
@@ -161,6 +162,90 @@ TEST_F(CudaDenseKernels, RopeAndRopeGrad) {
           expectClose(dOut.download(), expected, kDoubleSumTol, "rope " + what);
           expectClose(dGrad.download(), expectedGrad, kDoubleSumTol,
                       "ropeGrad " + what);
+        }
+}
+
+// Interleaved RoPE: the forward reads pair i at (2i, 2i + 1) and writes it
+// at (i, i + headDim / 2), the gradient the other way round; plain and with
+// YaRN frequencies and scale (the device computes the frequencies of the
+// 1100 head dim, for which YaRN is refused).
+TEST_F(CudaDenseKernels, InterleavedRopeAndRopeGrad) {
+  const int64_t batch = 2, seq = 5;
+  for (int64_t heads : {1, 3})
+    for (int64_t headDim : {2, 6, 64, 130, 1100})
+      for (bool withPositions : {false, true})
+        for (bool yarn : {false, true}) {
+          if (yarn && headDim > 1024)
+            continue;
+          RopeVariant variant;
+          variant.interleaved = true;
+          if (yarn) {
+            variant.factor = 40.0;
+            variant.low = 3.0;
+            variant.high = 11.0;
+            variant.scale = 1.25;
+          }
+          std::string what = shape({batch, seq, heads, headDim}) +
+                             (withPositions ? " positions" : "") +
+                             (yarn ? " yarn" : "");
+          int64_t size = batch * seq * heads * headDim;
+          Floats x = randomFloats(size, 50 + headDim + heads);
+          Ids positions = randomInts(batch * seq, 51 + heads, 0, 4095);
+          const int32_t *pos = withPositions ? positions.data() : nullptr;
+          Floats expected(size), expectedGrad(size);
+          cpu::rope(x.data(), pos, batch, seq, heads, headDim, 10000.0,
+                    expected.data(), variant);
+          cpu::ropeGrad(x.data(), pos, batch, seq, heads, headDim, 10000.0,
+                        expectedGrad.data(), variant);
+          DeviceBuffer<float> dX(x), dOut(garbage(size)), dGrad(garbage(size));
+          DeviceBuffer<int32_t> dPos(positions);
+          const int32_t *dPosPtr = withPositions ? dPos.get() : nullptr;
+          rope<float>(*dev, dX, dPosPtr, batch, seq, heads, headDim, 10000.0,
+                      dOut, variant);
+          ropeGrad<float>(*dev, dX, dPosPtr, batch, seq, heads, headDim,
+                          10000.0, dGrad, variant);
+          expectClose(dOut.download(), expected, kDoubleSumTol,
+                      "interleaved rope " + what);
+          expectClose(dGrad.download(), expectedGrad, kDoubleSumTol,
+                      "interleaved ropeGrad " + what);
+        }
+}
+
+// concat copies (exact); split sums each part's repeated rows in fp32 in
+// ascending order, as the CPU (exact too). Repeats of 1 (a plain split), of
+// one part only, and of both parts; empty parts and no rows.
+TEST_F(CudaDenseKernels, ConcatAndSplitWithRepeats) {
+  struct Repeats {
+    int64_t a, b;
+  };
+  for (int64_t rows : {0, 1, 12, 300})
+    for (int64_t aWidth : {0, 3, 64})
+      for (int64_t bWidth : {1, 130})
+        for (Repeats repeat :
+             {Repeats{1, 1}, Repeats{1, 4}, Repeats{3, 1}, Repeats{2, 6}}) {
+          if (rows % repeat.a != 0 || rows % repeat.b != 0)
+            continue;
+          std::string what = shape({rows, aWidth, bWidth, repeat.a, repeat.b});
+          const int64_t width = aWidth + bWidth;
+          const int64_t aSize = rows / repeat.a * aWidth;
+          const int64_t bSize = rows / repeat.b * bWidth;
+          Floats a = randomFloats(aSize, 52 + rows + aWidth);
+          Floats b = randomFloats(bSize, 53 + rows + bWidth);
+          Floats x = randomFloats(rows * width, 54 + rows + width);
+          Floats expected(rows * width), expectedA(aSize), expectedB(bSize);
+          cpu::concat(a.data(), b.data(), rows, aWidth, bWidth, repeat.a,
+                      repeat.b, expected.data());
+          cpu::split(x.data(), rows, aWidth, bWidth, repeat.a, repeat.b,
+                     expectedA.data(), expectedB.data());
+          DeviceBuffer<float> dA(a), dB(b), dX(x), dOut(garbage(rows * width)),
+              dSplitA(garbage(aSize)), dSplitB(garbage(bSize));
+          concat<float>(*dev, dA, dB, rows, aWidth, bWidth, repeat.a, repeat.b,
+                        dOut);
+          split<float>(*dev, dX, rows, aWidth, bWidth, repeat.a, repeat.b,
+                       dSplitA, dSplitB);
+          expectClose(dOut.download(), expected, 0.0, "concat " + what);
+          expectClose(dSplitA.download(), expectedA, 0.0, "split a " + what);
+          expectClose(dSplitB.download(), expectedB, 0.0, "split b " + what);
         }
 }
 
@@ -501,6 +586,21 @@ TEST_F(CudaDenseKernels, InvalidSizesThrow) {
   EXPECT_THROW(rope<float>(*dev, buf, nullptr, 1, 1, 1, 3, 10000.0, buf),
                std::invalid_argument);
   EXPECT_THROW(ropeGrad<float>(*dev, buf, nullptr, 1, 1, 1, 2, 0.0, buf),
+               std::invalid_argument);
+  // Interleaved pairs move, so the rotation cannot be in place.
+  RopeVariant interleaved;
+  interleaved.interleaved = true;
+  EXPECT_THROW(
+      rope<float>(*dev, buf, nullptr, 1, 1, 1, 4, 10000.0, buf, interleaved),
+      std::invalid_argument);
+  // Repeats of 0, or that do not divide rows.
+  EXPECT_THROW(concat<float>(*dev, buf, buf, 4, 1, 1, 0, 1, buf),
+               std::invalid_argument);
+  EXPECT_THROW(concat<float>(*dev, buf, buf, 4, 1, 1, 1, 3, buf),
+               std::invalid_argument);
+  EXPECT_THROW(split<float>(*dev, buf, 6, 1, 1, 4, 1, buf, buf),
+               std::invalid_argument);
+  EXPECT_THROW(split<float>(*dev, buf, 2, -1, 1, 1, 1, buf, buf),
                std::invalid_argument);
   EXPECT_THROW(swigluMlp<float>(*dev, buf, 1, 1, buf, buf, buf, -1, buf),
                std::invalid_argument);

@@ -113,7 +113,8 @@ func.func @forward(%tokens: tensor<2x4xi32>, %labels: tensor<2x4xi32>) -> (tenso
 // CHECK-NEXT: %[[YL:.*]] = arith.constant 1.000000e+00 : f64
 // CHECK-NEXT: %[[YH:.*]] = arith.constant 2.000000e+00 : f64
 // CHECK-NEXT: %[[YS:.*]] = arith.constant 1.500000e+00 : f64
-// CHECK: call @moert_rope({{.*}}, %[[THETA]], %[[YF]], %[[YL]], %[[YH]], %[[YS]])
+// CHECK-NEXT: %[[INTERLEAVED:.*]] = arith.constant 1 : i32
+// CHECK: call @moert_rope({{.*}}, %[[THETA]], %[[YF]], %[[YL]], %[[YH]], %[[YS]], %[[INTERLEAVED]])
 // CHECK-NOT: llvm.mlir.zero
 // CHECK: call @moert_shared_experts(%[[CTX]], {{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i64)
 // CHECK-NOT: llvm.mlir.zero
@@ -135,7 +136,7 @@ func.func @block(%x: tensor<2x3x8xf32>, %pos: tensor<2x3xi32>) -> (tensor<2x3x8x
   %b = moe.param "b" : tensor<8xf32>
   %y = moe.linear %x, %w bias %b : (tensor<2x3x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> tensor<2x3x8xf32>
   %y4 = tensor.expand_shape %y [[0], [1], [2, 3]] output_shape [2, 3, 2, 4] : tensor<2x3x8xf32> into tensor<2x3x2x4xf32>
-  %r = moe.rope %y4 positions %pos {theta = 10000.0, yarn_factor = 4.0, yarn_low = 1.0, yarn_high = 2.0, yarn_scale = 1.5} : (tensor<2x3x2x4xf32>, tensor<2x3xi32>) -> tensor<2x3x2x4xf32>
+  %r = moe.rope %y4 positions %pos {theta = 10000.0, yarn_factor = 4.0, yarn_low = 1.0, yarn_high = 2.0, yarn_scale = 1.5, interleaved} : (tensor<2x3x2x4xf32>, tensor<2x3xi32>) -> tensor<2x3x2x4xf32>
   %r3 = tensor.collapse_shape %r [[0], [1], [2, 3]] : tensor<2x3x2x4xf32> into tensor<2x3x8xf32>
   %sg = moe.param "sg" : tensor<16x8xf32>
   %su = moe.param "su" : tensor<16x8xf32>
@@ -175,4 +176,28 @@ func.func @two_layers(%x: tensor<2x3x8xf32>) -> tensor<2x3x8xf32> {
   %b2 = moe.param "b2" : tensor<4xf32>
   %w2, %i2, %l2 = moe.router %y1, %g0 bias %b2 sigmoid top 2 : (tensor<2x3x8xf32>, tensor<4x8xf32>, tensor<4xf32>) -> (tensor<2x3x2xf32>, tensor<2x3x2xi32>, tensor<2x3x4xf32>)
   return %y1 : tensor<2x3x8xf32>
+}
+
+// -----
+
+// MLA's pieces: concat with the shared rotary key broadcast over 4 heads
+// (rows 2*3*4 = 24 of 8 + 4 features, the rhs row repeated 4 times),
+// attention with value heads of 6 beside query/key heads of 12, and split.
+// CHECK-LABEL: func.func @moe_entry_latent
+// CHECK: %[[ROWS:.*]] = arith.constant 24 : i64
+// CHECK-NEXT: %[[AW:.*]] = arith.constant 8 : i64
+// CHECK-NEXT: %[[BW:.*]] = arith.constant 4 : i64
+// CHECK-NEXT: %[[AR:.*]] = arith.constant 1 : i64
+// CHECK-NEXT: %[[BR:.*]] = arith.constant 4 : i64
+// CHECK: call @moert_concat(%{{.*}}, %[[ROWS]], %[[AW]], %[[BW]], %[[AR]], %[[BR]])
+// CHECK: %[[HD:.*]] = arith.constant 12 : i64
+// CHECK-NEXT: %[[VD:.*]] = arith.constant 6 : i64
+// CHECK: call @moert_attention(%{{.*}}, %[[HD]], %[[VD]], %{{.*}}, %{{.*}})
+// CHECK: %[[SW:.*]] = arith.constant 2 : i64
+// CHECK: call @moert_split(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[SW]], %{{.*}}, %{{.*}})
+func.func @latent(%kp: tensor<2x3x4x8xf32>, %kr: tensor<2x3x1x4xf32>, %v: tensor<2x3x4x6xf32>) -> (tensor<2x3x4x4xf32>, tensor<2x3x4x2xf32>) {
+  %key = moe.concat %kp, %kr : (tensor<2x3x4x8xf32>, tensor<2x3x1x4xf32>) -> tensor<2x3x4x12xf32>
+  %a = moe.attention %key, %key, %v {causal} : (tensor<2x3x4x12xf32>, tensor<2x3x4x12xf32>, tensor<2x3x4x6xf32>) -> tensor<2x3x4x6xf32>
+  %l, %r = moe.split %a : (tensor<2x3x4x6xf32>) -> (tensor<2x3x4x4xf32>, tensor<2x3x4x2xf32>)
+  return %l, %r : tensor<2x3x4x4xf32>, tensor<2x3x4x2xf32>
 }

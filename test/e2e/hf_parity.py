@@ -65,12 +65,17 @@ def hf_model(config):
 
 def randomise(model, seed, std):
     """Every weight normal(0, std), norm weights 1 + normal(0, std): large enough
-    that routing is far from ties and swapped norms would show."""
+    that routing is far from ties and swapped norms would show. DeepSeek's
+    selection-only expert bias (a buffer) is random too, so that it moves the
+    choice of experts."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g, dtype=torch.float32) * std
             p.copy_(1.0 + noise if name.endswith("norm.weight") else noise)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(torch.randn(b.shape, generator=g, dtype=torch.float32) * std)
 
 
 def per_expert_file(saved_dir, out_path, cfg, merge=False):
@@ -220,7 +225,7 @@ def hf_loss_of(cfg, model, tokens, labels):
     ce = torch.nn.functional.cross_entropy(
         out.logits.reshape(-1, cfg.vocab).double(), labels.reshape(-1), ignore_index=-100)
     aux = sum(cfg.aux_coef * hf_layer_aux(l, cfg, grad=True) / cfg.top_k
-              for l in out.router_logits)
+              for l in out.router_logits) if cfg.aux_coef else 0.0
     return out, ce, ce + aux
 
 

@@ -40,6 +40,17 @@ struct ModelSpec {
   bool qkNorm = false;     // RMSNorm of each q and k head (Qwen3)
   bool qkNormFlat = false; // RMSNorm of the whole q and k projections (OLMoE)
   bool qkvBias = false;    // biases on the q, k and v projections (Qwen2)
+  // DeepSeek's multi-head latent attention instead of GQA (kvLoraRank > 0):
+  // q from q_proj or, with a qLoraRank, q_a_proj -> RMSNorm -> q_b_proj;
+  // keys and values from the latent of kv_a_proj_with_mqa (RMSNorm, then
+  // kv_b_proj), each head's key its qkNopeDim features and the qkRopeDim
+  // rotary features all heads share; value heads of vHeadDim. headDim is
+  // qkRopeDim (the rotary size, as transformers sets it).
+  int64_t qLoraRank = 0, kvLoraRank = 0, qkNopeDim = 0, qkRopeDim = 0,
+          vHeadDim = 0;
+  double latentEps = 1e-6;     // the q_a / kv_a RMSNorms' epsilon
+  bool ropeInterleave = false; // RoPE pairs (2i, 2i + 1) (moe.rope)
+  double attentionScale = 0.0; // the softmax scale; 0: 1/sqrt(q head size)
   // Routed experts.
   int64_t experts = 0, topK = 0, moeInter = 0;
   bool sigmoidScores = false;
@@ -65,6 +76,7 @@ struct ModelSpec {
   // project's fields removed), kept as moe.hf_config; empty: none.
   std::string hfConfig;
 
+  bool isMLA() const { return kvLoraRank > 0; }
   bool isDense(int64_t layer) const {
     return layer < static_cast<int64_t>(denseLayers.size()) &&
            denseLayers[layer];

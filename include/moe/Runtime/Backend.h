@@ -71,7 +71,8 @@ public:
   /// Waits for queued work; throws on a fault of any of it.
   virtual void synchronize() = 0;
 
-  // --- Storage ----------------------------------------------------------------
+  // --- Storage
+  // ----------------------------------------------------------------
   /// The storage type of floating-point tensors from the next call on;
   /// throws if this backend cannot store `type`.
   virtual void setStorage(StorageType type) = 0;

@@ -1,4 +1,5 @@
-/*===- CApi.h - The runtime calls that compiled models make --------*- C -*-===//
+/*===- CApi.h - The runtime calls that compiled models make --------*- C
+ *-*-===//
  *
  * `moe-lower-to-runtime` turns each model-level op into one or more of these
  * calls (docs/lowering.md lists which). Conventions, chosen so that the LLVM

@@ -46,16 +46,28 @@ void linear(const float *x, int64_t rows, int64_t in, const float *weight,
 
 /// Rotate-half RoPE of x [batch, seq, heads, headDim]; the position of (b, s)
 /// is positions[b, s], or s when `positions` is null. fp32 angles, as HF;
-/// YaRN frequencies and scale when `yarn` says (RopeFrequencies.h).
+/// YaRN frequencies and scale, interleaved pairs when `variant` says
+/// (RopeFrequencies.h).
 void rope(const float *x, const int32_t *positions, int64_t batch, int64_t seq,
           int64_t heads, int64_t headDim, double theta, float *out,
-          const RopeYarn &yarn = {});
+          const RopeVariant &variant = {});
 
-/// Scaled dot-product attention: q [B, S, H, D], k/v [B, S, KV, D] (query head
-/// h uses kv head h / (H / KV)), fp32 softmax, out [B, S, H, D].
+/// Scaled dot-product attention: q [B, S, H, D], k [B, S, KV, D], v
+/// [B, S, KV, Dv] (query head h uses kv head h / (H / KV)), fp32 softmax,
+/// out [B, S, H, Dv].
 void attention(const float *q, const float *k, const float *v, int64_t batch,
                int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
-               bool causal, float scale, float *out);
+               int64_t vDim, bool causal, float scale, float *out);
+
+/// out [rows, aWidth + bWidth]: row r is a's row r / aRepeat followed by b's
+/// row r / bRepeat.
+void concat(const float *a, const float *b, int64_t rows, int64_t aWidth,
+            int64_t bWidth, int64_t aRepeat, int64_t bRepeat, float *out);
+
+/// The transpose of concat: a's row r' sums x[r, :aWidth] over the rows r
+/// with r / aRepeat = r', b's likewise x[r, aWidth:].
+void split(const float *x, int64_t rows, int64_t aWidth, int64_t bWidth,
+           int64_t aRepeat, int64_t bRepeat, float *a, float *b);
 
 /// Dense SwiGLU: out = (silu(x gate^T) * (x up^T)) down^T; x [rows, hidden],
 /// gate/up [inter, hidden], down [hidden, inter].
@@ -197,15 +209,15 @@ void linearGrad(const float *dy, const float *x, int64_t rows, int64_t in,
 /// headDim]; `positions` as in rope (null: position s).
 void ropeGrad(const float *dy, const int32_t *positions, int64_t batch,
               int64_t seq, int64_t heads, int64_t headDim, double theta,
-              float *dx, const RopeYarn &yarn = {});
+              float *dx, const RopeVariant &variant = {});
 
-/// Backward of attention: dq [B, S, H, D], dk/dv [B, S, KV, D]. The softmax
-/// is recomputed per (b, h); dk and dv sum over the query heads that share a
-/// kv head.
+/// Backward of attention: dq [B, S, H, D], dk [B, S, KV, D], dv [B, S, KV,
+/// Dv]. The softmax is recomputed per (b, h); dk and dv sum over the query
+/// heads that share a kv head.
 void attentionGrad(const float *dout, const float *q, const float *k,
                    const float *v, int64_t batch, int64_t seq, int64_t heads,
-                   int64_t kvHeads, int64_t headDim, bool causal, float scale,
-                   float *dq, float *dk, float *dv);
+                   int64_t kvHeads, int64_t headDim, int64_t vDim, bool causal,
+                   float scale, float *dq, float *dk, float *dv);
 
 /// Backward of swigluMlp: dx [rows, hidden], dgate/dup [inter, hidden],
 /// ddown [hidden, inter].

@@ -1,4 +1,5 @@
-/*===- ModelABI.h - What a compiled model object exports -----------*- C -*-===//
+/*===- ModelABI.h - What a compiled model object exports -----------*- C
+ *-*-===//
  *
  * `moec` lowers each function of a model module (today: `@forward`) to an
  * entry point with this C calling convention and embeds a JSON manifest that

@@ -25,10 +25,10 @@ extern "C" {
 #endif
 
 typedef struct moe_placement_request {
-  int64_t layer;   /* the MoE layer, counted from 0 */
-  int64_t experts; /* E */
-  int64_t ranks;   /* n, the EP group size */
-  int64_t slots;   /* slots per rank */
+  int64_t layer;                     /* the MoE layer, counted from 0 */
+  int64_t experts;                   /* E */
+  int64_t ranks;                     /* n, the EP group size */
+  int64_t slots;                     /* slots per rank */
   const int32_t *current;            /* [ranks * slots], -1 = empty */
   const int64_t *expert_load;        /* [experts], token-slots in the window */
   const double *rank_expert_seconds; /* [ranks], expert compute seconds */

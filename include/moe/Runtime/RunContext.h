@@ -13,8 +13,8 @@
 #define MOE_RUNTIME_RUNCONTEXT_H
 
 #include "moe/Runtime/Backend.h"
-#include "moe/Runtime/ExpertPlacement.h"
 #include "moe/Runtime/Communicator.h" // MeshGroups
+#include "moe/Runtime/ExpertPlacement.h"
 #include "moe/Runtime/ModelABI.h"
 #include "moe/Runtime/Trace.h"
 

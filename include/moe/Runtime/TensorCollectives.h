@@ -81,9 +81,9 @@ void allToAllAxes(Communicator &comm, const void *send, void *recv,
 /// + 1 entries. Rows past recvOffsets[n*E/n] are untouched. Throws on every
 /// rank when more than recvCapacity rows (the same on every rank) arrive at
 /// any rank.
-void dispatchTokens(Communicator &ep, const float *rows,
-                    const int64_t *offsets, int64_t experts, int64_t hidden,
-                    float *recv, int64_t recvCapacity, int64_t *recvOffsets);
+void dispatchTokens(Communicator &ep, const float *rows, const int64_t *offsets,
+                    int64_t experts, int64_t hidden, float *recv,
+                    int64_t recvCapacity, int64_t *recvOffsets);
 
 /// The inverse of dispatchTokens: returns the rows of each (src, local
 /// expert) segment of expertOut to the rank they came from, where they land
@@ -105,11 +105,10 @@ void combineTokens(Communicator &ep, const float *expertOut,
 /// where `ops` says.
 /// Rows are `hidden` elements of `rowType` (F32, or BF16 under bf16
 /// storage).
-void dispatchTokens(Communicator &ep, const void *rows,
-                    const int64_t *offsets, int64_t hidden, void *recv,
-                    int64_t recvCapacity, int64_t *recvOffsets,
-                    const ExpertPlacement &placement, DispatchPolicy *policy,
-                    int64_t *rankReceives = nullptr,
+void dispatchTokens(Communicator &ep, const void *rows, const int64_t *offsets,
+                    int64_t hidden, void *recv, int64_t recvCapacity,
+                    int64_t *recvOffsets, const ExpertPlacement &placement,
+                    DispatchPolicy *policy, int64_t *rankReceives = nullptr,
                     BufferOps &ops = hostBufferOps(),
                     CommDType rowType = CommDType::F32);
 
@@ -118,9 +117,8 @@ void dispatchTokens(Communicator &ep, const void *rows,
 /// every rank, all-gathered again).
 void combineTokens(Communicator &ep, const void *expertOut,
                    const int64_t *recvOffsets, const int64_t *offsets,
-                   int64_t hidden, void *out,
-                   const ExpertPlacement &placement, DispatchPolicy *policy,
-                   BufferOps &ops = hostBufferOps(),
+                   int64_t hidden, void *out, const ExpertPlacement &placement,
+                   DispatchPolicy *policy, BufferOps &ops = hostBufferOps(),
                    CommDType rowType = CommDType::F32);
 
 } // namespace moe::rt

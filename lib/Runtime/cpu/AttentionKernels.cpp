@@ -1,7 +1,7 @@
 //===- AttentionKernels.cpp - Softmax attention ---------------------------===//
-//----------------------------===//
 //
-// Softmax attention (causal or not, grouped-query), its gradient, and the
+// Softmax attention (causal or not, grouped-query, value heads as wide as
+// the query/key heads or not, as in DeepSeek's MLA), its gradient, and the
 // CPU backend's methods for the calls. The backward recomputes the attention
 // probabilities instead of keeping them.
 //
@@ -21,74 +21,77 @@ using namespace moe::cpu::detail;
 
 namespace moe::cpu {
 
+/// Checks the sizes every attention kernel takes.
+static void checkAttentionShape(const char *kernel, int64_t batch, int64_t seq,
+                                int64_t heads, int64_t kvHeads, int64_t headDim,
+                                int64_t vDim) {
+  checkSize(kernel, "batch", batch);
+  checkSize(kernel, "seq", seq);
+  checkSize(kernel, "heads", heads, /*positive=*/true);
+  checkSize(kernel, "kvHeads", kvHeads, /*positive=*/true);
+  checkSize(kernel, "headDim", headDim);
+  checkSize(kernel, "vDim", vDim);
+  if (heads % kvHeads != 0)
+    fail(kernel, "heads (" + std::to_string(heads) +
+                     ") is not a multiple of kvHeads (" +
+                     std::to_string(kvHeads) + ")");
+}
+
 void attention(const float *q, const float *k, const float *v, int64_t batch,
                int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
-               bool causal, float scale, float *out) {
-  checkSize("attention", "batch", batch);
-  checkSize("attention", "seq", seq);
-  checkSize("attention", "heads", heads, /*positive=*/true);
-  checkSize("attention", "kvHeads", kvHeads, /*positive=*/true);
-  checkSize("attention", "headDim", headDim);
-  if (heads % kvHeads != 0)
-    fail("attention", "heads (" + std::to_string(heads) +
-                          ") is not a multiple of kvHeads (" +
-                          std::to_string(kvHeads) + ")");
+               int64_t vDim, bool causal, float scale, float *out) {
+  checkAttentionShape("attention", batch, seq, heads, kvHeads, headDim, vDim);
   int64_t group = heads / kvHeads;
-  int64_t qStride = heads * headDim, kvStride = kvHeads * headDim;
+  int64_t qStride = heads * headDim, kStride = kvHeads * headDim;
+  int64_t vStride = kvHeads * vDim, outStride = heads * vDim;
   // One [seq, seq] score matrix per (b, h): two GEMMs with strided heads.
   std::vector<float> scores(seq * seq);
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t h = 0; h < heads; ++h) {
       int64_t kvh = h / group;
       const float *qh = q + b * seq * qStride + h * headDim;
-      const float *kh = k + b * seq * kvStride + kvh * headDim;
-      const float *vh = v + b * seq * kvStride + kvh * headDim;
-      float *oh = out + b * seq * qStride + h * headDim;
+      const float *kh = k + b * seq * kStride + kvh * headDim;
+      const float *vh = v + b * seq * vStride + kvh * vDim;
+      float *oh = out + b * seq * outStride + h * vDim;
       gemm("attention", /*transB=*/true, seq, seq, headDim, scale, qh, qStride,
-           kh, kvStride, 0.0f, scores.data(), seq);
+           kh, kStride, 0.0f, scores.data(), seq);
       for (int64_t s = 0; s < seq; ++s) {
         float *row = scores.data() + s * seq;
         int64_t visible = causal ? s + 1 : seq;
         softmaxRow(row, visible, row);
         std::fill(row + visible, row + seq, 0.0f);
       }
-      gemm("attention", /*transB=*/false, seq, headDim, seq, 1.0f,
-           scores.data(), seq, vh, kvStride, 0.0f, oh, qStride);
+      gemm("attention", /*transB=*/false, seq, vDim, seq, 1.0f, scores.data(),
+           seq, vh, vStride, 0.0f, oh, outStride);
     }
   }
 }
 
 void attentionGrad(const float *dout, const float *q, const float *k,
                    const float *v, int64_t batch, int64_t seq, int64_t heads,
-                   int64_t kvHeads, int64_t headDim, bool causal, float scale,
-                   float *dq, float *dk, float *dv) {
+                   int64_t kvHeads, int64_t headDim, int64_t vDim, bool causal,
+                   float scale, float *dq, float *dk, float *dv) {
   const char *kernel = "attentionGrad";
-  checkSize(kernel, "batch", batch);
-  checkSize(kernel, "seq", seq);
-  checkSize(kernel, "heads", heads, /*positive=*/true);
-  checkSize(kernel, "kvHeads", kvHeads, /*positive=*/true);
-  checkSize(kernel, "headDim", headDim);
-  if (heads % kvHeads != 0)
-    fail(kernel, "heads (" + std::to_string(heads) +
-                     ") is not a multiple of kvHeads (" +
-                     std::to_string(kvHeads) + ")");
+  checkAttentionShape(kernel, batch, seq, heads, kvHeads, headDim, vDim);
   int64_t group = heads / kvHeads;
-  int64_t qStride = heads * headDim, kvStride = kvHeads * headDim;
+  int64_t qStride = heads * headDim, kStride = kvHeads * headDim;
+  int64_t vStride = kvHeads * vDim, outStride = heads * vDim;
   // The query heads of a kv head accumulate into dk and dv.
-  std::fill_n(dk, batch * seq * kvStride, 0.0f);
-  std::fill_n(dv, batch * seq * kvStride, 0.0f);
+  std::fill_n(dk, batch * seq * kStride, 0.0f);
+  std::fill_n(dv, batch * seq * vStride, 0.0f);
   std::vector<float> probs(seq * seq), dprobs(seq * seq);
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t h = 0; h < heads; ++h) {
       int64_t kvh = h / group;
       int64_t qOff = b * seq * qStride + h * headDim;
-      int64_t kvOff = b * seq * kvStride + kvh * headDim;
-      const float *qh = q + qOff, *doh = dout + qOff;
-      const float *kh = k + kvOff, *vh = v + kvOff;
-      float *dqh = dq + qOff, *dkh = dk + kvOff, *dvh = dv + kvOff;
+      int64_t kOff = b * seq * kStride + kvh * headDim;
+      int64_t vOff = b * seq * vStride + kvh * vDim;
+      const float *qh = q + qOff, *doh = dout + b * seq * outStride + h * vDim;
+      const float *kh = k + kOff, *vh = v + vOff;
+      float *dqh = dq + qOff, *dkh = dk + kOff, *dvh = dv + vOff;
       // P = softmax(scale q k^T), masked as in the forward.
       gemmT(kernel, false, /*transB=*/true, seq, seq, headDim, scale, qh,
-            qStride, kh, kvStride, 0.0f, probs.data(), seq);
+            qStride, kh, kStride, 0.0f, probs.data(), seq);
       for (int64_t s = 0; s < seq; ++s) {
         float *row = probs.data() + s * seq;
         int64_t visible = causal ? s + 1 : seq;
@@ -96,10 +99,10 @@ void attentionGrad(const float *dout, const float *q, const float *k,
         std::fill(row + visible, row + seq, 0.0f);
       }
       // dP = dout v^T; dv += P^T dout.
-      gemmT(kernel, false, true, seq, seq, headDim, 1.0f, doh, qStride, vh,
-            kvStride, 0.0f, dprobs.data(), seq);
-      gemmT(kernel, /*transA=*/true, false, seq, headDim, seq, 1.0f,
-            probs.data(), seq, doh, qStride, 1.0f, dvh, kvStride);
+      gemmT(kernel, false, true, seq, seq, vDim, 1.0f, doh, outStride, vh,
+            vStride, 0.0f, dprobs.data(), seq);
+      gemmT(kernel, /*transA=*/true, false, seq, vDim, seq, 1.0f, probs.data(),
+            seq, doh, outStride, 1.0f, dvh, vStride);
       // dS = P * (dP - rowsum(P * dP)), in place in dP; masked entries 0.
       for (int64_t s = 0; s < seq; ++s) {
         const float *p = probs.data() + s * seq;
@@ -114,9 +117,9 @@ void attentionGrad(const float *dout, const float *q, const float *k,
       }
       // dq = scale dS k; dk += scale dS^T q.
       gemmT(kernel, false, false, seq, headDim, seq, scale, dprobs.data(), seq,
-            kh, kvStride, 0.0f, dqh, qStride);
+            kh, kStride, 0.0f, dqh, qStride);
       gemmT(kernel, true, false, seq, headDim, seq, scale, dprobs.data(), seq,
-            qh, qStride, 1.0f, dkh, kvStride);
+            qh, qStride, 1.0f, dkh, kStride);
     }
   }
 }
@@ -132,12 +135,13 @@ namespace moe::rt {
 void CpuBackend::attention(const float *q, const float *k, const float *v,
                            float *out, int64_t batch, int64_t seq,
                            int64_t heads, int64_t kvHeads, int64_t headDim,
-                           bool causal, float scale) {
+                           int64_t vDim, bool causal, float scale) {
   Widened w(storage_);
-  int64_t nq = batch * seq * heads * headDim;
-  int64_t nkv = batch * seq * kvHeads * headDim;
-  cpu::attention(w.in(q, nq), w.in(k, nkv), w.in(v, nkv), batch, seq, heads,
-                 kvHeads, headDim, causal, scale, w.out(out, nq));
+  int64_t tokens = batch * seq;
+  int64_t nq = tokens * heads * headDim, nk = tokens * kvHeads * headDim;
+  int64_t nv = tokens * kvHeads * vDim, nout = tokens * heads * vDim;
+  cpu::attention(w.in(q, nq), w.in(k, nk), w.in(v, nv), batch, seq, heads,
+                 kvHeads, headDim, vDim, causal, scale, w.out(out, nout));
   w.store();
 }
 
@@ -145,13 +149,14 @@ void CpuBackend::attentionGrad(const float *dout, const float *q,
                                const float *k, const float *v, float *dq,
                                float *dk, float *dv, int64_t batch, int64_t seq,
                                int64_t heads, int64_t kvHeads, int64_t headDim,
-                               bool causal, float scale) {
+                               int64_t vDim, bool causal, float scale) {
   Widened w(storage_);
-  int64_t nq = batch * seq * heads * headDim;
-  int64_t nkv = batch * seq * kvHeads * headDim;
-  cpu::attentionGrad(w.in(dout, nq), w.in(q, nq), w.in(k, nkv), w.in(v, nkv),
-                     batch, seq, heads, kvHeads, headDim, causal, scale,
-                     w.out(dq, nq), w.out(dk, nkv), w.out(dv, nkv));
+  int64_t tokens = batch * seq;
+  int64_t nq = tokens * heads * headDim, nk = tokens * kvHeads * headDim;
+  int64_t nv = tokens * kvHeads * vDim, nout = tokens * heads * vDim;
+  cpu::attentionGrad(w.in(dout, nout), w.in(q, nq), w.in(k, nk), w.in(v, nv),
+                     batch, seq, heads, kvHeads, headDim, vDim, causal, scale,
+                     w.out(dq, nq), w.out(dk, nk), w.out(dv, nv));
   w.store();
 }
 

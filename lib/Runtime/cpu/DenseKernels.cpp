@@ -1,4 +1,4 @@
-//===- DenseKernels.cpp - Embedding, RMSNorm, linear, add, RoPE -----------===//
+//===- DenseKernels.cpp - Embedding, RMSNorm, linear, add, concat, RoPE ---===//
 //
 // The fp32 kernels of the dense calls (RoPE rotate-half with fp32 angles as
 // in Hugging Face) and their gradients (per-row loops, GEMMs through
@@ -132,19 +132,67 @@ void linearGrad(const float *dy, const float *x, int64_t rows, int64_t in,
   }
 }
 
+/// Checks the sizes concat and split take.
+static void checkConcatShape(const char *kernel, int64_t rows, int64_t aWidth,
+                             int64_t bWidth, int64_t aRepeat, int64_t bRepeat) {
+  checkSize(kernel, "rows", rows);
+  checkSize(kernel, "aWidth", aWidth);
+  checkSize(kernel, "bWidth", bWidth);
+  checkSize(kernel, "aRepeat", aRepeat, /*positive=*/true);
+  checkSize(kernel, "bRepeat", bRepeat, /*positive=*/true);
+  if (rows % aRepeat != 0 || rows % bRepeat != 0)
+    fail(kernel, "rows (" + std::to_string(rows) +
+                     ") is not a multiple of aRepeat and bRepeat (" +
+                     std::to_string(aRepeat) + ", " + std::to_string(bRepeat) +
+                     ")");
+}
+
+void concat(const float *a, const float *b, int64_t rows, int64_t aWidth,
+            int64_t bWidth, int64_t aRepeat, int64_t bRepeat, float *out) {
+  checkConcatShape("concat", rows, aWidth, bWidth, aRepeat, bRepeat);
+  int64_t width = aWidth + bWidth;
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy_n(a + (r / aRepeat) * aWidth, aWidth, out + r * width);
+    std::copy_n(b + (r / bRepeat) * bWidth, bWidth, out + r * width + aWidth);
+  }
+}
+
+void split(const float *x, int64_t rows, int64_t aWidth, int64_t bWidth,
+           int64_t aRepeat, int64_t bRepeat, float *a, float *b) {
+  checkConcatShape("split", rows, aWidth, bWidth, aRepeat, bRepeat);
+  int64_t width = aWidth + bWidth;
+  // Each part's rows sum their repeats in order, in fp32 (a repeat is a
+  // broadcast over a few heads).
+  auto part = [&](int64_t offset, int64_t partWidth, int64_t repeat,
+                  float *dst) {
+    for (int64_t p = 0; p < rows / repeat; ++p) {
+      float *row = dst + p * partWidth;
+      std::copy_n(x + p * repeat * width + offset, partWidth, row);
+      for (int64_t r = 1; r < repeat; ++r) {
+        const float *src = x + (p * repeat + r) * width + offset;
+        for (int64_t i = 0; i < partWidth; ++i)
+          row[i] += src[i];
+      }
+    }
+  };
+  part(0, aWidth, aRepeat, a);
+  part(aWidth, bWidth, bRepeat, b);
+}
+
 void rope(const float *x, const int32_t *positions, int64_t batch, int64_t seq,
           int64_t heads, int64_t headDim, double theta, float *out,
-          const RopeYarn &yarn) {
-  rotateHalf("rope", x, positions, batch, seq, heads, headDim, theta, yarn,
+          const RopeVariant &variant) {
+  rotateHalf("rope", x, positions, batch, seq, heads, headDim, theta, variant,
              /*inverse=*/false, out);
 }
 
 void ropeGrad(const float *dy, const int32_t *positions, int64_t batch,
               int64_t seq, int64_t heads, int64_t headDim, double theta,
-              float *dx, const RopeYarn &yarn) {
+              float *dx, const RopeVariant &variant) {
   // A rotation's transpose is the rotation by the opposite angle (times the
   // same YaRN scale).
-  rotateHalf("ropeGrad", dy, positions, batch, seq, heads, headDim, theta, yarn,
+  rotateHalf("ropeGrad", dy, positions, batch, seq, heads, headDim, theta,
+             variant,
              /*inverse=*/true, dx);
 }
 
@@ -220,25 +268,51 @@ void CpuBackend::linearGrad(const float *dy, const float *x,
   w.store();
 }
 
+void CpuBackend::concat(const float *a, const float *b, float *out,
+                        int64_t rows, int64_t aWidth, int64_t bWidth,
+                        int64_t aRepeat, int64_t bRepeat) {
+  Widened w(storage_);
+  int64_t aRows = aRepeat > 0 ? rows / aRepeat : 0;
+  int64_t bRows = bRepeat > 0 ? rows / bRepeat : 0;
+  cpu::concat(w.in(a, aRows * aWidth), w.in(b, bRows * bWidth), rows, aWidth,
+              bWidth, aRepeat, bRepeat, w.out(out, rows * (aWidth + bWidth)));
+  w.store();
+}
+
+void CpuBackend::split(const float *x, float *a, float *b, int64_t rows,
+                       int64_t aWidth, int64_t bWidth, int64_t aRepeat,
+                       int64_t bRepeat) {
+  Widened w(storage_);
+  int64_t aRows = aRepeat > 0 ? rows / aRepeat : 0;
+  int64_t bRows = bRepeat > 0 ? rows / bRepeat : 0;
+  cpu::split(w.in(x, rows * (aWidth + bWidth)), rows, aWidth, bWidth, aRepeat,
+             bRepeat, w.out(a, aRows * aWidth), w.out(b, bRows * bWidth));
+  w.store();
+}
+
 void CpuBackend::rope(const float *x, const int32_t *positions, float *out,
                       int64_t batch, int64_t seq, int64_t heads,
                       int64_t headDim, double theta, double yarnFactor,
-                      double yarnLow, double yarnHigh, double yarnScale) {
+                      double yarnLow, double yarnHigh, double yarnScale,
+                      bool interleaved) {
   Widened w(storage_);
   int64_t n = batch * seq * heads * headDim;
   cpu::rope(w.in(x, n), positions, batch, seq, heads, headDim, theta,
-            w.out(out, n), {yarnFactor, yarnLow, yarnHigh, yarnScale});
+            w.out(out, n),
+            {yarnFactor, yarnLow, yarnHigh, yarnScale, interleaved});
   w.store();
 }
 
 void CpuBackend::ropeGrad(const float *dy, const int32_t *positions, float *dx,
                           int64_t batch, int64_t seq, int64_t heads,
                           int64_t headDim, double theta, double yarnFactor,
-                          double yarnLow, double yarnHigh, double yarnScale) {
+                          double yarnLow, double yarnHigh, double yarnScale,
+                          bool interleaved) {
   Widened w(storage_);
   int64_t n = batch * seq * heads * headDim;
   cpu::ropeGrad(w.in(dy, n), positions, batch, seq, heads, headDim, theta,
-                w.out(dx, n), {yarnFactor, yarnLow, yarnHigh, yarnScale});
+                w.out(dx, n),
+                {yarnFactor, yarnLow, yarnHigh, yarnScale, interleaved});
   w.store();
 }
 

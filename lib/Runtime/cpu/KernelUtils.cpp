@@ -117,7 +117,8 @@ void gemmT(const char *kernel, bool transA, bool transB, int64_t m, int64_t n,
 
 void rotateHalf(const char *kernel, const float *x, const int32_t *positions,
                 int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
-                double theta, const RopeYarn &yarn, bool inverse, float *out) {
+                double theta, const RopeVariant &variant, bool inverse,
+                float *out) {
   checkSize(kernel, "batch", batch);
   checkSize(kernel, "seq", seq);
   checkSize(kernel, "heads", heads);
@@ -126,15 +127,15 @@ void rotateHalf(const char *kernel, const float *x, const int32_t *positions,
     fail(kernel, "headDim must be even, got " + std::to_string(headDim));
   if (!(theta > 0.0))
     fail(kernel, "theta must be positive, got " + std::to_string(theta));
-  if (!(yarn.factor >= 1.0) || !(yarn.scale > 0.0) || !(yarn.low >= 0.0) ||
-      !(yarn.high >= yarn.low))
+  if (!(variant.factor >= 1.0) || !(variant.scale > 0.0) ||
+      !(variant.low >= 0.0) || !(variant.high >= variant.low))
     fail(kernel, "YaRN needs factor >= 1, scale > 0 and 0 <= low <= high");
   int64_t half = headDim / 2;
   // HF computes inv_freq and the angles in fp32; so do we, to match it.
   std::vector<float> invFreq(half);
   for (int64_t i = 0; i < half; ++i)
-    invFreq[i] = ropeInverseFrequency(i, headDim, theta, yarn);
-  float scale = float(yarn.scale);
+    invFreq[i] = ropeInverseFrequency(i, headDim, theta, variant);
+  float scale = float(variant.scale);
   std::vector<float> cosA(half), sinA(half);
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t s = 0; s < seq; ++s) {
@@ -153,9 +154,16 @@ void rotateHalf(const char *kernel, const float *x, const int32_t *positions,
         const float *xv = x + base;
         float *ov = out + base;
         for (int64_t i = 0; i < half; ++i) {
-          float lo = xv[i], hi = xv[i + half];
-          ov[i] = lo * cosA[i] - hi * sinA[i];
-          ov[i + half] = hi * cosA[i] + lo * sinA[i];
+          // Pair i: rotate-half positions, or interleaved ones on the side
+          // the variant says (read forward, written by the inverse).
+          int64_t loIn = i, hiIn = i + half, loOut = i, hiOut = i + half;
+          if (variant.interleaved && !inverse)
+            loIn = 2 * i, hiIn = 2 * i + 1;
+          if (variant.interleaved && inverse)
+            loOut = 2 * i, hiOut = 2 * i + 1;
+          float lo = xv[loIn], hi = xv[hiIn];
+          ov[loOut] = lo * cosA[i] - hi * sinA[i];
+          ov[hiOut] = hi * cosA[i] + lo * sinA[i];
         }
       }
     }

@@ -61,7 +61,7 @@ inline void gemm(const char *kernel, bool transB, int64_t m, int64_t n,
 /// the backward) when `inverse`.
 void rotateHalf(const char *kernel, const float *x, const int32_t *positions,
                 int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
-                double theta, const RopeYarn &yarn, bool inverse, float *out);
+                double theta, const RopeVariant &variant, bool inverse, float *out);
 
 /// y = x @ w^T for x [rows, in], w [out, in]: the projection every layer uses.
 inline void project(const char *kernel, const float *x, int64_t rows,

@@ -1,11 +1,12 @@
 //===- AttentionKernels.cu - Tiled dot-product attention and backward -----===//
 //
 // The CUDA twins of moe::cpu::attention and moe::cpu::attentionGrad:
-// q/out/dout/dq [batch, seq, heads, headDim], k/v/dk/dv [batch, seq, kvHeads,
-// headDim] (row-major, so the row of (b, s, head) starts at
+// q/dq [batch, seq, heads, headDim], k/dk [batch, seq, kvHeads, headDim],
+// v/dv [batch, seq, kvHeads, vDim], out/dout [batch, seq, heads, vDim]
+// (row-major, so the q row of (b, s, head) starts at
 // ((b * seq + s) * heads + head) * headDim); query head h reads kv head
 // h / (heads / kvHeads); scores are scale * (q . k); causal masks the keys
-// after the query position.
+// after the query position. vDim may differ from headDim (DeepSeek's MLA).
 //
 // Flash-attention style, fp32 accumulation, no [seq, seq] matrix anywhere:
 //   - forward: one block per (query tile, b, h); key/value tiles stream
@@ -21,8 +22,10 @@
 //   Causal blocks skip the key (query) tiles that lie wholly after (before)
 //   them.
 //
-// Work split: a row (query or key) of head dimension up to D (the bucket,
-// one of 16, 32, 64, 128, 256, zero-padded past headDim) belongs to a group
+// Work split: the bucket D, one of 16, 32, 64, 128, 256, covers
+// max(headDim, vDim); q and k rows are zero-padded past headDim, v, out and
+// dout rows past vDim, so the padding adds nothing to a dot product. A row
+// (query, key, value or output) belongs to a group
 // of G = D / 16 consecutive lanes, each owning 16 of its dimensions as 4
 // float4 chunks (lane g of the group owns chunks g, g + G, g + 2G, g + 3G);
 // a dot product is 16 fused multiply-adds per lane and a butterfly sum over
@@ -37,6 +40,7 @@
 #include "CudaKernels.h"
 #include "DeviceMath.cuh"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <stdexcept>
@@ -78,44 +82,43 @@ template <int G> __device__ __forceinline__ int laneDim(int g, int e) {
   return 4 * (g + G * (e / 4)) + e % 4;
 }
 
-/// Lane g's 16 dimensions of one row (src points at the row's element 0);
-/// zero past headDim or when the row does not exist.
+/// Lane g's 16 dimensions of one row of `dim` dimensions (src points at the
+/// row's element 0); zero past dim or when the row does not exist.
 template <int G, typename T>
-__device__ __forceinline__ void loadRow(float (&dst)[kDimsPerLane],
-                                        const T *src, bool valid, int g,
-                                        int headDim) {
+__device__ __forceinline__ void
+loadRow(float (&dst)[kDimsPerLane], const T *src, bool valid, int g, int dim) {
 #pragma unroll
   for (int e = 0; e < kDimsPerLane; ++e) {
     int d = laneDim<G>(g, e);
-    dst[e] = valid && d < headDim ? toF32(src[d]) : 0.0f;
+    dst[e] = valid && d < dim ? toF32(src[d]) : 0.0f;
   }
 }
 
-/// Writes lane g's dimensions below headDim of one row.
+/// Writes lane g's dimensions below dim of one row.
 template <int G, typename T>
 __device__ __forceinline__ void
-storeRow(T *dst, const float (&src)[kDimsPerLane], int g, int headDim) {
+storeRow(T *dst, const float (&src)[kDimsPerLane], int g, int dim) {
 #pragma unroll
   for (int e = 0; e < kDimsPerLane; ++e) {
     int d = laneDim<G>(g, e);
-    if (d < headDim)
+    if (d < dim)
       dst[d] = fromF32<T>(src[e]);
   }
 }
 
 /// dst[r * D + d] = src row (first + r), dimension d, for r < kTile and d < D:
-/// zero when r >= count (past the sequence) or d >= headDim. src points at
-/// element 0 of row 0 of this head; rows are rowStride elements apart. Every
-/// thread of the block calls it.
+/// zero when r >= count (past the sequence) or d >= dim (the rows' width).
+/// src points at element 0 of row 0 of this head; rows are rowStride
+/// elements apart. Every thread of the block calls it.
 template <int D, int kTile, typename T>
 __device__ __forceinline__ void loadTile(float4 *dst4, const T *src,
                                          int64_t rowStride, int first,
-                                         int count, int headDim) {
+                                         int count, int dim) {
   float *dst = reinterpret_cast<float *>(dst4);
   for (int e = threadIdx.x; e < kTile * D; e += blockDim.x) {
     int r = e / D, d = e % D;
     float x = 0.0f;
-    if (r < count && d < headDim)
+    if (r < count && d < dim)
       x = toF32(src[int64_t(first + r) * rowStride + d]);
     dst[e] = x;
   }
@@ -151,10 +154,13 @@ __device__ __forceinline__ void axpyRow(float (&acc)[kDimsPerLane], float w,
   }
 }
 
-/// The shape every kernel gets; strides in elements.
+/// The shape every kernel gets. Strides are in elements, between the rows
+/// of consecutive positions: q and dq heads * headDim, k and dk
+/// kvHeads * headDim, v and dv kvHeads * vDim, out and dout heads * vDim.
 struct AttnShape {
-  int seq, heads, kvHeads, headDim, group; // group = heads / kvHeads
-  int64_t qStride, kvStride;               // heads * headDim, kvHeads * headDim
+  int seq, heads, kvHeads, headDim, vDim;
+  int group; // heads / kvHeads
+  int64_t qStride, kStride, vStride, outStride;
   bool causal;
   float scale;
 };
@@ -195,19 +201,19 @@ __global__ void __launch_bounds__(AttnConfig<D>::kThreads)
 
   const BlockCoords at = blockCoords(numTiles, shape.heads, /*reverse=*/true);
   const int kvh = at.head / shape.group;
-  const int seq = shape.seq, headDim = shape.headDim;
+  const int seq = shape.seq, headDim = shape.headDim, vDim = shape.vDim;
   const int qStart = at.tile * C::kRows;
   const int g = threadIdx.x % G;
   const int row = qStart + int(threadIdx.x) / G;
   const bool rowValid = row < seq;
-  const int64_t rowOffset =
-      (at.b * seq + (rowValid ? row : 0)) * shape.qStride +
-      int64_t(at.head) * headDim;
-  const T *kBase = k + at.b * seq * shape.kvStride + int64_t(kvh) * headDim;
-  const T *vBase = v + at.b * seq * shape.kvStride + int64_t(kvh) * headDim;
+  const int64_t token = at.b * seq + (rowValid ? row : 0);
+  const int64_t qOffset = token * shape.qStride + int64_t(at.head) * headDim;
+  const int64_t outOffset = token * shape.outStride + int64_t(at.head) * vDim;
+  const T *kBase = k + at.b * seq * shape.kStride + int64_t(kvh) * headDim;
+  const T *vBase = v + at.b * seq * shape.vStride + int64_t(kvh) * vDim;
 
   float qr[kDimsPerLane], acc[kDimsPerLane];
-  loadRow<G>(qr, q + rowOffset, rowValid, g, headDim);
+  loadRow<G>(qr, q + qOffset, rowValid, g, headDim);
 #pragma unroll
   for (int e = 0; e < kDimsPerLane; ++e)
     acc[e] = 0.0f;
@@ -218,8 +224,8 @@ __global__ void __launch_bounds__(AttnConfig<D>::kThreads)
   for (int kStart = 0; kStart < keyEnd; kStart += kTile) {
     const int count = min(kTile, seq - kStart);
     __syncthreads(); // the previous tile is consumed
-    loadTile<D, kTile>(sK, kBase, shape.kvStride, kStart, count, headDim);
-    loadTile<D, kTile>(sV, vBase, shape.kvStride, kStart, count, headDim);
+    loadTile<D, kTile>(sK, kBase, shape.kStride, kStart, count, headDim);
+    loadTile<D, kTile>(sV, vBase, shape.vStride, kStart, count, vDim);
     __syncthreads();
 
     float s[kTile];
@@ -258,10 +264,10 @@ __global__ void __launch_bounds__(AttnConfig<D>::kThreads)
     acc[e] *= inv;
   if constexpr (!kStats) {
     if (rowValid)
-      storeRow<G>(out + rowOffset, acc, g, headDim);
+      storeRow<G>(out + outOffset, acc, g, vDim);
   } else {
     float dor[kDimsPerLane];
-    loadRow<G>(dor, dout + rowOffset, rowValid, g, headDim);
+    loadRow<G>(dor, dout + outOffset, rowValid, g, vDim);
     float dot = 0.0f;
 #pragma unroll
     for (int e = 0; e < kDimsPerLane; ++e)
@@ -296,19 +302,19 @@ __global__ void __launch_bounds__(AttnConfig<D>::kThreads)
 
   const BlockCoords at = blockCoords(numTiles, shape.kvHeads,
                                      /*reverse=*/false);
-  const int seq = shape.seq, headDim = shape.headDim;
+  const int seq = shape.seq, headDim = shape.headDim, vDim = shape.vDim;
   const int kStart = at.tile * C::kRows;
   const int g = threadIdx.x % G;
   const int key = kStart + int(threadIdx.x) / G;
   const bool keyValid = key < seq;
-  const int64_t keyOffset =
-      (at.b * seq + (keyValid ? key : 0)) * shape.kvStride +
-      int64_t(at.head) * headDim;
+  const int64_t token = at.b * seq + (keyValid ? key : 0);
+  const int64_t kOffset = token * shape.kStride + int64_t(at.head) * headDim;
+  const int64_t vOffset = token * shape.vStride + int64_t(at.head) * vDim;
 
   float kr[kDimsPerLane], vr[kDimsPerLane];
   float dkAcc[kDimsPerLane], dvAcc[kDimsPerLane];
-  loadRow<G>(kr, k + keyOffset, keyValid, g, headDim);
-  loadRow<G>(vr, v + keyOffset, keyValid, g, headDim);
+  loadRow<G>(kr, k + kOffset, keyValid, g, headDim);
+  loadRow<G>(vr, v + vOffset, keyValid, g, vDim);
 #pragma unroll
   for (int e = 0; e < kDimsPerLane; ++e)
     dkAcc[e] = dvAcc[e] = 0.0f;
@@ -317,16 +323,15 @@ __global__ void __launch_bounds__(AttnConfig<D>::kThreads)
   const int qFirst = shape.causal ? kStart : 0;
   for (int hh = 0; hh < shape.group; ++hh) {
     const int h = at.head * shape.group + hh;
-    const int64_t headOffset =
-        at.b * seq * shape.qStride + int64_t(h) * headDim;
+    const int64_t qHead = at.b * seq * shape.qStride + int64_t(h) * headDim;
+    const int64_t outHead = at.b * seq * shape.outStride + int64_t(h) * vDim;
     const int64_t statOffset = (at.b * shape.heads + h) * seq;
     for (int qStart = qFirst; qStart < seq; qStart += kTile) {
       const int count = min(kTile, seq - qStart);
       __syncthreads(); // the previous tile is consumed
-      loadTile<D, kTile>(sQ, q + headOffset, shape.qStride, qStart, count,
-                         headDim);
-      loadTile<D, kTile>(sDO, dout + headOffset, shape.qStride, qStart, count,
-                         headDim);
+      loadTile<D, kTile>(sQ, q + qHead, shape.qStride, qStart, count, headDim);
+      loadTile<D, kTile>(sDO, dout + outHead, shape.outStride, qStart, count,
+                         vDim);
       for (int i = threadIdx.x; i < kTile; i += blockDim.x) {
         sL[i] = i < count ? lse[statOffset + qStart + i] : 0.0f;
         sD[i] = i < count ? delta[statOffset + qStart + i] : 0.0f;
@@ -352,8 +357,8 @@ __global__ void __launch_bounds__(AttnConfig<D>::kThreads)
 #pragma unroll
     for (int e = 0; e < kDimsPerLane; ++e)
       dkAcc[e] *= shape.scale;
-    storeRow<G>(dk + keyOffset, dkAcc, g, headDim);
-    storeRow<G>(dv + keyOffset, dvAcc, g, headDim);
+    storeRow<G>(dk + kOffset, dkAcc, g, headDim);
+    storeRow<G>(dv + vOffset, dvAcc, g, vDim);
   }
 }
 
@@ -374,23 +379,23 @@ __global__ void __launch_bounds__(AttnConfig<D>::kThreads)
 
   const BlockCoords at = blockCoords(numTiles, shape.heads, /*reverse=*/true);
   const int kvh = at.head / shape.group;
-  const int seq = shape.seq, headDim = shape.headDim;
+  const int seq = shape.seq, headDim = shape.headDim, vDim = shape.vDim;
   const int qStart = at.tile * C::kRows;
   const int g = threadIdx.x % G;
   const int row = qStart + int(threadIdx.x) / G;
   const bool rowValid = row < seq;
-  const int64_t rowOffset =
-      (at.b * seq + (rowValid ? row : 0)) * shape.qStride +
-      int64_t(at.head) * headDim;
-  const T *kBase = k + at.b * seq * shape.kvStride + int64_t(kvh) * headDim;
-  const T *vBase = v + at.b * seq * shape.kvStride + int64_t(kvh) * headDim;
+  const int64_t token = at.b * seq + (rowValid ? row : 0);
+  const int64_t qOffset = token * shape.qStride + int64_t(at.head) * headDim;
+  const int64_t outOffset = token * shape.outStride + int64_t(at.head) * vDim;
+  const T *kBase = k + at.b * seq * shape.kStride + int64_t(kvh) * headDim;
+  const T *vBase = v + at.b * seq * shape.vStride + int64_t(kvh) * vDim;
   const int64_t stat = (at.b * shape.heads + at.head) * seq + row;
   const float rowLse = rowValid ? lse[stat] : 0.0f;
   const float rowDelta = rowValid ? delta[stat] : 0.0f;
 
   float qr[kDimsPerLane], dor[kDimsPerLane], dqAcc[kDimsPerLane];
-  loadRow<G>(qr, q + rowOffset, rowValid, g, headDim);
-  loadRow<G>(dor, dout + rowOffset, rowValid, g, headDim);
+  loadRow<G>(qr, q + qOffset, rowValid, g, headDim);
+  loadRow<G>(dor, dout + outOffset, rowValid, g, vDim);
 #pragma unroll
   for (int e = 0; e < kDimsPerLane; ++e)
     dqAcc[e] = 0.0f;
@@ -399,8 +404,8 @@ __global__ void __launch_bounds__(AttnConfig<D>::kThreads)
   for (int kStart = 0; kStart < keyEnd; kStart += kTile) {
     const int count = min(kTile, seq - kStart);
     __syncthreads(); // the previous tile is consumed
-    loadTile<D, kTile>(sK, kBase, shape.kvStride, kStart, count, headDim);
-    loadTile<D, kTile>(sV, vBase, shape.kvStride, kStart, count, headDim);
+    loadTile<D, kTile>(sK, kBase, shape.kStride, kStart, count, headDim);
+    loadTile<D, kTile>(sV, vBase, shape.vStride, kStart, count, vDim);
     __syncthreads();
 
 #pragma unroll 4
@@ -419,7 +424,7 @@ __global__ void __launch_bounds__(AttnConfig<D>::kThreads)
 #pragma unroll
     for (int e = 0; e < kDimsPerLane; ++e)
       dqAcc[e] *= shape.scale;
-    storeRow<G>(dq + rowOffset, dqAcc, g, headDim);
+    storeRow<G>(dq + qOffset, dqAcc, g, headDim);
   }
 }
 
@@ -438,12 +443,13 @@ void checkAtLeast(const char *kernel, const char *name, int64_t value,
 /// implementation; returns the shape the kernels take.
 AttnShape checkShape(const char *kernel, int64_t batch, int64_t seq,
                      int64_t heads, int64_t kvHeads, int64_t headDim,
-                     bool causal, float scale) {
+                     int64_t vDim, bool causal, float scale) {
   checkAtLeast(kernel, "batch", batch, 0);
   checkAtLeast(kernel, "seq", seq, 0);
   checkAtLeast(kernel, "heads", heads, 1);
   checkAtLeast(kernel, "kvHeads", kvHeads, 1);
   checkAtLeast(kernel, "headDim", headDim, 0);
+  checkAtLeast(kernel, "vDim", vDim, 0);
   if (heads % kvHeads != 0)
     fail(kernel, "heads (" + std::to_string(heads) +
                      ") is not a multiple of kvHeads (" +
@@ -451,6 +457,9 @@ AttnShape checkShape(const char *kernel, int64_t batch, int64_t seq,
   if (headDim > kMaxHeadDim)
     fail(kernel, "headDim " + std::to_string(headDim) +
                      " is above the supported " + std::to_string(kMaxHeadDim));
+  if (vDim > kMaxHeadDim)
+    fail(kernel, "vDim " + std::to_string(vDim) + " is above the supported " +
+                     std::to_string(kMaxHeadDim));
   if (seq > INT_MAX || heads > INT_MAX)
     fail(kernel, "seq (" + std::to_string(seq) + ") or heads (" +
                      std::to_string(heads) + ") does not fit in 32 bits");
@@ -459,11 +468,16 @@ AttnShape checkShape(const char *kernel, int64_t batch, int64_t seq,
   shape.heads = int(heads);
   shape.kvHeads = int(kvHeads);
   shape.headDim = int(headDim);
+  shape.vDim = int(vDim);
   shape.group = int(heads / kvHeads);
   shape.qStride = heads * headDim;
-  shape.kvStride = kvHeads * headDim;
+  shape.kStride = kvHeads * headDim;
+  shape.vStride = kvHeads * vDim;
+  shape.outStride = heads * vDim;
   shape.causal = causal;
-  shape.scale = scale;
+  // Without q and k dimensions every score is 0, whatever the scale (even
+  // 1 / sqrt(0)), as the CPU's empty product.
+  shape.scale = headDim == 0 ? 0.0f : scale;
   return shape;
 }
 
@@ -479,15 +493,16 @@ unsigned blocksFor(const char *kernel, int64_t seq, int rows, int64_t batch,
   return unsigned(blocks);
 }
 
-/// Calls f with the head-dimension bucket D >= headDim as a constant.
-template <typename F> void dispatchHeadDim(int headDim, F &&f) {
-  if (headDim <= 16)
+/// Calls f with the bucket D >= max(headDim, vDim) as a constant.
+template <typename F> void dispatchHeadDim(const AttnShape &shape, F &&f) {
+  int dim = std::max(shape.headDim, shape.vDim);
+  if (dim <= 16)
     f(std::integral_constant<int, 16>());
-  else if (headDim <= 32)
+  else if (dim <= 32)
     f(std::integral_constant<int, 32>());
-  else if (headDim <= 64)
+  else if (dim <= 64)
     f(std::integral_constant<int, 64>());
-  else if (headDim <= 128)
+  else if (dim <= 128)
     f(std::integral_constant<int, 128>());
   else
     f(std::integral_constant<int, 256>());
@@ -498,14 +513,15 @@ template <typename F> void dispatchHeadDim(int headDim, F &&f) {
 template <typename T>
 void attention(Device &dev, const T *q, const T *k, const T *v, int64_t batch,
                int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
-               bool causal, float scale, T *out) {
+               int64_t vDim, bool causal, float scale, T *out) {
   const char *kernel = "attention";
-  AttnShape shape =
-      checkShape(kernel, batch, seq, heads, kvHeads, headDim, causal, scale);
-  if (batch == 0 || seq == 0 || headDim == 0)
+  AttnShape shape = checkShape(kernel, batch, seq, heads, kvHeads, headDim,
+                               vDim, causal, scale);
+  if (batch == 0 || seq == 0 || vDim == 0)
     return; // nothing to write
   dev.makeCurrent();
-  dispatchHeadDim(shape.headDim, [&](auto bucket) {
+  // headDim 0 is computed: every score is 0, so out averages v.
+  dispatchHeadDim(shape, [&](auto bucket) {
     constexpr int D = decltype(bucket)::value;
     using C = AttnConfig<D>;
     int numTiles = 0;
@@ -520,15 +536,17 @@ void attention(Device &dev, const T *q, const T *k, const T *v, int64_t batch,
 template <typename T>
 void attentionGrad(Device &dev, const T *dout, const T *q, const T *k,
                    const T *v, int64_t batch, int64_t seq, int64_t heads,
-                   int64_t kvHeads, int64_t headDim, bool causal, float scale,
-                   T *dq, T *dk, T *dv) {
+                   int64_t kvHeads, int64_t headDim, int64_t vDim, bool causal,
+                   float scale, T *dq, T *dk, T *dv) {
   const char *kernel = "attentionGrad";
-  AttnShape shape =
-      checkShape(kernel, batch, seq, heads, kvHeads, headDim, causal, scale);
-  if (batch == 0 || seq == 0 || headDim == 0)
+  AttnShape shape = checkShape(kernel, batch, seq, heads, kvHeads, headDim,
+                               vDim, causal, scale);
+  if (batch == 0 || seq == 0 || (headDim == 0 && vDim == 0))
     return; // nothing to write
   dev.makeCurrent();
-  dispatchHeadDim(shape.headDim, [&](auto bucket) {
+  // One of headDim and vDim 0 is computed: with headDim 0 the probabilities
+  // are uniform and only dv has elements; with vDim 0, dq and dk are zeros.
+  dispatchHeadDim(shape, [&](auto bucket) {
     constexpr int D = decltype(bucket)::value;
     using C = AttnConfig<D>;
     int qTiles = 0, kvTiles = 0;
@@ -557,10 +575,10 @@ void attentionGrad(Device &dev, const T *dout, const T *q, const T *k,
 #define MOE_INSTANTIATE_ATTENTION(T)                                           \
   template void attention<T>(Device &, const T *, const T *, const T *,        \
                              int64_t, int64_t, int64_t, int64_t, int64_t,      \
-                             bool, float, T *);                                \
+                             int64_t, bool, float, T *);                       \
   template void attentionGrad<T>(                                              \
       Device &, const T *, const T *, const T *, const T *, int64_t, int64_t,  \
-      int64_t, int64_t, int64_t, bool, float, T *, T *, T *);
+      int64_t, int64_t, int64_t, int64_t, bool, float, T *, T *, T *);
 MOE_INSTANTIATE_ATTENTION(float)
 MOE_INSTANTIATE_ATTENTION(bf16)
 #undef MOE_INSTANTIATE_ATTENTION
@@ -572,10 +590,10 @@ MOE_INSTANTIATE_ATTENTION(bf16)
 void CudaBackend::attention(const float *q, const float *k, const float *v,
                             float *out, int64_t batch, int64_t seq,
                             int64_t heads, int64_t kvHeads, int64_t headDim,
-                            bool causal, float scale) {
+                            int64_t vDim, bool causal, float scale) {
   onStorage([&](Device &d, auto s) {
     cuda::attention(d, s(q), s(k), s(v), batch, seq, heads, kvHeads, headDim,
-                    causal, scale, s(out));
+                    vDim, causal, scale, s(out));
   });
 }
 
@@ -583,10 +601,12 @@ void CudaBackend::attentionGrad(const float *dout, const float *q,
                                 const float *k, const float *v, float *dq,
                                 float *dk, float *dv, int64_t batch,
                                 int64_t seq, int64_t heads, int64_t kvHeads,
-                                int64_t headDim, bool causal, float scale) {
+                                int64_t headDim, int64_t vDim, bool causal,
+                                float scale) {
   onStorage([&](Device &d, auto s) {
     cuda::attentionGrad(d, s(dout), s(q), s(k), s(v), batch, seq, heads,
-                        kvHeads, headDim, causal, scale, s(dq), s(dk), s(dv));
+                        kvHeads, headDim, vDim, causal, scale, s(dq), s(dk),
+                        s(dv));
   });
 }
 

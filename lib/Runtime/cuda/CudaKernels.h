@@ -57,13 +57,23 @@ void linear(Device &dev, const T *x, int64_t rows, int64_t in, const T *weight,
 template <typename T>
 void rope(Device &dev, const T *x, const int32_t *positions, int64_t batch,
           int64_t seq, int64_t heads, int64_t headDim, double theta, T *out,
-          const RopeYarn &yarn = {});
+          const RopeVariant &variant = {});
 template <typename T>
 void swigluMlp(Device &dev, const T *x, int64_t rows, int64_t hidden,
                const T *gate, const T *up, const T *down, int64_t inter,
                T *out);
 template <typename T>
 void add(Device &dev, const T *a, const T *b, int64_t n, T *out);
+/// out [rows, aWidth + bWidth]: row r is a's row r / aRepeat followed by b's
+/// row r / bRepeat.
+template <typename T>
+void concat(Device &dev, const T *a, const T *b, int64_t rows, int64_t aWidth,
+            int64_t bWidth, int64_t aRepeat, int64_t bRepeat, T *out);
+/// The transpose of concat: a's row r' sums x[r, :aWidth] over the rows r
+/// with r / aRepeat = r' (in fp32), b's likewise x[r, aWidth:].
+template <typename T>
+void split(Device &dev, const T *x, int64_t rows, int64_t aWidth,
+           int64_t bWidth, int64_t aRepeat, int64_t bRepeat, T *a, T *b);
 template <typename T>
 void sharedExperts(Device &dev, const T *x, int64_t rows, int64_t hidden,
                    const T *gate, const T *up, const T *down, int64_t inter,
@@ -82,7 +92,7 @@ void linearGrad(Device &dev, const T *dy, const T *x, int64_t rows, int64_t in,
 template <typename T>
 void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
               int64_t seq, int64_t heads, int64_t headDim, double theta, T *dx,
-              const RopeYarn &yarn = {});
+              const RopeVariant &variant = {});
 template <typename T>
 void swigluMlpGrad(Device &dev, const T *dy, const T *x, int64_t rows,
                    int64_t hidden, const T *gate, const T *up, const T *down,
@@ -94,15 +104,16 @@ void sharedExpertsGrad(Device &dev, const T *dy, const T *x, int64_t rows,
                        T *dgate, T *dup, T *ddown, T *dsharedGate);
 
 // --- Attention (AttentionKernels.cu): tiled, causal or not, grouped-query --
+// q and k have headDim dimensions per head, v and out vDim.
 template <typename T>
 void attention(Device &dev, const T *q, const T *k, const T *v, int64_t batch,
                int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
-               bool causal, float scale, T *out);
+               int64_t vDim, bool causal, float scale, T *out);
 template <typename T>
 void attentionGrad(Device &dev, const T *dout, const T *q, const T *k,
                    const T *v, int64_t batch, int64_t seq, int64_t heads,
-                   int64_t kvHeads, int64_t headDim, bool causal, float scale,
-                   T *dq, T *dk, T *dv);
+                   int64_t kvHeads, int64_t headDim, int64_t vDim, bool causal,
+                   float scale, T *dq, T *dk, T *dv);
 
 // --- Router and experts (RouterKernels.cu, ExpertKernels.cu,
 // GroupedSwigluKernels.cu) ----------------------------------------------------

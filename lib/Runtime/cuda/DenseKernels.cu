@@ -1,8 +1,9 @@
 //===- DenseKernels.cu - Dense layers and RoPE on the GPU -----------------===//
 //
-// The CUDA twins of the CPU dense kernels (embedding, RMSNorm, linear, add)
-// and of RoPE, their gradients, and the CUDA backend's methods for the
-// calls. Column reductions are deterministic (KernelLaunch.cuh: columnSum).
+// The CUDA twins of the CPU dense kernels (embedding, RMSNorm, linear, add,
+// concat and split) and of RoPE, their gradients, and the CUDA backend's
+// methods for the calls. Column reductions are deterministic
+// (KernelLaunch.cuh: columnSum).
 //
 //===----------------------------------------------------------------------===//
 
@@ -43,12 +44,14 @@ struct RopeFreqs {
 /// into shared memory (fp32 angle pos * invFreq as the CPU; cos and sin
 /// evaluated in double and rounded, i.e. correctly rounded like glibc's
 /// cosf/sinf almost always), then rotate every (head, pair) of the token.
+/// Pair i is (i, i + half) on both sides, except with `interleaved`: the
+/// forward reads it from (2i, 2i + 1), the inverse writes it there.
 template <typename T>
-__global__ void rotateHalfKernel(const T *x, const int32_t *positions,
-                                 int64_t tokens, int64_t seq, int64_t heads,
-                                 int64_t half, float theta, bool hostFreqs,
-                                 const __grid_constant__ RopeFreqs freqs,
-                                 float scale, bool inverse, T *out) {
+__global__ void
+rotateHalfKernel(const T *x, const int32_t *positions, int64_t tokens,
+                 int64_t seq, int64_t heads, int64_t half, float theta,
+                 bool hostFreqs, const __grid_constant__ RopeFreqs freqs,
+                 float scale, bool inverse, bool interleaved, T *out) {
   extern __shared__ float trig[]; // cos [half], then sin [half]
   float *cosA = trig, *sinA = trig + half;
   int64_t headDim = 2 * half;
@@ -79,12 +82,18 @@ __global__ void rotateHalfKernel(const T *x, const int32_t *positions,
     T *ot = out + t * heads * headDim;
     for (int64_t k = threadIdx.x; k < heads * half; k += blockDim.x) {
       int64_t h = k / half, i = k % half;
-      int64_t at = h * headDim + i;
-      float lo = toF32(xt[at]);
-      float hi = toF32(xt[at + half]);
-      ot[at] =
+      int64_t loIn = i, hiIn = i + half, loOut = i, hiOut = i + half;
+      if (interleaved && !inverse)
+        loIn = 2 * i, hiIn = 2 * i + 1;
+      if (interleaved && inverse)
+        loOut = 2 * i, hiOut = 2 * i + 1;
+      const T *xh = xt + h * headDim;
+      T *oh = ot + h * headDim;
+      float lo = toF32(xh[loIn]);
+      float hi = toF32(xh[hiIn]);
+      oh[loOut] =
           fromF32<T>(__fsub_rn(__fmul_rn(lo, cosA[i]), __fmul_rn(hi, sinA[i])));
-      ot[at + half] =
+      oh[hiOut] =
           fromF32<T>(__fadd_rn(__fmul_rn(hi, cosA[i]), __fmul_rn(lo, sinA[i])));
     }
     __syncthreads(); // before the next token overwrites cos/sin
@@ -95,7 +104,7 @@ template <typename T>
 void rotateHalf(Device &dev, const char *kernel, const T *x,
                 const int32_t *positions, int64_t batch, int64_t seq,
                 int64_t heads, int64_t headDim, double theta,
-                const RopeYarn &yarn, bool inverse, T *out) {
+                const RopeVariant &variant, bool inverse, T *out) {
   checkSize(kernel, "batch", batch);
   checkSize(kernel, "seq", seq);
   checkSize(kernel, "heads", heads);
@@ -112,22 +121,93 @@ void rotateHalf(Device &dev, const char *kernel, const T *x,
   int64_t tokens = batch * seq;
   if (tokens == 0 || heads == 0)
     return;
-  if (!(yarn.factor >= 1.0) || !(yarn.scale > 0.0) || !(yarn.low >= 0.0) ||
-      !(yarn.high >= yarn.low))
+  if (!(variant.factor >= 1.0) || !(variant.scale > 0.0) ||
+      !(variant.low >= 0.0) || !(variant.high >= variant.low))
     fail(kernel, "YaRN needs factor >= 1, scale > 0 and 0 <= low <= high");
+  // Interleaved pairs move between positions: another thread's input
+  // element may be this thread's output element.
+  if (variant.interleaved &&
+      static_cast<const void *>(x) == static_cast<const void *>(out))
+    fail(kernel, "interleaved pairs cannot be rotated in place");
   RopeFreqs freqs{};
   bool hostFreqs = half <= kRopeHostFreqs;
-  if (!hostFreqs && !yarn.plain())
+  if (!hostFreqs && !variant.plain())
     fail(kernel, "YaRN supports headDim up to " +
                      std::to_string(2 * kRopeHostFreqs) + ", got " +
                      std::to_string(headDim));
   if (hostFreqs)
     for (int64_t i = 0; i < half; ++i) // exactly the CPU's rotateHalf
-      freqs.invFreq[i] = ropeInverseFrequency(i, headDim, theta, yarn);
+      freqs.invFreq[i] = ropeInverseFrequency(i, headDim, theta, variant);
   rotateHalfKernel<<<rowGrid(tokens), kThreads, sharedBytes, dev.stream()>>>(
       x, positions, tokens, seq, heads, half, float(theta), hostFreqs, freqs,
-      float(yarn.scale), inverse, out);
+      float(variant.scale), inverse, variant.interleaved, out);
   checkLaunch("rotateHalfKernel");
+}
+
+//===----------------------------------------------------------------------===//
+// Concat and split
+//===----------------------------------------------------------------------===//
+
+/// Checks the sizes concat and split take, as the CPU does.
+void checkConcatShape(const char *kernel, int64_t rows, int64_t aWidth,
+                      int64_t bWidth, int64_t aRepeat, int64_t bRepeat) {
+  checkSize(kernel, "rows", rows);
+  checkSize(kernel, "aWidth", aWidth);
+  checkSize(kernel, "bWidth", bWidth);
+  checkSize(kernel, "aRepeat", aRepeat, /*positive=*/true);
+  checkSize(kernel, "bRepeat", bRepeat, /*positive=*/true);
+  if (rows % aRepeat != 0 || rows % bRepeat != 0)
+    fail(kernel, "rows (" + std::to_string(rows) +
+                     ") is not a multiple of aRepeat and bRepeat (" +
+                     std::to_string(aRepeat) + ", " + std::to_string(bRepeat) +
+                     ")");
+}
+
+/// out[r, c] = a[r / aRepeat, c] for c < aWidth, else
+/// b[r / bRepeat, c - aWidth]; a thread per element of out (grid-stride).
+template <typename T>
+__global__ void concatKernel(const T *a, const T *b, int64_t rows,
+                             int64_t aWidth, int64_t bWidth, int64_t aRepeat,
+                             int64_t bRepeat, T *out) {
+  int64_t width = aWidth + bWidth, total = rows * width;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r = e / width, c = e % width;
+    out[e] = c < aWidth ? a[(r / aRepeat) * aWidth + c]
+                        : b[(r / bRepeat) * bWidth + (c - aWidth)];
+  }
+}
+
+/// One part of split: dst[p, i] = the fp32 sum of x[p * repeat + r,
+/// offset + i] over r = 0 .. repeat - 1 in ascending order (the CPU's), for
+/// p < parts and i < partWidth; x's rows are `width` elements long. A thread
+/// per element of dst (grid-stride).
+template <typename T>
+__global__ void splitPartKernel(const T *x, int64_t parts, int64_t width,
+                                int64_t offset, int64_t partWidth,
+                                int64_t repeat, T *dst) {
+  int64_t total = parts * partWidth;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t p = e / partWidth, i = e % partWidth;
+    const T *src = x + p * repeat * width + offset + i;
+    float sum = toF32(src[0]);
+    for (int64_t r = 1; r < repeat; ++r)
+      sum += toF32(src[r * width]);
+    dst[e] = fromF32<T>(sum);
+  }
+}
+
+/// Launches splitPartKernel for one part (nothing when it is empty).
+template <typename T>
+void splitPart(Device &dev, const T *x, int64_t rows, int64_t width,
+               int64_t offset, int64_t partWidth, int64_t repeat, T *dst) {
+  int64_t n = (rows / repeat) * partWidth;
+  if (n == 0)
+    return;
+  splitPartKernel<<<elementGrid(dev, n), kThreads, 0, dev.stream()>>>(
+      x, rows / repeat, width, offset, partWidth, repeat, dst);
+  checkLaunch("splitPartKernel");
 }
 
 //===----------------------------------------------------------------------===//
@@ -326,9 +406,9 @@ void linear(Device &dev, const T *x, int64_t rows, int64_t in, const T *weight,
 template <typename T>
 void rope(Device &dev, const T *x, const int32_t *positions, int64_t batch,
           int64_t seq, int64_t heads, int64_t headDim, double theta, T *out,
-          const RopeYarn &yarn) {
-  rotateHalf(dev, "rope", x, positions, batch, seq, heads, headDim, theta, yarn,
-             /*inverse=*/false, out);
+          const RopeVariant &variant) {
+  rotateHalf(dev, "rope", x, positions, batch, seq, heads, headDim, theta,
+             variant, /*inverse=*/false, out);
 }
 
 template <typename T>
@@ -338,6 +418,27 @@ void add(Device &dev, const T *a, const T *b, int64_t n, T *out) {
     return;
   addKernel<<<elementGrid(dev, n), kThreads, 0, dev.stream()>>>(a, b, n, out);
   checkLaunch("addKernel");
+}
+
+template <typename T>
+void concat(Device &dev, const T *a, const T *b, int64_t rows, int64_t aWidth,
+            int64_t bWidth, int64_t aRepeat, int64_t bRepeat, T *out) {
+  checkConcatShape("concat", rows, aWidth, bWidth, aRepeat, bRepeat);
+  int64_t n = rows * (aWidth + bWidth);
+  if (n == 0)
+    return;
+  concatKernel<<<elementGrid(dev, n), kThreads, 0, dev.stream()>>>(
+      a, b, rows, aWidth, bWidth, aRepeat, bRepeat, out);
+  checkLaunch("concatKernel");
+}
+
+template <typename T>
+void split(Device &dev, const T *x, int64_t rows, int64_t aWidth,
+           int64_t bWidth, int64_t aRepeat, int64_t bRepeat, T *a, T *b) {
+  checkConcatShape("split", rows, aWidth, bWidth, aRepeat, bRepeat);
+  int64_t width = aWidth + bWidth;
+  splitPart(dev, x, rows, width, /*offset=*/0, aWidth, aRepeat, a);
+  splitPart(dev, x, rows, width, /*offset=*/aWidth, bWidth, bRepeat, b);
 }
 
 //===----------------------------------------------------------------------===//
@@ -436,11 +537,11 @@ void linearGrad(Device &dev, const T *dy, const T *x, int64_t rows, int64_t in,
 template <typename T>
 void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
               int64_t seq, int64_t heads, int64_t headDim, double theta, T *dx,
-              const RopeYarn &yarn) {
+              const RopeVariant &variant) {
   // A rotation's transpose is the rotation by the opposite angle (times the
   // same YaRN scale).
   rotateHalf(dev, "ropeGrad", dy, positions, batch, seq, heads, headDim, theta,
-             yarn, /*inverse=*/true, dx);
+             variant, /*inverse=*/true, dx);
 }
 
 #define MOE_INSTANTIATE_DENSE_KERNELS(T)                                       \
@@ -452,8 +553,12 @@ void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
                           int64_t, const T *, T *);                            \
   template void rope<T>(Device &, const T *, const int32_t *, int64_t,         \
                         int64_t, int64_t, int64_t, double, T *,                \
-                        const RopeYarn &);                                     \
+                        const RopeVariant &);                                  \
   template void add<T>(Device &, const T *, const T *, int64_t, T *);          \
+  template void concat<T>(Device &, const T *, const T *, int64_t, int64_t,    \
+                          int64_t, int64_t, int64_t, T *);                     \
+  template void split<T>(Device &, const T *, int64_t, int64_t, int64_t,       \
+                         int64_t, int64_t, T *, T *);                          \
   template void embeddingGrad<T>(Device &, const T *, const int32_t *,         \
                                  int64_t, int64_t, int64_t, T *);              \
   template void rmsNormGrad<T>(Device &, const T *, const T *, const T *,      \
@@ -462,7 +567,7 @@ void ropeGrad(Device &dev, const T *dy, const int32_t *positions, int64_t batch,
                               int64_t, const T *, int64_t, T *, T *, T *);     \
   template void ropeGrad<T>(Device &, const T *, const int32_t *, int64_t,     \
                             int64_t, int64_t, int64_t, double, T *,            \
-                            const RopeYarn &);
+                            const RopeVariant &);
 MOE_INSTANTIATE_DENSE_KERNELS(float)
 MOE_INSTANTIATE_DENSE_KERNELS(bf16)
 #undef MOE_INSTANTIATE_DENSE_KERNELS
@@ -497,15 +602,32 @@ void CudaBackend::linear(const float *x, const float *weight, const float *bias,
 void CudaBackend::rope(const float *x, const int32_t *positions, float *out,
                        int64_t batch, int64_t seq, int64_t heads,
                        int64_t headDim, double theta, double yarnFactor,
-                       double yarnLow, double yarnHigh, double yarnScale) {
+                       double yarnLow, double yarnHigh, double yarnScale,
+                       bool interleaved) {
   onStorage([&](Device &d, auto s) {
     cuda::rope(d, s(x), positions, batch, seq, heads, headDim, theta, s(out),
-               {yarnFactor, yarnLow, yarnHigh, yarnScale});
+               {yarnFactor, yarnLow, yarnHigh, yarnScale, interleaved});
   });
 }
 
 void CudaBackend::add(const float *a, const float *b, float *out, int64_t n) {
   onStorage([&](Device &d, auto s) { cuda::add(d, s(a), s(b), n, s(out)); });
+}
+
+void CudaBackend::concat(const float *a, const float *b, float *out,
+                         int64_t rows, int64_t aWidth, int64_t bWidth,
+                         int64_t aRepeat, int64_t bRepeat) {
+  onStorage([&](Device &d, auto s) {
+    cuda::concat(d, s(a), s(b), rows, aWidth, bWidth, aRepeat, bRepeat, s(out));
+  });
+}
+
+void CudaBackend::split(const float *x, float *a, float *b, int64_t rows,
+                        int64_t aWidth, int64_t bWidth, int64_t aRepeat,
+                        int64_t bRepeat) {
+  onStorage([&](Device &d, auto s) {
+    cuda::split(d, s(x), rows, aWidth, bWidth, aRepeat, bRepeat, s(a), s(b));
+  });
 }
 
 void CudaBackend::embeddingGrad(const float *dy, const int32_t *tokens,
@@ -538,10 +660,12 @@ void CudaBackend::linearGrad(const float *dy, const float *x,
 void CudaBackend::ropeGrad(const float *dy, const int32_t *positions, float *dx,
                            int64_t batch, int64_t seq, int64_t heads,
                            int64_t headDim, double theta, double yarnFactor,
-                           double yarnLow, double yarnHigh, double yarnScale) {
+                           double yarnLow, double yarnHigh, double yarnScale,
+                           bool interleaved) {
   onStorage([&](Device &d, auto s) {
     cuda::ropeGrad(d, s(dy), positions, batch, seq, heads, headDim, theta,
-                   s(dx), {yarnFactor, yarnLow, yarnHigh, yarnScale});
+                   s(dx),
+                   {yarnFactor, yarnLow, yarnHigh, yarnScale, interleaved});
   });
 }
 

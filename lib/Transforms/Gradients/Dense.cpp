@@ -1,8 +1,9 @@
 //===- Dense.cpp - Gradient rules of the dense ops ------------------------===//
 //
-// Embedding, RMSNorm, linear (and its bias), RoPE, attention, the dense MLP
-// and the shared experts: each its gradient op; add passes its gradient to
-// both operands; a reshape's gradient is the inverse reshape.
+// Embedding, RMSNorm, linear (and its bias), RoPE, attention, concat, the
+// dense MLP and the shared experts: each its gradient op; add passes its
+// gradient to both operands; a split's gradient is the concat of its parts'
+// gradients; a reshape's gradient is the inverse reshape.
 //
 //===----------------------------------------------------------------------===//
 
@@ -57,7 +58,8 @@ LogicalResult gradRope(RopeOp r, GradientContext &ctx) {
            RopeGradOp::create(b, loc, r.getInput().getType(), dy,
                               r.getPositions(), r.getThetaAttr(),
                               r.getYarnFactorAttr(), r.getYarnLowAttr(),
-                              r.getYarnHighAttr(), r.getYarnScaleAttr()));
+                              r.getYarnHighAttr(), r.getYarnScaleAttr(),
+                              r.getInterleavedAttr()));
   return success();
 }
 
@@ -71,6 +73,26 @@ LogicalResult gradAttention(AttentionOp a, GradientContext &ctx) {
   ctx.give(a.getQ(), g.getQGrad());
   ctx.give(a.getK(), g.getKGrad());
   ctx.give(a.getV(), g.getVGrad());
+  return success();
+}
+
+LogicalResult gradConcat(ConcatOp c, GradientContext &ctx) {
+  auto g = ConcatGradOp::create(ctx.b, ctx.loc, c.getLhs().getType(),
+                                c.getRhs().getType(), ctx.dy(), c.getLhs(),
+                                c.getRhs());
+  ctx.give(c.getLhs(), g.getLhsGrad());
+  ctx.give(c.getRhs(), g.getRhsGrad());
+  return success();
+}
+
+LogicalResult gradSplit(SplitOp s, GradientContext &ctx) {
+  Value dLhs = ctx.resultGrads[0], dRhs = ctx.resultGrads[1];
+  if (!dLhs || !dRhs)
+    return s.emitOpError("has no gradient of its ")
+           << (dLhs ? "rhs" : "lhs")
+           << ": the loss must depend on both parts of a split";
+  ctx.give(s.getInput(), ConcatOp::create(ctx.b, ctx.loc,
+                                          s.getInput().getType(), dLhs, dRhs));
   return success();
 }
 
@@ -144,6 +166,8 @@ void populateDenseGradients(GradientRules &rules) {
   rules.add(gradLinear);
   rules.add(gradRope);
   rules.add(gradAttention);
+  rules.add(gradConcat);
+  rules.add(gradSplit);
   rules.add(gradMLP);
   rules.add(gradSharedExperts);
   rules.add(gradAdd);

@@ -3,7 +3,8 @@
 // Embedding, RMSNorm, linear (with and without bias), the SwiGLU FFNs
 // applied to every token (the dense MLP and the shared experts, with or
 // without their sigmoid gate), elementwise add, rotary embeddings and
-// attention on [batch, seq, heads, headDim] buffers, and their gradients:
+// attention on [batch, seq, heads, headDim] buffers, concat and split along
+// the last dimension, and their gradients:
 // one runtime call each, with the row count folded from the leading
 // dimensions.
 //
@@ -166,7 +167,8 @@ LogicalResult lowerAdd(AddOp op, EntryBuilder &e) {
 }
 
 /// The sizes and frequency parameters every rope call takes: batch, seq,
-/// heads, headDim, theta and the YaRN factor, ramp bounds and scale.
+/// heads, headDim, theta, the YaRN factor, ramp bounds and scale, and the
+/// interleaved flag.
 template <typename Op>
 SmallVector<Value> ropeScalars(EntryBuilder &e, Op op, Value x) {
   return {e.i64(dimSize(x, 0)),
@@ -177,7 +179,8 @@ SmallVector<Value> ropeScalars(EntryBuilder &e, Op op, Value x) {
           e.f64(op.getYarnFactor().convertToDouble()),
           e.f64(op.getYarnLow().convertToDouble()),
           e.f64(op.getYarnHigh().convertToDouble()),
-          e.f64(op.getYarnScale().convertToDouble())};
+          e.f64(op.getYarnScale().convertToDouble()),
+          e.i32(op.getInterleaved() ? 1 : 0)};
 }
 
 LogicalResult lowerRope(RopeOp op, EntryBuilder &e) {
@@ -201,6 +204,17 @@ LogicalResult lowerRopeGrad(RopeGradOp op, EntryBuilder &e) {
                 sizes);
 }
 
+/// The sizes and attributes every attention call takes: batch, seq, heads,
+/// kvHeads, headDim, vDim, causal, scale.
+template <typename Op>
+SmallVector<Value> attentionScalars(EntryBuilder &e, Op op) {
+  Value q = op.getQ();
+  return {e.i64(dimSize(q, 0)),          e.i64(dimSize(q, 1)),
+          e.i64(dimSize(q, 2)),          e.i64(dimSize(op.getK(), 2)),
+          e.i64(dimSize(q, 3)),          e.i64(dimSize(op.getV(), 3)),
+          e.i32(op.getCausal() ? 1 : 0), e.f32(op.getEffectiveScale())};
+}
+
 LogicalResult lowerAttention(AttentionOp op, EntryBuilder &e) {
   auto out = e.resultBuffer(op.getResult());
   if (failed(out))
@@ -208,10 +222,7 @@ LogicalResult lowerAttention(AttentionOp op, EntryBuilder &e) {
   Value q = op.getQ();
   return e.call("moert_attention",
                 {e.buffer(q), e.buffer(op.getK()), e.buffer(op.getV()), *out},
-                {e.i64(dimSize(q, 0)), e.i64(dimSize(q, 1)),
-                 e.i64(dimSize(q, 2)), e.i64(dimSize(op.getK(), 2)),
-                 e.i64(dimSize(q, 3)), e.i32(op.getCausal() ? 1 : 0),
-                 e.f32(op.getEffectiveScale())});
+                attentionScalars(e, op));
 }
 
 LogicalResult lowerAttentionGrad(AttentionGradOp op, EntryBuilder &e) {
@@ -222,10 +233,50 @@ LogicalResult lowerAttentionGrad(AttentionGradOp op, EntryBuilder &e) {
   return e.call("moert_attention_grad",
                 {e.buffer(op.getResultGrad()), e.buffer(q), e.buffer(op.getK()),
                  e.buffer(op.getV()), (*out)[0], (*out)[1], (*out)[2]},
-                {e.i64(dimSize(q, 0)), e.i64(dimSize(q, 1)),
-                 e.i64(dimSize(q, 2)), e.i64(dimSize(op.getK(), 2)),
-                 e.i64(dimSize(q, 3)), e.i32(op.getCausal() ? 1 : 0),
-                 e.f32(op.getEffectiveScale())});
+                attentionScalars(e, op));
+}
+
+/// The sizes every concat and split call takes: the whole tensor's rows,
+/// the two parts' widths, and how many whole rows share a part's row (the
+/// heads a broadcast part spans, else 1).
+SmallVector<Value> concatScalars(EntryBuilder &e, Value whole, Value lhs,
+                                 Value rhs) {
+  auto type = cast<RankedTensorType>(whole.getType());
+  int64_t rank = type.getRank();
+  auto repeat = [&](Value part) -> int64_t {
+    if (rank < 2 || dimSize(part, rank - 2) != 1)
+      return 1;
+    return type.getDimSize(rank - 2);
+  };
+  return {e.i64(numElements(whole) / type.getDimSize(rank - 1)),
+          e.i64(dimSize(lhs, -1)), e.i64(dimSize(rhs, -1)), e.i64(repeat(lhs)),
+          e.i64(repeat(rhs))};
+}
+
+LogicalResult lowerConcat(ConcatOp op, EntryBuilder &e) {
+  auto out = e.resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  return e.call("moert_concat",
+                {e.buffer(op.getLhs()), e.buffer(op.getRhs()), *out},
+                concatScalars(e, op.getResult(), op.getLhs(), op.getRhs()));
+}
+
+LogicalResult lowerConcatGrad(ConcatGradOp op, EntryBuilder &e) {
+  auto out = e.resultBuffers(op);
+  if (failed(out))
+    return failure();
+  return e.call("moert_split",
+                {e.buffer(op.getResultGrad()), (*out)[0], (*out)[1]},
+                concatScalars(e, op.getResultGrad(), op.getLhs(), op.getRhs()));
+}
+
+LogicalResult lowerSplit(SplitOp op, EntryBuilder &e) {
+  auto out = e.resultBuffers(op);
+  if (failed(out))
+    return failure();
+  return e.call("moert_split", {e.buffer(op.getInput()), (*out)[0], (*out)[1]},
+                concatScalars(e, op.getInput(), op.getLhs(), op.getRhs()));
 }
 
 } // namespace
@@ -246,6 +297,9 @@ void populateDenseLowerings(LoweringTable &table) {
   table.add(lowerRopeGrad);
   table.add(lowerAttention);
   table.add(lowerAttentionGrad);
+  table.add(lowerConcat);
+  table.add(lowerConcatGrad);
+  table.add(lowerSplit);
 }
 
 } // namespace mlir::moe::lowering

@@ -81,6 +81,8 @@ void populateDensePartitions(PartitionRules &rules) {
   rules.add(partitionLocally<RMSNormOp>);
   rules.add(partitionLocally<RopeOp>);
   rules.add(partitionLocally<AttentionOp>);
+  rules.add(partitionLocally<ConcatOp>);
+  rules.add(partitionLocally<SplitOp>);
   rules.add(partitionLocally<AddOp>);
 }
 

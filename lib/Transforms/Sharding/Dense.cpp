@@ -17,16 +17,27 @@ namespace mlir::moe::sharding {
 namespace {
 
 /// Whether `v` (a [..., heads * head_dim] projection reshaped to heads)
-/// reaches a moe.attention through head-wise ops (the q/k norms, RoPE).
+/// reaches a moe.attention through head-wise ops (the q/k norms, RoPE, and
+/// MLA's split of each head and concat of its parts).
 bool feedsAttention(Value v) {
   for (Operation *user : v.getUsers()) {
     if (isa<AttentionOp>(user))
       return true;
-    if (isa<RMSNormOp, RopeOp>(user) && user->getOperand(0) == v &&
-        feedsAttention(user->getResult(0)))
+    if (isa<RMSNormOp, RopeOp, SplitOp>(user) && user->getOperand(0) == v &&
+        llvm::any_of(user->getResults(), feedsAttention))
+      return true;
+    if (isa<ConcatOp>(user) && feedsAttention(user->getResult(0)))
       return true;
   }
   return false;
+}
+
+/// Whether `part` (an operand of `whole`'s concat or split) is broadcast in
+/// the dimension before the last.
+bool isBroadcastPart(Value part, Value whole) {
+  ArrayRef<int64_t> p = cast<ShapedType>(part.getType()).getShape();
+  ArrayRef<int64_t> w = cast<ShapedType>(whole.getType()).getShape();
+  return w.size() >= 2 && p[w.size() - 2] == 1 && w[w.size() - 2] != 1;
 }
 
 LogicalResult shardParam(ParamOp, ShardingChooser &) {
@@ -96,8 +107,11 @@ LogicalResult shardExpandShape(tensor::ExpandShapeOp op, ShardingChooser &s) {
   // Ulysses context parallelism: heads reshaped for attention trade their
   // sequence split for a head split (all-to-all over cp), so that RoPE and
   // attention see whole sequences.
+  // A single head (MLA's shared rotary key) keeps the sequence split; the
+  // head-wise op after it gathers the sequence.
   int64_t rank = out.dims.size();
   if (s.getMesh().getCp() > 1 && rank == 4 &&
+      op.getResultType().getDimSize(2) % s.getMesh().getCp() == 0 &&
       feedsAttention(op.getResult()) &&
       llvm::is_contained(out.dims[1], kCpAxis)) {
     ShardingSpec heads = out;
@@ -150,6 +164,30 @@ LogicalResult shardAttention(AttentionOp op, ShardingChooser &s) {
   return success();
 }
 
+LogicalResult shardConcat(ConcatOp op, ShardingChooser &s) {
+  // The last dimension is whole; the layout is that of an operand not
+  // broadcast, and a broadcast operand is whole in its broadcast dimension.
+  Value result = op.getResult();
+  Value lead = isBroadcastPart(op.getLhs(), result) ? op.getRhs() : op.getLhs();
+  ShardingSpec out = s.withLastDim(s.spec(lead), {});
+  for (auto [i, part] : llvm::enumerate(op->getOperands())) {
+    ShardingSpec need = out;
+    if (isBroadcastPart(part, result))
+      need.dims[need.dims.size() - 2].clear();
+    s.need(op, i, need);
+  }
+  s.produce(result, out);
+  return success();
+}
+
+LogicalResult shardSplit(SplitOp op, ShardingChooser &s) {
+  ShardingSpec in = s.withLastDim(s.spec(op.getInput()), {});
+  s.need(op, 0, in);
+  s.produce(op.getLhs(), in);
+  s.produce(op.getRhs(), in);
+  return success();
+}
+
 LogicalResult shardAdd(AddOp op, ShardingChooser &s) {
   s.need(op, 1, s.spec(op.getLhs()));
   s.produce(op.getResult(), s.spec(op.getLhs()));
@@ -198,6 +236,8 @@ void populateDenseShardings(ShardingRules &rules) {
   rules.add(shardCollapseShape);
   rules.add(shardRope);
   rules.add(shardAttention);
+  rules.add(shardConcat);
+  rules.add(shardSplit);
   rules.add(shardAdd);
   rules.add(shardMLP);
   rules.add(shardSharedExperts);

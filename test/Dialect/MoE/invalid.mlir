@@ -236,7 +236,7 @@ func.func @f(%q: tensor<2x4x4x8xf32>, %k: tensor<2x5x2x8xf32>) -> tensor<2x4x4x8
 // -----
 
 func.func @f(%q: tensor<2x4x4x8xf32>, %k: tensor<2x4x2x8xf32>, %v: tensor<2x4x1x8xf32>) -> tensor<2x4x4x8xf32> {
-  // expected-error @+1 {{expects v of shape [2, 4, 2, 8] (the shape of k), but got [2, 4, 1, 8]}}
+  // expected-error @+1 {{expects v of shape [2, 4, 2, 8] (batch, seq and kv_heads of k), but got [2, 4, 1, 8]}}
   %y = moe.attention %q, %k, %v : (tensor<2x4x4x8xf32>, tensor<2x4x2x8xf32>, tensor<2x4x1x8xf32>) -> tensor<2x4x4x8xf32>
   return %y : tensor<2x4x4x8xf32>
 }
@@ -260,9 +260,74 @@ func.func @f(%q: tensor<2x4x4x8xf32>, %k: tensor<2x4x2x8xf32>) -> tensor<2x4x4x8
 // -----
 
 func.func @f(%q: tensor<2x4x4x8xf32>, %k: tensor<2x4x2x8xf32>) -> tensor<2x4x2x8xf32> {
-  // expected-error @+1 {{expects the result type to equal the q type 'tensor<2x4x4x8xf32>', but got 'tensor<2x4x2x8xf32>'}}
+  // expected-error @+1 {{expects the result of shape [2, 4, 4, 8] (the heads of q, the head size of v), but got [2, 4, 2, 8]}}
   %y = moe.attention %q, %k, %k : (tensor<2x4x4x8xf32>, tensor<2x4x2x8xf32>, tensor<2x4x2x8xf32>) -> tensor<2x4x2x8xf32>
   return %y : tensor<2x4x2x8xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x4x8xf32>, %k: tensor<2x4x2x8xf32>, %v: tensor<2x4x2xf32>) -> tensor<2x4x4x8xf32> {
+  // expected-error @+1 {{expects v of rank 4 ([batch, seq, kv_heads, v_head_dim]), but got rank 3}}
+  %y = moe.attention %q, %k, %v : (tensor<2x4x4x8xf32>, tensor<2x4x2x8xf32>, tensor<2x4x2xf32>) -> tensor<2x4x4x8xf32>
+  return %y : tensor<2x4x4x8xf32>
+}
+
+// -----
+
+func.func @f(%a: tensor<2x4x4x8xf32>, %b: tensor<2x4x2x4xf32>) -> tensor<2x4x4x12xf32> {
+  // expected-error @+1 {{expects rhs of shape [2, 4, 4, 4] (the leading dimensions of result, or 1 in the one before the last), but got [2, 4, 2, 4]}}
+  %y = moe.concat %a, %b : (tensor<2x4x4x8xf32>, tensor<2x4x2x4xf32>) -> tensor<2x4x4x12xf32>
+  return %y : tensor<2x4x4x12xf32>
+}
+
+// -----
+
+func.func @f(%a: tensor<2x4x4x8xf32>, %b: tensor<1x4x4x4xf32>) -> tensor<2x4x4x12xf32> {
+  // expected-error @+1 {{expects rhs of shape [2, 4, 4, 4] (the leading dimensions of result, or 1 in the one before the last), but got [1, 4, 4, 4]}}
+  %y = moe.concat %a, %b : (tensor<2x4x4x8xf32>, tensor<1x4x4x4xf32>) -> tensor<2x4x4x12xf32>
+  return %y : tensor<2x4x4x12xf32>
+}
+
+// -----
+
+func.func @f(%a: tensor<2x4x8xf32>, %b: tensor<2x4x4xf32>) -> tensor<2x4x13xf32> {
+  // expected-error @+1 {{expects the last dimensions of lhs and rhs to add up to the result's (13), but got 12}}
+  %y = moe.concat %a, %b : (tensor<2x4x8xf32>, tensor<2x4x4xf32>) -> tensor<2x4x13xf32>
+  return %y : tensor<2x4x13xf32>
+}
+
+// -----
+
+func.func @f(%a: tensor<f32>, %b: tensor<f32>) -> tensor<f32> {
+  // expected-error @+1 {{expects result of rank >= 1 ([..., features]), but got rank 0}}
+  %y = moe.concat %a, %b : (tensor<f32>, tensor<f32>) -> tensor<f32>
+  return %y : tensor<f32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x4x12xf32>) -> tensor<2x4x8xf32> {
+  // expected-error @+1 {{expects the last dimensions of lhs and rhs to add up to the input's (12), but got 11}}
+  %a, %b = moe.split %x : (tensor<2x4x12xf32>) -> (tensor<2x4x8xf32>, tensor<2x4x3xf32>)
+  return %a : tensor<2x4x8xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x4x4x12xf32>) -> tensor<2x4x4x8xf32> {
+  // A split does not reduce over heads: only concat broadcasts.
+  // expected-error @+1 {{expects rhs of shape [2, 4, 4, 4] (the leading dimensions of input), but got [2, 4, 1, 4]}}
+  %a, %b = moe.split %x : (tensor<2x4x4x12xf32>) -> (tensor<2x4x4x8xf32>, tensor<2x4x1x4xf32>)
+  return %a : tensor<2x4x4x8xf32>
+}
+
+// -----
+
+func.func @f(%dy: tensor<2x4x4x12xf32>, %a: tensor<2x4x4x8xf32>, %b: tensor<2x4x1x4xf32>) -> tensor<2x4x4x4xf32> {
+  // expected-error @+1 {{expects the gradient of rhs to have its type 'tensor<2x4x1x4xf32>', but got 'tensor<2x4x4x4xf32>'}}
+  %da, %db = moe.concat_grad %dy, %a, %b : (tensor<2x4x4x12xf32>, tensor<2x4x4x8xf32>, tensor<2x4x1x4xf32>) -> (tensor<2x4x4x8xf32>, tensor<2x4x4x4xf32>)
+  return %db : tensor<2x4x4x4xf32>
 }
 
 // -----

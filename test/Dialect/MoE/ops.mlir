@@ -43,6 +43,34 @@ func.func @attention(%q: tensor<2x4x4x8xf32>, %k: tensor<2x4x2x8xf32>, %v: tenso
   return %a, %b : tensor<2x4x4x8xf32>, tensor<2x4x4x8xf32>
 }
 
+// DeepSeek's MLA: each head cut into its non-rotary and rotary parts, the
+// rotary part rotated with interleaved pairs, the key's shared rotary head
+// broadcast over the heads, value heads narrower than the query/key heads.
+// CHECK-LABEL: func.func @latent_attention
+func.func @latent_attention(%q: tensor<2x4x4x12xf32>, %kv: tensor<2x4x4x14xf32>,
+                            %kr: tensor<2x4x1x4xf32>) -> tensor<2x4x4x6xf32> {
+  // CHECK: %[[QP:.+]], %[[QR:.+]] = moe.split %{{[^ ]+}} : (tensor<2x4x4x12xf32>) -> (tensor<2x4x4x8xf32>, tensor<2x4x4x4xf32>)
+  %qp, %qr = moe.split %q : (tensor<2x4x4x12xf32>) -> (tensor<2x4x4x8xf32>, tensor<2x4x4x4xf32>)
+  // CHECK: %[[R:.+]] = moe.rope %[[QR]] {interleaved} : (tensor<2x4x4x4xf32>) -> tensor<2x4x4x4xf32>
+  %r = moe.rope %qr {interleaved} : (tensor<2x4x4x4xf32>) -> tensor<2x4x4x4xf32>
+  // CHECK: moe.concat %[[QP]], %[[R]] : (tensor<2x4x4x8xf32>, tensor<2x4x4x4xf32>) -> tensor<2x4x4x12xf32>
+  %query = moe.concat %qp, %r : (tensor<2x4x4x8xf32>, tensor<2x4x4x4xf32>) -> tensor<2x4x4x12xf32>
+  %kp, %v = moe.split %kv : (tensor<2x4x4x14xf32>) -> (tensor<2x4x4x8xf32>, tensor<2x4x4x6xf32>)
+  // CHECK: moe.concat %{{.+}}, %{{[^ ]+}} : (tensor<2x4x4x8xf32>, tensor<2x4x1x4xf32>) -> tensor<2x4x4x12xf32>
+  %key = moe.concat %kp, %kr : (tensor<2x4x4x8xf32>, tensor<2x4x1x4xf32>) -> tensor<2x4x4x12xf32>
+  // CHECK: moe.attention %{{.+}} {causal} : (tensor<2x4x4x12xf32>, tensor<2x4x4x12xf32>, tensor<2x4x4x6xf32>) -> tensor<2x4x4x6xf32>
+  %a = moe.attention %query, %key, %v {causal} : (tensor<2x4x4x12xf32>, tensor<2x4x4x12xf32>, tensor<2x4x4x6xf32>) -> tensor<2x4x4x6xf32>
+  return %a : tensor<2x4x4x6xf32>
+}
+
+// CHECK-LABEL: func.func @concat_grad
+func.func @concat_grad(%dy: tensor<2x4x4x12xf32>, %a: tensor<2x4x4x8xf32>,
+                       %b: tensor<2x4x1x4xf32>) -> (tensor<2x4x4x8xf32>, tensor<2x4x1x4xf32>) {
+  // CHECK: moe.concat_grad %{{.+}}, %{{.+}}, %{{[^ ]+}} : (tensor<2x4x4x12xf32>, tensor<2x4x4x8xf32>, tensor<2x4x1x4xf32>) -> (tensor<2x4x4x8xf32>, tensor<2x4x1x4xf32>)
+  %da, %db = moe.concat_grad %dy, %a, %b : (tensor<2x4x4x12xf32>, tensor<2x4x4x8xf32>, tensor<2x4x1x4xf32>) -> (tensor<2x4x4x8xf32>, tensor<2x4x1x4xf32>)
+  return %da, %db : tensor<2x4x4x8xf32>, tensor<2x4x1x4xf32>
+}
+
 // CHECK-LABEL: func.func @mlp_and_add
 func.func @mlp_and_add(%x: tensor<2x4x8xf32>, %g: tensor<16x8xf32>, %u: tensor<16x8xf32>,
                        %d: tensor<8x16xf32>) -> tensor<2x4x8xf32> {

@@ -117,13 +117,16 @@ static LogicalResult verifyAttention(Operation *op, Value qv, Value kv,
                                      Value vv, std::optional<APFloat> scale,
                                      Value result) {
   if (failed(expectRank(op, "q", qv, 4, "[batch, seq, heads, head_dim]")) ||
-      failed(expectRank(op, "k", kv, 4, "[batch, seq, kv_heads, head_dim]")))
+      failed(expectRank(op, "k", kv, 4, "[batch, seq, kv_heads, head_dim]")) ||
+      failed(expectRank(op, "v", vv, 4, "[batch, seq, kv_heads, v_head_dim]")))
     return failure();
   ArrayRef<int64_t> q = shapeOf(qv);
   ArrayRef<int64_t> k = shapeOf(kv);
+  int64_t vDim = shapeOf(vv)[3];
   if (failed(expectShape(op, "k", kv, {q[0], q[1], k[2], q[3]},
                          "batch, seq and head_dim of q")) ||
-      failed(expectShape(op, "v", vv, k, "the shape of k")))
+      failed(expectShape(op, "v", vv, {k[0], k[1], k[2], vDim},
+                         "batch, seq and kv_heads of k")))
     return failure();
   if (q[2] % k[2] != 0)
     return op->emitOpError()
@@ -132,7 +135,8 @@ static LogicalResult verifyAttention(Operation *op, Value qv, Value kv,
            << ")";
   if (scale && failed(expectPositive(op, "scale", scale->convertToDouble())))
     return failure();
-  return expectSameType(op, result, qv, "q");
+  return expectShape(op, "the result", result, {q[0], q[1], q[2], vDim},
+                     "the heads of q, the head size of v");
 }
 
 /// `scale` if set, else 1/sqrt(head_dim of q).
@@ -149,6 +153,57 @@ LogicalResult AttentionOp::verify() {
 
 double AttentionOp::getEffectiveScale() {
   return effectiveScale(getScale(), getQ());
+}
+
+/// Checks `lhs` [..., A] and `rhs` [..., B] beside each other as `whole`
+/// [..., A + B], an operand broadcast in the dimension before the last when
+/// it has 1 there.
+static LogicalResult verifyConcat(Operation *op, Value lhs, Value rhs,
+                                  Value whole, StringRef wholeName) {
+  ArrayRef<int64_t> shape = shapeOf(whole);
+  if (shape.empty())
+    return op->emitOpError() << "expects " << wholeName
+                             << " of rank >= 1 ([..., features]), but got "
+                                "rank 0";
+  int64_t rank = shape.size();
+  int64_t widths = 0;
+  for (auto [name, part] : {std::pair<StringRef, Value>{"lhs", lhs},
+                            std::pair<StringRef, Value>{"rhs", rhs}}) {
+    ArrayRef<int64_t> got = shapeOf(part);
+    SmallVector<int64_t> want(shape.drop_back());
+    if (int64_t(got.size()) == rank) {
+      if (rank >= 2 && got[rank - 2] == 1)
+        want[rank - 2] = 1; // broadcast over this dimension
+      want.push_back(got.back());
+    }
+    if (failed(expectShape(op, name, part, want,
+                           "the leading dimensions of " + wholeName.str() +
+                               ", or 1 in the one before the last")))
+      return failure();
+    widths += got.back();
+  }
+  if (widths != shape.back())
+    return op->emitOpError()
+           << "expects the last dimensions of lhs and rhs to add up to the "
+           << wholeName << "'s (" << shape.back() << "), but got " << widths;
+  return success();
+}
+
+LogicalResult ConcatOp::verify() {
+  return verifyConcat(*this, getLhs(), getRhs(), getResult(), "result");
+}
+
+LogicalResult SplitOp::verify() {
+  if (failed(verifyConcat(*this, getLhs(), getRhs(), getInput(), "input")))
+    return failure();
+  ArrayRef<int64_t> in = shapeOf(getInput());
+  for (auto [name, part] : {std::pair<StringRef, Value>{"lhs", getLhs()},
+                            std::pair<StringRef, Value>{"rhs", getRhs()}})
+    if (failed(expectShape(*this, name, part,
+                           withLastDim(in.drop_back(), shapeOf(part).back()),
+                           "the leading dimensions of input")))
+      return failure();
+  return success();
 }
 
 LogicalResult MLPOp::verify() {
@@ -212,6 +267,14 @@ LogicalResult AttentionGradOp::verify() {
 
 double AttentionGradOp::getEffectiveScale() {
   return effectiveScale(getScale(), getQ());
+}
+
+LogicalResult ConcatGradOp::verify() {
+  if (failed(verifyConcat(*this, getLhs(), getRhs(), getResultGrad(),
+                          "result_grad")))
+    return failure();
+  return expectGradTypes(*this, {{getLhsGrad(), getLhs(), "lhs"},
+                                 {getRhsGrad(), getRhs(), "rhs"}});
 }
 
 LogicalResult MLPGradOp::verify() {

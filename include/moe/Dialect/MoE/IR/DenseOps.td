@@ -136,6 +136,12 @@ def MoE_RopeOp : MoE_Op<"rope", [Pure]> {
     (`yarn_high` is taken as `yarn_low + 0.001` when they are equal), as
     transformers' `_compute_yarn_parameters` and its rotary embedding do;
     the importer computes the ramp bounds and the scale from the config.
+
+    `interleaved` (DeepSeek's layout): pair i of the input is
+    (x[..., 2i], x[..., 2i + 1]), rotated by the same angle and written to
+    out[..., i] and out[..., i + D/2] as above, so the result is in
+    rotate-half order, as transformers' `apply_rotary_pos_emb_interleave`
+    computes it.
   }];
   let arguments = (ins MoE_FloatTensor:$input,
                        Optional<MoE_IndexTensor>:$positions,
@@ -143,7 +149,8 @@ def MoE_RopeOp : MoE_Op<"rope", [Pure]> {
                        DefaultValuedAttr<F64Attr, "1.0">:$yarn_factor,
                        DefaultValuedAttr<F64Attr, "0.0">:$yarn_low,
                        DefaultValuedAttr<F64Attr, "0.0">:$yarn_high,
-                       DefaultValuedAttr<F64Attr, "1.0">:$yarn_scale);
+                       DefaultValuedAttr<F64Attr, "1.0">:$yarn_scale,
+                       UnitAttr:$interleaved);
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
     $input (`positions` $positions^)? attr-dict `:`
@@ -156,7 +163,9 @@ def MoE_RopeGradOp : MoE_Op<"rope_grad", [Pure]> {
   let summary = "Backward of moe.rope: the inverse rotation";
   let description = [{
     RoPE is a rotation per (position, frequency) pair, so its backward is
-    the rotation by the opposite angle, with the same positions and theta.
+    the rotation by the opposite angle, with the same positions and theta
+    (with `interleaved`, read from rotate-half pairs and written to
+    interleaved ones).
   }];
   let arguments = (ins MoE_FloatTensor:$result_grad,
                        Optional<MoE_IndexTensor>:$positions,
@@ -164,7 +173,8 @@ def MoE_RopeGradOp : MoE_Op<"rope_grad", [Pure]> {
                        DefaultValuedAttr<F64Attr, "1.0">:$yarn_factor,
                        DefaultValuedAttr<F64Attr, "0.0">:$yarn_low,
                        DefaultValuedAttr<F64Attr, "0.0">:$yarn_high,
-                       DefaultValuedAttr<F64Attr, "1.0">:$yarn_scale);
+                       DefaultValuedAttr<F64Attr, "1.0">:$yarn_scale,
+                       UnitAttr:$interleaved);
   let results = (outs MoE_FloatTensor:$input_grad);
   let assemblyFormat = [{
     $result_grad (`positions` $positions^)? attr-dict `:`
@@ -177,12 +187,13 @@ def MoE_AttentionOp : MoE_Op<"attention", [Pure,
     DeclareOpInterfaceMethods<MoE_MeshFitOpInterface>]> {
   let summary = "Scaled dot-product attention with grouped-query heads";
   let description = [{
-    `q` is [B, S, H, D]; `k` and `v` are [B, S, KV, D] with H a multiple of
-    KV: query head h attends with key/value head `h / (H / KV)` (grouped-query
-    attention; KV = H is multi-head, KV = 1 multi-query). With `causal`,
-    position s attends to positions <= s. Scores are scaled by `scale`,
-    1/sqrt(D) when absent, and the softmax is computed in fp32. The result
-    is [B, S, H, D].
+    `q` is [B, S, H, D]; `k` is [B, S, KV, D] and `v` [B, S, KV, Dv] with H
+    a multiple of KV: query head h attends with key/value head `h / (H / KV)`
+    (grouped-query attention; KV = H is multi-head, KV = 1 multi-query).
+    With `causal`, position s attends to positions <= s. Scores are scaled by
+    `scale`, 1/sqrt(D) when absent, and the softmax is computed in fp32. The
+    result is [B, S, H, Dv]; value heads may be narrower or wider than the
+    query/key heads (DeepSeek's MLA: D 192, Dv 128).
 
     Projections, q/k norm and RoPE are separate ops in front of this one
     (`moe.linear`, `moe.rms_norm`, `moe.rope`), so that sharding can reason
@@ -224,6 +235,60 @@ def MoE_AttentionGradOp : MoE_Op<"attention_grad", [Pure]> {
     /// The softmax scale: `scale` if set, else 1/sqrt(head_dim).
     double getEffectiveScale();
   }];
+}
+
+def MoE_ConcatOp : MoE_Op<"concat", [Pure]> {
+  let summary = "Two tensors side by side along the last dimension";
+  let description = [{
+    `result[..., :A] = lhs`, `result[..., A:] = rhs`, where `lhs` is
+    [..., A] and `rhs` [..., B] and the result [..., A + B]. The other
+    dimensions equal the result's, except that an operand may have 1 in the
+    dimension before the last (the heads of a [B, S, heads, D] tensor):
+    it is then broadcast over it. DeepSeek's MLA builds each head's key from
+    its own non-rotary part and the one rotary part all heads share:
+    `moe.concat %k_nope, %k_rope : (tensor<BxSxHx128xf32>,
+    tensor<BxSx1x64xf32>) -> tensor<BxSxHx192xf32>`.
+  }];
+  let arguments = (ins MoE_FloatTensor:$lhs, MoE_FloatTensor:$rhs);
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $rhs attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ConcatGradOp : MoE_Op<"concat_grad", [Pure]> {
+  let summary = "Backward of moe.concat: the two parts, summed where broadcast";
+  let description = [{
+    `lhs_grad` is `result_grad[..., :A]` and `rhs_grad` `result_grad[...,
+    A:]`, each summed over the dimension its operand was broadcast over.
+  }];
+  let arguments = (ins MoE_FloatTensor:$result_grad, MoE_FloatTensor:$lhs,
+                       MoE_FloatTensor:$rhs);
+  let results = (outs MoE_FloatTensor:$lhs_grad, MoE_FloatTensor:$rhs_grad);
+  let assemblyFormat = [{
+    $result_grad `,` $lhs `,` $rhs attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_SplitOp : MoE_Op<"split", [Pure]> {
+  let summary = "A tensor cut in two along the last dimension";
+  let description = [{
+    `lhs = input[..., :A]`, `rhs = input[..., A:]`, with A the last
+    dimension of `lhs`; the other dimensions are the input's. Its gradient is
+    `moe.concat` of the two parts' gradients, so both parts must be used.
+    DeepSeek's MLA cuts each head into its non-rotary and rotary features
+    and the compressed key/value projection into the latent and the shared
+    rotary key.
+  }];
+  let arguments = (ins MoE_FloatTensor:$input);
+  let results = (outs MoE_FloatTensor:$lhs, MoE_FloatTensor:$rhs);
+  let assemblyFormat = [{
+    $input attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
 }
 
 def MoE_MLPOp : MoE_Op<"mlp", [Pure,

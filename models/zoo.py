@@ -58,6 +58,13 @@ class Config:
     shared_gate: bool = False
     dense_layers: Tuple[int, ...] = ()
     dense_inter: int = 0
+    # DeepSeek's multi-head latent attention (kv_lora_rank > 0; q_lora_rank 0
+    # is a plain q_proj); head_dim is then the rotary size.
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
     capacity_factor: float = 0.0
     aux_coef: float = 0.0
     z_coef: float = 0.0
@@ -136,6 +143,13 @@ def from_hf(name: str, d: dict, batch: Optional[int] = None,
                  shared_inter=d.get("n_shared_experts", 1) * moe_inter,
                  dense_layers=tuple(range(min(first, f["layers"]))),
                  dense_inter=d.get("intermediate_size", 18432) if first else 0)
+        if d.get("moec_attention", "mla") == "mla":  # DeepseekV3Config's defaults
+            rope = d.get("qk_rope_head_dim", 64)
+            f.update(q_lora_rank=d.get("q_lora_rank", 1536) or 0,
+                     kv_lora_rank=d.get("kv_lora_rank", 512),
+                     qk_nope_head_dim=d.get("qk_nope_head_dim", 128),
+                     qk_rope_head_dim=rope, v_head_dim=d.get("v_head_dim", 128),
+                     head_dim=rope)
     else:
         raise ValueError(f"{name}: model_type {t!r} is not in the zoo's families")
     f.update(aux_coef=d.get("moec_aux_loss_coef", f.get("aux_coef", 0.0)),

@@ -244,6 +244,9 @@ def compare_gradients(cfg, workdir, model, weights):
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(p.grad if p.grad is not None else torch.zeros_like(p))
+        for name, b in model.named_buffers():  # selection only: no gradient
+            if name.endswith("e_score_correction_bias"):
+                b.zero_()
     model.save_pretrained(saved, safe_serialization=True)
     ref = {}
     for f in os.listdir(saved):

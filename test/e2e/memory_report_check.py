@@ -64,13 +64,27 @@ def local_params(c, mesh):
     for layer in range(c["layers"]):
         add([H])
         add([H])  # input / post-attention norms
-        column(c["heads"] * D, H)
-        column(c["kv_heads"] * D, H)
-        column(c["kv_heads"] * D, H)
-        if c["qkv_bias"]:  # split over tp like the projections' rows
-            for rows in (c["heads"] * D, c["kv_heads"] * D, c["kv_heads"] * D):
-                add([rows], [rows // tp])
-        row(H, c["heads"] * D)
+        if c["kv_lora_rank"]:  # MLA: the latent projections whole, heads over tp
+            nope, rope, v = c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
+            q_rank, kv_rank = c["q_lora_rank"], c["kv_lora_rank"]
+            if q_rank:
+                add([q_rank, H])
+                add([q_rank])
+                column(c["heads"] * (nope + rope), q_rank)
+            else:
+                column(c["heads"] * (nope + rope), H)
+            add([kv_rank + rope, H])
+            add([kv_rank])
+            column(c["heads"] * (nope + v), kv_rank)
+            row(H, c["heads"] * v)
+        else:
+            column(c["heads"] * D, H)
+            column(c["kv_heads"] * D, H)
+            column(c["kv_heads"] * D, H)
+            if c["qkv_bias"]:  # split over tp like the projections' rows
+                for rows in (c["heads"] * D, c["kv_heads"] * D, c["kv_heads"] * D):
+                    add([rows], [rows // tp])
+            row(H, c["heads"] * D)
         if c["qk_norm"]:
             add([D])
             add([D])

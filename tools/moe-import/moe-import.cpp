@@ -92,10 +92,16 @@ int main(int argc, char **argv) {
   llvm::raw_fd_ostream &os = output->os();
   os << "// " << namingName(s.naming) << " imported by moe-import from "
      << llvm::sys::path::filename(configPath) << ": hidden " << s.hidden << ", "
-     << s.layers << " layers, " << s.heads << " heads (" << s.kvHeads
-     << " KV) x " << s.headDim << ", " << s.experts << " experts top-" << s.topK
-     << ", expert FFN " << s.moeInter << ", vocab " << s.vocab << ", batch "
-     << s.batch << " x seq " << s.seq << ".\n";
+     << s.layers << " layers, " << s.heads;
+  if (s.isMLA())
+    os << " heads of latent attention (q rank " << s.qLoraRank << ", kv rank "
+       << s.kvLoraRank << ", qk " << s.qkNopeDim << " + " << s.qkRopeDim
+       << " rotary, v " << s.vHeadDim << ")";
+  else
+    os << " heads (" << s.kvHeads << " KV) x " << s.headDim;
+  os << ", " << s.experts << " experts top-" << s.topK << ", expert FFN "
+     << s.moeInter << ", vocab " << s.vocab << ", batch " << s.batch
+     << " x seq " << s.seq << ".\n";
   module->print(os);
   if (os.has_error())
     return fail(outputPath + ": cannot write");

@@ -9,6 +9,11 @@ process, less the baseline, with the report's total:
     memory_rss_check.py --compiler moec --model M.mlir [--mesh dp=4,ep=4]
         [--mpirun CMD] --data input.txt --workdir DIR [--tolerance 0.15]
 
+With --forward-weights CHECKPOINT instead of --data: runs `forward --weights
+CHECKPOINT` and compares with the report's weights, forward activations and
+collective scratch: loading stages no copy of a rank's weights, and a rank
+reads only its own tensors of the checkpoint, whatever its size.
+
 Prints the figures and `ok`, or FAIL and exits 1.
 """
 
@@ -38,7 +43,9 @@ def main():
     parser.add_argument("--model", required=True)
     parser.add_argument("--mesh")
     parser.add_argument("--mpirun")
-    parser.add_argument("--data", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data")
+    source.add_argument("--forward-weights")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--tolerance", type=float, default=0.15)
@@ -51,21 +58,40 @@ def main():
     report = json.loads(subprocess.run(
         [args.compiler, args.model, "--memory-report=json"] + mesh,
         check=True, stdout=subprocess.PIPE).stdout)
-    total = report["ranks"][0]["total"]
+    rank0 = report["ranks"][0]
     ranks = len(report["ranks"])
+    if args.forward_weights:
+        total = rank0["weights"] + rank0["activations_forward"] + rank0["comm"]
+        what = "weights + forward activations + comm"
+    else:
+        total = rank0["total"]
+        what = "total"
 
     launch = []
     if ranks > 1:
         launch = shlex.split(args.mpirun) + ["-np", str(ranks)]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     baseline = peak_rss(launch + [exe, "info"], env)
-    peak = peak_rss(launch + [exe, "train", "--data", args.data, "--init-random", "1",
-                              "--steps", str(args.steps), "--eval-batches", "1",
-                              "--log-every", str(args.steps), "--sample-chars", "0"],
-                    env)
+    if args.forward_weights:
+        info = subprocess.run([exe, "info"], check=True, stdout=subprocess.PIPE,
+                              universal_newlines=True).stdout
+        shape = next(line for line in info.splitlines() if line.strip().startswith("tokens"))
+        count = 1
+        for d in shape.split("[")[1].split("]")[0].split(","):
+            count *= int(d)
+        ids = ",".join(str(i % 7) for i in range(count))
+        run = [exe, "forward", "--weights", args.forward_weights, "--tokens", ids]
+        size = sum(os.path.getsize(os.path.join(args.forward_weights, f))
+                   for f in os.listdir(args.forward_weights) if f.endswith(".safetensors"))
+        print(f"checkpoint {size / 2**20:.1f} MiB")
+    else:
+        run = [exe, "train", "--data", args.data, "--init-random", "1",
+               "--steps", str(args.steps), "--eval-batches", "1",
+               "--log-every", str(args.steps), "--sample-chars", "0"]
+    peak = peak_rss(launch + run, env)
     measured = peak - baseline
     error = abs(measured - total) / total
-    line = (f"{ranks} rank(s): report total {total / 2**20:.1f} MiB, measured peak "
+    line = (f"{ranks} rank(s): report {what} {total / 2**20:.1f} MiB, measured peak "
             f"{peak / 2**20:.1f} MiB - baseline {baseline / 2**20:.1f} MiB = "
             f"{measured / 2**20:.1f} MiB ({error * 100:.1f}% off)")
     if error > args.tolerance:

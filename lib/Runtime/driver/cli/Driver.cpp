@@ -23,11 +23,11 @@
 #include "moe/Support/MemoryReport.h"
 
 #include <algorithm>
-#include <filesystem>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <new>
@@ -193,14 +193,12 @@ int runForward(const Manifest &m, ForwardEntry forward,
   Batch batch = batchFromFlags(m, flags);
   const std::vector<int32_t> &tokens = batch.tokens, &labels = batch.labels;
 
-  std::optional<AlignedBuffer> weights;
+  ModelRunner runner(m, forward, env);
   env.agreeOnSetup([&] {
     if (traceOptions)
       checkTraceTarget(*traceOptions, env.rank());
-    weights = obtainWeights(m, source, env.placePtr());
+    loadWeightsInto(runner, m, source, env.placePtr());
   });
-  ModelRunner runner(m, forward, env);
-  runner.setWeights(*weights);
   std::optional<RunTrace> trace;
   if (traceOptions) {
     trace.emplace(*traceOptions, env, runner);
@@ -225,8 +223,8 @@ int runForward(const Manifest &m, ForwardEntry forward,
          {"loss", io::DType::F32, {}, &loss}},
         {{"format", "pt"}});
   }
-  if (flags.has("save-weights"))
-    saveWeights(m, *weights, flags.get("save-weights"), layout);
+  if (flags.has("save-weights")) // the weights as read, whatever the storage
+    saveWeights(m, obtainWeights(m, source), flags.get("save-weights"), layout);
   return 0;
 }
 
@@ -279,12 +277,9 @@ int runGenerate(const Manifest &m, ForwardEntry forward,
                 const ParsedFlags &flags, RankEnv &env) {
   GenerateOptions options = parseGenerateOptions(flags);
   std::vector<int32_t> context = encodePrompt(m, options);
-  std::optional<AlignedBuffer> weights;
-  env.agreeOnSetup(
-      [&] { weights = obtainWeights(m, options.source, env.placePtr()); });
   ModelRunner runner(m, forward, env);
-  runner.setWeights(*weights);
-  weights.reset(); // the runner holds them now
+  env.agreeOnSetup(
+      [&] { loadWeightsInto(runner, m, options.source, env.placePtr()); });
 
   // Every rank samples the same tokens (the logits are whole and identical
   // on every rank, the sampler seeded alike); rank 0 prints them.

@@ -16,21 +16,37 @@
 
 namespace moe::driver {
 
+void streamWeights(const Manifest &manifest, const WeightSource &source,
+                   const RankPlace *place, const WeightSink &sink) {
+  if (!source.path) {
+    streamRandomWeights(manifest, source.seed, source.std, place, sink);
+    return;
+  }
+  std::vector<std::string> unused =
+      streamWeights(manifest, *source.path, place, sink);
+  if (!unused.empty())
+    std::fprintf(stderr,
+                 "note: %s: %zu tensor(s) not used by the model, e.g. '%s'\n",
+                 source.path->c_str(), unused.size(), unused.front().c_str());
+}
+
 AlignedBuffer obtainWeights(const Manifest &manifest,
                             const WeightSource &source,
                             const RankPlace *place) {
-  if (!source.path) {
-    AlignedBuffer blob(manifest.weightsBytes);
-    initRandomWeights(manifest, blob, source.seed, source.std, place);
-    return blob;
-  }
-  LoadedWeights loaded = loadWeights(manifest, *source.path, place);
-  if (!loaded.unusedTensors.empty())
-    std::fprintf(stderr,
-                 "note: %s: %zu tensor(s) not used by the model, e.g. '%s'\n",
-                 source.path->c_str(), loaded.unusedTensors.size(),
-                 loaded.unusedTensors.front().c_str());
-  return std::move(loaded.blob);
+  AlignedBuffer blob(manifest.weightsBytes);
+  streamWeights(manifest, source, place,
+                [&](uint64_t offset, const float *data, uint64_t bytes) {
+                  std::memcpy(blob.data() + offset, data, bytes);
+                });
+  return blob;
+}
+
+void loadWeightsInto(ModelRunner &runner, const Manifest &manifest,
+                     const WeightSource &source, const RankPlace *place) {
+  streamWeights(manifest, source, place,
+                [&](uint64_t offset, const float *data, uint64_t bytes) {
+                  runner.uploadWeights(data, offset, bytes);
+                });
 }
 
 void RankEnv::agree(const std::function<void()> &step) {

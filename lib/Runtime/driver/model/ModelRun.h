@@ -16,6 +16,7 @@
 #include "driver/model/Manifest.h"
 #include "driver/model/Sampling.h"
 #include "driver/model/Tokens.h"
+#include "driver/model/Weights.h"
 #include "moe/Runtime/Backend.h"
 #include "moe/Runtime/Communicator.h"
 #include "moe/Runtime/Trace.h"
@@ -38,8 +39,13 @@ struct WeightSource {
   double std = 0.02;
 };
 
-/// This rank's weights blob from `source` (a note on stderr for tensors of
-/// the file that the model does not use).
+/// This rank's weights from `source` into `sink`, a slice at a time (a note
+/// on stderr for tensors of the file that the model does not use).
+void streamWeights(const Manifest &manifest, const WeightSource &source,
+                   const RankPlace *place, const WeightSink &sink);
+
+/// This rank's weights blob from `source` (streamWeights into a host blob:
+/// for commands that keep the weights on the host).
 AlignedBuffer obtainWeights(const Manifest &manifest,
                             const WeightSource &source,
                             const RankPlace *place = nullptr);
@@ -236,6 +242,11 @@ private:
   std::vector<int64_t> droppedSlots_;
   std::vector<rt::LayerStats> layerStats_;
 };
+
+/// This rank's weights from `source` straight into the runner's weights, a
+/// slice at a time, so that no host copy of the rank's weights is made.
+void loadWeightsInto(ModelRunner &runner, const Manifest &manifest,
+                     const WeightSource &source, const RankPlace *place);
 
 /// Prints tokens as characters or as space-separated ids, as they come.
 class TokenPrinter {

@@ -54,21 +54,24 @@ void checkBlob(const Manifest &manifest, const AlignedBuffer &blob) {
 
 namespace {
 
-/// Calls fill(hfName, wholeSliceShape, whole) for every HF tensor of
-/// `param` this rank holds, then copies this rank's block of it into the
-/// parameter's place in `blob`. `fill` writes the whole tensor to `whole`.
+/// Produces every HF tensor (slice) of `param` this rank holds with
+/// fill(hfName, wholeSliceShape, whole), which writes the whole tensor to
+/// `whole`, and hands this rank's block of it to `sink` at its offset in the
+/// rank's weights, one slice at a time: at most one tensor is staged.
 template <typename Fill>
 void forEachLocalSlice(const ParamInfo &param, const RankPlace *place,
-                       AlignedBuffer &blob, Fill &&fill) {
+                       const WeightSink &sink, Fill &&fill) {
+  const uint64_t bytes = sliceBytes(param);
+  std::vector<float> slice(bytes / sizeof(float));
   if (param.placement && place) {
     // An expert weight's slots hold whole experts; empty ones read zero.
     std::vector<int32_t> experts = slotExperts(param, *place);
     for (size_t l = 0; l < experts.size(); ++l) {
-      float *dst = blob.f32(param.offset + l * sliceBytes(param));
       if (experts[l] < 0)
-        std::memset(dst, 0, sliceBytes(param));
+        std::fill(slice.begin(), slice.end(), 0.0f);
       else
-        fill(param.sliceName(experts[l]), param.sliceShape(), dst);
+        fill(param.sliceName(experts[l]), param.sliceShape(), slice.data());
+      sink(param.offset + l * bytes, slice.data(), bytes);
     }
     return;
   }
@@ -87,35 +90,53 @@ void forEachLocalSlice(const ParamInfo &param, const RankPlace *place,
   bool whole = wholeShape == param.sliceShape();
   std::vector<float> scratch(whole ? 0 : wholeElements);
   for (int64_t e = 0; e < param.numSlices(); ++e) {
-    float *dst = blob.f32(param.offset + e * sliceBytes(param));
     std::string name = param.sliceName(firstSlice + e);
     if (whole) {
-      fill(name, wholeShape, dst);
-      continue;
+      fill(name, wholeShape, slice.data());
+    } else {
+      fill(name, wholeShape, scratch.data());
+      copyBlock(scratch.data(), wholeShape, sliceBlock, sizeof(float),
+                slice.data());
     }
-    fill(name, wholeShape, scratch.data());
-    copyBlock(scratch.data(), wholeShape, sliceBlock, sizeof(float), dst);
+    sink(param.offset + e * bytes, slice.data(), bytes);
   }
+}
+
+/// A sink that copies into `blob`.
+WeightSink intoBlob(AlignedBuffer &blob) {
+  return [&blob](uint64_t offset, const float *data, uint64_t bytes) {
+    std::memcpy(blob.data() + offset, data, bytes);
+  };
 }
 
 } // namespace
 
-LoadedWeights loadWeights(const Manifest &manifest, const std::string &path,
-                          const RankPlace *place) {
+std::vector<std::string> streamWeights(const Manifest &manifest,
+                                       const std::string &path,
+                                       const RankPlace *place,
+                                       const WeightSink &sink) {
   io::SafetensorsCheckpoint reader = io::SafetensorsCheckpoint::open(path);
-  LoadedWeights result{AlignedBuffer(manifest.weightsBytes), {}};
   std::set<std::string> used;
   for (const ParamInfo &param : manifest.params)
-    forEachLocalSlice(param, place, result.blob,
+    forEachLocalSlice(param, place, sink,
                       [&](const std::string &name,
                           const std::vector<int64_t> &shape, float *dst) {
                         reader.readF32(name, shape, dst);
                         used.insert(name);
                       });
   // A rank reads only its experts: the others' are not "unused".
+  std::vector<std::string> unused;
   for (const std::string &name : reader.names())
     if (!used.count(name) && !place)
-      result.unusedTensors.push_back(name);
+      unused.push_back(name);
+  return unused;
+}
+
+LoadedWeights loadWeights(const Manifest &manifest, const std::string &path,
+                          const RankPlace *place) {
+  LoadedWeights result{AlignedBuffer(manifest.weightsBytes), {}};
+  result.unusedTensors =
+      streamWeights(manifest, path, place, intoBlob(result.blob));
   return result;
 }
 
@@ -170,11 +191,10 @@ void initRandomTensor(const std::string &name, int64_t rank,
   }
 }
 
-void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
-                       uint64_t seed, double std, const RankPlace *place) {
-  checkBlob(manifest, blob);
+void streamRandomWeights(const Manifest &manifest, uint64_t seed, double std,
+                         const RankPlace *place, const WeightSink &sink) {
   for (const ParamInfo &param : manifest.params)
-    forEachLocalSlice(param, place, blob,
+    forEachLocalSlice(param, place, sink,
                       [&](const std::string &name,
                           const std::vector<int64_t> &shape, float *dst) {
                         int64_t elements = 1;
@@ -184,6 +204,12 @@ void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
                                          static_cast<int64_t>(shape.size()),
                                          elements, seed, std, dst);
                       });
+}
+
+void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
+                       uint64_t seed, double std, const RankPlace *place) {
+  checkBlob(manifest, blob);
+  streamRandomWeights(manifest, seed, std, place, intoBlob(blob));
 }
 
 void saveRandomWeights(const Manifest &manifest, uint64_t seed, double std,

@@ -16,10 +16,19 @@
 #include "moe/Runtime/Safetensors.h"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 namespace moe::driver {
+
+/// Where a rank's weights go as they are produced, one slice (an expert, or
+/// the rank's block of one tensor) at a time: `bytes` of fp32 for the
+/// rank's weights blob at `offset` (a host blob, or the runner's weights
+/// on its backend), so that loading stages at most one tensor in host
+/// memory.
+using WeightSink =
+    std::function<void(uint64_t offset, const float *data, uint64_t bytes)>;
 
 struct LoadedWeights {
   AlignedBuffer blob;
@@ -41,6 +50,13 @@ struct LoadedWeights {
 /// the whole tensor, of which it keeps the block.
 LoadedWeights loadWeights(const Manifest &manifest, const std::string &path,
                           const RankPlace *place = nullptr);
+
+/// loadWeights into `sink` instead of a blob; returns the tensors of the
+/// checkpoint the model does not use (always none with `place`).
+std::vector<std::string> streamWeights(const Manifest &manifest,
+                                       const std::string &path,
+                                       const RankPlace *place,
+                                       const WeightSink &sink);
 
 /// Writes every parameter under its HF names (one tensor per expert for
 /// stacked parameters) as io::writeCheckpoint does: one file, or a folder of
@@ -71,6 +87,10 @@ std::vector<io::TensorToWrite> hfTensors(const Manifest &manifest,
 void initRandomWeights(const Manifest &manifest, AlignedBuffer &blob,
                        uint64_t seed, double std = 0.02,
                        const RankPlace *place = nullptr);
+
+/// initRandomWeights into `sink` instead of a blob.
+void streamRandomWeights(const Manifest &manifest, uint64_t seed, double std,
+                         const RankPlace *place, const WeightSink &sink);
 
 /// Writes the random init of `seed` (initRandomWeights' rules) as a
 /// checkpoint of whole tensors under their HF names, whatever mesh the model

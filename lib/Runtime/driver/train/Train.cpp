@@ -608,10 +608,9 @@ int runGrad(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
 
   RankEnv env;
   env.backend = backendFromFlags(flags);
-  AlignedBuffer weights = obtainWeights(m, source);
   AlignedBuffer grads(m.weightsBytes);
   ModelRunner runner(m, forward, env, trainStep);
-  runner.setWeights(weights);
+  loadWeightsInto(runner, m, source, nullptr);
   float loss = runner.trainStep(batch.tokens, batch.labels);
   runner.downloadGrads(grads, 0, grads.size());
   std::printf("loss %.9g\n", loss);

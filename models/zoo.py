@@ -26,7 +26,8 @@ CONFIG_DIR = os.path.join(HERE, "configs")
 # The models committed as .mlir (imported from configs/NAME.json); the other
 # configs are the published full-size ones and variants for benchmarks.
 COMMITTED = ["qwen3_moe_tiny", "shakespeare_moe", "mixtral_tiny", "qwen2_moe_tiny",
-             "deepseek_v3_tiny", "olmoe_tiny", "vescale_mixtral_shakespeare"]
+             "deepseek_v3_tiny", "deepseek_v2_tiny", "olmoe_tiny",
+             "vescale_mixtral_shakespeare"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,15 +144,27 @@ def from_hf(name: str, d: dict, batch: Optional[int] = None,
                  shared_inter=d.get("n_shared_experts", 1) * moe_inter,
                  dense_layers=tuple(range(min(first, f["layers"]))),
                  dense_inter=d.get("intermediate_size", 18432) if first else 0)
-        if d.get("moec_attention", "mla") == "mla":  # DeepseekV3Config's defaults
-            rope = d.get("qk_rope_head_dim", 64)
-            f.update(q_lora_rank=d.get("q_lora_rank", 1536) or 0,
-                     kv_lora_rank=d.get("kv_lora_rank", 512),
-                     qk_nope_head_dim=d.get("qk_nope_head_dim", 128),
-                     qk_rope_head_dim=rope, v_head_dim=d.get("v_head_dim", 128),
-                     head_dim=rope)
+    elif t == "deepseek_v2":  # transformers' router: never renormalised
+        first = d.get("first_k_dense_replace", 0)
+        moe_inter = d.get("moe_intermediate_size", 1407)
+        grouped = d.get("topk_method", "greedy") == "group_limited_greedy"
+        f.update(naming="deepseek", eps=d.get("rms_norm_eps", 1e-6),
+                 rope_theta=d.get("rope_theta", 10000.0), experts=d.get("n_routed_experts", 64),
+                 top_k=d["num_experts_per_tok"], moe_inter=moe_inter,
+                 route_scale=d.get("routed_scaling_factor", 1.0),
+                 n_group=d["n_group"] if grouped else 1,
+                 topk_group=d["topk_group"] if grouped else 1,
+                 shared_inter=d.get("n_shared_experts", 2) * moe_inter,
+                 dense_layers=tuple(range(min(first, f["layers"]))),
+                 dense_inter=d.get("intermediate_size", 11008) if first else 0)
     else:
         raise ValueError(f"{name}: model_type {t!r} is not in the zoo's families")
+    if t.startswith("deepseek") and d.get("moec_attention", "mla") == "mla":
+        rope = d.get("qk_rope_head_dim", 64)  # DeepseekV3Config's (and V2's) defaults
+        f.update(q_lora_rank=d.get("q_lora_rank", 1536) or 0,
+                 kv_lora_rank=d.get("kv_lora_rank", 512),
+                 qk_nope_head_dim=d.get("qk_nope_head_dim", 128),
+                 qk_rope_head_dim=rope, v_head_dim=d.get("v_head_dim", 128), head_dim=rope)
     f.update(aux_coef=d.get("moec_aux_loss_coef", f.get("aux_coef", 0.0)),
              z_coef=d.get("moec_z_loss_coef", 0.0),
              capacity_factor=d.get("moec_capacity_factor", 0.0),

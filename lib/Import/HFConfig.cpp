@@ -370,12 +370,14 @@ void readMixtral(Reader &r, ModelSpec &s, int64_t seq) {
   s.auxLossCoef = hfAuxLossCoef(r);
 }
 
-/// DeepSeek's multi-head latent attention, with DeepseekV3Config's defaults:
-/// q_lora_rank null means a plain q_proj; the rotary part of each head is
-/// qk_rope_head_dim wide (transformers' head_dim, which YaRN's ramp uses);
-/// the softmax scale is 1/sqrt(qk head size), times mscale^2 from YaRN's
-/// mscale_all_dim.
-void readLatentAttention(Reader &r, ModelSpec &s) {
+/// DeepSeek's multi-head latent attention, with DeepseekV3Config's (and
+/// V2's, the same) defaults: q_lora_rank null means a plain q_proj; the
+/// rotary part of each head is qk_rope_head_dim wide (transformers'
+/// head_dim, which YaRN's ramp uses); the softmax scale is 1/sqrt(qk head
+/// size), times mscale^2 from YaRN's mscale_all_dim. V3 rotates interleaved
+/// pairs unless rope_interleave is false; V2 always does (as complex
+/// numbers, which leaves the rotated pairs interleaved: the same attention).
+void readLatentAttention(Reader &r, ModelSpec &s, bool v2) {
   const llvm::json::Value *qLora = r.config.get("q_lora_rank");
   s.qLoraRank = qLora && qLora->kind() == llvm::json::Value::Null
                     ? 0
@@ -384,7 +386,7 @@ void readLatentAttention(Reader &r, ModelSpec &s) {
   s.qkNopeDim = r.positive("qk_nope_head_dim", 128);
   s.qkRopeDim = r.positive("qk_rope_head_dim", 64);
   s.vHeadDim = r.positive("v_head_dim", 128);
-  s.ropeInterleave = r.boolean("rope_interleave", true);
+  s.ropeInterleave = v2 || r.boolean("rope_interleave", true);
   if (s.qkRopeDim % 2 != 0)
     r.fail("field 'qk_rope_head_dim' is " + std::to_string(s.qkRopeDim) +
            ", expected an even number");
@@ -409,17 +411,68 @@ void readLatentAttention(Reader &r, ModelSpec &s) {
   s.attentionScale = scale;
 }
 
-void readDeepseekV3(Reader &r, ModelSpec &s) {
-  s.naming = Naming::DeepseekV3;
+/// DeepSeek's MLA, or GQA attention on request (moec_attention "gqa").
+void readDeepseekAttention(Reader &r, ModelSpec &s, bool v2) {
   std::string attention = r.string("moec_attention", "mla");
   if (attention == "mla")
-    readLatentAttention(r, s);
+    readLatentAttention(r, s, v2);
   else if (attention == "gqa")
     readDecoder(r, s, 1e-6, 10000.0);
   else
     r.unsupported("moec_attention", "expected \"mla\" or \"gqa\"");
   r.require("attention_bias", false,
             "biased attention projections are not supported");
+}
+
+/// The layers of both DeepSeek versions: the first first_k_dense_replace
+/// dense, the others routed experts and shared experts.
+void readDeepseekLayers(Reader &r, ModelSpec &s, int64_t sharedDefault,
+                        int64_t firstDenseDefault) {
+  s.sharedInter = r.integer("n_shared_experts", sharedDefault) * s.moeInter;
+  if (s.sharedInter < 0)
+    r.unsupported("n_shared_experts", "expected >= 0");
+  int64_t firstDense = r.integer("first_k_dense_replace", firstDenseDefault);
+  if (firstDense < 0 || firstDense > s.layers)
+    r.unsupported("first_k_dense_replace", "expected 0 to num_hidden_layers");
+  r.require("moe_layer_freq", 1,
+            "experts in every layer after the first "
+            "dense ones (moe_layer_freq 1) only");
+  s.denseLayers.assign(s.layers, false);
+  for (int64_t i = 0; i < std::min(firstDense, s.layers); ++i)
+    s.denseLayers[i] = true;
+  if (firstDense > 0)
+    s.denseInter = r.positive("intermediate_size", 18432);
+}
+
+/// DeepseekV2Config: softmax scores, top-k "greedy" or
+/// "group_limited_greedy" (groups scored by their best expert), weights
+/// scaled by routed_scaling_factor and never renormalised (transformers'
+/// DeepseekV2 router), no correction bias.
+void readDeepseekV2(Reader &r, ModelSpec &s) {
+  s.naming = Naming::DeepseekV2;
+  readDeepseekAttention(r, s, /*v2=*/true);
+  r.require("mlp_bias", false, "biased FFN projections are not supported");
+  s.experts = r.positive("n_routed_experts", 64);
+  s.topK = r.positive("num_experts_per_tok", std::nullopt);
+  s.moeInter = r.positive("moe_intermediate_size", 1407);
+  std::string method = r.string("topk_method", "greedy");
+  if (method == "group_limited_greedy") {
+    s.nGroup = r.positive("n_group", std::nullopt);
+    s.topkGroup = r.positive("topk_group", std::nullopt);
+    s.groupTop = 1;
+  } else if (method != "greedy") {
+    r.unsupported("topk_method",
+                  "expected \"greedy\" or \"group_limited_greedy\"");
+  }
+  r.require("norm_topk_prob", false,
+            "transformers' DeepseekV2 never renormalises the top-k weights");
+  s.routeScale = r.number("routed_scaling_factor", 1.0);
+  readDeepseekLayers(r, s, /*sharedDefault=*/2, /*firstDenseDefault=*/0);
+}
+
+void readDeepseekV3(Reader &r, ModelSpec &s) {
+  s.naming = Naming::DeepseekV3;
+  readDeepseekAttention(r, s, /*v2=*/false);
   s.experts = r.positive("n_routed_experts", 256);
   s.topK = r.positive("num_experts_per_tok", 8);
   s.moeInter = r.positive("moe_intermediate_size", 2048);
@@ -439,20 +492,7 @@ void readDeepseekV3(Reader &r, ModelSpec &s) {
   }
   s.normTopkProb = r.boolean("norm_topk_prob", true);
   s.routeScale = r.number("routed_scaling_factor", 2.5);
-  s.sharedInter = r.integer("n_shared_experts", 1) * s.moeInter;
-  if (s.sharedInter < 0)
-    r.unsupported("n_shared_experts", "expected >= 0");
-  int64_t firstDense = r.integer("first_k_dense_replace", 3);
-  if (firstDense < 0 || firstDense > s.layers)
-    r.unsupported("first_k_dense_replace", "expected 0 to num_hidden_layers");
-  r.require("moe_layer_freq", 1,
-            "experts in every layer after the first "
-            "dense ones (moe_layer_freq 1) only");
-  s.denseLayers.assign(s.layers, false);
-  for (int64_t i = 0; i < std::min(firstDense, s.layers); ++i)
-    s.denseLayers[i] = true;
-  if (firstDense > 0)
-    s.denseInter = r.positive("intermediate_size", 18432);
+  readDeepseekLayers(r, s, /*sharedDefault=*/1, /*firstDenseDefault=*/3);
 }
 
 /// The project's moec_* fields.
@@ -530,6 +570,8 @@ llvm::Expected<ModelSpec> specFromHFConfig(const std::string &configText,
     readMixtral(r, spec, seq);
   else if (type == "deepseek_v3")
     readDeepseekV3(r, spec);
+  else if (type == "deepseek_v2")
+    readDeepseekV2(r, spec);
   else if (type == "olmoe")
     readOlmoe(r, spec);
   else if (type.empty())
@@ -537,7 +579,7 @@ llvm::Expected<ModelSpec> specFromHFConfig(const std::string &configText,
   else
     r.fail("model_type '" + type +
            "' is not supported (supported: "
-           "qwen3_moe, qwen2_moe, mixtral, deepseek_v3, olmoe)");
+           "qwen3_moe, qwen2_moe, mixtral, deepseek_v3, deepseek_v2, olmoe)");
   if (!r.error) {
     if (spec.topK > spec.experts)
       r.fail("num_experts_per_tok (" + std::to_string(spec.topK) +

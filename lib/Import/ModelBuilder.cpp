@@ -199,7 +199,7 @@ Value Builder::ffn(int64_t layer, const LayerNames &n, Value x,
       f32({B, S, E}), x, gate, bias, scoring, b.getI64IntegerAttr(K),
       spec.normTopkProb ? b.getUnitAttr() : UnitAttr(),
       b.getF64FloatAttr(spec.routeScale), b.getI64IntegerAttr(spec.nGroup),
-      b.getI64IntegerAttr(spec.topkGroup));
+      b.getI64IntegerAttr(spec.topkGroup), b.getI64IntegerAttr(spec.groupTop));
 
   // Routed experts, stacked [E, F, H] / [E, H, F]; each expert's tensors
   // keep their Hugging Face names with {e} for the expert.

@@ -165,8 +165,10 @@ inline RoutingRef routeRef(const Floats &logits, int tokens,
         Doubles members(select.begin() + g * groupSize,
                         select.begin() + (g + 1) * groupSize);
         std::sort(members.rbegin(), members.rend());
-        groups.push_back(
-            {groupSize > 1 ? members[0] + members[1] : members[0], g});
+        groups.push_back({groupSize > 1 && cfg.groupTop > 1
+                              ? members[0] + members[1]
+                              : members[0],
+                          g});
       }
       std::sort(groups.begin(), groups.end(), bestFirst);
       std::fill(eligible.begin(), eligible.end(), false);

@@ -75,6 +75,44 @@ TEST(CpuKernels, RouterSigmoidBiasGroupLimitedWithRouteScale) {
   checkRouter(gen, 48, 20, cfg, /*withBias=*/true);
 }
 
+TEST(CpuKernels, RouterGroupsScoredByTheirBestExpert) {
+  // DeepSeek-V2's group_limited_greedy in miniature: softmax, groups scored
+  // by their best expert, no renormalisation, a route scale.
+  std::mt19937 gen(10);
+  cpu::RouterConfig cfg;
+  cfg.experts = 16;
+  cfg.topK = 3;
+  cfg.routeScale = 2.0f;
+  cfg.nGroup = 4;
+  cfg.topkGroup = 2;
+  cfg.groupTop = 1;
+  checkRouter(gen, 64, 20, cfg, /*withBias=*/false);
+
+  // One group strong in its best expert only, one strong in its second best
+  // too: by best it is group 0, by the two best summed group 1.
+  const int hidden = 16;
+  Floats x(hidden, 0.0f), gate(16 * hidden, 0.0f);
+  x[0] = 1.0f;
+  const float logit[16] = {3.0f, 0, 0, 0, 2.5f, 2.4f, 0, 0,
+                           0,    0, 0, 0, 0,    0,    0, 0};
+  for (int e = 0; e < 16; ++e)
+    gate[e * hidden] = logit[e];
+  cfg.topK = 1;
+  cfg.topkGroup = 1;
+  Floats weights(1), logits(16);
+  Ids indices(1);
+  for (int64_t groupTop : {1, 2}) {
+    cfg.groupTop = groupTop;
+    cpu::router(x.data(), 1, hidden, gate.data(), nullptr, cfg, weights.data(),
+                indices.data(), logits.data());
+    EXPECT_EQ(indices[0], groupTop == 1 ? 0 : 4) << "groupTop " << groupTop;
+  }
+  cfg.groupTop = 3;
+  EXPECT_THROW(cpu::router(x.data(), 1, hidden, gate.data(), nullptr, cfg,
+                           weights.data(), indices.data(), logits.data()),
+               std::invalid_argument);
+}
+
 TEST(CpuKernels, RouterBreaksTiesTowardLowerIndices) {
   const int tokens = 3, hidden = 4;
   Floats x(tokens * hidden, 1.0f), gate(8 * hidden, 0.0f); // all logits 0

@@ -346,7 +346,7 @@ protected:
       b.router(at(xT), at(gate), withBias ? at(bias) : nullptr, at(weights),
                at(indices), at(logits), tokens, hidden, cfg.experts, cfg.topK,
                cfg.sigmoid, cfg.normTopkProb, cfg.routeScale, cfg.nGroup,
-               cfg.topkGroup);
+               cfg.topkGroup, cfg.groupTop);
     });
     call.expectEqual(indices, "router indices " + what);
     call.expectEqual(logits, "router logits " + what);

@@ -169,6 +169,11 @@ TEST_F(CudaMoEKernels, RouterGroupLimited) {
       cfg.topkGroup = 2;
       cfg.topK = 4;
       checkRouter(*dev, 9, 8, cfg, withBias, seed++);
+
+      // Groups scored by their best expert (DeepSeek-V2).
+      cfg.groupTop = 1;
+      cfg.topK = 3;
+      checkRouter(*dev, 41, 12, cfg, withBias, seed++);
     }
 }
 
@@ -412,8 +417,8 @@ TEST_F(CudaMoEKernels, GatherRowsIgnoresSlotsPastTheEnd) {
   for (int64_t r = 0; r < slots; ++r)
     for (int64_t c = 0; c < hidden; ++c) {
       int32_t slot = rowToSlot[r];
-      float want = slot >= 0 && slot < slots ? x[(slot / topK) * hidden + c]
-                                             : 0.0f;
+      float want =
+          slot >= 0 && slot < slots ? x[(slot / topK) * hidden + c] : 0.0f;
       EXPECT_EQ(got[r * hidden + c], want) << "row " << r << " column " << c;
     }
 }

@@ -51,6 +51,8 @@ static const char *namingName(Naming naming) {
     return "Mixtral";
   case Naming::DeepseekV3:
     return "DeepSeek-V3";
+  case Naming::DeepseekV2:
+    return "DeepSeek-V2";
   }
   return "";
 }
@@ -94,9 +96,11 @@ int main(int argc, char **argv) {
      << llvm::sys::path::filename(configPath) << ": hidden " << s.hidden << ", "
      << s.layers << " layers, " << s.heads;
   if (s.isMLA())
-    os << " heads of latent attention (q rank " << s.qLoraRank << ", kv rank "
-       << s.kvLoraRank << ", qk " << s.qkNopeDim << " + " << s.qkRopeDim
-       << " rotary, v " << s.vHeadDim << ")";
+    os << " heads of latent attention ("
+       << (s.qLoraRank ? "q rank " + std::to_string(s.qLoraRank) + ", "
+                       : std::string())
+       << "kv rank " << s.kvLoraRank << ", qk " << s.qkNopeDim << " + "
+       << s.qkRopeDim << " rotary, v " << s.vHeadDim << ")";
   else
     os << " heads (" << s.kvHeads << " KV) x " << s.headDim;
   os << ", " << s.experts << " experts top-" << s.topK << ", expert FFN "

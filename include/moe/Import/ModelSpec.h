@@ -26,6 +26,7 @@ enum class Naming {
   Qwen2Moe,   // mlp.shared_expert.* and mlp.shared_expert_gate
   Mixtral,    // block_sparse_moe.experts.{e}.w1 / w3 / w2
   DeepseekV3, // mlp.shared_experts.*, mlp.gate.e_score_correction_bias
+  DeepseekV2, // as DeepseekV3, without the correction bias
 };
 
 struct ModelSpec {
@@ -58,6 +59,8 @@ struct ModelSpec {
   double routeScale = 1.0;
   bool expertBias = false; // selection-only correction bias (DeepSeek-V3)
   int64_t nGroup = 1, topkGroup = 1;
+  int64_t groupTop =
+      2; // a group's score: its 2 best scores summed, or its best
   double capacityFactor = 0.0; // 0: dropless
   // Shared experts: one SwiGLU FFN of this width beside the routed ones.
   int64_t sharedInter = 0;

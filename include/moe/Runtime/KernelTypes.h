@@ -23,6 +23,9 @@ struct RouterConfig {
   float routeScale = 1.0f;
   int64_t nGroup = 1;
   int64_t topkGroup = 1;
+  /// A group's score sums its groupTop highest selection scores: 2
+  /// (DeepSeek-V3) or 1, its best (DeepSeek-V2).
+  int64_t groupTop = 2;
 
   /// "" when the attributes make sense together, else one sentence naming
   /// the first one that does not: every backend's router checks this.
@@ -37,6 +40,8 @@ struct RouterConfig {
     if (topkGroup < 1 || topkGroup > nGroup)
       return "topkGroup " + std::to_string(topkGroup) + " is outside [1, " +
              std::to_string(nGroup) + "]";
+    if (groupTop != 1 && groupTop != 2)
+      return "groupTop must be 1 or 2, got " + std::to_string(groupTop);
     int64_t eligible = topkGroup * (experts / nGroup);
     if (topK < 1 || topK > eligible)
       return "topK " + std::to_string(topK) + " is outside [1, " +
@@ -50,7 +55,8 @@ struct RouterConfig {
 /// The router's attributes as the runtime call moert_router passes them.
 inline RouterConfig routerConfig(int64_t experts, int64_t topK, bool sigmoid,
                                  bool normTopkProb, float routeScale,
-                                 int64_t nGroup = 1, int64_t topkGroup = 1) {
+                                 int64_t nGroup = 1, int64_t topkGroup = 1,
+                                 int64_t groupTop = 2) {
   RouterConfig cfg;
   cfg.experts = experts;
   cfg.topK = topK;
@@ -59,6 +65,7 @@ inline RouterConfig routerConfig(int64_t experts, int64_t topK, bool sigmoid,
   cfg.routeScale = routeScale;
   cfg.nGroup = nGroup;
   cfg.topkGroup = topkGroup;
+  cfg.groupTop = groupTop;
   return cfg;
 }
 

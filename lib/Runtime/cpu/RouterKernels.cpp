@@ -30,8 +30,9 @@ void checkRouterConfig(const RouterConfig &cfg) {
     fail("router", problem);
 }
 
-/// The topkGroup groups with the highest group scores (ties to the lower
-/// group), as a per-expert eligibility mask.
+/// The topkGroup groups with the highest group scores (the sum of a group's
+/// groupTop best selection scores; ties to the lower group), as a per-expert
+/// eligibility mask.
 void markEligibleGroups(const float *select, const RouterConfig &cfg,
                         std::vector<int64_t> &groupOrder,
                         std::vector<float> &groupScore,
@@ -49,7 +50,7 @@ void markEligibleGroups(const float *select, const RouterConfig &cfg,
         second = scores[i];
       }
     }
-    groupScore[g] = groupSize > 1 ? best + second : best;
+    groupScore[g] = groupSize > 1 && cfg.groupTop > 1 ? best + second : best;
   }
   std::iota(groupOrder.begin(), groupOrder.end(), 0);
   std::partial_sort(groupOrder.begin(), groupOrder.begin() + cfg.topkGroup,
@@ -192,9 +193,9 @@ void CpuBackend::router(const float *x, const float *gate,
                         int32_t *indices, float *logits, int64_t tokens,
                         int64_t hidden, int64_t experts, int64_t topK,
                         bool sigmoid, bool normTopkProb, float routeScale,
-                        int64_t nGroup, int64_t topkGroup) {
+                        int64_t nGroup, int64_t topkGroup, int64_t groupTop) {
   RouterConfig cfg = routerConfig(experts, topK, sigmoid, normTopkProb,
-                                  routeScale, nGroup, topkGroup);
+                                  routeScale, nGroup, topkGroup, groupTop);
   Widened w(storage_);
   cpu::router(w.in(x, tokens * hidden), tokens, hidden,
               w.in(gate, cfg.experts * hidden), w.in(expertBias, cfg.experts),

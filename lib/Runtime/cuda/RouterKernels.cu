@@ -50,8 +50,8 @@ __global__ void __launch_bounds__(128)
     routerSelectKernel(const float *logits, int64_t tokens, int experts,
                        const T *bias, int topK, bool sigmoid, bool normTopkProb,
                        float routeScale, int nGroup, int topkGroup,
-                       int wordsPerWarp, T *weights, int32_t *indices,
-                       T *storedLogits) {
+                       int groupTop, int wordsPerWarp, T *weights,
+                       int32_t *indices, T *storedLogits) {
   extern __shared__ float smem[];
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t t = int64_t(blockIdx.x) * (blockDim.x / kWarp) + warp;
@@ -94,7 +94,8 @@ __global__ void __launch_bounds__(128)
   const int groupSize = experts / nGroup;
   if (nGroup > 1) {
     // A group's score: the sum of its two best selection scores (its only
-    // one for groups of one), the CPU's running best/second scan.
+    // one for groups of one), or its best alone (groupTop 1), the CPU's
+    // running best/second scan.
     for (int g = lane; g < nGroup; g += kWarp) {
       const float *s = select + int64_t(g) * groupSize;
       float best = s[0], second = -INFINITY;
@@ -106,7 +107,7 @@ __global__ void __launch_bounds__(128)
           second = s[i];
         }
       }
-      groupScore[g] = groupSize > 1 ? best + second : best;
+      groupScore[g] = groupSize > 1 && groupTop > 1 ? best + second : best;
     }
     __syncwarp();
     for (int g = lane; g < nGroup; g += kWarp) {
@@ -300,8 +301,8 @@ void router(Device &dev, const T *x, int64_t tokens, int64_t hidden,
                        launch.sharedBytes, dev.stream()>>>(
       logits32, tokens, int(cfg.experts), expertBias, int(cfg.topK),
       cfg.sigmoid, cfg.normTopkProb, cfg.routeScale, int(cfg.nGroup),
-      int(cfg.topkGroup), launch.wordsPerWarp, weights, indices,
-      kFp32 ? nullptr : logits);
+      int(cfg.topkGroup), int(cfg.groupTop), launch.wordsPerWarp, weights,
+      indices, kFp32 ? nullptr : logits);
   checkLaunch("routerSelectKernel");
 }
 
@@ -368,9 +369,9 @@ void CudaBackend::router(const float *x, const float *gate,
                          int32_t *indices, float *logits, int64_t tokens,
                          int64_t hidden, int64_t experts, int64_t topK,
                          bool sigmoid, bool normTopkProb, float routeScale,
-                         int64_t nGroup, int64_t topkGroup) {
+                         int64_t nGroup, int64_t topkGroup, int64_t groupTop) {
   RouterConfig cfg = routerConfig(experts, topK, sigmoid, normTopkProb,
-                                  routeScale, nGroup, topkGroup);
+                                  routeScale, nGroup, topkGroup, groupTop);
   onStorage([&](Device &d, auto s) {
     cuda::router(d, s(x), tokens, hidden, s(gate), s(expertBias), cfg,
                  s(weights), indices, s(logits));

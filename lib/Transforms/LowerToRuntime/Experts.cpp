@@ -29,7 +29,8 @@ LogicalResult lowerRouter(RouterOp op, EntryBuilder &e) {
       e.i32(op.getNormTopkProb() ? 1 : 0),
       e.f32(op.getRouteScale().convertToDouble()),
       e.i64(op.getNGroup()),
-      e.i64(op.getTopkGroup())};
+      e.i64(op.getTopkGroup()),
+      e.i64(op.getGroupTop())};
   return e.call("moert_router",
                 {e.buffer(op.getInput()), e.buffer(op.getGateWeight()),
                  e.optionalBuffer(op.getExpertBias()), *weightsOut, *indicesOut,

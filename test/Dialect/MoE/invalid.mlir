@@ -445,6 +445,14 @@ func.func @f(%x: tensor<2x4x8xf32>, %g: tensor<8x8xf32>) {
 // -----
 
 func.func @f(%x: tensor<2x4x8xf32>, %g: tensor<8x8xf32>) {
+  // expected-error @+1 {{expects group_top 1 or 2 (a group's score: its best selection score, or its two best summed), but got 3}}
+  %w, %i, %l = moe.router %x, %g softmax top 2 {n_group = 4, topk_group = 2, group_top = 3} : (tensor<2x4x8xf32>, tensor<8x8xf32>) -> (tensor<2x4x2xf32>, tensor<2x4x2xi32>, tensor<2x4x8xf32>)
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<2x4x8xf32>, %g: tensor<8x8xf32>) {
   // expected-error @+1 {{expects top_k <= the 2 experts of the topk_group = 1 kept groups, but got 4}}
   %w, %i, %l = moe.router %x, %g sigmoid top 4 {n_group = 4, topk_group = 1} : (tensor<2x4x8xf32>, tensor<8x8xf32>) -> (tensor<2x4x4xf32>, tensor<2x4x4xi32>, tensor<2x4x8xf32>)
   return

@@ -51,6 +51,11 @@ LogicalResult RouterOp::verify() {
   if (topKGroup < 1 || topKGroup > nGroup)
     return emitOpError() << "expects topk_group in [1, n_group = " << nGroup
                          << "], but got " << topKGroup;
+  if (getGroupTop() != 1 && getGroupTop() != 2)
+    return emitOpError() << "expects group_top 1 or 2 (a group's score: its "
+                            "best selection score, or its two best summed), "
+                            "but got "
+                         << getGroupTop();
   int64_t eligible = topKGroup * (experts / nGroup);
   if (topK > eligible)
     return emitOpError() << "expects top_k <= the " << eligible
@@ -92,6 +97,7 @@ struct DropTrivialExpertGroups : OpRewritePattern<RouterOp> {
     rewriter.modifyOpInPlace(op, [&] {
       op.setNGroup(1);
       op.setTopkGroup(1);
+      op.setGroupTop(2);
     });
     return success();
   }

@@ -23,8 +23,10 @@ def MoE_RouterOp : MoE_Op<"router", [Pure]> {
        bias only changes which experts are chosen, never the weights;
     4. group-limited routing when `n_group` > 1: experts form `n_group`
        contiguous groups of E / n_group; a group's score is the sum of its
-       two highest selection scores (its highest when a group has one
-       expert); only the `topk_group` best groups stay eligible;
+       `group_top` highest selection scores: two (DeepSeek-V3; its highest
+       when a group has one expert) or one, its highest (DeepSeek-V2's
+       group_limited_greedy); only the `topk_group` best groups stay
+       eligible;
     5. `indices`: the `top_k` eligible experts with the highest selection
        scores, in descending order (ties broken by lower expert index);
     6. `weights`: the unbiased `scores` of the chosen experts, divided by
@@ -33,7 +35,8 @@ def MoE_RouterOp : MoE_Op<"router", [Pure]> {
     `logits` are returned for the auxiliary losses. Qwen3-MoE is softmax,
     top-8, `norm_topk_prob`; Mixtral softmax, top-2, `norm_topk_prob`;
     DeepSeek-V3 sigmoid, top-8, `norm_topk_prob`, route scale 2.5, an expert
-    bias, 8 groups, 4 kept.
+    bias, 8 groups, 4 kept; DeepSeek-V2 softmax, top-6, route scale 16, 8
+    groups scored by their best expert, 3 kept.
   }];
   let arguments = (ins
     MoE_FloatTensor:$input,
@@ -44,7 +47,8 @@ def MoE_RouterOp : MoE_Op<"router", [Pure]> {
     UnitAttr:$norm_topk_prob,
     DefaultValuedAttr<F64Attr, "1.0">:$route_scale,
     DefaultValuedAttr<I64Attr, "1">:$n_group,
-    DefaultValuedAttr<I64Attr, "1">:$topk_group
+    DefaultValuedAttr<I64Attr, "1">:$topk_group,
+    DefaultValuedAttr<I64Attr, "2">:$group_top
   );
   let results = (outs MoE_FloatTensor:$weights, MoE_IndexTensor:$indices,
                       MoE_FloatTensor:$logits);

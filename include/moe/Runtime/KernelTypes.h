@@ -71,6 +71,23 @@ inline RouterConfig routerConfig(int64_t experts, int64_t topK, bool sigmoid,
 
 inline constexpr int32_t kDroppedSlot = -1;
 
+/// "" when the sizes of concat and split (moert_concat, moert_split) fit
+/// together, else one sentence naming what does not: every backend checks
+/// this.
+inline std::string concatProblem(int64_t rows, int64_t aWidth, int64_t bWidth,
+                                 int64_t aRepeat, int64_t bRepeat) {
+  if (rows < 0 || aWidth < 0 || bWidth < 0)
+    return "rows and widths must be >= 0";
+  if (aRepeat < 1 || bRepeat < 1)
+    return "aRepeat and bRepeat must be positive, got " +
+           std::to_string(aRepeat) + " and " + std::to_string(bRepeat);
+  if (rows % aRepeat != 0 || rows % bRepeat != 0)
+    return "rows (" + std::to_string(rows) +
+           ") is not a multiple of aRepeat and bRepeat (" +
+           std::to_string(aRepeat) + ", " + std::to_string(bRepeat) + ")";
+  return "";
+}
+
 } // namespace moe
 
 #endif // MOE_RUNTIME_KERNELTYPES_H

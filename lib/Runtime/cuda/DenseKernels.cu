@@ -148,19 +148,12 @@ void rotateHalf(Device &dev, const char *kernel, const T *x,
 // Concat and split
 //===----------------------------------------------------------------------===//
 
-/// Checks the sizes concat and split take, as the CPU does.
+/// Checks the sizes concat and split take (concatProblem).
 void checkConcatShape(const char *kernel, int64_t rows, int64_t aWidth,
                       int64_t bWidth, int64_t aRepeat, int64_t bRepeat) {
-  checkSize(kernel, "rows", rows);
-  checkSize(kernel, "aWidth", aWidth);
-  checkSize(kernel, "bWidth", bWidth);
-  checkSize(kernel, "aRepeat", aRepeat, /*positive=*/true);
-  checkSize(kernel, "bRepeat", bRepeat, /*positive=*/true);
-  if (rows % aRepeat != 0 || rows % bRepeat != 0)
-    fail(kernel, "rows (" + std::to_string(rows) +
-                     ") is not a multiple of aRepeat and bRepeat (" +
-                     std::to_string(aRepeat) + ", " + std::to_string(bRepeat) +
-                     ")");
+  std::string problem = concatProblem(rows, aWidth, bWidth, aRepeat, bRepeat);
+  if (!problem.empty())
+    fail(kernel, problem);
 }
 
 /// out[r, c] = a[r / aRepeat, c] for c < aWidth, else

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -221,6 +222,27 @@ void saveCheckpoint(const std::string &dir, int64_t step, const Manifest &m,
   std::string name = checkpointName(step);
   std::string tmp = (fs::path(dir) / (name + ".tmp")).string();
   std::string final = (fs::path(dir) / name).string();
+
+  // A diverged state is never saved: the latest checkpoint stays good.
+  env.agree([&] {
+    const AlignedBuffer *buffers[] = {state.weights, state.m, state.v};
+    const char *what[] = {"weights", "first AdamW moments",
+                          "second AdamW moments"};
+    for (int k = 0; k < 3; ++k)
+      for (const ParamInfo &param : m.params) {
+        const float *x = buffers[k]->f32(param.offset);
+        if (!std::all_of(x, x + param.numElements(),
+                         [](float v) { return std::isfinite(v); }))
+          throw std::runtime_error(
+              "step " + std::to_string(step) + ": the " + what[k] + " of '" +
+              param.name +
+              "' hold a non-finite value: no checkpoint written (" +
+              (latestCheckpoint(dir)
+                   ? "the latest in " + dir + " is the last good one"
+                   : "none in " + dir + " yet") +
+              ")");
+      }
+  });
 
   env.agree([&] {
     if (!env.root)

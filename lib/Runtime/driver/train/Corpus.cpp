@@ -42,8 +42,7 @@ Corpus::Corpus(std::vector<int32_t> ids, int64_t seq, const std::string &what)
         std::to_string(seq + 1) +
         " in both the training split (90%: " + std::to_string(trainSize_) +
         ") and the validation split (10%: " + std::to_string(validationSize()) +
-        "); need at least " + std::to_string(10 * (seq + 1) + 9) +
-        " tokens");
+        "); need at least " + std::to_string(10 * (seq + 1) + 9) + " tokens");
 }
 
 Corpus Corpus::readFile(const std::string &path,

@@ -3,11 +3,12 @@
 // `train --data FILE` reads the file as characters of the model's vocabulary
 // (vocab_chars) or, with --data-format u16|u32, as a flat little-endian array
 // of token ids (the layout nanoGPT and many data pipelines write): the first
-// 90% of the tokens are the training split, the rest the validation split. A batch is `batch` windows of seq + 1 characters: tokens
-// are a window's first seq, labels its last seq. The training windows of a
-// step start at positions drawn from a generator seeded by (seed, step)
-// alone, so a resumed run sees exactly the batches an uninterrupted one
-// would; the validation windows are fixed and evenly spaced.
+// 90% of the tokens are the training split, the rest the validation split. A
+// batch is `batch` windows of seq + 1 characters: tokens are a window's first
+// seq, labels its last seq. The training windows of a step start at positions
+// drawn from a generator seeded by (seed, step) alone, so a resumed run sees
+// exactly the batches an uninterrupted one would; the validation windows are
+// fixed and evenly spaced.
 //
 //===----------------------------------------------------------------------===//
 

@@ -164,10 +164,11 @@ void MetricsWriter::logStep(const StepMetrics &s) {
       double mean = layer.rankRows.empty()
                         ? 0.0
                         : double(total) / double(layer.rankRows.size());
-      layers.push_back({{"expert_s", layer.expertSeconds},
-                        {"a2a_s", layer.allToAllSeconds},
-                        {"rank_rows", layer.rankRows},
-                        {"max_mean_rows", mean > 0 ? double(max) / mean : 0.0}});
+      layers.push_back(
+          {{"expert_s", layer.expertSeconds},
+           {"a2a_s", layer.allToAllSeconds},
+           {"rank_rows", layer.rankRows},
+           {"max_mean_rows", mean > 0 ? double(max) / mean : 0.0}});
     }
     record["ep_layers"] = std::move(layers);
   }
@@ -178,9 +179,9 @@ void MetricsWriter::logPlacement(
     int64_t step, const std::vector<std::vector<int32_t>> &slotExperts) {
   if (csv_)
     return;
-  writeLine(nlohmann::ordered_json{{"step", step},
-                                   {"expert_placement", slotExperts}}
-                .dump());
+  writeLine(
+      nlohmann::ordered_json{{"step", step}, {"expert_placement", slotExperts}}
+          .dump());
 }
 
 void MetricsWriter::logEval(int64_t step, double valLoss) {

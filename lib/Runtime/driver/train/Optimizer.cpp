@@ -78,8 +78,8 @@ double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads,
                             const RankPlace *place) {
   double total = 0.0;
   for (const NormTerm &term : normTerms(m, place))
-    total += cpu::sumSquares(grads.f32(term.offset), term.elements) /
-             term.replicas;
+    total +=
+        cpu::sumSquares(grads.f32(term.offset), term.elements) / term.replicas;
   return total;
 }
 
@@ -152,8 +152,7 @@ void balanceExpertBias(const ParamInfo &param, float *bias,
   }
 }
 
-AdamW::AdamW(const Manifest &m, const AdamWConfig &config,
-             rt::Backend &backend)
+AdamW::AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend)
     : manifest_(m), config_(config), backend_(backend),
       m_(backend, m.weightsBytes), v_(backend, m.weightsBytes) {}
 
@@ -176,13 +175,11 @@ void AdamW::push(const AlignedBuffer &m, const AlignedBuffer &v) {
 
 void AdamW::step(uint8_t *weights, const uint8_t *grads, double lr,
                  float gradScale, int64_t step, const RankPlace *place) {
-  auto update = [&](const ParamInfo &param, uint64_t offset,
-                    int64_t elements) {
+  auto update = [&](const ParamInfo &param, uint64_t offset, int64_t elements) {
     bool matrix = param.sliceShape().size() >= 2;
     backend_.adamw(f32At(weights, offset), f32At(grads, offset),
-                   f32At(m_.data(), offset), f32At(v_.data(), offset),
-                   elements, static_cast<float>(lr),
-                   static_cast<float>(config_.beta1),
+                   f32At(m_.data(), offset), f32At(v_.data(), offset), elements,
+                   static_cast<float>(lr), static_cast<float>(config_.beta1),
                    static_cast<float>(config_.beta2),
                    static_cast<float>(config_.eps),
                    matrix ? static_cast<float>(config_.weightDecay) : 0.0f,

@@ -83,8 +83,8 @@ public:
   /// One step (counted from 1) of every parameter of `weights` from `grads`
   /// (weights_bytes each, in the backend's memory). With `place`, expert
   /// slots that hold no expert are skipped (they stay as they are).
-  void step(uint8_t *weights, const uint8_t *grads, double lr,
-            float gradScale, int64_t step, const RankPlace *place = nullptr);
+  void step(uint8_t *weights, const uint8_t *grads, double lr, float gradScale,
+            int64_t step, const RankPlace *place = nullptr);
 
   /// localGradNormSquared of `grads` (weights_bytes, in the backend's
   /// memory): the sums of squares run on the backend, into a buffer kept

@@ -432,6 +432,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
                  ", --steps is %" PRId64 ": nothing to train\n",
                  first - 1, o.steps);
 
+  int64_t skippedInARow = 0;
   for (int64_t step = first; step <= o.steps; ++step) {
     if (traced.contains(step))
       trace->begin("step " + std::to_string(step), {{"step", step}});
@@ -451,13 +452,45 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
           runner.uploadGrads(grads, p.offset, p.bytes());
     }
     double norm = 0.0, lr = o.schedule.at(step);
+    bool skipped = false;
     phase("optimizer", [&] {
-      norm = std::sqrt(sumOverRanks(
-          adam.localGradNormSquared(runner.grads(), env.placePtr()),
-          env.world));
-      adam.step(runner.weights(), runner.grads(), lr,
-                clipScale(norm, o.adamw.clip), step, env.placePtr());
+      // A non-finite loss on any rank makes the global sum non-finite, so
+      // every rank reaches the same verdict without another collective.
+      double local = adam.localGradNormSquared(runner.grads(), env.placePtr());
+      if (!std::isfinite(loss))
+        local = std::numeric_limits<double>::quiet_NaN();
+      norm = std::sqrt(sumOverRanks(local, env.world));
+      skipped = !std::isfinite(norm);
+      if (!skipped)
+        adam.step(runner.weights(), runner.grads(), lr,
+                  clipScale(norm, o.adamw.clip), step, env.placePtr());
     });
+    if (skipped) {
+      // The weights and moments stay those of the last good step.
+      ++skippedInARow;
+      if (env.root) {
+        std::printf("step %" PRId64 "/%" PRId64 "  loss %.4f  grad-norm %.3f"
+                    "  update skipped: not finite (%" PRId64 " in a row)\n",
+                    step, o.steps, loss, norm, skippedInARow);
+        std::fflush(stdout);
+      }
+      env.agree([&] {
+        if (skippedInARow > o.maxSkippedSteps)
+          throw std::runtime_error(
+              "step " + std::to_string(step) +
+              ": the loss or gradient norm "
+              "was not finite for " +
+              std::to_string(skippedInARow) +
+              " steps in a row (--max-skipped-steps " +
+              std::to_string(o.maxSkippedSteps) +
+              "): training diverged; the weights are those of step " +
+              std::to_string(step - skippedInARow) +
+              (o.checkpointDir ? ", the latest checkpoint the last good one"
+                               : ""));
+      });
+    } else {
+      skippedInARow = 0;
+    }
     bool last = step == o.steps;
     bool logNow = step % o.logEvery == 0 || last;
     bool evalNow = (o.evalEvery > 0 && step % o.evalEvery == 0) || last;
@@ -514,7 +547,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     ++stepsRun;
     ++windowSteps;
 
-    if (logNow && env.root) {
+    if (logNow && env.root && !skipped) {
       double tokensPerSecond =
           windowSeconds > 0
               ? double(windowSteps * tokensPerStep) / windowSeconds

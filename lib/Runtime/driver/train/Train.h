@@ -53,6 +53,9 @@ struct TrainOptions {
   /// The executable's name, for the plot's title.
   std::string program;
   int64_t sampleChars = 200;
+  /// A step whose loss or gradient norm is not finite leaves the weights
+  /// and moments as they were; more than this many in a row end the run.
+  int64_t maxSkippedSteps = 3;
   /// Per-step expert-bias move of aux-loss-free balancing; 0 when the model
   /// has no router biases or --bias-update-rate 0.
   double biasUpdateRate = 0.0;

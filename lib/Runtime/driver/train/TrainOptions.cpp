@@ -57,6 +57,11 @@ const CommandSpec &trainCommand() {
        {"adam-eps", "EPS", "AdamW epsilon (default 1e-8)."},
        {"clip", "C",
         "Clip the global gradient norm to C (default 1.0; 0 turns it off)."},
+       {"max-skipped-steps", "N",
+        "A step whose loss or gradient norm is not finite (inf, nan) skips "
+        "its update; more than N such steps in a row end the run with an "
+        "error (default 3). No checkpoint with a non-finite value is "
+        "written."},
        {"bias-update-rate", "R",
         "Aux-loss-free load balancing (DeepSeek-V3) for routers with an "
         "expert bias: after each step a bias rises by R where its expert got "
@@ -299,6 +304,7 @@ TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
   o.evalEvery = integerFlag(flags, "eval-every", 100, 0);
   o.evalBatches = integerFlag(flags, "eval-batches", 8, 1, 1 << 20);
   o.logEvery = integerFlag(flags, "log-every", 10, 1);
+  o.maxSkippedSteps = integerFlag(flags, "max-skipped-steps", 3, 0);
   o.sampleChars = integerFlag(flags, "sample-chars", 200, 0, 1 << 20);
   if (flags.has("metrics")) {
     o.metrics = flags.get("metrics");

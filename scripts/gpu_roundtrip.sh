@@ -38,7 +38,7 @@ cmd="${1:-}"
 
 # name=object pairs of the model executables, for MOE_MODEL_OBJECTS.
 MODELS="qwen3_tiny qwen3_tiny_ep8 shakespeare qwen3_tiny_bf16 qwen3_tiny_ep8_bf16
-  shakespeare_bf16 qwen3_gpu_bench qwen3_gpu_bench_bf16"
+  shakespeare_bf16 qwen3_gpu_bench qwen3_gpu_bench_bf16 deepseek_v3_tiny"
 model_objects() {
   local objects="" m
   for m in $MODELS; do
@@ -67,6 +67,7 @@ pack)
   "$moec" "$root/models/qwen3_moe_tiny.mlir" --mesh dp=4,cp=2,ep=8 --emit=obj \
     -o "$m/qwen3_tiny_ep8.o"
   "$moec" "$root/models/shakespeare_moe.mlir" --emit=obj -o "$m/shakespeare.o"
+  "$moec" "$root/models/deepseek_v3_tiny.mlir" --emit=obj -o "$m/deepseek_v3_tiny.o"
   "$moec" "$root/models/qwen3_moe_tiny.mlir" --storage bf16 --emit=obj \
     -o "$m/qwen3_tiny_bf16.o"
   "$moec" "$root/models/qwen3_moe_tiny.mlir" --storage bf16 --mesh dp=4,cp=2,ep=8 \
@@ -200,6 +201,11 @@ print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__
   # transformers itself as the oracle, the executable on the GPU.
   step hf-parity python3 "$root/test/e2e/hf_parity.py" --model-exe "$build/bin/qwen3_tiny" \
     --backend cuda --rtol 1e-4 --workdir "$out/hf_parity"
+  # DeepSeek-V3's MLA (concat/split, interleaved RoPE, value heads of their
+  # own size) and routing on the GPU, logits and gradients.
+  step hf-parity-deepseek python3 "$root/test/e2e/hf_parity.py" \
+    --model-exe "$build/bin/deepseek_v3_tiny" --config deepseek_v3_tiny --grad \
+    --backend cuda --rtol 1e-4 --workdir "$out/hf_parity_deepseek"
   if [ -n "$sanitizer" ]; then
     for t in CudaDenseKernelsTest CudaAttentionTest CudaMoEKernelsTest CudaBf16StorageTest; do
       STEP_TIMEOUT=120 step "memcheck-$t" "$sanitizer" --tool memcheck \

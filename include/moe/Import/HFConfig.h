@@ -1,7 +1,7 @@
 //===- HFConfig.h - A ModelSpec from a Hugging Face config.json -*- C++ -*-===//
 //
 // Reads the config.json of a Hugging Face MoE model (Qwen3-MoE, Qwen2-MoE,
-// Mixtral, DeepSeek-V3, OLMoE) into a ModelSpec. Every field that changes the
+// Mixtral, DeepSeek-V3, DeepSeek-V2, OLMoE) into a ModelSpec. Every field that changes the
 // math is read; one whose value the project does not implement is an error
 // naming the field and its value, never ignored. Fields that do not change the
 // forward or training math (token ids, dtypes, versions) are ignored.
@@ -12,8 +12,8 @@
 // and moec_z_loss_coef (router losses added to the cross entropy),
 // moec_capacity_factor, moec_expert_bias (a selection-only bias per expert for
 // aux-loss-free balancing, on any family's router), and moec_attention =
-// "gqa" (DeepSeek-V3 routing on GQA attention with num_key_value_heads and
-// head_dim, until MLA exists).
+// "gqa" (DeepSeek routing on GQA attention with num_key_value_heads and
+// head_dim instead of MLA; "mla" is the default).
 //
 //===----------------------------------------------------------------------===//
 

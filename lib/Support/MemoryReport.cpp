@@ -29,7 +29,7 @@ RankMemory rankMemory(const RankProgram &p) {
   uint64_t master = p.bf16 ? p.fp32WeightsBytes : 0;
   if (p.trains) {
     m.gradients = add(p.fp32WeightsBytes, p.bf16 ? p.weightsBytes : 0);
-    m.optimizer = add(master, mul(2, p.fp32WeightsBytes));
+    m.optimizer = add(master, mul(2, p.momentBytes));
   } else {
     m.optimizer = master;
   }
@@ -38,7 +38,9 @@ RankMemory rankMemory(const RankProgram &p) {
   m.activationsForward = add(p.forwardArenaBytes, io);
   m.activationsTrain =
       p.trains ? add(std::max(p.forwardArenaBytes, p.trainArenaBytes), io) : 0;
-  m.comm = std::max(p.forwardCommBytes, p.trains ? p.trainCommBytes : 0);
+  m.comm = std::max(p.forwardCommBytes,
+                    p.trains ? std::max(p.trainCommBytes, p.shardGatherBytes)
+                             : 0);
   m.total = add(add(add(m.weights, m.gradients), add(m.optimizer, m.comm)),
                 p.trains ? m.activationsTrain : m.activationsForward);
   return m;

@@ -390,8 +390,29 @@ struct BuildTrainStepPass
                          << fromFunction;
       return signalPassFailure();
     }
-    if (failed(TrainStepBuilder(forward, stepFunction).build()))
+    if (failed(recordZeroStage(module)) ||
+        failed(TrainStepBuilder(forward, stepFunction).build()))
       signalPassFailure();
+  }
+
+  LogicalResult recordZeroStage(ModuleOp module) {
+    if (zeroStage == 0)
+      return success();
+    if (zeroStage != 1)
+      return emitError(module.getLoc())
+             << "moe-build-train-step: ZeRO stage " << zeroStage
+             << " is not built; stage 1 (optimizer state split over the "
+                "data-parallel replicas) is";
+    auto mesh = module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName());
+    if (!mesh || mesh.getDp() * mesh.getCp() == 1)
+      return emitError(module.getLoc())
+             << "moe-build-train-step: ZeRO stage 1 splits the optimizer "
+                "state over the data-parallel axes, but the mesh has dp = 1 "
+                "and cp = 1";
+    module->setAttr(MoEDialect::getZeroStageAttrName(),
+                    IntegerAttr::get(IntegerType::get(module.getContext(), 64),
+                                     zeroStage));
+    return success();
   }
 };
 

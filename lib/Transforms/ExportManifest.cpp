@@ -175,6 +175,9 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
   for (::moe::MeshAxis axis : ::moe::kMeshAxes)
     meshSizes[::moe::axisName(axis)] = shape.size(axis);
   manifest["mesh"] = std::move(meshSizes);
+  if (auto stage = module->getAttrOfType<IntegerAttr>(
+          MoEDialect::getZeroStageAttrName()))
+    manifest["zero_stage"] = stage.getInt();
   std::string text;
   llvm::raw_string_ostream os(text);
   os << llvm::json::Value(std::move(manifest));

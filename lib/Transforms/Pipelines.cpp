@@ -36,16 +36,19 @@ void mlir::moe::buildCompilerPipeline(OpPassManager &pm,
   partition.replicaSlots = options.replicaSlots;
   partition.ifMeshed = true;
   pm.addPass(createPartition(partition));
-  buildLowerToLLVMPipeline(pm, options.trainStep, options.storage);
+  buildLowerToLLVMPipeline(pm, options.trainStep, options.storage,
+                           options.zeroStage);
 }
 
 void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
-                                          StringRef storage) {
+                                          StringRef storage,
+                                          int64_t zeroStage) {
   pm.addPass(createExpandCapacity());
   pm.addPass(createLowerExperts());
   if (trainStep) {
     BuildTrainStepOptions train;
     train.ifLoss = true;
+    train.zeroStage = zeroStage;
     pm.addPass(createBuildTrainStep(train));
   }
   LowerToRuntimeOptions lowering;
@@ -93,6 +96,11 @@ struct MoEPipelineOptions
       llvm::cl::desc("Storage type of floating-point tensors: f32 or bf16 "
                      "(moe-lower-to-runtime)"),
       llvm::cl::init("f32")};
+  Option<int64_t> zeroStage{
+      *this, "zero",
+      llvm::cl::desc("ZeRO stage: 0, or 1 to split the optimizer state over "
+                     "the data-parallel replicas (moe-build-train-step)"),
+      llvm::cl::init(0)};
 };
 } // namespace
 
@@ -110,6 +118,7 @@ void mlir::moe::registerMoEPipelines(const std::string *defaultMesh) {
         compiler.replicaSlots = options.replicaSlots;
         compiler.trainStep = options.trainStep;
         compiler.storage = options.storage;
+        compiler.zeroStage = options.zeroStage;
         buildCompilerPipeline(pm, compiler);
       });
   PassPipelineRegistration<>(

@@ -3,6 +3,7 @@
 #include "MemoryReport.h"
 
 #include "moe/Support/MeshShape.h"
+#include "moe/Support/OptimizerShards.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Format.h"
@@ -43,6 +44,27 @@ std::optional<uint64_t> tensorElements(const json::Object &manifest,
   return std::nullopt;
 }
 
+/// A manifest entry's "split": per dimension, the mesh axes.
+std::vector<std::vector<std::string>> split(const json::Object &entry) {
+  std::vector<std::vector<std::string>> axes;
+  if (const json::Array *dims = entry.getArray("split"))
+    for (const json::Value &dim : *dims) {
+      axes.emplace_back();
+      if (const json::Array *names = dim.getAsArray())
+        for (const json::Value &name : *names)
+          axes.back().push_back(name.getAsString().value_or("").str());
+    }
+  return axes;
+}
+
+moe::MeshShape meshShape(const json::Object &manifest) {
+  const json::Object *mesh = manifest.getObject("mesh");
+  moe::MeshShape shape;
+  for (moe::MeshAxis a : moe::kMeshAxes)
+    shape.setSize(a, mesh ? mesh->getInteger(moe::axisName(a)).value_or(1) : 1);
+  return shape;
+}
+
 } // namespace
 
 std::optional<moe::RankProgram> rankProgram(const json::Object &manifest,
@@ -58,11 +80,20 @@ std::optional<moe::RankProgram> rankProgram(const json::Object &manifest,
   p.weightsBytes = integer(manifest, "weights_bytes");
   p.forwardArenaBytes = integer(manifest, "arena_bytes");
   p.forwardCommBytes = manifest.getInteger("comm_bytes").value_or(0);
+  std::vector<moe::ParamBlock> blocks;
   if (const json::Array *params = manifest.getArray("params"))
     for (const json::Value &param : *params)
       if (const json::Object *object = param.getAsObject())
-        if (const json::Array *shape = object->getArray("shape"))
+        if (const json::Array *shape = object->getArray("shape")) {
           p.fp32WeightsBytes += alignUp(4 * elements(shape));
+          blocks.push_back({static_cast<int64_t>(elements(shape)),
+                            moe::optimizerShardGroup(split(*object))});
+        }
+  moe::MomentFootprint moments = moe::momentFootprint(
+      blocks, meshShape(manifest),
+      static_cast<int>(manifest.getInteger("zero_stage").value_or(0)));
+  p.momentBytes = moments.momentBytes;
+  p.shardGatherBytes = moments.gatherBytes;
   if (const json::Object *step = manifest.getObject("train_step")) {
     p.trains = true;
     p.trainArenaBytes = integer(*step, "arena_bytes");
@@ -82,13 +113,7 @@ std::optional<moe::RankProgram> rankProgram(const json::Object &manifest,
 
 void printMemoryReport(const json::Object &manifest, const moe::RankMemory &m,
                        bool asJson, raw_ostream &os) {
-  const json::Object *mesh = manifest.getObject("mesh");
-  auto axis = [&](StringRef name) {
-    return mesh ? mesh->getInteger(name).value_or(1) : 1;
-  };
-  moe::MeshShape shape;
-  for (moe::MeshAxis a : moe::kMeshAxes)
-    shape.setSize(a, axis(moe::axisName(a)));
+  moe::MeshShape shape = meshShape(manifest);
   int64_t ranks = shape.worldSize();
   json::Object meshSizes;
   for (moe::MeshAxis a : moe::kMeshAxes)

@@ -97,6 +97,12 @@ cl::opt<std::string> storage(
              "(default) or bf16 (computed in fp32; the driver keeps fp32 "
              "master weights and optimizer state)"),
     cl::value_desc("f32|bf16"), cl::init("f32"), cl::cat(category));
+cl::opt<int64_t> zeroStage(
+    "zero",
+    cl::desc("ZeRO stage: 0 (default), or 1 to split each weight's AdamW "
+             "state (and the update) over its data-parallel replicas, the "
+             "dp x cp ranks for dense weights and the edp ranks for experts"),
+    cl::value_desc("0|1"), cl::init(0), cl::cat(category));
 cl::opt<bool> withCuda(
     "cuda",
     cl::desc("Link the CUDA backend too, so that the executable can run with "
@@ -170,6 +176,7 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context,
   options.replicaSlots = replicaSlots;
   options.trainStep = trainStep;
   options.storage = storage;
+  options.zeroStage = zeroStage;
   mlir::moe::buildCompilerPipeline(pm, options);
   if (failed(pm.run(*module)))
     return nullptr;
@@ -284,6 +291,12 @@ int main(int argc, char **argv) {
   if (storage != "f32" && storage != "bf16")
     return fail("--storage: unknown storage type '" + storage +
                 "' (expected f32 or bf16)");
+  if (zeroStage != 0 && zeroStage != 1)
+    return fail("--zero: stage " + std::to_string(zeroStage) +
+                " is not built (expected 0 or 1)");
+  if (zeroStage != 0 && !trainStep)
+    return fail("--zero splits the optimizer state of the training step, "
+                "but --train-step=false builds none");
   bool reportMemory = memoryReport.getNumOccurrences() > 0;
   if (reportMemory && !memoryReport.empty() && memoryReport != "text" &&
       memoryReport != "json")

@@ -61,6 +61,9 @@
  *     "vocab_chars": "\n !$&...",         // optional: token i is the i-th
  *                                         // character (character-level model)
  *     "mesh": {"dp": 1, "cp": 1, "tp": 1, "ep": 1},
+ *     "zero_stage": 1,                    // optional (moec --zero 1): each
+ *                                         // rank keeps AdamW state for one
+ *                                         // slice of each weight
  *     "train_step": {                     // optional: the training step
  *       "function": "train_step", "entry": "moe_entry_train_step",
  *       "arena_bytes": 98304, "unplanned_bytes": 524288,

@@ -26,6 +26,12 @@ struct RankProgram {
   /// The same parameters at 4 bytes an element, each 64-byte aligned (the
   /// driver's fp32 blob: master weights, gradients, AdamW moments).
   uint64_t fp32WeightsBytes = 0;
+  /// One AdamW moment's bytes: fp32WeightsBytes, or under ZeRO stage 1
+  /// the slices this rank keeps (OptimizerShards.h).
+  uint64_t momentBytes = 0;
+  /// ZeRO stage 1: the scratch that gathers one parameter's updated slices
+  /// (the largest parameter's, sent slice and received block); else 0.
+  uint64_t shardGatherBytes = 0;
   uint64_t forwardArenaBytes = 0;
   uint64_t forwardCommBytes = 0;
   /// The model has a training step.
@@ -45,8 +51,8 @@ struct RankMemory {
   /// Gradients (training): f32, plus the bf16 copy the step writes under
   /// bf16 storage.
   uint64_t gradients = 0;
-  /// AdamW's two fp32 moments (training), and the fp32 master weights under
-  /// bf16 storage.
+  /// AdamW's two fp32 moments (training; under ZeRO stage 1 this rank's
+  /// slices of them), and the fp32 master weights under bf16 storage.
   uint64_t optimizer = 0;
   /// A forward run: its arena, the logits (f32, plus the bf16 copy under
   /// bf16 storage), tokens, labels and loss.
@@ -54,7 +60,8 @@ struct RankMemory {
   /// A training run: one arena for the larger of the two entries, plus the
   /// forward's logits and inputs (evaluation).
   uint64_t activationsTrain = 0;
-  /// The largest scratch one collective allocates while it runs.
+  /// The largest scratch one collective allocates while it runs (under
+  /// ZeRO stage 1 also the gathering of the updated slices).
   uint64_t comm = 0;
   /// weights + gradients + optimizer + comm + the activations of a training
   /// run (of a forward run for a model without a training step).

@@ -32,6 +32,8 @@ struct CompilerPipelineOptions {
   bool trainStep = true;
   /// Storage type of floating-point tensors: "f32" or "bf16".
   std::string storage = "f32";
+  /// ZeRO stage of the training step (moe-build-train-step's `zero`).
+  int64_t zeroStage = 0;
 };
 
 /// The whole compiler, the one pipeline moec runs: canonicalize; record the
@@ -43,13 +45,14 @@ void buildCompilerPipeline(OpPassManager &pm,
                            const CompilerPipelineOptions &options);
 
 /// moe-expand-capacity, moe-lower-experts, moe-build-train-step (with
-/// `trainStep`, when the model returns a scalar loss),
+/// `trainStep`, when the model returns a scalar loss; with `zeroStage`),
 /// moe-lower-to-runtime, moe-plan-memory, moe-export-manifest,
 /// moe-resolve-addresses, then the upstream conversions to the LLVM dialect
 /// (memrefs passed as bare pointers): the module is ready for translation
 /// to LLVM IR.
 void buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep = false,
-                              llvm::StringRef storage = "f32");
+                              llvm::StringRef storage = "f32",
+                              int64_t zeroStage = 0);
 
 /// Every dialect the compiler reads or produces, for both tools.
 void registerCompilerDialects(DialectRegistry &registry);

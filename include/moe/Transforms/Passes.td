@@ -191,6 +191,13 @@ def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
     the backward with their own gradients (a loss's gradient is 1, since
     losses only reach the returned loss through `moe.add`).
 
+    With `zero=1` it records `moe.zero_stage = 1` on the module: the
+    executable's optimizer then keeps, on each of a weight's data-parallel
+    replicas (the dp x cp plane for dense weights, edp for expert weights),
+    the AdamW state of one slice of the weight only, updates that slice and
+    gathers the slices. The gradients stay all-reduced. A mesh without a
+    data-parallel axis (dp = cp = 1) and stages above 1 are diagnostics.
+
     Guarantees: on every rank, each `moe.param_grad` is the rank's shard of
     the gradient of the global loss (the same loss on every rank) with
     respect to that weight. An op without a gradient rule is a diagnostic;
@@ -205,6 +212,9 @@ def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
     Option<"ifLoss", "if-loss", "bool", /*default=*/"false",
            "Do nothing when the model function returns no scalar loss (the "
            "compiler pipeline's policy)">,
+    Option<"zeroStage", "zero", "int64_t", /*default=*/"0",
+           "ZeRO stage: 0, or 1 to split each weight's optimizer state over "
+           "its data-parallel replicas (recorded as moe.zero_stage)">,
   ];
   let dependentDialects = ["::mlir::shard::ShardDialect",
                            "::mlir::tensor::TensorDialect"];

@@ -132,6 +132,14 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                                 "builtin.module";
     return success();
   }
+  if (name == getZeroStageAttrName()) {
+    auto stage = dyn_cast<IntegerAttr>(attr.getValue());
+    if (!isa<ModuleOp>(op) || !stage || stage.getInt() != 1)
+      return op->emitError() << "'" << name
+                             << "' must be the integer 1 on a builtin.module "
+                                "(ZeRO stage 1 is the one built)";
+    return success();
+  }
   if (name == getVocabCharsAttrName()) {
     auto chars = dyn_cast<StringAttr>(attr.getValue());
     if (!isa<ModuleOp>(op) || !chars)

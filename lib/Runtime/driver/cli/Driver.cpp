@@ -16,6 +16,7 @@
 #include "driver/model/Sampling.h"
 #include "driver/model/Tokens.h"
 #include "driver/model/Weights.h"
+#include "driver/train/Optimizer.h"
 #include "driver/train/Tracing.h"
 #include "driver/train/Train.h"
 #include "moe/Runtime/Communicator.h"
@@ -349,6 +350,10 @@ moe::RankMemory rankMemory(const Manifest &m) {
   p.bf16 = m.bf16Storage();
   p.weightsBytes = m.storageWeightsBytes;
   p.fp32WeightsBytes = m.weightsBytes;
+  moe::MomentFootprint moments =
+      moe::momentFootprint(paramBlocks(m), m.mesh, m.zeroStage);
+  p.momentBytes = moments.momentBytes;
+  p.shardGatherBytes = moments.gatherBytes;
   p.forwardArenaBytes = m.arenaBytes;
   p.forwardCommBytes = m.commBytes;
   if (m.trainStep) {

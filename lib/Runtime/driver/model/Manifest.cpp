@@ -540,6 +540,13 @@ Manifest parseManifest(const std::string &text) {
                m.params[i].placement.has_value());
   if (root.contains("train_step"))
     m.trainStep = parseTrainStep(root, m);
+  if (auto it = root.find("zero_stage"); it != root.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() != 1)
+      fail("zero_stage", "is " + shown(*it) + ", expected 1");
+    if (!m.trainStep)
+      fail("zero_stage", "is set, but the model has no training step");
+    m.zeroStage = 1;
+  }
   for (auto [key, specs] :
        {std::pair{"inputs", &m.inputs}, std::pair{"outputs", &m.outputs}})
     for (size_t i = 0; i < specs->size(); ++i)

@@ -120,6 +120,10 @@ struct Manifest {
   moe::MeshShape mesh;
   /// Present when the model was compiled with a training step.
   std::optional<TrainStepInfo> trainStep;
+  /// ZeRO stage (manifest "zero_stage", moec --zero): 1 splits each
+  /// weight's AdamW state over its data-parallel replicas
+  /// (moe/Support/OptimizerShards.h); 0 keeps it whole on every rank.
+  int zeroStage = 0;
 
   // The forward signature, checked by parseManifest: tokens and labels
   // [batch, seq] I32, logits [batch, seq, vocab] F32, loss [] F32, in whole

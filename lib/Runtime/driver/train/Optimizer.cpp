@@ -152,44 +152,114 @@ void balanceExpertBias(const ParamInfo &param, float *bias,
   }
 }
 
-AdamW::AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend)
-    : manifest_(m), config_(config), backend_(backend),
-      m_(backend, m.weightsBytes), v_(backend, m.weightsBytes) {}
+std::vector<moe::ParamBlock> paramBlocks(const Manifest &m) {
+  std::vector<moe::ParamBlock> blocks;
+  for (const ParamInfo &param : m.params)
+    blocks.push_back({param.numElements(), moe::optimizerShardGroup(param.split)});
+  return blocks;
+}
+
+AdamW::AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend,
+             rt::MeshGroups *groups)
+    : manifest_(m), config_(config), backend_(backend) {
+  std::vector<moe::ParamBlock> blocks = paramBlocks(m);
+  uint64_t offset = 0;
+  for (size_t i = 0; i < m.params.size(); ++i) {
+    const ParamInfo &param = m.params[i];
+    Slice s;
+    s.param = &param;
+    s.end = param.numElements();
+    s.offset = param.offset;
+    if (m.zeroStage >= 1) {
+      int64_t ranks = moe::shardGroupSize(blocks[i].group, m.mesh);
+      s.slice = moe::shardElements(s.end, ranks);
+      s.offset = offset;
+      offset += static_cast<uint64_t>(s.slice) * sizeof(float);
+      if (ranks > 1 && s.end > 0) {
+        if (!groups)
+          throw std::logic_error("AdamW: ZeRO needs the mesh groups");
+        s.group = blocks[i].group == moe::ShardGroup::ExpertDataParallel
+                      ? groups->edp.get()
+                      : groups->dpCp.get();
+        if (s.group->size() != ranks)
+          throw std::logic_error("AdamW: a ZeRO group of another size");
+        s.begin = std::min(s.end, s.group->rank() * s.slice);
+        s.end = std::min(s.end, s.begin + s.slice);
+        size_t scratch = static_cast<size_t>(s.slice);
+        send_.resize(std::max(send_.size(), scratch));
+        received_.resize(std::max(received_.size(), scratch * ranks));
+      }
+    }
+    slices_.push_back(s);
+  }
+  uint64_t bytes = m.zeroStage >= 1 ? offset : m.weightsBytes;
+  m_ = BackendBuffer(backend, bytes);
+  v_ = BackendBuffer(backend, bytes);
+}
 
 void AdamW::checkBlobs(const AlignedBuffer &m, const AlignedBuffer &v) const {
-  if (m.size() != m_.size() || v.size() != v_.size())
+  if (m.size() != manifest_.weightsBytes || v.size() != manifest_.weightsBytes)
     throw std::logic_error("AdamW: host moments of another size");
+}
+
+const float *AdamW::gatherSlice(const Slice &s, const uint8_t *local) {
+  std::fill(send_.begin(), send_.begin() + s.slice, 0.0f);
+  backend_.download(send_.data(), local,
+                    static_cast<size_t>(s.end - s.begin) * sizeof(float));
+  s.group->allGather(send_.data(), received_.data(), s.slice,
+                     rt::CommDType::F32);
+  return received_.data();
 }
 
 void AdamW::pull(AlignedBuffer &m, AlignedBuffer &v) {
   checkBlobs(m, v);
-  backend_.download(m.data(), m_.data(), m_.size());
-  backend_.download(v.data(), v_.data(), v_.size());
+  for (const Slice &s : slices_)
+    for (auto [host, moment] : {std::pair{&m, &m_}, std::pair{&v, &v_}}) {
+      float *whole = host->f32(s.param->offset);
+      if (s.group)
+        std::copy_n(gatherSlice(s, moment->data() + s.offset),
+                    s.param->numElements(), whole);
+      else
+        backend_.download(whole, moment->data() + s.offset,
+                          s.param->bytes());
+    }
 }
 
 void AdamW::push(const AlignedBuffer &m, const AlignedBuffer &v) {
   checkBlobs(m, v);
-  backend_.upload(m_.data(), m.data(), m_.size());
-  backend_.upload(v_.data(), v.data(), v_.size());
+  for (const Slice &s : slices_)
+    for (auto [host, moment] : {std::pair{&m, &m_}, std::pair{&v, &v_}})
+      backend_.upload(moment->data() + s.offset,
+                      host->f32(s.param->offset) + s.begin,
+                      static_cast<size_t>(s.end - s.begin) * sizeof(float));
 }
 
 void AdamW::step(uint8_t *weights, const uint8_t *grads, double lr,
                  float gradScale, int64_t step, const RankPlace *place) {
-  auto update = [&](const ParamInfo &param, uint64_t offset, int64_t elements) {
-    bool matrix = param.sliceShape().size() >= 2;
-    backend_.adamw(f32At(weights, offset), f32At(grads, offset),
-                   f32At(m_.data(), offset), f32At(v_.data(), offset), elements,
+  // Elements [from, to) of the block of `s`.
+  auto update = [&](const Slice &s, int64_t from, int64_t to) {
+    from = std::max(from, s.begin);
+    to = std::min(to, s.end);
+    if (from >= to)
+      return;
+    uint64_t at = s.param->offset + static_cast<uint64_t>(from) * sizeof(float);
+    uint64_t moment =
+        s.offset + static_cast<uint64_t>(from - s.begin) * sizeof(float);
+    bool matrix = s.param->sliceShape().size() >= 2;
+    backend_.adamw(f32At(weights, at), f32At(grads, at),
+                   f32At(m_.data(), moment), f32At(v_.data(), moment), to - from,
                    static_cast<float>(lr), static_cast<float>(config_.beta1),
                    static_cast<float>(config_.beta2),
                    static_cast<float>(config_.eps),
                    matrix ? static_cast<float>(config_.weightDecay) : 0.0f,
                    gradScale, step);
   };
-  for (const ParamInfo &param : manifest_.params) {
+  for (const Slice &s : slices_) {
+    const ParamInfo &param = *s.param;
     if (param.numElements() == 0)
       continue;
     if (!param.placement || !place) {
-      update(param, param.offset, param.numElements());
+      update(s, 0, param.numElements());
       continue;
     }
     // One update per run of occupied slots.
@@ -204,10 +274,19 @@ void AdamW::step(uint8_t *weights, const uint8_t *grads, double lr,
       size_t end = l;
       while (end < experts.size() && experts[end] >= 0)
         ++end;
-      update(param, param.offset + l * slice * sizeof(float),
-             static_cast<int64_t>(end - l) * slice);
+      update(s, static_cast<int64_t>(l) * slice,
+             static_cast<int64_t>(end) * slice);
       l = end;
     }
+  }
+  // Every replica takes the others' updated slices: afterwards the block is
+  // the same on all of them, as without ZeRO.
+  for (const Slice &s : slices_) {
+    if (!s.group)
+      continue;
+    uint8_t *block = weights + s.param->offset;
+    backend_.upload(block, gatherSlice(s, block + s.begin * sizeof(float)),
+                    s.param->bytes());
   }
 }
 

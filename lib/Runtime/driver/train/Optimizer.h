@@ -1,9 +1,12 @@
 //===- Optimizer.h - Learning rate, clipping and AdamW ----------*- C++ -*-===//
 //
 // The optimizer runs on each rank over its own blocks (the flat weights and
-// gradient blobs), with moments m and v laid out like the weights. The
-// training step has already summed gradients over data-parallel replicas, so
-// every replica of a block takes the same update and replicas stay equal.
+// gradient blobs). The training step has already summed gradients over
+// data-parallel replicas, so every replica of a block takes the same update
+// and replicas stay equal. Without ZeRO each rank keeps the moments m and v
+// of its whole blocks, laid out like the weights; under ZeRO stage 1 each
+// replica keeps and updates one slice of every block (OptimizerShards.h)
+// and the replicas then gather the updated slices.
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,6 +17,7 @@
 #include "driver/model/BackendBuffer.h"
 #include "driver/model/Manifest.h"
 #include "moe/Runtime/Communicator.h"
+#include "moe/Support/OptimizerShards.h"
 
 #include <cstdint>
 #include <vector>
@@ -73,16 +77,25 @@ void balanceExpertBias(const ParamInfo &param, float *bias,
                        const std::vector<std::vector<int64_t>> &counts,
                        double rate);
 
-/// AdamW moments of one rank, laid out like the weights, in the backend's
-/// memory, where the update runs (zero at first). Checkpoints and
-/// re-placement work on host copies: pull() and push().
+/// Every parameter block of `m` as the optimizer shards it.
+std::vector<moe::ParamBlock> paramBlocks(const Manifest &m);
+
+/// AdamW moments of one rank, in the backend's memory, where the update runs
+/// (zero at first): laid out like the weights, or under the manifest's ZeRO
+/// stage 1 this rank's slices one after another. Checkpoints and
+/// re-placement work on host copies of the whole blocks: pull() and push().
 class AdamW {
 public:
-  AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend);
+  /// `groups`: the rank's mesh groups, over which ZeRO stage 1 splits the
+  /// state (unused, and may be null, without it).
+  AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend,
+        rt::MeshGroups *groups = nullptr);
 
   /// One step (counted from 1) of every parameter of `weights` from `grads`
   /// (weights_bytes each, in the backend's memory). With `place`, expert
-  /// slots that hold no expert are skipped (they stay as they are).
+  /// slots that hold no expert are skipped (they stay as they are). Under
+  /// ZeRO stage 1 the rank updates its slices, then gathers its replicas'
+  /// (a collective over each slice's group: every rank calls it).
   void step(uint8_t *weights, const uint8_t *grads, double lr, float gradScale,
             int64_t step, const RankPlace *place = nullptr);
 
@@ -92,18 +105,40 @@ public:
   /// CPU backend gives the same bits).
   double localGradNormSquared(const uint8_t *grads, const RankPlace *place);
 
-  /// Copies the moments to host blobs m and v (weights_bytes each), or
-  /// from them.
+  /// Copies the moments to host blobs m and v laid out like the weights
+  /// (weights_bytes each), or from them. Under ZeRO stage 1 pull() gathers
+  /// the slices (a collective) and push() keeps this rank's.
   void pull(AlignedBuffer &m, AlignedBuffer &v);
   void push(const AlignedBuffer &m, const AlignedBuffer &v);
 
+  /// Bytes of one moment on this rank (what moec --memory-report counts).
+  uint64_t momentBytes() const { return m_.size(); }
+
 private:
+  /// Where one parameter's moments live: elements [begin, end) of the
+  /// rank's block, at byte `offset` of m_ and v_. `group` is null when the
+  /// block is whole here; else the block is cut into `slice`-element
+  /// pieces over the group's ranks, this rank's being [begin, end).
+  struct Slice {
+    const ParamInfo *param = nullptr;
+    rt::Communicator *group = nullptr;
+    int64_t begin = 0, end = 0, slice = 0;
+    uint64_t offset = 0;
+  };
+
   void checkBlobs(const AlignedBuffer &m, const AlignedBuffer &v) const;
+  /// Gathers a block of which this rank holds elements [s.begin, s.end) at
+  /// `local` (backend memory) from the ranks of s.group; returns the whole
+  /// block in host scratch, valid until the next call.
+  const float *gatherSlice(const Slice &s, const uint8_t *local);
 
   const Manifest &manifest_;
   AdamWConfig config_;
   rt::Backend &backend_;
+  std::vector<Slice> slices_;
   BackendBuffer m_, v_, sums_;
+  /// Host scratch of gatherSlice: one slice sent, the group's received.
+  std::vector<float> send_, received_;
 };
 
 } // namespace moe::driver

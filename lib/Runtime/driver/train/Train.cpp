@@ -373,7 +373,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
   });
 
   ModelRunner runner(m, forward, env, trainStep);
-  AdamW adam(m, o.adamw, runner.backend());
+  AdamW adam(m, o.adamw, runner.backend(), env.groups);
   auto pullState = [&] {
     allocateState();
     runner.downloadWeights(weights, 0, weights.size());

@@ -48,6 +48,13 @@ def MoE_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral getHFConfigAttrName() {
       return ::llvm::StringLiteral("moe.hf_config");
     }
+    /// Name of the module attribute that asks for ZeRO: the stage (1: the
+    /// AdamW state of each weight is split over its data-parallel
+    /// replicas), recorded by moe-build-train-step and carried into the
+    /// manifest, where the executable's optimizer reads it.
+    static constexpr ::llvm::StringLiteral getZeroStageAttrName() {
+      return ::llvm::StringLiteral("moe.zero_stage");
+    }
     /// Name of the dictionary on a lowered entry point that describes it
     /// (moe-lower-to-runtime, moe-plan-memory; the manifest is made of it).
     static constexpr ::llvm::StringLiteral getEntryAttrName() {

@@ -1,0 +1,53 @@
+//===- OptimizerShards.cpp - ZeRO stage 1: who keeps which AdamW slice ----===//
+
+#include "moe/Support/OptimizerShards.h"
+
+#include <algorithm>
+
+namespace moe {
+
+ShardGroup
+optimizerShardGroup(const std::vector<std::vector<std::string>> &split) {
+  bool experts = false;
+  for (const std::vector<std::string> &axes : split)
+    for (const std::string &axis : axes) {
+      if (axis == "ep")
+        experts = true;
+      else if (axis != "tp")
+        return ShardGroup::None; // its replicas are not a whole group
+    }
+  return experts ? ShardGroup::ExpertDataParallel : ShardGroup::DataParallel;
+}
+
+int64_t shardGroupSize(ShardGroup group, const MeshShape &mesh) {
+  switch (group) {
+  case ShardGroup::None:
+    return 1;
+  case ShardGroup::DataParallel:
+    return mesh.dp * mesh.cp;
+  case ShardGroup::ExpertDataParallel:
+    return mesh.expertDataParallelSize();
+  }
+  return 1;
+}
+
+int64_t shardElements(int64_t elements, int64_t ranks) {
+  int64_t each = (elements + ranks - 1) / ranks;
+  return (each + 15) / 16 * 16;
+}
+
+MomentFootprint momentFootprint(const std::vector<ParamBlock> &params,
+                                const MeshShape &mesh, int zeroStage) {
+  MomentFootprint f;
+  for (const ParamBlock &p : params) {
+    int64_t ranks = zeroStage >= 1 ? shardGroupSize(p.group, mesh) : 1;
+    int64_t slice = shardElements(p.elements, ranks);
+    f.momentBytes += static_cast<uint64_t>(slice) * 4;
+    if (ranks > 1)
+      f.gatherBytes = std::max(f.gatherBytes,
+                               static_cast<uint64_t>(slice) * 4 * (ranks + 1));
+  }
+  return f;
+}
+
+} // namespace moe

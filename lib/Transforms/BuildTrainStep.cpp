@@ -400,7 +400,7 @@ struct BuildTrainStepPass
       return success();
     if (zeroStage != 1)
       return emitError(module.getLoc())
-             << "moe-build-train-step: ZeRO stage " << zeroStage
+             << "moe-build-train-step: ZeRO stage " << zeroStage.getValue()
              << " is not built; stage 1 (optimizer state split over the "
                 "data-parallel replicas) is";
     auto mesh = module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName());
@@ -411,7 +411,7 @@ struct BuildTrainStepPass
                 "and cp = 1";
     module->setAttr(MoEDialect::getZeroStageAttrName(),
                     IntegerAttr::get(IntegerType::get(module.getContext(), 64),
-                                     zeroStage));
+                                     zeroStage.getValue()));
     return success();
   }
 };

@@ -23,6 +23,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
+#include <mutex>
 #include <numeric>
 #include <set>
 #include <stdexcept>
@@ -317,6 +319,139 @@ TEST(AdamWTest, SkipsEmptyExpertSlots) {
     EXPECT_EQ(placed.f32(0)[i], weights.f32(0)[i]) << i;
     EXPECT_NE(everything.f32(0)[i], weights.f32(0)[i]) << i;
   }
+}
+
+// dp=4, ep=2 (4 ranks, edp=2): an expert weight split over ep, a dense
+// matrix of 37 elements and a norm of 2, replicated; with "zero_stage": 1
+// when `zero`.
+Manifest zeroManifest(bool zero) {
+  std::string spec = R"({
+    "format": "moe-model/1", "function": "forward",
+    "entry": "moe_entry_forward", "weights_bytes": 448, "arena_bytes": 0,
+    "unplanned_bytes": 0,
+    "params": [
+      {"name": "experts.{e}.w", "shape": [2, 20], "global_shape": [4, 20],
+       "split": [["ep"], []], "dtype": "F32", "offset": 0},
+      {"name": "dense.weight", "shape": [1, 37], "dtype": "F32", "offset": 192},
+      {"name": "norm.weight", "shape": [2], "dtype": "F32", "offset": 384}],
+    "inputs": [
+      {"name": "tokens", "shape": [1, 4], "global_shape": [4, 4],
+       "split": [["dp"], []], "dtype": "I32"},
+      {"name": "labels", "shape": [1, 4], "global_shape": [4, 4],
+       "split": [["dp"], []], "dtype": "I32"}],
+    "outputs": [{"name": "logits", "shape": [4, 4, 8], "dtype": "F32"},
+                {"name": "loss", "shape": [], "dtype": "F32"}],
+    "train_step": {"function": "train_step", "entry": "moe_entry_train_step",
+      "arena_bytes": 0, "unplanned_bytes": 0,
+      "inputs": [
+        {"name": "tokens", "shape": [1, 4], "global_shape": [4, 4],
+         "split": [["dp"], []], "dtype": "I32"},
+        {"name": "labels", "shape": [1, 4], "global_shape": [4, 4],
+         "split": [["dp"], []], "dtype": "I32"}],
+      "outputs": [{"name": "loss", "shape": [], "dtype": "F32"}]},
+    "mesh": {"dp": 4, "ep": 2})";
+  return parseManifest(spec + (zero ? R"(, "zero_stage": 1})" : "}"));
+}
+
+// Under ZeRO stage 1 each rank keeps the moments of one slice of every
+// block and the replicas gather the updated slices: the weights after
+// several steps and the gathered moments are bit for bit those of the
+// whole-state optimizer, and the moments take what OptimizerShards says.
+TEST(AdamWTest, ZeroStageOneMatchesTheWholeStateBitForBit) {
+  Manifest plain = zeroManifest(false), zero = zeroManifest(true);
+  ASSERT_EQ(zero.zeroStage, 1);
+  std::mutex failures;
+  std::vector<std::string> problems;
+  moe::rt::runLocal(4, [&](moe::rt::Communicator &world) {
+    moe::rt::MeshGroups groups = moe::rt::makeMeshGroups(world, zero.mesh);
+    std::unique_ptr<moe::rt::Backend> backend = moe::rt::makeCpuBackend();
+    // Weights and gradients as after the training step: the expert block
+    // differs between ep ranks, everything else is the same everywhere.
+    int ep = groups.coords.ep.rank;
+    AlignedBuffer weights(448), grads(448);
+    for (int i = 0; i < 40; ++i) {
+      weights.f32(0)[i] = 0.1f * i + ep;
+      grads.f32(0)[i] = std::sin(0.3f * i + ep);
+    }
+    for (int i = 0; i < 37; ++i) {
+      weights.f32(192)[i] = 1.0f - 0.05f * i;
+      grads.f32(192)[i] = std::cos(0.7f * i);
+    }
+    weights.f32(384)[0] = 1.0f;
+    weights.f32(384)[1] = 0.5f;
+    grads.f32(384)[0] = -0.25f;
+    grads.f32(384)[1] = 0.75f;
+    AdamWConfig config;
+    auto train = [&](AdamW &adam, BackendBuffer &w, int64_t from, int64_t to) {
+      BackendBuffer g(*backend, 448);
+      backend->upload(g.data(), grads.data(), 448);
+      for (int64_t step = from; step <= to; ++step)
+        adam.step(w.data(), g.data(), 1e-2, 0.5f, step);
+    };
+    BackendBuffer wPlain(*backend, 448), wZero(*backend, 448);
+    backend->upload(wPlain.data(), weights.data(), 448);
+    backend->upload(wZero.data(), weights.data(), 448);
+    AdamW whole(plain, config, *backend, &groups);
+    AdamW sliced(zero, config, *backend, &groups);
+    train(whole, wPlain, 1, 3);
+    train(sliced, wZero, 1, 3);
+    AlignedBuffer m1(448), v1(448), m2(448), v2(448);
+    whole.pull(m1, v1);
+    sliced.pull(m2, v2);
+    // A fresh sliced optimizer takes the whole moments back and goes on.
+    AdamW resumed(zero, config, *backend, &groups);
+    resumed.push(m2, v2);
+    BackendBuffer wResumed(*backend, 448);
+    backend->copy(wResumed.data(), wZero.data(), 448);
+    train(whole, wPlain, 4, 4);
+    train(resumed, wResumed, 4, 4);
+
+    std::lock_guard<std::mutex> lock(failures);
+    auto same = [&](const char *what, const uint8_t *a, const uint8_t *b) {
+      for (uint64_t at : {uint64_t{0}, uint64_t{192}, uint64_t{384}})
+        if (std::memcmp(a + at, b + at, at == 0 ? 160 : at == 192 ? 148 : 8))
+          problems.push_back("rank " + std::to_string(world.rank()) + ": " +
+                             what + " differ at offset " + std::to_string(at));
+    };
+    AlignedBuffer a(448), b(448);
+    backend->download(a.data(), wPlain.data(), 448);
+    backend->download(b.data(), wResumed.data(), 448);
+    same("weights", a.data(), b.data());
+    same("first moments", m1.data(), m2.data());
+    same("second moments", v1.data(), v2.data());
+    // Expert block: 40 elements over edp=2, 20 each, rounded up to 32; the
+    // dense matrix 37 over 4 ranks, 10 each, rounded to 16; the norm 16.
+    if (sliced.momentBytes() != (32 + 16 + 16) * 4 ||
+        whole.momentBytes() != 448)
+      problems.push_back("moment bytes " +
+                         std::to_string(sliced.momentBytes()) + " and " +
+                         std::to_string(whole.momentBytes()));
+  });
+  EXPECT_TRUE(problems.empty()) << problems.front();
+}
+
+TEST(ManifestTest, ZeroStageIsOneAndNeedsATrainingStep) {
+  auto error = [](const std::string &text) {
+    try {
+      parseManifest(text);
+    } catch (const std::runtime_error &e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  std::string good = R"({
+    "format": "moe-model/1", "function": "forward",
+    "entry": "moe_entry_forward", "weights_bytes": 64, "arena_bytes": 0,
+    "unplanned_bytes": 0,
+    "params": [{"name": "norm.weight", "shape": [2], "dtype": "F32", "offset": 0}],
+    "inputs": [{"name": "tokens", "shape": [2, 4], "dtype": "I32"},
+               {"name": "labels", "shape": [2, 4], "dtype": "I32"}],
+    "outputs": [{"name": "logits", "shape": [2, 4, 8], "dtype": "F32"},
+                {"name": "loss", "shape": [], "dtype": "F32"}])";
+  EXPECT_EQ(error(good + R"(, "zero_stage": 1})"),
+            "manifest: 'zero_stage' is set, but the model has no training step");
+  EXPECT_EQ(error(good + R"(, "zero_stage": 2})"),
+            "manifest: 'zero_stage' is 2, expected 1");
 }
 
 // A router's expert bias rises where its expert got fewer slots than the

@@ -22,6 +22,20 @@ module attributes {moe.vocab_chars = ""} {}
 
 // -----
 
+// expected-error @+1 {{'moe.zero_stage' must be the integer 1 on a builtin.module (ZeRO stage 1 is the one built)}}
+module attributes {moe.zero_stage = 2 : i64} {}
+
+// -----
+
+module {
+  // expected-error @+1 {{'moe.zero_stage' must be the integer 1 on a builtin.module}}
+  func.func @f() attributes {moe.zero_stage = 1 : i64} {
+    return
+  }
+}
+
+// -----
+
 // expected-error @+1 {{'moe.hf_config' must be a string on a builtin.module}}
 module attributes {moe.hf_config = {model_type = "qwen3_moe"}} {}
 

@@ -10,6 +10,11 @@ resumed run replaces) must equal the uninterrupted run's record for record:
 the same steps, and bit for bit the same loss, learning rate, gradient norm,
 expert counts and validation losses.
 
+--reference-exe runs the uninterrupted run with another executable, and
+--resume-exe resumes with another: the same model compiled another way
+(say with and without `moec --zero 1`) must give the same records, and a
+checkpoint of one must resume in the other.
+
 Prints what happened and PASS, or FAIL lines and exits 1.
 """
 
@@ -82,16 +87,19 @@ def main():
     parser.add_argument("--kill-at", type=int, default=23,
                         help="kill once this step's progress line is out")
     parser.add_argument("--kill-rank", type=int, default=1)
+    parser.add_argument("--reference-exe",
+                        help="the uninterrupted run's executable (default --exe)")
+    parser.add_argument("--resume-exe", help="the resumed run's executable (default --exe)")
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
-    launcher = args.mpirun.split() + ["-np", str(args.ranks), args.exe]
+    launcher = args.mpirun.split() + ["-np", str(args.ranks)]
     env = dict(os.environ)
     env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
 
-    def train(name, extra):
+    def train(name, extra, exe=args.exe):
         metrics = os.path.join(args.workdir, f"{name}.jsonl")
-        return metrics, launcher + [
+        return metrics, launcher + [exe,
             "train", "--data", args.data, "--steps", str(args.steps), "--init-random", "7",
             "--lr", "3e-3", "--warmup", "5", "--log-every", "1", "--eval-every", "20",
             "--eval-batches", "1", "--sample-chars", "0", "--seed", "3",
@@ -107,7 +115,7 @@ def main():
             return None
         return result.stdout
 
-    whole_metrics, cmd = train("whole", [])
+    whole_metrics, cmd = train("whole", [], args.reference_exe or args.exe)
     if run(cmd, "uninterrupted") is None:
         return 1
 
@@ -142,7 +150,8 @@ def main():
     print(f"killed rank {args.kill_rank} after step {args.kill_at}: mpirun exited with "
           f"{status}, metrics reach step {last}, latest checkpoint {latest}")
 
-    _, cmd = train("killed", ["--checkpoint-dir", ckpt, "--resume"])
+    _, cmd = train("killed", ["--checkpoint-dir", ckpt, "--resume"],
+                   args.resume_exe or args.exe)
     stdout = run(cmd, "resumed")
     if stdout is None:
         return 1

@@ -18,6 +18,11 @@ expert dimension split over ep; the rest replicated), each block 64-byte
 aligned in the weights blob (include/moe/Runtime/ModelABI.h). From it:
 weights in the storage type; gradients f32 (plus a bf16 copy under bf16);
 optimizer two f32 AdamW moments (plus the f32 master copy under bf16).
+
+With --zero 1 (ZeRO stage 1) each moment of a block is split over the
+block's data-parallel replicas, the dp x cp ranks for a dense weight and
+dp x cp / ep for an expert weight: a rank keeps ceil(n / replicas)
+elements, rounded up to 16.
 """
 
 import argparse
@@ -45,8 +50,8 @@ def local_params(c, mesh):
     H, D = c["hidden"], c["head_dim"]
     out = []
 
-    def add(shape, local=None):
-        out.append((shape, local or shape))
+    def add(shape, local=None, expert=False):
+        out.append((shape, local or shape, expert))
 
     def column(rows, cols):  # rows split over tp
         add([rows, cols], [rows // tp, cols])
@@ -96,7 +101,7 @@ def local_params(c, mesh):
         if c["expert_bias"]:
             add([E])
         for shape in ([E, F, H], [E, F, H], [E, H, F]):
-            add(shape, [E // ep] + shape[1:])
+            add(shape, [E // ep] + shape[1:], expert=True)
         if c["shared_inter"]:
             swiglu(c["shared_inter"])
             if c["shared_gate"]:
@@ -123,6 +128,7 @@ def main():
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--batch", type=int)
     parser.add_argument("--seq", type=int)
+    parser.add_argument("--zero", type=int, default=0)
     args = parser.parse_args()
 
     c = config(args.model, args.set, args.batch, args.seq)
@@ -134,13 +140,21 @@ def main():
 
     params = local_params(c, mesh)
     storage_bytes = 2 if args.storage == "bf16" else 4
-    weights = sum(align(elements(local) * storage_bytes) for _, local in params)
-    fp32 = sum(align(elements(local) * 4) for _, local in params)
+    weights = sum(align(elements(local) * storage_bytes) for _, local, _ in params)
+    fp32 = sum(align(elements(local) * 4) for _, local, _ in params)
+    moment = fp32
+    if args.zero:
+        plane = mesh["dp"] * mesh["cp"]
+        moment = 0
+        for _, local, expert in params:
+            replicas = plane // mesh["ep"] if expert else plane
+            each = -(-elements(local) // replicas)
+            moment += -(-each // 16) * 16 * 4
     bf16 = args.storage == "bf16"
     want = {
         "weights": weights,
         "gradients": fp32 + (weights if bf16 else 0),
-        "optimizer": 2 * fp32 + (fp32 if bf16 else 0),
+        "optimizer": 2 * moment + (fp32 if bf16 else 0),
     }
 
     shape = (["--batch", str(args.batch)] if args.batch else []) + (
@@ -151,7 +165,7 @@ def main():
         check=True, stdout=subprocess.PIPE).stdout
     report = json.loads(subprocess.run(
         [args.moec, "-", "--mesh", args.mesh, "--storage", args.storage,
-         "--memory-report=json"],
+         "--zero", str(args.zero), "--memory-report=json"],
         input=model_text, check=True, stdout=subprocess.PIPE).stdout)
 
     failures = []
@@ -170,11 +184,12 @@ def main():
             failures.append(f"rank {got['rank']}: a training run's activations are "
                             "smaller than a forward run's")
     if failures:
-        print(f"FAIL {args.model} mesh {args.mesh} storage {args.storage}:")
+        print(f"FAIL {args.model} mesh {args.mesh} storage {args.storage} zero {args.zero}:")
         print("\n".join(failures[:10]))
         return 1
-    print(f"ok {args.model} mesh {args.mesh} storage {args.storage}: {ranks} ranks, "
-          f"{len(params)} parameters, weights {weights} bytes a rank")
+    print(f"ok {args.model} mesh {args.mesh} storage {args.storage} zero {args.zero}: "
+          f"{ranks} ranks, {len(params)} parameters, weights {weights} bytes, "
+          f"optimizer {want['optimizer']} bytes a rank")
     return 0
 
 

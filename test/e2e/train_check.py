@@ -68,8 +68,8 @@ def main():
                         help="moec arguments for the 1-rank reference instead of --compile-arg")
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
-    reference_args = (args.compile_arg if args.reference_compile_arg is None
-                      else args.reference_compile_arg)
+    reference_args = [a for a in (args.compile_arg if args.reference_compile_arg is None
+                                  else args.reference_compile_arg) if a]
     os.makedirs(args.workdir, exist_ok=True)
 
     train = ["train", "--data", args.data, "--steps", str(args.steps), "--init-random", "7",

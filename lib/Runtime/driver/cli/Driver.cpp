@@ -406,6 +406,10 @@ int runInfo(const Manifest &m) {
   printSpecs("outputs", m.outputs);
   std::printf("mesh         %s (%lld ranks)\n", m.mesh.str().c_str(),
               static_cast<long long>(m.mesh.worldSize()));
+  if (m.zeroStage)
+    std::printf("zero         stage %d (AdamW state sliced over the "
+                "data-parallel replicas)\n",
+                m.zeroStage);
   std::printf("ignore index %" PRId64 "\n", m.ignoreIndex);
   if (m.hasVocabChars())
     std::printf("tokenizer    characters (vocab_chars, %" PRId64 ")\n",

@@ -36,6 +36,12 @@ int64_t shardElements(int64_t elements, int64_t ranks) {
   return (each + 15) / 16 * 16;
 }
 
+int64_t gatherPieceElements(int64_t sliceElements, int64_t ranks,
+                            uint64_t scratchBytes) {
+  int64_t bound = static_cast<int64_t>(scratchBytes / 4) / (ranks + 1);
+  return std::min(sliceElements, std::max<int64_t>(16, bound / 16 * 16));
+}
+
 MomentFootprint momentFootprint(const std::vector<ParamBlock> &params,
                                 const MeshShape &mesh, int zeroStage) {
   MomentFootprint f;
@@ -43,9 +49,11 @@ MomentFootprint momentFootprint(const std::vector<ParamBlock> &params,
     int64_t ranks = zeroStage >= 1 ? shardGroupSize(p.group, mesh) : 1;
     int64_t slice = shardElements(p.elements, ranks);
     f.momentBytes += static_cast<uint64_t>(slice) * 4;
-    if (ranks > 1)
-      f.gatherBytes = std::max(f.gatherBytes,
-                               static_cast<uint64_t>(slice) * 4 * (ranks + 1));
+    if (ranks > 1 && p.elements > 0)
+      f.gatherBytes = std::max(
+          f.gatherBytes,
+          static_cast<uint64_t>(gatherPieceElements(slice, ranks)) * 4 *
+              static_cast<uint64_t>(ranks + 1));
   }
   return f;
 }

@@ -392,14 +392,15 @@ TEST(AdamWTest, ZeroStageOneMatchesTheWholeStateBitForBit) {
     backend->upload(wPlain.data(), weights.data(), 448);
     backend->upload(wZero.data(), weights.data(), 448);
     AdamW whole(plain, config, *backend, &groups);
-    AdamW sliced(zero, config, *backend, &groups);
+    // Gathers of 16-element pieces: the expert slices (32) take two.
+    AdamW sliced(zero, config, *backend, &groups, (2 + 1) * 16 * 4);
     train(whole, wPlain, 1, 3);
     train(sliced, wZero, 1, 3);
     AlignedBuffer m1(448), v1(448), m2(448), v2(448);
     whole.pull(m1, v1);
     sliced.pull(m2, v2);
     // A fresh sliced optimizer takes the whole moments back and goes on.
-    AdamW resumed(zero, config, *backend, &groups);
+    AdamW resumed(zero, config, *backend, &groups, (4 + 1) * 16 * 4);
     resumed.push(m2, v2);
     BackendBuffer wResumed(*backend, 448);
     backend->copy(wResumed.data(), wZero.data(), 448);

@@ -46,6 +46,15 @@ int64_t shardGroupSize(ShardGroup group, const MeshShape &mesh);
 /// which may be empty for the last ranks.
 int64_t shardElements(int64_t elements, int64_t ranks);
 
+/// The updated slices of a block are gathered in pieces: each rank sends up
+/// to this many elements of its slice at a time and receives the group's
+/// (ranks of them), so the scratch stays bounded by kGatherScratchBytes
+/// whatever the size of the block (an embedding of 151,936 x 2,048 would
+/// otherwise need 1.2 GiB).
+inline constexpr uint64_t kGatherScratchBytes = uint64_t{64} << 20;
+int64_t gatherPieceElements(int64_t sliceElements, int64_t ranks,
+                            uint64_t scratchBytes = kGatherScratchBytes);
+
 /// One rank's block of a parameter, as the optimizer sees it.
 struct ParamBlock {
   int64_t elements = 0;
@@ -59,8 +68,8 @@ struct MomentFootprint {
   /// rank's slices one after another (stage 1; shardElements each).
   uint64_t momentBytes = 0;
   /// Stage 1: the host scratch that gathers one block's updated slices
-  /// over its group (one slice sent, the group's slices received), for
-  /// the largest block; 0 at stage 0.
+  /// over its group (one piece sent, the group's pieces received), the
+  /// largest over the blocks; 0 at stage 0.
   uint64_t gatherBytes = 0;
 };
 MomentFootprint momentFootprint(const std::vector<ParamBlock> &params,

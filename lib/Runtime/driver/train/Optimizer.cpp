@@ -160,8 +160,9 @@ std::vector<moe::ParamBlock> paramBlocks(const Manifest &m) {
 }
 
 AdamW::AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend,
-             rt::MeshGroups *groups)
-    : manifest_(m), config_(config), backend_(backend) {
+             rt::MeshGroups *groups, uint64_t gatherScratchBytes)
+    : manifest_(m), config_(config), backend_(backend),
+      gatherScratchBytes_(gatherScratchBytes) {
   std::vector<moe::ParamBlock> blocks = paramBlocks(m);
   uint64_t offset = 0;
   for (size_t i = 0; i < m.params.size(); ++i) {
@@ -185,9 +186,11 @@ AdamW::AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend,
           throw std::logic_error("AdamW: a ZeRO group of another size");
         s.begin = std::min(s.end, s.group->rank() * s.slice);
         s.end = std::min(s.end, s.begin + s.slice);
-        size_t scratch = static_cast<size_t>(s.slice);
-        send_.resize(std::max(send_.size(), scratch));
-        received_.resize(std::max(received_.size(), scratch * ranks));
+        size_t piece =
+            static_cast<size_t>(moe::gatherPieceElements(
+                s.slice, ranks, gatherScratchBytes_));
+        send_.resize(std::max(send_.size(), piece));
+        received_.resize(std::max(received_.size(), piece * ranks));
       }
     }
     slices_.push_back(s);
@@ -202,13 +205,31 @@ void AdamW::checkBlobs(const AlignedBuffer &m, const AlignedBuffer &v) const {
     throw std::logic_error("AdamW: host moments of another size");
 }
 
-const float *AdamW::gatherSlice(const Slice &s, const uint8_t *local) {
-  std::fill(send_.begin(), send_.begin() + s.slice, 0.0f);
-  backend_.download(send_.data(), local,
-                    static_cast<size_t>(s.end - s.begin) * sizeof(float));
-  s.group->allGather(send_.data(), received_.data(), s.slice,
-                     rt::CommDType::F32);
-  return received_.data();
+void AdamW::gatherSlice(
+    const Slice &s, const uint8_t *local,
+    const std::function<void(int64_t, const float *, int64_t)> &deliver) {
+  const int64_t ranks = s.group->size(), elements = s.param->numElements();
+  const int64_t piece =
+      moe::gatherPieceElements(s.slice, ranks, gatherScratchBytes_);
+  const int64_t held = s.end - s.begin;
+  for (int64_t at = 0; at < s.slice; at += piece) {
+    // Elements [at, at + count) of every rank's slice; past a slice's end
+    // (the last ranks' may be short or empty) the piece is padding.
+    int64_t count = std::min(piece, s.slice - at);
+    int64_t mine = std::clamp<int64_t>(held - at, 0, count);
+    std::fill(send_.begin() + mine, send_.begin() + count, 0.0f);
+    if (mine > 0)
+      backend_.download(send_.data(), local + at * sizeof(float),
+                        static_cast<size_t>(mine) * sizeof(float));
+    s.group->allGather(send_.data(), received_.data(), count,
+                       rt::CommDType::F32);
+    for (int64_t r = 0; r < ranks; ++r) {
+      int64_t first = r * s.slice + at;
+      int64_t real = std::clamp<int64_t>(elements - first, 0, count);
+      if (real > 0)
+        deliver(first, received_.data() + r * count, real);
+    }
+  }
 }
 
 void AdamW::pull(AlignedBuffer &m, AlignedBuffer &v) {
@@ -217,8 +238,10 @@ void AdamW::pull(AlignedBuffer &m, AlignedBuffer &v) {
     for (auto [host, moment] : {std::pair{&m, &m_}, std::pair{&v, &v_}}) {
       float *whole = host->f32(s.param->offset);
       if (s.group)
-        std::copy_n(gatherSlice(s, moment->data() + s.offset),
-                    s.param->numElements(), whole);
+        gatherSlice(s, moment->data() + s.offset,
+                    [&](int64_t first, const float *data, int64_t count) {
+                      std::copy_n(data, count, whole + first);
+                    });
       else
         backend_.download(whole, moment->data() + s.offset,
                           s.param->bytes());
@@ -285,8 +308,11 @@ void AdamW::step(uint8_t *weights, const uint8_t *grads, double lr,
     if (!s.group)
       continue;
     uint8_t *block = weights + s.param->offset;
-    backend_.upload(block, gatherSlice(s, block + s.begin * sizeof(float)),
-                    s.param->bytes());
+    gatherSlice(s, block + s.begin * sizeof(float),
+                [&](int64_t first, const float *data, int64_t count) {
+                  backend_.upload(block + first * sizeof(float), data,
+                                  static_cast<size_t>(count) * sizeof(float));
+                });
   }
 }
 

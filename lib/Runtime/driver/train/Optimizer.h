@@ -20,6 +20,7 @@
 #include "moe/Support/OptimizerShards.h"
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace moe::driver {
@@ -87,9 +88,11 @@ std::vector<moe::ParamBlock> paramBlocks(const Manifest &m);
 class AdamW {
 public:
   /// `groups`: the rank's mesh groups, over which ZeRO stage 1 splits the
-  /// state (unused, and may be null, without it).
+  /// state (unused, and may be null, without it); `gatherScratchBytes`
+  /// bounds the pieces its gathers move (tests make it small).
   AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend,
-        rt::MeshGroups *groups = nullptr);
+        rt::MeshGroups *groups = nullptr,
+        uint64_t gatherScratchBytes = moe::kGatherScratchBytes);
 
   /// One step (counted from 1) of every parameter of `weights` from `grads`
   /// (weights_bytes each, in the backend's memory). With `place`, expert
@@ -128,16 +131,21 @@ private:
 
   void checkBlobs(const AlignedBuffer &m, const AlignedBuffer &v) const;
   /// Gathers a block of which this rank holds elements [s.begin, s.end) at
-  /// `local` (backend memory) from the ranks of s.group; returns the whole
-  /// block in host scratch, valid until the next call.
-  const float *gatherSlice(const Slice &s, const uint8_t *local);
+  /// `local` (backend memory) from the ranks of s.group, a piece of each
+  /// rank's slice at a time (gatherPieceElements): `deliver(first, data,
+  /// count)` gets elements [first, first + count) of the block in host
+  /// scratch.
+  void gatherSlice(
+      const Slice &s, const uint8_t *local,
+      const std::function<void(int64_t, const float *, int64_t)> &deliver);
 
   const Manifest &manifest_;
   AdamWConfig config_;
   rt::Backend &backend_;
+  uint64_t gatherScratchBytes_;
   std::vector<Slice> slices_;
   BackendBuffer m_, v_, sums_;
-  /// Host scratch of gatherSlice: one slice sent, the group's received.
+  /// Host scratch of gatherSlice: one piece sent, the group's received.
   std::vector<float> send_, received_;
 };
 

@@ -66,6 +66,12 @@ def main():
                              "--compile-arg=--storage=bf16")
     parser.add_argument("--reference-compile-arg", action="append",
                         help="moec arguments for the 1-rank reference instead of --compile-arg")
+    parser.add_argument("--reference-model",
+                        help="the 1-rank reference's model (default --model), e.g. the same "
+                             "model compiled at a larger batch")
+    parser.add_argument("--mesh-train-arg", action="append", default=[],
+                        help="one more argument for the mesh runs only, e.g. "
+                             "--mesh-train-arg=--micro-batches --mesh-train-arg=2")
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
     reference_args = [a for a in (args.compile_arg if args.reference_compile_arg is None
@@ -76,18 +82,18 @@ def main():
              "--lr", "3e-3", "--warmup", "5", "--log-every", "1", "--eval-every", "0",
              "--eval-batches", "1", "--sample-chars", "0", "--seed", "3"] + args.train_arg
 
-    def trajectory(name, exe, launcher=(), mpi=False):
+    def trajectory(name, exe, launcher=(), mpi=False, extra=()):
         metrics = os.path.join(args.workdir, f"{name}.jsonl")
         if os.path.exists(metrics):
             os.remove(metrics)
-        run(list(launcher) + [exe] + train + ["--metrics", metrics], mpi=mpi)
+        run(list(launcher) + [exe] + train + list(extra) + ["--metrics", metrics], mpi=mpi)
         steps = losses(metrics)
         if sorted(steps) != list(range(1, args.steps + 1)):
             raise SystemExit(f"FAIL: {name}: metrics have steps {sorted(steps)}")
         return steps
 
     single = os.path.join(args.workdir, "single")
-    run([args.compiler, args.model, "-o", single] + reference_args)
+    run([args.compiler, args.reference_model or args.model, "-o", single] + reference_args)
     reference = trajectory("single", single)
     first, last = reference[1], reference[args.steps]
     print(f"1 rank: loss {first:.6f} -> {last:.6f}")
@@ -101,7 +107,8 @@ def main():
         exe = os.path.join(args.workdir, "mesh-" + mesh.replace(",", "-").replace("=", ""))
         run([args.compiler, args.model, "--mesh", mesh, "-o", exe] + args.compile_arg)
         launcher = args.mpirun.split() + ["-np", str(ranks)]
-        steps = trajectory(os.path.basename(exe), exe, launcher, mpi=True)
+        steps = trajectory(os.path.basename(exe), exe, launcher, mpi=True,
+                           extra=args.mesh_train_arg)
         diff = {s: abs(steps[s] - reference[s]) / abs(reference[s]) for s in reference}
         close = args.close_steps or args.steps
         worst = max(diff[s] for s in range(1, close + 1))

@@ -59,6 +59,7 @@ Json trainJson(const TrainOptions &o, const Manifest &m) {
               {"steps", o.steps},
               {"seed", o.seed},
               {"batch", m.batch},
+              {"micro_batches", o.microBatches},
               {"seq", m.seq},
               {"lr", o.schedule.lr},
               {"min_lr", o.schedule.minLr},
@@ -295,6 +296,52 @@ std::string durationText(double seconds) {
   return text;
 }
 
+/// Runs the training step on the `o.microBatches` compiled batches of
+/// `step` (the rows of one batch that many times larger) and leaves the sum
+/// of their gradients in the runner's; returns their mean loss and adds
+/// this rank's expert counts of every micro-batch to `counts`. `gradSum`
+/// (weights_bytes in the backend's memory) collects the sum when N > 1.
+float trainMicroBatches(const Manifest &m, ModelRunner &runner,
+                        const Corpus &corpus, const TrainOptions &o,
+                        int64_t step, BackendBuffer &gradSum,
+                        std::vector<std::vector<int64_t>> &counts) {
+  const int64_t n = o.microBatches;
+  Batch whole = corpus.trainBatch(o.seed, step, m.batch * n);
+  const size_t rows = static_cast<size_t>(m.batch * m.seq);
+  rt::Backend &backend = runner.backend();
+  double loss = 0.0;
+  for (int64_t k = 0; k < n; ++k) {
+    auto from = [&](const std::vector<int32_t> &all) {
+      return std::vector<int32_t>(all.begin() + k * rows,
+                                  all.begin() + (k + 1) * rows);
+    };
+    loss += runner.trainStep(from(whole.tokens), from(whole.labels));
+    const std::vector<std::vector<int64_t>> &mine = runner.expertCounts();
+    counts.resize(std::max(counts.size(), mine.size()));
+    for (size_t l = 0; l < mine.size(); ++l) {
+      counts[l].resize(std::max(counts[l].size(), mine[l].size()), 0);
+      for (size_t e = 0; e < mine[l].size(); ++e)
+        counts[l][e] += mine[l][e];
+    }
+    if (n == 1)
+      break;
+    auto *grads = reinterpret_cast<float *>(runner.grads());
+    auto *sum = reinterpret_cast<float *>(gradSum.data());
+    if (k == 0) {
+      backend.copy(sum, grads, m.weightsBytes);
+      continue;
+    }
+    // fp32 whatever the storage: the gradient blobs are fp32.
+    rt::StorageType storage = backend.storage();
+    backend.setStorage(rt::StorageType::F32);
+    backend.add(sum, grads, sum, static_cast<int64_t>(m.weightsBytes / 4));
+    backend.setStorage(storage);
+  }
+  if (n > 1)
+    backend.copy(runner.grads(), gradSum.data(), m.weightsBytes);
+  return static_cast<float>(loss / static_cast<double>(n));
+}
+
 void checkTrainable(const Manifest &m, TrainStepEntry trainStep) {
   if (!trainStep || !m.trainStep)
     throw std::runtime_error("this model was compiled without a training "
@@ -422,7 +469,11 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     trainCurve = metrics->history().train;
     valCurve = metrics->history().validation;
   }
-  const int64_t tokensPerStep = m.batch * m.seq;
+  const int64_t tokensPerStep = m.batch * m.seq * o.microBatches;
+  // Gradient accumulation: the sum of the micro-batches' gradients.
+  BackendBuffer gradSum;
+  if (o.microBatches > 1)
+    gradSum = BackendBuffer(runner.backend(), m.weightsBytes);
   double trainSeconds = 0.0, windowSeconds = 0.0;
   int64_t stepsRun = 0, windowSteps = 0;
   Clock::time_point start = Clock::now();
@@ -437,10 +488,12 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     if (traced.contains(step))
       trace->begin("step " + std::to_string(step), {{"step", step}});
     Clock::time_point stepStart = Clock::now();
-    Batch batch = corpus->trainBatch(o.seed, step, m.batch);
     float loss = 0.0f;
-    phase("train_step",
-          [&] { loss = runner.trainStep(batch.tokens, batch.labels); });
+    std::vector<std::vector<int64_t>> localCounts;
+    phase("train_step", [&] {
+      loss = trainMicroBatches(m, runner, *corpus, o, step, gradSum,
+                               localCounts);
+    });
     if (hasReplicas(env)) {
       // Only the expert weights' gradients travel to the host and back.
       for (const ParamInfo &p : m.params)
@@ -459,11 +512,14 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
       double local = adam.localGradNormSquared(runner.grads(), env.placePtr());
       if (!std::isfinite(loss))
         local = std::numeric_limits<double>::quiet_NaN();
-      norm = std::sqrt(sumOverRanks(local, env.world));
+      // The gradients hold the micro-batches' sum: the mean is 1/N of it.
+      const double mean = 1.0 / static_cast<double>(o.microBatches);
+      norm = std::sqrt(sumOverRanks(local, env.world)) * mean;
       skipped = !std::isfinite(norm);
       if (!skipped)
         adam.step(runner.weights(), runner.grads(), lr,
-                  clipScale(norm, o.adamw.clip), step, env.placePtr());
+                  clipScale(norm, o.adamw.clip) * static_cast<float>(mean),
+                  step, env.placePtr());
     });
     if (skipped) {
       // The weights and moments stay those of the last good step.
@@ -499,7 +555,7 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     bool replaceNow = o.replaceEvery > 0 && step % o.replaceEvery == 0 &&
                       !last && placedLayers > 0;
     if (logNow || evalNow || o.biasUpdateRate > 0 || o.replaceEvery > 0)
-      counts = globalExpertCounts(runner.expertCounts(), env);
+      counts = globalExpertCounts(localCounts, env);
     if (o.biasUpdateRate > 0) {
       // Only the biases travel: a few floats per MoE layer.
       for (const ParamInfo &p : m.params) {

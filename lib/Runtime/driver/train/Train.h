@@ -56,6 +56,9 @@ struct TrainOptions {
   /// A step whose loss or gradient norm is not finite leaves the weights
   /// and moments as they were; more than this many in a row end the run.
   int64_t maxSkippedSteps = 3;
+  /// Compiled batches per optimizer step: their gradients are averaged, as
+  /// those of one batch this many times larger.
+  int64_t microBatches = 1;
   /// Per-step expert-bias move of aux-loss-free balancing; 0 when the model
   /// has no router biases or --bias-update-rate 0.
   double biasUpdateRate = 0.0;

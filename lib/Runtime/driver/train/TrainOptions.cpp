@@ -62,6 +62,10 @@ const CommandSpec &trainCommand() {
         "its update; more than N such steps in a row end the run with an "
         "error (default 3). No checkpoint with a non-finite value is "
         "written."},
+       {"micro-batches", "N",
+        "Gradient accumulation: each optimizer step averages the gradients "
+        "of N compiled batches, as one batch N times larger would (default "
+        "1). Costs one more fp32 gradient blob a rank when N > 1."},
        {"bias-update-rate", "R",
         "Aux-loss-free load balancing (DeepSeek-V3) for routers with an "
         "expert bias: after each step a bias rises by R where its expert got "
@@ -305,6 +309,7 @@ TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
   o.evalBatches = integerFlag(flags, "eval-batches", 8, 1, 1 << 20);
   o.logEvery = integerFlag(flags, "log-every", 10, 1);
   o.maxSkippedSteps = integerFlag(flags, "max-skipped-steps", 3, 0);
+  o.microBatches = integerFlag(flags, "micro-batches", 1, 1, 1 << 16);
   o.sampleChars = integerFlag(flags, "sample-chars", 200, 0, 1 << 20);
   if (flags.has("metrics")) {
     o.metrics = flags.get("metrics");

@@ -102,7 +102,12 @@ def main():
     line = (f"{ranks} rank(s): report {what} {total / 2**20:.1f} MiB, measured peak "
             f"{peak / 2**20:.1f} MiB - baseline {baseline / 2**20:.1f} MiB = "
             f"{measured / 2**20:.1f} MiB ({error * 100:.1f}% off)")
-    if error > args.tolerance:
+    return verdict(line, error, args.tolerance)
+
+
+def verdict(line, error, tolerance):
+    """Prints `line` as ok or FAIL; the exit status."""
+    if error > tolerance:
         print("FAIL " + line)
         return 1
     print("ok " + line)
@@ -135,11 +140,7 @@ def zero_saving(args):
             f"smaller); report saves {planned / 2**20:.1f} MiB a rank, measured peaks "
             f"{plain_peak / 2**20:.1f} -> {zero_peak / 2**20:.1f} MiB save "
             f"{measured / 2**20:.1f} MiB ({error * 100:.1f}% off)")
-    if error > args.tolerance:
-        print("FAIL " + line)
-        return 1
-    print("ok " + line)
-    return 0
+    return verdict(line, error, args.tolerance)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,9 @@ public:
   /// throws if this backend cannot store `type`.
   virtual void setStorage(StorageType type) = 0;
   StorageType storage() const { return storage_; }
+  /// add() on fp32 buffers whatever the storage (restored however it ends):
+  /// loss terms, summed gradients.
+  void addF32(const float *a, const float *b, float *out, int64_t n);
   /// dst[0, n) = src[0, n) converted between storage types, in backend
   /// memory (bf16 -> fp32 exact, fp32 -> bf16 rounded to nearest even).
   virtual void convert(void *dst, StorageType dstType, const void *src,

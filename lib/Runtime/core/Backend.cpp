@@ -20,6 +20,16 @@ namespace moe::rt {
 
 Backend::~Backend() = default;
 
+void Backend::addF32(const float *a, const float *b, float *out, int64_t n) {
+  struct Restore {
+    Backend &backend;
+    StorageType saved = backend.storage();
+    ~Restore() { backend.setStorage(saved); }
+  } restore{*this};
+  setStorage(StorageType::F32);
+  add(a, b, out, n);
+}
+
 uint32_t Backend::mark() {
   hostMarks_.push_back(steadySeconds());
   return static_cast<uint32_t>(hostMarks_.size() - 1);

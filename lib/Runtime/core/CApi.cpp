@@ -76,16 +76,7 @@ void moert_copy(moert_context *ctx, const void *src, void *dst, int64_t bytes) {
 
 void moert_add_f32(moert_context *ctx, const float *a, const float *b,
                    float *out, int64_t n) {
-  guarded(ctx, __func__, [&] {
-    // fp32 for this call only, however it ends.
-    struct Fp32Scope {
-      moe::rt::Backend &backend;
-      moe::rt::StorageType saved = backend.storage();
-      ~Fp32Scope() { backend.setStorage(saved); }
-    } scope{backend(ctx)};
-    scope.backend.setStorage(moe::rt::StorageType::F32);
-    scope.backend.add(a, b, out, n);
-  });
+  guarded(ctx, __func__, [&] { backend(ctx).addF32(a, b, out, n); });
 }
 
 } // extern "C"

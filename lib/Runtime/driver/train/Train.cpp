@@ -331,11 +331,7 @@ float trainMicroBatches(const Manifest &m, ModelRunner &runner,
       backend.copy(sum, grads, m.weightsBytes);
       continue;
     }
-    // fp32 whatever the storage: the gradient blobs are fp32.
-    rt::StorageType storage = backend.storage();
-    backend.setStorage(rt::StorageType::F32);
-    backend.add(sum, grads, sum, static_cast<int64_t>(m.weightsBytes / 4));
-    backend.setStorage(storage);
+    backend.addF32(sum, grads, sum, static_cast<int64_t>(m.weightsBytes / 4));
   }
   if (n > 1)
     backend.copy(runner.grads(), gradSum.data(), m.weightsBytes);

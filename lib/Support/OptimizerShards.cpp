@@ -42,18 +42,36 @@ int64_t gatherPieceElements(int64_t sliceElements, int64_t ranks,
   return std::min(sliceElements, std::max<int64_t>(16, bound / 16 * 16));
 }
 
+std::vector<MomentSlot> momentSlots(const std::vector<ParamBlock> &params,
+                                    const MeshShape &mesh) {
+  std::vector<MomentSlot> slots;
+  uint64_t offset = 0;
+  for (const ParamBlock &p : params) {
+    MomentSlot slot;
+    slot.ranks = p.elements > 0 ? shardGroupSize(p.group, mesh) : 1;
+    slot.slice = shardElements(p.elements, slot.ranks);
+    slot.offset = offset;
+    offset += static_cast<uint64_t>(slot.slice) * 4;
+    slots.push_back(slot);
+  }
+  return slots;
+}
+
 MomentFootprint momentFootprint(const std::vector<ParamBlock> &params,
                                 const MeshShape &mesh, int zeroStage) {
   MomentFootprint f;
-  for (const ParamBlock &p : params) {
-    int64_t ranks = zeroStage >= 1 ? shardGroupSize(p.group, mesh) : 1;
-    int64_t slice = shardElements(p.elements, ranks);
-    f.momentBytes += static_cast<uint64_t>(slice) * 4;
-    if (ranks > 1 && p.elements > 0)
+  if (zeroStage == 0) {
+    for (const ParamBlock &p : params)
+      f.momentBytes += static_cast<uint64_t>(shardElements(p.elements, 1)) * 4;
+    return f;
+  }
+  for (const MomentSlot &slot : momentSlots(params, mesh)) {
+    f.momentBytes = slot.offset + static_cast<uint64_t>(slot.slice) * 4;
+    if (slot.ranks > 1)
       f.gatherBytes = std::max(
           f.gatherBytes,
-          static_cast<uint64_t>(gatherPieceElements(slice, ranks)) * 4 *
-              static_cast<uint64_t>(ranks + 1));
+          static_cast<uint64_t>(gatherPieceElements(slot.slice, slot.ranks)) *
+              4 * static_cast<uint64_t>(slot.ranks + 1));
   }
   return f;
 }

@@ -61,6 +61,20 @@ struct ParamBlock {
   ShardGroup group = ShardGroup::DataParallel;
 };
 
+/// Where one block's moments lie in a rank's moment blob under ZeRO stage 1:
+/// the block is cut into `slice`-element pieces over `ranks` ranks (1: the
+/// block is whole here), this rank's piece at byte `offset`.
+struct MomentSlot {
+  int64_t ranks = 1;
+  int64_t slice = 0;
+  uint64_t offset = 0;
+};
+
+/// The slots of `params` (in weights-blob order) on `mesh` under ZeRO stage
+/// 1, one after another; the blob's size is the last offset plus its slice.
+std::vector<MomentSlot> momentSlots(const std::vector<ParamBlock> &params,
+                                    const MeshShape &mesh);
+
 /// What one rank's AdamW state takes for `params` (in weights-blob order)
 /// on `mesh` under ZeRO stage `zeroStage` (0: every block whole).
 struct MomentFootprint {

@@ -164,7 +164,9 @@ AdamW::AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend,
     : manifest_(m), config_(config), backend_(backend),
       gatherScratchBytes_(gatherScratchBytes) {
   std::vector<moe::ParamBlock> blocks = paramBlocks(m);
-  uint64_t offset = 0;
+  std::vector<moe::MomentSlot> slots;
+  if (m.zeroStage >= 1)
+    slots = moe::momentSlots(blocks, m.mesh);
   for (size_t i = 0; i < m.params.size(); ++i) {
     const ParamInfo &param = m.params[i];
     Slice s;
@@ -172,11 +174,10 @@ AdamW::AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend,
     s.end = param.numElements();
     s.offset = param.offset;
     if (m.zeroStage >= 1) {
-      int64_t ranks = moe::shardGroupSize(blocks[i].group, m.mesh);
-      s.slice = moe::shardElements(s.end, ranks);
-      s.offset = offset;
-      offset += static_cast<uint64_t>(s.slice) * sizeof(float);
-      if (ranks > 1 && s.end > 0) {
+      int64_t ranks = slots[i].ranks;
+      s.slice = slots[i].slice;
+      s.offset = slots[i].offset;
+      if (ranks > 1) {
         if (!groups)
           throw std::logic_error("AdamW: ZeRO needs the mesh groups");
         s.group = blocks[i].group == moe::ShardGroup::ExpertDataParallel
@@ -195,7 +196,10 @@ AdamW::AdamW(const Manifest &m, const AdamWConfig &config, rt::Backend &backend,
     }
     slices_.push_back(s);
   }
-  uint64_t bytes = m.zeroStage >= 1 ? offset : m.weightsBytes;
+  uint64_t bytes =
+      m.zeroStage >= 1
+          ? moe::momentFootprint(blocks, m.mesh, m.zeroStage).momentBytes
+          : m.weightsBytes;
   m_ = BackendBuffer(backend, bytes);
   v_ = BackendBuffer(backend, bytes);
 }

@@ -270,8 +270,9 @@ OwningOpRef<ModuleOp> Builder::build() {
   }
   Value hn = rmsNorm(h, "model.norm.weight");
   Value logits = linear(hn, "lm_head.weight", V);
-  Value loss = CrossEntropyOp::create(b, loc, f32({}), logits, labels,
-                                      b.getI64IntegerAttr(-100));
+  Value loss =
+      CrossEntropyOp::create(b, loc, f32({}), logits, labels,
+                             /*count=*/Value(), b.getI64IntegerAttr(-100));
   for (Value extra : losses)
     loss = AddOp::create(b, loc, loss, extra);
   func::ReturnOp::create(b, loc, ValueRange{logits, loss});

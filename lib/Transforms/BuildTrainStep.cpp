@@ -22,8 +22,9 @@
 //    all-reduce in front of column-parallel projections come from.
 //
 // The gradient of a value the same on all ranks of an axis is therefore the
-// whole gradient on each of them; the loss, computed from gathered inputs,
-// is the same everywhere and seeds the backward with 1. Each op's own rule
+// whole gradient on each of them; the loss, the same everywhere (computed
+// from gathered inputs, or each rank's share of it summed over the ranks),
+// seeds the backward with 1. Each op's own rule
 // (which gradient ops it needs) lives with its family in Gradients/.
 //
 //===----------------------------------------------------------------------===//
@@ -100,10 +101,68 @@ bool isScalar(Value v) {
   return type && type.getRank() == 0;
 }
 
+bool isActivation(Value v) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  return type && type.getRank() > 0 && isa<FloatType>(type.getElementType());
+}
+
+/// A run [begin, end) of the forward's ops that reads, of the activations
+/// computed before it, a single one (its checkpoint).
+struct Segment {
+  size_t begin, end;
+};
+
+/// The forward's segments between the points where a single activation is
+/// live (weights, inputs, integers and scalars aside): a transformer's
+/// residual stream between two blocks. The ops before the first such point
+/// (the embedding) and after the last (the head and the loss) belong to no
+/// segment.
+SmallVector<Segment> checkpointSegments(ArrayRef<Operation *> ops) {
+  DenseMap<Operation *, size_t> index;
+  for (auto [i, op] : llvm::enumerate(ops))
+    index[op] = i;
+  // dying[i]: the activations whose last forward use is op i.
+  std::vector<SmallVector<Value, 2>> dying(ops.size());
+  DenseMap<Value, size_t> lastUse;
+  for (auto [i, op] : llvm::enumerate(ops)) {
+    if (isa<ParamOp>(op))
+      continue; // weights are never recomputed
+    for (Value result : op->getResults()) {
+      if (!isActivation(result))
+        continue;
+      size_t last = i;
+      for (Operation *user : result.getUsers())
+        if (auto it = index.find(user); it != index.end())
+          last = std::max(last, it->second);
+      if (last > i) {
+        dying[last].push_back(result);
+        lastUse[result] = last;
+      }
+    }
+  }
+  // (op after which only `value` is live, value), one per value.
+  SmallVector<std::pair<size_t, Value>> cuts;
+  DenseSet<Value> live;
+  for (auto [i, op] : llvm::enumerate(ops)) {
+    for (Value v : dying[i])
+      live.erase(v);
+    for (Value result : op->getResults())
+      if (lastUse.count(result))
+        live.insert(result);
+    if (live.size() == 1 &&
+        (cuts.empty() || cuts.back().second != *live.begin()))
+      cuts.push_back({i, *live.begin()});
+  }
+  SmallVector<Segment> segments;
+  for (size_t k = 0; k + 1 < cuts.size(); ++k)
+    segments.push_back({cuts[k].first + 1, cuts[k + 1].first + 1});
+  return segments;
+}
+
 class TrainStepBuilder {
 public:
-  TrainStepBuilder(func::FuncOp forward, StringRef name)
-      : forward(forward), name(name), b(forward) {}
+  TrainStepBuilder(func::FuncOp forward, StringRef name, bool recompute)
+      : forward(forward), name(name), recompute(recompute), b(forward) {}
 
   FailureOr<func::FuncOp> build();
 
@@ -111,6 +170,11 @@ private:
   LogicalResult readMesh();
   void analyse(Operation *op);
   LogicalResult backward(Operation *op);
+  /// Clones the ops of `segment` (weights aside) at the builder's point;
+  /// the clones take over the originals' gradients, and `recomputed` maps
+  /// each original to its clone.
+  void recomputeSegment(ArrayRef<Operation *> segment,
+                        DenseMap<Operation *, Operation *> &recomputed);
 
   /// All ranks of the EP group's dp x cp ranks vary together: a value that
   /// varies along every nontrivial one of dp and cp also varies along ep.
@@ -134,6 +198,7 @@ private:
 
   func::FuncOp forward;
   std::string name;
+  bool recompute;
   OpBuilder b;
   func::FuncOp step;
   Location loc = forward.getLoc();
@@ -280,6 +345,12 @@ LogicalResult TrainStepBuilder::backward(Operation *op) {
       lossTerms.insert(add.getRhs());
       return success();
     }
+    // A loss summed over the ranks that split its tokens: each rank's share
+    // has gradient 1 too (the sum's transpose).
+    if (auto reduce = dyn_cast<shard::AllReduceOp>(op)) {
+      lossTerms.insert(reduce.getInput());
+      return success();
+    }
     if (!rule || !isa<CrossEntropyOp, AuxLossOp, ZLossOp>(op))
       return op->emitOpError("is not differentiable: a loss must be a "
                              "sum of moe loss ops");
@@ -305,6 +376,29 @@ LogicalResult TrainStepBuilder::backward(Operation *op) {
     return op->emitOpError("has no gradient (moe-build-train-step)");
   gradients::GradientContext ctx{b, loc, grads, give, giveExact};
   return (*rule)(op, ctx);
+}
+
+void TrainStepBuilder::recomputeSegment(
+    ArrayRef<Operation *> segment,
+    DenseMap<Operation *, Operation *> &recomputed) {
+  IRMapping mapping;
+  for (Operation *op : segment) {
+    if (isa<ParamOp>(op))
+      continue;
+    Operation *copy = b.clone(*op, mapping);
+    analyse(copy);
+    recomputed[op] = copy;
+    for (auto [original, again] :
+         llvm::zip(op->getResults(), copy->getResults())) {
+      if (auto it = cotangents.find(original); it != cotangents.end()) {
+        Cotangent moved = std::move(it->second);
+        cotangents.erase(it);
+        cotangents[again] = std::move(moved);
+      }
+      if (lossTerms.contains(original))
+        lossTerms.insert(again);
+    }
+  }
 }
 
 FailureOr<func::FuncOp> TrainStepBuilder::build() {
@@ -356,12 +450,28 @@ FailureOr<func::FuncOp> TrainStepBuilder::build() {
   Value stepLoss = mapping.lookup(loss);
   func::ReturnOp::create(b, loc, stepLoss);
 
-  // The backward, in reverse program order, in front of the return.
+  // The backward, in reverse program order, in front of the return. Under
+  // recompute, each segment's ops run again just before their backward,
+  // which reads the recomputed activations: the forward's own die at their
+  // last forward use, and only the checkpoints live until the backward.
   b.setInsertionPoint(body->getTerminator());
   lossTerms.insert(stepLoss);
-  for (Operation *op : llvm::reverse(cloned))
-    if (failed(backward(op)))
+  SmallVector<Segment> segments;
+  if (recompute)
+    segments = checkpointSegments(cloned);
+  DenseMap<Operation *, Operation *> recomputed;
+  for (size_t i = cloned.size(); i-- > 0;) {
+    if (!segments.empty() && i + 1 == segments.back().end)
+      recomputeSegment(
+          ArrayRef(cloned).slice(segments.back().begin,
+                                 segments.back().end - segments.back().begin),
+          recomputed);
+    Operation *op = recomputed.lookup(cloned[i]);
+    if (failed(backward(op ? op : cloned[i])))
       return failure();
+    if (!segments.empty() && i == segments.back().begin)
+      segments.pop_back();
+  }
 
   // Drop the forward values the loss does not need (e.g. returned logits
   // that no loss reads).
@@ -390,9 +500,18 @@ struct BuildTrainStepPass
                          << fromFunction;
       return signalPassFailure();
     }
+    if (recompute != "none" && recompute != "full") {
+      module.emitError() << "moe-build-train-step: recompute is '"
+                         << recompute.getValue() << "', expected none or full";
+      return signalPassFailure();
+    }
+    bool full = recompute == "full";
     if (failed(recordZeroStage(module)) ||
-        failed(TrainStepBuilder(forward, stepFunction).build()))
-      signalPassFailure();
+        failed(TrainStepBuilder(forward, stepFunction, full).build()))
+      return signalPassFailure();
+    if (full)
+      module->setAttr(MoEDialect::getRecomputeAttrName(),
+                      StringAttr::get(module.getContext(), "full"));
   }
 
   LogicalResult recordZeroStage(ModuleOp module) {

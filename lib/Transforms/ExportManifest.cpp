@@ -178,6 +178,20 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
   if (auto stage = module->getAttrOfType<IntegerAttr>(
           MoEDialect::getZeroStageAttrName()))
     manifest["zero_stage"] = stage.getInt();
+  if (auto mode = module->getAttrOfType<StringAttr>(
+          MoEDialect::getRecomputeAttrName())) {
+    // A recomputing training step runs each block's routing twice; its
+    // expert counts and dropped slots are those of the first run, which
+    // are the forward entry's calls, in the same order.
+    manifest["recompute"] = mode.getValue().str();
+    int64_t permutes = 0, drops = 0;
+    entry.walk([&](func::CallOp call) {
+      permutes += call.getCallee() == "moert_permute";
+      drops += call.getCallee() == "moert_drop_over_capacity";
+    });
+    manifest["forward_routing_calls"] =
+        llvm::json::Object{{"permute", permutes}, {"drop", drops}};
+  }
   std::string text;
   llvm::raw_string_ostream os(text);
   os << llvm::json::Value(std::move(manifest));

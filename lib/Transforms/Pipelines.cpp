@@ -21,7 +21,7 @@ void mlir::moe::registerCompilerDialects(DialectRegistry &registry) {
 }
 
 void mlir::moe::buildCompilerPipeline(OpPassManager &pm,
-                                       const CompilerPipelineOptions &options) {
+                                      const CompilerPipelineOptions &options) {
   pm.addPass(createCanonicalizerPass());
   if (!options.mesh.empty()) {
     AssignMeshOptions assign;
@@ -37,18 +37,19 @@ void mlir::moe::buildCompilerPipeline(OpPassManager &pm,
   partition.ifMeshed = true;
   pm.addPass(createPartition(partition));
   buildLowerToLLVMPipeline(pm, options.trainStep, options.storage,
-                           options.zeroStage);
+                           options.zeroStage, options.recompute);
 }
 
 void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
-                                          StringRef storage,
-                                          int64_t zeroStage) {
+                                         StringRef storage, int64_t zeroStage,
+                                         StringRef recompute) {
   pm.addPass(createExpandCapacity());
   pm.addPass(createLowerExperts());
   if (trainStep) {
     BuildTrainStepOptions train;
     train.ifLoss = true;
     train.zeroStage = zeroStage;
+    train.recompute = recompute.str();
     pm.addPass(createBuildTrainStep(train));
   }
   LowerToRuntimeOptions lowering;
@@ -101,6 +102,11 @@ struct MoEPipelineOptions
       llvm::cl::desc("ZeRO stage: 0, or 1 to split the optimizer state over "
                      "the data-parallel replicas (moe-build-train-step)"),
       llvm::cl::init(0)};
+  Option<std::string> recompute{
+      *this, "recompute",
+      llvm::cl::desc("Activation recompute: none, or full to recompute each "
+                     "block's forward in the backward (moe-build-train-step)"),
+      llvm::cl::init("none")};
 };
 } // namespace
 
@@ -119,6 +125,7 @@ void mlir::moe::registerMoEPipelines(const std::string *defaultMesh) {
         compiler.trainStep = options.trainStep;
         compiler.storage = options.storage;
         compiler.zeroStage = options.zeroStage;
+        compiler.recompute = options.recompute;
         buildCompilerPipeline(pm, compiler);
       });
   PassPipelineRegistration<>(

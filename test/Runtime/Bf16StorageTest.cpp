@@ -114,7 +114,8 @@ TEST(CpuBackendBf16, ScalarLossStaysFp32) {
   std::vector<int32_t> labels = {1, 2};
   float loss = 0.0f;
   backend->crossEntropy(reinterpret_cast<const float *>(logits.data()),
-                        labels.data(), &loss, n, vocab, -100);
+                        labels.data(), /*count=*/nullptr, &loss, n, vocab,
+                        -100);
   double l0 = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(0.5)) - 2.0;
   double l1 = std::log(std::exp(-1.0) + std::exp(0.0) + std::exp(3.0)) - 3.0;
   EXPECT_NEAR(loss, (l0 + l1) / 2, 1e-6);
@@ -184,11 +185,13 @@ TEST(TensorCollectivesBf16, DispatchAndCombineMoveBf16Rows) {
     for (int s = 0; s < n; ++s)
       for (int64_t l = 0; l < 2; ++l) {
         int64_t e = placement.expertAt(r, l);
-        int64_t begin = recvOffsets[s * 2 + l], end = recvOffsets[s * 2 + l + 1];
+        int64_t begin = recvOffsets[s * 2 + l],
+                end = recvOffsets[s * 2 + l + 1];
         ASSERT_EQ(end - begin, counts[s][e]) << "rank " << r << " slot " << l;
         for (int64_t k = 0; k < end - begin; ++k)
           for (int64_t c = 0; c < hidden; ++c)
-            EXPECT_EQ(recv[(begin + k) * hidden + c], s << 12 | e << 8 | k << 4 | c);
+            EXPECT_EQ(recv[(begin + k) * hidden + c],
+                      s << 12 | e << 8 | k << 4 | c);
       }
     // Past the rows that arrived, recv is untouched.
     for (size_t i = recvOffsets[n * 2] * hidden; i < recv.size(); ++i)

@@ -45,8 +45,9 @@ TEST(CpuGradKernels, CrossEntropyWithIgnoredLabel) {
 
   Context ctx;
   Floats dl2 = garbage(dl.size());
-  moert_cross_entropy_grad(ctx, logitsF.data(), labels.data(), dl2.data(), n,
-                           vocab, ignoreIndex);
+  moert_cross_entropy_grad(ctx, logitsF.data(), labels.data(),
+                           /*count=*/nullptr, dl2.data(), n, vocab,
+                           ignoreIndex);
   ctx.expectNoError();
   expectSame(dl2, dl, "crossEntropyGrad");
 
@@ -232,7 +233,8 @@ TEST(CApiEntryPoints, CheckOperandKindsBeforeTheBackendRuns) {
     Floats logits(2 * 3, 0.0f);
     Ids labels = {-100, 1};
     float loss = -1.0f;
-    moert_cross_entropy(ctx, logits.data(), labels.data(), &loss, 2, 3, -100);
+    moert_cross_entropy(ctx, logits.data(), labels.data(), /*count=*/nullptr,
+                        &loss, 2, 3, -100);
     ctx.expectNoError();
     EXPECT_NEAR(loss, std::log(3.0f), 1e-6f);
   }

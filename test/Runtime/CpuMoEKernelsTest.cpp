@@ -335,6 +335,49 @@ TEST(CpuKernels, CrossEntropyWithIgnoreIndex) {
       std::invalid_argument);
 }
 
+// Tokens split between ranks: each share divides its sum by the labels
+// counted on all of them, and the shares add up to the whole mean and its
+// gradient.
+TEST(CpuKernels, CrossEntropySharesAddUpToTheMean) {
+  std::mt19937 gen(15);
+  const int n = 12, vocab = 29, ignore = -100, first = 5;
+  Floats logits = randomVector(gen, n * vocab, -4.0f, 4.0f);
+  Ids labels = randomIds(gen, n, vocab);
+  labels[1] = labels[8] = labels[9] = ignore;
+  double total = 0.0;
+  for (int t = 0; t < n; ++t)
+    if (labels[t] != ignore)
+      total += logSumExpRef(&logits[t * vocab], vocab) -
+               logits[t * vocab + labels[t]];
+  const int rest = n - first;
+  const int32_t *restLabels = labels.data() + first;
+  const float *restLogits = logits.data() + first * vocab;
+  float count = cpu::labelCount(labels.data(), first, ignore) +
+                cpu::labelCount(restLabels, rest, ignore);
+  EXPECT_EQ(count, 9.0f);
+  float shares =
+      cpu::crossEntropy(logits.data(), labels.data(), first, vocab, ignore,
+                        &count) +
+      cpu::crossEntropy(restLogits, restLabels, rest, vocab, ignore, &count);
+  expectClose(shares, total / 9.0, kTol, "crossEntropy shares");
+
+  Floats whole(n * vocab), split(n * vocab);
+  cpu::crossEntropyGrad(logits.data(), labels.data(), n, vocab, ignore,
+                        whole.data());
+  cpu::crossEntropyGrad(logits.data(), labels.data(), first, vocab, ignore,
+                        split.data(), &count);
+  cpu::crossEntropyGrad(restLogits, restLabels, rest, vocab, ignore,
+                        split.data() + first * vocab, &count);
+  expectClose(split, Doubles(whole.begin(), whole.end()), kTol,
+              "crossEntropyGrad shares");
+
+  // No label counted anywhere: the shares are 0.
+  float none = 0.0f;
+  EXPECT_EQ(cpu::crossEntropy(logits.data(), labels.data(), first, vocab,
+                              ignore, &none),
+            0.0f);
+}
+
 double auxLossRef(const Floats &logits, const Ids &indices, int tokens,
                   int numExperts, int topK, bool sigmoid, double coefficient) {
   Doubles meanScore(numExperts, 0.0), fraction(numExperts, 0.0);

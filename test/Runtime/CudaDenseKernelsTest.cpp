@@ -440,9 +440,10 @@ TEST_F(CudaDenseKernels, CrossEntropyAndGrad) {
         DeviceBuffer<float> dLogits(logits), dOut(garbage(1)),
             dGrad(garbage(n * vocab));
         DeviceBuffer<int32_t> dLabels(labels);
-        crossEntropy<float>(*dev, dLogits, dLabels, n, vocab, ignore, dOut);
+        crossEntropy<float>(*dev, dLogits, dLabels, n, vocab, ignore,
+                            /*count=*/nullptr, dOut);
         crossEntropyGrad<float>(*dev, dLogits, dLabels, n, vocab, ignore,
-                                dGrad);
+                                /*count=*/nullptr, dGrad);
         float got = downloadScalar(dOut);
         if (mode == 2 || n == 0) {
           EXPECT_EQ(got, 0.0f) << "crossEntropy " << what;
@@ -450,6 +451,24 @@ TEST_F(CudaDenseKernels, CrossEntropyAndGrad) {
         expectClose({got}, {expected}, kDoubleSumTol, "crossEntropy " + what);
         expectClose(dGrad.download(), expectedGrad, kDoubleSumTol,
                     "crossEntropyGrad " + what);
+
+        // One rank's share: divided by a count of labels on every rank.
+        float count = cpu::labelCount(labels.data(), n, ignore) + 3.0f;
+        DeviceBuffer<float> dCount(Floats{count}), dCounted(garbage(1));
+        labelCount(*dev, dLabels, n, ignore, dCounted);
+        EXPECT_EQ(downloadScalar(dCounted), count - 3.0f) << what;
+        float share = cpu::crossEntropy(logits.data(), labels.data(), n, vocab,
+                                        ignore, &count);
+        cpu::crossEntropyGrad(logits.data(), labels.data(), n, vocab, ignore,
+                              expectedGrad.data(), &count);
+        crossEntropy<float>(*dev, dLogits, dLabels, n, vocab, ignore, dCount,
+                            dOut);
+        crossEntropyGrad<float>(*dev, dLogits, dLabels, n, vocab, ignore,
+                                dCount, dGrad);
+        expectClose({downloadScalar(dOut)}, {share}, kDoubleSumTol,
+                    "crossEntropy share " + what);
+        expectClose(dGrad.download(), expectedGrad, kDoubleSumTol,
+                    "crossEntropyGrad share " + what);
       }
 }
 
@@ -471,8 +490,9 @@ TEST_F(CudaDenseKernels, CrossEntropyTreatsBadLabelsAsIgnored) {
   DeviceBuffer<float> dLogits(logits), dOut(garbage(1)),
       dGrad(garbage(n * vocab));
   DeviceBuffer<int32_t> dLabels(bad);
-  crossEntropy<float>(*dev, dLogits, dLabels, n, vocab, ignore, dOut);
-  crossEntropyGrad<float>(*dev, dLogits, dLabels, n, vocab, ignore, dGrad);
+  crossEntropy<float>(*dev, dLogits, dLabels, n, vocab, ignore, nullptr, dOut);
+  crossEntropyGrad<float>(*dev, dLogits, dLabels, n, vocab, ignore, nullptr,
+                          dGrad);
   expectClose({downloadScalar(dOut)}, {expected}, kDoubleSumTol,
               "crossEntropy with bad labels");
   expectClose(dGrad.download(), expectedGrad, kDoubleSumTol,
@@ -604,7 +624,7 @@ TEST_F(CudaDenseKernels, InvalidSizesThrow) {
                std::invalid_argument);
   EXPECT_THROW(swigluMlp<float>(*dev, buf, 1, 1, buf, buf, buf, -1, buf),
                std::invalid_argument);
-  EXPECT_THROW(crossEntropy<float>(*dev, buf, ids, 1, 0, -100, buf),
+  EXPECT_THROW(crossEntropy<float>(*dev, buf, ids, 1, 0, -100, nullptr, buf),
                std::invalid_argument);
   EXPECT_THROW(auxLoss<float>(*dev, buf, ids, 1, 4, 0, false, 0.01f, buf),
                std::invalid_argument);

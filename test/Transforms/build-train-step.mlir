@@ -46,16 +46,23 @@
 // ONE-NEXT: return %{{.*}} : tensor<f32>
 // ONE-NOT: shard.
 
-// dp=4, ep=2: logits gathered over dp for the loss, so their gradient is
-// sliced back; replicated weights' gradients summed over dp; expert weights
-// (split over ep) summed over their expert-data-parallel group (@expert_mesh
-// axis 0); the backward of the combine is a dispatch and vice versa, on the
-// same placement table (the last layer's, 1, comes first).
-// EP: func.func @train_step(%{{.*}}: tensor<1x16xi32> {{.*}}moe.split = {{\[}}["dp"], []]}
+// dp=4, ep=2: each rank's loss is the share of its own tokens (divided by
+// the labels counted on all ranks, summed over dp), so the logits are never
+// gathered and their gradient is the local share's; replicated weights'
+// gradients summed over dp; expert weights (split over ep) summed over their
+// expert-data-parallel group (@expert_mesh axis 0); the backward of the
+// combine is a dispatch and vice versa, on the same placement table (the
+// last layer's, 1, comes first).
+// EP: func.func @train_step(%{{.*}}: tensor<1x16xi32> {{.*}}moe.split = {{\[}}["dp"], []]}, %[[LAB:[a-z0-9]+]]: tensor<1x16xi32>
 // EP: %[[Y:.*]] = moe.grouped_swiglu
-// EP: %[[DLOG:.*]] = moe.cross_entropy_grad %{{.*}} : (tensor<4x16x128xf32>, tensor<4x16xi32>) -> tensor<4x16x128xf32>
-// EP-NEXT: %[[MINE:.*]] = shard.all_slice %[[DLOG]] on @mesh grid_axes = [0] slice_axis = 0 : tensor<4x16x128xf32> -> tensor<1x16x128xf32>
-// EP-NEXT: %{{.*}}, %[[DHEAD:.*]] = moe.linear_grad %[[MINE]]
+// EP: %[[LOGITS:.*]] = moe.linear %{{.*}} -> tensor<1x16x128xf32>
+// EP-NEXT: %[[N:.*]] = moe.label_count %[[LAB]] : (tensor<1x16xi32>) -> tensor<f32>
+// EP-NEXT: %[[ALLN:.*]] = shard.all_reduce %[[N]] on @mesh grid_axes = [0] : tensor<f32> -> tensor<f32>
+// EP-NEXT: %[[SHARE:.*]] = moe.cross_entropy %[[LOGITS]], %[[LAB]], %[[ALLN]]
+// EP-NEXT: shard.all_reduce %[[SHARE]] on @mesh grid_axes = [0] : tensor<f32> -> tensor<f32>
+// EP-NOT: shard.all_gather %[[LOGITS]]
+// EP: %[[DLOG:.*]] = moe.cross_entropy_grad %[[LOGITS]], %[[LAB]], %[[ALLN]] : (tensor<1x16x128xf32>, tensor<1x16xi32>, tensor<f32>) -> tensor<1x16x128xf32>
+// EP-NEXT: %{{.*}}, %[[DHEAD:.*]] = moe.linear_grad %[[DLOG]]
 // EP-NEXT: %[[SUM:.*]] = shard.all_reduce %[[DHEAD]] on @mesh grid_axes = [0] : tensor<128x64xf32>
 // EP-NEXT: moe.param_grad "lm_head.weight", %[[SUM]]
 // EP: %[[DRECV:.*]], %{{.*}} = moe.dispatch %{{.*}}, %[[OFFS:.*]] on @expert_mesh grid_axes = [1] placement 1 : (tensor<32x64xf32>, tensor<9xi64>) -> (tensor<64x64xf32>, tensor<9xi64>)

@@ -103,6 +103,12 @@ cl::opt<int64_t> zeroStage(
              "state (and the update) over its data-parallel replicas, the "
              "dp x cp ranks for dense weights and the edp ranks for experts"),
     cl::value_desc("0|1"), cl::init(0), cl::cat(category));
+cl::opt<std::string> recompute(
+    "recompute",
+    cl::desc("Activation recompute in the training step: none (default), or "
+             "full to keep only the activations between blocks and run each "
+             "block's forward again just before its backward"),
+    cl::value_desc("none|full"), cl::init("none"), cl::cat(category));
 cl::opt<bool> withCuda(
     "cuda",
     cl::desc("Link the CUDA backend too, so that the executable can run with "
@@ -177,6 +183,7 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context,
   options.trainStep = trainStep;
   options.storage = storage;
   options.zeroStage = zeroStage;
+  options.recompute = recompute;
   mlir::moe::buildCompilerPipeline(pm, options);
   if (failed(pm.run(*module)))
     return nullptr;
@@ -255,8 +262,8 @@ int link(StringRef object, StringRef output) {
       args.push_back(arg);
   }
   std::string error;
-  int rc = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, {}, 0, 0,
-                                     &error);
+  int rc =
+      llvm::sys::ExecuteAndWait(*program, args, std::nullopt, {}, 0, 0, &error);
   if (rc != 0) {
     llvm::sys::fs::remove(output);
     return fail("linking '" + output + "' failed" +
@@ -297,6 +304,12 @@ int main(int argc, char **argv) {
   if (zeroStage != 0 && !trainStep)
     return fail("--zero splits the optimizer state of the training step, "
                 "but --train-step=false builds none");
+  if (recompute != "none" && recompute != "full")
+    return fail("--recompute: unknown mode '" + recompute +
+                "' (expected none or full)");
+  if (recompute != "none" && !trainStep)
+    return fail("--recompute trades memory for compute in the training "
+                "step, but --train-step=false builds none");
   bool reportMemory = memoryReport.getNumOccurrences() > 0;
   if (reportMemory && !memoryReport.empty() && memoryReport != "text" &&
       memoryReport != "json")

@@ -159,9 +159,15 @@ void sharedExperts(const float *x, int64_t rows, int64_t hidden,
 //===----------------------------------------------------------------------===//
 
 /// Mean over labels != ignoreIndex of logsumexp(logits[t]) - logits[t,
-/// labels[t]] for logits [n, vocab]; 0 when every label is ignored.
+/// labels[t]] for logits [n, vocab]; 0 when every label is ignored. With
+/// `count`, the sum is divided by *count (the labels counted on every rank
+/// that shares the tokens) instead: this rank's share of the mean.
 float crossEntropy(const float *logits, const int32_t *labels, int64_t n,
-                   int64_t vocab, int64_t ignoreIndex);
+                   int64_t vocab, int64_t ignoreIndex,
+                   const float *count = nullptr);
+
+/// The number of labels != ignoreIndex among labels [n].
+float labelCount(const int32_t *labels, int64_t n, int64_t ignoreIndex);
 
 /// Switch load-balancing loss coefficient * E * sum_e f_e * P_e for router
 /// logits [tokens, experts] and indices [tokens, topK]; sigmoid scores are
@@ -281,9 +287,11 @@ void groupedSwiGLUSegmentsGrad(const float *dout, const float *permuted,
 //===----------------------------------------------------------------------===//
 
 /// dlogits [n, vocab] of crossEntropy: (softmax - onehot) / counted on the
-/// counted rows, 0 on ignored rows (everywhere when all are ignored).
+/// counted rows (*count when given), 0 on ignored rows (everywhere when
+/// all are ignored).
 void crossEntropyGrad(const float *logits, const int32_t *labels, int64_t n,
-                      int64_t vocab, int64_t ignoreIndex, float *dlogits);
+                      int64_t vocab, int64_t ignoreIndex, float *dlogits,
+                      const float *count = nullptr);
 
 /// dlogits [tokens, experts] of auxLoss. The routing fractions f_e (counts of
 /// `indices`) are constants; the gradient flows through the mean scores.

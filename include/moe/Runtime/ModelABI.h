@@ -64,6 +64,12 @@
  *     "zero_stage": 1,                    // optional (moec --zero 1): each
  *                                         // rank keeps AdamW state for one
  *                                         // slice of each weight
+ *     "recompute": "full",                // optional (moec --recompute
+ *                                         // full): the training step runs
+ *                                         // each block's forward twice
+ *     "forward_routing_calls": {"permute": 2, "drop": 0},
+ *                                         // with "recompute": the routing
+ *                                         // calls of one forward pass
  *     "train_step": {                     // optional: the training step
  *       "function": "train_step", "entry": "moe_entry_train_step",
  *       "arena_bytes": 98304, "unplanned_bytes": 524288,

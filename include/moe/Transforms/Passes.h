@@ -34,6 +34,9 @@ struct CompilerPipelineOptions {
   std::string storage = "f32";
   /// ZeRO stage of the training step (moe-build-train-step's `zero`).
   int64_t zeroStage = 0;
+  /// Activation recompute in the training step: "none" or "full"
+  /// (moe-build-train-step's `recompute`).
+  std::string recompute = "none";
 };
 
 /// The whole compiler, the one pipeline moec runs: canonicalize; record the
@@ -45,14 +48,16 @@ void buildCompilerPipeline(OpPassManager &pm,
                            const CompilerPipelineOptions &options);
 
 /// moe-expand-capacity, moe-lower-experts, moe-build-train-step (with
-/// `trainStep`, when the model returns a scalar loss; with `zeroStage`),
+/// `trainStep`, when the model returns a scalar loss; with `zeroStage` and
+/// `recompute`),
 /// moe-lower-to-runtime, moe-plan-memory, moe-export-manifest,
 /// moe-resolve-addresses, then the upstream conversions to the LLVM dialect
 /// (memrefs passed as bare pointers): the module is ready for translation
 /// to LLVM IR.
 void buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep = false,
                               llvm::StringRef storage = "f32",
-                              int64_t zeroStage = 0);
+                              int64_t zeroStage = 0,
+                              llvm::StringRef recompute = "none");
 
 /// Every dialect the compiler reads or produces, for both tools.
 void registerCompilerDialects(DialectRegistry &registry);

@@ -198,6 +198,17 @@ def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
     gathers the slices. The gradients stay all-reduced. A mesh without a
     data-parallel axis (dp = cp = 1) and stages above 1 are diagnostics.
 
+    With `recompute=full` it keeps, of the forward's activations, only the
+    checkpoints: the points of the forward where a single activation is live
+    (weights, inputs, integers and scalars aside), which in a transformer
+    are the residual stream between two blocks. Each block's forward ops are
+    cloned again just in front of its backward, whose gradient ops read the
+    clones, so the forward's own intermediates die at their last forward use
+    (moe-plan-memory reuses their bytes) and only one block's activations
+    are live in the backward at a time. The embedding before the first
+    checkpoint and the head and loss after the last are not recomputed. It
+    records `moe.recompute = "full"` on the module.
+
     Guarantees: on every rank, each `moe.param_grad` is the rank's shard of
     the gradient of the global loss (the same loss on every rank) with
     respect to that weight. An op without a gradient rule is a diagnostic;
@@ -215,6 +226,10 @@ def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
     Option<"zeroStage", "zero", "int64_t", /*default=*/"0",
            "ZeRO stage: 0, or 1 to split each weight's optimizer state over "
            "its data-parallel replicas (recorded as moe.zero_stage)">,
+    Option<"recompute", "recompute", "std::string", /*default=*/"\"none\"",
+           "Activation recompute: none, or full to keep only the activations "
+           "between blocks and run each block's forward again before its "
+           "backward (recorded as moe.recompute)">,
   ];
   let dependentDialects = ["::mlir::shard::ShardDialect",
                            "::mlir::tensor::TensorDialect"];

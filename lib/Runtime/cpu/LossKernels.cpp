@@ -19,8 +19,21 @@ using namespace moe::cpu::detail;
 
 namespace moe::cpu {
 
+namespace {
+/// The divisor of the mean: *count when given, else the rows counted here.
+double meanDivisor(const float *count, int64_t counted) {
+  return count ? double(*count) : double(counted);
+}
+} // namespace
+
+float labelCount(const int32_t *labels, int64_t n, int64_t ignoreIndex) {
+  checkSize("labelCount", "n", n);
+  return float(std::count_if(
+      labels, labels + n, [&](int32_t label) { return label != ignoreIndex; }));
+}
+
 float crossEntropy(const float *logits, const int32_t *labels, int64_t n,
-                   int64_t vocab, int64_t ignoreIndex) {
+                   int64_t vocab, int64_t ignoreIndex, const float *count) {
   checkSize("crossEntropy", "n", n);
   checkSize("crossEntropy", "vocab", vocab, /*positive=*/true);
   double total = 0.0;
@@ -33,7 +46,8 @@ float crossEntropy(const float *logits, const int32_t *labels, int64_t n,
     total += logSumExp(row, vocab) - row[labels[t]];
     ++counted;
   }
-  return counted ? float(total / counted) : 0.0f;
+  double divisor = meanDivisor(count, counted);
+  return divisor > 0.0 ? float(total / divisor) : 0.0f;
 }
 
 float auxLoss(const float *logits, const int32_t *indices, int64_t tokens,
@@ -87,7 +101,8 @@ float zLoss(const float *logits, int64_t tokens, int64_t experts,
 }
 
 void crossEntropyGrad(const float *logits, const int32_t *labels, int64_t n,
-                      int64_t vocab, int64_t ignoreIndex, float *dlogits) {
+                      int64_t vocab, int64_t ignoreIndex, float *dlogits,
+                      const float *count) {
   const char *kernel = "crossEntropyGrad";
   checkSize(kernel, "n", n);
   checkSize(kernel, "vocab", vocab, /*positive=*/true);
@@ -99,7 +114,8 @@ void crossEntropyGrad(const float *logits, const int32_t *labels, int64_t n,
     ++counted;
   }
   // The loss is a mean over the counted rows.
-  double inv = counted ? 1.0 / double(counted) : 0.0;
+  double divisor = meanDivisor(count, counted);
+  double inv = divisor > 0.0 ? 1.0 / divisor : 0.0;
   for (int64_t t = 0; t < n; ++t) {
     float *out = dlogits + t * vocab;
     if (labels[t] == ignoreIndex) {
@@ -188,11 +204,16 @@ namespace moe::rt {
 
 // Loss values are fp32 scalars whatever the storage.
 void CpuBackend::crossEntropy(const float *logits, const int32_t *labels,
-                              float *out, int64_t n, int64_t vocab,
-                              int64_t ignoreIndex) {
+                              const float *count, float *out, int64_t n,
+                              int64_t vocab, int64_t ignoreIndex) {
   Widened w(storage_);
-  *out =
-      cpu::crossEntropy(w.in(logits, n * vocab), labels, n, vocab, ignoreIndex);
+  *out = cpu::crossEntropy(w.in(logits, n * vocab), labels, n, vocab,
+                           ignoreIndex, count);
+}
+
+void CpuBackend::labelCount(const int32_t *labels, float *out, int64_t n,
+                            int64_t ignoreIndex) {
+  *out = cpu::labelCount(labels, n, ignoreIndex);
 }
 
 void CpuBackend::auxLoss(const float *logits, const int32_t *indices,
@@ -211,11 +232,11 @@ void CpuBackend::zLoss(const float *logits, float *out, int64_t tokens,
 }
 
 void CpuBackend::crossEntropyGrad(const float *logits, const int32_t *labels,
-                                  float *dlogits, int64_t n, int64_t vocab,
-                                  int64_t ignoreIndex) {
+                                  const float *count, float *dlogits, int64_t n,
+                                  int64_t vocab, int64_t ignoreIndex) {
   Widened w(storage_);
   cpu::crossEntropyGrad(w.in(logits, n * vocab), labels, n, vocab, ignoreIndex,
-                        w.out(dlogits, n * vocab));
+                        w.out(dlogits, n * vocab), count);
   w.store();
 }
 

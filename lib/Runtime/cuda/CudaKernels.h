@@ -165,7 +165,11 @@ void groupedSwiGLUSegmentsGrad(Device &dev, const T *dout, const T *permuted,
 // --- Losses (LossKernels.cu): each writes one float to *out ----------------
 template <typename T>
 void crossEntropy(Device &dev, const T *logits, const int32_t *labels,
-                  int64_t n, int64_t vocab, int64_t ignoreIndex, float *out);
+                  int64_t n, int64_t vocab, int64_t ignoreIndex,
+                  const float *count, float *out);
+/// *out = the number of labels != ignoreIndex.
+void labelCount(Device &dev, const int32_t *labels, int64_t n,
+                int64_t ignoreIndex, float *out);
 template <typename T>
 void auxLoss(Device &dev, const T *logits, const int32_t *indices,
              int64_t tokens, int64_t experts, int64_t topK, bool sigmoid,
@@ -176,7 +180,7 @@ void zLoss(Device &dev, const T *logits, int64_t tokens, int64_t experts,
 template <typename T>
 void crossEntropyGrad(Device &dev, const T *logits, const int32_t *labels,
                       int64_t n, int64_t vocab, int64_t ignoreIndex,
-                      T *dlogits);
+                      const float *count, T *dlogits);
 template <typename T>
 void auxLossGrad(Device &dev, const T *logits, const int32_t *indices,
                  int64_t tokens, int64_t experts, int64_t topK, bool sigmoid,

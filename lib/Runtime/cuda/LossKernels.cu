@@ -100,11 +100,11 @@ __global__ void crossEntropyRowsKernel(const T *logits, const int32_t *labels,
   }
 }
 
-/// One block: *out = float(sum rowLoss / sum rowCounted), 0 when nothing
-/// counts (the CPU's value).
+/// One block: *out = float(sum rowLoss / divisor), with divisor *count when
+/// given, else sum rowCounted; 0 when nothing counts (the CPU's value).
 __global__ void crossEntropyFinishKernel(const double *rowLoss,
                                          const long long *rowCounted, int64_t n,
-                                         float *out) {
+                                         const float *count, float *out) {
   __shared__ double sharedD[32];
   __shared__ long long sharedI[32];
   double total = 0.0;
@@ -115,8 +115,22 @@ __global__ void crossEntropyFinishKernel(const double *rowLoss,
   }
   total = blockSum(total, sharedD);
   counted = blockSum(counted, sharedI);
+  if (threadIdx.x == 0) {
+    double divisor = count ? double(*count) : double(counted);
+    *out = divisor > 0.0 ? float(total / divisor) : 0.0f;
+  }
+}
+
+/// One block: *out = the number of labels != ignoreIndex, as a float.
+__global__ void labelCountKernel(const int32_t *labels, int64_t n,
+                                 int64_t ignoreIndex, float *out) {
+  __shared__ long long shared[32];
+  long long count = 0;
+  for (int64_t t = threadIdx.x; t < n; t += blockDim.x)
+    count += int64_t(labels[t]) != ignoreIndex ? 1 : 0;
+  count = blockSum(count, shared);
   if (threadIdx.x == 0)
-    *out = counted ? float(total / double(counted)) : 0.0f;
+    *out = float(count);
 }
 
 /// One block: *counted = the number of rows whose label counts.
@@ -132,15 +146,18 @@ __global__ void countLabelsKernel(const int32_t *labels, int64_t n,
     *counted = count;
 }
 
-/// One block per row: (softmax - onehot) / counted, zeros on ignored rows.
+/// One block per row: (softmax - onehot) / divisor (*count when given, else
+/// *counted), zeros on ignored rows.
 template <typename T>
 __global__ void crossEntropyGradKernel(const T *logits, const int32_t *labels,
                                        int64_t n, int64_t vocab,
                                        int64_t ignoreIndex,
-                                       const long long *counted, T *dlogits) {
+                                       const long long *counted,
+                                       const float *count, T *dlogits) {
   __shared__ float sharedF[32];
   __shared__ double sharedD[32];
-  double inv = *counted ? 1.0 / double(*counted) : 0.0;
+  double divisor = count ? double(*count) : double(*counted);
+  double inv = divisor > 0.0 ? 1.0 / divisor : 0.0;
   for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
     int32_t label = labels[t];
     T *out = dlogits + t * vocab;
@@ -367,7 +384,8 @@ void writeScalar(Device &dev, float *out, float value) {
 
 template <typename T>
 void crossEntropy(Device &dev, const T *logits, const int32_t *labels,
-                  int64_t n, int64_t vocab, int64_t ignoreIndex, float *out) {
+                  int64_t n, int64_t vocab, int64_t ignoreIndex,
+                  const float *count, float *out) {
   const char *kernel = "crossEntropy";
   checkSize(kernel, "n", n);
   checkSize(kernel, "vocab", vocab, /*positive=*/true);
@@ -382,8 +400,16 @@ void crossEntropy(Device &dev, const T *logits, const int32_t *labels,
     checkLaunch("crossEntropyRowsKernel");
   }
   crossEntropyFinishKernel<<<1, kFinishThreads, 0, dev.stream()>>>(
-      rowLoss, rowCounted, n, out);
+      rowLoss, rowCounted, n, count, out);
   checkLaunch("crossEntropyFinishKernel");
+}
+
+void labelCount(Device &dev, const int32_t *labels, int64_t n,
+                int64_t ignoreIndex, float *out) {
+  checkSize("labelCount", "n", n);
+  labelCountKernel<<<1, kFinishThreads, 0, dev.stream()>>>(labels, n,
+                                                           ignoreIndex, out);
+  checkLaunch("labelCountKernel");
 }
 
 template <typename T>
@@ -446,7 +472,7 @@ void zLoss(Device &dev, const T *logits, int64_t tokens, int64_t experts,
 template <typename T>
 void crossEntropyGrad(Device &dev, const T *logits, const int32_t *labels,
                       int64_t n, int64_t vocab, int64_t ignoreIndex,
-                      T *dlogits) {
+                      const float *count, T *dlogits) {
   const char *kernel = "crossEntropyGrad";
   checkSize(kernel, "n", n);
   checkSize(kernel, "vocab", vocab, /*positive=*/true);
@@ -458,7 +484,7 @@ void crossEntropyGrad(Device &dev, const T *logits, const int32_t *labels,
       labels, n, vocab, ignoreIndex, counted);
   checkLaunch("countLabelsKernel");
   crossEntropyGradKernel<<<rowGrid(n), rowThreads(vocab), 0, dev.stream()>>>(
-      logits, labels, n, vocab, ignoreIndex, counted, dlogits);
+      logits, labels, n, vocab, ignoreIndex, counted, count, dlogits);
   checkLaunch("crossEntropyGradKernel");
 }
 
@@ -497,13 +523,14 @@ void zLossGrad(Device &dev, const T *logits, int64_t tokens, int64_t experts,
 
 #define MOE_INSTANTIATE_LOSS_KERNELS(T)                                        \
   template void crossEntropy<T>(Device &, const T *, const int32_t *, int64_t, \
-                                int64_t, int64_t, float *);                    \
+                                int64_t, int64_t, const float *, float *);     \
   template void auxLoss<T>(Device &, const T *, const int32_t *, int64_t,      \
                            int64_t, int64_t, bool, float, float *);            \
   template void zLoss<T>(Device &, const T *, int64_t, int64_t, float,         \
                          float *);                                             \
   template void crossEntropyGrad<T>(Device &, const T *, const int32_t *,      \
-                                    int64_t, int64_t, int64_t, T *);           \
+                                    int64_t, int64_t, int64_t, const float *,  \
+                                    T *);                                      \
   template void auxLossGrad<T>(Device &, const T *, const int32_t *, int64_t,  \
                                int64_t, int64_t, bool, float, T *);            \
   template void zLossGrad<T>(Device &, const T *, int64_t, int64_t, float, T *);
@@ -516,11 +543,16 @@ MOE_INSTANTIATE_LOSS_KERNELS(bf16)
 //===----------------------------------------------------------------------===//
 
 void CudaBackend::crossEntropy(const float *logits, const int32_t *labels,
-                               float *out, int64_t n, int64_t vocab,
-                               int64_t ignoreIndex) {
+                               const float *count, float *out, int64_t n,
+                               int64_t vocab, int64_t ignoreIndex) {
   onStorage([&](Device &d, auto s) {
-    cuda::crossEntropy(d, s(logits), labels, n, vocab, ignoreIndex, out);
+    cuda::crossEntropy(d, s(logits), labels, n, vocab, ignoreIndex, count, out);
   });
+}
+
+void CudaBackend::labelCount(const int32_t *labels, float *out, int64_t n,
+                             int64_t ignoreIndex) {
+  cuda::labelCount(current(), labels, n, ignoreIndex, out);
 }
 
 void CudaBackend::auxLoss(const float *logits, const int32_t *indices,
@@ -540,10 +572,11 @@ void CudaBackend::zLoss(const float *logits, float *out, int64_t tokens,
 }
 
 void CudaBackend::crossEntropyGrad(const float *logits, const int32_t *labels,
-                                   float *dlogits, int64_t n, int64_t vocab,
+                                   const float *count, float *dlogits,
+                                   int64_t n, int64_t vocab,
                                    int64_t ignoreIndex) {
   onStorage([&](Device &d, auto s) {
-    cuda::crossEntropyGrad(d, s(logits), labels, n, vocab, ignoreIndex,
+    cuda::crossEntropyGrad(d, s(logits), labels, n, vocab, ignoreIndex, count,
                            s(dlogits));
   });
 }

@@ -13,9 +13,10 @@ namespace {
 LogicalResult gradCrossEntropy(CrossEntropyOp ce, GradientContext &ctx) {
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
-  ctx.give(ce.getLogits(), CrossEntropyGradOp::create(
-                               b, loc, ce.getLogits().getType(), ce.getLogits(),
-                               ce.getLabels(), ce.getIgnoreIndexAttr()));
+  ctx.give(ce.getLogits(),
+           CrossEntropyGradOp::create(b, loc, ce.getLogits().getType(),
+                                      ce.getLogits(), ce.getLabels(),
+                                      ce.getCount(), ce.getIgnoreIndexAttr()));
   return success();
 }
 

@@ -1,8 +1,8 @@
 //===- Losses.cpp - Lowering of the losses --------------------------------===//
 //
 // Cross-entropy (one ignore_index per function: the executable feeds one
-// label convention), the router's aux and z losses, and their gradients;
-// each writes one f32 scalar.
+// label convention) with its label count, the router's aux and z losses,
+// and their gradients; each loss writes one f32 scalar.
 //
 //===----------------------------------------------------------------------===//
 
@@ -19,9 +19,19 @@ LogicalResult lowerCrossEntropy(CrossEntropyOp op, EntryBuilder &e) {
   if (failed(e.recordIgnoreIndex(op, ignore)))
     return failure();
   return e.call("moert_cross_entropy",
-                {e.buffer(op.getLogits()), e.buffer(op.getLabels()), *out},
+                {e.buffer(op.getLogits()), e.buffer(op.getLabels()),
+                 e.optionalBuffer(op.getCount()), *out},
                 {e.i64(numElements(op.getLabels())),
                  e.i64(dimSize(op.getLogits(), -1)), e.i64(ignore)});
+}
+
+LogicalResult lowerLabelCount(LabelCountOp op, EntryBuilder &e) {
+  auto out = e.resultBuffer(op.getCount());
+  if (failed(out))
+    return failure();
+  return e.call("moert_label_count", {e.buffer(op.getLabels()), *out},
+                {e.i64(numElements(op.getLabels())),
+                 e.i64(static_cast<int64_t>(op.getIgnoreIndex()))});
 }
 
 LogicalResult lowerCrossEntropyGrad(CrossEntropyGradOp op, EntryBuilder &e) {
@@ -29,7 +39,8 @@ LogicalResult lowerCrossEntropyGrad(CrossEntropyGradOp op, EntryBuilder &e) {
   if (failed(out))
     return failure();
   return e.call("moert_cross_entropy_grad",
-                {e.buffer(op.getLogits()), e.buffer(op.getLabels()), (*out)[0]},
+                {e.buffer(op.getLogits()), e.buffer(op.getLabels()),
+                 e.optionalBuffer(op.getCount()), (*out)[0]},
                 {e.i64(numElements(op.getLabels())),
                  e.i64(dimSize(op.getLogits(), -1)),
                  e.i64(static_cast<int64_t>(op.getIgnoreIndex()))});
@@ -86,6 +97,7 @@ LogicalResult lowerZLossGrad(ZLossGradOp op, EntryBuilder &e) {
 
 void populateLossLowerings(LoweringTable &table) {
   table.add(lowerCrossEntropy);
+  table.add(lowerLabelCount);
   table.add(lowerCrossEntropyGrad);
   table.add(lowerAuxLoss);
   table.add(lowerAuxLossGrad);

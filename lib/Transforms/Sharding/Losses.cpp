@@ -1,6 +1,8 @@
 //===- Losses.cpp - Sharding rules of the losses and results --------------===//
 //
-// The losses and the capacity drop see every token, and a function's
+// Cross-entropy keeps the token layout: each rank adds up its own tokens'
+// share of the mean (moe-partition), so no rank holds the whole logits.
+// The router losses and the capacity drop see every token, and a function's
 // results are whole on every rank: each operand is gathered, each result
 // replicated.
 //
@@ -19,10 +21,22 @@ template <typename Op> LogicalResult shardWhole(Op op, ShardingChooser &s) {
   return success();
 }
 
+/// Logits [batch, seq, ..., vocab] in the token layout with the vocabulary
+/// whole, labels in the token layout; the loss is the same everywhere.
+LogicalResult shardCrossEntropy(CrossEntropyOp op, ShardingChooser &s) {
+  int64_t rank = rankOf(op.getLogits());
+  if (rank < 3)
+    return shardWhole(op, s); // no [batch, seq] token dimensions to keep
+  s.need(op, 0, s.withLastDim(s.tokenLayout(rank), {}));
+  s.need(op, 1, s.tokenLayout(rank - 1));
+  s.produce(op.getLoss(), s.replicated(op.getLoss()));
+  return success();
+}
+
 } // namespace
 
 void populateLossShardings(ShardingRules &rules) {
-  rules.add(shardWhole<CrossEntropyOp>);
+  rules.add(shardCrossEntropy);
   rules.add(shardWhole<AuxLossOp>);
   rules.add(shardWhole<ZLossOp>);
   rules.add(shardWhole<DropOverCapacityOp>);

@@ -36,6 +36,20 @@ module {
 
 // -----
 
+// expected-error @+1 {{'moe.recompute' must be the string "full" on a builtin.module}}
+module attributes {moe.recompute = "selective"} {}
+
+// -----
+
+module {
+  // expected-error @+1 {{'moe.recompute' must be the string "full" on a builtin.module}}
+  func.func @f() attributes {moe.recompute = "full"} {
+    return
+  }
+}
+
+// -----
+
 // expected-error @+1 {{'moe.hf_config' must be a string on a builtin.module}}
 module attributes {moe.hf_config = {model_type = "qwen3_moe"}} {}
 

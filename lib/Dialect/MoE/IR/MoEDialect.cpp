@@ -140,6 +140,14 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                                 "(ZeRO stage 1 is the one built)";
     return success();
   }
+  if (name == getRecomputeAttrName()) {
+    auto mode = dyn_cast<StringAttr>(attr.getValue());
+    if (!isa<ModuleOp>(op) || !mode || mode.getValue() != "full")
+      return op->emitError() << "'" << name
+                             << "' must be the string \"full\" on a "
+                                "builtin.module";
+    return success();
+  }
   if (name == getVocabCharsAttrName()) {
     auto chars = dyn_cast<StringAttr>(attr.getValue());
     if (!isa<ModuleOp>(op) || !chars)

@@ -410,6 +410,10 @@ int runInfo(const Manifest &m) {
     std::printf("zero         stage %d (AdamW state sliced over the "
                 "data-parallel replicas)\n",
                 m.zeroStage);
+  if (!m.recompute.empty())
+    std::printf("recompute    %s (the training step runs each block's "
+                "forward again before its backward)\n",
+                m.recompute.c_str());
   std::printf("ignore index %" PRId64 "\n", m.ignoreIndex);
   if (m.hasVocabChars())
     std::printf("tokenizer    characters (vocab_chars, %" PRId64 ")\n",

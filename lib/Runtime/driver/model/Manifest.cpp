@@ -547,6 +547,21 @@ Manifest parseManifest(const std::string &text) {
       fail("zero_stage", "is set, but the model has no training step");
     m.zeroStage = 1;
   }
+  if (auto it = root.find("recompute"); it != root.end()) {
+    if (!it->is_string() || it->get<std::string>() != "full")
+      fail("recompute", "is " + shown(*it) + ", expected \"full\"");
+    if (!m.trainStep)
+      fail("recompute", "is set, but the model has no training step");
+    m.recompute = "full";
+    const Json &calls = member(root, "", "forward_routing_calls");
+    if (!calls.is_object())
+      fail("forward_routing_calls",
+           "is " + shown(calls) + ", expected an object");
+    m.forwardPermutes = static_cast<int64_t>(
+        getSize(calls, "forward_routing_calls", "permute"));
+    m.forwardDrops =
+        static_cast<int64_t>(getSize(calls, "forward_routing_calls", "drop"));
+  }
   for (auto [key, specs] :
        {std::pair{"inputs", &m.inputs}, std::pair{"outputs", &m.outputs}})
     for (size_t i = 0; i < specs->size(); ++i)

@@ -124,6 +124,14 @@ struct Manifest {
   /// weight's AdamW state over its data-parallel replicas
   /// (moe/Support/OptimizerShards.h); 0 keeps it whole on every rank.
   int zeroStage = 0;
+  /// Activation recompute of the training step (manifest "recompute", moec
+  /// --recompute): "full", or empty for none.
+  std::string recompute;
+  /// Under recompute, the routing calls of one forward pass (manifest
+  /// "forward_routing_calls"): a training step reports the expert counts
+  /// and dropped slots of its first `permutes` and `drops` calls only, the
+  /// recomputed ones repeating them. -1: every call's.
+  int64_t forwardPermutes = -1, forwardDrops = -1;
 
   // The forward signature, checked by parseManifest: tokens and labels
   // [batch, seq] I32, logits [batch, seq, vocab] F32, loss [] F32, in whole

@@ -95,6 +95,14 @@ void ModelRunner::check() {
   expertCounts_ = rt::takeExpertCounts(context_.get());
   droppedSlots_ = rt::takeDroppedSlots(context_.get());
   layerStats_ = rt::takeLayerStats(context_.get());
+  // A recomputing training step routes each block again: its first calls
+  // are the forward's, the rest repeat them.
+  auto firstPass = [](auto &calls, int64_t n) {
+    if (n >= 0 && calls.size() > static_cast<size_t>(n))
+      calls.resize(static_cast<size_t>(n));
+  };
+  firstPass(expertCounts_, manifest_.forwardPermutes);
+  firstPass(droppedSlots_, manifest_.forwardDrops);
   if (const char *error = moert_context_error(context_.get()))
     throw std::runtime_error(error);
 }
@@ -163,8 +171,7 @@ void ModelRunner::convertParams(uint8_t *fp32, uint8_t *stored,
   for (const ParamInfo &p : manifest_.params) {
     if (toStorage)
       backend_->convert(stored + p.storageOffset, rt::StorageType::BF16,
-                        fp32 + p.offset, rt::StorageType::F32,
-                        p.numElements());
+                        fp32 + p.offset, rt::StorageType::F32, p.numElements());
     else
       backend_->convert(fp32 + p.offset, rt::StorageType::F32,
                         stored + p.storageOffset, rt::StorageType::BF16,
@@ -188,9 +195,9 @@ void ModelRunner::widenGrads() {
     convertParams(grads_.data(), storedGrads_.data(), /*toStorage=*/false);
 }
 
-ModelRunner::EntryArgs
-ModelRunner::prepare(const std::vector<int32_t> &tokens,
-                     const std::vector<int32_t> &labels, bool zeroGrads) {
+ModelRunner::EntryArgs ModelRunner::prepare(const std::vector<int32_t> &tokens,
+                                            const std::vector<int32_t> &labels,
+                                            bool zeroGrads) {
   localTokens_ = localInput(manifest_.inputs[0], tokens, env_);
   localLabels_ = localInput(manifest_.inputs[1], labels, env_);
   rt::clearExpertCounts(context_.get());

@@ -16,27 +16,53 @@ def MoE_CrossEntropyOp : MoE_Op<"cross_entropy", [Pure]> {
     `mean over t with labels[t] != ignore_index of
      (logsumexp(logits[t]) - logits[t, labels[t]])`, in fp32; 0 when every
     label is ignored.
+
+    With `count`, the sum is divided by `count` instead of by the number of
+    labels counted here. That is one rank's share of a mean over tokens
+    split between ranks: `count` is the number of counted labels on all of
+    them (`moe.label_count` summed over the ranks), and the shares sum to
+    the whole loss.
   }];
   let arguments = (ins MoE_FloatTensor:$logits, MoE_IndexTensor:$labels,
+                       Optional<MoE_Scalar>:$count,
                        DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
   let results = (outs MoE_Scalar:$loss);
   let assemblyFormat = [{
-    $logits `,` $labels attr-dict `:` functional-type(operands, results)
+    $logits `,` $labels (`,` $count^)? attr-dict `:`
+    functional-type(operands, results)
   }];
   let hasVerifier = 1;
+}
+
+def MoE_LabelCountOp : MoE_Op<"label_count", [Pure]> {
+  let summary = "Number of labels a cross-entropy counts";
+  let description = [{
+    The number of elements of `labels` that are not `ignore_index`, as an
+    f32 scalar (exact up to 2^24): once summed over the ranks that split the
+    tokens, the `count` of their `moe.cross_entropy` shares.
+  }];
+  let arguments = (ins MoE_IndexTensor:$labels,
+                       DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
+  let results = (outs MoE_Scalar:$count);
+  let assemblyFormat = [{
+    $labels attr-dict `:` functional-type(operands, results)
+  }];
 }
 
 def MoE_CrossEntropyGradOp : MoE_Op<"cross_entropy_grad", [Pure]> {
   let summary = "Gradient of moe.cross_entropy with respect to the logits";
   let description = [{
     `(softmax(logits[t]) - onehot(labels[t])) / n` for the n counted
-    tokens, zero for ignored ones.
+    tokens (`count` when given, as in `moe.cross_entropy`), zero for
+    ignored ones.
   }];
   let arguments = (ins MoE_FloatTensor:$logits, MoE_IndexTensor:$labels,
+                       Optional<MoE_Scalar>:$count,
                        DefaultValuedAttr<I64Attr, "-100">:$ignore_index);
   let results = (outs MoE_FloatTensor:$logits_grad);
   let assemblyFormat = [{
-    $logits `,` $labels attr-dict `:` functional-type(operands, results)
+    $logits `,` $labels (`,` $count^)? attr-dict `:`
+    functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

@@ -55,6 +55,12 @@ def MoE_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral getZeroStageAttrName() {
       return ::llvm::StringLiteral("moe.zero_stage");
     }
+    /// Name of the module attribute that records activation recompute in
+    /// the training step ("full"), set by moe-build-train-step and carried
+    /// into the manifest.
+    static constexpr ::llvm::StringLiteral getRecomputeAttrName() {
+      return ::llvm::StringLiteral("moe.recompute");
+    }
     /// Name of the dictionary on a lowered entry point that describes it
     /// (moe-lower-to-runtime, moe-plan-memory; the manifest is made of it).
     static constexpr ::llvm::StringLiteral getEntryAttrName() {

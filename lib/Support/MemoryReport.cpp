@@ -34,13 +34,20 @@ RankMemory rankMemory(const RankProgram &p) {
     m.optimizer = master;
   }
   uint64_t logits = mul(p.logitsElements, p.bf16 ? 4 + 2 : 4);
-  uint64_t io = add(add(logits, mul(2 * 4, p.inputElements)), 4);
-  m.activationsForward = add(p.forwardArenaBytes, io);
-  m.activationsTrain =
-      p.trains ? add(std::max(p.forwardArenaBytes, p.trainArenaBytes), io) : 0;
-  m.comm = std::max(p.forwardCommBytes,
-                    p.trains ? std::max(p.trainCommBytes, p.shardGatherBytes)
-                             : 0);
+  uint64_t inputs = add(mul(2 * 4, p.inputElements), 4); // and the loss
+  m.activationsForward = add(p.forwardArenaBytes, add(logits, inputs));
+  m.comm = p.forwardCommBytes;
+  if (p.trains) {
+    // The runner's one arena fits every entry it may call; a training run
+    // that evaluates with the evaluation step never holds the logits, nor
+    // gathers them.
+    uint64_t arena = std::max(p.forwardArenaBytes, p.trainArenaBytes);
+    if (p.evaluates)
+      arena = std::max(arena, p.evalArenaBytes);
+    m.activationsTrain = add(arena, p.evaluates ? inputs : add(logits, inputs));
+    m.comm = std::max({p.evaluates ? p.evalCommBytes : p.forwardCommBytes,
+                       p.trainCommBytes, p.shardGatherBytes});
+  }
   m.total = add(add(add(m.weights, m.gradients), add(m.optimizer, m.comm)),
                 p.trains ? m.activationsTrain : m.activationsForward);
   return m;

@@ -481,6 +481,38 @@ FailureOr<func::FuncOp> TrainStepBuilder::build() {
   return step;
 }
 
+/// `@eval_step`: the forward returning its loss alone, so that evaluating
+/// during training never materialises the logits the forward returns
+/// (gathered whole on every rank).
+LogicalResult buildEvalStep(func::FuncOp forward, StringRef name) {
+  auto ret = cast<func::ReturnOp>(forward.getBody().front().getTerminator());
+  std::optional<unsigned> lossAt;
+  for (auto [i, v] : llvm::enumerate(ret.getOperands()))
+    if (isScalar(v) && isFloatTensor(v))
+      lossAt = i;
+  if (SymbolTable::lookupNearestSymbolFrom(
+          forward, StringAttr::get(forward.getContext(), name)))
+    return forward.emitOpError("cannot create '") << name
+                                                  << "': the symbol exists";
+  OpBuilder b(forward);
+  b.setInsertionPointAfter(forward);
+  auto eval = cast<func::FuncOp>(b.clone(*forward));
+  eval.setSymName(name);
+  auto evalRet = cast<func::ReturnOp>(eval.getBody().front().getTerminator());
+  Value loss = evalRet.getOperand(*lossAt);
+  DictionaryAttr lossAttrs = forward.getResultAttrDict(*lossAt);
+  evalRet->setOperands(loss);
+  eval.setFunctionType(
+      b.getFunctionType(eval.getArgumentTypes(), {loss.getType()}));
+  eval.setAllResultAttrs(
+      ArrayRef<DictionaryAttr>{lossAttrs ? lossAttrs : b.getDictionaryAttr({})});
+  Block &body = eval.getBody().front();
+  for (Operation &op : llvm::make_early_inc_range(llvm::reverse(body)))
+    if (isOpTriviallyDead(&op))
+      op.erase();
+  return success();
+}
+
 struct BuildTrainStepPass
     : public mlir::moe::impl::BuildTrainStepBase<BuildTrainStepPass> {
   using BuildTrainStepBase::BuildTrainStepBase;
@@ -507,7 +539,8 @@ struct BuildTrainStepPass
     }
     bool full = recompute == "full";
     if (failed(recordZeroStage(module)) ||
-        failed(TrainStepBuilder(forward, stepFunction, full).build()))
+        failed(TrainStepBuilder(forward, stepFunction, full).build()) ||
+        failed(buildEvalStep(forward, evalFunction)))
       return signalPassFailure();
     if (full)
       module->setAttr(MoEDialect::getRecomputeAttrName(),

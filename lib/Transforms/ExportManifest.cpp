@@ -103,10 +103,9 @@ LogicalResult checkEntry(func::FuncOp entry) {
   return success();
 }
 
-/// The training step's part of the manifest; its weights must be laid out
-/// as the model function's, since both run on one weights blob.
-FailureOr<llvm::json::Object> trainStepJson(func::FuncOp model,
-                                            func::FuncOp step) {
+/// The training or evaluation step's part of the manifest; its weights must
+/// be laid out as the model function's, since all run on one weights blob.
+FailureOr<llvm::json::Object> stepJson(func::FuncOp model, func::FuncOp step) {
   DictionaryAttr dict = entryDict(step), modelDict = entryDict(model);
   if (dict.get("params") != modelDict.get("params") ||
       dict.get("weights_bytes") != modelDict.get("weights_bytes"))
@@ -130,7 +129,8 @@ FailureOr<llvm::json::Object> trainStepJson(func::FuncOp model,
 }
 
 FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
-                                    func::FuncOp trainStep) {
+                                    func::FuncOp trainStep,
+                                    func::FuncOp evalStep) {
   DictionaryAttr dict = entryDict(entry);
 
   auto integer = [&](StringRef key) {
@@ -154,11 +154,14 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
     manifest["largest_buffer"] = std::move(*largest);
   if (auto storage = dict.getAs<StringAttr>("storage"))
     manifest["storage"] = storage.getValue().str();
-  if (trainStep) {
-    FailureOr<llvm::json::Object> step = trainStepJson(entry, trainStep);
+  for (auto [key, fn] : {std::pair{"train_step", trainStep},
+                         std::pair{"eval_step", evalStep}}) {
+    if (!fn)
+      continue;
+    FailureOr<llvm::json::Object> step = stepJson(entry, fn);
     if (failed(step))
       return failure();
-    manifest["train_step"] = std::move(*step);
+    manifest[key] = std::move(*step);
   }
   if (auto chars = module->getAttrOfType<StringAttr>(
           MoEDialect::getVocabCharsAttrName()))
@@ -202,26 +205,37 @@ struct ExportManifestPass
     : mlir::moe::impl::ExportManifestBase<ExportManifestPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    // The model function's entry, and a training step's (the one that
-    // writes gradients).
-    SmallVector<func::FuncOp> models, steps;
+    // The model function's entry, a training step's (the one that writes
+    // gradients) and an evaluation step's (moe-build-train-step's).
+    SmallVector<func::FuncOp> models, steps, evals;
     for (auto fn : module.getOps<func::FuncOp>()) {
       DictionaryAttr dict = entryDict(fn);
       if (!dict)
         continue;
       if (failed(checkEntry(fn)))
         return signalPassFailure();
-      (dict.get("grads") ? steps : models).push_back(fn);
+      if (dict.get("grads"))
+        steps.push_back(fn);
+      else if (cast<StringAttr>(dict.get("function")).getValue() ==
+               "eval_step")
+        evals.push_back(fn);
+      else
+        models.push_back(fn);
     }
-    if (models.size() != 1 || steps.size() > 1) {
-      module.emitError() << "expected one lowered model entry point and at "
-                            "most one training step (moe-lower-to-runtime), "
-                            "found "
-                         << models.size() << " and " << steps.size();
+    if (models.size() != 1 || steps.size() > 1 ||
+        evals.size() > steps.size()) {
+      module.emitError() << "expected one lowered model entry point, at "
+                            "most one training step and an evaluation step "
+                            "only beside it (moe-lower-to-runtime), found "
+                         << models.size() << ", " << steps.size() << " and "
+                         << evals.size();
       return signalPassFailure();
     }
-    FailureOr<std::string> json = manifestJson(
-        module, models.front(), steps.empty() ? func::FuncOp() : steps[0]);
+    auto first = [](ArrayRef<func::FuncOp> fns) {
+      return fns.empty() ? func::FuncOp() : fns.front();
+    };
+    FailureOr<std::string> json =
+        manifestJson(module, models.front(), first(steps), first(evals));
     if (failed(json))
       return signalPassFailure();
 

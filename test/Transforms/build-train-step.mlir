@@ -6,6 +6,7 @@
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=ONE
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-lower-experts --moe-build-train-step | moe-opt | FileCheck %s --check-prefix=ONE
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=4,ep=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=EP
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=4,ep=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=EVAL
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=TP
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=cp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=CP
 // RUN: moe-opt %models/qwen2_moe_tiny.mlir --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=BIAS
@@ -73,6 +74,17 @@
 // EP: %{{.*}}, %[[DGATE:.*]] = moe.router_grad
 // EP: %[[GS:.*]] = shard.all_reduce %[[DGATE]] on @mesh grid_axes = [0] : tensor<8x64xf32>
 // EP-NEXT: moe.param_grad "model.layers.1.mlp.gate.weight", %[[GS]]
+
+// @eval_step: the forward with its loss alone, so the logits it returns are
+// never gathered (each rank adds its own tokens' share).
+// EVAL: func.func @forward(
+// EVAL: shard.all_gather %{{.*}} : tensor<1x16x128xf32> -> tensor<4x16x128xf32>
+// EVAL-LABEL: func.func @eval_step(%{{.*}}: tensor<1x16xi32> {{.*}}) -> (tensor<f32> {moe.split = []})
+// EVAL-NOT: tensor<4x16x128xf32>
+// EVAL: moe.cross_entropy
+// EVAL-NOT: tensor<4x16x128xf32>
+// EVAL: return %{{.*}} : tensor<f32>
+// EVAL-LABEL: func.func @train_step(
 
 // tp=2: the q_norm weight, the same on both tp ranks, met tp-split heads, so
 // its gradient is summed over tp; the three column-parallel projections'

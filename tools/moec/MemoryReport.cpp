@@ -99,6 +99,11 @@ std::optional<moe::RankProgram> rankProgram(const json::Object &manifest,
     p.trainArenaBytes = integer(*step, "arena_bytes");
     p.trainCommBytes = step->getInteger("comm_bytes").value_or(0);
   }
+  if (const json::Object *eval = manifest.getObject("eval_step")) {
+    p.evaluates = true;
+    p.evalArenaBytes = integer(*eval, "arena_bytes");
+    p.evalCommBytes = eval->getInteger("comm_bytes").value_or(0);
+  }
   std::optional<uint64_t> logits =
       tensorElements(manifest, "outputs", "logits");
   std::optional<uint64_t> tokens = tensorElements(manifest, "inputs", "tokens");

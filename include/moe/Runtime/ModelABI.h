@@ -33,6 +33,16 @@
  * data-parallel replicas. The driver references it weakly: executables
  * without one still link, and `train` says how to get one.
  *
+ * Beside it comes
+ *
+ *   void moe_entry_eval_step(moert_context *ctx, uint8_t *weights,
+ *                            uint8_t *arena,     // eval_step.arena_bytes
+ *                            const int32_t *tokens, const int32_t *labels,
+ *                            float *loss);       // global mean loss
+ *
+ * the forward's loss without its logits, which `train` evaluates with (also
+ * referenced weakly).
+ *
  * Every buffer is a bare pointer to dense row-major data. The entry writes its
  * results only through the output pointers and uses `arena` as scratch: the
  * compiler's memory plan placed every intermediate tensor at a fixed offset in
@@ -75,7 +85,10 @@
  *       "arena_bytes": 98304, "unplanned_bytes": 524288,
  *       "inputs": [...],                  // exactly the forward's inputs
  *       "outputs": [{"name": "loss", "shape": [], "dtype": "F32"}]
- *     }
+ *     },
+ *     "eval_step": {...}                  // optional, beside train_step: the
+ *                                         // forward's loss alone, fields as
+ *                                         // train_step's (moe_entry_eval_step)
  *   }
  *
  * A partitioned model adds "global_shape" and "split" (per dimension, the

@@ -38,6 +38,11 @@ struct RankProgram {
   bool trains = false;
   uint64_t trainArenaBytes = 0;
   uint64_t trainCommBytes = 0;
+  /// The model has an evaluation step (the loss without the logits), which
+  /// a training run evaluates with instead of the forward.
+  bool evaluates = false;
+  uint64_t evalArenaBytes = 0;
+  uint64_t evalCommBytes = 0;
   /// Elements of the logits output (whole on every rank) and of one input
   /// (tokens, or labels: the rank's block).
   uint64_t logitsElements = 0;
@@ -57,8 +62,8 @@ struct RankMemory {
   /// A forward run: its arena, the logits (f32, plus the bf16 copy under
   /// bf16 storage), tokens, labels and loss.
   uint64_t activationsForward = 0;
-  /// A training run: one arena for the larger of the two entries, plus the
-  /// forward's logits and inputs (evaluation).
+  /// A training run: one arena for the largest entry, plus the inputs and,
+  /// when it evaluates with the forward (no evaluation step), the logits.
   uint64_t activationsTrain = 0;
   /// The largest scratch one collective allocates while it runs (under
   /// ZeRO stage 1 also the gathering of the updated slices).

@@ -169,7 +169,10 @@ def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
     Adds `@train_step` (same inputs as `@forward`, returns its scalar loss):
     the forward ops the loss needs, then the reverse-mode backward of every
     op, ending in one `moe.param_grad` per weight the loss depends on. The
-    executable's optimizer (AdamW) reads those gradients.
+    executable's optimizer (AdamW) reads those gradients. It also adds
+    `@eval_step`, the forward returning its loss alone, which the executable
+    evaluates with: the logits the forward returns (whole on every rank) are
+    then never built during training.
 
     It runs on the per-rank program after moe-partition and
     moe-lower-experts, and adds the collectives the gradients need:
@@ -220,6 +223,10 @@ def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
            "The model function to differentiate">,
     Option<"stepFunction", "name", "std::string", /*default=*/"\"train_step\"",
            "The name of the training-step function to create">,
+    Option<"evalFunction", "eval-name", "std::string",
+           /*default=*/"\"eval_step\"",
+           "The name of the evaluation function to create (the model "
+           "function returning its loss alone)">,
     Option<"ifLoss", "if-loss", "bool", /*default=*/"false",
            "Do nothing when the model function returns no scalar loss (the "
            "compiler pipeline's policy)">,

@@ -212,8 +212,9 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
       return failure();
 
   // The driver's names for the inputs and outputs of the model function
-  // and of its training step.
-  bool isForward = model.getSymName() == "forward" || hasGrads;
+  // and of its training and evaluation steps.
+  bool lossOnly = hasGrads || model.getSymName() == "eval_step";
+  bool isForward = model.getSymName() == "forward" || lossOnly;
   SmallVector<DictionaryAttr> argAttrs, resultAttrs;
   model.getAllArgAttrs(argAttrs);
   model.getAllResultAttrs(resultAttrs);
@@ -228,7 +229,7 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
       b.getNamedAttr("outputs",
                      describeValues(b, model.getResultTypes(), floatStorage,
                                     resultAttrs, isForward,
-                                    hasGrads
+                                    lossOnly
                                         ? ArrayRef<StringRef>{"loss"}
                                         : ArrayRef<StringRef>{"logits", "loss"},
                                     "output")),

@@ -361,6 +361,11 @@ moe::RankMemory rankMemory(const Manifest &m) {
     p.trainArenaBytes = m.trainStep->arenaBytes;
     p.trainCommBytes = m.trainStep->commBytes;
   }
+  if (m.evalStep) {
+    p.evaluates = true;
+    p.evalArenaBytes = m.evalStep->arenaBytes;
+    p.evalCommBytes = m.evalStep->commBytes;
+  }
   p.logitsElements = static_cast<uint64_t>(m.batch * m.seq * m.vocab);
   p.inputElements = 1;
   for (int64_t d : m.inputs[0].shape)
@@ -438,7 +443,7 @@ Manifest loadManifest(const char *text) {
 
 int dispatch(const std::string &program, const std::vector<std::string> &args,
              const char *manifestText, ForwardEntry forward,
-             TrainStepEntry trainStep) {
+             TrainStepEntry trainStep, EvalStepEntry evalStep) {
   if (args.empty())
     throw UsageError("no command given (see '" + program + " --help')");
   const std::string &name = args[0];
@@ -485,7 +490,8 @@ int dispatch(const std::string &program, const std::vector<std::string> &args,
       options.program = std::filesystem::path(program).filename().string();
       return runOnMesh(
           manifest, meshRunFromFlags(manifest, flags), [&](RankEnv &env) {
-            return runTrain(manifest, forward, trainStep, options, env);
+            return runTrain(manifest, {forward, trainStep, evalStep}, options,
+                            env);
           });
     }
     if (command == &gradCommand())
@@ -518,11 +524,13 @@ int reportError(const std::string &message, int status) {
 } // namespace
 
 int runDriver(int argc, char **argv, const char *manifestText,
-              ForwardEntry forward, TrainStepEntry trainStep) {
+              ForwardEntry forward, TrainStepEntry trainStep,
+              EvalStepEntry evalStep) {
   std::string program = argc > 0 ? argv[0] : "model";
   std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
   try {
-    return dispatch(program, args, manifestText, forward, trainStep);
+    return dispatch(program, args, manifestText, forward, trainStep,
+                    evalStep);
   } catch (const UsageError &e) {
     return reportError(e.what(), 2);
   } catch (const std::bad_alloc &) {

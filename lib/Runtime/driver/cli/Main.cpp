@@ -5,8 +5,9 @@
 // Compiled with MOE_HAVE_CUDA (libMoERuntimeMainCUDA.a), it also registers
 // the CUDA backend, so that `--backend cuda` works, and with MOE_HAVE_NCCL
 // the NCCL communicator, which then carries the GPUs' collectives.
-// The training step is a weak reference: a model compiled without one (or a
-// hand-written stand-in) still links, and `train` then says how to get one.
+// The training and evaluation steps are weak references: a model compiled
+// without them (or a hand-written stand-in) still links, and `train` then
+// says how to get one (or evaluates with the forward).
 //
 //===----------------------------------------------------------------------===//
 
@@ -27,6 +28,9 @@ extern "C" __attribute__((weak)) void
 moe_entry_train_step(moert_context *ctx, uint8_t *weights, uint8_t *arena,
                      uint8_t *grads, const int32_t *tokens,
                      const int32_t *labels, float *loss);
+extern "C" __attribute__((weak)) void
+moe_entry_eval_step(moert_context *ctx, uint8_t *weights, uint8_t *arena,
+                    const int32_t *tokens, const int32_t *labels, float *loss);
 
 #ifdef MOE_HAVE_NCCL
 static std::unique_ptr<moe::rt::Communicator>
@@ -44,5 +48,6 @@ int main(int argc, char **argv) {
   moe::rt::registerDeviceCommunicator(&ncclOver);
 #endif
   return moe::driver::runDriver(argc, argv, moe_model_manifest,
-                                moe_entry_forward, moe_entry_train_step);
+                                moe_entry_forward, moe_entry_train_step,
+                                moe_entry_eval_step);
 }

@@ -27,6 +27,20 @@ using TrainStepEntry = void (*)(moert_context *ctx, uint8_t *weights,
                                 const int32_t *tokens, const int32_t *labels,
                                 float *loss);
 
+/// The signature of moe_entry_eval_step (ModelABI.h): the forward's loss
+/// alone, written to `loss`.
+using EvalStepEntry = void (*)(moert_context *ctx, uint8_t *weights,
+                               uint8_t *arena, const int32_t *tokens,
+                               const int32_t *labels, float *loss);
+
+/// The entry points `train` runs: the steps are null when the model was
+/// compiled without them.
+struct Entries {
+  ForwardEntry forward = nullptr;
+  TrainStepEntry trainStep = nullptr;
+  EvalStepEntry evalStep = nullptr;
+};
+
 } // namespace moe::driver
 
 #endif // MOE_LIB_RUNTIME_DRIVER_ENTRIES_H

@@ -416,35 +416,39 @@ void parseOptionalFields(const Json &root, Manifest &m) {
 
 // "train_step": its inputs must be the forward's (the driver feeds both
 // from one batch) and its output the scalar loss.
-TrainStepInfo parseTrainStep(const Json &root, const Manifest &m) {
-  const Json &object = member(root, "", "train_step");
+/// The training step or the evaluation step (`key`, entry moe_entry_<key>):
+/// the forward's inputs in, the scalar loss out.
+TrainStepInfo parseStep(const Json &root, const Manifest &m,
+                        const std::string &key) {
+  const std::string wantEntry = "moe_entry_" + key;
+  const Json &object = member(root, "", key.c_str());
   if (!object.is_object())
-    fail("train_step", "is " + shown(object) + ", expected an object");
+    fail(key, "is " + shown(object) + ", expected an object");
   TrainStepInfo step;
-  step.function = getString(object, "train_step", "function");
-  step.entry = getString(object, "train_step", "entry");
-  if (step.entry != "moe_entry_train_step")
-    fail("train_step.entry",
-         "is \"" + step.entry + "\", expected \"moe_entry_train_step\"");
-  step.arenaBytes = getSize(object, "train_step", "arena_bytes");
-  step.unplannedBytes = getSize(object, "train_step", "unplanned_bytes");
+  step.function = getString(object, key, "function");
+  step.entry = getString(object, key, "entry");
+  if (step.entry != wantEntry)
+    fail(key + ".entry",
+         "is \"" + step.entry + "\", expected \"" + wantEntry + "\"");
+  step.arenaBytes = getSize(object, key, "arena_bytes");
+  step.unplannedBytes = getSize(object, key, "unplanned_bytes");
   if (object.contains("comm_bytes"))
-    step.commBytes = getSize(object, "train_step", "comm_bytes");
-  for (const char *key : {"inputs", "outputs"})
-    if (!member(object, "train_step", key).is_array())
-      fail(std::string("train_step.") + key,
-           "is " + shown(object[key]) + ", expected an array");
+    step.commBytes = getSize(object, key, "comm_bytes");
+  for (const char *field : {"inputs", "outputs"})
+    if (!member(object, key, field).is_array())
+      fail(key + "." + field,
+           "is " + shown(object[field]) + ", expected an array");
   std::vector<TensorSpec> inputs = parseSpecs(object, "inputs");
   std::vector<TensorSpec> outputs = parseSpecs(object, "outputs");
   if (inputs.size() != 2)
-    fail("train_step.inputs", "has " + std::to_string(inputs.size()) +
+    fail(key + ".inputs", "has " + std::to_string(inputs.size()) +
                                   " entries, expected 2 (tokens, labels)");
   for (size_t i = 0; i < 2; ++i) {
     const TensorSpec &want = m.inputs[i], &got = inputs[i];
     if (got.name != want.name || got.dtype != want.dtype ||
         got.globalShape != want.globalShape || got.shape != want.shape ||
         got.split != want.split)
-      fail("train_step.inputs[" + std::to_string(i) + "]",
+      fail(key + ".inputs[" + std::to_string(i) + "]",
            "is '" + got.name + "' " + got.dtype + " " +
                shapeText(got.globalShape) + ", expected the forward's '" +
                want.name + "' " + want.dtype + " " +
@@ -452,7 +456,7 @@ TrainStepInfo parseTrainStep(const Json &root, const Manifest &m) {
   }
   if (outputs.size() != 1 || outputs[0].name != "loss" ||
       outputs[0].dtype != "F32" || !outputs[0].shape.empty())
-    fail("train_step.outputs", "is " + shown(object["outputs"]) +
+    fail(key + ".outputs", "is " + shown(object["outputs"]) +
                                    ", expected one F32 scalar named 'loss'");
   return step;
 }
@@ -539,7 +543,12 @@ Manifest parseManifest(const std::string &text) {
                m.params[i].globalShape, m.params[i].split, m.mesh,
                m.params[i].placement.has_value());
   if (root.contains("train_step"))
-    m.trainStep = parseTrainStep(root, m);
+    m.trainStep = parseStep(root, m, "train_step");
+  if (root.contains("eval_step")) {
+    if (!m.trainStep)
+      fail("eval_step", "is set, but the model has no training step");
+    m.evalStep = parseStep(root, m, "eval_step");
+  }
   if (auto it = root.find("zero_stage"); it != root.end()) {
     if (!it->is_number_integer() || it->get<int64_t>() != 1)
       fail("zero_stage", "is " + shown(*it) + ", expected 1");

@@ -120,6 +120,9 @@ struct Manifest {
   moe::MeshShape mesh;
   /// Present when the model was compiled with a training step.
   std::optional<TrainStepInfo> trainStep;
+  /// The evaluation step beside it (manifest "eval_step", entry
+  /// moe_entry_eval_step): the forward's loss without its logits.
+  std::optional<TrainStepInfo> evalStep;
   /// ZeRO stage (manifest "zero_stage", moec --zero): 1 splits each
   /// weight's AdamW state over its data-parallel replicas
   /// (moe/Support/OptimizerShards.h); 0 keeps it whole on every rank.

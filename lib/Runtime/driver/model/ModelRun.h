@@ -133,7 +133,8 @@ std::vector<int32_t> localInput(const TensorSpec &spec,
 class ModelRunner {
 public:
   ModelRunner(const Manifest &manifest, ForwardEntry forward,
-              const RankEnv &env, TrainStepEntry trainStep = nullptr);
+              const RankEnv &env, TrainStepEntry trainStep = nullptr,
+              EvalStepEntry evalStep = nullptr);
 
   /// Copies the host blob `weights` (weights_bytes) into the runner's.
   void setWeights(const AlignedBuffer &weights);
@@ -168,6 +169,12 @@ public:
   /// labels; throws with the context's error if a runtime call failed.
   void run(const std::vector<int32_t> &tokens,
            const std::vector<int32_t> &labels);
+
+  /// The global mean loss on the whole tokens and labels: the evaluation
+  /// step's (no logits anywhere) when the model has one, else the
+  /// forward's.
+  float evalLoss(const std::vector<int32_t> &tokens,
+                 const std::vector<int32_t> &labels);
 
   /// Runs the training step: zeroes the gradients, then lets the entry
   /// write this rank's gradient slots; returns the global mean loss.
@@ -225,6 +232,10 @@ private:
   const Manifest &manifest_;
   ForwardEntry forward_;
   TrainStepEntry trainStep_;
+  EvalStepEntry evalStep_;
+  /// Allocates the whole logits (host, and the backend's copies) on the
+  /// first forward run.
+  void ensureLogits();
   const RankEnv &env_;
   std::unique_ptr<moert_context, void (*)(moert_context *)> context_;
   rt::Backend *backend_ = nullptr; // owned by the context

@@ -48,12 +48,11 @@ BackendBuffer &BackendBuffer::operator=(BackendBuffer &&other) noexcept {
 }
 
 ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
-                         const RankEnv &env, TrainStepEntry trainStep)
-    : manifest_(manifest), forward_(forward), trainStep_(trainStep), env_(env),
-      context_(moert_context_create(), &moert_context_destroy),
-      logits_(static_cast<uint64_t>(manifest.batch * manifest.seq *
-                                    manifest.vocab) *
-              sizeof(float)) {
+                         const RankEnv &env, TrainStepEntry trainStep,
+                         EvalStepEntry evalStep)
+    : manifest_(manifest), forward_(forward), trainStep_(trainStep),
+      evalStep_(evalStep && manifest.evalStep ? evalStep : nullptr),
+      env_(env), context_(moert_context_create(), &moert_context_destroy) {
   if (!context_)
     throw std::runtime_error("cannot create the runtime context");
   rt::setMeshGroups(context_.get(), env.groups);
@@ -61,10 +60,11 @@ ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
   if (env.backend != "cpu")
     rt::setBackend(context_.get(), rt::makeBackend(env.backend, env.device));
   backend_ = &rt::backendOf(context_.get());
-  uint64_t arenaBytes =
-      std::max(manifest.arenaBytes, trainStep && manifest.trainStep
-                                        ? manifest.trainStep->arenaBytes
-                                        : uint64_t(0));
+  uint64_t arenaBytes = manifest.arenaBytes;
+  if (trainStep && manifest.trainStep)
+    arenaBytes = std::max(arenaBytes, manifest.trainStep->arenaBytes);
+  if (evalStep_)
+    arenaBytes = std::max(arenaBytes, manifest.evalStep->arenaBytes);
   arena_ = BackendBuffer(*backend_, arenaBytes);
   weights_ = BackendBuffer(*backend_, manifest.weightsBytes);
   if (trainStep && manifest.trainStep)
@@ -73,15 +73,26 @@ ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
     storedWeights_ = BackendBuffer(*backend_, manifest.storageWeightsBytes);
     if (trainStep && manifest.trainStep)
       storedGrads_ = BackendBuffer(*backend_, manifest.storageWeightsBytes);
-    storedLogits_ = BackendBuffer(*backend_, logits_.size() / 2);
   }
   if (backend_->deviceMemory()) {
     uint64_t inputBytes = localInputElements() * sizeof(int32_t);
     deviceTokens_ = BackendBuffer(*backend_, inputBytes);
     deviceLabels_ = BackendBuffer(*backend_, inputBytes);
-    deviceLogits_ = BackendBuffer(*backend_, logits_.size());
     deviceLoss_ = BackendBuffer(*backend_, sizeof(float));
   }
+}
+
+void ModelRunner::ensureLogits() {
+  if (logits_.size() > 0)
+    return;
+  // The whole logits, on every rank: only a forward run needs them, so a
+  // training run that evaluates with the evaluation step never holds them.
+  uint64_t bytes = static_cast<uint64_t>(numLogits()) * sizeof(float);
+  logits_ = AlignedBuffer(bytes);
+  if (manifest_.bf16Storage())
+    storedLogits_ = BackendBuffer(*backend_, bytes / 2);
+  if (backend_->deviceMemory())
+    deviceLogits_ = BackendBuffer(*backend_, bytes);
 }
 
 uint64_t ModelRunner::localInputElements() const {
@@ -213,8 +224,9 @@ ModelRunner::EntryArgs ModelRunner::prepare(const std::vector<int32_t> &tokens,
     if (manifest_.bf16Storage())
       backend_->zero(storedGrads_.data(), storedGrads_.size());
   }
-  // Under bf16 storage the logits come in bf16 and are widened after.
-  float *logits = manifest_.bf16Storage()
+  // Under bf16 storage the logits come in bf16 and are widened after; only
+  // a forward run has them.
+  float *logits = manifest_.bf16Storage() && logits_.size() > 0
                       ? reinterpret_cast<float *>(storedLogits_.data())
                       : nullptr;
   if (!backend_->deviceMemory())
@@ -232,6 +244,7 @@ ModelRunner::EntryArgs ModelRunner::prepare(const std::vector<int32_t> &tokens,
 
 void ModelRunner::run(const std::vector<int32_t> &tokens,
                       const std::vector<int32_t> &labels) {
+  ensureLogits();
   EntryArgs args = prepare(tokens, labels, /*zeroGrads=*/false);
   forward_(context_.get(), entryWeights(), arena_.data(), args.tokens,
            args.labels, args.logits, args.loss);
@@ -251,6 +264,21 @@ void ModelRunner::run(const std::vector<int32_t> &tokens,
     }
   }
   check();
+}
+
+float ModelRunner::evalLoss(const std::vector<int32_t> &tokens,
+                            const std::vector<int32_t> &labels) {
+  if (!evalStep_) {
+    run(tokens, labels);
+    return loss_;
+  }
+  EntryArgs args = prepare(tokens, labels, /*zeroGrads=*/false);
+  evalStep_(context_.get(), entryWeights(), arena_.data(), args.tokens,
+            args.labels, args.loss);
+  if (!moert_context_error(context_.get()) && backend_->deviceMemory())
+    backend_->download(&loss_, args.loss, sizeof(float));
+  check();
+  return loss_;
 }
 
 float ModelRunner::trainStep(const std::vector<int32_t> &tokens,

@@ -121,8 +121,7 @@ double evaluate(const Manifest &m, const Corpus &corpus, int64_t batches,
   double total = 0.0;
   for (int64_t i = 0; i < batches; ++i) {
     Batch batch = corpus.validationBatch(i, batches, m.batch);
-    runner.run(batch.tokens, batch.labels);
-    total += runner.loss();
+    total += runner.evalLoss(batch.tokens, batch.labels);
   }
   return total / static_cast<double>(batches);
 }
@@ -344,8 +343,8 @@ void checkTrainable(const Manifest &m, TrainStepEntry trainStep) {
                              "step; recompile with moec --train-step");
 }
 
-int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
-             const TrainOptions &o, RankEnv &env) {
+int runTrain(const Manifest &m, const Entries &entries, const TrainOptions &o,
+             RankEnv &env) {
   std::optional<Corpus> corpus;
   // Host copies of the training state (loaded, checkpointed and re-placed
   // through them) exist only while in use: a rank's memory is the backend's,
@@ -415,7 +414,8 @@ int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
     }
   });
 
-  ModelRunner runner(m, forward, env, trainStep);
+  ModelRunner runner(m, entries.forward, env, entries.trainStep,
+                     entries.evalStep);
   AdamW adam(m, o.adamw, runner.backend(), env.groups);
   auto pullState = [&] {
     allocateState();

@@ -84,7 +84,7 @@ TrainOptions parseTrainOptions(const ParsedFlags &flags, const Manifest &m,
                                TrainStepEntry trainStep);
 
 /// One rank's part of `train`; returns the exit status.
-int runTrain(const Manifest &m, ForwardEntry forward, TrainStepEntry trainStep,
+int runTrain(const Manifest &m, const Entries &entries,
              const TrainOptions &options, RankEnv &env);
 
 /// `grad` (1-rank models).

@@ -1,6 +1,7 @@
 //===- MemoryReport.cpp - The bytes one rank holds to run a model ---------===//
 
 #include "moe/Support/MemoryReport.h"
+#include "moe/Support/OptimizerShards.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -28,7 +29,15 @@ RankMemory rankMemory(const RankProgram &p) {
   // The fp32 master copy exists under bf16 storage whether or not it trains.
   uint64_t master = p.bf16 ? p.fp32WeightsBytes : 0;
   if (p.trains) {
-    m.gradients = add(p.fp32WeightsBytes, p.bf16 ? p.weightsBytes : 0);
+    if (!p.bf16)
+      m.gradients = p.fp32WeightsBytes;
+    else if (p.fp32Grads)
+      m.gradients = add(p.weightsBytes, p.fp32WeightsBytes);
+    else
+      m.gradients =
+          add(p.weightsBytes,
+              mul(4, std::min<uint64_t>(p.largestParamElements,
+                                        moe::kGradChunkElements)));
     m.optimizer = add(master, mul(2, p.momentBytes));
   } else {
     m.optimizer = master;

@@ -15,6 +15,7 @@
 #include "driver/train/Plot.h"
 
 #include "TempDirTest.h"
+#include "moe/Runtime/BFloat16.h"
 
 #include <gtest/gtest.h>
 
@@ -304,7 +305,7 @@ TEST(AdamWTest, SkipsEmptyExpertSlots) {
     backend->upload(g.data(), grads.data(), grads.size());
     AdamW adam(m, config, *backend);
     for (int64_t step = 1; step <= 3; ++step)
-      adam.step(w.data(), g.data(), 1e-2, 1.0f, step, where);
+      adam.step(w.data(), GradBlob{g.data()}, 1e-2, 1.0f, step, where);
     AlignedBuffer out(m.weightsBytes);
     backend->download(out.data(), w.data(), out.size());
     return out;
@@ -319,6 +320,54 @@ TEST(AdamWTest, SkipsEmptyExpertSlots) {
     EXPECT_EQ(placed.f32(0)[i], weights.f32(0)[i]) << i;
     EXPECT_NE(everything.f32(0)[i], weights.f32(0)[i]) << i;
   }
+}
+
+// Under bf16 storage the optimizer can read the training step's bf16
+// gradients (no fp32 blob): widening is exact, so the update and the norm
+// are those of the same gradients widened into an fp32 blob, bit for bit.
+TEST(AdamWTest, ReadsBf16GradientsAsTheirWidenedValues) {
+  Manifest m = parseManifest(R"({
+    "format": "moe-model/1", "function": "forward",
+    "entry": "moe_entry_forward", "weights_bytes": 128, "arena_bytes": 0,
+    "unplanned_bytes": 0, "storage": "BF16",
+    "params": [
+      {"name": "w", "shape": [7, 3], "dtype": "BF16", "offset": 0},
+      {"name": "norm.weight", "shape": [5], "dtype": "BF16", "offset": 64}],
+    "inputs": [{"name": "tokens", "shape": [2, 4], "dtype": "I32"},
+               {"name": "labels", "shape": [2, 4], "dtype": "I32"}],
+    "outputs": [{"name": "logits", "shape": [2, 4, 8], "dtype": "BF16"},
+                {"name": "loss", "shape": [], "dtype": "F32"}]})");
+  ASSERT_TRUE(m.bf16Storage());
+  std::unique_ptr<moe::rt::Backend> backend = moe::rt::makeCpuBackend();
+  AlignedBuffer weights(m.weightsBytes), wide(m.weightsBytes),
+      narrow(m.storageWeightsBytes);
+  for (const ParamInfo &p : m.params)
+    for (int64_t i = 0; i < p.numElements(); ++i) {
+      uint16_t bits = moe::rt::f32ToBf16(0.37f * float(i) - 1.1f);
+      std::memcpy(narrow.data() + p.storageOffset + 2 * i, &bits, 2);
+      wide.f32(p.offset)[i] = moe::rt::bf16ToF32(bits);
+      weights.f32(p.offset)[i] = 0.5f - 0.01f * float(i);
+    }
+  auto run = [&](const AlignedBuffer &grads, bool bf16, double &norm) {
+    BackendBuffer w(*backend, m.weightsBytes), g(*backend, grads.size());
+    backend->upload(w.data(), weights.data(), weights.size());
+    backend->upload(g.data(), grads.data(), grads.size());
+    AdamW adam(m, AdamWConfig{}, *backend);
+    norm = adam.localGradNormSquared(GradBlob{g.data(), bf16}, nullptr);
+    for (int64_t step = 1; step <= 3; ++step)
+      adam.step(w.data(), GradBlob{g.data(), bf16}, 1e-2, 0.5f, step);
+    AlignedBuffer out(m.weightsBytes);
+    backend->download(out.data(), w.data(), out.size());
+    return out;
+  };
+  double wideNorm = 0.0, narrowNorm = 0.0;
+  AlignedBuffer fromWide = run(wide, false, wideNorm);
+  AlignedBuffer fromNarrow = run(narrow, true, narrowNorm);
+  EXPECT_EQ(narrowNorm, wideNorm);
+  EXPECT_EQ(narrowNorm, localGradNormSquared(m, wide));
+  EXPECT_EQ(std::memcmp(fromNarrow.data(), fromWide.data(), m.weightsBytes), 0);
+  EXPECT_NE(fromWide.f32(m.params[0].offset)[3],
+            weights.f32(m.params[0].offset)[3]);
 }
 
 // dp=4, ep=2 (4 ranks, edp=2): an expert weight split over ep, a dense
@@ -386,7 +435,7 @@ TEST(AdamWTest, ZeroStageOneMatchesTheWholeStateBitForBit) {
       BackendBuffer g(*backend, 448);
       backend->upload(g.data(), grads.data(), 448);
       for (int64_t step = from; step <= to; ++step)
-        adam.step(w.data(), g.data(), 1e-2, 0.5f, step);
+        adam.step(w.data(), GradBlob{g.data()}, 1e-2, 0.5f, step);
     };
     BackendBuffer wPlain(*backend, 448), wZero(*backend, 448);
     backend->upload(wPlain.data(), weights.data(), 448);

@@ -16,7 +16,9 @@ FFNs, final norm, LM head), its block on one rank under the documented rules
 shared-expert FFN intermediates split over tp when tp divides them; the
 expert dimension split over ep; the rest replicated), each block 64-byte
 aligned in the weights blob (include/moe/Runtime/ModelABI.h). From it:
-weights in the storage type; gradients f32 (plus a bf16 copy under bf16);
+weights in the storage type; gradients f32, or under bf16 the bf16 blob the
+training step writes plus one f32 chunk of at most 2^24 elements (the
+optimizer widens the largest parameter's gradient a chunk at a time);
 optimizer two f32 AdamW moments (plus the f32 master copy under bf16).
 
 With --zero 1 (ZeRO stage 1) each moment of a block is split over the
@@ -153,7 +155,8 @@ def main():
     bf16 = args.storage == "bf16"
     want = {
         "weights": weights,
-        "gradients": fp32 + (weights if bf16 else 0),
+        "gradients": weights + 4 * min(max(elements(local) for _, local, _ in params), 1 << 24)
+        if bf16 else fp32,
         "optimizer": 2 * moment + (fp32 if bf16 else 0),
     }
 

@@ -17,7 +17,9 @@ reads only its own tensors of the checkpoint, whatever its size.
 With --zero-saving: compiles MODEL twice, plainly and with `moec --zero 1`,
 trains both and compares what ZeRO stage 1 saves, the difference of the two
 peaks, with the difference of the two reports' totals (mostly AdamW's
-moments, which it splits over the data-parallel replicas).
+moments, which it splits over the data-parallel replicas). With
+--recompute-saving the same for `moec --recompute full` (the training
+activations, of which it keeps the checkpoints).
 
 Prints the figures and `ok`, or FAIL and exits 1.
 """
@@ -55,9 +57,19 @@ def main():
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--tolerance", type=float, default=0.15)
     parser.add_argument("--zero-saving", action="store_true")
+    parser.add_argument("--recompute-saving", action="store_true")
     args = parser.parse_args()
     if args.zero_saving:
-        return zero_saving(args)
+        return saving(args, ["--zero", "1"], lambda plain, zero: (
+            f"ZeRO stage 1 on {args.mesh}: optimizer a rank "
+            f"{plain['optimizer'] / 2**20:.1f} -> {zero['optimizer'] / 2**20:.1f} MiB "
+            f"({plain['optimizer'] / zero['optimizer']:.2f}x smaller)"))
+    if args.recompute_saving:
+        return saving(args, ["--recompute", "full"], lambda plain, again: (
+            f"recompute on {args.mesh or '1 rank'}: training activations a rank "
+            f"{plain['activations_train'] / 2**20:.1f} -> "
+            f"{again['activations_train'] / 2**20:.1f} MiB "
+            f"({plain['activations_train'] / again['activations_train']:.2f}x smaller)"))
 
     os.makedirs(args.workdir, exist_ok=True)
     exe = os.path.join(args.workdir, "model")
@@ -114,12 +126,14 @@ def verdict(line, error, tolerance):
     return 0
 
 
-def zero_saving(args):
+def saving(args, flags, describe):
+    """What compiling with `flags` saves: planned (reports) against measured
+    (peaks); describe(plain report, flagged report) opens the line."""
     os.makedirs(args.workdir, exist_ok=True)
     mesh = ["--mesh", args.mesh] if args.mesh else []
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     runs = {}
-    for name, extra in (("plain", []), ("zero", ["--zero", "1"])):
+    for name, extra in (("plain", []), ("flagged", flags)):
         exe = os.path.join(args.workdir, name)
         subprocess.run([args.compiler, args.model, "-o", exe] + mesh + extra, check=True)
         report = json.loads(subprocess.run(
@@ -131,14 +145,12 @@ def zero_saving(args):
                                   "--steps", str(args.steps), "--eval-batches", "1",
                                   "--log-every", str(args.steps), "--sample-chars", "0"], env)
         runs[name] = (report["ranks"][0], peak)
-    (plain, plain_peak), (zero, zero_peak) = runs["plain"], runs["zero"]
-    planned = plain["total"] - zero["total"]
-    measured = plain_peak - zero_peak
+    (plain, plain_peak), (flagged, flagged_peak) = runs["plain"], runs["flagged"]
+    planned = plain["total"] - flagged["total"]
+    measured = plain_peak - flagged_peak
     error = abs(measured - planned) / planned
-    line = (f"ZeRO stage 1 on {args.mesh}: optimizer a rank {plain['optimizer'] / 2**20:.1f} -> "
-            f"{zero['optimizer'] / 2**20:.1f} MiB ({plain['optimizer'] / zero['optimizer']:.2f}x "
-            f"smaller); report saves {planned / 2**20:.1f} MiB a rank, measured peaks "
-            f"{plain_peak / 2**20:.1f} -> {zero_peak / 2**20:.1f} MiB save "
+    line = (f"{describe(plain, flagged)}; report saves {planned / 2**20:.1f} MiB a rank, "
+            f"measured peaks {plain_peak / 2**20:.1f} -> {flagged_peak / 2**20:.1f} MiB save "
             f"{measured / 2**20:.1f} MiB ({error * 100:.1f}% off)")
     return verdict(line, error, args.tolerance)
 

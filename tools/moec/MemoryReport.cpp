@@ -86,6 +86,17 @@ std::optional<moe::RankProgram> rankProgram(const json::Object &manifest,
       if (const json::Object *object = param.getAsObject())
         if (const json::Array *shape = object->getArray("shape")) {
           p.fp32WeightsBytes += alignUp(4 * elements(shape));
+          p.largestParamElements =
+              std::max(p.largestParamElements, elements(shape));
+          // Spare expert slots (moec --replica-slots): replicas' gradients
+          // need the fp32 blob.
+          const json::Array *global = object->getArray("global_shape");
+          if (object->get("placement") && global && !global->empty() &&
+              !shape->empty() &&
+              shape->front().getAsInteger().value_or(0) *
+                      meshShape(manifest).ep >
+                  global->front().getAsInteger().value_or(0))
+            p.fp32Grads = true;
           blocks.push_back({static_cast<int64_t>(elements(shape)),
                             moe::optimizerShardGroup(split(*object))});
         }

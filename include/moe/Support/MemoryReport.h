@@ -29,6 +29,12 @@ struct RankProgram {
   /// One AdamW moment's bytes: fp32WeightsBytes, or under ZeRO stage 1
   /// the slices this rank keeps (OptimizerShards.h).
   uint64_t momentBytes = 0;
+  /// Under bf16 storage, the optimizer still needs an fp32 gradient blob
+  /// (an expert layer has spare slots for replicas, whose gradients are
+  /// reduced in fp32); else it widens the bf16 gradients a chunk at a time.
+  bool fp32Grads = false;
+  /// The largest parameter's elements (bounds that chunk).
+  uint64_t largestParamElements = 0;
   /// ZeRO stage 1: the scratch that gathers one parameter's updated slices
   /// (the largest parameter's, sent slice and received block); else 0.
   uint64_t shardGatherBytes = 0;
@@ -53,8 +59,9 @@ struct RankProgram {
 struct RankMemory {
   /// The weights in the storage type.
   uint64_t weights = 0;
-  /// Gradients (training): f32, plus the bf16 copy the step writes under
-  /// bf16 storage.
+  /// Gradients (training): f32; under bf16 storage the bf16 blob the step
+  /// writes and one chunk of it widened (or the f32 blob too, see
+  /// RankProgram::fp32Grads).
   uint64_t gradients = 0;
   /// AdamW's two fp32 moments (training; under ZeRO stage 1 this rank's
   /// slices of them), and the fp32 master weights under bf16 storage.

@@ -52,6 +52,11 @@ int64_t shardElements(int64_t elements, int64_t ranks);
 /// whatever the size of the block (an embedding of 151,936 x 2,048 would
 /// otherwise need 1.2 GiB).
 inline constexpr uint64_t kGatherScratchBytes = uint64_t{64} << 20;
+
+/// Under bf16 storage the optimizer reads the training step's bf16
+/// gradients, widened to fp32 at most this many elements at a time (a
+/// 64 MiB scratch), so no fp32 gradient blob is needed.
+inline constexpr int64_t kGradChunkElements = int64_t{1} << 24;
 int64_t gatherPieceElements(int64_t sliceElements, int64_t ranks,
                             uint64_t scratchBytes = kGatherScratchBytes);
 

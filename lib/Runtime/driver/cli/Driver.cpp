@@ -354,6 +354,13 @@ moe::RankMemory rankMemory(const Manifest &m) {
       moe::momentFootprint(paramBlocks(m), m.mesh, m.zeroStage);
   p.momentBytes = moments.momentBytes;
   p.shardGatherBytes = moments.gatherBytes;
+  for (const ParamInfo &param : m.params) {
+    p.largestParamElements = std::max(
+        p.largestParamElements, static_cast<uint64_t>(param.numElements()));
+    if (param.placement &&
+        param.shape[0] * m.mesh.ep > param.globalShape[0]) // spare slots
+      p.fp32Grads = true;
+  }
   p.forwardArenaBytes = m.arenaBytes;
   p.forwardCommBytes = m.commBytes;
   if (m.trainStep) {

@@ -30,6 +30,15 @@ private:
   uint64_t bytes_ = 0;
 };
 
+/// A rank's gradients in the backend's memory: the fp32 blob (laid out like
+/// the weights, ParamInfo::offset), or under bf16 storage the training
+/// step's bf16 blob (laid out like the stored weights,
+/// ParamInfo::storageOffset), which readers widen a range at a time.
+struct GradBlob {
+  const uint8_t *data = nullptr;
+  bool bf16 = false;
+};
+
 } // namespace moe::driver
 
 #endif // MOE_LIB_RUNTIME_DRIVER_BACKENDBUFFER_H

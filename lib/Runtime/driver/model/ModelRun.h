@@ -134,7 +134,7 @@ class ModelRunner {
 public:
   ModelRunner(const Manifest &manifest, ForwardEntry forward,
               const RankEnv &env, TrainStepEntry trainStep = nullptr,
-              EvalStepEntry evalStep = nullptr);
+              EvalStepEntry evalStep = nullptr, bool fp32Grads = true);
 
   /// Copies the host blob `weights` (weights_bytes) into the runner's.
   void setWeights(const AlignedBuffer &weights);
@@ -163,6 +163,10 @@ public:
     return weights_.data();
   }
   uint8_t *grads() { return grads_.data(); }
+  /// The gradients the optimizer reads: grads(), or, for a runner made
+  /// without fp32Grads under bf16 storage (no fp32 blob at all), the
+  /// training step's bf16 blob.
+  GradBlob gradBlob() const;
   rt::Backend &backend() { return *backend_; }
 
   /// Runs the forward entry on this rank's block of the whole tokens and

@@ -49,7 +49,7 @@ BackendBuffer &BackendBuffer::operator=(BackendBuffer &&other) noexcept {
 
 ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
                          const RankEnv &env, TrainStepEntry trainStep,
-                         EvalStepEntry evalStep)
+                         EvalStepEntry evalStep, bool fp32Grads)
     : manifest_(manifest), forward_(forward), trainStep_(trainStep),
       evalStep_(evalStep && manifest.evalStep ? evalStep : nullptr),
       env_(env), context_(moert_context_create(), &moert_context_destroy) {
@@ -67,7 +67,9 @@ ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
     arenaBytes = std::max(arenaBytes, manifest.evalStep->arenaBytes);
   arena_ = BackendBuffer(*backend_, arenaBytes);
   weights_ = BackendBuffer(*backend_, manifest.weightsBytes);
-  if (trainStep && manifest.trainStep)
+  // Under bf16 storage the step's bf16 gradients may be all there is.
+  if (trainStep && manifest.trainStep &&
+      (fp32Grads || !manifest.bf16Storage()))
     grads_ = BackendBuffer(*backend_, manifest.weightsBytes);
   if (manifest.bf16Storage()) {
     storedWeights_ = BackendBuffer(*backend_, manifest.storageWeightsBytes);
@@ -201,8 +203,14 @@ uint8_t *ModelRunner::entryWeights() {
   return storedWeights_.data();
 }
 
+GradBlob ModelRunner::gradBlob() const {
+  if (grads_.size() > 0 || !manifest_.bf16Storage())
+    return {grads_.data(), false};
+  return {storedGrads_.data(), true};
+}
+
 void ModelRunner::widenGrads() {
-  if (manifest_.bf16Storage())
+  if (manifest_.bf16Storage() && grads_.size() > 0)
     convertParams(grads_.data(), storedGrads_.data(), /*toStorage=*/false);
 }
 
@@ -220,7 +228,8 @@ ModelRunner::EntryArgs ModelRunner::prepare(const std::vector<int32_t> &tokens,
   // The training step writes only the slots of the parameters the loss
   // depends on: the others must read zero.
   if (zeroGrads) {
-    backend_->zero(grads_.data(), grads_.size());
+    if (grads_.size() > 0)
+      backend_->zero(grads_.data(), grads_.size());
     if (manifest_.bf16Storage())
       backend_->zero(storedGrads_.data(), storedGrads_.size());
   }

@@ -114,6 +114,15 @@ bool hasReplicas(const RankEnv &env) {
   return false;
 }
 
+bool maySpawnReplicas(const RankEnv &env) {
+  if (!env.place)
+    return false;
+  for (const rt::ExpertPlacement &table : env.place->placements)
+    if (table.ranks() * table.slots() > table.experts())
+      return true;
+  return false;
+}
+
 void reduceReplicaGrads(const Manifest &m, const RankEnv &env,
                         AlignedBuffer &grads) {
   const RankPlace *place = env.placePtr();

@@ -64,6 +64,10 @@ void reduceReplicaGrads(const Manifest &m, const RankEnv &env,
 /// Whether any placement table of this rank has replicated experts.
 bool hasReplicas(const RankEnv &env);
 
+/// Whether some MoE layer has spare expert slots, where a re-placement may
+/// put replicas (false without expert parallelism).
+bool maySpawnReplicas(const RankEnv &env);
+
 /// Installs `next` as the placement: every rank's slots take the weights
 /// and AdamW moments (`buffers`, laid out like the weights) of the experts
 /// `next` gives them, from the rank that held each before (a copy when it

@@ -44,9 +44,11 @@ const float *f32At(const uint8_t *blob, uint64_t offset) {
 }
 
 /// One term of a rank's squared gradient norm: the sum of squares of
-/// `elements` floats at byte `offset` of the gradients, over `replicas`.
+/// elements [first, first + elements) of `param`'s gradient, over
+/// `replicas`.
 struct NormTerm {
-  uint64_t offset;
+  const ParamInfo *param;
+  int64_t first;
   int64_t elements;
   double replicas;
 };
@@ -57,7 +59,7 @@ std::vector<NormTerm> normTerms(const Manifest &m, const RankPlace *place) {
     if (param.numElements() == 0)
       continue; // adds nothing (and a device kernel would get no blocks)
     if (!param.placement || !place) {
-      terms.push_back({param.offset, param.numElements(),
+      terms.push_back({&param, 0, param.numElements(),
                        static_cast<double>(paramReplicas(param, m.mesh))});
       continue;
     }
@@ -66,7 +68,7 @@ std::vector<NormTerm> normTerms(const Manifest &m, const RankPlace *place) {
     int64_t slice = param.numElements() / param.shape[0];
     for (size_t l = 0; l < holders.size(); ++l)
       if (holders[l] > 0)
-        terms.push_back({param.offset + l * slice * sizeof(float), slice,
+        terms.push_back({&param, static_cast<int64_t>(l) * slice, slice,
                          static_cast<double>(holders[l])});
   }
   return terms;
@@ -78,21 +80,44 @@ double localGradNormSquared(const Manifest &m, const AlignedBuffer &grads,
                             const RankPlace *place) {
   double total = 0.0;
   for (const NormTerm &term : normTerms(m, place))
-    total +=
-        cpu::sumSquares(grads.f32(term.offset), term.elements) / term.replicas;
+    total += cpu::sumSquares(grads.f32(term.param->offset) + term.first,
+                             term.elements) /
+             term.replicas;
   return total;
 }
 
-double AdamW::localGradNormSquared(const uint8_t *grads,
-                                   const RankPlace *place) {
-  std::vector<NormTerm> terms = normTerms(manifest_, place);
+const float *AdamW::fp32Grads(GradBlob grads, const ParamInfo &param,
+                              int64_t first, int64_t count) {
+  if (!grads.bf16)
+    return f32At(grads.data, param.offset) + first;
+  uint64_t bytes = static_cast<uint64_t>(count) * sizeof(float);
+  if (widened_.size() < bytes)
+    widened_ = BackendBuffer(backend_, bytes);
+  auto *out = reinterpret_cast<float *>(widened_.data());
+  backend_.convert(out, rt::StorageType::F32,
+                   grads.data + param.storageOffset +
+                       static_cast<uint64_t>(first) * sizeof(uint16_t),
+                   rt::StorageType::BF16, count);
+  return out;
+}
+
+double AdamW::localGradNormSquared(GradBlob grads, const RankPlace *place) {
+  // Under bf16 a term is widened a chunk at a time, each chunk its own sum.
+  std::vector<NormTerm> terms;
+  for (const NormTerm &term : normTerms(manifest_, place)) {
+    int64_t chunk = grads.bf16 ? moe::kGradChunkElements : term.elements;
+    for (int64_t first = 0; first < term.elements; first += chunk)
+      terms.push_back({term.param, term.first + first,
+                       std::min(chunk, term.elements - first), term.replicas});
+  }
   size_t bytes = terms.size() * sizeof(double);
   if (sums_.size() < bytes)
     sums_ = BackendBuffer(backend_, bytes);
   auto *out = reinterpret_cast<double *>(sums_.data());
   for (size_t i = 0; i < terms.size(); ++i)
-    backend_.sumSquares(f32At(grads, terms[i].offset), out + i,
-                        terms[i].elements);
+    backend_.sumSquares(
+        fp32Grads(grads, *terms[i].param, terms[i].first, terms[i].elements),
+        out + i, terms[i].elements);
   std::vector<double> host(terms.size());
   backend_.download(host.data(), out, bytes);
   double total = 0.0;
@@ -261,25 +286,30 @@ void AdamW::push(const AlignedBuffer &m, const AlignedBuffer &v) {
                       static_cast<size_t>(s.end - s.begin) * sizeof(float));
 }
 
-void AdamW::step(uint8_t *weights, const uint8_t *grads, double lr,
-                 float gradScale, int64_t step, const RankPlace *place) {
-  // Elements [from, to) of the block of `s`.
+void AdamW::step(uint8_t *weights, GradBlob grads, double lr, float gradScale,
+                 int64_t step, const RankPlace *place) {
+  // Elements [from, to) of the block of `s` (under bf16 gradients a chunk
+  // at a time: the update is elementwise).
   auto update = [&](const Slice &s, int64_t from, int64_t to) {
     from = std::max(from, s.begin);
     to = std::min(to, s.end);
-    if (from >= to)
-      return;
-    uint64_t at = s.param->offset + static_cast<uint64_t>(from) * sizeof(float);
-    uint64_t moment =
-        s.offset + static_cast<uint64_t>(from - s.begin) * sizeof(float);
-    bool matrix = s.param->sliceShape().size() >= 2;
-    backend_.adamw(f32At(weights, at), f32At(grads, at),
-                   f32At(m_.data(), moment), f32At(v_.data(), moment), to - from,
-                   static_cast<float>(lr), static_cast<float>(config_.beta1),
-                   static_cast<float>(config_.beta2),
-                   static_cast<float>(config_.eps),
-                   matrix ? static_cast<float>(config_.weightDecay) : 0.0f,
-                   gradScale, step);
+    int64_t chunk = grads.bf16 ? moe::kGradChunkElements : to - from;
+    for (; from < to; from += chunk) {
+      int64_t count = std::min(chunk, to - from);
+      uint64_t at =
+          s.param->offset + static_cast<uint64_t>(from) * sizeof(float);
+      uint64_t moment =
+          s.offset + static_cast<uint64_t>(from - s.begin) * sizeof(float);
+      bool matrix = s.param->sliceShape().size() >= 2;
+      backend_.adamw(f32At(weights, at),
+                     fp32Grads(grads, *s.param, from, count),
+                     f32At(m_.data(), moment), f32At(v_.data(), moment), count,
+                     static_cast<float>(lr), static_cast<float>(config_.beta1),
+                     static_cast<float>(config_.beta2),
+                     static_cast<float>(config_.eps),
+                     matrix ? static_cast<float>(config_.weightDecay) : 0.0f,
+                     gradScale, step);
+    }
   };
   for (const Slice &s : slices_) {
     const ParamInfo &param = *s.param;

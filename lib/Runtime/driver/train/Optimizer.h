@@ -94,19 +94,19 @@ public:
         rt::MeshGroups *groups = nullptr,
         uint64_t gatherScratchBytes = moe::kGatherScratchBytes);
 
-  /// One step (counted from 1) of every parameter of `weights` from `grads`
-  /// (weights_bytes each, in the backend's memory). With `place`, expert
+  /// One step (counted from 1) of every parameter of `weights` (the fp32
+  /// blob, weights_bytes, in the backend's memory) from `grads`. With `place`, expert
   /// slots that hold no expert are skipped (they stay as they are). Under
   /// ZeRO stage 1 the rank updates its slices, then gathers its replicas'
   /// (a collective over each slice's group: every rank calls it).
-  void step(uint8_t *weights, const uint8_t *grads, double lr, float gradScale,
+  void step(uint8_t *weights, GradBlob grads, double lr, float gradScale,
             int64_t step, const RankPlace *place = nullptr);
 
-  /// localGradNormSquared of `grads` (weights_bytes, in the backend's
-  /// memory): the sums of squares run on the backend, into a buffer kept
+  /// localGradNormSquared of `grads` (in the backend's memory): the sums
+  /// of squares run on the backend, into a buffer kept
   /// from step to step, their weighted sum here in the same order (so the
   /// CPU backend gives the same bits).
-  double localGradNormSquared(const uint8_t *grads, const RankPlace *place);
+  double localGradNormSquared(GradBlob grads, const RankPlace *place);
 
   /// Copies the moments to host blobs m and v laid out like the weights
   /// (weights_bytes each), or from them. Under ZeRO stage 1 pull() gathers
@@ -130,6 +130,11 @@ private:
   };
 
   void checkBlobs(const AlignedBuffer &m, const AlignedBuffer &v) const;
+  /// Elements [first, first + count) of `param`'s gradient as fp32 in the
+  /// backend's memory: in place, or widened into widened_ (overwritten by
+  /// the next call).
+  const float *fp32Grads(GradBlob grads, const ParamInfo &param,
+                         int64_t first, int64_t count);
   /// Gathers a block of which this rank holds elements [s.begin, s.end) at
   /// `local` (backend memory) from the ranks of s.group, a piece of each
   /// rank's slice at a time (gatherPieceElements): `deliver(first, data,
@@ -145,6 +150,8 @@ private:
   uint64_t gatherScratchBytes_;
   std::vector<Slice> slices_;
   BackendBuffer m_, v_, sums_;
+  /// Under bf16 gradients, one chunk of them widened to fp32.
+  BackendBuffer widened_;
   /// Host scratch of gatherSlice: one piece sent, the group's received.
   std::vector<float> send_, received_;
 };

@@ -414,8 +414,13 @@ int runTrain(const Manifest &m, const Entries &entries, const TrainOptions &o,
     }
   });
 
+  // The optimizer reads bf16 gradients directly unless something needs
+  // them whole in fp32: the micro-batches' sum, or replicated experts'
+  // host reduction.
+  const bool fp32Grads =
+      !m.bf16Storage() || o.microBatches > 1 || maySpawnReplicas(env);
   ModelRunner runner(m, entries.forward, env, entries.trainStep,
-                     entries.evalStep);
+                     entries.evalStep, fp32Grads);
   AdamW adam(m, o.adamw, runner.backend(), env.groups);
   auto pullState = [&] {
     allocateState();
@@ -505,7 +510,8 @@ int runTrain(const Manifest &m, const Entries &entries, const TrainOptions &o,
     phase("optimizer", [&] {
       // A non-finite loss on any rank makes the global sum non-finite, so
       // every rank reaches the same verdict without another collective.
-      double local = adam.localGradNormSquared(runner.grads(), env.placePtr());
+      double local =
+          adam.localGradNormSquared(runner.gradBlob(), env.placePtr());
       if (!std::isfinite(loss))
         local = std::numeric_limits<double>::quiet_NaN();
       // The gradients hold the micro-batches' sum: the mean is 1/N of it.
@@ -513,7 +519,7 @@ int runTrain(const Manifest &m, const Entries &entries, const TrainOptions &o,
       norm = std::sqrt(sumOverRanks(local, env.world)) * mean;
       skipped = !std::isfinite(norm);
       if (!skipped)
-        adam.step(runner.weights(), runner.grads(), lr,
+        adam.step(runner.weights(), runner.gradBlob(), lr,
                   clipScale(norm, o.adamw.clip) * static_cast<float>(mean),
                   step, env.placePtr());
     });

@@ -8,13 +8,18 @@
 #
 #   bench/cpu/memory_features.sh
 #
-# Environment: BUILD_DIR (default build/), STEPS (default 30), SKIP (steps
-# left out of the median, default 5), CORPUS (default ../shared/data/
-# tinyshakespeare/input.txt), JOBS (build parallelism, default nproc).
+# The builds take turns, ROUNDS times; a build's speed is the median over
+# its rounds of the median tokens/s of its steps (after the first SKIP), so
+# that a noisy stretch of a shared machine hits every build alike.
+# Environment: BUILD_DIR (default build/), STEPS (default 100), SKIP (steps
+# left out of the median, default 5), ROUNDS (default 3), CORPUS (default
+# ../shared/data/tinyshakespeare/input.txt), JOBS (build parallelism,
+# default nproc).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
-steps="${STEPS:-30}"
+steps="${STEPS:-100}"
+rounds="${ROUNDS:-3}"
 skip="${SKIP:-5}"
 corpus="${CORPUS:-$root/../shared/data/tinyshakespeare/input.txt}"
 model="$root/models/shakespeare_moe.mlir"
@@ -32,45 +37,58 @@ export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 out="$build/bench-memory-features"
 mkdir -p "$out"
 
-# VARIANT FLAGS...: compiles, trains, prints "total_bytes tokens_per_s".
-measure() {
+variants=("plain" "zero1 --zero 1" "recompute --recompute full"
+  "zero1+recompute --zero 1 --recompute full")
+
+compile() { # VARIANT FLAGS...
   local variant="$1"
   shift
   "$build/bin/moec" "$model" --mesh dp=2 "$@" -o "$out/$variant"
   "$build/bin/moec" "$model" --mesh dp=2 "$@" --memory-report=json \
     >"$out/$variant.json"
-  rm -f "$out/$variant.jsonl"
-  "${launcher[@]}" "$out/$variant" train --data "$corpus" --steps "$steps" \
-    --init-random 1 --log-every 1 --metrics "$out/$variant.jsonl" \
-    --eval-every 0 --sample-chars 0 >"$out/$variant.log"
-  python3 - "$out/$variant.json" "$out/$variant.jsonl" "$skip" <<'PY'
-import json, statistics, sys
-total = json.load(open(sys.argv[1]))["ranks"][0]["total"]
-rows = [json.loads(l) for l in open(sys.argv[2]) if '"tokens_per_s"' in l]
-skip = int(sys.argv[3])
-if len(rows) <= skip:
-    sys.exit(f"memory_features: {sys.argv[2]} has {len(rows)} steps, need more than {skip}")
-print(total, statistics.median(r["tokens_per_s"] for r in rows[skip:]),
-      rows[-1]["loss"])
-PY
 }
 
-printf '| build | memory a rank (report) | tokens/s | speed vs plain | last loss |\n'
-printf '|---|---|---|---|---|\n'
-plain=""
-while read -r variant flags; do
+train() { # VARIANT ROUND
+  "${launcher[@]}" "$out/$1" train --data "$corpus" --steps "$steps" \
+    --init-random 1 --log-every 1 --metrics "$out/$1.$2.jsonl" \
+    --eval-every 0 --sample-chars 0 </dev/null >"$out/$1.$2.log"
+}
+
+for v in "${variants[@]}"; do
   # shellcheck disable=SC2086 # the flags are words
-  read -r total tps loss < <(measure "$variant" $flags)
-  [ -n "$plain" ] || plain="$tps"
-  python3 - "$variant" "$total" "$tps" "$plain" "$loss" <<'PY'
-import sys
-name, total, tps, plain, loss = sys.argv[1:]
-print(f"| {name} | {int(total) / 2**20:.1f} MiB | {float(tps):.0f} | "
-      f"{float(tps) / float(plain):.2f}x | {float(loss):.4f} |")
+  compile $v
+done
+rm -f "$out"/*.jsonl
+for ((r = 0; r < rounds; ++r)); do
+  for v in "${variants[@]}"; do
+    train "${v%% *}" "$r"
+  done
+done
+
+python3 - "$out" "$skip" "${variants[@]%% *}" <<'PY'
+import json, statistics, sys
+out, skip, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def speed(name):
+    medians, loss = [], None
+    r = 0
+    while True:
+        try:
+            rows = [json.loads(l) for l in open(f"{out}/{name}.{r}.jsonl")
+                    if '"tokens_per_s"' in l]
+        except FileNotFoundError:
+            break
+        if len(rows) <= skip:
+            sys.exit(f"memory_features: {name} has {len(rows)} steps, need more than {skip}")
+        medians.append(statistics.median(x["tokens_per_s"] for x in rows[skip:]))
+        loss = rows[-1]["loss"]
+        r += 1
+    return statistics.median(medians), loss
+print("| build | memory a rank (report) | tokens/s | speed vs plain | last loss |")
+print("|---|---|---|---|---|")
+plain = None
+for name in names:
+    total = json.load(open(f"{out}/{name}.json"))["ranks"][0]["total"]
+    tps, loss = speed(name)
+    plain = plain or tps
+    print(f"| {name} | {total / 2**20:.1f} MiB | {tps:.0f} | {tps / plain:.2f}x | {loss:.4f} |")
 PY
-done <<'VARIANTS'
-plain
-zero1 --zero 1
-recompute --recompute full
-zero1+recompute --zero 1 --recompute full
-VARIANTS

@@ -55,7 +55,15 @@
 // DCE: func.func @forward(%arg0: tensor<2x8xi32> {moe.global_shape = array<i64: 4, 16>, moe.split = {{\[}}["dp"], ["cp"]]}
 // DCE: moe.dispatch %{{.*}}, %{{.*}} on @expert_mesh grid_axes = [1] placement 0 : (tensor<32x64xf32>, tensor<9xi64>) -> (tensor<128x64xf32>, tensor<9xi64>)
 // DCE: moe.grouped_swiglu {{.*}} : (tensor<128x64xf32>, tensor<9xi64>, tensor<2x32x64xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>) -> tensor<128x64xf32>
-// DCE: shard.all_gather %{{.*}} on @mesh grid_axes = [0] gather_axis = 0 : tensor<2x8x128xf32> -> tensor<4x8x128xf32>
+// The loss: each rank's share over its quarter of the tokens, divided by
+// the labels counted on the whole dp x cp plane, summed over it; the
+// logits stay local for it, and are gathered only for the result.
+// DCE: %[[LOGITS:.*]] = moe.linear %{{.*}} -> tensor<2x8x128xf32>
+// DCE-NEXT: %[[N:.*]] = moe.label_count %arg1 : (tensor<2x8xi32>) -> tensor<f32>
+// DCE-NEXT: %[[ALLN:.*]] = shard.all_reduce %[[N]] on @mesh grid_axes = [0, 1] : tensor<f32> -> tensor<f32>
+// DCE-NEXT: %[[SHARE:.*]] = moe.cross_entropy %[[LOGITS]], %arg1, %[[ALLN]] : (tensor<2x8x128xf32>, tensor<2x8xi32>, tensor<f32>) -> tensor<f32>
+// DCE-NEXT: shard.all_reduce %[[SHARE]] on @mesh grid_axes = [0, 1] : tensor<f32> -> tensor<f32>
+// DCE: shard.all_gather %[[LOGITS]] on @mesh grid_axes = [0] gather_axis = 0 : tensor<2x8x128xf32> -> tensor<4x8x128xf32>
 // DCE-NEXT: shard.all_gather %{{.*}} on @mesh grid_axes = [1] gather_axis = 1 : tensor<4x8x128xf32> -> tensor<4x16x128xf32>
 
 // dp=2, tp=2, ep=2: tensor parallel attention and expert parallel MoE

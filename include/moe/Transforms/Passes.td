@@ -59,7 +59,9 @@ def Shard : Pass<"moe-shard", "::mlir::ModuleOp"> {
       attention output returns to the token layout before it is flattened;
     * expert parallelism: stacked expert weights split their expert
       dimension over ep on `@expert_mesh`, replicated over edp and tp;
-    * losses and function results are whole (replicated) on every rank.
+    * cross-entropy keeps the token layout with the vocabulary whole (each
+      rank adds its own tokens' share, moe-partition); the router losses
+      and function results are whole (replicated) on every rank.
 
     Guarantees: every non-scalar value has exactly one produced annotation,
     and every operand is annotated with the sharding its op computes on; the

@@ -34,10 +34,9 @@ RankMemory rankMemory(const RankProgram &p) {
     else if (p.fp32Grads)
       m.gradients = add(p.weightsBytes, p.fp32WeightsBytes);
     else
-      m.gradients =
-          add(p.weightsBytes,
-              mul(4, std::min<uint64_t>(p.largestParamElements,
-                                        moe::kGradChunkElements)));
+      m.gradients = add(p.weightsBytes,
+                        mul(4, std::min<uint64_t>(p.largestParamElements,
+                                                  moe::kGradChunkElements)));
     m.optimizer = add(master, mul(2, p.momentBytes));
   } else {
     m.optimizer = master;

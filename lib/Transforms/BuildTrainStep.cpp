@@ -492,8 +492,8 @@ LogicalResult buildEvalStep(func::FuncOp forward, StringRef name) {
       lossAt = i;
   if (SymbolTable::lookupNearestSymbolFrom(
           forward, StringAttr::get(forward.getContext(), name)))
-    return forward.emitOpError("cannot create '") << name
-                                                  << "': the symbol exists";
+    return forward.emitOpError("cannot create '")
+           << name << "': the symbol exists";
   OpBuilder b(forward);
   b.setInsertionPointAfter(forward);
   auto eval = cast<func::FuncOp>(b.clone(*forward));
@@ -504,8 +504,8 @@ LogicalResult buildEvalStep(func::FuncOp forward, StringRef name) {
   evalRet->setOperands(loss);
   eval.setFunctionType(
       b.getFunctionType(eval.getArgumentTypes(), {loss.getType()}));
-  eval.setAllResultAttrs(
-      ArrayRef<DictionaryAttr>{lossAttrs ? lossAttrs : b.getDictionaryAttr({})});
+  eval.setAllResultAttrs(ArrayRef<DictionaryAttr>{
+      lossAttrs ? lossAttrs : b.getDictionaryAttr({})});
   Block &body = eval.getBody().front();
   for (Operation &op : llvm::make_early_inc_range(llvm::reverse(body)))
     if (isOpTriviallyDead(&op))

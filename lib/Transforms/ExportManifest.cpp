@@ -154,8 +154,8 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
     manifest["largest_buffer"] = std::move(*largest);
   if (auto storage = dict.getAs<StringAttr>("storage"))
     manifest["storage"] = storage.getValue().str();
-  for (auto [key, fn] : {std::pair{"train_step", trainStep},
-                         std::pair{"eval_step", evalStep}}) {
+  for (auto [key, fn] :
+       {std::pair{"train_step", trainStep}, std::pair{"eval_step", evalStep}}) {
     if (!fn)
       continue;
     FailureOr<llvm::json::Object> step = stepJson(entry, fn);
@@ -216,14 +216,12 @@ struct ExportManifestPass
         return signalPassFailure();
       if (dict.get("grads"))
         steps.push_back(fn);
-      else if (cast<StringAttr>(dict.get("function")).getValue() ==
-               "eval_step")
+      else if (cast<StringAttr>(dict.get("function")).getValue() == "eval_step")
         evals.push_back(fn);
       else
         models.push_back(fn);
     }
-    if (models.size() != 1 || steps.size() > 1 ||
-        evals.size() > steps.size()) {
+    if (models.size() != 1 || steps.size() > 1 || evals.size() > steps.size()) {
       module.emitError() << "expected one lowered model entry point, at "
                             "most one training step and an evaluation step "
                             "only beside it (moe-lower-to-runtime), found "

@@ -536,8 +536,7 @@ int runDriver(int argc, char **argv, const char *manifestText,
   std::string program = argc > 0 ? argv[0] : "model";
   std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
   try {
-    return dispatch(program, args, manifestText, forward, trainStep,
-                    evalStep);
+    return dispatch(program, args, manifestText, forward, trainStep, evalStep);
   } catch (const UsageError &e) {
     return reportError(e.what(), 2);
   } catch (const std::bad_alloc &) {

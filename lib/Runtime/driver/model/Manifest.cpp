@@ -442,7 +442,7 @@ TrainStepInfo parseStep(const Json &root, const Manifest &m,
   std::vector<TensorSpec> outputs = parseSpecs(object, "outputs");
   if (inputs.size() != 2)
     fail(key + ".inputs", "has " + std::to_string(inputs.size()) +
-                                  " entries, expected 2 (tokens, labels)");
+                              " entries, expected 2 (tokens, labels)");
   for (size_t i = 0; i < 2; ++i) {
     const TensorSpec &want = m.inputs[i], &got = inputs[i];
     if (got.name != want.name || got.dtype != want.dtype ||
@@ -457,7 +457,7 @@ TrainStepInfo parseStep(const Json &root, const Manifest &m,
   if (outputs.size() != 1 || outputs[0].name != "loss" ||
       outputs[0].dtype != "F32" || !outputs[0].shape.empty())
     fail(key + ".outputs", "is " + shown(object["outputs"]) +
-                                   ", expected one F32 scalar named 'loss'");
+                               ", expected one F32 scalar named 'loss'");
   return step;
 }
 

@@ -51,8 +51,8 @@ ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
                          const RankEnv &env, TrainStepEntry trainStep,
                          EvalStepEntry evalStep, bool fp32Grads)
     : manifest_(manifest), forward_(forward), trainStep_(trainStep),
-      evalStep_(evalStep && manifest.evalStep ? evalStep : nullptr),
-      env_(env), context_(moert_context_create(), &moert_context_destroy) {
+      evalStep_(evalStep && manifest.evalStep ? evalStep : nullptr), env_(env),
+      context_(moert_context_create(), &moert_context_destroy) {
   if (!context_)
     throw std::runtime_error("cannot create the runtime context");
   rt::setMeshGroups(context_.get(), env.groups);
@@ -68,8 +68,7 @@ ModelRunner::ModelRunner(const Manifest &manifest, ForwardEntry forward,
   arena_ = BackendBuffer(*backend_, arenaBytes);
   weights_ = BackendBuffer(*backend_, manifest.weightsBytes);
   // Under bf16 storage the step's bf16 gradients may be all there is.
-  if (trainStep && manifest.trainStep &&
-      (fp32Grads || !manifest.bf16Storage()))
+  if (trainStep && manifest.trainStep && (fp32Grads || !manifest.bf16Storage()))
     grads_ = BackendBuffer(*backend_, manifest.weightsBytes);
   if (manifest.bf16Storage()) {
     storedWeights_ = BackendBuffer(*backend_, manifest.storageWeightsBytes);

@@ -301,14 +301,13 @@ void AdamW::step(uint8_t *weights, GradBlob grads, double lr, float gradScale,
       uint64_t moment =
           s.offset + static_cast<uint64_t>(from - s.begin) * sizeof(float);
       bool matrix = s.param->sliceShape().size() >= 2;
-      backend_.adamw(f32At(weights, at),
-                     fp32Grads(grads, *s.param, from, count),
-                     f32At(m_.data(), moment), f32At(v_.data(), moment), count,
-                     static_cast<float>(lr), static_cast<float>(config_.beta1),
-                     static_cast<float>(config_.beta2),
-                     static_cast<float>(config_.eps),
-                     matrix ? static_cast<float>(config_.weightDecay) : 0.0f,
-                     gradScale, step);
+      backend_.adamw(
+          f32At(weights, at), fp32Grads(grads, *s.param, from, count),
+          f32At(m_.data(), moment), f32At(v_.data(), moment), count,
+          static_cast<float>(lr), static_cast<float>(config_.beta1),
+          static_cast<float>(config_.beta2), static_cast<float>(config_.eps),
+          matrix ? static_cast<float>(config_.weightDecay) : 0.0f, gradScale,
+          step);
     }
   };
   for (const Slice &s : slices_) {

@@ -95,9 +95,9 @@ public:
         uint64_t gatherScratchBytes = moe::kGatherScratchBytes);
 
   /// One step (counted from 1) of every parameter of `weights` (the fp32
-  /// blob, weights_bytes, in the backend's memory) from `grads`. With `place`, expert
-  /// slots that hold no expert are skipped (they stay as they are). Under
-  /// ZeRO stage 1 the rank updates its slices, then gathers its replicas'
+  /// blob, weights_bytes, in the backend's memory) from `grads`. With `place`,
+  /// expert slots that hold no expert are skipped (they stay as they are).
+  /// Under ZeRO stage 1 the rank updates its slices, then gathers its replicas'
   /// (a collective over each slice's group: every rank calls it).
   void step(uint8_t *weights, GradBlob grads, double lr, float gradScale,
             int64_t step, const RankPlace *place = nullptr);
@@ -133,8 +133,8 @@ private:
   /// Elements [first, first + count) of `param`'s gradient as fp32 in the
   /// backend's memory: in place, or widened into widened_ (overwritten by
   /// the next call).
-  const float *fp32Grads(GradBlob grads, const ParamInfo &param,
-                         int64_t first, int64_t count);
+  const float *fp32Grads(GradBlob grads, const ParamInfo &param, int64_t first,
+                         int64_t count);
   /// Gathers a block of which this rank holds elements [s.begin, s.end) at
   /// `local` (backend memory) from the ranks of s.group, a piece of each
   /// rank's slice at a time (gatherPieceElements): `deliver(first, data,

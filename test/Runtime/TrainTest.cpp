@@ -504,6 +504,55 @@ TEST(ManifestTest, ZeroStageIsOneAndNeedsATrainingStep) {
             "manifest: 'zero_stage' is 2, expected 1");
 }
 
+// Recompute and the evaluation step belong to a training step; recompute
+// is "full" and says how many routing calls one forward pass makes.
+TEST(ManifestTest, RecomputeAndEvalStepNeedATrainingStep) {
+  auto error = [](const std::string &text) {
+    try {
+      parseManifest(text);
+    } catch (const std::runtime_error &e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  std::string forward = R"({
+    "format": "moe-model/1", "function": "forward",
+    "entry": "moe_entry_forward", "weights_bytes": 64, "arena_bytes": 0,
+    "unplanned_bytes": 0,
+    "params": [{"name": "norm.weight", "shape": [2], "dtype": "F32", "offset": 0}],
+    "inputs": [{"name": "tokens", "shape": [2, 4], "dtype": "I32"},
+               {"name": "labels", "shape": [2, 4], "dtype": "I32"}],
+    "outputs": [{"name": "logits", "shape": [2, 4, 8], "dtype": "F32"},
+                {"name": "loss", "shape": [], "dtype": "F32"}])";
+  auto step = [](const std::string &name) {
+    return "\"" + name + R"(": {"function": ")" + name +
+           R"(", "entry": "moe_entry_)" + name +
+           R"(", "arena_bytes": 0, "unplanned_bytes": 0,
+      "inputs": [{"name": "tokens", "shape": [2, 4], "dtype": "I32"},
+                 {"name": "labels", "shape": [2, 4], "dtype": "I32"}],
+      "outputs": [{"name": "loss", "shape": [], "dtype": "F32"}]})";
+  };
+  std::string trains = forward + ", " + step("train_step");
+  std::string calls = R"(, "forward_routing_calls": {"permute": 2, "drop": 0})";
+
+  Manifest m = parseManifest(trains + ", " + step("eval_step") +
+                             R"(, "recompute": "full")" + calls + "}");
+  ASSERT_TRUE(m.evalStep.has_value());
+  EXPECT_EQ(m.evalStep->entry, "moe_entry_eval_step");
+  EXPECT_EQ(m.recompute, "full");
+  EXPECT_EQ(m.forwardPermutes, 2);
+  EXPECT_EQ(m.forwardDrops, 0);
+
+  EXPECT_EQ(error(forward + ", " + step("eval_step") + "}"),
+            "manifest: 'eval_step' is set, but the model has no training step");
+  EXPECT_EQ(error(forward + R"(, "recompute": "full")" + calls + "}"),
+            "manifest: 'recompute' is set, but the model has no training step");
+  EXPECT_EQ(error(trains + R"(, "recompute": "some")" + calls + "}"),
+            "manifest: 'recompute' is \"some\", expected \"full\"");
+  EXPECT_EQ(error(trains + R"(, "recompute": "full"})"),
+            "manifest: 'forward_routing_calls' is missing");
+}
+
 // A router's expert bias rises where its expert got fewer slots than the
 // mean, falls where it got more, and stays at the mean; it is moved on a
 // host copy of that one parameter. Counts of another shape are an error.

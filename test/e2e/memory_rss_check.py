@@ -105,9 +105,7 @@ def main():
                    for f in os.listdir(args.forward_weights) if f.endswith(".safetensors"))
         print(f"checkpoint {size / 2**20:.1f} MiB")
     else:
-        run = [exe, "train", "--data", args.data, "--init-random", "1",
-               "--steps", str(args.steps), "--eval-batches", "1",
-               "--log-every", str(args.steps), "--sample-chars", "0"]
+        run = train_command(args, exe)
     peak = peak_rss(launch + run, env)
     measured = peak - baseline
     error = abs(measured - total) / total
@@ -115,6 +113,13 @@ def main():
             f"{peak / 2**20:.1f} MiB - baseline {baseline / 2**20:.1f} MiB = "
             f"{measured / 2**20:.1f} MiB ({error * 100:.1f}% off)")
     return verdict(line, error, args.tolerance)
+
+
+def train_command(args, exe):
+    """A short `train` of `exe`: a few steps, one evaluation batch, no sample."""
+    return [exe, "train", "--data", args.data, "--init-random", "1",
+            "--steps", str(args.steps), "--eval-batches", "1",
+            "--log-every", str(args.steps), "--sample-chars", "0"]
 
 
 def verdict(line, error, tolerance):
@@ -141,9 +146,7 @@ def saving(args, flags, describe):
             check=True, stdout=subprocess.PIPE).stdout)
         ranks = len(report["ranks"])
         launch = shlex.split(args.mpirun) + ["-np", str(ranks)] if ranks > 1 else []
-        peak = peak_rss(launch + [exe, "train", "--data", args.data, "--init-random", "1",
-                                  "--steps", str(args.steps), "--eval-batches", "1",
-                                  "--log-every", str(args.steps), "--sample-chars", "0"], env)
+        peak = peak_rss(launch + train_command(args, exe), env)
         runs[name] = (report["ranks"][0], peak)
     (plain, plain_peak), (flagged, flagged_peak) = runs["plain"], runs["flagged"]
     planned = plain["total"] - flagged["total"]

@@ -480,16 +480,19 @@ TEST(AdamWTest, ZeroStageOneMatchesTheWholeStateBitForBit) {
   EXPECT_TRUE(problems.empty()) << problems.front();
 }
 
-TEST(ManifestTest, ZeroStageIsOneAndNeedsATrainingStep) {
-  auto error = [](const std::string &text) {
-    try {
-      parseManifest(text);
-    } catch (const std::runtime_error &e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
-  std::string good = R"({
+// The message parseManifest throws for `text`, or "no error".
+std::string manifestError(const std::string &text) {
+  try {
+    parseManifest(text);
+  } catch (const std::runtime_error &e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// A manifest of a forward without a training step, its closing brace left
+// off for the fields a test adds.
+const std::string kForwardOnly = R"({
     "format": "moe-model/1", "function": "forward",
     "entry": "moe_entry_forward", "weights_bytes": 64, "arena_bytes": 0,
     "unplanned_bytes": 0,
@@ -498,32 +501,18 @@ TEST(ManifestTest, ZeroStageIsOneAndNeedsATrainingStep) {
                {"name": "labels", "shape": [2, 4], "dtype": "I32"}],
     "outputs": [{"name": "logits", "shape": [2, 4, 8], "dtype": "F32"},
                 {"name": "loss", "shape": [], "dtype": "F32"}])";
-  EXPECT_EQ(error(good + R"(, "zero_stage": 1})"),
-            "manifest: 'zero_stage' is set, but the model has no training step");
-  EXPECT_EQ(error(good + R"(, "zero_stage": 2})"),
+
+TEST(ManifestTest, ZeroStageIsOneAndNeedsATrainingStep) {
+  EXPECT_EQ(
+      manifestError(kForwardOnly + R"(, "zero_stage": 1})"),
+      "manifest: 'zero_stage' is set, but the model has no training step");
+  EXPECT_EQ(manifestError(kForwardOnly + R"(, "zero_stage": 2})"),
             "manifest: 'zero_stage' is 2, expected 1");
 }
 
 // Recompute and the evaluation step belong to a training step; recompute
 // is "full" and says how many routing calls one forward pass makes.
 TEST(ManifestTest, RecomputeAndEvalStepNeedATrainingStep) {
-  auto error = [](const std::string &text) {
-    try {
-      parseManifest(text);
-    } catch (const std::runtime_error &e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
-  std::string forward = R"({
-    "format": "moe-model/1", "function": "forward",
-    "entry": "moe_entry_forward", "weights_bytes": 64, "arena_bytes": 0,
-    "unplanned_bytes": 0,
-    "params": [{"name": "norm.weight", "shape": [2], "dtype": "F32", "offset": 0}],
-    "inputs": [{"name": "tokens", "shape": [2, 4], "dtype": "I32"},
-               {"name": "labels", "shape": [2, 4], "dtype": "I32"}],
-    "outputs": [{"name": "logits", "shape": [2, 4, 8], "dtype": "F32"},
-                {"name": "loss", "shape": [], "dtype": "F32"}])";
   auto step = [](const std::string &name) {
     return "\"" + name + R"(": {"function": ")" + name +
            R"(", "entry": "moe_entry_)" + name +
@@ -532,7 +521,7 @@ TEST(ManifestTest, RecomputeAndEvalStepNeedATrainingStep) {
                  {"name": "labels", "shape": [2, 4], "dtype": "I32"}],
       "outputs": [{"name": "loss", "shape": [], "dtype": "F32"}]})";
   };
-  std::string trains = forward + ", " + step("train_step");
+  std::string trains = kForwardOnly + ", " + step("train_step");
   std::string calls = R"(, "forward_routing_calls": {"permute": 2, "drop": 0})";
 
   Manifest m = parseManifest(trains + ", " + step("eval_step") +
@@ -543,13 +532,14 @@ TEST(ManifestTest, RecomputeAndEvalStepNeedATrainingStep) {
   EXPECT_EQ(m.forwardPermutes, 2);
   EXPECT_EQ(m.forwardDrops, 0);
 
-  EXPECT_EQ(error(forward + ", " + step("eval_step") + "}"),
+  EXPECT_EQ(manifestError(kForwardOnly + ", " + step("eval_step") + "}"),
             "manifest: 'eval_step' is set, but the model has no training step");
-  EXPECT_EQ(error(forward + R"(, "recompute": "full")" + calls + "}"),
-            "manifest: 'recompute' is set, but the model has no training step");
-  EXPECT_EQ(error(trains + R"(, "recompute": "some")" + calls + "}"),
+  EXPECT_EQ(
+      manifestError(kForwardOnly + R"(, "recompute": "full")" + calls + "}"),
+      "manifest: 'recompute' is set, but the model has no training step");
+  EXPECT_EQ(manifestError(trains + R"(, "recompute": "some")" + calls + "}"),
             "manifest: 'recompute' is \"some\", expected \"full\"");
-  EXPECT_EQ(error(trains + R"(, "recompute": "full"})"),
+  EXPECT_EQ(manifestError(trains + R"(, "recompute": "full"})"),
             "manifest: 'forward_routing_calls' is missing");
 }
 

@@ -159,6 +159,22 @@ SmallVector<Segment> checkpointSegments(ArrayRef<Operation *> ops) {
   return segments;
 }
 
+/// The index of the model function's one scalar loss among its results.
+FailureOr<unsigned> lossResult(func::FuncOp forward) {
+  auto ret = cast<func::ReturnOp>(forward.getBody().front().getTerminator());
+  std::optional<unsigned> lossAt;
+  for (auto [i, v] : llvm::enumerate(ret.getOperands()))
+    if (isScalar(v) && isFloatTensor(v)) {
+      if (lossAt)
+        return forward.emitOpError("returns more than one scalar loss; the "
+                                   "training step needs exactly one");
+      lossAt = i;
+    }
+  if (!lossAt)
+    return forward.emitOpError("returns no scalar loss to train on");
+  return *lossAt;
+}
+
 class TrainStepBuilder {
 public:
   TrainStepBuilder(func::FuncOp forward, StringRef name, bool recompute)
@@ -406,17 +422,10 @@ FailureOr<func::FuncOp> TrainStepBuilder::build() {
     return forward.emitOpError("a model function must have a single block");
   if (failed(readMesh()))
     return failure();
-  auto ret = cast<func::ReturnOp>(forward.getBody().front().getTerminator());
-  Value loss;
-  for (Value v : ret.getOperands())
-    if (isScalar(v) && isFloatTensor(v)) {
-      if (loss)
-        return forward.emitOpError("returns more than one scalar loss; the "
-                                   "training step needs exactly one");
-      loss = v;
-    }
-  if (!loss)
-    return forward.emitOpError("returns no scalar loss to train on");
+  FailureOr<unsigned> lossAt = lossResult(forward);
+  if (failed(lossAt))
+    return failure();
+  Value loss = forward.getBody().front().getTerminator()->getOperand(*lossAt);
   if (SymbolTable::lookupNearestSymbolFrom(forward, b.getStringAttr(name)))
     return forward.emitOpError("cannot create '")
            << name << "': the symbol exists";
@@ -428,10 +437,8 @@ FailureOr<func::FuncOp> TrainStepBuilder::build() {
       b.getFunctionType(forward.getArgumentTypes(), {loss.getType()}));
   if (ArrayAttr argAttrs = forward.getAllArgAttrs())
     step.setAllArgAttrs(argAttrs);
-  for (auto [i, result] : llvm::enumerate(ret.getOperands()))
-    if (result == loss)
-      if (DictionaryAttr attrs = forward.getResultAttrDict(i))
-        step.setResultAttrs(0, attrs);
+  if (DictionaryAttr attrs = forward.getResultAttrDict(*lossAt))
+    step.setResultAttrs(0, attrs);
   Block *body = step.addEntryBlock();
   IRMapping mapping;
   for (auto [from, to] :
@@ -485,11 +492,9 @@ FailureOr<func::FuncOp> TrainStepBuilder::build() {
 /// during training never materialises the logits the forward returns
 /// (gathered whole on every rank).
 LogicalResult buildEvalStep(func::FuncOp forward, StringRef name) {
-  auto ret = cast<func::ReturnOp>(forward.getBody().front().getTerminator());
-  std::optional<unsigned> lossAt;
-  for (auto [i, v] : llvm::enumerate(ret.getOperands()))
-    if (isScalar(v) && isFloatTensor(v))
-      lossAt = i;
+  FailureOr<unsigned> lossAt = lossResult(forward);
+  if (failed(lossAt))
+    return failure();
   if (SymbolTable::lookupNearestSymbolFrom(
           forward, StringAttr::get(forward.getContext(), name)))
     return forward.emitOpError("cannot create '")

@@ -37,6 +37,7 @@
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
@@ -157,6 +158,60 @@ SmallVector<Segment> checkpointSegments(ArrayRef<Operation *> ops) {
   for (size_t k = 0; k + 1 < cuts.size(); ++k)
     segments.push_back({cuts[k].first + 1, cuts[k + 1].first + 1});
   return segments;
+}
+
+/// A weight the forward gathers whole (moe-shard-weights) is gathered again
+/// in front of the first backward op that reads it, so that the forward's
+/// copy dies with the forward op reading it instead of living until the
+/// backward. `forwardOps` are the training step's forward ops; a
+/// recomputed block's gathers already run in the backward.
+void regatherWeights(ArrayRef<Operation *> forwardOps) {
+  DenseSet<Operation *> inForward(forwardOps.begin(), forwardOps.end());
+  for (Operation *op : forwardOps) {
+    auto gather = dyn_cast<shard::AllGatherOp>(op);
+    if (!gather || !gather.getInput().getDefiningOp<ParamOp>())
+      continue;
+    SmallVector<OpOperand *> backward;
+    for (OpOperand &use : gather.getResult().getUses())
+      if (!inForward.contains(use.getOwner()))
+        backward.push_back(&use);
+    if (backward.empty())
+      continue;
+    Operation *first = backward.front()->getOwner();
+    for (OpOperand *use : backward)
+      if (use->getOwner()->isBeforeInBlock(first))
+        first = use->getOwner();
+    OpBuilder b(first);
+    Value again = b.clone(*gather)->getResult(0);
+    for (OpOperand *use : backward)
+      use->set(again);
+  }
+}
+
+/// An all-reduce read only by an all-slice over the same axes is a
+/// reduce-scatter: each rank receives its piece of the sum alone, half the
+/// bytes of a ring all-reduce. A weight gathered in the forward
+/// (moe-shard-weights) gets its gradient this way: summed over the ranks
+/// that split its tokens, then sliced by the gather's transpose.
+void fuseReduceScatters(Block &body) {
+  for (auto slice :
+       llvm::make_early_inc_range(body.getOps<shard::AllSliceOp>())) {
+    auto reduce = slice.getInput().getDefiningOp<shard::AllReduceOp>();
+    if (!reduce || !reduce->hasOneUse() ||
+        reduce.getReduction() != shard::ReductionKind::Sum ||
+        reduce.getGrid() != slice.getGrid() ||
+        reduce.getGridAxes() != slice.getGridAxes())
+      continue;
+    OpBuilder b(slice);
+    Value piece = shard::ReduceScatterOp::create(
+                      b, slice.getLoc(), slice.getType(), reduce.getGrid(),
+                      reduce.getGridAxes(), reduce.getInput(),
+                      shard::ReductionKind::Sum, slice.getSliceAxis())
+                      .getResult();
+    slice.replaceAllUsesWith(piece);
+    slice.erase();
+    reduce.erase();
+  }
 }
 
 /// The index of the model function's one scalar loss among its results.
@@ -480,6 +535,9 @@ FailureOr<func::FuncOp> TrainStepBuilder::build() {
       segments.pop_back();
   }
 
+  regatherWeights(cloned);
+  fuseReduceScatters(*body);
+
   // Drop the forward values the loss does not need (e.g. returned logits
   // that no loss reads).
   for (Operation &op : llvm::make_early_inc_range(llvm::reverse(*body)))
@@ -555,17 +613,18 @@ struct BuildTrainStepPass
   LogicalResult recordZeroStage(ModuleOp module) {
     if (zeroStage == 0)
       return success();
-    if (zeroStage != 1)
+    if (zeroStage != 1 && zeroStage != 3)
       return emitError(module.getLoc())
              << "moe-build-train-step: ZeRO stage " << zeroStage.getValue()
-             << " is not built; stage 1 (optimizer state split over the "
-                "data-parallel replicas) is";
+             << " is not built; stages 1 (optimizer state split over the "
+                "data-parallel replicas) and 3 (weights too, "
+                "moe-shard-weights) are";
     auto mesh = module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName());
     if (!mesh || mesh.getDp() * mesh.getCp() == 1)
       return emitError(module.getLoc())
-             << "moe-build-train-step: ZeRO stage 1 splits the optimizer "
-                "state over the data-parallel axes, but the mesh has dp = 1 "
-                "and cp = 1";
+             << "moe-build-train-step: ZeRO stage " << zeroStage.getValue()
+             << " splits the optimizer state over the data-parallel axes, "
+                "but the mesh has dp = 1 and cp = 1";
     module->setAttr(MoEDialect::getZeroStageAttrName(),
                     IntegerAttr::get(IntegerType::get(module.getContext(), 64),
                                      zeroStage.getValue()));

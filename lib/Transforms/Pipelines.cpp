@@ -43,6 +43,8 @@ void mlir::moe::buildCompilerPipeline(OpPassManager &pm,
 void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
                                          StringRef storage, int64_t zeroStage,
                                          StringRef recompute) {
+  if (trainStep && zeroStage == 3)
+    pm.addPass(createShardWeights());
   pm.addPass(createExpandCapacity());
   pm.addPass(createLowerExperts());
   if (trainStep) {
@@ -99,8 +101,10 @@ struct MoEPipelineOptions
       llvm::cl::init("f32")};
   Option<int64_t> zeroStage{
       *this, "zero",
-      llvm::cl::desc("ZeRO stage: 0, or 1 to split the optimizer state over "
-                     "the data-parallel replicas (moe-build-train-step)"),
+      llvm::cl::desc("ZeRO stage: 0; 1 to split the optimizer state over "
+                     "the data-parallel replicas (moe-build-train-step); 3 "
+                     "to split the weights and gradients too "
+                     "(moe-shard-weights)"),
       llvm::cl::init(0)};
   Option<std::string> recompute{
       *this, "recompute",

@@ -140,6 +140,38 @@ TEST(TensorCollectives, GatherAndSliceAlongAxis) {
   }
 }
 
+// Each rank ends with its slice of the sum of every rank's whole tensor,
+// along the outermost axis (no packing) and an inner one.
+TEST(TensorCollectives, ReduceScatterIsTheSlicedSum) {
+  for (int n : {1, 2, 3}) {
+    for (int64_t outer : {1, 3}) {
+      int64_t mid = 2, inner = 5;
+      int64_t count = outer * n * mid * inner;
+      auto wholeOf = [&](int r) {
+        std::vector<float> whole(count);
+        for (int64_t i = 0; i < count; ++i)
+          whole[i] = static_cast<float>((r + 1) * 1000 + i);
+        return whole;
+      };
+      std::vector<float> sum(count, 0.0f);
+      for (int r = 0; r < n; ++r) {
+        std::vector<float> whole = wholeOf(r);
+        for (int64_t i = 0; i < count; ++i)
+          sum[i] += whole[i];
+      }
+      runLocal(n, [&](Communicator &comm) {
+        int r = comm.rank();
+        std::vector<float> whole = wholeOf(r);
+        std::vector<float> piece(count / n);
+        reduceScatterAxis(comm, whole.data(), piece.data(),
+                          {outer, n * mid, inner}, CommDType::F32);
+        EXPECT_EQ(piece, slice(sum, outer, mid, inner, n, r))
+            << "n " << n << " outer " << outer << " rank " << r;
+      });
+    }
+  }
+}
+
 // Ulysses: [b, s/n, h, d] -> [b, s, h/n, d] equals slicing the whole [b, s,
 // h, d] by heads.
 TEST(TensorCollectives, AllToAllTradesSequenceForHeads) {
@@ -365,6 +397,16 @@ TEST(TensorCollectives, BuffersGoThroughBufferOps) {
     allSliceAxis(comm, whole.data(), back.data(), {outer, n * mid, inner},
                  CommDType::F32, mine);
     EXPECT_EQ(back, part);
+    // Every rank brings the same whole tensor: its piece is n times its
+    // slice.
+    std::vector<float> summed(part.size());
+    reduceScatterAxis(comm, whole.data(), summed.data(),
+                      {outer, n * mid, inner}, CommDType::F32, mine);
+    std::vector<float> times(part);
+    for (float &x : times)
+      x *= n;
+    EXPECT_EQ(summed, times);
+    EXPECT_FALSE(mine.unfenced);
     // Ulysses as in AllToAllTradesSequenceForHeads: [b, s/n, h, d] to
     // [b, s, h/n, d].
     int64_t b = 2, seq = 4 * n, h = 2 * n, d = 3;

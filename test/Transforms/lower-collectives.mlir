@@ -93,3 +93,35 @@ module {
     return %back : tensor<8x8xf32>
   }
 }
+
+// -----
+
+// ZeRO stage 3's gradient reduce-scatter: over dp x cp (group 5). Along the
+// outermost axis the pieces are contiguous already; along an inner one they
+// are packed first, in a scratch the size of the input (8x8 f32: 256 bytes).
+// CHECK-LABEL: func.func @moe_entry_scattered
+// CHECK-SAME: comm_bytes = 256 : i64
+// CHECK: call @moert_reduce_scatter_sum(%{{.*}}, %c5_i32{{[_0-9]*}}, %c0_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %c1_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}})
+// CHECK: call @moert_reduce_scatter_sum(%{{.*}}, %c0_i32{{[_0-9]*}}, %c0_i32{{[_0-9]*}}, %{{.*}}, %{{.*}}, %c8_i64{{[_0-9]*}}, %c8_i64{{[_0-9]*}}, %c1_i64{{[_0-9]*}})
+// BF16-LABEL: func.func @moe_entry_scattered
+// BF16-SAME: comm_bytes = 128 : i64
+// BF16: call @moert_reduce_scatter_sum(%{{.*}}, %c5_i32{{[_0-9]*}}, %c3_i32{{[_0-9]*}},
+module {
+  shard.grid @mesh(shape = 2x2x2)
+  func.func @scattered(%x: tensor<8x8xf32>) -> (tensor<2x8xf32>, tensor<8x4xf32>) {
+    %rows = shard.reduce_scatter %x on @mesh grid_axes = [0, 1] scatter_axis = 0 : tensor<8x8xf32> -> tensor<2x8xf32>
+    %cols = shard.reduce_scatter %x on @mesh grid_axes = [0] scatter_axis = 1 : tensor<8x8xf32> -> tensor<8x4xf32>
+    return %rows, %cols : tensor<2x8xf32>, tensor<8x4xf32>
+  }
+}
+
+// -----
+
+module {
+  shard.grid @mesh(shape = 2x2x2)
+  func.func @f(%x: tensor<8x8xf32>) -> tensor<4x8xf32> {
+    // expected-error @+1 {{only sums reach the runtime}}
+    %r = shard.reduce_scatter %x on @mesh grid_axes = [0] reduction = max scatter_axis = 0 : tensor<8x8xf32> -> tensor<4x8xf32>
+    return %r : tensor<4x8xf32>
+  }
+}

@@ -25,6 +25,12 @@ With --zero 1 (ZeRO stage 1) each moment of a block is split over the
 block's data-parallel replicas, the dp x cp ranks for a dense weight and
 dp x cp / ep for an expert weight: a rank keeps ceil(n / replicas)
 elements, rounded up to 16.
+
+With --zero 3 every weight not split over ep (all of them when ep = 1) is
+split once more, over the dp x cp ranks, along the first dimension of its
+block that they divide (none: it stays whole); a split weight's weights,
+gradients, master copy and moments are its slice's, the others' as under
+stage 1.
 """
 
 import argparse
@@ -113,6 +119,17 @@ def local_params(c, mesh):
     return out
 
 
+def zero3_block(local, expert, mesh):
+    """(block, split) of a weight under ZeRO stage 3."""
+    plane = mesh["dp"] * mesh["cp"]
+    if plane == 1 or (expert and mesh["ep"] > 1):
+        return local, False
+    for d, size in enumerate(local):
+        if size % plane == 0:
+            return local[:d] + [size // plane] + local[d + 1:], True
+    return local, False
+
+
 def elements(shape):
     n = 1
     for d in shape:
@@ -140,22 +157,27 @@ def main():
         mesh[axis] = int(size)
     ranks = mesh["dp"] * mesh["cp"] * mesh["tp"]
 
-    params = local_params(c, mesh)
+    params = []
+    for shape, local, expert in local_params(c, mesh):
+        split = False
+        if args.zero == 3:
+            local, split = zero3_block(local, expert, mesh)
+        params.append((shape, local, expert, split))
     storage_bytes = 2 if args.storage == "bf16" else 4
-    weights = sum(align(elements(local) * storage_bytes) for _, local, _ in params)
-    fp32 = sum(align(elements(local) * 4) for _, local, _ in params)
+    weights = sum(align(elements(local) * storage_bytes) for _, local, _, _ in params)
+    fp32 = sum(align(elements(local) * 4) for _, local, _, _ in params)
     moment = fp32
     if args.zero:
         plane = mesh["dp"] * mesh["cp"]
         moment = 0
-        for _, local, expert in params:
-            replicas = plane // mesh["ep"] if expert else plane
+        for _, local, expert, split in params:
+            replicas = 1 if split else plane // mesh["ep"] if expert else plane
             each = -(-elements(local) // replicas)
             moment += -(-each // 16) * 16 * 4
     bf16 = args.storage == "bf16"
     want = {
         "weights": weights,
-        "gradients": weights + 4 * min(max(elements(local) for _, local, _ in params), 1 << 24)
+        "gradients": weights + 4 * min(max(elements(local) for _, local, _, _ in params), 1 << 24)
         if bf16 else fp32,
         "optimizer": 2 * moment + (fp32 if bf16 else 0),
     }

@@ -62,6 +62,13 @@ void allSliceAxis(Communicator &comm, const void *src, void *dst,
                   AxisLayout global, CommDType dtype,
                   BufferOps &ops = hostBufferOps());
 
+/// recv = this rank's piece along the axis of the sum over the ranks of
+/// send (ZeRO stage 3's gradients): send has `global` layout, recv
+/// {outer, global.mid / n, inner}. The sum is the communicator's
+/// reduceScatterSum, element for element the sum its allReduceSum forms.
+void reduceScatterAxis(Communicator &comm, const void *send, void *recv,
+                       AxisLayout global, CommDType dtype,
+                       BufferOps &ops = hostBufferOps());
 /// Splits send along its split axis into size() pieces, sends piece j to rank
 /// j, and concatenates the pieces received along recv's concat axis in rank
 /// order (Ulysses: sequence <-> heads). `sendSplit` is send's layout around

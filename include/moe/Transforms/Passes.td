@@ -124,6 +124,31 @@ def Partition : Pass<"moe-partition", "::mlir::ModuleOp"> {
                            "::mlir::tensor::TensorDialect"];
 }
 
+def ShardWeights : Pass<"moe-shard-weights", "::mlir::ModuleOp"> {
+  let summary = "ZeRO stage 3: split the weights over the data-parallel ranks";
+  let description = [{
+    Runs on the per-rank program (after moe-partition). Every weight that
+    the ranks of the data-parallel plane hold whole (a dense weight, split
+    at most over tp, or an expert weight when ep = 1) is split over the dp
+    and cp axes too: along its first dimension whose local size they
+    divide, as the minor split of that dimension (after tp), recorded in its
+    `moe.split`. Each op that reads the weight reads the whole local block
+    from a `shard.all_gather` over those axes placed right in front of it,
+    one per op, so that no gathered weight is live beyond the op that reads
+    it. moe-build-train-step then sums the gathered weight's gradient over
+    the plane and slices it (the all-gather's transpose), and gathers the
+    weight again in front of its backward: each rank keeps the weights,
+    gradients, fp32 master weights and AdamW moments of its slice only, as
+    FSDP and ZeRO stage 3 do. Expert weights split over ep keep their
+    layout, and so does a weight with no dimension the plane divides.
+
+    Guarantees: the program computes what it computed before, and checkpoint
+    tensors map to the new slices through `moe.split`. A module that is not
+    partitioned, or a mesh with dp = cp = 1, is a diagnostic.
+  }];
+  let dependentDialects = ["::mlir::shard::ShardDialect"];
+}
+
 def ExpandCapacity : Pass<"moe-expand-capacity"> {
   let summary = "Make capacity-factor experts drop their over-capacity slots explicitly";
   let description = [{

@@ -127,6 +127,26 @@ void allSliceAxis(Communicator &comm, const void *src, void *dst,
             comm.rank());
 }
 
+void reduceScatterAxis(Communicator &comm, const void *send, void *recv,
+                       AxisLayout global, CommDType dtype, BufferOps &ops) {
+  const char *what = "reduce-scatter along an axis";
+  int n = comm.size();
+  size_t elem = commDTypeSize(dtype);
+  Pieces p = pieces(what, "the summed tensor", global, n, elem);
+  int64_t count = global.outer * (global.mid / n) * global.inner;
+  if (global.outer == 1 || n == 1) {
+    comm.reduceScatterSum(send, recv, count, dtype);
+    return;
+  }
+  // Each rank's piece made contiguous, in rank order.
+  Scratch packed(ops, static_cast<size_t>(count) * n * elem);
+  for (int r = 0; r < n; ++r)
+    packPiece(ops, static_cast<const char *>(send),
+              packed.data() + r * count * elem, p, r);
+  ops.fence();
+  comm.reduceScatterSum(packed.data(), recv, count, dtype);
+}
+
 void allToAllAxes(Communicator &comm, const void *send, void *recv,
                   AxisLayout sendSplit, AxisLayout recvConcat, CommDType dtype,
                   BufferOps &ops) {

@@ -302,6 +302,31 @@ void moert_all_slice(moert_context *ctx, int32_t groupId, int32_t dtype,
   });
 }
 
+void moert_reduce_scatter_sum(moert_context *ctx, int32_t groupId,
+                              int32_t dtype, const void *in, void *out,
+                              int64_t outer, int64_t mid, int64_t inner) {
+  guarded(ctx, __func__, [&] {
+    moe::rt::Communicator &comm = group(ctx, groupId);
+    moe::rt::CommDType type = dtypeOf(dtype);
+    moe::rt::Backend &b = backend(ctx);
+    size_t inBytes = outer * mid * inner * moe::rt::commDTypeSize(type);
+    noteCollective(ctx, groupId, inBytes);
+    if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
+      BackendBufferOps ops(ctx);
+      b.synchronize();
+      moe::rt::reduceScatterAxis(*direct, in, out, {outer, mid, inner}, type,
+                                 ops);
+      return;
+    }
+    size_t outBytes = inBytes / comm.size();
+    HostStage stage(b);
+    const void *src = stage.in(in, inBytes);
+    void *dst = stage.scratchOut(out, outBytes);
+    moe::rt::reduceScatterAxis(comm, src, dst, {outer, mid, inner}, type);
+    stage.out(out, dst, outBytes);
+  });
+}
+
 void moert_all_to_all(moert_context *ctx, int32_t groupId, int32_t dtype,
                       const void *in, void *out, int64_t splitOuter,
                       int64_t splitMid, int64_t splitInner, int64_t concatOuter,

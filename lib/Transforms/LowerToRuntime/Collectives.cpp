@@ -1,8 +1,9 @@
 //===- Collectives.cpp - Lowering of the collectives ----------------------===//
 //
 // moe-partition's collectives: the upstream shard.all_reduce /
-// all_gather / all_slice / all_to_all and the expert-parallel moe.dispatch
-// and moe.combine, each one runtime call on the runtime group
+// all_gather / all_slice / all_to_all, the shard.reduce_scatter of
+// moe-build-train-step (ZeRO stage 3 gradients) and the expert-parallel
+// moe.dispatch and moe.combine, each one runtime call on the runtime group
 // (MOERT_GROUP_*) of its grid axes, with the element type first and the
 // layout around the collective's dimension after the pointers.
 //
@@ -122,6 +123,19 @@ LogicalResult lowerAllSlice(shard::AllSliceOp op, EntryBuilder &e) {
                              op.getSliceAxis().getSExtValue());
 }
 
+LogicalResult lowerReduceScatter(shard::ReduceScatterOp op, EntryBuilder &e) {
+  if (op.getReduction() != shard::ReductionKind::Sum)
+    return op.emitOpError("only sums reach the runtime");
+  // Each rank's piece is packed contiguously first, unless the scattered
+  // dimension is the outermost.
+  int64_t axis = op.getScatterAxis().getSExtValue();
+  if (llvm::any_of(
+          cast<ShapedType>(op.getInput().getType()).getShape().take_front(axis),
+          [](int64_t d) { return d != 1; }))
+    e.needCommScratch(op.getInput());
+  return lowerAxisCollective(e, op, "moert_reduce_scatter_sum", axis);
+}
+
 LogicalResult lowerAllToAll(shard::AllToAllOp op, EntryBuilder &e) {
   e.needCommScratch(op.getInput(), /*copies=*/2); // packed and received pieces
   auto out = e.resultBuffer(op.getResult());
@@ -178,6 +192,7 @@ void populateCollectiveLowerings(LoweringTable &table) {
   table.add(lowerAllReduce);
   table.add(lowerAllGather);
   table.add(lowerAllSlice);
+  table.add(lowerReduceScatter);
   table.add(lowerAllToAll);
   table.add(lowerDispatch);
   table.add(lowerCombine);

@@ -134,10 +134,11 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
   }
   if (name == getZeroStageAttrName()) {
     auto stage = dyn_cast<IntegerAttr>(attr.getValue());
-    if (!isa<ModuleOp>(op) || !stage || stage.getInt() != 1)
+    if (!isa<ModuleOp>(op) || !stage ||
+        (stage.getInt() != 1 && stage.getInt() != 3))
       return op->emitError() << "'" << name
-                             << "' must be the integer 1 on a builtin.module "
-                                "(ZeRO stage 1 is the one built)";
+                             << "' must be the integer 1 or 3 on a "
+                                "builtin.module (the ZeRO stages built)";
     return success();
   }
   if (name == getRecomputeAttrName()) {

@@ -419,9 +419,11 @@ int runInfo(const Manifest &m) {
   std::printf("mesh         %s (%lld ranks)\n", m.mesh.str().c_str(),
               static_cast<long long>(m.mesh.worldSize()));
   if (m.zeroStage)
-    std::printf("zero         stage %d (AdamW state sliced over the "
-                "data-parallel replicas)\n",
-                m.zeroStage);
+    std::printf("zero         stage %d (%s sliced over the data-parallel "
+                "replicas)\n",
+                m.zeroStage,
+                m.zeroStage == 3 ? "dense weights, gradients and AdamW state"
+                                 : "AdamW state");
   if (!m.recompute.empty())
     std::printf("recompute    %s (the training step runs each block's "
                 "forward again before its backward)\n",

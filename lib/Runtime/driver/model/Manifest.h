@@ -125,7 +125,10 @@ struct Manifest {
   std::optional<TrainStepInfo> evalStep;
   /// ZeRO stage (manifest "zero_stage", moec --zero): 1 splits each
   /// weight's AdamW state over its data-parallel replicas
-  /// (moe/Support/OptimizerShards.h); 0 keeps it whole on every rank.
+  /// (moe/Support/OptimizerShards.h); 3 also splits the dense weights
+  /// over dp x cp in the compiled program (their moe.split names dp or cp,
+  /// so their state is already a slice), and the optimizer treats what
+  /// stays whole as under 1; 0 keeps everything whole on every rank.
   int zeroStage = 0;
   /// Activation recompute of the training step (manifest "recompute", moec
   /// --recompute): "full", or empty for none.

@@ -1,0 +1,126 @@
+//===- ShardWeights.cpp - ZeRO stage 3: weights split over dp x cp --------===//
+//
+// moe-shard-weights: on the per-rank program, every weight the ranks of the
+// data-parallel plane (dp x cp) hold whole is split over them as well: each
+// rank keeps one slice, and every op that reads the weight reads the whole
+// block from an all-gather placed right in front of it. The gradient needs
+// nothing more: moe-build-train-step sums the gathered weight's gradient
+// over the plane and the all-gather's transpose slices it, so each rank
+// holds the gradient, master weights and AdamW state of its slice only.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ShardingSpec.h"
+
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+#include "moe/Transforms/Passes.h"
+
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_SHARDWEIGHTS
+#include "moe/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// The data-parallel axes of the dense grid (size > 1), major first.
+SmallVector<int16_t, 2> planeAxes(ArrayRef<int64_t> dense) {
+  SmallVector<int16_t, 2> axes;
+  for (int16_t axis : {kDpAxis, kCpAxis})
+    if (dense[axis] > 1)
+      axes.push_back(axis);
+  return axes;
+}
+
+/// True when `split` (a weight's moe.split) names no axis but tp: the
+/// weight is the same on every rank of the data-parallel plane. Expert
+/// weights split over ep (and replicated over edp) keep their layout.
+bool wholeOnPlane(ArrayAttr split) {
+  for (Attribute dim : split)
+    for (Attribute name : cast<ArrayAttr>(dim))
+      if (cast<StringAttr>(name).getValue() !=
+          meshAxisName(kDenseGrid, kTpAxis))
+        return false;
+  return true;
+}
+
+/// Splits `param` over `axes` (of `parts` ranks) along its first dimension
+/// that divides, and gathers it in front of each op that uses it. A weight
+/// with no such dimension stays whole.
+void shardWeight(ParamOp param, ArrayRef<int16_t> axes, int64_t parts) {
+  auto type = cast<RankedTensorType>(param.getType());
+  auto split = param->getAttrOfType<ArrayAttr>(kSplitAttr);
+  if (!split || !wholeOnPlane(split))
+    return;
+  const auto *dim = llvm::find_if(
+      type.getShape(), [&](int64_t size) { return size % parts == 0; });
+  if (dim == type.getShape().end())
+    return;
+  int64_t d = dim - type.getShape().begin();
+
+  OpBuilder b(param);
+  SmallVector<Attribute> names(split.begin(), split.end());
+  names.resize(type.getRank(), b.getArrayAttr({}));
+  SmallVector<Attribute> dimNames(cast<ArrayAttr>(names[d]).getValue());
+  for (int16_t axis : axes)
+    dimNames.push_back(b.getStringAttr(meshAxisName(kDenseGrid, axis)));
+  names[d] = b.getArrayAttr(dimNames);
+  param->setAttr(kSplitAttr, b.getArrayAttr(names));
+
+  SmallVector<int64_t> shape(type.getShape());
+  shape[d] /= parts;
+  param.getResult().setType(type.clone(shape));
+  // One gather per user, so that no whole weight outlives the op reading it.
+  SmallVector<Operation *> users(param->getUsers());
+  llvm::sort(users,
+             [](Operation *x, Operation *y) { return x->isBeforeInBlock(y); });
+  users.erase(llvm::unique(users), users.end());
+  for (Operation *user : users) {
+    b.setInsertionPoint(user);
+    Value whole =
+        shard::AllGatherOp::create(b, param.getLoc(), type, kDenseGrid, axes,
+                                   param, APInt(64, d))
+            .getResult();
+    user->replaceUsesOfWith(param, whole);
+  }
+}
+
+struct ShardWeightsPass
+    : public mlir::moe::impl::ShardWeightsBase<ShardWeightsPass> {
+  using ShardWeightsBase::ShardWeightsBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    if (!module->hasAttr(MoEDialect::getPartitionedAttrName())) {
+      module.emitError("moe-shard-weights: the module is not partitioned; "
+                       "run moe-partition first");
+      return signalPassFailure();
+    }
+    auto grid = module.lookupSymbol<shard::GridOp>(kDenseGrid);
+    if (!grid) {
+      module.emitError() << "moe-shard-weights: no shard.grid @" << kDenseGrid
+                         << " in the module; run moe-assign-mesh first";
+      return signalPassFailure();
+    }
+    ArrayRef<int64_t> dense = grid.getShape();
+    SmallVector<int16_t, 2> axes = planeAxes(dense);
+    if (axes.empty()) {
+      module.emitError("moe-shard-weights: ZeRO stage 3 splits the weights "
+                       "over the data-parallel axes, but the mesh has dp = "
+                       "1 and cp = 1");
+      return signalPassFailure();
+    }
+    int64_t parts = 1;
+    for (int16_t axis : axes)
+      parts *= dense[axis];
+    for (func::FuncOp fn : modelFunctions(module))
+      for (ParamOp param : llvm::make_early_inc_range(fn.getOps<ParamOp>()))
+        shardWeight(param, axes, parts);
+  }
+};
+
+} // namespace

@@ -225,8 +225,16 @@ def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
     executable's optimizer then keeps, on each of a weight's data-parallel
     replicas (the dp x cp plane for dense weights, edp for expert weights),
     the AdamW state of one slice of the weight only, updates that slice and
-    gathers the slices. The gradients stay all-reduced. A mesh without a
-    data-parallel axis (dp = cp = 1) and stages above 1 are diagnostics.
+    gathers the slices. The gradients stay all-reduced. With `zero=3` it
+    records `moe.zero_stage = 3`: moe-shard-weights has split the weights
+    (the optimizer treats the ones left whole as under stage 1). A mesh
+    without a data-parallel axis (dp = cp = 1) and stage 2 are diagnostics.
+
+    Whatever the stage, a weight the forward gathers from its slices
+    (`shard.all_gather` of a `moe.param`) is gathered again just in front of
+    its first backward use, so that the forward's copy dies with the forward
+    op reading it; and an all-reduce read only by an all-slice over the same
+    axes becomes one `shard.reduce_scatter` (the gradient of such a weight).
 
     With `recompute=full` it keeps, of the forward's activations, only the
     checkpoints: the points of the forward where a single activation is live
@@ -258,8 +266,9 @@ def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
            "Do nothing when the model function returns no scalar loss (the "
            "compiler pipeline's policy)">,
     Option<"zeroStage", "zero", "int64_t", /*default=*/"0",
-           "ZeRO stage: 0, or 1 to split each weight's optimizer state over "
-           "its data-parallel replicas (recorded as moe.zero_stage)">,
+           "ZeRO stage: 0; 1 to split each weight's optimizer state over "
+           "its data-parallel replicas; 3 when moe-shard-weights has split "
+           "the weights too (recorded as moe.zero_stage)">,
     Option<"recompute", "recompute", "std::string", /*default=*/"\"none\"",
            "Activation recompute: none, or full to keep only the activations "
            "between blocks and run each block's forward again before its "

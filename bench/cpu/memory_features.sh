@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # What the memory features cost in step time on the CPU: the Shakespeare MoE
 # trained on two MPI ranks (mesh dp=2, one OpenBLAS thread each) compiled
-# plain, with ZeRO stage 1 (moec --zero 1), with activation recompute (moec
-# --recompute full) and with both, one after another in the same run; prints
-# a table of each build's per-rank memory (moec --memory-report) and its
-# training speed against the plain build's.
+# plain, with ZeRO stage 1 or 3 (moec --zero 1|3), with activation recompute
+# (moec --recompute full) and with both, one after another in the same run;
+# prints a table of each build's per-rank memory (moec --memory-report) and
+# its training speed against the plain build's.
 #
 #   bench/cpu/memory_features.sh
 #
@@ -37,8 +37,9 @@ export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 out="$build/bench-memory-features"
 mkdir -p "$out"
 
-variants=("plain" "zero1 --zero 1" "recompute --recompute full"
-  "zero1+recompute --zero 1 --recompute full")
+variants=("plain" "zero1 --zero 1" "zero3 --zero 3" "recompute --recompute full"
+  "zero1+recompute --zero 1 --recompute full"
+  "zero3+recompute --zero 3 --recompute full")
 
 compile() { # VARIANT FLAGS...
   local variant="$1"

@@ -17,7 +17,9 @@ reads only its own tensors of the checkpoint, whatever its size.
 With --zero-saving: compiles MODEL twice, plainly and with `moec --zero 1`,
 trains both and compares what ZeRO stage 1 saves, the difference of the two
 peaks, with the difference of the two reports' totals (mostly AdamW's
-moments, which it splits over the data-parallel replicas). With
+moments, which it splits over the data-parallel replicas); --zero-saving 3
+the same for `moec --zero 3` (the weights, gradients and AdamW state, which
+it splits, less the whole weights gathered while they are read). With
 --recompute-saving the same for `moec --recompute full` (the training
 activations, of which it keeps the checkpoints).
 
@@ -56,14 +58,24 @@ def main():
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--tolerance", type=float, default=0.15)
-    parser.add_argument("--zero-saving", action="store_true")
+    parser.add_argument("--zero-saving", type=int, nargs="?", const=1, metavar="STAGE",
+                        help="what ZeRO stage STAGE (default 1) saves against the plain build")
     parser.add_argument("--recompute-saving", action="store_true")
     args = parser.parse_args()
-    if args.zero_saving:
+    if args.zero_saving == 1:
         return saving(args, ["--zero", "1"], lambda plain, zero: (
             f"ZeRO stage 1 on {args.mesh}: optimizer a rank "
             f"{plain['optimizer'] / 2**20:.1f} -> {zero['optimizer'] / 2**20:.1f} MiB "
             f"({plain['optimizer'] / zero['optimizer']:.2f}x smaller)"))
+    if args.zero_saving == 3:
+        def state(report):
+            return report["weights"] + report["gradients"] + report["optimizer"]
+        return saving(args, ["--zero", "3"], lambda plain, zero: (
+            f"ZeRO stage 3 on {args.mesh}: weights, gradients and optimizer a rank "
+            f"{state(plain) / 2**20:.1f} -> {state(zero) / 2**20:.1f} MiB "
+            f"({state(plain) / state(zero):.2f}x smaller)"))
+    if args.zero_saving is not None:
+        parser.error(f"--zero-saving: stage {args.zero_saving} is not built (1 or 3)")
     if args.recompute_saving:
         return saving(args, ["--recompute", "full"], lambda plain, again: (
             f"recompute on {args.mesh or '1 rank'}: training activations a rank "

@@ -397,11 +397,7 @@ int runTrain(const Manifest &m, const Entries &entries, const TrainOptions &o,
         throw std::runtime_error(
             "--resume found no checkpoint in " + *o.checkpointDir +
             "; give --init-random SEED or --weights PATH to start from");
-      weights = obtainWeights(m, *o.source, env.placePtr());
     }
-    if (env.root && o.metrics)
-      metrics.emplace(*o.metrics, checkpoint ? std::optional<int64_t>(first - 1)
-                                             : std::nullopt);
     // The plot is first written at the first evaluation: fail now instead.
     if (env.root && o.plot) {
       std::filesystem::path parent =
@@ -431,12 +427,20 @@ int runTrain(const Manifest &m, const Entries &entries, const TrainOptions &o,
     runner.setWeights(weights);
     adam.push(moment1, moment2);
   };
-  // A fresh start's moments are zero, as the backend allocates them.
+  // A fresh start's moments are zero, as the backend allocates them, and
+  // its weights stream into the runner's a tensor at a time: no host copy
+  // of the rank's weights lives beside them. The metrics file is begun once
+  // the weights are in, so that a bad weights file leaves none.
   if (resumed)
     pushState();
-  else
-    runner.setWeights(weights);
   releaseState();
+  env.agree([&] {
+    if (!resumed)
+      loadWeightsInto(runner, m, *o.source, env.placePtr());
+    if (env.root && o.metrics)
+      metrics.emplace(*o.metrics, resumed ? std::optional<int64_t>(first - 1)
+                                          : std::nullopt);
+  });
   // The replica reduction's host copy of the gradients, kept while some
   // expert has replicas (a re-placement may add or drop them).
   AlignedBuffer grads;

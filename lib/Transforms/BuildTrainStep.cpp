@@ -107,6 +107,14 @@ bool isActivation(Value v) {
   return type && type.getRank() > 0 && isa<FloatType>(type.getElementType());
 }
 
+/// A weight, or a weight gathered whole from its slices (moe-shard-weights):
+/// never recomputed, and no checkpoint.
+bool isWeight(Operation *op) {
+  if (auto gather = dyn_cast<shard::AllGatherOp>(op))
+    return gather.getInput().getDefiningOp<ParamOp>() != nullptr;
+  return isa<ParamOp>(op);
+}
+
 /// A run [begin, end) of the forward's ops that reads, of the activations
 /// computed before it, a single one (its checkpoint).
 struct Segment {
@@ -126,7 +134,7 @@ SmallVector<Segment> checkpointSegments(ArrayRef<Operation *> ops) {
   std::vector<SmallVector<Value, 2>> dying(ops.size());
   DenseMap<Value, size_t> lastUse;
   for (auto [i, op] : llvm::enumerate(ops)) {
-    if (isa<ParamOp>(op))
+    if (isWeight(op))
       continue; // weights are never recomputed
     for (Value result : op->getResults()) {
       if (!isActivation(result))
@@ -163,8 +171,8 @@ SmallVector<Segment> checkpointSegments(ArrayRef<Operation *> ops) {
 /// A weight the forward gathers whole (moe-shard-weights) is gathered again
 /// in front of the first backward op that reads it, so that the forward's
 /// copy dies with the forward op reading it instead of living until the
-/// backward. `forwardOps` are the training step's forward ops; a
-/// recomputed block's gathers already run in the backward.
+/// backward. `forwardOps` are the training step's forward ops; every other
+/// op is the backward's, a recomputed block's forward ops included.
 void regatherWeights(ArrayRef<Operation *> forwardOps) {
   DenseSet<Operation *> inForward(forwardOps.begin(), forwardOps.end());
   for (Operation *op : forwardOps) {
@@ -232,8 +240,12 @@ FailureOr<unsigned> lossResult(func::FuncOp forward) {
 
 class TrainStepBuilder {
 public:
-  TrainStepBuilder(func::FuncOp forward, StringRef name, bool recompute)
-      : forward(forward), name(name), recompute(recompute), b(forward) {}
+  /// `regather`: gather the weights the forward gathers again for the
+  /// backward (ZeRO stage 3) rather than keep the forward's copies (2).
+  TrainStepBuilder(func::FuncOp forward, StringRef name, bool recompute,
+                   bool regather)
+      : forward(forward), name(name), recompute(recompute), regather(regather),
+        b(forward) {}
 
   FailureOr<func::FuncOp> build();
 
@@ -270,6 +282,7 @@ private:
   func::FuncOp forward;
   std::string name;
   bool recompute;
+  bool regather;
   OpBuilder b;
   func::FuncOp step;
   Location loc = forward.getLoc();
@@ -454,7 +467,7 @@ void TrainStepBuilder::recomputeSegment(
     DenseMap<Operation *, Operation *> &recomputed) {
   IRMapping mapping;
   for (Operation *op : segment) {
-    if (isa<ParamOp>(op))
+    if (isWeight(op))
       continue;
     Operation *copy = b.clone(*op, mapping);
     analyse(copy);
@@ -535,7 +548,8 @@ FailureOr<func::FuncOp> TrainStepBuilder::build() {
       segments.pop_back();
   }
 
-  regatherWeights(cloned);
+  if (regather)
+    regatherWeights(cloned);
   fuseReduceScatters(*body);
 
   // Drop the forward values the loss does not need (e.g. returned logits
@@ -602,7 +616,8 @@ struct BuildTrainStepPass
     }
     bool full = recompute == "full";
     if (failed(recordZeroStage(module)) ||
-        failed(TrainStepBuilder(forward, stepFunction, full).build()) ||
+        failed(TrainStepBuilder(forward, stepFunction, full, zeroStage != 2)
+                   .build()) ||
         failed(buildEvalStep(forward, evalFunction)))
       return signalPassFailure();
     if (full)
@@ -613,12 +628,12 @@ struct BuildTrainStepPass
   LogicalResult recordZeroStage(ModuleOp module) {
     if (zeroStage == 0)
       return success();
-    if (zeroStage != 1 && zeroStage != 3)
+    if (zeroStage < 1 || zeroStage > 3)
       return emitError(module.getLoc())
              << "moe-build-train-step: ZeRO stage " << zeroStage.getValue()
-             << " is not built; stages 1 (optimizer state split over the "
-                "data-parallel replicas) and 3 (weights too, "
-                "moe-shard-weights) are";
+             << " does not exist; the stages are 1 (optimizer state split "
+                "over the data-parallel replicas), 2 and 3 (gradients and "
+                "weights too, moe-shard-weights)";
     auto mesh = module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName());
     if (!mesh || mesh.getDp() * mesh.getCp() == 1)
       return emitError(module.getLoc())

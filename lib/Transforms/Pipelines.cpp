@@ -43,8 +43,11 @@ void mlir::moe::buildCompilerPipeline(OpPassManager &pm,
 void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
                                          StringRef storage, int64_t zeroStage,
                                          StringRef recompute) {
-  if (trainStep && zeroStage == 3)
-    pm.addPass(createShardWeights());
+  if (trainStep && zeroStage >= 2) {
+    ShardWeightsOptions weights;
+    weights.stage = zeroStage;
+    pm.addPass(createShardWeights(weights));
+  }
   pm.addPass(createExpandCapacity());
   pm.addPass(createLowerExperts());
   if (trainStep) {
@@ -102,8 +105,8 @@ struct MoEPipelineOptions
   Option<int64_t> zeroStage{
       *this, "zero",
       llvm::cl::desc("ZeRO stage: 0; 1 to split the optimizer state over "
-                     "the data-parallel replicas (moe-build-train-step); 3 "
-                     "to split the weights and gradients too "
+                     "the data-parallel replicas (moe-build-train-step); 2 "
+                     "to split the gradients too, 3 the weights too "
                      "(moe-shard-weights)"),
       llvm::cl::init(0)};
   Option<std::string> recompute{

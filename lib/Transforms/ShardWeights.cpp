@@ -1,12 +1,14 @@
-//===- ShardWeights.cpp - ZeRO stage 3: weights split over dp x cp --------===//
+//===- ShardWeights.cpp - ZeRO stages 2 and 3: weights split over dp x cp -===//
 //
 // moe-shard-weights: on the per-rank program, every weight the ranks of the
 // data-parallel plane (dp x cp) hold whole is split over them as well: each
-// rank keeps one slice, and every op that reads the weight reads the whole
-// block from an all-gather placed right in front of it. The gradient needs
-// nothing more: moe-build-train-step sums the gathered weight's gradient
-// over the plane and the all-gather's transpose slices it, so each rank
-// holds the gradient, master weights and AdamW state of its slice only.
+// rank keeps one slice, and the ops that read the weight read the whole
+// block from an all-gather: one right in front of each of them (stage 3),
+// or one right after the weight, whose result the training step keeps for
+// the backward (stage 2). The gradient needs nothing more:
+// moe-build-train-step sums the gathered weight's gradient over the plane
+// and the all-gather's transpose slices it, so each rank holds the
+// gradient, master weights and AdamW state of its slice only.
 //
 //===----------------------------------------------------------------------===//
 
@@ -49,9 +51,10 @@ bool wholeOnPlane(ArrayAttr split) {
 }
 
 /// Splits `param` over `axes` (of `parts` ranks) along its first dimension
-/// that divides, and gathers it in front of each op that uses it. A weight
-/// with no such dimension stays whole.
-void shardWeight(ParamOp param, ArrayRef<int16_t> axes, int64_t parts) {
+/// that divides, and gathers it in front of each op that uses it (`perUse`),
+/// or once, right after it. A weight with no such dimension stays whole.
+void shardWeight(ParamOp param, ArrayRef<int16_t> axes, int64_t parts,
+                 bool perUse) {
   auto type = cast<RankedTensorType>(param.getType());
   auto split = param->getAttrOfType<ArrayAttr>(kSplitAttr);
   if (!split || !wholeOnPlane(split))
@@ -74,6 +77,17 @@ void shardWeight(ParamOp param, ArrayRef<int16_t> axes, int64_t parts) {
   SmallVector<int64_t> shape(type.getShape());
   shape[d] /= parts;
   param.getResult().setType(type.clone(shape));
+  auto gather = [&] {
+    return shard::AllGatherOp::create(b, param.getLoc(), type, kDenseGrid,
+                                      axes, param, APInt(64, d))
+        .getResult();
+  };
+  if (!perUse) {
+    b.setInsertionPointAfter(param);
+    Value whole = gather();
+    param.getResult().replaceAllUsesExcept(whole, whole.getDefiningOp());
+    return;
+  }
   // One gather per user, so that no whole weight outlives the op reading it.
   SmallVector<Operation *> users(param->getUsers());
   llvm::sort(users,
@@ -81,11 +95,7 @@ void shardWeight(ParamOp param, ArrayRef<int16_t> axes, int64_t parts) {
   users.erase(llvm::unique(users), users.end());
   for (Operation *user : users) {
     b.setInsertionPoint(user);
-    Value whole =
-        shard::AllGatherOp::create(b, param.getLoc(), type, kDenseGrid, axes,
-                                   param, APInt(64, d))
-            .getResult();
-    user->replaceUsesOfWith(param, whole);
+    user->replaceUsesOfWith(param, gather());
   }
 }
 
@@ -108,10 +118,16 @@ struct ShardWeightsPass
     }
     ArrayRef<int64_t> dense = grid.getShape();
     SmallVector<int16_t, 2> axes = planeAxes(dense);
+    if (stage != 2 && stage != 3) {
+      module.emitError() << "moe-shard-weights: stage is " << stage.getValue()
+                         << ", expected 2 or 3";
+      return signalPassFailure();
+    }
     if (axes.empty()) {
-      module.emitError("moe-shard-weights: ZeRO stage 3 splits the weights "
-                       "over the data-parallel axes, but the mesh has dp = "
-                       "1 and cp = 1");
+      module.emitError() << "moe-shard-weights: ZeRO stage "
+                         << stage.getValue()
+                         << " splits the weights over the data-parallel "
+                            "axes, but the mesh has dp = 1 and cp = 1";
       return signalPassFailure();
     }
     int64_t parts = 1;
@@ -119,7 +135,7 @@ struct ShardWeightsPass
       parts *= dense[axis];
     for (func::FuncOp fn : modelFunctions(module))
       for (ParamOp param : llvm::make_early_inc_range(fn.getOps<ParamOp>()))
-        shardWeight(param, axes, parts);
+        shardWeight(param, axes, parts, /*perUse=*/stage == 3);
   }
 };
 

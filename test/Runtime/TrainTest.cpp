@@ -502,12 +502,12 @@ const std::string kForwardOnly = R"({
     "outputs": [{"name": "logits", "shape": [2, 4, 8], "dtype": "F32"},
                 {"name": "loss", "shape": [], "dtype": "F32"}])";
 
-TEST(ManifestTest, ZeroStageIsOneOrThreeAndNeedsATrainingStep) {
+TEST(ManifestTest, ZeroStageIsOneToThreeAndNeedsATrainingStep) {
   EXPECT_EQ(
       manifestError(kForwardOnly + R"(, "zero_stage": 1})"),
       "manifest: 'zero_stage' is set, but the model has no training step");
-  EXPECT_EQ(manifestError(kForwardOnly + R"(, "zero_stage": 2})"),
-            "manifest: 'zero_stage' is 2, expected 1 or 3");
+  EXPECT_EQ(manifestError(kForwardOnly + R"(, "zero_stage": 4})"),
+            "manifest: 'zero_stage' is 4, expected 1, 2 or 3");
   EXPECT_EQ(
       manifestError(kForwardOnly + R"(, "zero_stage": 3})"),
       "manifest: 'zero_stage' is set, but the model has no training step");

@@ -7,7 +7,10 @@
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,cp=2" --moe-shard --moe-partition --moe-shard-weights | FileCheck %s --check-prefix=PLANE
 // RUN: moe-opt %s --split-input-file --moe-shard-weights | FileCheck %s --check-prefix=EDGE
 // RUN: moe-opt %s --split-input-file --moe-shard-weights --moe-build-train-step="zero=3" | FileCheck %s --check-prefix=STEP
+// Stage 2: one gather right after the weight, kept for the backward.
+// RUN: moe-opt %s --split-input-file --moe-shard-weights="stage=2" --moe-build-train-step="zero=2" | FileCheck %s --check-prefix=STAGE2
 // RUN: not moe-opt %models/qwen3_moe_tiny.mlir --moe-shard-weights 2>&1 | FileCheck %s --check-prefix=UNPARTITIONED
+// RUN: not moe-opt %s --split-input-file --moe-shard-weights="stage=1" 2>&1 | FileCheck %s --check-prefix=BADSTAGE
 // RUN: not moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition --moe-shard-weights 2>&1 | FileCheck %s --check-prefix=NODP
 
 // A column-parallel projection: rows split over tp, then dp inside each tp
@@ -33,6 +36,7 @@
 // PLANE: %[[N:.*]] = moe.param "model.layers.0.input_layernorm.weight" {moe.global_shape = array<i64: 64>, moe.split = {{\[}}["dp", "cp"]]} : tensor<16xf32>
 // PLANE-NEXT: shard.all_gather %[[N]] on @mesh grid_axes = [0, 1] gather_axis = 0 : tensor<16xf32> -> tensor<64xf32>
 
+// BADSTAGE: error: moe-shard-weights: stage is 1, expected 2 or 3
 // UNPARTITIONED: error: moe-shard-weights: the module is not partitioned; run moe-partition first
 // NODP: error: moe-shard-weights: ZeRO stage 3 splits the weights over the data-parallel axes, but the mesh has dp = 1 and cp = 1
 
@@ -81,3 +85,18 @@ module attributes {moe.mesh = #moe.mesh<dp = 2>, moe.partitioned} {
 // STEP: %[[DT:.*]] = shard.reduce_scatter %{{.*}} on @mesh grid_axes = [0] scatter_axis = 0 : tensor<6x8xf32> -> tensor<3x8xf32>
 // STEP: moe.param_grad "tied", %{{.*}} : tensor<3x8xf32>
 // STEP-NOT: shard.all_slice
+
+// Under stage 2 the forward's gathered weight is the backward's too; its
+// gradient is still one reduce-scatter.
+// STAGE2-LABEL: func.func @forward
+// STAGE2: %[[T:.*]] = moe.param "tied" {{.*}} : tensor<3x8xf32>
+// STAGE2-NEXT: %[[W:.*]] = shard.all_gather %[[T]] on @mesh grid_axes = [0] gather_axis = 0 : tensor<3x8xf32> -> tensor<6x8xf32>
+// STAGE2-NEXT: moe.embedding %{{.*}}, %[[W]]
+// STAGE2-NEXT: moe.linear %{{.*}}, %[[W]]
+// STAGE2-LABEL: func.func @train_step
+// STAGE2: %[[T:.*]] = moe.param "tied"
+// STAGE2-NEXT: %[[W:.*]] = shard.all_gather %[[T]]
+// STAGE2-NOT: shard.all_gather %[[T]]
+// STAGE2: moe.linear_grad %{{.*}}, %[[W]]
+// STAGE2: shard.reduce_scatter %{{.*}} : tensor<6x8xf32> -> tensor<3x8xf32>
+// STAGE2: moe.param_grad "tied"

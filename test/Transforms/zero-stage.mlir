@@ -19,10 +19,10 @@
 // NOMANIFEST-NOT: zero_stage
 
 // A mesh without data parallelism has no replicas to split the state over,
-// and stage 2 is not built: one diagnostic each.
+// and there is no stage 4: one diagnostic each.
 // RUN: not moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step="zero=1" 2>&1 | FileCheck %s --check-prefix=NODP
 // RUN: not moe-opt %models/qwen3_moe_tiny.mlir --moe-lower-experts --moe-build-train-step="zero=1" 2>&1 | FileCheck %s --check-prefix=NODP
-// RUN: not moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step="zero=2" 2>&1 | FileCheck %s --check-prefix=STAGE
+// RUN: not moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step="zero=4" 2>&1 | FileCheck %s --check-prefix=STAGE
 // NODP: error: moe-build-train-step: ZeRO stage 1 splits the optimizer state over the data-parallel axes, but the mesh has dp = 1 and cp = 1
 // NODP-NOT: see current operation
-// STAGE: error: moe-build-train-step: ZeRO stage 2 is not built; stages 1 (optimizer state split over the data-parallel replicas) and 3 (weights too, moe-shard-weights) are
+// STAGE: error: moe-build-train-step: ZeRO stage 4 does not exist; the stages are 1 (optimizer state split over the data-parallel replicas), 2 and 3 (gradients and weights too, moe-shard-weights)

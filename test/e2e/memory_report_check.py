@@ -26,7 +26,7 @@ block's data-parallel replicas, the dp x cp ranks for a dense weight and
 dp x cp / ep for an expert weight: a rank keeps ceil(n / replicas)
 elements, rounded up to 16.
 
-With --zero 3 every weight not split over ep (all of them when ep = 1) is
+With --zero 2 or 3 every weight not split over ep (all of them when ep = 1) is
 split once more, over the dp x cp ranks, along the first dimension of its
 block that they divide (none: it stays whole); a split weight's weights,
 gradients, master copy and moments are its slice's, the others' as under
@@ -119,8 +119,8 @@ def local_params(c, mesh):
     return out
 
 
-def zero3_block(local, expert, mesh):
-    """(block, split) of a weight under ZeRO stage 3."""
+def zero_block(local, expert, mesh):
+    """(block, split) of a weight under ZeRO stage 2 or 3."""
     plane = mesh["dp"] * mesh["cp"]
     if plane == 1 or (expert and mesh["ep"] > 1):
         return local, False
@@ -160,8 +160,8 @@ def main():
     params = []
     for shape, local, expert in local_params(c, mesh):
         split = False
-        if args.zero == 3:
-            local, split = zero3_block(local, expert, mesh)
+        if args.zero >= 2:
+            local, split = zero_block(local, expert, mesh)
         params.append((shape, local, expert, split))
     storage_bytes = 2 if args.storage == "bf16" else 4
     weights = sum(align(elements(local) * storage_bytes) for _, local, _, _ in params)

@@ -102,10 +102,11 @@ cl::opt<int64_t> zeroStage(
     cl::desc("ZeRO stage: 0 (default); 1 to split each weight's AdamW "
              "state (and the update) over its data-parallel replicas, the "
              "dp x cp ranks for dense weights and the edp ranks for "
-             "experts; 3 to split the dense weights themselves over dp x cp "
-             "too (with their gradients, master weights and AdamW state), "
-             "each gathered whole just before the op that reads it"),
-    cl::value_desc("0|1|3"), cl::init(0), cl::cat(category));
+             "experts; 2 to split the dense weights over dp x cp between "
+             "steps (with their gradients, master weights and AdamW state), "
+             "gathered whole once a step; 3 to keep them split during the "
+             "step too, each gathered just before the op that reads it"),
+    cl::value_desc("0|1|2|3"), cl::init(0), cl::cat(category));
 cl::opt<std::string> recompute(
     "recompute",
     cl::desc("Activation recompute in the training step: none (default), or "
@@ -301,9 +302,9 @@ int main(int argc, char **argv) {
   if (storage != "f32" && storage != "bf16")
     return fail("--storage: unknown storage type '" + storage +
                 "' (expected f32 or bf16)");
-  if (zeroStage != 0 && zeroStage != 1 && zeroStage != 3)
+  if (zeroStage < 0 || zeroStage > 3)
     return fail("--zero: stage " + std::to_string(zeroStage) +
-                " is not built (expected 0, 1 or 3)");
+                " does not exist (expected 0, 1, 2 or 3)");
   if (zeroStage != 0 && !trainStep)
     return fail("--zero splits the optimizer state of the training step, "
                 "but --train-step=false builds none");

@@ -125,27 +125,39 @@ def Partition : Pass<"moe-partition", "::mlir::ModuleOp"> {
 }
 
 def ShardWeights : Pass<"moe-shard-weights", "::mlir::ModuleOp"> {
-  let summary = "ZeRO stage 3: split the weights over the data-parallel ranks";
+  let summary = "ZeRO stages 2 and 3: split the weights over the data-parallel ranks";
   let description = [{
     Runs on the per-rank program (after moe-partition). Every weight that
     the ranks of the data-parallel plane hold whole (a dense weight, split
     at most over tp, or an expert weight when ep = 1) is split over the dp
     and cp axes too: along its first dimension whose local size they
     divide, as the minor split of that dimension (after tp), recorded in its
-    `moe.split`. Each op that reads the weight reads the whole local block
-    from a `shard.all_gather` over those axes placed right in front of it,
-    one per op, so that no gathered weight is live beyond the op that reads
-    it. moe-build-train-step then sums the gathered weight's gradient over
-    the plane and slices it (the all-gather's transpose), and gathers the
-    weight again in front of its backward: each rank keeps the weights,
-    gradients, fp32 master weights and AdamW moments of its slice only, as
-    FSDP and ZeRO stage 3 do. Expert weights split over ep keep their
-    layout, and so does a weight with no dimension the plane divides.
+    `moe.split`. The ops that read the weight read the whole local block
+    from a `shard.all_gather` over those axes:
+
+    * `stage=3`: one right in front of each op, so that no gathered weight
+      is live beyond the op that reads it; moe-build-train-step gathers the
+      weight again in front of its backward (FSDP, ZeRO stage 3);
+    * `stage=2`: one right after the weight, which the training step keeps
+      for the backward: the whole weights are live during the step, as
+      under ZeRO stage 2, and gathered once a step.
+
+    Either way moe-build-train-step sums the gathered weight's gradient over
+    the plane and slices it (the all-gather's transpose, one reduce-scatter),
+    so each rank keeps the gradients, fp32 master weights and AdamW moments
+    of its slice only, and between steps the weights too. Expert weights
+    split over ep keep their layout, and so does a weight with no dimension
+    the plane divides.
 
     Guarantees: the program computes what it computed before, and checkpoint
     tensors map to the new slices through `moe.split`. A module that is not
-    partitioned, or a mesh with dp = cp = 1, is a diagnostic.
+    partitioned, a mesh with dp = cp = 1 or another stage is a diagnostic.
   }];
+  let options = [
+    Option<"stage", "stage", "int64_t", /*default=*/"3",
+           "ZeRO stage: 3 gathers a weight in front of each op reading it, 2 "
+           "once">,
+  ];
   let dependentDialects = ["::mlir::shard::ShardDialect"];
 }
 
@@ -225,16 +237,18 @@ def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
     executable's optimizer then keeps, on each of a weight's data-parallel
     replicas (the dp x cp plane for dense weights, edp for expert weights),
     the AdamW state of one slice of the weight only, updates that slice and
-    gathers the slices. The gradients stay all-reduced. With `zero=3` it
-    records `moe.zero_stage = 3`: moe-shard-weights has split the weights
+    gathers the slices. The gradients stay all-reduced. With `zero=2` or
+    `zero=3` it records that stage: moe-shard-weights has split the weights
     (the optimizer treats the ones left whole as under stage 1). A mesh
-    without a data-parallel axis (dp = cp = 1) and stage 2 are diagnostics.
+    without a data-parallel axis (dp = cp = 1) and other stages are
+    diagnostics.
 
-    Whatever the stage, a weight the forward gathers from its slices
-    (`shard.all_gather` of a `moe.param`) is gathered again just in front of
-    its first backward use, so that the forward's copy dies with the forward
-    op reading it; and an all-reduce read only by an all-slice over the same
-    axes becomes one `shard.reduce_scatter` (the gradient of such a weight).
+    A weight the forward gathers from its slices (`shard.all_gather` of a
+    `moe.param`) counts as a weight: it is never recomputed nor a
+    checkpoint. Unless `zero=2`, it is gathered again just in front of its
+    first backward use, so that the forward's copy dies with the forward op
+    reading it. An all-reduce read only by an all-slice over the same axes
+    becomes one `shard.reduce_scatter` (the gradient of such a weight).
 
     With `recompute=full` it keeps, of the forward's activations, only the
     checkpoints: the points of the forward where a single activation is live
@@ -267,8 +281,8 @@ def BuildTrainStep : Pass<"moe-build-train-step", "::mlir::ModuleOp"> {
            "compiler pipeline's policy)">,
     Option<"zeroStage", "zero", "int64_t", /*default=*/"0",
            "ZeRO stage: 0; 1 to split each weight's optimizer state over "
-           "its data-parallel replicas; 3 when moe-shard-weights has split "
-           "the weights too (recorded as moe.zero_stage)">,
+           "its data-parallel replicas; 2 or 3 when moe-shard-weights has "
+           "split the weights too (recorded as moe.zero_stage)">,
     Option<"recompute", "recompute", "std::string", /*default=*/"\"none\"",
            "Activation recompute: none, or full to keep only the activations "
            "between blocks and run each block's forward again before its "

@@ -22,13 +22,13 @@ module attributes {moe.vocab_chars = ""} {}
 
 // -----
 
-// expected-error @+1 {{'moe.zero_stage' must be the integer 1 or 3 on a builtin.module (the ZeRO stages built)}}
-module attributes {moe.zero_stage = 2 : i64} {}
+// expected-error @+1 {{'moe.zero_stage' must be the integer 1, 2 or 3 on a builtin.module (a ZeRO stage)}}
+module attributes {moe.zero_stage = 4 : i64} {}
 
 // -----
 
 module {
-  // expected-error @+1 {{'moe.zero_stage' must be the integer 1 or 3 on a builtin.module}}
+  // expected-error @+1 {{'moe.zero_stage' must be the integer 1, 2 or 3 on a builtin.module}}
   func.func @f() attributes {moe.zero_stage = 1 : i64} {
     return
   }

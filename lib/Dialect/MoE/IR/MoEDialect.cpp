@@ -134,11 +134,11 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
   }
   if (name == getZeroStageAttrName()) {
     auto stage = dyn_cast<IntegerAttr>(attr.getValue());
-    if (!isa<ModuleOp>(op) || !stage ||
-        (stage.getInt() != 1 && stage.getInt() != 3))
+    if (!isa<ModuleOp>(op) || !stage || stage.getInt() < 1 ||
+        stage.getInt() > 3)
       return op->emitError() << "'" << name
-                             << "' must be the integer 1 or 3 on a "
-                                "builtin.module (the ZeRO stages built)";
+                             << "' must be the integer 1, 2 or 3 on a "
+                                "builtin.module (a ZeRO stage)";
     return success();
   }
   if (name == getRecomputeAttrName()) {

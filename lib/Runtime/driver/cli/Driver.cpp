@@ -380,6 +380,18 @@ moe::RankMemory rankMemory(const Manifest &m) {
   return moe::rankMemory(p);
 }
 
+/// What ZeRO stage `stage` slices over the data-parallel replicas.
+const char *zeroStageSlices(int stage) {
+  switch (stage) {
+  case 2:
+    return "dense weights between steps, gradients and AdamW state";
+  case 3:
+    return "dense weights, gradients and AdamW state";
+  default:
+    return "AdamW state";
+  }
+}
+
 int runInfo(const Manifest &m) {
   std::printf("function     %s (entry %s)\n", m.function.c_str(),
               m.entry.c_str());
@@ -421,9 +433,7 @@ int runInfo(const Manifest &m) {
   if (m.zeroStage)
     std::printf("zero         stage %d (%s sliced over the data-parallel "
                 "replicas)\n",
-                m.zeroStage,
-                m.zeroStage == 3 ? "dense weights, gradients and AdamW state"
-                                 : "AdamW state");
+                m.zeroStage, zeroStageSlices(m.zeroStage));
   if (!m.recompute.empty())
     std::printf("recompute    %s (the training step runs each block's "
                 "forward again before its backward)\n",

@@ -550,9 +550,9 @@ Manifest parseManifest(const std::string &text) {
     m.evalStep = parseStep(root, m, "eval_step");
   }
   if (auto it = root.find("zero_stage"); it != root.end()) {
-    if (!it->is_number_integer() ||
-        (it->get<int64_t>() != 1 && it->get<int64_t>() != 3))
-      fail("zero_stage", "is " + shown(*it) + ", expected 1 or 3");
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 ||
+        it->get<int64_t>() > 3)
+      fail("zero_stage", "is " + shown(*it) + ", expected 1, 2 or 3");
     if (!m.trainStep)
       fail("zero_stage", "is set, but the model has no training step");
     m.zeroStage = static_cast<int>(it->get<int64_t>());

@@ -125,7 +125,7 @@ struct Manifest {
   std::optional<TrainStepInfo> evalStep;
   /// ZeRO stage (manifest "zero_stage", moec --zero): 1 splits each
   /// weight's AdamW state over its data-parallel replicas
-  /// (moe/Support/OptimizerShards.h); 3 also splits the dense weights
+  /// (moe/Support/OptimizerShards.h); 2 and 3 also split the dense weights
   /// over dp x cp in the compiled program (their moe.split names dp or cp,
   /// so their state is already a slice), and the optimizer treats what
   /// stays whole as under 1; 0 keeps everything whole on every rank.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the memory features cost in step time on the CPU: the Shakespeare MoE
 # trained on two MPI ranks (mesh dp=2, one OpenBLAS thread each) compiled
-# plain, with ZeRO stage 1 or 3 (moec --zero 1|3), with activation recompute
+# plain, with ZeRO stage 1, 2 or 3 (moec --zero), with activation recompute
 # (moec --recompute full) and with both, one after another in the same run;
 # prints a table of each build's per-rank memory (moec --memory-report) and
 # its training speed against the plain build's.
@@ -37,8 +37,8 @@ export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 out="$build/bench-memory-features"
 mkdir -p "$out"
 
-variants=("plain" "zero1 --zero 1" "zero3 --zero 3" "recompute --recompute full"
-  "zero1+recompute --zero 1 --recompute full"
+variants=("plain" "zero1 --zero 1" "zero2 --zero 2" "zero3 --zero 3"
+  "recompute --recompute full" "zero1+recompute --zero 1 --recompute full"
   "zero3+recompute --zero 3 --recompute full")
 
 compile() { # VARIANT FLAGS...

@@ -242,6 +242,27 @@ const moe::rt::ExpertPlacement &placementFor(moert_context *ctx, int64_t id,
   return p;
 }
 
+/// A collective along a tensor axis that reads `inBytes` at `in` and writes
+/// `outBytes` at `out`: `run(comm, src, dst, ops)` on the backend's own
+/// buffers when a group works on them, else on host copies.
+template <typename Run>
+void axisCollective(moert_context *ctx, int32_t groupId, const void *in,
+                    void *out, size_t inBytes, size_t outBytes, Run run) {
+  noteCollective(ctx, groupId, inBytes);
+  moe::rt::Backend &b = backend(ctx);
+  if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
+    BackendBufferOps ops(ctx);
+    b.synchronize();
+    run(*direct, in, out, ops);
+    return;
+  }
+  HostStage stage(b);
+  const void *src = stage.in(in, inBytes);
+  void *dst = stage.scratchOut(out, outBytes);
+  run(group(ctx, groupId), src, dst, moe::rt::hostBufferOps());
+  stage.out(out, dst, outBytes);
+}
+
 } // namespace
 
 extern "C" {
@@ -271,23 +292,15 @@ void moert_all_gather(moert_context *ctx, int32_t groupId, int32_t dtype,
                       const void *in, void *out, int64_t outer, int64_t mid,
                       int64_t inner) {
   guarded(ctx, __func__, [&] {
-    moe::rt::Communicator &comm = group(ctx, groupId);
     moe::rt::CommDType type = dtypeOf(dtype);
-    moe::rt::Backend &b = backend(ctx);
     size_t inBytes = outer * mid * inner * moe::rt::commDTypeSize(type);
-    noteCollective(ctx, groupId, inBytes);
-    if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
-      BackendBufferOps ops(ctx);
-      b.synchronize();
-      moe::rt::allGatherAxis(*direct, in, out, {outer, mid, inner}, type, ops);
-      return;
-    }
-    size_t outBytes = inBytes * comm.size();
-    HostStage stage(b);
-    const void *src = stage.in(in, inBytes);
-    void *dst = stage.scratchOut(out, outBytes);
-    moe::rt::allGatherAxis(comm, src, dst, {outer, mid, inner}, type);
-    stage.out(out, dst, outBytes);
+    axisCollective(ctx, groupId, in, out, inBytes,
+                   inBytes * group(ctx, groupId).size(),
+                   [&](moe::rt::Communicator &comm, const void *src, void *dst,
+                       moe::rt::BufferOps &ops) {
+                     moe::rt::allGatherAxis(comm, src, dst, {outer, mid, inner},
+                                            type, ops);
+                   });
   });
 }
 
@@ -306,24 +319,15 @@ void moert_reduce_scatter_sum(moert_context *ctx, int32_t groupId,
                               int32_t dtype, const void *in, void *out,
                               int64_t outer, int64_t mid, int64_t inner) {
   guarded(ctx, __func__, [&] {
-    moe::rt::Communicator &comm = group(ctx, groupId);
     moe::rt::CommDType type = dtypeOf(dtype);
-    moe::rt::Backend &b = backend(ctx);
     size_t inBytes = outer * mid * inner * moe::rt::commDTypeSize(type);
-    noteCollective(ctx, groupId, inBytes);
-    if (moe::rt::Communicator *direct = directGroup(ctx, groupId)) {
-      BackendBufferOps ops(ctx);
-      b.synchronize();
-      moe::rt::reduceScatterAxis(*direct, in, out, {outer, mid, inner}, type,
-                                 ops);
-      return;
-    }
-    size_t outBytes = inBytes / comm.size();
-    HostStage stage(b);
-    const void *src = stage.in(in, inBytes);
-    void *dst = stage.scratchOut(out, outBytes);
-    moe::rt::reduceScatterAxis(comm, src, dst, {outer, mid, inner}, type);
-    stage.out(out, dst, outBytes);
+    axisCollective(ctx, groupId, in, out, inBytes,
+                   inBytes / group(ctx, groupId).size(),
+                   [&](moe::rt::Communicator &comm, const void *src, void *dst,
+                       moe::rt::BufferOps &ops) {
+                     moe::rt::reduceScatterAxis(comm, src, dst,
+                                                {outer, mid, inner}, type, ops);
+                   });
   });
 }
 

@@ -107,13 +107,18 @@ LogicalResult lowerAllReduce(shard::AllReduceOp op, EntryBuilder &e) {
       /*scalarsFirst=*/2);
 }
 
+/// Whether `axis` of `v` has a dimension other than 1 before it: then the
+/// pieces along it are not contiguous, and a collective reorders them
+/// through scratch.
+bool piecesStrided(Value v, int64_t axis) {
+  return llvm::any_of(cast<ShapedType>(v.getType()).getShape().take_front(axis),
+                      [](int64_t d) { return d != 1; });
+}
+
 LogicalResult lowerAllGather(shard::AllGatherOp op, EntryBuilder &e) {
-  // Gathered into scratch, then reordered, unless the gathered dimension is
-  // the outermost.
+  // Gathered into scratch, then reordered.
   int64_t axis = op.getGatherAxis().getSExtValue();
-  if (llvm::any_of(
-          cast<ShapedType>(op.getInput().getType()).getShape().take_front(axis),
-          [](int64_t d) { return d != 1; }))
+  if (piecesStrided(op.getInput(), axis))
     e.needCommScratch(op.getResult());
   return lowerAxisCollective(e, op, "moert_all_gather", axis);
 }
@@ -126,12 +131,9 @@ LogicalResult lowerAllSlice(shard::AllSliceOp op, EntryBuilder &e) {
 LogicalResult lowerReduceScatter(shard::ReduceScatterOp op, EntryBuilder &e) {
   if (op.getReduction() != shard::ReductionKind::Sum)
     return op.emitOpError("only sums reach the runtime");
-  // Each rank's piece is packed contiguously first, unless the scattered
-  // dimension is the outermost.
+  // Each rank's piece is packed contiguously first.
   int64_t axis = op.getScatterAxis().getSExtValue();
-  if (llvm::any_of(
-          cast<ShapedType>(op.getInput().getType()).getShape().take_front(axis),
-          [](int64_t d) { return d != 1; }))
+  if (piecesStrided(op.getInput(), axis))
     e.needCommScratch(op.getInput());
   return lowerAxisCollective(e, op, "moert_reduce_scatter_sum", axis);
 }

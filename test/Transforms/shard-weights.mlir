@@ -9,6 +9,10 @@
 // RUN: moe-opt %s --split-input-file --moe-shard-weights --moe-build-train-step="zero=3" | FileCheck %s --check-prefix=STEP
 // Stage 2: one gather right after the weight, kept for the backward.
 // RUN: moe-opt %s --split-input-file --moe-shard-weights="stage=2" --moe-build-train-step="zero=2" | FileCheck %s --check-prefix=STAGE2
+// Under recompute a gathered weight is a weight: never recomputed. Stage 2's
+// recomputed block reads the forward's copy, stage 3's a gather again.
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2" --moe-shard --moe-partition --moe-shard-weights="stage=2" --moe-lower-experts --moe-build-train-step="zero=2 recompute=full" | FileCheck %s --check-prefix=STAGE2RC
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2" --moe-shard --moe-partition --moe-shard-weights --moe-lower-experts --moe-build-train-step="zero=3 recompute=full" | FileCheck %s --check-prefix=STAGE3RC
 // RUN: not moe-opt %models/qwen3_moe_tiny.mlir --moe-shard-weights 2>&1 | FileCheck %s --check-prefix=UNPARTITIONED
 // RUN: not moe-opt %s --split-input-file --moe-shard-weights="stage=1" 2>&1 | FileCheck %s --check-prefix=BADSTAGE
 // RUN: not moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition --moe-shard-weights 2>&1 | FileCheck %s --check-prefix=NODP
@@ -37,6 +41,25 @@
 // PLANE-NEXT: shard.all_gather %[[N]] on @mesh grid_axes = [0, 1] gather_axis = 0 : tensor<16xf32> -> tensor<64xf32>
 
 // BADSTAGE: error: moe-shard-weights: stage is 1, expected 2 or 3
+// STAGE2RC-LABEL: func.func @train_step
+// STAGE2RC: %[[G:.*]] = moe.param "model.layers.1.mlp.gate.weight"
+// STAGE2RC-NEXT: %[[W:.*]] = shard.all_gather %[[G]]
+// STAGE2RC-NEXT: moe.router %{{.*}}, %[[W]]
+// STAGE2RC: moe.cross_entropy_grad
+// STAGE2RC-NOT: shard.all_gather %[[G]]{{ }}
+// STAGE2RC: moe.router %{{.*}}, %[[W]]
+// STAGE2RC-NOT: shard.all_gather %[[G]]{{ }}
+// STAGE2RC: moe.param_grad "model.layers.1.mlp.gate.weight"
+// STAGE3RC-LABEL: func.func @train_step
+// STAGE3RC: %[[G:.*]] = moe.param "model.layers.1.mlp.gate.weight"
+// STAGE3RC-NEXT: %[[W:.*]] = shard.all_gather %[[G]]
+// STAGE3RC-NEXT: moe.router %{{.*}}, %[[W]]
+// STAGE3RC: moe.cross_entropy_grad
+// STAGE3RC: %[[AGAIN:.*]] = shard.all_gather %[[G]]
+// STAGE3RC-NEXT: moe.router %{{.*}}, %[[AGAIN]]
+// STAGE3RC-NOT: shard.all_gather %[[G]]{{ }}
+// STAGE3RC: moe.param_grad "model.layers.1.mlp.gate.weight"
+
 // UNPARTITIONED: error: moe-shard-weights: the module is not partitioned; run moe-partition first
 // NODP: error: moe-shard-weights: ZeRO stage 3 splits the weights over the data-parallel axes, but the mesh has dp = 1 and cp = 1
 

@@ -107,13 +107,17 @@ bool isActivation(Value v) {
   return type && type.getRank() > 0 && isa<FloatType>(type.getElementType());
 }
 
-/// A weight, or a weight gathered whole from its slices (moe-shard-weights):
-/// never recomputed, and no checkpoint.
-bool isWeight(Operation *op) {
-  if (auto gather = dyn_cast<shard::AllGatherOp>(op))
-    return gather.getInput().getDefiningOp<ParamOp>() != nullptr;
-  return isa<ParamOp>(op);
+/// `op` if it gathers a weight whole from its slices (moe-shard-weights).
+shard::AllGatherOp weightGather(Operation *op) {
+  auto gather = dyn_cast<shard::AllGatherOp>(op);
+  return gather && gather.getInput().getDefiningOp<ParamOp>()
+             ? gather
+             : shard::AllGatherOp();
 }
+
+/// A weight, or a weight gathered whole: never recomputed, and no
+/// checkpoint.
+bool isWeight(Operation *op) { return isa<ParamOp>(op) || weightGather(op); }
 
 /// A run [begin, end) of the forward's ops that reads, of the activations
 /// computed before it, a single one (its checkpoint).
@@ -176,8 +180,8 @@ SmallVector<Segment> checkpointSegments(ArrayRef<Operation *> ops) {
 void regatherWeights(ArrayRef<Operation *> forwardOps) {
   DenseSet<Operation *> inForward(forwardOps.begin(), forwardOps.end());
   for (Operation *op : forwardOps) {
-    auto gather = dyn_cast<shard::AllGatherOp>(op);
-    if (!gather || !gather.getInput().getDefiningOp<ParamOp>())
+    shard::AllGatherOp gather = weightGather(op);
+    if (!gather)
       continue;
     SmallVector<OpOperand *> backward;
     for (OpOperand &use : gather.getResult().getUses())

@@ -407,4 +407,22 @@ def ExportManifest : Pass<"moe-export-manifest", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }
 
+def PrintStepWork : Pass<"moe-print-step-work", "::mlir::ModuleOp"> {
+  let summary = "Report the work one rank does in each model function";
+  let description = [{
+    The compiler's count behind the cost model (moe/Transforms/StepWork.h),
+    as remarks on each defined function of the per-rank program: the
+    runtime ops with their FLOPs and bytes, the optimizer's elements, and
+    the collectives summed by kind and mesh axes (count, group size,
+    bytes). With `hardware` (a built-in profile: h100, h200, cpu), also the
+    predicted time of each term. Changes nothing.
+  }];
+  let options = [
+    Option<"storage", "storage", "std::string", /*default=*/"\"f32\"",
+           "Storage type of floating-point tensors: f32 or bf16">,
+    Option<"hardware", "hardware", "std::string", /*default=*/"\"\"",
+           "Built-in hardware profile to predict the time on">,
+  ];
+}
+
 #endif // MOE_TRANSFORMS_PASSES_TD

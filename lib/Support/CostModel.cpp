@@ -18,10 +18,13 @@ namespace {
 //   67 TFLOP/s datasheet figure; NVLink 4 at 450 GB/s a direction (the
 //   datasheet's 900 GB/s both ways) of which 80% is reached, eight to a node;
 //   one 400 Gb/s InfiniBand NDR port a GPU across nodes (DGX H100), 90%
-//   reached; the memory sizes the datasheets give (80 and 141 GB).
+//   reached; a step of a small collective at about 2 us over NVLink and 5
+//   us over the network (estimates, until measured); the memory sizes the
+//   datasheets give (80 and 141 GB).
 // - cpu: one rank a core of this project's 2-core CI machine: the runtime's
 //   GEMMs at about 65 GFLOP/s (bench/cpu, 65% of the core's sgemm rate),
-//   bf16 storage widened to fp32 at about 50, and MPI over shared memory.
+//   bf16 storage widened to fp32 at about 50, and MPI over shared memory
+//   (every rank on the one host).
 //   Estimates until measured by a calibration run.
 HardwareProfile h100() {
   HardwareProfile p;
@@ -32,9 +35,9 @@ HardwareProfile h100() {
   p.opLatency = 8e-6;
   p.devicesPerNode = 8;
   p.intraNodeBandwidth = 360e9;
-  p.intraNodeLatency = 10e-6;
+  p.intraNodeLatency = 2e-6;
   p.interNodeBandwidth = 45e9;
-  p.interNodeLatency = 20e-6;
+  p.interNodeLatency = 5e-6;
   p.memoryBytes = 80'000'000'000ULL;
   return p;
 }
@@ -55,7 +58,7 @@ HardwareProfile cpu() {
   p.matmulFlopsBF16 = 50e9;
   p.memoryBandwidth = 8e9;
   p.opLatency = 2e-6;
-  p.devicesPerNode = 2;
+  p.devicesPerNode = 64; // every rank on one host
   p.intraNodeBandwidth = 3e9;
   p.intraNodeLatency = 5e-6;
   p.interNodeBandwidth = 1e9;

@@ -22,10 +22,17 @@ void mlir::moe::registerCompilerDialects(DialectRegistry &registry) {
 
 void mlir::moe::buildCompilerPipeline(OpPassManager &pm,
                                       const CompilerPipelineOptions &options) {
+  buildPartitionPipeline(pm, options.mesh, options.replicaSlots);
+  buildLowerToLLVMPipeline(pm, options.trainStep, options.storage,
+                           options.zeroStage, options.recompute);
+}
+
+void mlir::moe::buildPartitionPipeline(OpPassManager &pm, StringRef mesh,
+                                       int64_t replicaSlots) {
   pm.addPass(createCanonicalizerPass());
-  if (!options.mesh.empty()) {
+  if (!mesh.empty()) {
     AssignMeshOptions assign;
-    assign.mesh = options.mesh;
+    assign.mesh = mesh.str();
     pm.addPass(createAssignMesh(assign));
   }
   pm.addPass(createExpandCapacity());
@@ -33,16 +40,13 @@ void mlir::moe::buildCompilerPipeline(OpPassManager &pm,
   shard.ifMeshed = true;
   pm.addPass(createShard(shard));
   PartitionOptions partition;
-  partition.replicaSlots = options.replicaSlots;
+  partition.replicaSlots = replicaSlots;
   partition.ifMeshed = true;
   pm.addPass(createPartition(partition));
-  buildLowerToLLVMPipeline(pm, options.trainStep, options.storage,
-                           options.zeroStage, options.recompute);
 }
 
-void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
-                                         StringRef storage, int64_t zeroStage,
-                                         StringRef recompute) {
+void mlir::moe::buildTrainStepPipeline(OpPassManager &pm, bool trainStep,
+                                       int64_t zeroStage, StringRef recompute) {
   if (trainStep && zeroStage >= 2) {
     ShardWeightsOptions weights;
     weights.stage = zeroStage;
@@ -57,12 +61,22 @@ void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
     train.recompute = recompute.str();
     pm.addPass(createBuildTrainStep(train));
   }
+}
+
+void mlir::moe::buildPlanMemoryPipeline(OpPassManager &pm, StringRef storage) {
   LowerToRuntimeOptions lowering;
   lowering.storage = storage.str();
   pm.addPass(createLowerToRuntime(lowering));
   pm.addPass(createCheckRuntimeCalls());
   pm.addPass(createPlanMemory());
   pm.addPass(createExportManifest());
+}
+
+void mlir::moe::buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep,
+                                         StringRef storage, int64_t zeroStage,
+                                         StringRef recompute) {
+  buildTrainStepPipeline(pm, trainStep, zeroStage, recompute);
+  buildPlanMemoryPipeline(pm, storage);
   pm.addPass(createResolveAddresses());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

@@ -152,6 +152,7 @@ private:
 
   void countParam(ParamOp param) {
     double n = elements(param.getResult());
+    work.parameterElements += n;
     auto split = param->getAttrOfType<ArrayAttr>(kSplitAttr);
     std::vector<std::vector<std::string>> names;
     if (split)

@@ -14,6 +14,7 @@
 #include "moe/Transforms/RuntimeABI.h"
 #include "moec/LinkConfig.h"
 
+#include "AutoLayout.h"
 #include "MemoryReport.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -78,7 +79,9 @@ cl::opt<std::string> mesh(
     "mesh",
     cl::desc("Compile for this DP x CP x TP x EP mesh, e.g. dp=2,ep=2 "
              "(default: the model's moe.mesh, else one rank); the executable "
-             "then runs under mpirun with dp*cp*tp ranks"),
+             "then runs under mpirun with dp*cp*tp ranks. `auto` lets the "
+             "compiler choose the mesh, ZeRO stage and recompute for "
+             "--devices N (see --explain)"),
     cl::value_desc("axis=size,..."), cl::cat(category));
 cl::opt<int64_t> replicaSlots(
     "replica-slots",
@@ -130,6 +133,27 @@ cl::opt<std::string> maxMemory(
     cl::desc("Fail if a rank would need more than this many bytes (e.g. "
              "80GB, 141GiB, 5e9)"),
     cl::value_desc("bytes"), cl::cat(category));
+cl::opt<int64_t> devices(
+    "devices",
+    cl::desc("With --mesh auto: the number of devices (ranks) to lay the "
+             "model out over"),
+    cl::value_desc("N"), cl::init(0), cl::cat(category));
+cl::opt<std::string> deviceMemory(
+    "device-memory",
+    cl::desc("With --mesh auto: the bytes one device has (e.g. 80GB; "
+             "default: the hardware profile's)"),
+    cl::value_desc("bytes"), cl::cat(category));
+cl::opt<std::string> hardware(
+    "hardware",
+    cl::desc("With --mesh auto: the hardware the cost model predicts for: "
+             "h100, h200, cpu (default: h100 with --cuda, else cpu) or a "
+             "JSON profile file (docs/layout.md)"),
+    cl::value_desc("name|file"), cl::cat(category));
+cl::opt<bool> explain(
+    "explain",
+    cl::desc("With --mesh auto: print the layouts ranked by predicted step "
+             "time, with the dominant term and the memory a rank needs"),
+    cl::init(false), cl::cat(category));
 cl::opt<bool> timePasses(
     "timing",
     cl::desc("Print where compile time goes: parsing, each pass of the "
@@ -159,10 +183,8 @@ std::string defaultOutput() {
   return std::string(path);
 }
 
-/// True if `@forward` returns a scalar f32 (a loss to train on).
-/// Parses, verifies and lowers the model to the LLVM dialect.
-OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context,
-                                           TimingScope &timing) {
+/// Parses the model.
+OwningOpRef<ModuleOp> parseModel(MLIRContext &context, TimingScope &timing) {
   std::string error;
   auto file = openInputFile(inputFile, &error);
   if (!file) {
@@ -173,12 +195,12 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context,
   sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
   SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
   TimingScope parseTiming = timing.nest("parse");
-  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
-  parseTiming.stop();
-  if (!module)
-    return nullptr;
+  return parseSourceFile<ModuleOp>(sourceMgr, &context);
+}
 
-  PassManager pm(&context);
+/// Runs the whole pipeline on `module`: the LLVM dialect, with the manifest.
+LogicalResult compileToLLVMDialect(ModuleOp module, TimingScope &timing) {
+  PassManager pm(module.getContext());
   TimingScope pipelineTiming = timing.nest("pass pipeline");
   pm.enableTiming(pipelineTiming);
   mlir::moe::CompilerPipelineOptions options;
@@ -189,25 +211,79 @@ OwningOpRef<ModuleOp> compileToLLVMDialect(MLIRContext &context,
   options.zeroStage = zeroStage;
   options.recompute = recompute;
   mlir::moe::buildCompilerPipeline(pm, options);
-  if (failed(pm.run(*module)))
-    return nullptr;
-  return module;
+  return pm.run(module);
 }
 
-/// The manifest the pipeline embedded (ModelABI.h).
-std::optional<llvm::json::Object> readManifest(ModuleOp module) {
-  auto global = module.lookupSymbol<LLVM::GlobalOp>(mlir::moe::kManifestSymbol);
-  if (!global)
-    return std::nullopt;
-  StringRef text = cast<StringAttr>(*global.getValue()).getValue();
-  llvm::Expected<llvm::json::Value> json = llvm::json::parse(text.rtrim('\0'));
-  if (!json) {
-    llvm::consumeError(json.takeError());
-    return std::nullopt;
+/// --mesh auto: chooses the layout and sets --mesh, --zero and --recompute
+/// to it. Fails with one error line.
+LogicalResult chooseAutoLayout(ModuleOp model) {
+  if (devices < 1) {
+    fail("--mesh auto needs --devices N, the number of devices to lay the "
+         "model out over");
+    return failure();
   }
-  if (llvm::json::Object *object = json->getAsObject())
-    return std::move(*object);
-  return std::nullopt;
+  std::string error;
+  std::string hardwareName =
+      hardware.empty() ? (withCuda ? "h100" : "cpu") : hardware.getValue();
+  std::optional<::moe::HardwareProfile> profile =
+      moec::loadHardwareProfile(hardwareName, error);
+  if (!profile) {
+    fail("--hardware: " + error);
+    return failure();
+  }
+  moec::AutoLayoutRequest request;
+  request.devices = devices;
+  request.hardware = *profile;
+  request.deviceMemory = profile->memoryBytes;
+  if (!deviceMemory.empty()) {
+    std::optional<uint64_t> bytes = moec::parseByteSize(deviceMemory);
+    if (!bytes || *bytes == 0) {
+      fail("--device-memory: cannot read '" + deviceMemory +
+           "' as a byte count (e.g. 80GB, 141GiB, 5e9)");
+      return failure();
+    }
+    request.deviceMemory = *bytes;
+  }
+  request.storage = storage;
+  request.replicaSlots = replicaSlots;
+  request.trainStep = trainStep;
+  // Flags given alongside --mesh auto are kept; the rest is chosen.
+  if (zeroStage.getNumOccurrences())
+    request.zeroStages = {zeroStage};
+  if (recompute.getNumOccurrences())
+    request.recomputeModes = {recompute};
+
+  std::optional<moec::AutoLayoutResult> result =
+      moec::chooseLayout(model, request, error);
+  if (!result) {
+    fail("--mesh auto: " + error);
+    return failure();
+  }
+  if (explain)
+    moec::printLayoutTable(*result, request, llvm::outs());
+  llvm::outs().flush();
+  if (result->chosen < 0) {
+    std::string need;
+    if (result->smallest)
+      need = ": the least any layout needs is " +
+             ::moe::formatBytes(result->smallest->memory) + " a rank (" +
+             result->smallest->layout.flags() + ")";
+    fail("--mesh auto: no layout of " + std::to_string(devices) +
+         " devices fits in " + ::moe::formatBytes(request.deviceMemory) +
+         " a device" + need);
+    return failure();
+  }
+  const moec::RankedLayout &chosen = result->ranked[result->chosen];
+  llvm::outs().flush();
+  llvm::errs() << "moec: --mesh auto chose " << chosen.layout.flags()
+               << ": predicted " << ::moe::formatSeconds(chosen.time.total)
+               << " a step on " << profile->name << " (dominant "
+               << chosen.time.dominant.name << "), "
+               << ::moe::formatBytes(chosen.memory) << " a rank\n";
+  mesh = chosen.layout.mesh.str();
+  zeroStage = chosen.layout.zeroStage;
+  recompute = chosen.layout.recompute;
+  return success();
 }
 
 void printMemoryPlan(const llvm::json::Object &manifest) {
@@ -329,10 +405,20 @@ int main(int argc, char **argv) {
   timingManager.setEnabled(timePasses);
   TimingScope timing = timingManager.getRootScope();
 
-  OwningOpRef<ModuleOp> module = compileToLLVMDialect(context, timing);
+  bool autoLayout = mesh == "auto";
+  if (!autoLayout &&
+      (devices.getNumOccurrences() || explain || hardware.getNumOccurrences() ||
+       deviceMemory.getNumOccurrences()))
+    return fail("--devices, --device-memory, --hardware and --explain "
+                "belong to --mesh auto");
+  OwningOpRef<ModuleOp> module = parseModel(context, timing);
   if (!module)
     return 1;
-  std::optional<llvm::json::Object> manifest = readManifest(*module);
+  if (autoLayout && failed(chooseAutoLayout(*module)))
+    return 1;
+  if (failed(compileToLLVMDialect(*module, timing)))
+    return 1;
+  std::optional<llvm::json::Object> manifest = moec::readManifest(*module);
   if (!manifest)
     return fail("the compiled module has no readable manifest");
   if (printPlan)

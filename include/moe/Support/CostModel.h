@@ -100,7 +100,9 @@ struct CollectiveWork {
 struct StepWork {
   std::vector<OpWork> ops;
   std::vector<CollectiveWork> collectives;
-  /// fp32 parameter elements whose AdamW update this rank runs.
+  /// Parameter elements this rank holds, and those whose AdamW update it
+  /// runs (fewer under ZeRO stage 1).
+  double parameterElements = 0;
   double optimizerElements = 0;
   /// Weights are stored as bf16 (the update also reads the bf16 gradient
   /// and writes the bf16 weight).

@@ -47,11 +47,24 @@ struct CompilerPipelineOptions {
 void buildCompilerPipeline(OpPassManager &pm,
                            const CompilerPipelineOptions &options);
 
-/// moe-expand-capacity, moe-lower-experts, moe-build-train-step (with
-/// `trainStep`, when the model returns a scalar loss; with `zeroStage` and
-/// `recompute`),
-/// moe-lower-to-runtime, moe-plan-memory, moe-export-manifest,
-/// moe-resolve-addresses, then the upstream conversions to the LLVM dialect
+/// The first part of buildCompilerPipeline: canonicalize, record `mesh`
+/// when not empty, then moe-expand-capacity, moe-shard, moe-partition.
+void buildPartitionPipeline(OpPassManager &pm, llvm::StringRef mesh,
+                            int64_t replicaSlots = 0);
+
+/// The training step on the per-rank program: moe-shard-weights (ZeRO
+/// stages 2 and 3), moe-expand-capacity, moe-lower-experts and, with
+/// `trainStep`, moe-build-train-step.
+void buildTrainStepPipeline(OpPassManager &pm, bool trainStep,
+                            int64_t zeroStage, llvm::StringRef recompute);
+
+/// moe-lower-to-runtime, moe-check-runtime-calls, moe-plan-memory and
+/// moe-export-manifest: afterwards the module holds the manifest, with
+/// every buffer's bytes.
+void buildPlanMemoryPipeline(OpPassManager &pm, llvm::StringRef storage);
+
+/// buildTrainStepPipeline, buildPlanMemoryPipeline, then
+/// moe-resolve-addresses and the upstream conversions to the LLVM dialect
 /// (memrefs passed as bare pointers): the module is ready for translation
 /// to LLVM IR.
 void buildLowerToLLVMPipeline(OpPassManager &pm, bool trainStep = false,

@@ -27,7 +27,8 @@ if "Address" in config.moe_sanitizer:
     config.available_features.add("asan")
 
 tools = [ToolSubst("moe-opt", unresolved="fatal"), ToolSubst("moec", unresolved="fatal"),
-         ToolSubst("moe-import", unresolved="fatal")]
+         ToolSubst("moe-import", unresolved="fatal"),
+         ToolSubst("moe-calibrate", unresolved="fatal")]
 llvm_config.add_tool_substitutions(tools, [config.moe_tools_dir, config.llvm_tools_dir])
 
 # MPI launcher for the tests that run executables as MPI processes: feature

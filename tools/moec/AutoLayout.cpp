@@ -446,7 +446,8 @@ std::optional<AutoLayoutResult> chooseLayout(ModuleOp model,
 }
 
 void printLayoutTable(const AutoLayoutResult &result,
-                      const AutoLayoutRequest &request, llvm::raw_ostream &os) {
+                      const AutoLayoutRequest &request, bool all,
+                      llvm::raw_ostream &os) {
   os << "layouts of " << request.devices << " devices on "
      << request.hardware.name << ", "
      << ::moe::formatBytes(request.deviceMemory)
@@ -461,8 +462,8 @@ void printLayoutTable(const AutoLayoutResult &result,
       {"", "#", "layout", "step", "dominant term", "memory a rank"}};
   size_t shown =
       result.chosen >= 0 ? static_cast<size_t>(result.chosen) + 4 : 20;
-  shown = std::min(shown, result.ranked.size());
-  const size_t edge = 10;
+  shown = all ? result.ranked.size() : std::min(shown, result.ranked.size());
+  const size_t edge = all ? shown : 10;
   std::optional<std::string> elided;
   for (size_t i = 0; i < shown; ++i) {
     if (shown > 2 * edge + 4 && i == edge) {

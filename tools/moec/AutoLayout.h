@@ -99,9 +99,11 @@ std::optional<AutoLayoutResult> chooseLayout(mlir::ModuleOp model,
                                              std::string &error);
 
 /// The ranked table of --explain: every layout up to the chosen one and a
-/// few after it, with predicted time, dominant term and memory.
+/// few after it (`all`: every layout), with predicted time, dominant term
+/// and memory.
 void printLayoutTable(const AutoLayoutResult &result,
-                      const AutoLayoutRequest &request, llvm::raw_ostream &os);
+                      const AutoLayoutRequest &request, bool all,
+                      llvm::raw_ostream &os);
 
 } // namespace moec
 

@@ -149,11 +149,12 @@ cl::opt<std::string> hardware(
              "h100, h200, cpu (default: h100 with --cuda, else cpu) or a "
              "JSON profile file (docs/layout.md)"),
     cl::value_desc("name|file"), cl::cat(category));
-cl::opt<bool> explain(
-    "explain",
+cl::opt<std::string> explain(
+    "explain", cl::ValueOptional,
     cl::desc("With --mesh auto: print the layouts ranked by predicted step "
-             "time, with the dominant term and the memory a rank needs"),
-    cl::init(false), cl::cat(category));
+             "time, with the dominant term and the memory a rank needs, up "
+             "to a few past the chosen one (--explain=all: every layout)"),
+    cl::value_desc("all"), cl::cat(category));
 cl::opt<bool> timePasses(
     "timing",
     cl::desc("Print where compile time goes: parsing, each pass of the "
@@ -223,6 +224,10 @@ LogicalResult chooseAutoLayout(ModuleOp model) {
     return failure();
   }
   std::string error;
+  if (!explain.empty() && explain != "all") {
+    fail("--explain: unknown value '" + explain + "' (expected all)");
+    return failure();
+  }
   std::string hardwareName =
       hardware.empty() ? (withCuda ? "h100" : "cpu") : hardware.getValue();
   std::optional<::moe::HardwareProfile> profile =
@@ -259,8 +264,8 @@ LogicalResult chooseAutoLayout(ModuleOp model) {
     fail("--mesh auto: " + error);
     return failure();
   }
-  if (explain)
-    moec::printLayoutTable(*result, request, llvm::outs());
+  if (explain.getNumOccurrences())
+    moec::printLayoutTable(*result, request, explain == "all", llvm::outs());
   llvm::outs().flush();
   if (result->chosen < 0) {
     std::string need;
@@ -407,8 +412,8 @@ int main(int argc, char **argv) {
 
   bool autoLayout = mesh == "auto";
   if (!autoLayout &&
-      (devices.getNumOccurrences() || explain || hardware.getNumOccurrences() ||
-       deviceMemory.getNumOccurrences()))
+      (devices.getNumOccurrences() || explain.getNumOccurrences() ||
+       hardware.getNumOccurrences() || deviceMemory.getNumOccurrences()))
     return fail("--devices, --device-memory, --hardware and --explain "
                 "belong to --mesh auto");
   OwningOpRef<ModuleOp> module = parseModel(context, timing);

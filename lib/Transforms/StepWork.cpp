@@ -63,7 +63,7 @@ double lastDim(Value v) {
 /// Counts one rank's work in one function.
 class Counter {
 public:
-  Counter(ModuleOp module, bool bf16) : module(module), bf16(bf16) {
+  Counter(ModuleOp module, bool bf16) : bf16(bf16) {
     if (auto mesh =
             module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName()))
       shape = {mesh.getDp(), mesh.getCp(), mesh.getTp(), mesh.getEp()};
@@ -304,7 +304,6 @@ private:
     addOp(flops, rowBytes + weightBytes * (grad ? 2 : 1));
   }
 
-  ModuleOp module;
   bool bf16;
   ::moe::MeshShape shape;
   int64_t zeroStage = 0;

@@ -5,6 +5,20 @@
 // RUN: moe-opt %s --moe-print-step-work=hardware=h100 -mlir-print-op-on-diagnostic=false 2>&1 | FileCheck %s --check-prefix=TIME
 // RUN: not moe-opt %s --moe-print-step-work=hardware=tpu 2>&1 | FileCheck %s --check-prefix=BADHW
 
+// The Shakespeare MoE's training step on dp=2. Its 904,192 parameters
+// (2 layers: embedding and head 65 x 128 each, attention, router, 8 experts
+// of 3 x 128 x 128) are all updated on both ranks, and their gradients,
+// 4 bytes each, are all-reduced over dp, with the loss and token count
+// (8 bytes). Under ZeRO stage 3 each rank updates half, and the same
+// gradient bytes are reduce-scattered instead.
+// RUN: moe-opt %models/shakespeare_moe.mlir --moe-assign-mesh=mesh=dp=2 --moe-expand-capacity --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step --moe-print-step-work -mlir-print-op-on-diagnostic=false -o /dev/null 2>&1 | FileCheck %s --check-prefix=ZERO0
+// ZERO0: remark: @train_step: {{[0-9]+}} ops, {{[0-9]+}} flops, {{[0-9]+}} bytes, optimizer 904192 elements
+// ZERO0: remark: all_reduce dp: {{[0-9]+}} x, 2 ranks, 3616776 bytes
+// RUN: moe-opt %models/shakespeare_moe.mlir --moe-assign-mesh=mesh=dp=2 --moe-expand-capacity --moe-shard --moe-partition --moe-shard-weights --moe-lower-experts --moe-build-train-step=zero=3 --moe-print-step-work -mlir-print-op-on-diagnostic=false -o /dev/null 2>&1 | FileCheck %s --check-prefix=ZERO3
+// ZERO3: remark: @train_step: {{[0-9]+}} ops, {{[0-9]+}} flops, {{[0-9]+}} bytes, optimizer 452096 elements
+// ZERO3: remark: all_reduce dp: {{[0-9]+}} x, 2 ranks, 8 bytes
+// ZERO3: remark: reduce_scatter dp: {{[0-9]+}} x, 2 ranks, 3616768 bytes
+
 // The one model function, on a dp=2, tp=2, ep=2 mesh under ZeRO stage 1.
 //
 // Arithmetic:

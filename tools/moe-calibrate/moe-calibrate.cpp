@@ -190,13 +190,6 @@ int writeProfile(const Options &options, const Measured &m, int ranks) {
   return 0;
 }
 
-bool underMpiLauncher() {
-  for (const char *var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
-    if (std::getenv(var))
-      return true;
-  return false;
-}
-
 int usage(const char *message) {
   std::cerr << "moe-calibrate: error: " << message
             << "\nusage: moe-calibrate [--ranks N] [--name NAME] [-o FILE]\n";
@@ -243,14 +236,14 @@ int main(int argc, char **argv) {
 
   try {
 #ifdef MOE_CALIBRATE_MPI
-    if (underMpiLauncher() && options.ranks == 0) {
+    if (moe::rt::underMpiLauncher() && options.ranks == 0) {
       moe::rt::MpiSession session(&argc, &argv);
       std::unique_ptr<moe::rt::Communicator> world = moe::rt::mpiWorld();
       Measured m = measure(*world);
       return world->rank() == 0 ? writeProfile(options, m, world->size()) : 0;
     }
 #else
-    if (underMpiLauncher() && options.ranks == 0)
+    if (moe::rt::underMpiLauncher() && options.ranks == 0)
       return usage("this moe-calibrate was built without MPI: use --ranks N");
 #endif
     int ranks = options.ranks > 0 ? options.ranks : 2;

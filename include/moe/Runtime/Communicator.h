@@ -212,6 +212,10 @@ private:
   bool initialisedHere_ = false;
 };
 
+/// Whether this process runs under an MPI launcher (mpirun, srun): its
+/// environment names a world.
+bool underMpiLauncher();
+
 /// A communicator over a duplicate of MPI_COMM_WORLD (MPI must be
 /// initialised). MPI errors on it are returned and thrown, not fatal.
 std::unique_ptr<Communicator> mpiWorld(const CommOptions &options = {});

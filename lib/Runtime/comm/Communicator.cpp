@@ -5,12 +5,21 @@
 #include "moe/Runtime/BFloat16.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <type_traits>
 
 namespace moe::rt {
 
 Communicator::~Communicator() = default;
+
+bool underMpiLauncher() {
+  for (const char *var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
+                          "SLURM_PROCID", "MPI_LOCALNRANKS"})
+    if (std::getenv(var))
+      return true;
+  return false;
+}
 
 size_t commDTypeSize(CommDType dtype) {
   switch (dtype) {

@@ -215,10 +215,10 @@ rt::CommOptions commOptionsFromFlags(const ParsedFlags &flags, bool nccl) {
 MeshRun meshRunFromFlags(const Manifest &m, const ParsedFlags &flags) {
   MeshRun run;
   int64_t ranks = m.mesh.worldSize();
-  std::string comm = flags.has("comm")    ? flags.get("comm")
-                     : underMpiLauncher() ? std::string("mpi")
-                     : ranks == 1         ? std::string("none")
-                                          : std::string();
+  std::string comm = flags.has("comm")        ? flags.get("comm")
+                     : rt::underMpiLauncher() ? std::string("mpi")
+                     : ranks == 1             ? std::string("none")
+                                              : std::string();
   if (comm != "local" && comm != "mpi" && comm != "none")
     throw UsageError(comm.empty()
                          ? "the model is compiled for mesh " + m.mesh.str() +

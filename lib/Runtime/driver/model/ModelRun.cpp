@@ -70,14 +70,6 @@ void RankEnv::agree(const std::function<void()> &step) {
   }
 }
 
-bool underMpiLauncher() {
-  for (const char *var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
-                          "SLURM_PROCID", "MPI_LOCALNRANKS"})
-    if (std::getenv(var))
-      return true;
-  return false;
-}
-
 namespace {
 
 /// This process's rank among those of its node, from the launcher's

@@ -97,9 +97,6 @@ struct RankEnv {
 /// driver prints errors that every process meets alike on rank 0 only.
 int launcherRank();
 
-/// Whether this process runs under an MPI launcher (mpirun, srun).
-bool underMpiLauncher();
-
 /// How the ranks of a model run and communicate.
 struct MeshRun {
   /// "none" (a 1-rank model in this process), "local" (every rank a thread

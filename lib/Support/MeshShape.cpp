@@ -70,7 +70,7 @@ void MeshShape::setSize(MeshAxis axis, int64_t size) {
 std::optional<MeshShape> MeshShape::parse(const std::string &text,
                                           std::string &error) {
   MeshShape mesh;
-  bool seen[4] = {false, false, false, false};
+  bool seen[5] = {false, false, false, false, false}; // the axes, then sp
   size_t pos = 0;
   while (pos < text.size()) {
     size_t end = text.find(',', pos);
@@ -82,9 +82,17 @@ std::optional<MeshShape> MeshShape::parse(const std::string &text,
       error = "trailing ',' in mesh '" + text + "'";
       return std::nullopt;
     }
+    if (item == "sp") {
+      if (seen[4]) {
+        error = "mesh entry 'sp' is given twice";
+        return std::nullopt;
+      }
+      seen[4] = mesh.sp = true;
+      continue;
+    }
     size_t eq = item.find('=');
     if (eq == std::string::npos) {
-      error = "mesh entry '" + item + "' is not of the form axis=size";
+      error = "mesh entry '" + item + "' is not of the form axis=size or sp";
       return std::nullopt;
     }
     std::string axis = item.substr(0, eq), value = item.substr(eq + 1);
@@ -123,6 +131,8 @@ std::string MeshShape::validate(int64_t worldSize) const {
     return "mesh ep=" + std::to_string(ep) +
            " must divide dp*cp=" + std::to_string(dp * cp) +
            " (expert parallelism borrows its ranks from dp and cp)";
+  if (sp && tp == 1)
+    return "mesh entry 'sp' (sequence parallelism) needs tp > 1";
   if (worldSize > 0 && worldSize != this->worldSize())
     return "mesh " + str() +
            " spans dp*cp*tp=" + std::to_string(this->worldSize()) +
@@ -133,6 +143,8 @@ std::string MeshShape::validate(int64_t worldSize) const {
 std::string MeshShape::str() const {
   std::ostringstream os;
   os << "dp=" << dp << ",cp=" << cp << ",tp=" << tp << ",ep=" << ep;
+  if (sp)
+    os << ",sp";
   return os.str();
 }
 

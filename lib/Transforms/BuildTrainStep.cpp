@@ -29,6 +29,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CollectiveFusion.h"
 #include "Gradients/GradientRules.h"
 #include "ShardingSpec.h"
 
@@ -200,32 +201,6 @@ void regatherWeights(ArrayRef<Operation *> forwardOps) {
   }
 }
 
-/// An all-reduce read only by an all-slice over the same axes is a
-/// reduce-scatter: each rank receives its piece of the sum alone, half the
-/// bytes of a ring all-reduce. A weight gathered in the forward
-/// (moe-shard-weights) gets its gradient this way: summed over the ranks
-/// that split its tokens, then sliced by the gather's transpose.
-void fuseReduceScatters(Block &body) {
-  for (auto slice :
-       llvm::make_early_inc_range(body.getOps<shard::AllSliceOp>())) {
-    auto reduce = slice.getInput().getDefiningOp<shard::AllReduceOp>();
-    if (!reduce || !reduce->hasOneUse() ||
-        reduce.getReduction() != shard::ReductionKind::Sum ||
-        reduce.getGrid() != slice.getGrid() ||
-        reduce.getGridAxes() != slice.getGridAxes())
-      continue;
-    OpBuilder b(slice);
-    Value piece = shard::ReduceScatterOp::create(
-                      b, slice.getLoc(), slice.getType(), reduce.getGrid(),
-                      reduce.getGridAxes(), reduce.getInput(),
-                      shard::ReductionKind::Sum, slice.getSliceAxis())
-                      .getResult();
-    slice.replaceAllUsesWith(piece);
-    slice.erase();
-    reduce.erase();
-  }
-}
-
 /// The index of the model function's one scalar loss among its results.
 FailureOr<unsigned> lossResult(func::FuncOp forward) {
   auto ret = cast<func::ReturnOp>(forward.getBody().front().getTerminator());
@@ -348,6 +323,9 @@ void TrainStepBuilder::analyse(Operation *op) {
   else if (auto slice = dyn_cast<shard::AllSliceOp>(op))
     for (int16_t axis : slice.getGridAxes())
       bits |= varyBit(slice.getGrid(), axis);
+  else if (auto scatter = dyn_cast<shard::ReduceScatterOp>(op))
+    for (int16_t axis : scatter.getGridAxes())
+      bits |= varyBit(scatter.getGrid(), axis);
   for (Value result : op->getResults())
     vary[result] = bits;
 }

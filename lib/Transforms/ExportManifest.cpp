@@ -173,10 +173,13 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
       module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName());
   ::moe::MeshShape shape;
   if (mesh)
-    shape = {mesh.getDp(), mesh.getCp(), mesh.getTp(), mesh.getEp()};
+    shape = {mesh.getDp(), mesh.getCp(), mesh.getTp(), mesh.getEp(),
+             mesh.getSp()};
   llvm::json::Object meshSizes;
   for (::moe::MeshAxis axis : ::moe::kMeshAxes)
     meshSizes[::moe::axisName(axis)] = shape.size(axis);
+  if (shape.sp)
+    meshSizes["sp"] = true;
   manifest["mesh"] = std::move(meshSizes);
   if (auto stage = module->getAttrOfType<IntegerAttr>(
           MoEDialect::getZeroStageAttrName()))

@@ -9,6 +9,7 @@
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=4,ep=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=EVAL
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=TP
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=cp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=CP
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2,sp" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=SEQ
 // RUN: moe-opt %models/qwen2_moe_tiny.mlir --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=BIAS
 // RUN: moe-opt %models/qwen2_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=BIASTP
 
@@ -106,3 +107,30 @@
 // CP: %[[DOUT:.*]] = shard.all_to_all %{{.*}} on @mesh grid_axes = [1] split_axis = 2 concat_axis = 1 : tensor<4x8x4x16xf32> -> tensor<4x16x2x16xf32>
 // CP-NEXT: %[[DQ:.*]], %{{.*}}, %{{.*}} = moe.attention_grad %[[DOUT]]
 // CP: shard.all_to_all %{{.*}} on @mesh grid_axes = [1] split_axis = 1 concat_axis = 2 : tensor<4x16x2x16xf32> -> tensor<4x8x4x16xf32>
+
+// Sequence parallelism (tp=2,sp): each tp rank routes and computes its own
+// 4 x 8 tokens, so the gradients of the weights replicated over tp are
+// shares, summed over tp: the experts', the router's, the norms' and the
+// embedding's. The transposes of the attention block's collectives: the
+// gradient of the reduce-scattered output projection is gathered, and the
+// q, k and v projections' input gradients, partial over the heads of each
+// tp rank, are summed and split along the sequence in one reduce-scatter.
+// SEQ-LABEL: func.func @train_step
+// SEQ: %{{.*}}, %[[DG:.*]], %[[DU:.*]], %[[DD:.*]] = moe.grouped_swiglu_grad %{{.*}} : (tensor<64x64xf32>
+// SEQ: %[[DDS:.*]] = shard.all_reduce %[[DD]] on @mesh grid_axes = [2] : tensor<8x64x32xf32>
+// SEQ-NEXT: moe.param_grad "model.layers.1.mlp.experts.{e}.down_proj.weight", %[[DDS]]
+// SEQ: %{{.*}}, %[[DR:.*]] = moe.router_grad
+// SEQ: %[[DRS:.*]] = shard.all_reduce %[[DR]] on @mesh grid_axes = [2] : tensor<8x64xf32>
+// SEQ-NEXT: moe.param_grad "model.layers.1.mlp.gate.weight", %[[DRS]]
+// SEQ: %[[DRES:.*]] = moe.add %{{.*}}, %{{.*}} : tensor<4x8x64xf32>
+// SEQ: %[[DOUT:.*]] = shard.all_gather %[[DRES]] on @mesh grid_axes = [2] gather_axis = 1 : tensor<4x8x64xf32> -> tensor<4x16x64xf32>
+// SEQ-NEXT: moe.linear_grad %[[DOUT]], %{{.*}} : (tensor<4x16x64xf32>, tensor<4x16x32xf32>, tensor<64x32xf32>)
+// SEQ: moe.linear_grad %{{.*}}, %{{.*}} : (tensor<4x16x32xf32>, tensor<4x16x64xf32>, tensor<32x64xf32>)
+// SEQ-NEXT: %[[DQKV:.*]] = moe.add %{{.*}}, %{{.*}} : tensor<4x16x64xf32>
+// SEQ-NEXT: %[[DX:.*]] = shard.reduce_scatter %[[DQKV]] on @mesh grid_axes = [2] scatter_axis = 1 : tensor<4x16x64xf32> -> tensor<4x8x64xf32>
+// SEQ: %{{.*}}, %[[DN:.*]] = moe.rms_norm_grad %[[DX]]
+// SEQ: %[[DNS:.*]] = shard.all_reduce %[[DN]] on @mesh grid_axes = [2] : tensor<64xf32>
+// SEQ-NEXT: moe.param_grad "model.layers.1.input_layernorm.weight", %[[DNS]]
+// SEQ: %[[DE:.*]] = moe.embedding_grad %{{.*}} : (tensor<4x8x64xf32>, tensor<4x8xi32>)
+// SEQ-NEXT: %[[DES:.*]] = shard.all_reduce %[[DE]] on @mesh grid_axes = [2]
+// SEQ-NEXT: moe.param_grad "model.embed_tokens.weight", %[[DES]]

@@ -6,6 +6,8 @@
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=cp=2" --moe-shard --moe-partition | FileCheck %s --check-prefix=CP
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,cp=2,ep=4" --moe-shard --moe-partition | FileCheck %s --check-prefix=DCE
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,tp=2,ep=2" --moe-shard --moe-partition | FileCheck %s --check-prefix=DTE
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,tp=2,ep=2,sp" --moe-shard --moe-partition | FileCheck %s --check-prefix=SP
+// RUN: moe-opt %models/deepseek_v3_tiny.mlir --moe-assign-mesh="mesh=cp=2,tp=2,sp" --moe-shard --moe-partition | FileCheck %s --check-prefix=SPMLA
 // No annotation is left behind.
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,cp=2,ep=4" --moe-shard --moe-partition | FileCheck %s --check-prefix=CLEAN
 
@@ -71,6 +73,45 @@
 // DTE: func.func @forward(%arg0: tensor<2x16xi32>
 // DTE: shard.all_reduce %{{.*}} on @mesh grid_axes = [2] : tensor<2x16x64xf32> -> tensor<2x16x64xf32>
 // DTE: moe.dispatch %{{.*}}, %{{.*}} on @expert_mesh grid_axes = [1] placement 0 : (tensor<64x64xf32>, tensor<9xi64>) -> (tensor<128x64xf32>, tensor<9xi64>)
+
+// The same mesh with sequence parallelism: the residual stream is split over
+// tp along the sequence too (2 x 8 tokens a rank). The attention block
+// gathers its input over tp once for q, k and v, and its row-parallel
+// output projection ends in a reduce-scatter along the sequence instead of
+// an all-reduce. The router and the experts see the rank's own 16 tokens:
+// 32 rows dispatched where the mesh without sp dispatches 64, the same on
+// both tp ranks. The labels are sliced like the tokens, and the loss's
+// token axes are summed over dp, then tp.
+// SP: module attributes {{{.*}}moe.mesh = #moe.mesh<dp = 2, tp = 2, ep = 2, sp = true>, moe.partitioned}
+// SP: func.func @forward(%arg0: tensor<2x16xi32>
+// SP: %[[IDS:.*]] = shard.all_slice %arg0 on @mesh grid_axes = [2] slice_axis = 1 : tensor<2x16xi32> -> tensor<2x8xi32>
+// SP: %[[X:.*]] = moe.embedding %[[IDS]], %{{.*}} -> tensor<2x8x64xf32>
+// SP: %[[NORMED:.*]] = moe.rms_norm %[[X]], %{{.*}} -> tensor<2x8x64xf32>
+// SP: %[[ALL:.*]] = shard.all_gather %[[NORMED]] on @mesh grid_axes = [2] gather_axis = 1 : tensor<2x8x64xf32> -> tensor<2x16x64xf32>
+// SP-NOT: shard.all_gather
+// SP: moe.linear %[[ALL]], %{{.*}} : (tensor<2x16x64xf32>, tensor<32x64xf32>) -> tensor<2x16x32xf32>
+// SP: moe.linear %[[ALL]], %{{.*}} : (tensor<2x16x64xf32>, tensor<16x64xf32>) -> tensor<2x16x16xf32>
+// SP: moe.linear %[[ALL]], %{{.*}} : (tensor<2x16x64xf32>, tensor<16x64xf32>) -> tensor<2x16x16xf32>
+// SP: %[[O:.*]] = moe.linear %{{.*}}, %{{.*}} : (tensor<2x16x32xf32>, tensor<64x32xf32>) -> tensor<2x16x64xf32>
+// SP-NEXT: %[[RS:.*]] = shard.reduce_scatter %[[O]] on @mesh grid_axes = [2] scatter_axis = 1 : tensor<2x16x64xf32> -> tensor<2x8x64xf32>
+// SP-NEXT: moe.add %[[X]], %[[RS]] : tensor<2x8x64xf32>
+// SP-NOT: shard.all_reduce %{{.*}} : tensor<2x16x64xf32>
+// SP: moe.router %{{.*}}, %{{.*}} softmax top 2 {norm_topk_prob} : (tensor<2x8x64xf32>, tensor<8x64xf32>)
+// SP: moe.permute %{{.*}}, %{{.*}} experts 8 : (tensor<2x8x64xf32>, tensor<2x8x2xi32>) -> (tensor<32x64xf32>, tensor<9xi64>, tensor<32xi32>)
+// SP-NEXT: moe.dispatch %{{.*}}, %{{.*}} on @expert_mesh grid_axes = [1] placement 0 : (tensor<32x64xf32>, tensor<9xi64>) -> (tensor<64x64xf32>, tensor<9xi64>)
+// SP: %[[LABELS:.*]] = shard.all_slice %arg1 on @mesh grid_axes = [2] slice_axis = 1 : tensor<2x16xi32> -> tensor<2x8xi32>
+// SP-NEXT: %[[COUNT:.*]] = moe.label_count %[[LABELS]]
+// SP-NEXT: %[[SUM:.*]] = shard.all_reduce %[[COUNT]] on @mesh grid_axes = [0]
+// SP-NEXT: shard.all_reduce %[[SUM]] on @mesh grid_axes = [2]
+
+// Context and sequence parallelism together on MLA: the sequence is split
+// over cp, then tp (16 / 4 = 4 positions a rank); the shared rotary key,
+// one head, is gathered over tp first, then cp, before RoPE.
+// SPMLA: %{{.*}}, %[[ROPE:.*]] = moe.split %{{.*}} : (tensor<2x4x32xf32>) -> (tensor<2x4x24xf32>, tensor<2x4x8xf32>)
+// SPMLA: %[[HEAD:.*]] = tensor.expand_shape %[[ROPE]] {{.*}} into tensor<2x4x1x8xf32>
+// SPMLA-NEXT: %[[HALF:.*]] = shard.all_gather %[[HEAD]] on @mesh grid_axes = [2] gather_axis = 1 : tensor<2x4x1x8xf32> -> tensor<2x8x1x8xf32>
+// SPMLA-NEXT: %[[WHOLE:.*]] = shard.all_gather %[[HALF]] on @mesh grid_axes = [1] gather_axis = 1 : tensor<2x8x1x8xf32> -> tensor<2x16x1x8xf32>
+// SPMLA-NEXT: moe.rope %[[WHOLE]]
 
 // CLEAN-NOT: shard.shard
 // CLEAN-NOT: shard.sharding

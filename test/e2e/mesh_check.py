@@ -97,6 +97,8 @@ def main():
     for mesh in args.mesh:
         ranks = 1
         for part in mesh.split(","):
+            if part == "sp":  # sequence parallelism: a flag, not an axis
+                continue
             axis, size = part.split("=")
             if axis != "ep":
                 ranks *= int(size)

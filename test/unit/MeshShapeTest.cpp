@@ -51,7 +51,7 @@ TEST(MeshShape, RoundTripsThroughStr) {
 }
 
 TEST(MeshShape, RejectsMalformedText) {
-  EXPECT_NE(parseError("dp").find("not of the form axis=size"),
+  EXPECT_NE(parseError("dp").find("not of the form axis=size or sp"),
             std::string::npos);
   EXPECT_NE(parseError("xp=2").find("unknown mesh axis 'xp'"),
             std::string::npos);
@@ -62,6 +62,25 @@ TEST(MeshShape, RejectsMalformedText) {
   EXPECT_NE(parseError("dp=2,").find("trailing ','"), std::string::npos);
   EXPECT_NE(parseError(",dp=2").find("not of the form"), std::string::npos);
   EXPECT_NE(parseError("dp=99999999999999999999").find("not an integer"),
+            std::string::npos);
+}
+
+TEST(MeshShape, SequenceParallelismIsABareEntry) {
+  MeshShape mesh = parseOk("dp=2,sp,tp=2");
+  EXPECT_TRUE(mesh.sp);
+  EXPECT_EQ(mesh.tp, 2);
+  EXPECT_EQ(mesh.worldSize(), 4);
+  EXPECT_EQ(mesh.str(), "dp=2,cp=1,tp=2,ep=1,sp");
+  EXPECT_TRUE(parseOk(mesh.str()).sp);
+  EXPECT_FALSE(parseOk("dp=2,tp=2").sp);
+  EXPECT_EQ(mesh.validate(4), "");
+  EXPECT_NE(parseError("tp=2,sp,sp").find("'sp' is given twice"),
+            std::string::npos);
+  EXPECT_NE(parseError("tp=2,sp=1").find("unknown mesh axis 'sp'"),
+            std::string::npos);
+  // Without tensor parallelism there is nothing to split the sequence over.
+  EXPECT_NE(parseOk("dp=2,sp").validate().find("'sp' (sequence parallelism) "
+                                               "needs tp > 1"),
             std::string::npos);
 }
 

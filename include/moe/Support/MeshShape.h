@@ -47,6 +47,11 @@ struct MeshShape {
   int64_t cp = 1;
   int64_t tp = 1;
   int64_t ep = 1;
+  /// Sequence parallelism over tp (Megatron-Core's): between the
+  /// tensor-parallel regions, the norms, residuals, router and experts see
+  /// the sequence split over tp as well as cp, so the tp ranks of a token
+  /// group each route and compute their own tokens instead of the same ones.
+  bool sp = false;
 
   int64_t worldSize() const { return dp * cp * tp; }
   int64_t expertDataParallelSize() const { return dp * cp / ep; }
@@ -56,17 +61,19 @@ struct MeshShape {
   void setSize(MeshAxis axis, int64_t size);
 
   /// Parses "dp=2,cp=1,tp=2,ep=4": comma-separated axis=size pairs in any
-  /// order, each axis at most once, omitted axes 1; "" is the 1-rank mesh.
+  /// order, each axis at most once, omitted axes 1, and the bare entry "sp"
+  /// for sequence parallelism; "" is the 1-rank mesh.
   /// Returns nullopt and sets `error` to one sentence on malformed text.
   static std::optional<MeshShape> parse(const std::string &text,
                                         std::string &error);
 
-  /// Checks the mesh's own rules (positive sizes, ep divides dp * cp) and,
+  /// Checks the mesh's own rules (positive sizes, ep divides dp * cp, sp
+  /// only with tp > 1) and,
   /// when `worldSize` > 0, that it spans exactly that many ranks. Returns ""
   /// when valid, else one sentence saying what is wrong.
   std::string validate(int64_t worldSize = 0) const;
 
-  /// "dp=2,cp=1,tp=1,ep=2".
+  /// "dp=2,cp=1,tp=1,ep=2", with ",sp" when sequence parallel.
   std::string str() const;
 };
 

@@ -2,7 +2,7 @@
 //
 // A collective's gradient is its transpose, which delivers the whole
 // gradient: all_gather <-> all_slice, all_to_all <-> the inverse
-// all_to_all, all_reduce -> identity.
+// all_to_all, all_reduce -> identity, reduce_scatter -> all_gather.
 //
 //===----------------------------------------------------------------------===//
 
@@ -50,6 +50,19 @@ LogicalResult gradAllReduce(shard::AllReduceOp r, GradientContext &ctx) {
   return success();
 }
 
+/// Each rank's input is a partial sum of the whole result: its gradient is
+/// the whole result's, gathered.
+LogicalResult gradReduceScatter(shard::ReduceScatterOp r,
+                                GradientContext &ctx) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value dy = ctx.dy();
+  ctx.giveExact(r.getInput(), shard::AllGatherOp::create(
+                                  b, loc, r.getInput().getType(), r.getGrid(),
+                                  r.getGridAxes(), dy, r.getScatterAxis()));
+  return success();
+}
+
 } // namespace
 
 void populateCollectiveGradients(GradientRules &rules) {
@@ -57,6 +70,7 @@ void populateCollectiveGradients(GradientRules &rules) {
   rules.add(gradAllSlice);
   rules.add(gradAllToAll);
   rules.add(gradAllReduce);
+  rules.add(gradReduceScatter);
 }
 
 } // namespace mlir::moe::gradients

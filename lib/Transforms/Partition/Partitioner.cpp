@@ -10,6 +10,8 @@
 
 #include "PartitionRules.h"
 
+#include "../CollectiveFusion.h"
+
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
@@ -93,9 +95,19 @@ FailureOr<Operation *> Partitioner::cloneLocal(Operation *op) {
 }
 
 Value Partitioner::allReduce(Value v, StringRef grid, ArrayRef<int16_t> axes) {
-  return shard::AllReduceOp::create(b, v.getLoc(), v.getType(), grid, axes, v,
-                                    shard::ReductionKind::Sum)
-      .getResult();
+  auto sum = [&](Value in, ArrayRef<int16_t> over) -> Value {
+    return shard::AllReduceOp::create(b, v.getLoc(), v.getType(), grid, over,
+                                      in, shard::ReductionKind::Sum)
+        .getResult();
+  };
+  // The runtime's groups are one axis, or dp x cp: tp together with other
+  // axes (a sequence-parallel loss's token axes) is summed in two steps.
+  if (axes.size() > 1 && llvm::is_contained(axes, kTpAxis)) {
+    SmallVector<int16_t> rest(axes);
+    llvm::erase(rest, kTpAxis);
+    return sum(sum(v, rest), {kTpAxis});
+  }
+  return sum(v, axes);
 }
 
 LogicalResult Partitioner::run() {
@@ -146,6 +158,8 @@ LogicalResult Partitioner::run() {
   local.setFunctionType(b.getFunctionType(argTypes, resultTypes));
   for (auto [i, split] : llvm::enumerate(resultSplits))
     local.setResultAttr(i, kSplitAttr, split);
+  fuseReduceScatters(*localBody);
+  mergeDuplicateGathers(*localBody);
   fn.erase();
   return success();
 }
@@ -179,8 +193,9 @@ LogicalResult partitionShard(shard::ShardOp op, Partitioner &p) {
     return op.emitOpError("resharding between grids is not supported");
   // One grid axis at a time: an axis leaving a dimension is gathered, an axis
   // arriving is sliced, an axis moving between dimensions is an all-to-all.
-  // A moving axis must be the minor split of its source dimension and
-  // becomes the minor split of its destination.
+  // An axis leaves only as the minor split of its dimension, and arrives
+  // only once the splits before it in the target are there: so a sequence
+  // split over (cp, tp) is gathered tp first, and sliced cp first.
   Location loc = op.getLoc();
   ShardingSpec current = from.spec;
   Value value = from.value;
@@ -196,32 +211,46 @@ LogicalResult partitionShard(shard::ShardOp op, Partitioner &p) {
     diag << op.getSrc().getType() << " between these shardings";
     return diag;
   };
-  for (int16_t axis = 0; axis < 3; ++axis) {
-    int64_t src = dimOf(current, axis), dst = dimOf(*target, axis);
-    if (src == dst)
-      continue;
+  // Whether `axis` can move now, from `src` to `dst` (-1: none).
+  auto ready = [&](int16_t axis, int64_t src, int64_t dst) {
     if (src >= 0 && current.dims[src].back() != axis)
-      return unsupported();
-    ShardingSpec next = current;
-    if (src >= 0)
-      next.dims[src].pop_back();
-    if (dst >= 0)
-      next.dims[dst].push_back(axis);
-    auto type = p.localTypeOf(op.getSrc(), next, loc);
-    if (failed(type))
-      return failure();
-    if (src >= 0 && dst >= 0)
-      value = shard::AllToAllOp::create(b, loc, *type, grid, {axis}, value,
-                                        APInt(64, dst), APInt(64, src))
-                  .getResult();
-    else if (src >= 0)
-      value = shard::AllGatherOp::create(b, loc, *type, grid, {axis}, value,
-                                         APInt(64, src))
-                  .getResult();
-    else
-      value = shard::AllSliceOp::create(b, loc, *type, value, grid, {axis}, dst)
-                  .getResult();
-    current = std::move(next);
+      return false;
+    if (dst < 0)
+      return true;
+    ArrayRef<int16_t> want = target->dims[dst];
+    size_t at = llvm::find(want, axis) - want.begin();
+    ArrayRef<int16_t> have = current.dims[dst];
+    return have.size() == at && llvm::equal(have, want.take_front(at));
+  };
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (int16_t axis = 0; axis < 3; ++axis) {
+      int64_t src = dimOf(current, axis), dst = dimOf(*target, axis);
+      if (src == dst || !ready(axis, src, dst))
+        continue;
+      ShardingSpec next = current;
+      if (src >= 0)
+        next.dims[src].pop_back();
+      if (dst >= 0)
+        next.dims[dst].push_back(axis);
+      auto type = p.localTypeOf(op.getSrc(), next, loc);
+      if (failed(type))
+        return failure();
+      if (src >= 0 && dst >= 0)
+        value = shard::AllToAllOp::create(b, loc, *type, grid, {axis}, value,
+                                          APInt(64, dst), APInt(64, src))
+                    .getResult();
+      else if (src >= 0)
+        value = shard::AllGatherOp::create(b, loc, *type, grid, {axis}, value,
+                                           APInt(64, src))
+                    .getResult();
+      else
+        value =
+            shard::AllSliceOp::create(b, loc, *type, value, grid, {axis}, dst)
+                .getResult();
+      current = std::move(next);
+      moved = true;
+    }
   }
   if (current != *target)
     return unsupported();

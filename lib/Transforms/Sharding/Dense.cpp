@@ -45,9 +45,12 @@ LogicalResult shardParam(ParamOp, ShardingChooser &) {
 }
 
 LogicalResult shardEmbedding(EmbeddingOp op, ShardingChooser &s) {
+  // Each rank looks up its own tokens: under sequence parallelism, its
+  // slice of the sequence over tp too.
   s.param(op.getTable(), s.replicated(op.getTable()));
+  s.need(op, 0, s.activationLayout(rankOf(op.getTokens())));
   s.produce(op.getResult(),
-            s.withLastDim(s.tokenLayout(rankOf(op.getResult())), {}));
+            s.withLastDim(s.activationLayout(rankOf(op.getResult())), {}));
   return success();
 }
 
@@ -85,6 +88,11 @@ LogicalResult shardLinear(LinearOp op, ShardingChooser &s) {
       if (s.getMesh().getTp() > 1 && feedsAttention(expand.getResult()) &&
           features % s.getMesh().getTp() == 0)
         out = s.tpAxes();
+  if (!out.empty()) {
+    // Sequence-parallel tokens are gathered over tp first.
+    in = ShardingChooser::gatheredOverTp(in);
+    s.need(op, 0, in);
+  }
   ShardingSpec w = s.replicated(weight);
   w.dims[0] = out;
   s.param(weight, w);
@@ -189,8 +197,20 @@ LogicalResult shardSplit(SplitOp op, ShardingChooser &s) {
 }
 
 LogicalResult shardAdd(AddOp op, ShardingChooser &s) {
-  s.need(op, 1, s.spec(op.getLhs()));
-  s.produce(op.getResult(), s.spec(op.getLhs()));
+  // The sum takes the layout of the operand split over more axes: slicing
+  // the other costs no communication (and after a tensor-parallel block's
+  // partial sums, its all-reduce and slice become one reduce-scatter).
+  ShardingSpec lhs = s.spec(op.getLhs()), rhs = s.spec(op.getRhs());
+  auto splits = [](const ShardingSpec &spec) {
+    size_t n = 0;
+    for (const auto &axes : spec.dims)
+      n += axes.size();
+    return n;
+  };
+  ShardingSpec out = splits(rhs) > splits(lhs) ? rhs : lhs;
+  s.need(op, 0, out);
+  s.need(op, 1, out);
+  s.produce(op.getResult(), out);
   return success();
 }
 
@@ -199,10 +219,13 @@ LogicalResult shardFFN(Operation *op, ShardingChooser &s, Value input,
                        Value gate, Value up, Value down, Value sharedGate) {
   // Tensor parallel SwiGLU: gate/up column parallel, down row parallel over
   // the intermediate features; moe-partition all-reduces the output.
-  ShardingSpec tokens = s.withLastDim(s.spec(input), {});
-  s.need(op, 0, tokens);
+  // Sequence-parallel tokens are gathered over tp first.
   int64_t inter = cast<ShapedType>(gate.getType()).getShape()[0];
   Axes split = inter % s.getMesh().getTp() == 0 ? s.tpAxes() : Axes{};
+  ShardingSpec tokens = s.withLastDim(s.spec(input), {});
+  if (!split.empty())
+    tokens = ShardingChooser::gatheredOverTp(tokens);
+  s.need(op, 0, tokens);
   ShardingSpec columns = s.replicated(gate), rows = s.replicated(down);
   columns.dims[0] = split;
   rows.dims[1] = split;

@@ -21,14 +21,16 @@ template <typename Op> LogicalResult shardWhole(Op op, ShardingChooser &s) {
   return success();
 }
 
-/// Logits [batch, seq, ..., vocab] in the token layout with the vocabulary
-/// whole, labels in the token layout; the loss is the same everywhere.
+/// Logits [batch, seq, ..., vocab] in the activation layout (the token
+/// layout, and the sequence split over tp too under sequence parallelism)
+/// with the vocabulary whole, labels in the same layout; the loss is the
+/// same everywhere.
 LogicalResult shardCrossEntropy(CrossEntropyOp op, ShardingChooser &s) {
   int64_t rank = rankOf(op.getLogits());
   if (rank < 3)
     return shardWhole(op, s); // no [batch, seq] token dimensions to keep
-  s.need(op, 0, s.withLastDim(s.tokenLayout(rank), {}));
-  s.need(op, 1, s.tokenLayout(rank - 1));
+  s.need(op, 0, s.withLastDim(s.activationLayout(rank), {}));
+  s.need(op, 1, s.activationLayout(rank - 1));
   s.produce(op.getLoss(), s.replicated(op.getLoss()));
   return success();
 }

@@ -32,6 +32,13 @@ ShardingSpec ShardingChooser::tokenLayout(int64_t rank) const {
   return spec;
 }
 
+ShardingSpec ShardingChooser::activationLayout(int64_t rank) const {
+  ShardingSpec spec = tokenLayout(rank);
+  if (rank >= 2 && mesh.getSp())
+    spec.dims[1].push_back(kTpAxis);
+  return spec;
+}
+
 LogicalResult ShardingChooser::run(func::FuncOp fn) {
   for (BlockArgument arg : fn.getArguments())
     produce(arg, tokenLayout(rankOf(arg)));

@@ -58,6 +58,17 @@ public:
   /// The token layout of a [batch, seq, ...] activation: batch over dp,
   /// sequence over cp, the rest replicated.
   ShardingSpec tokenLayout(int64_t rank) const;
+  /// The layout of the activations between tensor-parallel blocks: the
+  /// token layout, with the sequence split over tp as well under sequence
+  /// parallelism (after cp: each cp rank's part split again).
+  ShardingSpec activationLayout(int64_t rank) const;
+  /// `spec` with tp taken out of every dimension but the last: the
+  /// sequence-parallel tokens gathered for a tensor-parallel block.
+  static ShardingSpec gatheredOverTp(ShardingSpec spec) {
+    for (Axes &axes : MutableArrayRef(spec.dims).drop_back())
+      llvm::erase(axes, kTpAxis);
+    return spec;
+  }
   static ShardingSpec withLastDim(ShardingSpec spec, Axes axes) {
     spec.dims.back() = axes;
     return spec;

@@ -12,6 +12,17 @@ module attributes {moe.mesh = #moe.mesh<dp = 2, tp = 2, ep = 4>} {}
 
 // -----
 
+// expected-error @+1 {{mesh entry 'sp' (sequence parallelism) needs tp > 1}}
+module attributes {moe.mesh = #moe.mesh<dp = 2, sp = true>} {}
+
+// -----
+
+// expected-error @+2 {{expected `true` or `false`}}
+// expected-error @+1 {{failed to parse MoE_MeshAttr parameter 'sp' which is to be a `bool`}}
+module attributes {moe.mesh = #moe.mesh<tp = 2, sp = 1>} {}
+
+// -----
+
 // expected-error @+1 {{'moe.mesh' must be a #moe.mesh attribute, but got 4 : i64}}
 module attributes {moe.mesh = 4} {}
 
@@ -44,6 +55,17 @@ module attributes {moe.mesh = #moe.mesh<dp = 4>} {
 module attributes {moe.mesh = #moe.mesh<cp = 3>} {
   func.func @f(%t: tensor<2x8xi32>, %e: tensor<16x4xf32>) -> tensor<2x8x4xf32> {
     // expected-error @+1 {{cannot shard over the mesh: the sequence length (8) is not divisible by cp = 3}}
+    %x = moe.embedding %t, %e : (tensor<2x8xi32>, tensor<16x4xf32>) -> tensor<2x8x4xf32>
+    return %x : tensor<2x8x4xf32>
+  }
+}
+
+// -----
+
+// Sequence parallelism splits each cp rank's part of the sequence over tp.
+module attributes {moe.mesh = #moe.mesh<cp = 2, tp = 3, sp = true>} {
+  func.func @f(%t: tensor<2x8xi32>, %e: tensor<16x4xf32>) -> tensor<2x8x4xf32> {
+    // expected-error @+1 {{cannot shard over the mesh: the sequence length (8) is not divisible by cp * tp (sequence parallel) = 6}}
     %x = moe.embedding %t, %e : (tensor<2x8xi32>, tensor<16x4xf32>) -> tensor<2x8x4xf32>
     return %x : tensor<2x8x4xf32>
   }

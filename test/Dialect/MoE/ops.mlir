@@ -173,3 +173,14 @@ func.func @expert_placement(%rows: tensor<128x64xf32>, %offsets: tensor<9xi64>) 
 // CHECK-SAME: moe.mesh = #moe.mesh<dp = 2, ep = 2>
 module @meshed attributes {moe.mesh = #moe.mesh<dp = 2, ep = 2>} {
 }
+
+// Sequence parallelism is printed only when on.
+// CHECK-LABEL: module @sequence_parallel
+// CHECK-SAME: moe.mesh = #moe.mesh<dp = 2, tp = 2, sp = true>
+module @sequence_parallel attributes {moe.mesh = #moe.mesh<dp = 2, tp = 2, sp = true>} {
+}
+
+// CHECK-LABEL: module @not_sequence_parallel
+// CHECK-SAME: moe.mesh = #moe.mesh<tp = 2>}
+module @not_sequence_parallel attributes {moe.mesh = #moe.mesh<tp = 2, sp = false>} {
+}

@@ -298,7 +298,12 @@ LogicalResult EmbeddingOp::verifyFitsMesh(MeshAttr mesh) {
   if (!tokens.empty())
     ok &= succeeded(expectDivisible(*this, "the batch size", tokens[0], "dp",
                                     mesh.getDp()));
-  if (tokens.size() >= 2)
+  // Sequence parallelism splits each cp rank's part again over tp.
+  if (tokens.size() >= 2 && mesh.getSp())
+    ok &= succeeded(expectDivisible(*this, "the sequence length", tokens[1],
+                                    "cp * tp (sequence parallel)",
+                                    mesh.getCp() * mesh.getTp()));
+  else if (tokens.size() >= 2)
     ok &= succeeded(expectDivisible(*this, "the sequence length", tokens[1],
                                     "cp", mesh.getCp()));
   return success(ok);

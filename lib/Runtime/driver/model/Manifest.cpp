@@ -398,6 +398,12 @@ void parseOptionalFields(const Json &root, Manifest &m) {
     if (!it->is_object())
       fail("mesh", "is " + shown(*it) + ", expected an object of axis sizes");
     for (auto axis = it->begin(); axis != it->end(); ++axis) {
+      if (axis.key() == "sp") { // sequence parallelism, a flag
+        if (!axis->is_boolean())
+          fail("mesh.sp", "is " + shown(*axis) + ", expected true or false");
+        m.mesh.sp = axis->get<bool>();
+        continue;
+      }
       if (!axis->is_number_unsigned() || axis->get<uint64_t>() < 1 ||
           axis->get<uint64_t>() > (1u << 20))
         fail("mesh." + axis.key(),

@@ -75,11 +75,12 @@ Json trainJson(const TrainOptions &o, const Manifest &m) {
               {"replace_every", o.replaceEvery}};
 }
 
-/// Per-layer expert counts summed over the data-parallel ranks: every rank
-/// of a dp x cp plane routes its own tokens over all global experts.
+/// Per-layer expert counts summed over the ranks that route different
+/// tokens: every rank of a dp x cp plane routes its own tokens over all
+/// global experts, and under sequence parallelism so does every tp rank.
 std::vector<std::vector<int64_t>>
 globalExpertCounts(const std::vector<std::vector<int64_t>> &local,
-                   const RankEnv &env) {
+                   const RankEnv &env, bool sequenceParallel) {
   std::vector<std::vector<int64_t>> counts = local;
   if (!env.groups)
     return counts;
@@ -87,6 +88,9 @@ globalExpertCounts(const std::vector<std::vector<int64_t>> &local,
   for (const std::vector<int64_t> &layer : counts)
     flat.insert(flat.end(), layer.begin(), layer.end());
   env.groups->dpCp->allReduceSum(flat.data(), static_cast<int64_t>(flat.size()),
+                                 rt::CommDType::I64);
+  if (sequenceParallel)
+    env.groups->tp->allReduceSum(flat.data(), static_cast<int64_t>(flat.size()),
                                  rt::CommDType::I64);
   size_t at = 0;
   for (std::vector<int64_t> &layer : counts)
@@ -561,7 +565,7 @@ int runTrain(const Manifest &m, const Entries &entries, const TrainOptions &o,
     bool replaceNow = o.replaceEvery > 0 && step % o.replaceEvery == 0 &&
                       !last && placedLayers > 0;
     if (logNow || evalNow || o.biasUpdateRate > 0 || o.replaceEvery > 0)
-      counts = globalExpertCounts(localCounts, env);
+      counts = globalExpertCounts(localCounts, env, m.mesh.sp);
     if (o.biasUpdateRate > 0) {
       // Only the biases travel: a few floats per MoE layer.
       for (const ParamInfo &p : m.params) {

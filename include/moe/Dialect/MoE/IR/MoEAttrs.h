@@ -7,6 +7,18 @@
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/DialectImplementation.h"
 
+namespace mlir::moe {
+/// Parses a flag parameter: `true` or `false`.
+inline FailureOr<bool> parseFlag(AsmParser &parser) {
+  if (succeeded(parser.parseOptionalKeyword("true")))
+    return true;
+  if (succeeded(parser.parseOptionalKeyword("false")))
+    return false;
+  return parser.emitError(parser.getCurrentLocation(),
+                          "expected `true` or `false`");
+}
+} // namespace mlir::moe
+
 #include "moe/Dialect/MoE/IR/MoEEnums.h.inc"
 
 #define GET_ATTRDEF_CLASSES

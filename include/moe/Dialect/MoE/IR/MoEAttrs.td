@@ -19,6 +19,13 @@ def MoE_ScoreFuncAttr : EnumAttr<MoE_Dialect, MoE_ScoreFunc, "score_func"> {
   let assemblyFormat = "$value";
 }
 
+/// A flag parameter written `true` or `false`, `false` when omitted.
+def MoE_FlagParameter : AttrParameter<"bool", "a flag"> {
+  let parser = "::mlir::moe::parseFlag($_parser)";
+  let printer = "$_printer << ($_self ? \"true\" : \"false\")";
+  let defaultValue = "false";
+}
+
 def MoE_MeshAttr : AttrDef<MoE_Dialect, "Mesh"> {
   let mnemonic = "mesh";
   let summary = "A DP x CP x TP x EP device mesh";
@@ -29,11 +36,19 @@ def MoE_MeshAttr : AttrDef<MoE_Dialect, "Mesh"> {
     divide `dp * cp`; the remaining `dp * cp / ep` ranks of that plane form
     the expert-data-parallel group that replicates each expert shard.
 
+    `sp = true` adds sequence parallelism over tp (Megatron-Core's): outside
+    the tensor-parallel attention and FFN blocks, the activations are split
+    over tp along the sequence as well, so the norms, the residual stream,
+    the router and the routed experts each see 1/tp of the tokens. A
+    tensor-parallel block then starts with an all-gather over tp and ends
+    with a reduce-scatter instead of an all-reduce. It needs tp > 1.
+
     Omitted sizes are 1:
 
     ```mlir
     #moe.mesh<dp = 2, ep = 2>          // 2 ranks, each holding half the experts
     #moe.mesh<dp = 2, cp = 2, tp = 2, ep = 4>
+    #moe.mesh<dp = 2, tp = 2, ep = 2, sp = true>
     ```
 
     The `moe-assign-mesh` pass materialises two upstream `shard.grid`s over
@@ -44,7 +59,8 @@ def MoE_MeshAttr : AttrDef<MoE_Dialect, "Mesh"> {
     DefaultValuedParameter<"int64_t", "1">:$dp,
     DefaultValuedParameter<"int64_t", "1">:$cp,
     DefaultValuedParameter<"int64_t", "1">:$tp,
-    DefaultValuedParameter<"int64_t", "1">:$ep
+    DefaultValuedParameter<"int64_t", "1">:$ep,
+    MoE_FlagParameter:$sp
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

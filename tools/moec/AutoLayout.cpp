@@ -131,14 +131,17 @@ std::optional<json::Object> readManifest(ModuleOp module) {
 
 namespace {
 
-/// "dp=8,ep=8": the mesh's axes of size > 1 ("dp=1" for one rank).
+/// "dp=8,ep=8": the mesh's axes of size > 1 ("dp=1" for one rank), and
+/// ",sp" under sequence parallelism.
 std::string shortMesh(const ::moe::MeshShape &mesh) {
   std::string text;
   for (::moe::MeshAxis axis : ::moe::kMeshAxes)
     if (mesh.size(axis) > 1)
       text += (text.empty() ? "" : ",") + std::string(::moe::axisName(axis)) +
               "=" + std::to_string(mesh.size(axis));
-  return text.empty() ? "dp=1" : text;
+  if (text.empty())
+    text = "dp=1";
+  return mesh.sp ? text + ",sp" : text;
 }
 
 } // namespace
@@ -153,7 +156,8 @@ std::string Layout::flags() const {
 
 namespace {
 
-/// Every mesh of `devices` ranks: dp x cp x tp = devices, ep | dp x cp.
+/// Every mesh of `devices` ranks: dp x cp x tp = devices, ep | dp x cp;
+/// with tp > 1, with and without sequence parallelism.
 std::vector<::moe::MeshShape> meshesOf(int64_t devices) {
   std::vector<::moe::MeshShape> meshes;
   for (int64_t dp = 1; dp <= devices; ++dp) {
@@ -163,9 +167,13 @@ std::vector<::moe::MeshShape> meshesOf(int64_t devices) {
       if ((devices / dp) % cp)
         continue;
       int64_t tp = devices / dp / cp;
-      for (int64_t ep = 1; ep <= dp * cp; ++ep)
-        if ((dp * cp) % ep == 0)
-          meshes.push_back({dp, cp, tp, ep});
+      for (int64_t ep = 1; ep <= dp * cp; ++ep) {
+        if ((dp * cp) % ep)
+          continue;
+        meshes.push_back({dp, cp, tp, ep});
+        if (tp > 1)
+          meshes.push_back({dp, cp, tp, ep, /*sp=*/true});
+      }
     }
   }
   return meshes;

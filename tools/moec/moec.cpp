@@ -77,12 +77,13 @@ cl::opt<bool> printPlan("print-memory-plan",
                         cl::init(false), cl::cat(category));
 cl::opt<std::string> mesh(
     "mesh",
-    cl::desc("Compile for this DP x CP x TP x EP mesh, e.g. dp=2,ep=2 "
-             "(default: the model's moe.mesh, else one rank); the executable "
+    cl::desc("Compile for this DP x CP x TP x EP mesh, e.g. dp=2,ep=2, and "
+             "with ,sp sequence parallelism over tp (default: the model's "
+             "moe.mesh, else one rank); the executable "
              "then runs under mpirun with dp*cp*tp ranks. `auto` lets the "
              "compiler choose the mesh, ZeRO stage and recompute for "
              "--devices N (see --explain)"),
-    cl::value_desc("axis=size,..."), cl::cat(category));
+    cl::value_desc("axis=size,...[,sp]"), cl::cat(category));
 cl::opt<int64_t> replicaSlots(
     "replica-slots",
     cl::desc("Spare expert slots per EP rank and MoE layer, for replicas of "

@@ -70,7 +70,8 @@ void MeshShape::setSize(MeshAxis axis, int64_t size) {
 std::optional<MeshShape> MeshShape::parse(const std::string &text,
                                           std::string &error) {
   MeshShape mesh;
-  bool seen[5] = {false, false, false, false, false}; // the axes, then sp
+  // The four axes, then sp and etp.
+  bool seen[6] = {false, false, false, false, false, false};
   size_t pos = 0;
   while (pos < text.size()) {
     size_t end = text.find(',', pos);
@@ -98,8 +99,11 @@ std::optional<MeshShape> MeshShape::parse(const std::string &text,
     std::string axis = item.substr(0, eq), value = item.substr(eq + 1);
     std::optional<MeshAxis> named = parseAxis(axis);
     int index = named && *named != MeshAxis::EDP ? static_cast<int>(*named) : -1;
+    if (axis == "etp")
+      index = 5;
     if (index < 0) {
-      error = "unknown mesh axis '" + axis + "' (expected dp, cp, tp or ep)";
+      error =
+          "unknown mesh axis '" + axis + "' (expected dp, cp, tp, ep or etp)";
       return std::nullopt;
     }
     if (seen[index]) {
@@ -116,7 +120,10 @@ std::optional<MeshShape> MeshShape::parse(const std::string &text,
               "', which is not an integer";
       return std::nullopt;
     }
-    mesh.setSize(*named, size);
+    if (index == 5)
+      mesh.etp = size;
+    else
+      mesh.setSize(*named, size);
   }
   return mesh;
 }
@@ -131,6 +138,10 @@ std::string MeshShape::validate(int64_t worldSize) const {
     return "mesh ep=" + std::to_string(ep) +
            " must divide dp*cp=" + std::to_string(dp * cp) +
            " (expert parallelism borrows its ranks from dp and cp)";
+  if (etp != 1 && etp != tp)
+    return "mesh etp=" + std::to_string(etp) +
+           " must be 1 or tp=" + std::to_string(tp) +
+           " (the experts are split over all of tp or not at all)";
   if (sp && tp == 1)
     return "mesh entry 'sp' (sequence parallelism) needs tp > 1";
   if (worldSize > 0 && worldSize != this->worldSize())
@@ -143,6 +154,8 @@ std::string MeshShape::validate(int64_t worldSize) const {
 std::string MeshShape::str() const {
   std::ostringstream os;
   os << "dp=" << dp << ",cp=" << cp << ",tp=" << tp << ",ep=" << ep;
+  if (etp != 1)
+    os << ",etp=" << etp;
   if (sp)
     os << ",sp";
   return os.str();

@@ -42,7 +42,7 @@ struct AssignMeshPass : mlir::moe::impl::AssignMeshBase<AssignMeshPass> {
     }
 
     auto attr = MeshAttr::get(&getContext(), shape->dp, shape->cp, shape->tp,
-                              shape->ep, shape->sp);
+                              shape->ep, shape->etp, shape->sp);
     if (failed(verifyModelFitsMesh(module, attr)))
       return signalPassFailure();
     module->setAttr(MoEDialect::getMeshAttrName(), attr);

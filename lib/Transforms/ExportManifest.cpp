@@ -173,11 +173,13 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
       module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName());
   ::moe::MeshShape shape;
   if (mesh)
-    shape = {mesh.getDp(), mesh.getCp(), mesh.getTp(), mesh.getEp(),
-             mesh.getSp()};
+    shape = {mesh.getDp(), mesh.getCp(), mesh.getTp(),
+             mesh.getEp(), mesh.getSp(), mesh.getEtp()};
   llvm::json::Object meshSizes;
   for (::moe::MeshAxis axis : ::moe::kMeshAxes)
     meshSizes[::moe::axisName(axis)] = shape.size(axis);
+  if (shape.etp > 1)
+    meshSizes["etp"] = shape.etp;
   if (shape.sp)
     meshSizes["sp"] = true;
   manifest["mesh"] = std::move(meshSizes);

@@ -66,8 +66,8 @@ public:
   Counter(ModuleOp module, bool bf16) : bf16(bf16) {
     if (auto mesh =
             module->getAttrOfType<MeshAttr>(MoEDialect::getMeshAttrName()))
-      shape = {mesh.getDp(), mesh.getCp(), mesh.getTp(), mesh.getEp(),
-               mesh.getSp()};
+      shape = {mesh.getDp(), mesh.getCp(), mesh.getTp(),
+               mesh.getEp(), mesh.getSp(), mesh.getEtp()};
     if (auto stage = module->getAttrOfType<IntegerAttr>(
             MoEDialect::getZeroStageAttrName()))
       zeroStage = stage.getInt();

@@ -9,7 +9,7 @@
 // RUN: not moe-opt %s --moe-assign-mesh="mesh=dp=2,sp" 2>&1 | FileCheck %s --check-prefixes=SPTP,CHECK
 // RUN: not moe-opt %s --moe-assign-mesh="mesh=tp=16,sp" 2>&1 | FileCheck %s --check-prefixes=SPSEQ,CHECK
 
-// AXIS: error: invalid mesh: unknown mesh axis 'xp' (expected dp, cp, tp or ep)
+// AXIS: error: invalid mesh: unknown mesh axis 'xp' (expected dp, cp, tp, ep or etp)
 // SIZE: error: invalid mesh: mesh axis 'dp' has size 'two', which is not an integer
 // BORROW: error: invalid mesh: mesh ep=4 must divide dp*cp=2 (expert parallelism borrows its ranks from dp and cp)
 // WORLD: error: invalid mesh: mesh dp=2,cp=1,tp=1,ep=2 spans dp*cp*tp=2 ranks, but the world has 8

@@ -10,6 +10,7 @@
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=TP
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=cp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=CP
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2,sp" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=SEQ
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2,etp=2,sp" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=SLICED
 // RUN: moe-opt %models/qwen2_moe_tiny.mlir --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=BIAS
 // RUN: moe-opt %models/qwen2_moe_tiny.mlir --moe-assign-mesh="mesh=tp=2" --moe-shard --moe-partition --moe-lower-experts --moe-build-train-step | FileCheck %s --check-prefix=BIASTP
 
@@ -134,3 +135,12 @@
 // SEQ: %[[DE:.*]] = moe.embedding_grad %{{.*}} : (tensor<4x8x64xf32>, tensor<4x8xi32>)
 // SEQ-NEXT: %[[DES:.*]] = shard.all_reduce %[[DE]] on @mesh grid_axes = [2]
 // SEQ-NEXT: moe.param_grad "model.embed_tokens.weight", %[[DES]]
+
+// Expert tensor parallelism (tp=2,etp=2,sp): each tp rank's expert weights
+// are its own half, so their gradients are whole without a sum over tp;
+// the expert inputs' gradients, partial over the halves, are.
+// SLICED-LABEL: func.func @train_step
+// SLICED: %[[DX:.*]], %[[DG:.*]], %[[DU:.*]], %[[DD:.*]] = moe.grouped_swiglu_grad %{{.*}} -> (tensor<128x64xf32>, tensor<8x16x64xf32>, tensor<8x16x64xf32>, tensor<8x64x16xf32>)
+// SLICED-NEXT: shard.all_reduce %[[DX]] on @mesh grid_axes = [2] : tensor<128x64xf32>
+// SLICED-NOT: shard.all_reduce %[[DD]]
+// SLICED: moe.param_grad "model.layers.1.mlp.experts.{e}.down_proj.weight", %[[DD]] : tensor<8x64x16xf32>

@@ -8,6 +8,7 @@
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,tp=2,ep=2" --moe-shard --moe-partition | FileCheck %s --check-prefix=DTE
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,tp=2,ep=2,sp" --moe-shard --moe-partition | FileCheck %s --check-prefix=SP
 // RUN: moe-opt %models/deepseek_v3_tiny.mlir --moe-assign-mesh="mesh=cp=2,tp=2,sp" --moe-shard --moe-partition | FileCheck %s --check-prefix=SPMLA
+// RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,tp=2,ep=2,etp=2,sp" --moe-shard --moe-partition | FileCheck %s --check-prefix=ETP
 // No annotation is left behind.
 // RUN: moe-opt %models/qwen3_moe_tiny.mlir --moe-assign-mesh="mesh=dp=2,cp=2,ep=4" --moe-shard --moe-partition | FileCheck %s --check-prefix=CLEAN
 
@@ -112,6 +113,21 @@
 // SPMLA-NEXT: %[[HALF:.*]] = shard.all_gather %[[HEAD]] on @mesh grid_axes = [2] gather_axis = 1 : tensor<2x4x1x8xf32> -> tensor<2x8x1x8xf32>
 // SPMLA-NEXT: %[[WHOLE:.*]] = shard.all_gather %[[HALF]] on @mesh grid_axes = [1] gather_axis = 1 : tensor<2x8x1x8xf32> -> tensor<2x16x1x8xf32>
 // SPMLA-NEXT: moe.rope %[[WHOLE]]
+
+// Expert tensor parallelism on top: each rank holds half of the
+// intermediate features (16 of 32) of its 4 experts. The tokens, router
+// weights and indices are gathered over tp before the permute, so both tp
+// ranks dispatch the same 64 rows and each computes its half of every
+// expert; the partial sums are reduce-scattered over tp after the
+// unpermute.
+// ETP: moe.param "model.layers.0.mlp.experts.{e}.gate_proj.weight" {moe.global_shape = array<i64: 8, 32, 64>, moe.placement = 0 : i64, moe.split = {{\[}}["ep"], ["tp"], []]} : tensor<4x16x64xf32>
+// ETP: moe.param "model.layers.0.mlp.experts.{e}.down_proj.weight" {moe.global_shape = array<i64: 8, 64, 32>, moe.placement = 0 : i64, moe.split = {{\[}}["ep"], [], ["tp"]]} : tensor<4x64x16xf32>
+// ETP: %[[X:.*]] = shard.all_gather %{{.*}} on @mesh grid_axes = [2] gather_axis = 1 : tensor<2x8x64xf32> -> tensor<2x16x64xf32>
+// ETP: %[[I:.*]] = shard.all_gather %{{.*}} on @mesh grid_axes = [2] gather_axis = 1 : tensor<2x8x2xi32> -> tensor<2x16x2xi32>
+// ETP-NEXT: moe.permute %[[X]], %[[I]] experts 8 : (tensor<2x16x64xf32>, tensor<2x16x2xi32>) -> (tensor<64x64xf32>, tensor<9xi64>, tensor<64xi32>)
+// ETP: moe.grouped_swiglu %{{.*}} : (tensor<128x64xf32>, tensor<9xi64>, tensor<4x16x64xf32>, tensor<4x16x64xf32>, tensor<4x64x16xf32>) -> tensor<128x64xf32>
+// ETP: %[[OUT:.*]] = moe.unpermute %{{.*}} -> tensor<2x16x64xf32>
+// ETP: shard.reduce_scatter %[[OUT]] on @mesh grid_axes = [2] scatter_axis = 1 : tensor<2x16x64xf32> -> tensor<2x8x64xf32>
 
 // CLEAN-NOT: shard.shard
 // CLEAN-NOT: shard.sharding

@@ -100,7 +100,7 @@ def main():
             if part == "sp":  # sequence parallelism: a flag, not an axis
                 continue
             axis, size = part.split("=")
-            if axis != "ep":
+            if axis in ("dp", "cp", "tp"):  # ep and etp borrow their ranks
                 ranks *= int(size)
         exe = work("model_" + mesh.replace(",", "_").replace("=", ""))
         run([args.compiler, args.model, "--mesh", mesh, "-o", exe])

@@ -81,10 +81,11 @@ TEST_F(DialectTest, RouterAndExpertsReportExpertsAndTopK) {
 
 TEST_F(DialectTest, MeshSizes) {
   auto mesh = moe::MeshAttr::get(&context, /*dp=*/2, /*cp=*/2, /*tp=*/2,
-                                 /*ep=*/2, /*sp=*/true);
+                                 /*ep=*/2, /*etp=*/2, /*sp=*/true);
   EXPECT_EQ(mesh.getWorldSize(), 8);
   EXPECT_EQ(mesh.getExpertDataParallelSize(), 2);
   EXPECT_TRUE(mesh.getSp());
+  EXPECT_EQ(mesh.getEtp(), 2);
 }
 
 } // namespace

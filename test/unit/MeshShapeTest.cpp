@@ -84,6 +84,22 @@ TEST(MeshShape, SequenceParallelismIsABareEntry) {
             std::string::npos);
 }
 
+TEST(MeshShape, ExpertTensorParallelismIsAllOfTpOrNone) {
+  MeshShape mesh = parseOk("dp=2,tp=2,ep=2,etp=2,sp");
+  EXPECT_EQ(mesh.etp, 2);
+  EXPECT_EQ(mesh.worldSize(), 4);
+  EXPECT_EQ(mesh.validate(4), "");
+  EXPECT_EQ(mesh.str(), "dp=2,cp=1,tp=2,ep=2,etp=2,sp");
+  EXPECT_EQ(parseOk(mesh.str()).etp, 2);
+  EXPECT_EQ(parseOk("tp=2").etp, 1);
+  EXPECT_NE(parseError("tp=2,etp=2,etp=2").find("'etp' is given twice"),
+            std::string::npos);
+  EXPECT_NE(parseOk("tp=4,etp=2").validate().find("etp=2 must be 1 or tp=4"),
+            std::string::npos);
+  EXPECT_NE(parseOk("dp=2,etp=2").validate().find("must be 1 or tp=1"),
+            std::string::npos);
+}
+
 TEST(MeshShape, ValidatesSizes) {
   EXPECT_NE(parseOk("tp=0").validate().find("'tp' must have a positive size"),
             std::string::npos);

@@ -131,8 +131,8 @@ std::optional<json::Object> readManifest(ModuleOp module) {
 
 namespace {
 
-/// "dp=8,ep=8": the mesh's axes of size > 1 ("dp=1" for one rank), and
-/// ",sp" under sequence parallelism.
+/// "dp=8,ep=8": the mesh's axes of size > 1 ("dp=1" for one rank), then
+/// ",etp=N" and ",sp" where the mesh has them.
 std::string shortMesh(const ::moe::MeshShape &mesh) {
   std::string text;
   for (::moe::MeshAxis axis : ::moe::kMeshAxes)
@@ -141,6 +141,8 @@ std::string shortMesh(const ::moe::MeshShape &mesh) {
               "=" + std::to_string(mesh.size(axis));
   if (text.empty())
     text = "dp=1";
+  if (mesh.etp > 1)
+    text += ",etp=" + std::to_string(mesh.etp);
   return mesh.sp ? text + ",sp" : text;
 }
 
@@ -157,7 +159,8 @@ std::string Layout::flags() const {
 namespace {
 
 /// Every mesh of `devices` ranks: dp x cp x tp = devices, ep | dp x cp;
-/// with tp > 1, with and without sequence parallelism.
+/// with tp > 1, with and without sequence parallelism and expert tensor
+/// parallelism.
 std::vector<::moe::MeshShape> meshesOf(int64_t devices) {
   std::vector<::moe::MeshShape> meshes;
   for (int64_t dp = 1; dp <= devices; ++dp) {
@@ -171,8 +174,12 @@ std::vector<::moe::MeshShape> meshesOf(int64_t devices) {
         if ((dp * cp) % ep)
           continue;
         meshes.push_back({dp, cp, tp, ep});
-        if (tp > 1)
-          meshes.push_back({dp, cp, tp, ep, /*sp=*/true});
+        if (tp == 1)
+          continue;
+        // Sequence parallelism, expert tensor parallelism, and both.
+        meshes.push_back({dp, cp, tp, ep, /*sp=*/true});
+        meshes.push_back({dp, cp, tp, ep, /*sp=*/false, /*etp=*/tp});
+        meshes.push_back({dp, cp, tp, ep, /*sp=*/true, /*etp=*/tp});
       }
     }
   }

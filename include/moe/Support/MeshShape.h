@@ -52,6 +52,10 @@ struct MeshShape {
   /// the sequence split over tp as well as cp, so the tp ranks of a token
   /// group each route and compute their own tokens instead of the same ones.
   bool sp = false;
+  /// Expert tensor parallelism: 1 (the experts whole on every tp rank) or
+  /// tp (each expert's FFN split over tp along its intermediate features,
+  /// as the dense FFNs are; the tokens gathered over tp first).
+  int64_t etp = 1;
 
   int64_t worldSize() const { return dp * cp * tp; }
   int64_t expertDataParallelSize() const { return dp * cp / ep; }
@@ -61,19 +65,21 @@ struct MeshShape {
   void setSize(MeshAxis axis, int64_t size);
 
   /// Parses "dp=2,cp=1,tp=2,ep=4": comma-separated axis=size pairs in any
-  /// order, each axis at most once, omitted axes 1, and the bare entry "sp"
-  /// for sequence parallelism; "" is the 1-rank mesh.
+  /// order, each axis at most once, omitted axes 1, the bare entry "sp"
+  /// for sequence parallelism and "etp=N" for expert tensor parallelism;
+  /// "" is the 1-rank mesh.
   /// Returns nullopt and sets `error` to one sentence on malformed text.
   static std::optional<MeshShape> parse(const std::string &text,
                                         std::string &error);
 
   /// Checks the mesh's own rules (positive sizes, ep divides dp * cp, sp
-  /// only with tp > 1) and,
+  /// only with tp > 1, etp 1 or tp) and,
   /// when `worldSize` > 0, that it spans exactly that many ranks. Returns ""
   /// when valid, else one sentence saying what is wrong.
   std::string validate(int64_t worldSize = 0) const;
 
-  /// "dp=2,cp=1,tp=1,ep=2", with ",sp" when sequence parallel.
+  /// "dp=2,cp=1,tp=1,ep=2", then ",etp=N" when etp > 1 and ",sp" when
+  /// sequence parallel.
   std::string str() const;
 };
 

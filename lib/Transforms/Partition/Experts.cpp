@@ -4,7 +4,8 @@
 // counts, then a variable all-to-all over ep) -> moe.grouped_swiglu on the
 // local experts -> moe.combine -> moe.unpermute, the dispatch and combine
 // of the L-th layer using run-time placement table L; without ep it runs
-// locally. The router and the capacity drop run locally (replicated).
+// locally. Under expert tensor parallelism the output is then summed over
+// tp. The router and the capacity drop run locally (replicated).
 //
 //===----------------------------------------------------------------------===//
 
@@ -25,7 +26,19 @@ DropOverCapacityOp droppedBy(Value indices) {
   return indices.getDefiningOp<DropOverCapacityOp>();
 }
 
-LogicalResult partitionExperts(ExpertsOp op, Partitioner &p) {
+/// Under expert tensor parallelism each tp rank's experts give partial sums
+/// of the output (their slice of the intermediate features): summed over
+/// tp.
+LogicalResult sumExpertTensorParallel(ExpertsOp op, Partitioner &p) {
+  if (p.local(op.getGateWeight()).spec.dims[1].empty())
+    return success();
+  Partitioner::Local out = p.local(op.getResult());
+  out.value = p.allReduce(out.value, kDenseGrid, {kTpAxis});
+  p.setLocal(op.getResult(), out);
+  return success();
+}
+
+LogicalResult dispatchExperts(ExpertsOp op, Partitioner &p) {
   OpBuilder &b = p.builder();
   ShardingSpec weights = p.local(op.getGateWeight()).spec;
   ArrayRef<int16_t> epAxes = weights.dims[0];
@@ -90,6 +103,12 @@ LogicalResult partitionExperts(ExpertsOp op, Partitioner &p) {
                                   permute.getRowToSlot(), routerWeights);
   p.setLocal(op.getResult(), {out, *spec});
   return success();
+}
+
+LogicalResult partitionExperts(ExpertsOp op, Partitioner &p) {
+  if (failed(dispatchExperts(op, p)))
+    return failure();
+  return sumExpertTensorParallel(op, p);
 }
 
 } // namespace

@@ -2,8 +2,10 @@
 //
 // The router is replicated and sees whole hidden vectors of the local
 // tokens; the routed experts' weights split their expert dimension over ep
-// on @expert_mesh (replicated over edp and tp), their tokens stay in the
-// token layout (moe-partition turns that into the dispatch and combine).
+// on @expert_mesh (replicated over edp, and over tp unless expert tensor
+// parallelism splits their intermediate features over it), their tokens
+// stay in the token layout (moe-partition turns that into the dispatch and
+// combine).
 //
 //===----------------------------------------------------------------------===//
 
@@ -24,15 +26,27 @@ LogicalResult shardRouter(RouterOp op, ShardingChooser &s) {
 }
 
 LogicalResult shardExperts(ExpertsOp op, ShardingChooser &s) {
+  // Expert tensor parallelism: each expert's FFN column then row parallel
+  // over tp, on the tokens gathered over tp (moe-partition sums the
+  // outputs' partial sums over tp).
+  bool etp = s.getMesh().getEtp() > 1;
   ShardingSpec tokens = s.withLastDim(s.spec(op.getInput()), {});
+  if (etp)
+    tokens = ShardingChooser::gatheredOverTp(tokens);
   s.need(op, 0, tokens);
   s.need(op, 1, tokens);
   s.need(op, 2, tokens);
   ShardingSpec experts = ShardingSpec::replicated(3, kExpertGrid);
   if (s.getMesh().getEp() > 1)
     experts.dims[0] = {kEpAxis};
-  for (Value w : {op.getGateWeight(), op.getUpWeight(), op.getDownWeight()})
-    s.param(w, experts);
+  ShardingSpec columns = experts, rows = experts;
+  if (etp) {
+    columns.dims[1] = {kExpertTpAxis};
+    rows.dims[2] = {kExpertTpAxis};
+  }
+  s.param(op.getGateWeight(), columns);
+  s.param(op.getUpWeight(), columns);
+  s.param(op.getDownWeight(), rows);
   s.produce(op.getResult(), tokens);
   return success();
 }

@@ -132,3 +132,19 @@ module attributes {moe.mesh = #moe.mesh<dp = 4, ep = 4>} {
     return %y : tensor<8x6xf32>
   }
 }
+
+// -----
+
+// Expert tensor parallelism splits each expert's intermediate features.
+module attributes {moe.mesh = #moe.mesh<tp = 4, etp = 4>} {
+  func.func @f(%x: tensor<8x6xf32>, %w: tensor<8x2xf32>, %i: tensor<8x2xi32>, %g: tensor<4x10x6xf32>, %d: tensor<4x6x10xf32>) -> tensor<8x6xf32> {
+    // expected-error @+1 {{cannot shard over the mesh: the expert intermediate size (10) is not divisible by etp = 4}}
+    %y = moe.experts %x, %w, %i, %g, %g, %d : (tensor<8x6xf32>, tensor<8x2xf32>, tensor<8x2xi32>, tensor<4x10x6xf32>, tensor<4x10x6xf32>, tensor<4x6x10xf32>) -> tensor<8x6xf32>
+    return %y : tensor<8x6xf32>
+  }
+}
+
+// -----
+
+// expected-error @+1 {{mesh etp=2 must be 1 or tp=4 (the experts are split over all of tp or not at all)}}
+module attributes {moe.mesh = #moe.mesh<tp = 4, etp = 2>} {}

@@ -480,8 +480,13 @@ LogicalResult CombineOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
 LogicalResult ExpertsOp::verifyFitsMesh(MeshAttr mesh) {
   if (!hasRank(getGateWeight(), 3))
     return success();
-  return expectDivisible(*this, "the number of experts", getNumExperts(), "ep",
-                         mesh.getEp());
+  bool ok = succeeded(expectDivisible(*this, "the number of experts",
+                                      getNumExperts(), "ep", mesh.getEp()));
+  // Expert tensor parallelism splits each expert's intermediate features.
+  ok &= succeeded(expectDivisible(*this, "the expert intermediate size",
+                                  getGateWeight().getType().getShape()[1],
+                                  "etp", mesh.getEtp()));
+  return success(ok);
 }
 
 LogicalResult SharedExpertsOp::verifyFitsMesh(MeshAttr mesh) {

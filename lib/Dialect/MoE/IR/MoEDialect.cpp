@@ -43,9 +43,9 @@ Operation *MoEDialect::materializeConstant(OpBuilder &builder, Attribute value,
 
 LogicalResult MeshAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                int64_t dp, int64_t cp, int64_t tp, int64_t ep,
-                               bool sp) {
+                               int64_t etp, bool sp) {
   // One set of mesh rules for the compiler and the runtime's --mesh flag.
-  std::string problem = ::moe::MeshShape{dp, cp, tp, ep, sp}.validate();
+  std::string problem = ::moe::MeshShape{dp, cp, tp, ep, sp, etp}.validate();
   if (!problem.empty())
     return emitError() << problem;
   return success();

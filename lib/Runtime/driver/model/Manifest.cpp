@@ -199,14 +199,17 @@ ParamInfo parseParam(const Json &entry, const std::string &path,
   parseShardFields(entry, path, param.shape, param.globalShape, param.split);
   if (entry.contains("placement")) {
     param.placement = static_cast<int64_t>(getSize(entry, path, "placement"));
-    bool onlyExperts = param.split.size() >= 1 &&
-                       param.split[0] == std::vector<std::string>{"ep"};
+    // Its experts over ep; its other dimensions whole, or one of them over
+    // tp (expert tensor parallelism).
+    bool experts = param.split.size() >= 1 &&
+                   param.split[0] == std::vector<std::string>{"ep"};
     for (size_t d = 1; d < param.split.size(); ++d)
-      onlyExperts = onlyExperts && param.split[d].empty();
-    if (!param.stacked || !onlyExperts)
+      experts = experts && (param.split[d].empty() ||
+                            param.split[d] == std::vector<std::string>{"tp"});
+    if (!param.stacked || !experts)
       fail(path + ".placement",
            "is set, but the parameter is not a stacked expert weight split "
-           "over ep along its experts only");
+           "over ep along its experts (and at most over tp otherwise)");
   }
   if (entry.contains("balances_layer")) {
     param.balancesLayer =
@@ -398,6 +401,12 @@ void parseOptionalFields(const Json &root, Manifest &m) {
     if (!it->is_object())
       fail("mesh", "is " + shown(*it) + ", expected an object of axis sizes");
     for (auto axis = it->begin(); axis != it->end(); ++axis) {
+      if (axis.key() == "etp") { // expert tensor parallelism: 1 or tp
+        if (!axis->is_number_unsigned())
+          fail("mesh.etp", "is " + shown(*axis) + ", expected 1 or tp");
+        m.mesh.etp = axis->get<int64_t>();
+        continue;
+      }
       if (axis.key() == "sp") { // sequence parallelism, a flag
         if (!axis->is_boolean())
           fail("mesh.sp", "is " + shown(*axis) + ", expected true or false");

@@ -80,7 +80,9 @@ std::vector<int32_t> slotExperts(const ParamInfo &param,
 std::vector<int64_t> slotHolders(const ParamInfo &param,
                                  const RankPlace &place) {
   const rt::ExpertPlacement &table = tableOf(param, place);
-  int64_t copies = place.mesh.worldSize() / place.mesh.ep;
+  // The ranks holding the same slice of a slot: expert tensor parallelism
+  // gives each tp rank its own.
+  int64_t copies = place.mesh.worldSize() / place.mesh.ep / place.mesh.etp;
   std::vector<int64_t> holders;
   for (int32_t e : slotExperts(param, place))
     holders.push_back(e < 0 ? 0 : table.numReplicas(e) * copies);
@@ -95,8 +97,9 @@ std::vector<Piece> localPieces(const ParamInfo &param, const RankPlace *place) {
   for (size_t l = 0; l < experts.size(); ++l) {
     if (experts[l] < 0)
       continue;
-    Block block{std::vector<int64_t>(param.globalShape.size(), 0),
-                param.globalShape};
+    // The expert's row, and of it this rank's block of the other
+    // dimensions (split over tp by expert tensor parallelism).
+    Block block = shardBlock(param.globalShape, param.split, place);
     block.start[0] = experts[l];
     block.size[0] = 1;
     pieces.push_back(

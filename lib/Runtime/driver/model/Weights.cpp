@@ -63,20 +63,7 @@ void forEachLocalSlice(const ParamInfo &param, const RankPlace *place,
                        const WeightSink &sink, Fill &&fill) {
   const uint64_t bytes = sliceBytes(param);
   std::vector<float> slice(bytes / sizeof(float));
-  if (param.placement && place) {
-    // An expert weight's slots hold whole experts; empty ones read zero.
-    std::vector<int32_t> experts = slotExperts(param, *place);
-    for (size_t l = 0; l < experts.size(); ++l) {
-      if (experts[l] < 0)
-        std::fill(slice.begin(), slice.end(), 0.0f);
-      else
-        fill(param.sliceName(experts[l]), param.sliceShape(), slice.data());
-      sink(param.offset + l * bytes, slice.data(), bytes);
-    }
-    return;
-  }
   Block block = shardBlock(param.globalShape, param.split, place);
-  int64_t firstSlice = param.stacked ? block.start[0] : 0;
   std::vector<int64_t> wholeShape(param.globalShape.begin() +
                                       (param.stacked ? 1 : 0),
                                   param.globalShape.end());
@@ -89,8 +76,9 @@ void forEachLocalSlice(const ParamInfo &param, const RankPlace *place,
     wholeElements *= d;
   bool whole = wholeShape == param.sliceShape();
   std::vector<float> scratch(whole ? 0 : wholeElements);
-  for (int64_t e = 0; e < param.numSlices(); ++e) {
-    std::string name = param.sliceName(firstSlice + e);
+  // This rank's block of slice `name` (an expert tensor parallel expert
+  // weight, or one split over tp) into `slice`.
+  auto fillBlock = [&](const std::string &name) {
     if (whole) {
       fill(name, wholeShape, slice.data());
     } else {
@@ -98,6 +86,23 @@ void forEachLocalSlice(const ParamInfo &param, const RankPlace *place,
       copyBlock(scratch.data(), wholeShape, sliceBlock, sizeof(float),
                 slice.data());
     }
+  };
+  if (param.placement && place) {
+    // An expert weight's slots hold experts (or, under expert tensor
+    // parallelism, this rank's block of each); empty ones read zero.
+    std::vector<int32_t> experts = slotExperts(param, *place);
+    for (size_t l = 0; l < experts.size(); ++l) {
+      if (experts[l] < 0)
+        std::fill(slice.begin(), slice.end(), 0.0f);
+      else
+        fillBlock(param.sliceName(experts[l]));
+      sink(param.offset + l * bytes, slice.data(), bytes);
+    }
+    return;
+  }
+  int64_t firstSlice = param.stacked ? block.start[0] : 0;
+  for (int64_t e = 0; e < param.numSlices(); ++e) {
+    fillBlock(param.sliceName(firstSlice + e));
     sink(param.offset + e * bytes, slice.data(), bytes);
   }
 }

@@ -43,12 +43,19 @@ def MoE_MeshAttr : AttrDef<MoE_Dialect, "Mesh"> {
     tensor-parallel block then starts with an all-gather over tp and ends
     with a reduce-scatter instead of an all-reduce. It needs tp > 1.
 
+    `etp = tp` adds expert tensor parallelism: each routed expert's FFN is
+    split over tp along its intermediate features, as the dense FFNs are,
+    so each tp rank holds and computes 1/tp of every local expert. The
+    tokens are gathered over tp before the dispatch and the expert outputs'
+    partial sums are summed over tp after the combine. `etp` is 1 or tp.
+
     Omitted sizes are 1:
 
     ```mlir
     #moe.mesh<dp = 2, ep = 2>          // 2 ranks, each holding half the experts
     #moe.mesh<dp = 2, cp = 2, tp = 2, ep = 4>
     #moe.mesh<dp = 2, tp = 2, ep = 2, sp = true>
+    #moe.mesh<dp = 2, tp = 2, ep = 2, etp = 2, sp = true>
     ```
 
     The `moe-assign-mesh` pass materialises two upstream `shard.grid`s over
@@ -60,6 +67,7 @@ def MoE_MeshAttr : AttrDef<MoE_Dialect, "Mesh"> {
     DefaultValuedParameter<"int64_t", "1">:$cp,
     DefaultValuedParameter<"int64_t", "1">:$tp,
     DefaultValuedParameter<"int64_t", "1">:$ep,
+    DefaultValuedParameter<"int64_t", "1">:$etp,
     MoE_FlagParameter:$sp
   );
   let assemblyFormat = "`<` struct(params) `>`";

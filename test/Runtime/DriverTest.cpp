@@ -126,6 +126,8 @@ TEST(ManifestTest, ParsesTheFields) {
   EXPECT_EQ(m.mesh.dp, 4);
   EXPECT_EQ(m.mesh.cp, 1);
   EXPECT_EQ(m.mesh.ep, 4);
+  EXPECT_FALSE(m.mesh.sp);
+  EXPECT_EQ(m.mesh.etp, 1);
 }
 
 // Under bf16 storage the manifest's offsets are the entries' bf16 blob; the
@@ -257,6 +259,10 @@ TEST(ManifestTest, EveryProblemNamesItsField) {
       {"mesh", [](json &m) { m["mesh"] = json::array(); }},
       {"mesh.pp", [](json &m) { m["mesh"]["pp"] = 2; }},
       {"mesh", [](json &m) { m["mesh"]["ep"] = 3; }}, // ep must divide dp*cp
+      {"mesh.sp", [](json &m) { m["mesh"]["sp"] = 1; }},
+      {"mesh", [](json &m) { m["mesh"]["sp"] = true; }}, // sp needs tp > 1
+      {"mesh.etp", [](json &m) { m["mesh"]["etp"] = "2"; }},
+      {"mesh", [](json &m) { m["mesh"]["etp"] = 2; }}, // etp is 1 or tp
   };
   for (const ManifestCase &c : cases) {
     json m = validManifest();
@@ -266,6 +272,18 @@ TEST(ManifestTest, EveryProblemNamesItsField) {
         << "expected the error to name '" << c.field << "', got: " << message;
     EXPECT_EQ(message.find('\n'), std::string::npos) << message;
   }
+}
+
+TEST(ManifestTest, ReadsSequenceAndExpertTensorParallelism) {
+  json j = validManifest();
+  j["mesh"]["tp"] = 2;
+  j["mesh"]["etp"] = 2;
+  j["mesh"]["sp"] = true;
+  Manifest m = parsed(j);
+  EXPECT_EQ(m.mesh.tp, 2);
+  EXPECT_EQ(m.mesh.etp, 2);
+  EXPECT_TRUE(m.mesh.sp);
+  EXPECT_EQ(m.mesh.worldSize(), 8);
 }
 
 TEST(ManifestTest, RejectsTextThatIsNotAJsonObject) {

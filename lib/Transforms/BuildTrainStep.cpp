@@ -532,6 +532,7 @@ FailureOr<func::FuncOp> TrainStepBuilder::build() {
 
   if (regather)
     regatherWeights(cloned);
+  sinkAllReduces(*body);
   fuseReduceScatters(*body);
 
   // Drop the forward values the loss does not need (e.g. returned logits

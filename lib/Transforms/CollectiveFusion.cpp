@@ -2,6 +2,8 @@
 
 #include "CollectiveFusion.h"
 
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
 
@@ -25,6 +27,34 @@ void fuseReduceScatters(Block &body) {
     slice.replaceAllUsesWith(piece);
     slice.erase();
     reduce.erase();
+  }
+}
+
+void sinkAllReduces(Block &body) {
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (auto reduce :
+         llvm::make_early_inc_range(body.getOps<shard::AllReduceOp>())) {
+      if (!reduce->hasOneUse() ||
+          reduce.getReduction() != shard::ReductionKind::Sum)
+        continue;
+      OpOperand &use = *reduce->use_begin();
+      Operation *user = use.getOwner();
+      if (!isa<CombineOp, PermuteGradOp>(user) || use.getOperandNumber() != 0)
+        continue;
+      OpBuilder b(user);
+      Operation *early = b.clone(*user);
+      early->setOperand(0, reduce.getInput());
+      Value sum = shard::AllReduceOp::create(
+                      b, reduce.getLoc(), early->getResult(0).getType(),
+                      reduce.getGrid(), reduce.getGridAxes(),
+                      early->getResult(0), shard::ReductionKind::Sum)
+                      .getResult();
+      user->getResult(0).replaceAllUsesWith(sum);
+      user->erase();
+      reduce.erase();
+      moved = true;
+    }
   }
 }
 

@@ -138,9 +138,14 @@
 
 // Expert tensor parallelism (tp=2,etp=2,sp): each tp rank's expert weights
 // are its own half, so their gradients are whole without a sum over tp;
-// the expert inputs' gradients, partial over the halves, are.
+// the expert inputs' gradients, partial over the halves, are: summed after
+// the permute's transpose, over the tokens, and sliced back along the
+// sequence in one reduce-scatter, not all-reduced over the 128 permuted
+// rows.
 // SLICED-LABEL: func.func @train_step
 // SLICED: %[[DX:.*]], %[[DG:.*]], %[[DU:.*]], %[[DD:.*]] = moe.grouped_swiglu_grad %{{.*}} -> (tensor<128x64xf32>, tensor<8x16x64xf32>, tensor<8x16x64xf32>, tensor<8x64x16xf32>)
-// SLICED-NEXT: shard.all_reduce %[[DX]] on @mesh grid_axes = [2] : tensor<128x64xf32>
+// SLICED-NEXT: %[[DT:.*]] = moe.permute_grad %[[DX]], %{{.*}} top 2 : (tensor<128x64xf32>, tensor<128xi32>) -> tensor<4x16x64xf32>
+// SLICED-NOT: shard.all_reduce %[[DX]]
+// SLICED: shard.reduce_scatter %[[DT]] on @mesh grid_axes = [2] scatter_axis = 1 : tensor<4x16x64xf32> -> tensor<4x8x64xf32>
 // SLICED-NOT: shard.all_reduce %[[DD]]
 // SLICED: moe.param_grad "model.layers.1.mlp.experts.{e}.down_proj.weight", %[[DD]] : tensor<8x64x16xf32>

@@ -1,5 +1,16 @@
 # Shared by the CPU benchmark scripts (sourced, after `root` and `build` are
-# set): the compiler and the runtime it links, and the MPI launcher.
+# set): the corpus, the compiler and the runtime it links, and the MPI
+# launcher.
+
+# Sets `corpus` to $CORPUS (default: the shared tiny Shakespeare), or ends
+# the script named $1 with one line when it cannot be read.
+bench_corpus() {
+  corpus="${CORPUS:-$root/../shared/data/tinyshakespeare/input.txt}"
+  if [ ! -r "$corpus" ]; then
+    echo "$1: cannot read the corpus '$corpus' (set CORPUS)" >&2
+    exit 1
+  fi
+}
 
 # Configures (the flags of scripts/build.sh) and builds moec in $build.
 bench_build_moec() {

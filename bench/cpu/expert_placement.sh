@@ -36,19 +36,15 @@ every="${REPLACE_EVERY:-10}"
 inter="${EXPERT_INTER:-512}"
 zipf_s="${ZIPF_S:-1.0}"
 beta="${BETA:-0.03}"
-corpus="${CORPUS:-$root/../shared/data/tinyshakespeare/input.txt}"
 mesh=dp=2,ep=2
 
-if [ ! -r "$corpus" ]; then
-  echo "expert_placement: cannot read the corpus '$corpus' (set CORPUS)" >&2
-  exit 1
-fi
+source "$root/bench/cpu/common.sh"
+bench_corpus expert_placement
 if [ "$steps" -le "$every" ]; then
   echo "expert_placement: STEPS ($steps) must exceed REPLACE_EVERY ($every)" >&2
   exit 1
 fi
 
-source "$root/bench/cpu/common.sh"
 bench_build_moec
 
 out="$build/bench-expert-placement"

@@ -22,13 +22,9 @@ build="${BUILD_DIR:-$root/build}"
 steps="${STEPS:-10}"
 skip="${SKIP:-2}"
 rounds="${ROUNDS:-3}"
-corpus="${CORPUS:-$root/../shared/data/tinyshakespeare/input.txt}"
-if [ ! -r "$corpus" ]; then
-  echo "layout_model: cannot read the corpus '$corpus' (set CORPUS)" >&2
-  exit 1
-fi
-
 source "$root/bench/cpu/common.sh"
+bench_corpus layout_model
+
 bench_build_moec
 bench_mpi_launcher
 launcher[2]=4 # mpirun -np 4

@@ -21,15 +21,11 @@ build="${BUILD_DIR:-$root/build}"
 steps="${STEPS:-100}"
 rounds="${ROUNDS:-3}"
 skip="${SKIP:-5}"
-corpus="${CORPUS:-$root/../shared/data/tinyshakespeare/input.txt}"
 model="$root/models/shakespeare_moe.mlir"
 
-if [ ! -r "$corpus" ]; then
-  echo "memory_features: cannot read the corpus '$corpus' (set CORPUS)" >&2
-  exit 1
-fi
-
 source "$root/bench/cpu/common.sh"
+bench_corpus memory_features
+
 bench_build_moec
 bench_mpi_launcher
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1

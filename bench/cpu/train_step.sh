@@ -25,17 +25,13 @@ build="${BUILD_DIR:-$root/build}"
 threads="${1:-1}"
 steps="${STEPS:-30}"
 skip="${SKIP:-5}"
-corpus="${CORPUS:-$root/../shared/data/tinyshakespeare/input.txt}"
 model="$root/models/shakespeare_moe.mlir"
 name=shakespeare_moe
 batch=16x128
 
-if [ ! -r "$corpus" ]; then
-  echo "train_step: cannot read the corpus '$corpus' (set CORPUS)" >&2
-  exit 1
-fi
-
 source "$root/bench/cpu/common.sh"
+bench_corpus train_step
+
 bench_build_moec
 
 out="$build/bench-train-step"

@@ -188,9 +188,10 @@ std::vector<::moe::MeshShape> meshesOf(int64_t devices) {
 
 /// One layout on the way through the search.
 struct Candidate {
-  Layout layout;
+  /// Its row of the result: layout, predicted time, what is known of its
+  /// memory.
+  RankedLayout row;
   size_t mesh = 0; ///< index into the partitioned meshes
-  ::moe::StepTime time;
   /// Weights, gradients and optimizer state: a lower bound of the memory.
   uint64_t stateBytes = 0;
 };
@@ -214,8 +215,9 @@ private:
   OwningOpRef<ModuleOp> buildStep(const Candidate &c) {
     OwningOpRef<ModuleOp> step = partitioned[c.mesh]->clone();
     if (failed(runPipeline(*step, [&](OpPassManager &pm) {
-          mlir::moe::buildTrainStepPipeline(
-              pm, request.trainStep, c.layout.zeroStage, c.layout.recompute);
+          mlir::moe::buildTrainStepPipeline(pm, request.trainStep,
+                                            c.row.layout.zeroStage,
+                                            c.row.layout.recompute);
         })))
       return nullptr;
     return step;
@@ -293,6 +295,8 @@ std::optional<AutoLayoutResult> Search::run(std::string &error) {
   checkMemory();
   if (result.chosen < 0)
     findSmallest();
+  for (Candidate &c : candidates)
+    result.ranked.push_back(std::move(c.row));
   return std::move(result);
 }
 
@@ -318,7 +322,7 @@ void Search::rank() {
         if (mode != "none" && !request.trainStep)
           continue;
         Candidate c;
-        c.layout = {mesh, zero, mode};
+        c.row.layout = {mesh, zero, mode};
         c.mesh = m;
         OwningOpRef<ModuleOp> step = buildStep(c);
         if (!step)
@@ -331,7 +335,7 @@ void Search::rank() {
                                      request.storage == "bf16");
         if (failed(work))
           continue;
-        c.time = ::moe::predictStepTime(*work, request.hardware);
+        c.row.time = ::moe::predictStepTime(*work, request.hardware);
         double storage = request.storage == "bf16" ? 2 : 4;
         double state = work->parameterElements * 2 * storage;
         if (trains)
@@ -350,7 +354,7 @@ void Search::rank() {
     order[i] = i;
   // Equal predictions keep the simpler layout: fewer features first.
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    const Candidate &x = candidates[a], &y = candidates[b];
+    const RankedLayout &x = candidates[a].row, &y = candidates[b].row;
     if (x.time.total != y.time.total)
       return x.time.total < y.time.total;
     if (x.layout.zeroStage != y.layout.zeroStage)
@@ -367,16 +371,14 @@ void Search::rank() {
   for (int64_t &index : mostSaving)
     if (index >= 0)
       index = position[index];
-  for (const Candidate &c : candidates)
-    result.ranked.push_back({c.layout, c.time, MemoryVerdict::Unchecked, 0});
 }
 
 /// Plans the memory of the fastest layouts until one fits.
 void Search::checkMemory() {
   uint64_t limit = request.deviceMemory;
   for (size_t i = 0; i < candidates.size(); ++i) {
-    const Candidate &c = candidates[i];
-    RankedLayout &row = result.ranked[i];
+    Candidate &c = candidates[i];
+    RankedLayout &row = c.row;
     if (c.stateBytes > limit) {
       row.verdict = MemoryVerdict::StateTooLarge;
       row.memory = c.stateBytes;
@@ -424,7 +426,7 @@ void Search::findSmallest() {
     if (!memory)
       continue;
     if (!result.smallest || *memory < result.smallest->memory) {
-      result.smallest = result.ranked[best];
+      result.smallest = candidates[best].row;
       result.smallest->memory = *memory;
       result.smallest->verdict = MemoryVerdict::TooLarge;
     }

@@ -169,25 +169,21 @@ private:
       return;
     }
     // ZeRO stage 1: this rank updates its slice, then the driver gathers
-    // the updated fp32 slices over the replicas.
+    // the updated fp32 slices over the replicas: the dp x cp plane of a
+    // dense weight, the edp group of an expert weight.
     work.optimizerElements += n / static_cast<double>(replicas);
-    CollectiveWork gather;
-    gather.kind = CollectiveKind::AllGather;
-    gather.bytes = 4 * n;
-    int64_t tp = shape.tp;
-    if (group == ::moe::ShardGroup::DataParallel) {
-      for (auto [axis, size, stride] :
-           {std::tuple{"dp", shape.dp, shape.cp * tp},
-            std::tuple{"cp", shape.cp, tp}})
-        if (size > 1) {
-          gather.axes += gather.axes.empty() ? axis : std::string(",") + axis;
-          gather.group.push_back({size, stride});
-        }
-    } else {
-      gather.axes = "edp";
-      gather.group = {{shape.expertDataParallelSize(), shape.ep * tp}};
+    if (group == ::moe::ShardGroup::ExpertDataParallel) {
+      work.collectives.push_back(collective(param, CollectiveKind::AllGather,
+                                            kExpertGrid, {kEdpAxis}, 4 * n));
+      return;
     }
-    work.collectives.push_back(std::move(gather));
+    SmallVector<int16_t, 2> axes;
+    if (shape.dp > 1)
+      axes.push_back(kDpAxis);
+    if (shape.cp > 1)
+      axes.push_back(kCpAxis);
+    work.collectives.push_back(
+        collective(param, CollectiveKind::AllGather, kDenseGrid, axes, 4 * n));
   }
 
   void countOp(Operation *op) {

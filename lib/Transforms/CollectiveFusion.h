@@ -21,9 +21,10 @@ namespace mlir::moe {
 /// sequence.
 void fuseReduceScatters(Block &body);
 
-/// Moves each sum read only by an op linear in it that keeps its shape
-/// (moe.combine, moe.permute_grad) after that op: the sum of the op's
-/// results is the op of the summed input. Under expert tensor parallelism
+/// Moves each sum read only by an op linear in it (moe.combine,
+/// moe.permute_grad, whose other operands are the same on the ranks summed
+/// over) after that op: the sum of the op's results is the op of the summed
+/// input. Under expert tensor parallelism
 /// the expert inputs' gradient, partial over tp in the permuted layout
 /// (top_k rows a token), is then summed over the tokens instead, where an
 /// all-slice can make it a reduce-scatter.

@@ -128,9 +128,26 @@ FailureOr<llvm::json::Object> stepJson(func::FuncOp model, func::FuncOp step) {
   return json;
 }
 
+/// A decode or prefill entry's part: a step's, with its key/value caches
+/// (laid out in a blob of their own, shared by the two entries).
+FailureOr<llvm::json::Object> generationJson(func::FuncOp model,
+                                             func::FuncOp fn) {
+  FailureOr<llvm::json::Object> json = stepJson(model, fn);
+  if (failed(json))
+    return failure();
+  DictionaryAttr dict = entryDict(fn);
+  (*json)["caches"] = tableJson(dict.get("caches"), "F32");
+  (*json)["cache_bytes"] = cast<IntegerAttr>(dict.get("cache_bytes")).getInt();
+  return json;
+}
+
+/// The entries beside the model function's, each under its manifest key.
+struct SideEntries {
+  func::FuncOp trainStep, evalStep, decode, prefill;
+};
+
 FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
-                                    func::FuncOp trainStep,
-                                    func::FuncOp evalStep) {
+                                    SideEntries side) {
   DictionaryAttr dict = entryDict(entry);
 
   auto integer = [&](StringRef key) {
@@ -154,14 +171,30 @@ FailureOr<std::string> manifestJson(ModuleOp module, func::FuncOp entry,
     manifest["largest_buffer"] = std::move(*largest);
   if (auto storage = dict.getAs<StringAttr>("storage"))
     manifest["storage"] = storage.getValue().str();
-  for (auto [key, fn] :
-       {std::pair{"train_step", trainStep}, std::pair{"eval_step", evalStep}}) {
+  for (auto [key, fn] : {std::pair{"train_step", side.trainStep},
+                         std::pair{"eval_step", side.evalStep}}) {
     if (!fn)
       continue;
     FailureOr<llvm::json::Object> step = stepJson(entry, fn);
     if (failed(step))
       return failure();
     manifest[key] = std::move(*step);
+  }
+  for (auto [key, fn] :
+       {std::pair{"decode", side.decode}, std::pair{"prefill", side.prefill}}) {
+    if (!fn)
+      continue;
+    FailureOr<llvm::json::Object> step = generationJson(entry, fn);
+    if (failed(step))
+      return failure();
+    manifest[key] = std::move(*step);
+  }
+  if (side.decode && side.prefill &&
+      entryDict(side.decode).get("caches") !=
+          entryDict(side.prefill).get("caches")) {
+    side.prefill.emitOpError("lays out its caches differently from ")
+        << side.decode.getSymName();
+    return failure();
   }
   if (auto chars = module->getAttrOfType<StringAttr>(
           MoEDialect::getVocabCharsAttrName()))
@@ -211,34 +244,43 @@ struct ExportManifestPass
   void runOnOperation() override {
     ModuleOp module = getOperation();
     // The model function's entry, a training step's (the one that writes
-    // gradients) and an evaluation step's (moe-build-train-step's).
-    SmallVector<func::FuncOp> models, steps, evals;
+    // gradients), an evaluation step's (moe-build-train-step's), and
+    // decode's and prefill's (the ones with caches, moe-build-decode's).
+    SmallVector<func::FuncOp> models, steps, evals, decodes, prefills;
     for (auto fn : module.getOps<func::FuncOp>()) {
       DictionaryAttr dict = entryDict(fn);
       if (!dict)
         continue;
       if (failed(checkEntry(fn)))
         return signalPassFailure();
+      StringRef function = cast<StringAttr>(dict.get("function")).getValue();
       if (dict.get("grads"))
         steps.push_back(fn);
-      else if (cast<StringAttr>(dict.get("function")).getValue() == "eval_step")
+      else if (function == "eval_step")
         evals.push_back(fn);
+      else if (dict.get("caches"))
+        (function == "prefill" ? prefills : decodes).push_back(fn);
       else
         models.push_back(fn);
     }
-    if (models.size() != 1 || steps.size() > 1 || evals.size() > steps.size()) {
+    if (models.size() != 1 || steps.size() > 1 || evals.size() > steps.size() ||
+        decodes.size() > 1 || prefills.size() > decodes.size()) {
       module.emitError() << "expected one lowered model entry point, at "
-                            "most one training step and an evaluation step "
-                            "only beside it (moe-lower-to-runtime), found "
-                         << models.size() << ", " << steps.size() << " and "
-                         << evals.size();
+                            "most one training step, an evaluation step "
+                            "only beside it, at most one decode entry and a "
+                            "prefill entry only beside it "
+                            "(moe-lower-to-runtime), found "
+                         << models.size() << ", " << steps.size() << ", "
+                         << evals.size() << ", " << decodes.size() << " and "
+                         << prefills.size();
       return signalPassFailure();
     }
     auto first = [](ArrayRef<func::FuncOp> fns) {
       return fns.empty() ? func::FuncOp() : fns.front();
     };
-    FailureOr<std::string> json =
-        manifestJson(module, models.front(), first(steps), first(evals));
+    SideEntries side{first(steps), first(evals), first(decodes),
+                     first(prefills)};
+    FailureOr<std::string> json = manifestJson(module, models.front(), side);
     if (failed(json))
       return signalPassFailure();
 

@@ -23,6 +23,10 @@ void mlir::moe::registerCompilerDialects(DialectRegistry &registry) {
 void mlir::moe::buildCompilerPipeline(OpPassManager &pm,
                                       const CompilerPipelineOptions &options) {
   buildPartitionPipeline(pm, options.mesh, options.replicaSlots);
+  BuildDecodeOptions decode;
+  decode.batch = options.decodeBatch;
+  decode.maxSeq = options.maxSeq;
+  pm.addPass(createBuildDecode(decode));
   buildLowerToLLVMPipeline(pm, options.trainStep, options.storage,
                            options.zeroStage, options.recompute);
 }
@@ -123,6 +127,16 @@ struct MoEPipelineOptions
                      "to split the gradients too, 3 the weights too "
                      "(moe-shard-weights)"),
       llvm::cl::init(0)};
+  Option<int64_t> decodeBatch{
+      *this, "decode-batch",
+      llvm::cl::desc("Sequences @decode and @prefill generate together "
+                     "(moe-build-decode); 0 builds neither"),
+      llvm::cl::init(1)};
+  Option<int64_t> maxSeq{
+      *this, "max-seq",
+      llvm::cl::desc("Positions of the key/value cache of @decode "
+                     "(moe-build-decode); 0: the model's sequence length"),
+      llvm::cl::init(0)};
   Option<std::string> recompute{
       *this, "recompute",
       llvm::cl::desc("Activation recompute: none, or full to recompute each "
@@ -147,6 +161,8 @@ void mlir::moe::registerMoEPipelines(const std::string *defaultMesh) {
         compiler.storage = options.storage;
         compiler.zeroStage = options.zeroStage;
         compiler.recompute = options.recompute;
+        compiler.decodeBatch = options.decodeBatch;
+        compiler.maxSeq = options.maxSeq;
         buildCompilerPipeline(pm, compiler);
       });
   PassPipelineRegistration<>(

@@ -248,6 +248,64 @@ TEST(CpuKernels, AttentionGqaAndMhaCausalAndNot) {
                std::invalid_argument);
 }
 
+TEST(CpuKernels, CachedAttentionTokenByTokenIsCausalAttention) {
+  // A sequence fed into the cache in a prefill chunk of 3 and then one token
+  // at a time sees what causal attention over the whole sequence sees, at
+  // every position; two sequences of the batch stand at different
+  // positions; the cache's rows past the sequence start as garbage.
+  const int batch = 2, seq = 7, heads = 4, dim = 8, cacheLen = 9;
+  for (int vDim : {8, 6}) {
+    for (int kvHeads : {2, 4}) {
+      SCOPED_TRACE("vDim=" + std::to_string(vDim) +
+                   " kvHeads=" + std::to_string(kvHeads));
+      std::mt19937 gen(31 + kvHeads + vDim);
+      Floats q = randomVector(gen, batch * seq * heads * dim, -2.0f, 2.0f);
+      Floats k = randomVector(gen, batch * seq * kvHeads * dim, -2.0f, 2.0f);
+      Floats v = randomVector(gen, batch * seq * kvHeads * vDim);
+      float scale = 1.0f / std::sqrt(float(dim));
+      auto want = attentionRef(q, k, v, batch, seq, heads, kvHeads, dim, vDim,
+                               /*causal=*/true, scale);
+      Floats kCache(size_t(batch) * cacheLen * kvHeads * dim, 1e3f);
+      Floats vCache(size_t(batch) * cacheLen * kvHeads * vDim, 1e3f);
+      Floats got(want.size());
+      // Rows [first, first + n) of sequence b of a [batch, seq, w] tensor.
+      auto rows = [&](const Floats &x, int width, int first, int n) {
+        Floats out;
+        for (int b = 0; b < batch; ++b)
+          out.insert(out.end(), x.begin() + (b * seq + first) * width,
+                     x.begin() + (b * seq + first + n) * width);
+        return out;
+      };
+      for (int first = 0; first < seq;) {
+        int n = first == 0 ? 3 : 1;
+        std::vector<int32_t> positions;
+        for (int b = 0; b < batch; ++b)
+          for (int t = 0; t < n; ++t)
+            positions.push_back(first + t);
+        Floats out(size_t(batch) * n * heads * vDim);
+        cpu::cachedAttention(rows(q, heads * dim, first, n).data(),
+                             rows(k, kvHeads * dim, first, n).data(),
+                             rows(v, kvHeads * vDim, first, n).data(),
+                             positions.data(), batch, n, cacheLen, heads,
+                             kvHeads, dim, vDim, scale, kCache.data(),
+                             vCache.data(), out.data());
+        for (int b = 0; b < batch; ++b)
+          std::copy_n(out.begin() + b * n * heads * vDim, n * heads * vDim,
+                      got.begin() + (b * seq + first) * heads * vDim);
+        first += n;
+      }
+      expectClose(got, want, kTol, "cachedAttention");
+    }
+  }
+  // A position outside the cache is an error, not a write past it.
+  Floats x(64), cache(64);
+  std::vector<int32_t> outside = {4};
+  EXPECT_THROW(cpu::cachedAttention(x.data(), x.data(), x.data(),
+                                    outside.data(), 1, 1, 4, 1, 1, 4, 4, 1.0f,
+                                    cache.data(), cache.data(), x.data()),
+               std::invalid_argument);
+}
+
 TEST(CpuKernels, ConcatBroadcastsAndSplitSumsBack) {
   // [2, 3 heads, 4] beside [2, 1 head, 5] broadcast over the 3 heads.
   const int tokens = 2, heads = 3, aWidth = 4, bWidth = 5;

@@ -33,7 +33,7 @@ module attributes {moe.mesh = #moe.mesh<dp = 2, ep = 2>, moe.vocab_chars = "\0A 
 
 // -----
 
-// expected-error @+1 {{expected one lowered model entry point, at most one training step and an evaluation step only beside it (moe-lower-to-runtime), found 0, 0 and 0}}
+// expected-error @+1 {{expected one lowered model entry point, at most one training step, an evaluation step only beside it, at most one decode entry and a prefill entry only beside it (moe-lower-to-runtime), found 0, 0, 0, 0 and 0}}
 module {
   func.func @forward() {
     return

@@ -117,6 +117,17 @@ cl::opt<std::string> recompute(
              "full to keep only the activations between blocks and run each "
              "block's forward again just before its backward"),
     cl::value_desc("none|full"), cl::init("none"), cl::cat(category));
+cl::opt<int64_t> decodeBatch(
+    "decode-batch",
+    cl::desc("Sequences the executable generates together with its "
+             "key/value cache (@prefill and @decode; default 1, 0 builds "
+             "neither; models without a mesh)"),
+    cl::value_desc("N"), cl::init(1), cl::cat(category));
+cl::opt<int64_t> maxSeq(
+    "max-seq",
+    cl::desc("Positions the key/value cache holds per sequence (default: "
+             "the model's sequence length)"),
+    cl::value_desc("L"), cl::init(0), cl::cat(category));
 cl::opt<bool> withCuda(
     "cuda",
     cl::desc("Link the CUDA backend too, so that the executable can run with "
@@ -212,6 +223,8 @@ LogicalResult compileToLLVMDialect(ModuleOp module, TimingScope &timing) {
   options.storage = storage;
   options.zeroStage = zeroStage;
   options.recompute = recompute;
+  options.decodeBatch = decodeBatch;
+  options.maxSeq = maxSeq;
   mlir::moe::buildCompilerPipeline(pm, options);
   return pm.run(module);
 }
@@ -396,6 +409,13 @@ int main(int argc, char **argv) {
   if (recompute != "none" && !trainStep)
     return fail("--recompute trades memory for compute in the training "
                 "step, but --train-step=false builds none");
+  if (decodeBatch < 0)
+    return fail("--decode-batch: " + std::to_string(decodeBatch) +
+                " sequences (expected 0 or more)");
+  if (maxSeq < 0)
+    return fail("--max-seq: " + std::to_string(maxSeq) +
+                " positions (expected 1 or more, or 0 for the model's "
+                "sequence length)");
   bool reportMemory = memoryReport.getNumOccurrences() > 0;
   if (reportMemory && !memoryReport.empty() && memoryReport != "text" &&
       memoryReport != "json")

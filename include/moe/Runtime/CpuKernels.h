@@ -59,6 +59,16 @@ void attention(const float *q, const float *k, const float *v, int64_t batch,
                int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
                int64_t vDim, bool causal, float scale, float *out);
 
+/// Attention of new tokens over a key/value cache: writes k [B, T, KV, D]
+/// and v [B, T, KV, Dv] into rows positions[b, t] of kCache [B, L, KV, D] and
+/// vCache [B, L, KV, Dv], then attends each query q[b, t] [H, D] to cache rows
+/// 0..positions[b, t] (fp32 softmax); out [B, T, H, Dv].
+void cachedAttention(const float *q, const float *k, const float *v,
+                     const int32_t *positions, int64_t batch, int64_t newTokens,
+                     int64_t cacheLen, int64_t heads, int64_t kvHeads,
+                     int64_t headDim, int64_t vDim, float scale, float *kCache,
+                     float *vCache, float *out);
+
 /// out [rows, aWidth + bWidth]: row r is a's row r / aRepeat followed by b's
 /// row r / bRepeat.
 void concat(const float *a, const float *b, int64_t rows, int64_t aWidth,

@@ -43,6 +43,23 @@
  * the forward's loss without its logits, which `train` evaluates with (also
  * referenced weakly).
  *
+ * A model compiled without a mesh also exports, for generation against a
+ * key/value cache (moe-build-decode; moec --decode-batch N, --max-seq L),
+ *
+ *   void moe_entry_decode(moert_context *ctx, uint8_t *weights,
+ *                         uint8_t *arena,        // decode.arena_bytes
+ *                         uint8_t *cache,        // decode.cache_bytes
+ *                         const int32_t *tokens,     // [N, 1]
+ *                         const int32_t *positions,  // [N, 1], in [0, L)
+ *                         float *logits);            // [N, 1, vocab]
+ *
+ * and moe_entry_prefill, the same with [N, P] tokens and positions (P
+ * divides L). Each writes the keys and values of its tokens into `cache` at
+ * their positions and attends to the cache up to each token's position; the
+ * caller keeps `cache` between calls and writes every position before a
+ * later token reads it. Both are referenced weakly: without them `generate`
+ * runs the forward for every token.
+ *
  * Every buffer is a bare pointer to dense row-major data. The entry writes its
  * results only through the output pointers and uses `arena` as scratch: the
  * compiler's memory plan placed every intermediate tensor at a fixed offset in
@@ -86,9 +103,21 @@
  *       "inputs": [...],                  // exactly the forward's inputs
  *       "outputs": [{"name": "loss", "shape": [], "dtype": "F32"}]
  *     },
- *     "eval_step": {...}                  // optional, beside train_step: the
+ *     "eval_step": {...},                 // optional, beside train_step: the
  *                                         // forward's loss alone, fields as
  *                                         // train_step's (moe_entry_eval_step)
+ *     "decode": {                         // optional: moe_entry_decode
+ *       "function": "decode", "entry": "moe_entry_decode",
+ *       "arena_bytes": 1536, "unplanned_bytes": 4096,
+ *       "inputs": [{"name": "tokens", "shape": [1, 1], "dtype": "I32"},
+ *                  {"name": "positions", "shape": [1, 1], "dtype": "I32"}],
+ *       "outputs": [{"name": "logits", "shape": [1, 1, 128], ...}],
+ *       "cache_bytes": 8192,              // the cache blob
+ *       "caches": [{"name": "layers.0.keys", "shape": [1, 16, 2, 16],
+ *                   "dtype": "F32", "offset": 0}, ...]
+ *     },
+ *     "prefill": {...}                    // optional, beside decode: fields
+ *                                         // as decode's, the same caches
  *   }
  *
  * A partitioned model adds "global_shape" and "split" (per dimension, the

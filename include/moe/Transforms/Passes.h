@@ -37,12 +37,18 @@ struct CompilerPipelineOptions {
   /// Activation recompute in the training step: "none" or "full"
   /// (moe-build-train-step's `recompute`).
   std::string recompute = "none";
+  /// Sequences @decode and @prefill generate together (moe-build-decode's
+  /// `batch`); 0 builds neither.
+  int64_t decodeBatch = 1;
+  /// Positions of their key/value cache; 0: the model's sequence length.
+  int64_t maxSeq = 0;
 };
 
 /// The whole compiler, the one pipeline moec runs: canonicalize; record the
 /// mesh when one is given; partition a module with a mesh into the per-rank
 /// program (moe-expand-capacity, moe-shard, moe-partition, each leaving a
-/// module without a mesh or already partitioned as it is); then
+/// module without a mesh or already partitioned as it is); derive @prefill
+/// and @decode from a module without a mesh (moe-build-decode); then
 /// buildLowerToLLVMPipeline.
 void buildCompilerPipeline(OpPassManager &pm,
                            const CompilerPipelineOptions &options);

@@ -36,6 +36,56 @@ def AssignMesh : Pass<"moe-assign-mesh", "::mlir::ModuleOp"> {
   ];
 }
 
+def BuildDecode : Pass<"moe-build-decode", "::mlir::ModuleOp"> {
+  let summary = "Derive @prefill and @decode, which generate against a key/value cache, from @forward";
+  let description = [{
+    From `@forward(tokens [B, S], labels) -> (logits [B, S, V], loss)` at
+    logical shapes, adds two functions that generate text without running
+    the whole [B, S] forward for every new token:
+
+    ```
+    @prefill(tokens [N, P] i32, positions [N, P] i32) -> logits [N, P, V]
+    @decode (tokens [N, 1] i32, positions [N, 1] i32) -> logits [N, 1, V]
+    ```
+
+    for N = `batch` sequences, L = `max-seq` (default S) cached positions,
+    and P prompt tokens a call, the largest divisor of L not above S (so
+    that chunks of P tile the cache). Each is the slice of the
+    forward that computes the logits, at the new shape (every value whose
+    shape begins with [B, S] begins with [N, T] instead), with
+
+    * each causal `moe.attention` becoming a `moe.cached_attention` over two
+      `moe.kv_cache` buffers [N, L, KV, D] and [N, L, KV, Dv] of its own
+      (named `layers.<i>.keys` / `.values`, by the attention's order), which
+      both functions share: prefill writes a prompt's keys and values,
+      decode appends one position a call;
+    * each `moe.rope` without positions rotating by `positions` (the
+      token's place in its sequence);
+    * capacity-factor experts dropless: one token of a sequence must not be
+      dropped for another's.
+
+    A token at position p sees exactly the keys and values at positions <= p
+    that the causal forward sees, so the logits equal the forward's at that
+    position (for dropless experts). Every weight of the forward is declared,
+    in the forward's order, so the three functions share one weights blob.
+
+    The model must be unmeshed (the decode functions of a mesh are not built
+    yet: the pass then does nothing), return its logits first, and use
+    only causal attention; a model function that does not is left alone
+    with a warning. Non-causal attention, or an attention op whose value is
+    [B, S]-shaped in a way the specialisation cannot follow, is a
+    diagnostic.
+  }];
+  let options = [
+    Option<"batch", "batch", "int64_t", /*default=*/"1",
+           "Sequences generated together (N)">,
+    Option<"maxSeq", "max-seq", "int64_t", /*default=*/"0",
+           "Positions the cache holds per sequence (L); 0: the forward's "
+           "sequence length">,
+  ];
+  let dependentDialects = ["::mlir::tensor::TensorDialect"];
+}
+
 def Shard : Pass<"moe-shard", "::mlir::ModuleOp"> {
   let summary = "Choose a sharding over the mesh for every value";
   let description = [{

@@ -67,6 +67,55 @@ void attention(const float *q, const float *k, const float *v, int64_t batch,
   }
 }
 
+void cachedAttention(const float *q, const float *k, const float *v,
+                     const int32_t *positions, int64_t batch, int64_t newTokens,
+                     int64_t cacheLen, int64_t heads, int64_t kvHeads,
+                     int64_t headDim, int64_t vDim, float scale, float *kCache,
+                     float *vCache, float *out) {
+  const char *kernel = "cachedAttention";
+  checkAttentionShape(kernel, batch, newTokens, heads, kvHeads, headDim, vDim);
+  checkSize(kernel, "cacheLen", cacheLen);
+  int64_t group = heads / kvHeads;
+  int64_t kRow = kvHeads * headDim, vRow = kvHeads * vDim;
+  // Every new key and value goes into the cache before any query reads it:
+  // a query sees the other new tokens at earlier positions.
+  for (int64_t i = 0; i < batch * newTokens; ++i) {
+    int64_t b = i / newTokens, pos = positions[i];
+    if (pos < 0 || pos >= cacheLen)
+      fail(kernel, "position " + std::to_string(pos) + " of sequence " +
+                       std::to_string(b) + " is outside the cache of " +
+                       std::to_string(cacheLen) + " positions");
+    std::copy_n(k + i * kRow, kRow, kCache + (b * cacheLen + pos) * kRow);
+    std::copy_n(v + i * vRow, vRow, vCache + (b * cacheLen + pos) * vRow);
+  }
+  std::vector<float> scores;
+  for (int64_t i = 0; i < batch * newTokens; ++i) {
+    int64_t b = i / newTokens, visible = positions[i] + 1;
+    const float *keys = kCache + b * cacheLen * kRow;
+    const float *values = vCache + b * cacheLen * vRow;
+    scores.resize(visible);
+    for (int64_t h = 0; h < heads; ++h) {
+      int64_t kvh = h / group;
+      const float *qh = q + (i * heads + h) * headDim;
+      for (int64_t j = 0; j < visible; ++j) {
+        const float *kj = keys + j * kRow + kvh * headDim;
+        float dot = 0.0f;
+        for (int64_t d = 0; d < headDim; ++d)
+          dot += qh[d] * kj[d];
+        scores[j] = scale * dot;
+      }
+      softmaxRow(scores.data(), visible, scores.data());
+      float *oh = out + (i * heads + h) * vDim;
+      std::fill_n(oh, vDim, 0.0f);
+      for (int64_t j = 0; j < visible; ++j) {
+        const float *vj = values + j * vRow + kvh * vDim;
+        for (int64_t d = 0; d < vDim; ++d)
+          oh[d] += scores[j] * vj[d];
+      }
+    }
+  }
+}
+
 void attentionGrad(const float *dout, const float *q, const float *k,
                    const float *v, int64_t batch, int64_t seq, int64_t heads,
                    int64_t kvHeads, int64_t headDim, int64_t vDim, bool causal,
@@ -142,6 +191,25 @@ void CpuBackend::attention(const float *q, const float *k, const float *v,
   int64_t nv = tokens * kvHeads * vDim, nout = tokens * heads * vDim;
   cpu::attention(w.in(q, nq), w.in(k, nk), w.in(v, nv), batch, seq, heads,
                  kvHeads, headDim, vDim, causal, scale, w.out(out, nout));
+  w.store();
+}
+
+void CpuBackend::cachedAttention(const float *q, const float *k, const float *v,
+                                 float *kCache, float *vCache,
+                                 const int32_t *positions, float *out,
+                                 int64_t batch, int64_t newTokens,
+                                 int64_t cacheLen, int64_t heads,
+                                 int64_t kvHeads, int64_t headDim, int64_t vDim,
+                                 float scale) {
+  Widened w(storage_);
+  int64_t tokens = batch * newTokens, cached = batch * cacheLen;
+  cpu::cachedAttention(w.in(q, tokens * heads * headDim),
+                       w.in(k, tokens * kvHeads * headDim),
+                       w.in(v, tokens * kvHeads * vDim), positions, batch,
+                       newTokens, cacheLen, heads, kvHeads, headDim, vDim,
+                       scale, w.out(kCache, cached * kvHeads * headDim),
+                       w.out(vCache, cached * kvHeads * vDim),
+                       w.out(out, tokens * heads * vDim));
   w.store();
 }
 

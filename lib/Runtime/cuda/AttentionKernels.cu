@@ -39,6 +39,7 @@
 #include "CudaBackendImpl.h"
 #include "CudaKernels.h"
 #include "DeviceMath.cuh"
+#include "KernelLaunch.cuh"
 
 #include <algorithm>
 #include <climits>
@@ -572,13 +573,147 @@ void attentionGrad(Device &dev, const T *dout, const T *q, const T *k,
   });
 }
 
+//===----------------------------------------------------------------------===//
+// Attention over a key/value cache (decode and prefill)
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// kCache[b, positions[b, t]] = k[b, t] and likewise v; a thread per element
+/// (grid-stride). A position outside [0, cacheLen) writes nothing (the CPU
+/// throws; the driver checks positions before it calls).
+template <typename T>
+__global__ void
+cacheWriteKernel(const T *k, const T *v, const int32_t *positions, int64_t rows,
+                 int64_t newTokens, int64_t cacheLen, int64_t kRow,
+                 int64_t vRow, T *kCache, T *vCache) {
+  int64_t width = kRow + vRow, total = rows * width;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t i = e / width, c = e % width, pos = positions[i];
+    if (pos < 0 || pos >= cacheLen)
+      continue;
+    int64_t row = i / newTokens * cacheLen + pos;
+    if (c < kRow)
+      kCache[row * kRow + c] = k[i * kRow + c];
+    else
+      vCache[row * vRow + c - kRow] = v[i * vRow + c - kRow];
+  }
+}
+
+/// One warp per (new token, query head): lane l owns dimensions l, l + 32,
+/// ... (kPerLane of them), the query in registers; one pass over the visible
+/// cache rows with an online softmax (running max and sum), fp32 throughout.
+/// A query at an invalid position gets a zero row.
+template <int kPerLane, typename T>
+__global__ void
+cachedAttentionKernel(const T *q, const T *kCache, const T *vCache,
+                      const int32_t *positions, int64_t rows, int64_t newTokens,
+                      int64_t cacheLen, int heads, int kvHeads, int headDim,
+                      int vDim, float scale, T *out) {
+  int64_t warp = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
+  int lane = threadIdx.x % 32;
+  if (warp >= rows * heads)
+    return;
+  int64_t i = warp / heads;
+  int h = int(warp % heads), kvh = h / (heads / kvHeads);
+  int64_t b = i / newTokens, pos = positions[i];
+  T *o = out + warp * vDim;
+  if (pos < 0 || pos >= cacheLen) {
+    for (int d = lane; d < vDim; d += 32)
+      o[d] = fromF32<T>(0.0f);
+    return;
+  }
+  float qr[kPerLane], acc[kPerLane];
+  for (int c = 0; c < kPerLane; ++c) {
+    int d = lane + 32 * c;
+    qr[c] = d < headDim ? toF32(q[warp * headDim + d]) : 0.0f;
+    acc[c] = 0.0f;
+  }
+  const T *keys = kCache + (b * cacheLen * kvHeads + kvh) * headDim;
+  const T *values = vCache + (b * cacheLen * kvHeads + kvh) * vDim;
+  float runningMax = -INFINITY, sum = 0.0f;
+  for (int64_t j = 0; j <= pos; ++j) {
+    const T *kj = keys + j * kvHeads * headDim;
+    float dot = 0.0f;
+    for (int c = 0; c < kPerLane; ++c) {
+      int d = lane + 32 * c;
+      if (d < headDim)
+        dot += qr[c] * toF32(kj[d]);
+    }
+    for (int offset = 16; offset > 0; offset /= 2)
+      dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    float s = scale * dot;
+    float newMax = fmaxf(runningMax, s);
+    float rescale = expf(runningMax - newMax), p = expf(s - newMax);
+    sum = sum * rescale + p;
+    const T *vj = values + j * kvHeads * vDim;
+    for (int c = 0; c < kPerLane; ++c) {
+      int d = lane + 32 * c;
+      acc[c] = acc[c] * rescale + (d < vDim ? p * toF32(vj[d]) : 0.0f);
+    }
+    runningMax = newMax;
+  }
+  for (int c = 0; c < kPerLane; ++c) {
+    int d = lane + 32 * c;
+    if (d < vDim)
+      o[d] = fromF32<T>(acc[c] / sum);
+  }
+}
+
+} // namespace
+
+template <typename T>
+void cachedAttention(Device &dev, const T *q, const T *k, const T *v,
+                     const int32_t *positions, int64_t batch, int64_t newTokens,
+                     int64_t cacheLen, int64_t heads, int64_t kvHeads,
+                     int64_t headDim, int64_t vDim, float scale, T *kCache,
+                     T *vCache, T *out) {
+  const char *kernel = "cachedAttention";
+  checkShape(kernel, batch, newTokens, heads, kvHeads, headDim, vDim,
+             /*causal=*/true, scale);
+  checkAtLeast(kernel, "cacheLen", cacheLen, 0);
+  int64_t rows = batch * newTokens;
+  if (rows == 0)
+    return;
+  dev.makeCurrent();
+  int64_t kRow = kvHeads * headDim, vRow = kvHeads * vDim;
+  cacheWriteKernel<<<elementGrid(dev, rows * (kRow + vRow)), kLaunchThreads, 0,
+                     dev.stream()>>>(k, v, positions, rows, newTokens, cacheLen,
+                                     kRow, vRow, kCache, vCache);
+  checkLaunch("cacheWriteKernel");
+  if (vDim == 0)
+    return;
+  int widest = int(std::max(headDim, vDim));
+  unsigned blocks = unsigned(gridFor(rows * heads * 32, kLaunchThreads));
+  auto launch = [&](auto perLane) {
+    constexpr int P = decltype(perLane)::value;
+    cachedAttentionKernel<P, T><<<blocks, kLaunchThreads, 0, dev.stream()>>>(
+        q, kCache, vCache, positions, rows, newTokens, cacheLen, int(heads),
+        int(kvHeads), int(headDim), int(vDim), scale, out);
+    checkLaunch("cachedAttentionKernel");
+  };
+  if (widest <= 32)
+    launch(std::integral_constant<int, 1>());
+  else if (widest <= 64)
+    launch(std::integral_constant<int, 2>());
+  else if (widest <= 128)
+    launch(std::integral_constant<int, 4>());
+  else
+    launch(std::integral_constant<int, 8>());
+}
+
 #define MOE_INSTANTIATE_ATTENTION(T)                                           \
   template void attention<T>(Device &, const T *, const T *, const T *,        \
                              int64_t, int64_t, int64_t, int64_t, int64_t,      \
                              int64_t, bool, float, T *);                       \
   template void attentionGrad<T>(                                              \
       Device &, const T *, const T *, const T *, const T *, int64_t, int64_t,  \
-      int64_t, int64_t, int64_t, int64_t, bool, float, T *, T *, T *);
+      int64_t, int64_t, int64_t, int64_t, bool, float, T *, T *, T *);         \
+  template void cachedAttention<T>(Device &, const T *, const T *, const T *,  \
+                                   const int32_t *, int64_t, int64_t, int64_t, \
+                                   int64_t, int64_t, int64_t, int64_t, float,  \
+                                   T *, T *, T *);
 MOE_INSTANTIATE_ATTENTION(float)
 MOE_INSTANTIATE_ATTENTION(bf16)
 #undef MOE_INSTANTIATE_ATTENTION
@@ -594,6 +729,20 @@ void CudaBackend::attention(const float *q, const float *k, const float *v,
   onStorage([&](Device &d, auto s) {
     cuda::attention(d, s(q), s(k), s(v), batch, seq, heads, kvHeads, headDim,
                     vDim, causal, scale, s(out));
+  });
+}
+
+void CudaBackend::cachedAttention(const float *q, const float *k,
+                                  const float *v, float *kCache, float *vCache,
+                                  const int32_t *positions, float *out,
+                                  int64_t batch, int64_t newTokens,
+                                  int64_t cacheLen, int64_t heads,
+                                  int64_t kvHeads, int64_t headDim,
+                                  int64_t vDim, float scale) {
+  onStorage([&](Device &d, auto s) {
+    cuda::cachedAttention(d, s(q), s(k), s(v), positions, batch, newTokens,
+                          cacheLen, heads, kvHeads, headDim, vDim, scale,
+                          s(kCache), s(vCache), s(out));
   });
 }
 

@@ -109,6 +109,15 @@ template <typename T>
 void attention(Device &dev, const T *q, const T *k, const T *v, int64_t batch,
                int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
                int64_t vDim, bool causal, float scale, T *out);
+// Attention of new tokens over a key/value cache (moert_cached_attention):
+// k and v are first written to rows positions[b, t] of the caches, then each
+// query attends to the cache rows up to its own position.
+template <typename T>
+void cachedAttention(Device &dev, const T *q, const T *k, const T *v,
+                     const int32_t *positions, int64_t batch, int64_t newTokens,
+                     int64_t cacheLen, int64_t heads, int64_t kvHeads,
+                     int64_t headDim, int64_t vDim, float scale, T *kCache,
+                     T *vCache, T *out);
 template <typename T>
 void attentionGrad(Device &dev, const T *dout, const T *q, const T *k,
                    const T *v, int64_t batch, int64_t seq, int64_t heads,

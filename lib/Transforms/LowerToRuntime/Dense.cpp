@@ -225,6 +225,23 @@ LogicalResult lowerAttention(AttentionOp op, EntryBuilder &e) {
                 attentionScalars(e, op));
 }
 
+/// The caches are the caller's buffers (arguments of @decode), written in
+/// place.
+LogicalResult lowerCachedAttention(CachedAttentionOp op, EntryBuilder &e) {
+  auto out = e.resultBuffer(op.getResult());
+  if (failed(out))
+    return failure();
+  Value q = op.getQ();
+  return e.call("moert_cached_attention",
+                {e.buffer(q), e.buffer(op.getK()), e.buffer(op.getV()),
+                 e.buffer(op.getKCache()), e.buffer(op.getVCache()),
+                 e.buffer(op.getPositions()), *out},
+                {e.i64(dimSize(q, 0)), e.i64(dimSize(q, 1)),
+                 e.i64(dimSize(op.getKCache(), 1)), e.i64(dimSize(q, 2)),
+                 e.i64(dimSize(op.getK(), 2)), e.i64(dimSize(q, 3)),
+                 e.i64(dimSize(op.getV(), 3)), e.f32(op.getEffectiveScale())});
+}
+
 LogicalResult lowerAttentionGrad(AttentionGradOp op, EntryBuilder &e) {
   auto out = e.resultBuffers(op);
   if (failed(out))
@@ -297,6 +314,7 @@ void populateDenseLowerings(LoweringTable &table) {
   table.add(lowerRopeGrad);
   table.add(lowerAttention);
   table.add(lowerAttentionGrad);
+  table.add(lowerCachedAttention);
   table.add(lowerConcat);
   table.add(lowerConcatGrad);
   table.add(lowerSplit);

@@ -160,10 +160,38 @@ LogicalResult EntryBuilder::layOutWeights() {
   return success();
 }
 
+/// The caches of a decode or prefill function, laid out in a blob of their
+/// own in the order the function names them.
+LogicalResult EntryBuilder::layOutCaches() {
+  for (KVCacheOp cacheOp : model.getBody().getOps<KVCacheOp>()) {
+    auto type = bufferTypeFor(cacheOp.getType(), cacheOp.getLoc());
+    if (failed(type))
+      return failure();
+    if (cacheOffsets.count(cacheOp.getName()))
+      continue;
+    cacheOffsets[cacheOp.getName()] = cacheBytes;
+    caches.push_back(b.getDictionaryAttr({
+        b.getNamedAttr("name", cacheOp.getNameAttr()),
+        b.getNamedAttr(
+            "dtype",
+            b.getStringAttr(type->getElementType().isBF16() ? "BF16" : "F32")),
+        b.getNamedAttr("shape", b.getDenseI64ArrayAttr(type->getShape())),
+        b.getNamedAttr("offset", b.getI64IntegerAttr(cacheBytes)),
+    }));
+    std::optional<int64_t> end;
+    if (auto bytes = alignedBytes(*bufferBytes(*type), MOE_BUFFER_ALIGNMENT))
+      end = llvm::checkedAdd(cacheBytes, *bytes);
+    if (!end)
+      return cacheOp.emitOpError("ends past 2^63 bytes of caches");
+    cacheBytes = *end;
+  }
+  return success();
+}
+
 FailureOr<func::FuncOp> EntryBuilder::build() {
   if (!model.getBody().hasOneBlock())
     return model.emitOpError("a model function must have a single block");
-  if (failed(layOutWeights()))
+  if (failed(layOutWeights()) || failed(layOutCaches()))
     return failure();
 
   // Signature: (ctx, weights, [grads,] inputs..., outputs...); a training
@@ -174,6 +202,11 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
                                 MemRefType::get({weightsBytes}, b.getI8Type())};
   if (hasGrads)
     argTypes.push_back(argTypes.back());
+  // A decode or prefill function reads and writes its caches in a blob the
+  // caller keeps between calls.
+  bool hasCache = !caches.empty();
+  if (hasCache)
+    argTypes.push_back(MemRefType::get({cacheBytes}, b.getI8Type()));
   unsigned firstInputArg = argTypes.size();
   for (Type type : llvm::concat<const Type>(model.getArgumentTypes(),
                                             model.getResultTypes())) {
@@ -196,6 +229,8 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
   weights = body->getArgument(1);
   if (hasGrads)
     grads = body->getArgument(2);
+  if (hasCache)
+    cache = body->getArgument(firstInputArg - 1);
   for (auto [i, arg] : llvm::enumerate(model.getArguments()))
     mapping.map(arg, body->getArgument(firstInputArg + i));
   // Every later call reads and writes floating-point tensors in this type.
@@ -211,10 +246,16 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
     if (failed(lowerOp(&op)))
       return failure();
 
-  // The driver's names for the inputs and outputs of the model function
-  // and of its training and evaluation steps.
+  // The driver's names for the inputs and outputs of the model function,
+  // of its training and evaluation steps, and of decode and prefill.
   bool lossOnly = hasGrads || model.getSymName() == "eval_step";
-  bool isForward = model.getSymName() == "forward" || lossOnly;
+  bool isForward = model.getSymName() == "forward" || lossOnly || hasCache;
+  static constexpr StringRef kModelInputs[] = {"tokens", "labels"};
+  static constexpr StringRef kDecodeInputs[] = {"tokens", "positions"};
+  static constexpr StringRef kOutputs[] = {"logits", "loss"};
+  ArrayRef<StringRef> inputNames = hasCache ? kDecodeInputs : kModelInputs;
+  ArrayRef<StringRef> outputNames =
+      lossOnly ? ArrayRef(kOutputs).drop_front() : ArrayRef(kOutputs);
   SmallVector<DictionaryAttr> argAttrs, resultAttrs;
   model.getAllArgAttrs(argAttrs);
   model.getAllResultAttrs(resultAttrs);
@@ -223,15 +264,12 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
       b.getNamedAttr("params", b.getArrayAttr(params)),
       b.getNamedAttr("weights_bytes", b.getI64IntegerAttr(weightsBytes)),
       b.getNamedAttr("comm_bytes", b.getI64IntegerAttr(commBytes)),
-      b.getNamedAttr("inputs", describeValues(b, model.getArgumentTypes(),
-                                              floatStorage, argAttrs, isForward,
-                                              {"tokens", "labels"}, "input")),
+      b.getNamedAttr("inputs",
+                     describeValues(b, model.getArgumentTypes(), floatStorage,
+                                    argAttrs, isForward, inputNames, "input")),
       b.getNamedAttr("outputs",
                      describeValues(b, model.getResultTypes(), floatStorage,
-                                    resultAttrs, isForward,
-                                    lossOnly
-                                        ? ArrayRef<StringRef>{"loss"}
-                                        : ArrayRef<StringRef>{"logits", "loss"},
+                                    resultAttrs, isForward, outputNames,
                                     "output")),
   };
   if (ignoreIndex)
@@ -239,6 +277,11 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
         b.getNamedAttr("ignore_index", b.getI64IntegerAttr(*ignoreIndex)));
   if (hasGrads)
     manifest.push_back(b.getNamedAttr("grads", b.getBoolAttr(true)));
+  if (hasCache) {
+    manifest.push_back(b.getNamedAttr("caches", b.getArrayAttr(caches)));
+    manifest.push_back(
+        b.getNamedAttr("cache_bytes", b.getI64IntegerAttr(cacheBytes)));
+  }
   manifest.push_back(b.getNamedAttr(
       "storage", b.getStringAttr(floatStorage.isBF16() ? "BF16" : "F32")));
   entry->setAttr(MoEDialect::getEntryAttrName(), b.getDictionaryAttr(manifest));
@@ -324,6 +367,13 @@ FailureOr<SmallVector<Value>> EntryBuilder::resultBuffers(Operation *op) {
   return buffers;
 }
 
+Value EntryBuilder::cacheView(StringRef name, Type tensorType) {
+  MemRefType type = *bufferTypeFor(tensorType, loc);
+  Value offset =
+      arith::ConstantIndexOp::create(b, loc, cacheOffsets.lookup(name));
+  return memref::ViewOp::create(b, loc, type, cache, offset, ValueRange{});
+}
+
 Value EntryBuilder::weightView(Value blob, StringRef name, Type tensorType) {
   // The types were checked when the weights were laid out.
   MemRefType type = *bufferTypeFor(tensorType, loc);
@@ -399,6 +449,11 @@ LogicalResult lowerParam(ParamOp op, EntryBuilder &e) {
   return success();
 }
 
+LogicalResult lowerKVCache(KVCacheOp op, EntryBuilder &e) {
+  e.map(op.getResult(), e.cacheView(op.getName(), op.getType()));
+  return success();
+}
+
 /// Most gradients are computed straight into their slot of the gradients
 /// blob (resultBuffer); one that is not (a reshape, an input) is copied.
 LogicalResult lowerParamGrad(ParamGradOp op, EntryBuilder &e) {
@@ -444,6 +499,7 @@ LogicalResult lowerCollapseShape(tensor::CollapseShapeOp op, EntryBuilder &e) {
 void populateEntryLowerings(LoweringTable &table) {
   table.add(lowerParam);
   table.add(lowerParamGrad);
+  table.add(lowerKVCache);
   table.add(lowerExpandShape);
   table.add(lowerCollapseShape);
 }

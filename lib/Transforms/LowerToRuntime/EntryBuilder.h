@@ -110,7 +110,13 @@ public:
   /// The weights blob and (in a training step, else null) the gradients
   /// blob laid out like it.
   Value weightsBlob() const { return weights; }
-  Value gradsBlob() const { return grads; }
+  Value gradsBlob() const {
+    return grads;
+  } /// The key/value cache blob of a decode or prefill function, else null.
+  Value cacheBlob() const { return cache; }
+  /// The view of cache `name`'s slot in the cache blob.
+  Value cacheView(StringRef name, Type tensorType);
+
   bool hasWeight(StringRef name) const { return weightOffsets.count(name); }
   /// The view of weight `name`'s slot in blob `blob` (weights or grads).
   Value weightView(Value blob, StringRef name, Type tensorType);
@@ -141,6 +147,8 @@ public:
 
 private:
   LogicalResult layOutWeights();
+  LogicalResult layOutCaches();
+
   LogicalResult lowerOp(Operation *op);
   LogicalResult lowerReturn(func::ReturnOp op);
   Value alloc(MemRefType type);
@@ -156,6 +164,12 @@ private:
   /// The gradients blob (laid out like the weights) of a training step.
   Value grads;
 
+  /// The key/value cache blob of a function with moe.kv_cache ops.
+  Value cache;
+  /// Cache name -> byte offset in the cache blob; the manifest's list.
+  llvm::StringMap<int64_t> cacheOffsets;
+  SmallVector<Attribute> caches;
+  int64_t cacheBytes = 0;
   /// Weight name -> byte offset in the blob; the manifest's param list.
   llvm::StringMap<int64_t> weightOffsets;
   SmallVector<Attribute> params;

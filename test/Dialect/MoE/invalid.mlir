@@ -1049,3 +1049,59 @@ func.func @f(%i: tensor<4x2xi32>) {
   %k = moe.drop_over_capacity %i experts 4 capacity 2 : (tensor<4x2xi32>) -> tensor<8xi32>
   return
 }
+
+// -----
+
+func.func @f() -> tensor<2x16x8xf32> {
+  // expected-error @+1 {{expects a non-empty cache name}}
+  %c = moe.kv_cache "" : tensor<2x16x8xf32>
+  return %c : tensor<2x16x8xf32>
+}
+
+// -----
+
+func.func @f() -> tensor<2x16x8xf32> {
+  // expected-error @+1 {{expects the cache of rank 4 ([batch, cache_len, kv_heads, head_dim]), but got rank 3}}
+  %c = moe.kv_cache "keys" : tensor<2x16x8xf32>
+  return %c : tensor<2x16x8xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x1x4x8xf32>, %k: tensor<2x1x2x8xf32>, %kc: tensor<2x16x8xf32>, %pos: tensor<2x1xi32>) -> tensor<2x1x4x8xf32> {
+  // expected-error @+1 {{expects k_cache of rank 4 ([batch, cache_len, kv_heads, head_dim]), but got rank 3}}
+  %a = moe.cached_attention %q, %k, %k cache %kc, %kc positions %pos : (tensor<2x1x4x8xf32>, tensor<2x1x2x8xf32>, tensor<2x1x2x8xf32>, tensor<2x16x8xf32>, tensor<2x16x8xf32>, tensor<2x1xi32>) -> tensor<2x1x4x8xf32>
+  return %a : tensor<2x1x4x8xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x1x4x8xf32>, %k: tensor<2x1x2x8xf32>, %kc: tensor<2x16x4x8xf32>, %pos: tensor<2x1xi32>) -> tensor<2x1x4x8xf32> {
+  // expected-error @+1 {{expects k_cache of shape [2, 16, 2, 8] (batch of q, kv_heads and head_dim of k), but got [2, 16, 4, 8]}}
+  %a = moe.cached_attention %q, %k, %k cache %kc, %kc positions %pos : (tensor<2x1x4x8xf32>, tensor<2x1x2x8xf32>, tensor<2x1x2x8xf32>, tensor<2x16x4x8xf32>, tensor<2x16x4x8xf32>, tensor<2x1xi32>) -> tensor<2x1x4x8xf32>
+  return %a : tensor<2x1x4x8xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x1x4x8xf32>, %k: tensor<2x1x2x8xf32>, %kc: tensor<2x16x2x8xf32>, %vc: tensor<2x8x2x8xf32>, %pos: tensor<2x1xi32>) -> tensor<2x1x4x8xf32> {
+  // expected-error @+1 {{expects v_cache of shape [2, 16, 2, 8] (the k_cache's batch, length and heads, the head size of v), but got [2, 8, 2, 8]}}
+  %a = moe.cached_attention %q, %k, %k cache %kc, %vc positions %pos : (tensor<2x1x4x8xf32>, tensor<2x1x2x8xf32>, tensor<2x1x2x8xf32>, tensor<2x16x2x8xf32>, tensor<2x8x2x8xf32>, tensor<2x1xi32>) -> tensor<2x1x4x8xf32>
+  return %a : tensor<2x1x4x8xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x1x4x8xf32>, %k: tensor<2x1x2x8xf32>, %kc: tensor<2x16x2x8xf32>, %pos: tensor<2x2xi32>) -> tensor<2x1x4x8xf32> {
+  // expected-error @+1 {{expects positions of shape [2, 1] (batch and new tokens of q), but got [2, 2]}}
+  %a = moe.cached_attention %q, %k, %k cache %kc, %kc positions %pos : (tensor<2x1x4x8xf32>, tensor<2x1x2x8xf32>, tensor<2x1x2x8xf32>, tensor<2x16x2x8xf32>, tensor<2x16x2x8xf32>, tensor<2x2xi32>) -> tensor<2x1x4x8xf32>
+  return %a : tensor<2x1x4x8xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x4x8xf32>, %k: tensor<2x4x2x8xf32>, %kc: tensor<2x2x2x8xf32>, %pos: tensor<2x4xi32>) -> tensor<2x4x4x8xf32> {
+  // expected-error @+1 {{expects a cache of at least the 4 new tokens, but it holds 2}}
+  %a = moe.cached_attention %q, %k, %k cache %kc, %kc positions %pos : (tensor<2x4x4x8xf32>, tensor<2x4x2x8xf32>, tensor<2x4x2x8xf32>, tensor<2x2x2x8xf32>, tensor<2x2x2x8xf32>, tensor<2x4xi32>) -> tensor<2x4x4x8xf32>
+  return %a : tensor<2x4x4x8xf32>
+}

@@ -29,6 +29,18 @@ func.func @dense(%tok: tensor<2x4xi32>, %table: tensor<16x8xf32>, %w: tensor<8xf
   return %y, %yb : tensor<2x4x12xf32>, tensor<2x4x12xf32>
 }
 
+// CHECK-LABEL: func.func @cached_attention
+func.func @cached_attention(%q: tensor<2x1x4x8xf32>, %k: tensor<2x1x2x8xf32>, %v: tensor<2x1x2x6xf32>,
+                            %pos: tensor<2x1xi32>) -> tensor<2x1x4x6xf32> {
+  // CHECK: %[[KC:.+]] = moe.kv_cache "layers.0.keys" : tensor<2x16x2x8xf32>
+  %kc = moe.kv_cache "layers.0.keys" : tensor<2x16x2x8xf32>
+  // CHECK: %[[VC:.+]] = moe.kv_cache "layers.0.values" : tensor<2x16x2x6xf32>
+  %vc = moe.kv_cache "layers.0.values" : tensor<2x16x2x6xf32>
+  // CHECK: moe.cached_attention %{{.+}}, %{{.+}}, %{{.+}} cache %[[KC]], %[[VC]] positions %{{[^ ]+}} {scale = 2.500000e-01 : f64} : (tensor<2x1x4x8xf32>, tensor<2x1x2x8xf32>, tensor<2x1x2x6xf32>, tensor<2x16x2x8xf32>, tensor<2x16x2x6xf32>, tensor<2x1xi32>) -> tensor<2x1x4x6xf32>
+  %a = moe.cached_attention %q, %k, %v cache %kc, %vc positions %pos {scale = 0.25 : f64} : (tensor<2x1x4x8xf32>, tensor<2x1x2x8xf32>, tensor<2x1x2x6xf32>, tensor<2x16x2x8xf32>, tensor<2x16x2x6xf32>, tensor<2x1xi32>) -> tensor<2x1x4x6xf32>
+  return %a : tensor<2x1x4x6xf32>
+}
+
 // CHECK-LABEL: func.func @attention
 func.func @attention(%q: tensor<2x4x4x8xf32>, %k: tensor<2x4x2x8xf32>, %v: tensor<2x4x2x8xf32>,
                      %pos: tensor<2x4xi32>) -> (tensor<2x4x4x8xf32>, tensor<2x4x4x8xf32>) {

@@ -155,6 +155,42 @@ double AttentionOp::getEffectiveScale() {
   return effectiveScale(getScale(), getQ());
 }
 
+LogicalResult KVCacheOp::verify() {
+  if (getName().empty())
+    return emitOpError("expects a non-empty cache name");
+  return expectRank(*this, "the cache", getResult(), 4,
+                    "[batch, cache_len, kv_heads, head_dim]");
+}
+
+LogicalResult CachedAttentionOp::verify() {
+  if (failed(verifyAttention(*this, getQ(), getK(), getV(), getScale(),
+                             getResult())) ||
+      failed(expectRank(*this, "k_cache", getKCache(), 4,
+                        "[batch, cache_len, kv_heads, head_dim]")))
+    return failure();
+  ArrayRef<int64_t> q = shapeOf(getQ());
+  ArrayRef<int64_t> k = shapeOf(getK());
+  int64_t cacheLen = shapeOf(getKCache())[1];
+  if (failed(expectShape(*this, "k_cache", getKCache(),
+                         {q[0], cacheLen, k[2], q[3]},
+                         "batch of q, kv_heads and head_dim of k")) ||
+      failed(expectShape(*this, "v_cache", getVCache(),
+                         {q[0], cacheLen, k[2], shapeOf(getV())[3]},
+                         "the k_cache's batch, length and heads, the head "
+                         "size of v")) ||
+      failed(expectShape(*this, "positions", getPositions(), {q[0], q[1]},
+                         "batch and new tokens of q")))
+    return failure();
+  if (cacheLen < q[1])
+    return emitOpError() << "expects a cache of at least the " << q[1]
+                         << " new tokens, but it holds " << cacheLen;
+  return success();
+}
+
+double CachedAttentionOp::getEffectiveScale() {
+  return effectiveScale(getScale(), getQ());
+}
+
 /// Checks `lhs` [..., A] and `rhs` [..., B] beside each other as `whole`
 /// [..., A + B], an operand broadcast in the dimension before the last when
 /// it has 1 there.

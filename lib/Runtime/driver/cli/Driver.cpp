@@ -11,6 +11,7 @@
 
 #include "driver/cli/CommandLine.h"
 #include "driver/model/AlignedBuffer.h"
+#include "driver/model/Generation.h"
 #include "driver/model/Manifest.h"
 #include "driver/model/ModelRun.h"
 #include "driver/model/Sampling.h"
@@ -24,6 +25,7 @@
 #include "moe/Support/MemoryReport.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -274,11 +276,18 @@ std::vector<int32_t> encodePrompt(const Manifest &m,
                   m.ignoreIndex);
 }
 
-int runGenerate(const Manifest &m, ForwardEntry forward,
+int runGenerate(const Manifest &m, const Entries &entries,
                 const ParsedFlags &flags, RankEnv &env) {
   GenerateOptions options = parseGenerateOptions(flags);
   std::vector<int32_t> context = encodePrompt(m, options);
-  ModelRunner runner(m, forward, env);
+  bool cached = CachedGenerator::available(m, entries);
+  if (cached && static_cast<int64_t>(context.size()) > m.decode->cacheLen)
+    throw std::invalid_argument(
+        "the prompt has " + std::to_string(context.size()) +
+        " tokens, more than the " + std::to_string(m.decode->cacheLen) +
+        " positions of the model's key/value cache (compile it with moec "
+        "--max-seq N for a longer one)");
+  ModelRunner runner(m, entries.forward, env);
   env.agreeOnSetup(
       [&] { loadWeightsInto(runner, m, options.source, env.placePtr()); });
 
@@ -300,12 +309,13 @@ int runGenerate(const Manifest &m, ForwardEntry forward,
   }
 
   std::mt19937_64 rng(options.seed);
+  auto started = std::chrono::steady_clock::now();
   try {
-    for (int64_t i = 0; i < options.maxNewTokens; ++i) {
-      context.push_back(nextToken(m, runner, context, options.sampling, rng));
-      if (env.root)
-        printer.print(context.back());
-    }
+    continueTokens(m, runner, entries, context, options.maxNewTokens,
+                   options.sampling, rng, [&](int32_t id) {
+                     if (env.root)
+                       printer.print(id);
+                   });
   } catch (...) {
     // End the streamed line so that the error line starts on its own.
     if (env.root) {
@@ -314,8 +324,18 @@ int runGenerate(const Manifest &m, ForwardEntry forward,
     }
     throw;
   }
-  if (env.root)
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+          .count();
+  if (env.root) {
     std::printf("\n");
+    std::fflush(stdout);
+    if (options.maxNewTokens > 0)
+      std::fprintf(stderr, "%lld tokens in %.2f s: %.1f tokens/s (%s)\n",
+                   static_cast<long long>(options.maxNewTokens), seconds,
+                   options.maxNewTokens / std::max(seconds, 1e-9),
+                   cached ? "key/value cache" : "a full forward a token");
+  }
   return 0;
 }
 
@@ -461,8 +481,9 @@ Manifest loadManifest(const char *text) {
 }
 
 int dispatch(const std::string &program, const std::vector<std::string> &args,
-             const char *manifestText, ForwardEntry forward,
-             TrainStepEntry trainStep, EvalStepEntry evalStep) {
+             const char *manifestText, const Entries &entries) {
+  ForwardEntry forward = entries.forward;
+  TrainStepEntry trainStep = entries.trainStep;
   if (args.empty())
     throw UsageError("no command given (see '" + program + " --help')");
   const std::string &name = args[0];
@@ -502,16 +523,15 @@ int dispatch(const std::string &program, const std::vector<std::string> &args,
     if (command == &kGenerate)
       return runOnMesh(manifest, meshRunFromFlags(manifest, flags),
                        [&](RankEnv &env) {
-                         return runGenerate(manifest, forward, flags, env);
+                         return runGenerate(manifest, entries, flags, env);
                        });
     if (command == &trainCommand()) {
       TrainOptions options = parseTrainOptions(flags, manifest, trainStep);
       options.program = std::filesystem::path(program).filename().string();
-      return runOnMesh(
-          manifest, meshRunFromFlags(manifest, flags), [&](RankEnv &env) {
-            return runTrain(manifest, {forward, trainStep, evalStep}, options,
-                            env);
-          });
+      return runOnMesh(manifest, meshRunFromFlags(manifest, flags),
+                       [&](RankEnv &env) {
+                         return runTrain(manifest, entries, options, env);
+                       });
     }
     if (command == &gradCommand())
       return runGrad(manifest, forward, trainStep, flags);
@@ -543,12 +563,11 @@ int reportError(const std::string &message, int status) {
 } // namespace
 
 int runDriver(int argc, char **argv, const char *manifestText,
-              ForwardEntry forward, TrainStepEntry trainStep,
-              EvalStepEntry evalStep) {
+              const Entries &entries) {
   std::string program = argc > 0 ? argv[0] : "model";
   std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
   try {
-    return dispatch(program, args, manifestText, forward, trainStep, evalStep);
+    return dispatch(program, args, manifestText, entries);
   } catch (const UsageError &e) {
     return reportError(e.what(), 2);
   } catch (const std::bad_alloc &) {

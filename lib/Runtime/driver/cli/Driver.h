@@ -16,14 +16,14 @@
 namespace moe::driver {
 
 /// Runs the command in argv (forward, generate, train, grad, init, info,
-/// --help) against the model that `manifestText` describes; `trainStep` and
-/// `evalStep` are null for a model compiled without a training step. Returns
+/// --help) against the model that `manifestText` describes, whose entry
+/// points are `entries` (null where the model was compiled without one).
+/// Returns
 /// the exit status: 0 on success, 1 when the run fails (ids or characters that
 /// do not fit the model, files, the model itself), 2 when the command line is
 /// malformed. Every failure prints exactly one line "error: ..." to stderr.
 int runDriver(int argc, char **argv, const char *manifestText,
-              ForwardEntry forward, TrainStepEntry trainStep = nullptr,
-              EvalStepEntry evalStep = nullptr);
+              const Entries &entries);
 
 } // namespace moe::driver
 

@@ -33,12 +33,22 @@ using EvalStepEntry = void (*)(moert_context *ctx, uint8_t *weights,
                                uint8_t *arena, const int32_t *tokens,
                                const int32_t *labels, float *loss);
 
-/// The entry points `train` runs: the steps are null when the model was
-/// compiled without them.
+/// The signature of moe_entry_decode and moe_entry_prefill (ModelABI.h):
+/// new tokens of each sequence at their positions, against the key/value
+/// cache blob `cache` the caller keeps between calls.
+using GenerationEntry = void (*)(moert_context *ctx, uint8_t *weights,
+                                 uint8_t *arena, uint8_t *cache,
+                                 const int32_t *tokens,
+                                 const int32_t *positions, float *logits);
+
+/// The entry points of a model: all but the forward are null when the
+/// model was compiled without them.
 struct Entries {
   ForwardEntry forward = nullptr;
   TrainStepEntry trainStep = nullptr;
   EvalStepEntry evalStep = nullptr;
+  GenerationEntry decode = nullptr;
+  GenerationEntry prefill = nullptr;
 };
 
 } // namespace moe::driver

@@ -433,6 +433,62 @@ void parseOptionalFields(const Json &root, Manifest &m) {
 // from one batch) and its output the scalar loss.
 /// The training step or the evaluation step (`key`, entry moe_entry_<key>):
 /// the forward's inputs in, the scalar loss out.
+GenerationInfo parseGeneration(const Json &root, const Manifest &m,
+                               const std::string &key) {
+  const std::string wantEntry = "moe_entry_" + key;
+  const Json &object = member(root, "", key.c_str());
+  if (!object.is_object())
+    fail(key, "is " + shown(object) + ", expected an object");
+  GenerationInfo g;
+  g.entry = getString(object, key, "entry");
+  if (g.entry != wantEntry)
+    fail(key + ".entry",
+         "is \"" + g.entry + "\", expected \"" + wantEntry + "\"");
+  g.arenaBytes = getSize(object, key, "arena_bytes");
+  g.cacheBytes = getSize(object, key, "cache_bytes");
+  for (const char *field : {"inputs", "outputs", "caches"})
+    if (!member(object, key, field).is_array())
+      fail(key + "." + field,
+           "is " + shown(object[field]) + ", expected an array");
+  std::vector<TensorSpec> inputs = parseSpecs(object, "inputs");
+  std::vector<TensorSpec> outputs = parseSpecs(object, "outputs");
+  if (inputs.size() != 2 || inputs[0].name != "tokens" ||
+      inputs[1].name != "positions" || inputs[0].dtype != "I32" ||
+      inputs[1].dtype != "I32" || inputs[0].shape.size() != 2 ||
+      inputs[1].shape != inputs[0].shape || inputs[0].shape[0] < 1 ||
+      inputs[0].shape[1] < 1)
+    fail(key + ".inputs", "is " + shown(object["inputs"]) +
+                              ", expected I32 'tokens' and 'positions' of "
+                              "one shape [sequences, tokens]");
+  g.sequences = inputs[0].shape[0];
+  g.newTokens = inputs[0].shape[1];
+  std::vector<int64_t> logits = {g.sequences, g.newTokens, m.vocab};
+  if (outputs.size() != 1 || outputs[0].name != "logits" ||
+      outputs[0].dtype != m.outputs[0].dtype || outputs[0].shape != logits)
+    fail(key + ".outputs", "is " + shown(object["outputs"]) +
+                               ", expected the logits " + shapeText(logits));
+  const Json &caches = object["caches"];
+  for (const Json &cache : caches) {
+    const Json *shape = cache.is_object() ? &cache["shape"] : nullptr;
+    if (!shape || !shape->is_array() || shape->size() != 4 ||
+        !(*shape)[1].is_number_integer())
+      fail(key + ".caches", "has " + shown(cache) +
+                                ", expected an object with a shape [sequences, "
+                                "positions, heads, head_dim]");
+    int64_t len = (*shape)[1].get<int64_t>();
+    if (g.cacheLen != 0 && len != g.cacheLen)
+      fail(key + ".caches", "hold " + std::to_string(g.cacheLen) + " and " +
+                                std::to_string(len) +
+                                " positions, expected one length");
+    g.cacheLen = len;
+  }
+  if (g.cacheLen < g.newTokens)
+    fail(key + ".caches", "hold " + std::to_string(g.cacheLen) +
+                              " positions, fewer than the " +
+                              std::to_string(g.newTokens) + " tokens a call");
+  return g;
+}
+
 TrainStepInfo parseStep(const Json &root, const Manifest &m,
                         const std::string &key) {
   const std::string wantEntry = "moe_entry_" + key;
@@ -563,6 +619,17 @@ Manifest parseManifest(const std::string &text) {
     if (!m.trainStep)
       fail("eval_step", "is set, but the model has no training step");
     m.evalStep = parseStep(root, m, "eval_step");
+  }
+  if (root.contains("decode"))
+    m.decode = parseGeneration(root, m, "decode");
+  if (root.contains("prefill")) {
+    if (!m.decode)
+      fail("prefill", "is set, but the model has no decode entry");
+    m.prefill = parseGeneration(root, m, "prefill");
+    if (m.prefill->sequences != m.decode->sequences ||
+        m.prefill->cacheLen != m.decode->cacheLen ||
+        m.prefill->cacheBytes != m.decode->cacheBytes)
+      fail("prefill", "has another cache than decode");
   }
   if (auto it = root.find("zero_stage"); it != root.end()) {
     if (!it->is_number_integer() || it->get<int64_t>() < 1 ||

@@ -91,6 +91,20 @@ struct TrainStepInfo {
   uint64_t commBytes = 0;
 };
 
+/// A generation entry (manifest "decode" or "prefill", moec's
+/// moe-build-decode): `newTokens` tokens of each of `sequences` sequences a
+/// call, at given positions, against a key/value cache of `cacheLen`
+/// positions a sequence kept in a blob of `cacheBytes` that the caller holds
+/// between calls (moe_entry_decode and moe_entry_prefill, ModelABI.h).
+struct GenerationInfo {
+  std::string entry;
+  uint64_t arenaBytes = 0;
+  int64_t sequences = 0;
+  int64_t newTokens = 0;
+  int64_t cacheLen = 0;
+  uint64_t cacheBytes = 0;
+};
+
 struct Manifest {
   std::string function;
   std::string entry;
@@ -123,6 +137,9 @@ struct Manifest {
   /// The evaluation step beside it (manifest "eval_step", entry
   /// moe_entry_eval_step): the forward's loss without its logits.
   std::optional<TrainStepInfo> evalStep;
+  /// Present when the model was compiled with a key/value cache: one token
+  /// of each sequence a call (decode), and up to seq a call (prefill).
+  std::optional<GenerationInfo> decode, prefill;
   /// ZeRO stage (manifest "zero_stage", moec --zero): 1 splits each
   /// weight's AdamW state over its data-parallel replicas
   /// (moe/Support/OptimizerShards.h); 2 and 3 also split the dense weights

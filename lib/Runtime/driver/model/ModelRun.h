@@ -201,6 +201,13 @@ public:
   /// this rank's last call.
   const std::vector<rt::LayerStats> &layerStats() const { return layerStats_; }
 
+  /// Runs the decode or prefill entry `entry` (of `info`) on `tokens` and
+  /// `positions` [sequences, newTokens] against the runner's key/value
+  /// cache (zeroed when first made); returns the logits [sequences,
+  /// newTokens, vocab] on the host, valid until the next call.
+  const float *generate(const GenerationInfo &info, GenerationEntry entry,
+                        const std::vector<int32_t> &tokens,
+                        const std::vector<int32_t> &positions);
   /// Records every runtime call of the runner's context in `tracer` from
   /// now on, or none (null); waits for the backend's pending timings first.
   void setTracer(rt::Tracer *tracer);
@@ -246,6 +253,9 @@ private:
   BackendBuffer storedWeights_, storedGrads_, storedLogits_;
   bool storedStale_ = true;
   AlignedBuffer logits_;
+  // The key/value cache and the generation entries' inputs and logits.
+  BackendBuffer cache_, generationArena_, generationInputs_, generationLogits_;
+  AlignedBuffer hostGenerationLogits_;
   // Device copies (empty on the CPU backend).
   BackendBuffer deviceTokens_, deviceLabels_, deviceLogits_, deviceLoss_;
   float loss_ = 0.0f;

@@ -274,6 +274,58 @@ void ModelRunner::run(const std::vector<int32_t> &tokens,
   check();
 }
 
+const float *ModelRunner::generate(const GenerationInfo &info,
+                                   GenerationEntry entry,
+                                   const std::vector<int32_t> &tokens,
+                                   const std::vector<int32_t> &positions) {
+  uint64_t n = static_cast<uint64_t>(info.sequences * info.newTokens);
+  if (tokens.size() != n || positions.size() != n)
+    throw std::logic_error("ModelRunner::generate: inputs of another shape");
+  for (int32_t p : positions)
+    if (p < 0 || p >= info.cacheLen)
+      throw std::logic_error("ModelRunner::generate: a position outside "
+                             "the cache");
+  // Decode and prefill share one cache; each gets its own arena when it
+  // is larger than the runner's.
+  if (cache_.size() == 0)
+    cache_ = BackendBuffer(*backend_, info.cacheBytes);
+  uint8_t *arena = arena_.data();
+  if (info.arenaBytes > arena_.size()) {
+    if (generationArena_.size() < info.arenaBytes)
+      generationArena_ = BackendBuffer(*backend_, info.arenaBytes);
+    arena = generationArena_.data();
+  }
+  uint64_t elements = n * static_cast<uint64_t>(manifest_.vocab);
+  uint64_t storedBytes = elements * (manifest_.bf16Storage() ? 2 : 4);
+  if (hostGenerationLogits_.size() < elements * sizeof(float))
+    hostGenerationLogits_ = AlignedBuffer(elements * sizeof(float));
+  if (generationLogits_.size() < storedBytes + elements * sizeof(float))
+    generationLogits_ =
+        BackendBuffer(*backend_, storedBytes + elements * sizeof(float));
+  if (generationInputs_.size() < 2 * n * sizeof(int32_t))
+    generationInputs_ = BackendBuffer(*backend_, 2 * n * sizeof(int32_t));
+  auto *inputs = reinterpret_cast<int32_t *>(generationInputs_.data());
+  backend_->upload(inputs, tokens.data(), n * sizeof(int32_t));
+  backend_->upload(inputs + n, positions.data(), n * sizeof(int32_t));
+  rt::clearExpertCounts(context_.get());
+  auto *stored = reinterpret_cast<float *>(generationLogits_.data());
+  entry(context_.get(), entryWeights(), arena, cache_.data(), inputs,
+        inputs + n, stored);
+  if (!moert_context_error(context_.get())) {
+    float *logits = stored;
+    if (manifest_.bf16Storage()) {
+      logits =
+          reinterpret_cast<float *>(generationLogits_.data() + storedBytes);
+      backend_->convert(logits, rt::StorageType::F32, stored,
+                        rt::StorageType::BF16, elements);
+    }
+    backend_->download(hostGenerationLogits_.data(), logits,
+                       elements * sizeof(float));
+  }
+  check();
+  return hostGenerationLogits_.f32();
+}
+
 float ModelRunner::evalLoss(const std::vector<int32_t> &tokens,
                             const std::vector<int32_t> &labels) {
   if (!evalStep_) {

@@ -12,7 +12,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "driver/train/Train.h"
+
 #include "driver/cli/RunFlags.h"
+#include "driver/model/Generation.h"
 
 #include "driver/model/Placement.h"
 #include "driver/model/Weights.h"
@@ -145,7 +147,8 @@ std::vector<int32_t> samplePrompt(const Manifest &m, const Corpus &corpus) {
 }
 
 void sample(const Manifest &m, const Corpus &corpus, int64_t chars,
-            uint64_t seed, ModelRunner &runner, const RankEnv &env) {
+            uint64_t seed, ModelRunner &runner, const Entries &entries,
+            const RankEnv &env) {
   std::vector<int32_t> context = samplePrompt(m, corpus);
   TokenPrinter printer(m);
   if (env.root) {
@@ -156,11 +159,11 @@ void sample(const Manifest &m, const Corpus &corpus, int64_t chars,
   SamplingOptions sampling;
   sampling.temperature = 0.8;
   std::mt19937_64 rng(seed);
-  for (int64_t i = 0; i < chars; ++i) {
-    context.push_back(nextToken(m, runner, context, sampling, rng));
-    if (env.root)
-      printer.print(context.back());
-  }
+  continueTokens(m, runner, entries, context, chars, sampling, rng,
+                 [&](int32_t id) {
+                   if (env.root)
+                     printer.print(id);
+                 });
   if (env.root) {
     std::printf("\n");
     std::fflush(stdout);
@@ -676,7 +679,7 @@ int runTrain(const Manifest &m, const Entries &entries, const TrainOptions &o,
     trace->write(); // nothing to train: an empty trace
 
   if (o.sampleChars > 0)
-    sample(m, *corpus, o.sampleChars, o.seed, runner, env);
+    sample(m, *corpus, o.sampleChars, o.seed, runner, entries, env);
   return 0;
 }
 

@@ -237,6 +237,64 @@ def MoE_AttentionGradOp : MoE_Op<"attention_grad", [Pure]> {
   }];
 }
 
+def MoE_KVCacheOp : MoE_Op<"kv_cache", [Pure]> {
+  let summary = "A named key or value cache kept between calls";
+  let description = [{
+    The keys or values of one attention layer for every position of a batch
+    of sequences, [batch, cache_len, kv_heads, head_dim], in a buffer that
+    outlives the call: the caller keeps it (the cache blob of `@decode` and
+    `@prefill`) and `moe.cached_attention` writes into it. `name` identifies
+    it, as `moe.param`'s name does a weight; functions that name the same
+    cache share it.
+  }];
+  let arguments = (ins StrAttr:$name);
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = "$name attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def MoE_CachedAttentionOp : MoE_Op<"cached_attention",
+    [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "Causal attention of new tokens over a key/value cache";
+  let description = [{
+    The decode and prefill form of `moe.attention` (moe-build-decode makes
+    it from one). `q` is [B, T, H, D], `k` [B, T, KV, D] and `v`
+    [B, T, KV, Dv]: T new tokens of each of B sequences, the token at
+    (b, t) standing at position `positions[b, t]` of its sequence.
+    `k_cache` [B, L, KV, D] and `v_cache` [B, L, KV, Dv] hold the keys and
+    values of L positions of each sequence and are written in place:
+
+    ```
+    k_cache[b, positions[b, t]] = k[b, t]        (for every b, t, first)
+    v_cache[b, positions[b, t]] = v[b, t]
+    result[b, t, h] = sum over j <= positions[b, t] of
+        softmax_j(scale * q[b, t, h] . k_cache[b, j, h / (H / KV)])
+        * v_cache[b, j, h / (H / KV)]
+    ```
+
+    so a query sees its own key and every earlier position's, as causal
+    attention over the whole sequence does. Positions must lie in [0, L)
+    (a runtime error otherwise). The softmax is computed in fp32 and `scale`
+    is 1/sqrt(D) when absent, as for `moe.attention`. The caches are buffers
+    the caller keeps between calls (the arguments of `@decode`), which is why
+    the op reads and writes memory rather than being pure.
+  }];
+  let arguments = (ins MoE_FloatTensor:$q, MoE_FloatTensor:$k,
+                       MoE_FloatTensor:$v, MoE_FloatTensor:$k_cache,
+                       MoE_FloatTensor:$v_cache, MoE_IndexTensor:$positions,
+                       OptionalAttr<F64Attr>:$scale);
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = [{
+    $q `,` $k `,` $v `cache` $k_cache `,` $v_cache `positions` $positions
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The softmax scale: `scale` if set, else 1/sqrt(head_dim).
+    double getEffectiveScale();
+  }];
+}
+
 def MoE_ConcatOp : MoE_Op<"concat", [Pure]> {
   let summary = "Two tensors side by side along the last dimension";
   let description = [{

@@ -331,7 +331,7 @@ int runGenerate(const Manifest &m, const Entries &entries,
     std::printf("\n");
     std::fflush(stdout);
     if (options.maxNewTokens > 0)
-      std::fprintf(stderr, "%lld tokens in %.2f s: %.1f tokens/s (%s)\n",
+      std::fprintf(stderr, "%lld tokens in %.2f s: %.3g tokens/s (%s)\n",
                    static_cast<long long>(options.maxNewTokens), seconds,
                    options.maxNewTokens / std::max(seconds, 1e-9),
                    cached ? "key/value cache" : "a full forward a token");

@@ -187,6 +187,61 @@ TEST_F(CudaAttention, LargeScoresNeedTheRunningMax) {
             11);
 }
 
+TEST_F(CudaAttention, CachedAttentionMatchesCpu) {
+  // A prefill of 5 tokens then 3 decode steps, two sequences at different
+  // positions, GQA and MHA, value heads narrower than key heads and the MLA
+  // shape; the caches start as the same garbage on both sides, and the
+  // caches after the calls must match too.
+  struct Shape {
+    int heads, kvHeads, headDim, vDim;
+  };
+  uint64_t seed = 4000;
+  for (Shape sh :
+       {Shape{8, 2, 24, 16}, Shape{4, 4, 64, 64}, Shape{4, 4, 192, 128}}) {
+    SCOPED_TRACE("heads=" + std::to_string(sh.heads) +
+                 " headDim=" + std::to_string(sh.headDim));
+    const int batch = 2, cacheLen = 12;
+    const size_t kCacheSize =
+        size_t(batch) * cacheLen * sh.kvHeads * sh.headDim;
+    const size_t vCacheSize = size_t(batch) * cacheLen * sh.kvHeads * sh.vDim;
+    std::vector<float> kCache(kCacheSize, kGarbage),
+        vCache(vCacheSize, kGarbage);
+    DeviceBuffer<float> dKCache(kCache), dVCache(vCache);
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    const float scale = 1.0f / std::sqrt(float(sh.headDim));
+    for (int first : {0, 5, 6, 7}) {
+      int n = first == 0 ? 5 : 1;
+      size_t tokens = size_t(batch) * n;
+      std::vector<float> q =
+          randomFloats(tokens * sh.heads * sh.headDim, seed++, -2.f, 2.f);
+      std::vector<float> k =
+          randomFloats(tokens * sh.kvHeads * sh.headDim, seed++, -2.f, 2.f);
+      std::vector<float> v =
+          randomFloats(tokens * sh.kvHeads * sh.vDim, seed++);
+      std::vector<int32_t> positions;
+      for (int b = 0; b < batch; ++b)
+        for (int t = 0; t < n; ++t)
+          positions.push_back(first + t + b); // sequence 1 one position on
+      std::vector<float> out(tokens * sh.heads * sh.vDim);
+      cpu::cachedAttention(q.data(), k.data(), v.data(), positions.data(),
+                           batch, n, cacheLen, sh.heads, sh.kvHeads, sh.headDim,
+                           sh.vDim, scale, kCache.data(), vCache.data(),
+                           out.data());
+      DeviceBuffer<float> dQ(q), dK(k), dV(v);
+      DeviceBuffer<int32_t> dPositions(positions);
+      DeviceBuffer<float> dOut(std::vector<float>(out.size(), kGarbage));
+      check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+      cachedAttention<float>(*dev, dQ, dK, dV, dPositions, batch, n, cacheLen,
+                             sh.heads, sh.kvHeads, sh.headDim, sh.vDim, scale,
+                             dKCache, dVCache, dOut);
+      dev->synchronize();
+      expectMatches(dOut.download(), out, "cachedAttention out");
+    }
+    expectMatches(dKCache.download(), kCache, "cachedAttention kCache");
+    expectMatches(dVCache.download(), vCache, "cachedAttention vCache");
+  }
+}
+
 TEST_F(CudaAttention, EmptyShapesAndInvalidSizes) {
   // Nothing to compute: no launch, no throw.
   EXPECT_NO_THROW(attention<float>(*dev, nullptr, nullptr, nullptr, 1, 0, 4, 2,

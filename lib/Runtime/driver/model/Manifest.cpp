@@ -429,10 +429,8 @@ void parseOptionalFields(const Json &root, Manifest &m) {
   }
 }
 
-// "train_step": its inputs must be the forward's (the driver feeds both
-// from one batch) and its output the scalar loss.
-/// The training step or the evaluation step (`key`, entry moe_entry_<key>):
-/// the forward's inputs in, the scalar loss out.
+/// The decode or prefill entry (`key`, entry moe_entry_<key>): tokens and
+/// positions [sequences, tokens] in, their logits out, and the caches.
 GenerationInfo parseGeneration(const Json &root, const Manifest &m,
                                const std::string &key) {
   const std::string wantEntry = "moe_entry_" + key;
@@ -489,6 +487,10 @@ GenerationInfo parseGeneration(const Json &root, const Manifest &m,
   return g;
 }
 
+// "train_step": its inputs must be the forward's (the driver feeds both
+// from one batch) and its output the scalar loss.
+/// The training step or the evaluation step (`key`, entry moe_entry_<key>):
+/// the forward's inputs in, the scalar loss out.
 TrainStepInfo parseStep(const Json &root, const Manifest &m,
                         const std::string &key) {
   const std::string wantEntry = "moe_entry_" + key;

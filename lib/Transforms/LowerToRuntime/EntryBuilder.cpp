@@ -127,35 +127,51 @@ ArrayAttr describeValues(Builder &b, TypeRange types, Type floatStorage,
 
 } // namespace
 
+FailureOr<bool> EntryBuilder::place(BlobLayout &blob, Operation *op,
+                                    StringAttr name, Type tensorType,
+                                    StringRef overflow,
+                                    SmallVectorImpl<NamedAttribute> &fields) {
+  auto type = bufferTypeFor(tensorType, op->getLoc());
+  if (failed(type))
+    return failure();
+  if (blob.offsets.count(name.getValue()))
+    return false;
+  std::optional<int64_t> end;
+  if (auto bytes = alignedBytes(*bufferBytes(*type), MOE_BUFFER_ALIGNMENT))
+    end = llvm::checkedAdd(blob.bytes, *bytes);
+  if (!end)
+    return op->emitOpError(overflow);
+  blob.offsets[name.getValue()] = blob.bytes;
+  fields.assign({
+      b.getNamedAttr("name", name),
+      b.getNamedAttr(
+          "dtype",
+          b.getStringAttr(type->getElementType().isBF16() ? "BF16" : "F32")),
+      b.getNamedAttr("shape", b.getDenseI64ArrayAttr(type->getShape())),
+      b.getNamedAttr("offset", b.getI64IntegerAttr(blob.bytes)),
+  });
+  blob.bytes = *end;
+  return true;
+}
+
 LogicalResult EntryBuilder::layOutWeights() {
   DenseMap<Value, int64_t> balanced = balancedBiases(model);
   for (ParamOp param : model.getBody().getOps<ParamOp>()) {
-    auto type = bufferTypeFor(param.getType(), param.getLoc());
-    if (failed(type))
+    SmallVector<NamedAttribute> fields;
+    FailureOr<bool> placed =
+        place(weightsLayout, param, param.getNameAttr(), param.getType(),
+              "ends past 2^63 bytes of weights: the weights blob cannot be "
+              "laid out",
+              fields);
+    if (failed(placed))
       return failure();
-    if (weightOffsets.count(param.getName()))
+    if (!*placed)
       continue;
-    weightOffsets[param.getName()] = weightsBytes;
-    SmallVector<NamedAttribute> fields = {
-        b.getNamedAttr("name", param.getNameAttr()),
-        b.getNamedAttr(
-            "dtype",
-            b.getStringAttr(type->getElementType().isBF16() ? "BF16" : "F32")),
-        b.getNamedAttr("shape", b.getDenseI64ArrayAttr(type->getShape())),
-        b.getNamedAttr("offset", b.getI64IntegerAttr(weightsBytes)),
-    };
     appendShardRecord(b, param->getAttrDictionary(), fields);
     if (auto it = balanced.find(param.getResult()); it != balanced.end())
       fields.push_back(
           b.getNamedAttr("balances_layer", b.getI64IntegerAttr(it->second)));
-    params.push_back(b.getDictionaryAttr(fields));
-    std::optional<int64_t> end;
-    if (auto bytes = alignedBytes(*bufferBytes(*type), MOE_BUFFER_ALIGNMENT))
-      end = llvm::checkedAdd(weightsBytes, *bytes);
-    if (!end)
-      return param.emitOpError("ends past 2^63 bytes of weights: the "
-                               "weights blob cannot be laid out");
-    weightsBytes = *end;
+    weightsLayout.records.push_back(b.getDictionaryAttr(fields));
   }
   return success();
 }
@@ -164,26 +180,16 @@ LogicalResult EntryBuilder::layOutWeights() {
 /// own in the order the function names them.
 LogicalResult EntryBuilder::layOutCaches() {
   for (KVCacheOp cacheOp : model.getBody().getOps<KVCacheOp>()) {
-    auto type = bufferTypeFor(cacheOp.getType(), cacheOp.getLoc());
-    if (failed(type))
+    SmallVector<NamedAttribute> fields;
+    FailureOr<bool> placed =
+        place(cacheLayout, cacheOp, cacheOp.getNameAttr(), cacheOp.getType(),
+              "ends past 2^63 bytes of caches: the cache blob cannot be laid "
+              "out",
+              fields);
+    if (failed(placed))
       return failure();
-    if (cacheOffsets.count(cacheOp.getName()))
-      continue;
-    cacheOffsets[cacheOp.getName()] = cacheBytes;
-    caches.push_back(b.getDictionaryAttr({
-        b.getNamedAttr("name", cacheOp.getNameAttr()),
-        b.getNamedAttr(
-            "dtype",
-            b.getStringAttr(type->getElementType().isBF16() ? "BF16" : "F32")),
-        b.getNamedAttr("shape", b.getDenseI64ArrayAttr(type->getShape())),
-        b.getNamedAttr("offset", b.getI64IntegerAttr(cacheBytes)),
-    }));
-    std::optional<int64_t> end;
-    if (auto bytes = alignedBytes(*bufferBytes(*type), MOE_BUFFER_ALIGNMENT))
-      end = llvm::checkedAdd(cacheBytes, *bytes);
-    if (!end)
-      return cacheOp.emitOpError("ends past 2^63 bytes of caches");
-    cacheBytes = *end;
+    if (*placed)
+      cacheLayout.records.push_back(b.getDictionaryAttr(fields));
   }
   return success();
 }
@@ -198,15 +204,16 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
   // step writes its gradients into a blob laid out like the weights.
   MLIRContext *context = model.getContext();
   bool hasGrads = !model.getBody().getOps<ParamGradOp>().empty();
-  SmallVector<Type> argTypes = {LLVM::LLVMPointerType::get(context),
-                                MemRefType::get({weightsBytes}, b.getI8Type())};
+  SmallVector<Type> argTypes = {
+      LLVM::LLVMPointerType::get(context),
+      MemRefType::get({weightsLayout.bytes}, b.getI8Type())};
   if (hasGrads)
     argTypes.push_back(argTypes.back());
   // A decode or prefill function reads and writes its caches in a blob the
   // caller keeps between calls.
-  bool hasCache = !caches.empty();
+  bool hasCache = !cacheLayout.records.empty();
   if (hasCache)
-    argTypes.push_back(MemRefType::get({cacheBytes}, b.getI8Type()));
+    argTypes.push_back(MemRefType::get({cacheLayout.bytes}, b.getI8Type()));
   unsigned firstInputArg = argTypes.size();
   for (Type type : llvm::concat<const Type>(model.getArgumentTypes(),
                                             model.getResultTypes())) {
@@ -261,8 +268,8 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
   model.getAllResultAttrs(resultAttrs);
   SmallVector<NamedAttribute> manifest = {
       b.getNamedAttr("function", model.getSymNameAttr()),
-      b.getNamedAttr("params", b.getArrayAttr(params)),
-      b.getNamedAttr("weights_bytes", b.getI64IntegerAttr(weightsBytes)),
+      b.getNamedAttr("params", b.getArrayAttr(weightsLayout.records)),
+      b.getNamedAttr("weights_bytes", b.getI64IntegerAttr(weightsLayout.bytes)),
       b.getNamedAttr("comm_bytes", b.getI64IntegerAttr(commBytes)),
       b.getNamedAttr("inputs",
                      describeValues(b, model.getArgumentTypes(), floatStorage,
@@ -278,9 +285,10 @@ FailureOr<func::FuncOp> EntryBuilder::build() {
   if (hasGrads)
     manifest.push_back(b.getNamedAttr("grads", b.getBoolAttr(true)));
   if (hasCache) {
-    manifest.push_back(b.getNamedAttr("caches", b.getArrayAttr(caches)));
     manifest.push_back(
-        b.getNamedAttr("cache_bytes", b.getI64IntegerAttr(cacheBytes)));
+        b.getNamedAttr("caches", b.getArrayAttr(cacheLayout.records)));
+    manifest.push_back(
+        b.getNamedAttr("cache_bytes", b.getI64IntegerAttr(cacheLayout.bytes)));
   }
   manifest.push_back(b.getNamedAttr(
       "storage", b.getStringAttr(floatStorage.isBF16() ? "BF16" : "F32")));
@@ -367,18 +375,12 @@ FailureOr<SmallVector<Value>> EntryBuilder::resultBuffers(Operation *op) {
   return buffers;
 }
 
-Value EntryBuilder::cacheView(StringRef name, Type tensorType) {
+Value EntryBuilder::view(Value blob, const BlobLayout &layout, StringRef name,
+                         Type tensorType) {
+  // The types were checked when the blob was laid out.
   MemRefType type = *bufferTypeFor(tensorType, loc);
   Value offset =
-      arith::ConstantIndexOp::create(b, loc, cacheOffsets.lookup(name));
-  return memref::ViewOp::create(b, loc, type, cache, offset, ValueRange{});
-}
-
-Value EntryBuilder::weightView(Value blob, StringRef name, Type tensorType) {
-  // The types were checked when the weights were laid out.
-  MemRefType type = *bufferTypeFor(tensorType, loc);
-  Value offset =
-      arith::ConstantIndexOp::create(b, loc, weightOffsets.lookup(name));
+      arith::ConstantIndexOp::create(b, loc, layout.offsets.lookup(name));
   return memref::ViewOp::create(b, loc, type, blob, offset, ValueRange{});
 }
 

@@ -115,11 +115,17 @@ public:
   } /// The key/value cache blob of a decode or prefill function, else null.
   Value cacheBlob() const { return cache; }
   /// The view of cache `name`'s slot in the cache blob.
-  Value cacheView(StringRef name, Type tensorType);
+  Value cacheView(StringRef name, Type tensorType) {
+    return view(cache, cacheLayout, name, tensorType);
+  }
 
-  bool hasWeight(StringRef name) const { return weightOffsets.count(name); }
+  bool hasWeight(StringRef name) const {
+    return weightsLayout.offsets.count(name);
+  }
   /// The view of weight `name`'s slot in blob `blob` (weights or grads).
-  Value weightView(Value blob, StringRef name, Type tensorType);
+  Value weightView(Value blob, StringRef name, Type tensorType) {
+    return view(blob, weightsLayout, name, tensorType);
+  }
 
   Value i64(int64_t v);
   Value i32(int64_t v);
@@ -146,6 +152,22 @@ public:
   LogicalResult recordIgnoreIndex(Operation *op, int64_t ignore);
 
 private:
+  /// A blob of named buffers (weights, caches) one after another, each
+  /// aligned: name -> byte offset, the manifest's record of each, the size.
+  struct BlobLayout {
+    llvm::StringMap<int64_t> offsets;
+    SmallVector<Attribute> records;
+    int64_t bytes = 0;
+  };
+  /// Gives `name`, a buffer of `tensorType` declared by `op`, the next slot
+  /// of `blob` and sets `fields` to its record (name, dtype, shape,
+  /// offset); false when `name` has a slot already. Past 2^63 bytes,
+  /// `overflow` is the error.
+  FailureOr<bool> place(BlobLayout &blob, Operation *op, StringAttr name,
+                        Type tensorType, StringRef overflow,
+                        SmallVectorImpl<NamedAttribute> &fields);
+  Value view(Value blob, const BlobLayout &layout, StringRef name,
+             Type tensorType);
   LogicalResult layOutWeights();
   LogicalResult layOutCaches();
 
@@ -166,14 +188,9 @@ private:
 
   /// The key/value cache blob of a function with moe.kv_cache ops.
   Value cache;
-  /// Cache name -> byte offset in the cache blob; the manifest's list.
-  llvm::StringMap<int64_t> cacheOffsets;
-  SmallVector<Attribute> caches;
-  int64_t cacheBytes = 0;
-  /// Weight name -> byte offset in the blob; the manifest's param list.
-  llvm::StringMap<int64_t> weightOffsets;
-  SmallVector<Attribute> params;
-  int64_t weightsBytes = 0;
+  BlobLayout cacheLayout;
+  /// The weights blob: its offsets and the manifest's param list.
+  BlobLayout weightsLayout;
   int64_t commBytes = 0;
   /// Returned tensor -> index of the output argument that receives it.
   DenseMap<Value, unsigned> returnedAt;

@@ -429,25 +429,35 @@ void parseOptionalFields(const Json &root, Manifest &m) {
   }
 }
 
+/// The object `key` of the manifest, a side entry point's: its "entry" must
+/// be moe_entry_<key> (returned in `entry`), and each of `arrays` an array.
+const Json &entryObject(const Json &root, const std::string &key,
+                        std::string &entry,
+                        std::initializer_list<const char *> arrays) {
+  const Json &object = member(root, "", key.c_str());
+  if (!object.is_object())
+    fail(key, "is " + shown(object) + ", expected an object");
+  const std::string wantEntry = "moe_entry_" + key;
+  entry = getString(object, key, "entry");
+  if (entry != wantEntry)
+    fail(key + ".entry",
+         "is \"" + entry + "\", expected \"" + wantEntry + "\"");
+  for (const char *field : arrays)
+    if (!member(object, key, field).is_array())
+      fail(key + "." + field,
+           "is " + shown(object[field]) + ", expected an array");
+  return object;
+}
+
 /// The decode or prefill entry (`key`, entry moe_entry_<key>): tokens and
 /// positions [sequences, tokens] in, their logits out, and the caches.
 GenerationInfo parseGeneration(const Json &root, const Manifest &m,
                                const std::string &key) {
-  const std::string wantEntry = "moe_entry_" + key;
-  const Json &object = member(root, "", key.c_str());
-  if (!object.is_object())
-    fail(key, "is " + shown(object) + ", expected an object");
   GenerationInfo g;
-  g.entry = getString(object, key, "entry");
-  if (g.entry != wantEntry)
-    fail(key + ".entry",
-         "is \"" + g.entry + "\", expected \"" + wantEntry + "\"");
+  const Json &object =
+      entryObject(root, key, g.entry, {"inputs", "outputs", "caches"});
   g.arenaBytes = getSize(object, key, "arena_bytes");
   g.cacheBytes = getSize(object, key, "cache_bytes");
-  for (const char *field : {"inputs", "outputs", "caches"})
-    if (!member(object, key, field).is_array())
-      fail(key + "." + field,
-           "is " + shown(object[field]) + ", expected an array");
   std::vector<TensorSpec> inputs = parseSpecs(object, "inputs");
   std::vector<TensorSpec> outputs = parseSpecs(object, "outputs");
   if (inputs.size() != 2 || inputs[0].name != "tokens" ||
@@ -493,24 +503,14 @@ GenerationInfo parseGeneration(const Json &root, const Manifest &m,
 /// the forward's inputs in, the scalar loss out.
 TrainStepInfo parseStep(const Json &root, const Manifest &m,
                         const std::string &key) {
-  const std::string wantEntry = "moe_entry_" + key;
-  const Json &object = member(root, "", key.c_str());
-  if (!object.is_object())
-    fail(key, "is " + shown(object) + ", expected an object");
   TrainStepInfo step;
+  const Json &object =
+      entryObject(root, key, step.entry, {"inputs", "outputs"});
   step.function = getString(object, key, "function");
-  step.entry = getString(object, key, "entry");
-  if (step.entry != wantEntry)
-    fail(key + ".entry",
-         "is \"" + step.entry + "\", expected \"" + wantEntry + "\"");
   step.arenaBytes = getSize(object, key, "arena_bytes");
   step.unplannedBytes = getSize(object, key, "unplanned_bytes");
   if (object.contains("comm_bytes"))
     step.commBytes = getSize(object, key, "comm_bytes");
-  for (const char *field : {"inputs", "outputs"})
-    if (!member(object, key, field).is_array())
-      fail(key + "." + field,
-           "is " + shown(object[field]) + ", expected an array");
   std::vector<TensorSpec> inputs = parseSpecs(object, "inputs");
   std::vector<TensorSpec> outputs = parseSpecs(object, "outputs");
   if (inputs.size() != 2)

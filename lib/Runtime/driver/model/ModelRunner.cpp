@@ -296,12 +296,16 @@ const float *ModelRunner::generate(const GenerationInfo &info,
     arena = generationArena_.data();
   }
   uint64_t elements = n * static_cast<uint64_t>(manifest_.vocab);
-  uint64_t storedBytes = elements * (manifest_.bf16Storage() ? 2 : 4);
-  if (hostGenerationLogits_.size() < elements * sizeof(float))
-    hostGenerationLogits_ = AlignedBuffer(elements * sizeof(float));
-  if (generationLogits_.size() < storedBytes + elements * sizeof(float))
-    generationLogits_ =
-        BackendBuffer(*backend_, storedBytes + elements * sizeof(float));
+  uint64_t floatBytes = elements * sizeof(float);
+  // Under bf16 storage the entry's bf16 logits, then (aligned) their fp32
+  // widening.
+  uint64_t storedBytes =
+      manifest_.bf16Storage() ? (elements * 2 + 63) / 64 * 64 : floatBytes;
+  uint64_t widenedBytes = manifest_.bf16Storage() ? floatBytes : 0;
+  if (hostGenerationLogits_.size() < floatBytes)
+    hostGenerationLogits_ = AlignedBuffer(floatBytes);
+  if (generationLogits_.size() < storedBytes + widenedBytes)
+    generationLogits_ = BackendBuffer(*backend_, storedBytes + widenedBytes);
   if (generationInputs_.size() < 2 * n * sizeof(int32_t))
     generationInputs_ = BackendBuffer(*backend_, 2 * n * sizeof(int32_t));
   auto *inputs = reinterpret_cast<int32_t *>(generationInputs_.data());
@@ -319,8 +323,7 @@ const float *ModelRunner::generate(const GenerationInfo &info,
       backend_->convert(logits, rt::StorageType::F32, stored,
                         rt::StorageType::BF16, elements);
     }
-    backend_->download(hostGenerationLogits_.data(), logits,
-                       elements * sizeof(float));
+    backend_->download(hostGenerationLogits_.data(), logits, floatBytes);
   }
   check();
   return hostGenerationLogits_.f32();
